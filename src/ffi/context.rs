@@ -1,0 +1,114 @@
+//! Context handles.
+
+use crate::context::{Backend, Context};
+
+use super::{clear_out, guard, guard_void, non_null, write_out};
+
+/// A backend instance: where the work runs and how many threads it may use.
+///
+/// Opaque. Created by `llmint8_context_create`, owned by the caller, freed with
+/// `llmint8_context_destroy`. Every function taking a context may be called from
+/// many threads at once on the same context, except `llmint8_context_destroy`.
+pub struct llmint8_context {
+    pub(crate) inner: Context,
+}
+
+/// Creates a context on `backend` (`LLMINT8_BACKEND_*`) and `device` (0 for the
+/// CPU; the GPU ordinal for CUDA).
+///
+/// On success writes a new context to `*out`; the caller owns it and must
+/// eventually pass it to `llmint8_context_destroy`. On failure writes NULL to
+/// `*out` (when `out` is not NULL) and returns:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: `out` is NULL, `backend` is unknown, or the
+///   CPU backend is asked for a device other than 0;
+/// - LLMINT8_ERR_UNSUPPORTED: `LLMINT8_BACKEND_CUDA` in this build, which has no
+///   CUDA backend yet (`LLMINT8_BACKEND_AUTO` then takes the CPU).
+///
+/// Thread safety: may be called from any thread.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_create(backend: i32, device: i32, out: *mut *mut llmint8_context) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL out is writable.
+        unsafe { clear_out(out) }?;
+        let inner = Context::new(Backend::from_code(backend)?, device)?;
+        // SAFETY: out is non-NULL and writable (checked by clear_out).
+        unsafe { out.write_unaligned(Box::into_raw(Box::new(llmint8_context { inner }))) };
+        Ok(())
+    })
+}
+
+/// Destroys a context. NULL is fine (does nothing).
+///
+/// Weights built on the context stay valid and must still be destroyed with
+/// `llmint8_weight_destroy`. No other call may use `ctx` during or after this
+/// one; destroying the same context twice is not allowed.
+///
+/// # Safety
+/// `ctx` must be NULL or a context from `llmint8_context_create` not yet destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_destroy(ctx: *mut llmint8_context) {
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: ctx came from Box::into_raw in llmint8_context_create and the caller
+    // gives up every use of it.
+    guard_void(|| drop(unsafe { Box::from_raw(ctx) }));
+}
+
+/// Sets how many CPU threads later calls on `ctx` may use; 0 restores the
+/// default (the environment variable `LLMINT8_NUM_THREADS`, else every processor
+/// available to the process). Results are bit-identical whatever the count.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL.
+/// Thread safety: may be called concurrently with any other call on `ctx`;
+/// calls already running keep the count they started with.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_set_num_threads(ctx: *mut llmint8_context, num_threads: usize) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        ctx.inner.set_num_threads(num_threads);
+        Ok(())
+    })
+}
+
+/// Writes the number of CPU threads calls on `ctx` may use to `*num_threads`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+/// Thread safety: may be called concurrently with any other call on `ctx`.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context; `num_threads` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_num_threads(ctx: *const llmint8_context, num_threads: *mut usize) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        // SAFETY: the caller promises a non-NULL num_threads is writable.
+        unsafe { write_out(num_threads, ctx.inner.num_threads(), "num_threads") }
+    })
+}
+
+/// Writes the backend `ctx` runs on (`LLMINT8_BACKEND_CPU` or `_CUDA`, never
+/// `_AUTO`) to `*backend`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+/// Thread safety: may be called concurrently with any other call on `ctx`.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context; `backend` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_backend(ctx: *const llmint8_context, backend: *mut i32) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        // SAFETY: the caller promises a non-NULL backend is writable.
+        unsafe { write_out(backend, ctx.inner.backend() as i32, "backend") }
+    })
+}

@@ -1,0 +1,148 @@
+//! The LLM.int8() matmul and the row quantizer.
+
+use std::ffi::c_void;
+
+use crate::dtype::DType;
+use crate::error::checked_len;
+
+use super::{check_disjoint, data_in, data_out, guard, llmint8_context, llmint8_weight, non_null, slice_out};
+
+/// What `llmint8_matmul` reports besides its output.
+///
+/// 64 bytes: the reserved words keep room for later fields without changing the
+/// size; the library sets them to 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct llmint8_matmul_stats {
+    /// Feature columns of `x` that held an outlier and went through the
+    /// floating-point product (0 when the threshold is 0).
+    pub outlier_columns: u64,
+    pub reserved: [u64; 7],
+}
+
+/// `y = x · Wᵀ + bias` with LLM.int8(): `x` row-major `[rows, in_features]` of
+/// `x_dtype`, `y` row-major `[rows, out_features]` of `y_dtype` (any of
+/// `LLMINT8_F32`, `_F16`, `_BF16`, independently).
+///
+/// Each row of `x` is quantized by its absmax; columns of `x` holding a value with
+/// |x| >= `threshold` (and any NaN/Inf) are multiplied in floating point with the
+/// dequantized weight columns, the rest in int8 with exact integer accumulation.
+/// `threshold` 0 turns that decomposition off (a row holding NaN/Inf then gives a
+/// NaN output row); `LLMINT8_DEFAULT_THRESHOLD` (6.0) is the paper's.
+/// `rows` 0 is a valid call that writes nothing (`x`, `y` may then be NULL).
+/// `stats` is NULL or receives the outlier column count.
+///
+/// Memory: on a CPU context every pointer is host memory; `x` and `y` must not
+/// overlap. Nothing is kept after the call.
+/// Returns LLMINT8_OK, or, with `y` unspecified:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: NULL `ctx`, `w`, `x` or `y` (with rows > 0),
+///   an unknown dtype, a misaligned or overlapping buffer, a negative or NaN
+///   threshold, or a weight from a context of another backend;
+/// - LLMINT8_ERR_SHAPE: `rows · in_features` or `rows · out_features` overflows;
+/// - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated.
+///
+/// Thread safety: may be called concurrently on the same context and weight;
+/// the result is bit-identical whatever the number of threads.
+///
+/// # Safety
+/// `x` must hold `rows · in_features` readable elements, `y` be writable for
+/// `rows · out_features`, `ctx` and `w` be NULL or live, `stats` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_matmul(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    y: *mut c_void,
+    y_dtype: i32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ctx = non_null(ctx, "ctx")?;
+            let w = &non_null(w, "w")?.inner;
+            let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
+            let x_len = checked_len(rows, w.in_features(), "x")?;
+            let y_len = checked_len(rows, w.out_features(), "y")?;
+            check_disjoint(&[
+                ("x", x, x_len.saturating_mul(x_dtype.size())),
+                ("y", y.cast_const(), y_len.saturating_mul(y_dtype.size())),
+            ])?;
+            let x = data_in(x, x_dtype, x_len, "x")?;
+            let y = data_out(y, y_dtype, y_len, "y")?;
+            let result = ctx.inner.matmul(w, x, rows, threshold, y)?;
+            if !stats.is_null() {
+                let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
+                stats.write_unaligned(s);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as
+/// bitsandbytes' `int8_vectorwise_quant`: `q` `[rows, cols]` int8, `absmax`
+/// `[rows]` float (the row scales, bitsandbytes' `SCA`). With `threshold > 0`,
+/// values with |x| >= threshold (and NaN/Inf) are outliers: left out of the row
+/// absmax, and their whole columns set to 0 in `q`; the outlier columns are
+/// written in ascending order to `outlier_cols` (capacity `cols` entries; NULL if
+/// not wanted) and their count to `*n_outlier_cols` (NULL if not wanted).
+/// A row of zeros has absmax 0 and q 0; with threshold 0 a row holding NaN/Inf
+/// has absmax NaN and q 0. `rows` 0 is a valid call that writes only
+/// `*n_outlier_cols = 0`.
+///
+/// Memory: host memory; the output buffers must not overlap each other or `x`.
+/// Returns LLMINT8_OK, or, with the outputs unspecified:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: NULL `ctx`, `x`, `q` or `absmax` (rows > 0),
+///   unknown dtype, misaligned or overlapping buffers, negative or NaN threshold;
+/// - LLMINT8_ERR_SHAPE: `cols` 0 or above UINT32_MAX, or `rows · cols` overflows;
+/// - LLMINT8_ERR_OUT_OF_MEMORY.
+///
+/// Thread safety: may be called concurrently on the same context.
+///
+/// # Safety
+/// `x` must hold `rows · cols` readable elements; `q`, `absmax` and
+/// `outlier_cols` be writable for `rows · cols`, `rows` and `cols` elements.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_quantize_rows(
+    ctx: *mut llmint8_context,
+    x: *const c_void,
+    dtype: i32,
+    rows: usize,
+    cols: usize,
+    threshold: f32,
+    q: *mut i8,
+    absmax: *mut f32,
+    outlier_cols: *mut u32,
+    n_outlier_cols: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ctx = non_null(ctx, "ctx")?;
+            let dtype = DType::from_code(dtype)?;
+            let len = checked_len(rows, cols, "x")?;
+            let out_cols_len = if rows == 0 { 0 } else { cols };
+            check_disjoint(&[
+                ("x", x, len.saturating_mul(dtype.size())),
+                ("q", q.cast_const().cast(), len),
+                ("absmax", absmax.cast_const().cast(), rows.saturating_mul(4)),
+                ("outlier_cols", outlier_cols.cast_const().cast(), out_cols_len.saturating_mul(4)),
+                ("n_outlier_cols", n_outlier_cols.cast_const().cast(), std::mem::size_of::<usize>()),
+            ])?;
+            let x = data_in(x, dtype, len, "x")?;
+            let q = slice_out(q, len, "q")?;
+            let absmax = slice_out(absmax, rows, "absmax")?;
+            let outlier_cols =
+                if outlier_cols.is_null() { None } else { Some(slice_out(outlier_cols, out_cols_len, "outlier_cols")?) };
+            let n = ctx.inner.quantize_rows(x, rows, cols, threshold, q, absmax, outlier_cols.map(|o| &mut *o))?;
+            if !n_outlier_cols.is_null() {
+                n_outlier_cols.write_unaligned(n);
+            }
+        }
+        Ok(())
+    })
+}

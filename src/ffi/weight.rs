@@ -1,0 +1,197 @@
+//! Weight handles: quantize, import bitsandbytes' int8 form, export, shape.
+
+use std::ffi::c_void;
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::weight::{check_weight_shape, Weight};
+
+use super::{clear_out, data_in, guard, guard_void, non_null, slice_in, slice_out, write_out, llmint8_context};
+
+/// A quantized weight `[out_features, in_features]`: int8 values, one float
+/// scale per output row, and an optional bias.
+///
+/// Opaque and immutable once built. Created by `llmint8_weight_quantize` or
+/// `llmint8_weight_from_int8`, owned by the caller, freed with
+/// `llmint8_weight_destroy`. A `const llmint8_weight *` may be used by many
+/// threads at once. A weight may outlive the context that built it, and is used
+/// with contexts of the same backend.
+pub struct llmint8_weight {
+    pub(crate) inner: Weight,
+}
+
+/// Reads an optional bias of `len` elements of `dtype_code`; the dtype is not
+/// looked at when `bias` is NULL.
+///
+/// # Safety
+/// A non-NULL `bias` must point to `len` readable elements.
+unsafe fn optional_bias<'a>(bias: *const c_void, dtype_code: i32, len: usize) -> Result<Option<crate::Data<'a>>> {
+    if bias.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded to the caller.
+    Ok(Some(unsafe { data_in(bias, DType::from_code(dtype_code)?, len, "bias") }?))
+}
+
+/// Quantizes a 16/32-bit weight: row-major `w` `[out_features, in_features]` of
+/// `w_dtype` (`LLMINT8_F32`, `_F16` or `_BF16`), each row to int8 by its absmax
+/// (bitsandbytes' `CB`, `SCB`). `bias` is NULL or `[out_features]` elements of
+/// `bias_dtype` (ignored when `bias` is NULL).
+///
+/// Memory: `w` and `bias` are host memory, read during the call only, never
+/// kept; the weight holds `out·in` bytes of int8 plus `4·out` of scales and bias.
+/// On success writes a new weight to `*out`; the caller owns it and must
+/// eventually pass it to `llmint8_weight_destroy`. On failure writes NULL to
+/// `*out` (when `out` is not NULL) and returns:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: `ctx`, `w` or `out` NULL, an unknown dtype, a
+///   pointer not aligned to its element size, a NaN/Inf in `w` or `bias` (the
+///   message names the row);
+/// - LLMINT8_ERR_SHAPE: a zero size, or `out_features · in_features` overflows;
+/// - LLMINT8_ERR_OUT_OF_MEMORY: the int8 copy cannot be allocated.
+///
+/// Thread safety: may be called concurrently on the same context.
+///
+/// # Safety
+/// `w` must hold `out_features · in_features` readable elements of `w_dtype`,
+/// `bias` NULL or `out_features` elements of `bias_dtype`, `ctx` NULL or live,
+/// `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_quantize(
+    ctx: *mut llmint8_context,
+    w: *const c_void,
+    w_dtype: i32,
+    out_features: usize,
+    in_features: usize,
+    bias: *const c_void,
+    bias_dtype: i32,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let w_dtype = DType::from_code(w_dtype)?;
+            let len = check_weight_shape(out_features, in_features)?;
+            let w = data_in(w, w_dtype, len, "w")?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let inner = ctx.inner.quantize_weight(w, out_features, in_features, bias)?;
+            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+        }
+        Ok(())
+    })
+}
+
+/// Builds a weight from an already-quantized one as bitsandbytes stores it:
+/// `cb` row-major int8 `[out_features, in_features]` (its `CB`, the checkpoint's
+/// `weight`) and `scb` float `[out_features]` (its `SCB`, the row absmax). Both are
+/// copied; the caller keeps its buffers. `bias` as in `llmint8_weight_quantize`.
+///
+/// On success writes a new weight to `*out`, owned by the caller (free with
+/// `llmint8_weight_destroy`). On failure writes NULL to `*out` (when not NULL) and
+/// returns:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: a NULL `ctx`, `cb`, `scb` or `out`; an unknown
+///   `bias_dtype`; a misaligned pointer; a scale that is negative or not finite,
+///   or a non-finite bias (the message names the row);
+/// - LLMINT8_ERR_SHAPE: a zero size or an overflowing product;
+/// - LLMINT8_ERR_OUT_OF_MEMORY.
+///
+/// Memory: host memory, read during the call only.
+/// Thread safety: may be called concurrently on the same context.
+///
+/// # Safety
+/// `cb` must hold `out_features · in_features` readable bytes, `scb`
+/// `out_features` floats, `bias` NULL or `out_features` elements of `bias_dtype`.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_from_int8(
+    ctx: *mut llmint8_context,
+    cb: *const i8,
+    scb: *const f32,
+    out_features: usize,
+    in_features: usize,
+    bias: *const c_void,
+    bias_dtype: i32,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let len = check_weight_shape(out_features, in_features)?;
+            let cb = slice_in(cb, len, "cb")?;
+            let scb = slice_in(scb, out_features, "scb")?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let inner = ctx.inner.weight_from_int8(cb, scb, out_features, in_features, bias)?;
+            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+        }
+        Ok(())
+    })
+}
+
+/// Copies the weight out in bitsandbytes' layout: `cb` row-major int8
+/// `[out_features, in_features]`, `scb` float `[out_features]`. The two
+/// buffers are the caller's, in host memory, and must not overlap.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL or `scb` is not
+/// 4-byte aligned; nothing is written then.
+/// Thread safety: may be called concurrently with any call that uses `w`.
+///
+/// # Safety
+/// `cb` must be writable for `out_features · in_features` bytes and `scb` for
+/// `out_features` floats.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_export(w: *const llmint8_weight, cb: *mut i8, scb: *mut f32) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let w = &non_null(w, "w")?.inner;
+            let (n, k) = (w.out_features(), w.in_features());
+            super::check_disjoint(&[("cb", cb.cast_const().cast(), n * k), ("scb", scb.cast_const().cast(), n * 4)])?;
+            let cb = slice_out(cb, n * k, "cb")?;
+            let scb = slice_out(scb, n, "scb")?;
+            w.export(cb, scb)
+        }
+    })
+}
+
+/// Writes the weight's shape to `*out_features` and `*in_features`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
+/// Thread safety: may be called concurrently with any call that uses `w`.
+///
+/// # Safety
+/// `w` must be NULL or live; the out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_shape(
+    w: *const llmint8_weight,
+    out_features: *mut usize,
+    in_features: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let w = &non_null(w, "w")?.inner;
+            if in_features.is_null() {
+                return Err(crate::Error::invalid("in_features is NULL"));
+            }
+            write_out(out_features, w.out_features(), "out_features")?;
+            write_out(in_features, w.in_features(), "in_features")
+        }
+    })
+}
+
+/// Destroys a weight. NULL is fine (does nothing). No other call may use `w`
+/// during or after this one; destroying the same weight twice is not allowed.
+///
+/// # Safety
+/// `w` must be NULL or a weight from this library not yet destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_destroy(w: *mut llmint8_weight) {
+    if w.is_null() {
+        return;
+    }
+    // SAFETY: w came from Box::into_raw in a weight constructor and the caller
+    // gives up every use of it.
+    guard_void(|| drop(unsafe { Box::from_raw(w) }));
+}

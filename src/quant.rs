@@ -1,0 +1,257 @@
+//! The LLM.int8() arithmetic, written once. Every backend's kernels and epilogues
+//! compute exactly these formulas, in this order; the tests check them against
+//! bitsandbytes and against an f64 reference.
+//!
+//! Vector-wise quantization (Dettmers et al., 2022, §3.2): each row of X and of W
+//! is scaled by its own absmax to [-127, 127]. Mixed-precision decomposition (§3.3):
+//! the columns of X that hold a value with |x| >= threshold are multiplied in
+//! floating point against the dequantized weight columns instead.
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+
+/// `1 / 127` rounded to f32: dequantizes one int8 weight value, `cb · scb / 127`.
+pub const INV_127: f32 = (1.0f64 / 127.0) as f32;
+/// `1 / 127²` rounded to f32. bitsandbytes' CPU backend uses 6.200124e-05 (a typo
+/// for 6.2000124e-05, relative difference 1.8e-5); we use the exact value.
+pub const INV_127_SQ: f32 = (1.0f64 / 16129.0) as f32;
+
+/// The default outlier threshold of the paper and of bitsandbytes.
+pub const DEFAULT_THRESHOLD: f32 = 6.0;
+
+/// Largest number of int8 products summed in one `i32` without any chance of
+/// overflow, even with -128 on both sides: 128² · 2¹⁶ = 2³⁰ < 2³¹. Longer dot
+/// products are split into chunks of this size whose sums are added in `i64`.
+pub const EXACT_I32_CHUNK: usize = 1 << 16;
+
+/// Checks an outlier threshold: 0 turns the decomposition off, +Inf leaves only
+/// non-finite values as outliers; negative or NaN is refused.
+pub fn check_threshold(threshold: f32) -> Result<()> {
+    if threshold.is_nan() || threshold < 0.0 {
+        return Err(Error::invalid(format!(
+            "threshold must be >= 0 (0 turns the outlier decomposition off), got {threshold}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `v` is an outlier: `|v| >= threshold`, and every non-finite value, when
+/// the decomposition is on (`threshold > 0`). Written as `!(|v| < t)` so that NaN
+/// is an outlier too and propagates through the floating-point part.
+#[inline(always)]
+pub fn is_outlier(v: f32, threshold: f32) -> bool {
+    threshold > 0.0 && !(v.abs() < threshold)
+}
+
+/// The quantization scale of a row, `(1 / absmax) · 127` in f32 — reciprocal first,
+/// as PyTorch evaluates bitsandbytes' `127 / absmax`. A zero row has scale 0.
+/// Returns `None` when `1 / absmax` overflows (a subnormal absmax), where the
+/// f32 formula would saturate every element; [`quantize_row_with`] then falls
+/// back to f64.
+#[inline(always)]
+pub fn row_scale(absmax: f32) -> Option<f32> {
+    if absmax == 0.0 {
+        return Some(0.0);
+    }
+    let scale = (1.0 / absmax) * 127.0;
+    scale.is_finite().then_some(scale)
+}
+
+/// `round_half_even(v · scale)` as int8. `v · scale` never exceeds 127 in
+/// magnitude by more than rounding, so the saturating cast never clips.
+#[inline(always)]
+pub fn quantize_value(v: f32, scale: f32) -> i8 {
+    (v * scale).round_ties_even() as i8
+}
+
+/// Quantizes `row` into `q` with the given absmax, writing 0 where `zero(col)`.
+fn quantize_row_with<T: Element>(row: &[T], absmax: f32, q: &mut [i8], zero: impl Fn(f32) -> bool) {
+    match row_scale(absmax) {
+        Some(scale) => {
+            for (qc, &v) in q.iter_mut().zip(row) {
+                let v = v.to_f32();
+                *qc = if zero(v) { 0 } else { quantize_value(v, scale) };
+            }
+        }
+        None => {
+            let absmax = absmax as f64;
+            for (qc, &v) in q.iter_mut().zip(row) {
+                let v = v.to_f32();
+                *qc = if zero(v) { 0 } else { (v as f64 * 127.0 / absmax).round_ties_even() as i8 };
+            }
+        }
+    }
+}
+
+/// Quantizes one weight row: `absmax = max |w|`, `q = round(w · scale)`.
+/// Returns the absmax (bitsandbytes' `SCB` entry), or the column of the first
+/// non-finite value, which a weight may not hold.
+pub fn quantize_weight_row<T: Element>(row: &[T], q: &mut [i8]) -> std::result::Result<f32, usize> {
+    let mut absmax = 0.0f32;
+    for (col, &v) in row.iter().enumerate() {
+        let a = v.to_f32().abs();
+        if !a.is_finite() {
+            return Err(col);
+        }
+        absmax = absmax.max(a);
+    }
+    quantize_row_with(row, absmax, q, |_| false);
+    Ok(absmax)
+}
+
+/// Quantizes one activation row (bitsandbytes' `int8_vectorwise_quant`).
+///
+/// With `threshold > 0`, outlier elements ([`is_outlier`]) are left out of the
+/// absmax and quantized to 0, and their columns are set in `outlier_columns`;
+/// the caller zeroes those columns in every row once all rows are done.
+/// With `threshold == 0` a row holding NaN or ±Inf gets absmax NaN and an all-zero
+/// `q`, so that its output row becomes NaN instead of silently finite.
+/// Returns the row's absmax (`SCA` entry).
+pub fn quantize_activation_row<T: Element>(
+    row: &[T],
+    threshold: f32,
+    q: &mut [i8],
+    outlier_columns: &mut [bool],
+) -> f32 {
+    let mut absmax = 0.0f32;
+    let mut non_finite = false;
+    for (&v, is_out) in row.iter().zip(outlier_columns.iter_mut()) {
+        let v = v.to_f32();
+        if is_outlier(v, threshold) {
+            *is_out = true;
+            continue;
+        }
+        let a = v.abs();
+        non_finite |= !a.is_finite();
+        absmax = absmax.max(a);
+    }
+    if non_finite {
+        q.fill(0);
+        return f32::NAN;
+    }
+    quantize_row_with(row, absmax, q, |v| is_outlier(v, threshold));
+    absmax
+}
+
+/// Dequantizes one int8 weight value: `cb · scb / 127` as `cb · scb · (1/127)`.
+#[inline(always)]
+pub fn dequantize_weight(cb: i8, scb: f32) -> f32 {
+    cb as f32 * scb * INV_127
+}
+
+/// Dequantizes an int8 · int8 dot product with the row scale of X (`sa`) and of
+/// W (`sb`): `acc · sa · sb / 127²`, evaluated as `(acc · sa) · (sb · (1/127²))`.
+#[inline(always)]
+pub fn dequantize_product(acc: i64, sa: f32, sb: f32) -> f32 {
+    (acc as f32 * sa) * (sb * INV_127_SQ)
+}
+
+/// One output element: `(int8 part + outlier part) + bias`, in that order.
+#[inline(always)]
+pub fn output_value(int8_part: f32, outlier_part: f32, bias: f32) -> f32 {
+    (int8_part + outlier_part) + bias
+}
+
+/// Exact int8 dot product. Summed in `i32` chunks of [`EXACT_I32_CHUNK`] and the
+/// chunks in `i64`, so no in_features can overflow.
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
+    debug_assert_eq!(a.len(), b.len());
+    a.chunks(EXACT_I32_CHUNK)
+        .zip(b.chunks(EXACT_I32_CHUNK))
+        .map(|(a, b)| dot_i8_chunk(a, b) as i64)
+        .sum()
+}
+
+#[inline]
+fn dot_i8_chunk(a: &[i8], b: &[i8]) -> i32 {
+    // Plain form the compiler turns into widening multiply-adds (pmaddwd).
+    a.iter().zip(b).fold(0i32, |s, (&x, &y)| s + x as i32 * y as i32)
+}
+
+/// The floating-point outlier part of one output element:
+/// `Σ_c x[c] · w[c]` over the outlier columns in ascending order, in f32.
+#[inline]
+pub fn outlier_dot(x: &[f32], w: &[f32]) -> f32 {
+    x.iter().zip(w).fold(0.0f32, |s, (&a, &b)| s + a * b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_are_the_nearest_f32() {
+        assert_eq!(INV_127_SQ, 6.2000124e-05);
+        assert_eq!(INV_127, 1.0f32 / 127.0);
+    }
+
+    #[test]
+    fn threshold_rules() {
+        assert!(check_threshold(0.0).is_ok());
+        assert!(check_threshold(6.0).is_ok());
+        assert!(check_threshold(f32::INFINITY).is_ok());
+        assert!(check_threshold(-1.0).is_err());
+        assert!(check_threshold(f32::NAN).is_err());
+        assert!(is_outlier(6.0, 6.0));
+        assert!(is_outlier(-6.0, 6.0));
+        assert!(!is_outlier(5.999, 6.0));
+        assert!(is_outlier(f32::NAN, f32::INFINITY));
+        assert!(is_outlier(f32::NEG_INFINITY, f32::INFINITY));
+        assert!(!is_outlier(1e30, f32::INFINITY));
+        assert!(!is_outlier(f32::NAN, 0.0));
+    }
+
+    #[test]
+    fn zero_row_quantizes_to_zero() {
+        let mut q = [5i8; 4];
+        assert_eq!(quantize_weight_row(&[0.0f32; 4], &mut q), Ok(0.0));
+        assert_eq!(q, [0; 4]);
+    }
+
+    #[test]
+    fn weight_row_rounds_half_to_even() {
+        // absmax 127 -> scale 1: 2.5 -> 2, 3.5 -> 4, -2.5 -> -2
+        let mut q = [0i8; 4];
+        assert_eq!(quantize_weight_row(&[127.0f32, 2.5, 3.5, -2.5], &mut q), Ok(127.0));
+        assert_eq!(q, [127, 2, 4, -2]);
+        assert_eq!(quantize_weight_row(&[1.0f32, f32::NAN], &mut q[..2]), Err(1));
+    }
+
+    #[test]
+    fn subnormal_absmax_does_not_saturate() {
+        let mut q = [0i8; 2];
+        let row = [1e-40f32, 5e-41];
+        assert_eq!(quantize_weight_row(&row, &mut q), Ok(1e-40));
+        assert_eq!(q, [127, 64]);
+    }
+
+    #[test]
+    fn activation_outliers_leave_absmax_and_are_zeroed() {
+        let mut q = [0i8; 4];
+        let mut cols = [false; 4];
+        let a = quantize_activation_row(&[1.0f32, -8.0, 0.5, f32::NAN], 6.0, &mut q, &mut cols);
+        assert_eq!(a, 1.0);
+        assert_eq!(q, [127, 0, 64, 0]);
+        assert_eq!(cols, [false, true, false, true]);
+    }
+
+    #[test]
+    fn non_finite_without_decomposition_poisons_the_row() {
+        let mut q = [1i8; 3];
+        let mut cols = [false; 3];
+        let a = quantize_activation_row(&[1.0f32, f32::INFINITY, 2.0], 0.0, &mut q, &mut cols);
+        assert!(a.is_nan());
+        assert_eq!(q, [0; 3]);
+        assert_eq!(cols, [false; 3]);
+        assert!(dequantize_product(0, a, 1.0).is_nan());
+    }
+
+    #[test]
+    fn long_dot_products_do_not_overflow() {
+        let n = 3 * EXACT_I32_CHUNK + 5;
+        let a = vec![-128i8; n];
+        let b = vec![-128i8; n];
+        assert_eq!(dot_i8(&a, &b), 16384 * n as i64);
+    }
+}
