@@ -16,7 +16,7 @@
 //! let x = vec![1.0f32, 2.0, 3.0];
 //! let mut y = vec![0.0f32; 2];
 //! ctx.matmul(&weight, Data::F32(&x), 1, 6.0, DataMut::F32(&mut y)).unwrap();
-//! assert!((y[0] - 4.5).abs() < 0.05 && (y[1] - 0.25).abs() < 0.05);
+//! assert!((y[0] - 4.5).abs() < 0.05 && (y[1] - 0.75).abs() < 0.05);
 //! ```
 
 mod context;
