@@ -1,0 +1,338 @@
+//! Shared test support: reading the bitsandbytes reference files, owned typed
+//! buffers, a seeded random generator, and an f64 reference of LLM.int8().
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use llmint8::{bf16, f16, DType, Data, DataMut};
+use safetensors::{Dtype as StDtype, SafeTensors};
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// An owned float buffer of one of the three dtypes.
+#[derive(Clone, Debug)]
+pub enum Owned {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+impl Owned {
+    pub fn from_f32(dtype: DType, v: &[f32]) -> Owned {
+        match dtype {
+            DType::F32 => Owned::F32(v.to_vec()),
+            DType::F16 => Owned::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::BF16 => Owned::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        }
+    }
+    pub fn zeros(dtype: DType, len: usize) -> Owned {
+        Owned::from_f32(dtype, &vec![0.0; len])
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            Owned::F32(_) => DType::F32,
+            Owned::F16(_) => DType::F16,
+            Owned::BF16(_) => DType::BF16,
+        }
+    }
+    pub fn data(&self) -> Data<'_> {
+        match self {
+            Owned::F32(v) => Data::F32(v),
+            Owned::F16(v) => Data::F16(v),
+            Owned::BF16(v) => Data::BF16(v),
+        }
+    }
+    pub fn data_mut(&mut self) -> DataMut<'_> {
+        match self {
+            Owned::F32(v) => DataMut::F32(v),
+            Owned::F16(v) => DataMut::F16(v),
+            Owned::BF16(v) => DataMut::BF16(v),
+        }
+    }
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Owned::F32(v) => v.clone(),
+            Owned::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Owned::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.data().len()
+    }
+    /// Raw bytes, as C sees the buffer.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            Owned::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Owned::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Owned::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// A safetensors file read whole (the reference files are small).
+pub struct Tensors {
+    bytes: Vec<u8>,
+}
+
+impl Tensors {
+    pub fn open(path: impl AsRef<Path>) -> Tensors {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        Tensors { bytes }
+    }
+    fn st(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.st().tensor(name).is_ok()
+    }
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.st().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}")).shape().to_vec()
+    }
+    fn raw(&self, name: &str) -> (StDtype, Vec<u8>) {
+        let t = self.st().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}"));
+        (t.dtype(), t.data().to_vec())
+    }
+    /// A float tensor in its own dtype.
+    pub fn float(&self, name: &str) -> Owned {
+        let (dtype, b) = self.raw(name);
+        let u16s = || b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+        match dtype {
+            StDtype::F32 => Owned::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
+            StDtype::F16 => Owned::F16(u16s().map(f16::from_bits).collect()),
+            StDtype::BF16 => Owned::BF16(u16s().map(bf16::from_bits).collect()),
+            other => panic!("{name}: {other:?} is not a float dtype"),
+        }
+    }
+    pub fn f32s(&self, name: &str) -> Vec<f32> {
+        match self.float(name) {
+            Owned::F32(v) => v,
+            other => panic!("{name}: expected float32, got {:?}", other.dtype()),
+        }
+    }
+    pub fn i8s(&self, name: &str) -> Vec<i8> {
+        let (dtype, b) = self.raw(name);
+        assert_eq!(dtype, StDtype::I8, "{name}");
+        b.into_iter().map(|x| x as i8).collect()
+    }
+    pub fn i64s(&self, name: &str) -> Vec<i64> {
+        let (dtype, b) = self.raw(name);
+        assert_eq!(dtype, StDtype::I64, "{name}");
+        b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+}
+
+/// One case of tests/data/cases.json.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub name: String,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub dtype: DType,
+    pub threshold: f32,
+    pub bias: bool,
+    pub outlier_cols: usize,
+}
+
+pub fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(data_dir().join("cases.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            name: c["name"].as_str().unwrap().to_string(),
+            m: c["m"].as_u64().unwrap() as usize,
+            k: c["k"].as_u64().unwrap() as usize,
+            n: c["n"].as_u64().unwrap() as usize,
+            dtype: match c["dtype"].as_str().unwrap() {
+                "float32" => DType::F32,
+                "float16" => DType::F16,
+                "bfloat16" => DType::BF16,
+                d => panic!("unknown dtype {d}"),
+            },
+            threshold: c["threshold"].as_f64().unwrap() as f32,
+            bias: c["bias"].as_bool().unwrap(),
+            outlier_cols: c["outlier_cols"].as_u64().unwrap() as usize,
+        })
+        .collect()
+}
+
+/// ‖a − b‖ / ‖b‖ over f64.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// SplitMix64: a small seeded generator, so the tests need no extra crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    pub fn normals(&mut self, len: usize, scale: f64) -> Vec<f32> {
+        (0..len).map(|_| (self.normal() * scale) as f32).collect()
+    }
+}
+
+/// Activations shaped like the paper's: mostly small normal values, plus a few
+/// feature columns with large magnitudes in most rows.
+pub fn activations_with_outliers(rng: &mut Rng, rows: usize, cols: usize, outlier_features: usize) -> Vec<f32> {
+    let mut x = rng.normals(rows * cols, 1.0);
+    for _ in 0..outlier_features {
+        let c = rng.below(cols);
+        for r in 0..rows {
+            if rng.uniform() < 0.8 {
+                let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+                x[r * cols + c] = (sign * (8.0 + 12.0 * rng.uniform())) as f32;
+            }
+        }
+    }
+    x
+}
+
+/// The f64 reference of LLM.int8(), written independently of the library from
+/// the rules in tests/data/GOLDEN-README.md: quantization in f32 exactly as
+/// bitsandbytes does it, everything after it in f64.
+pub mod reference {
+    /// Row quantization: returns (q, absmax, outlier columns).
+    pub fn quantize_rows(x: &[f32], rows: usize, cols: usize, threshold: f32) -> (Vec<i8>, Vec<f32>, Vec<usize>) {
+        let decompose = threshold > 0.0;
+        let outlier = |v: f32| decompose && (v.is_nan() || v.abs() >= threshold);
+        let mut is_outlier_col = vec![false; cols];
+        let mut absmax = vec![0.0f32; rows];
+        let mut q = vec![0i8; rows * cols];
+        for r in 0..rows {
+            let row = &x[r * cols..(r + 1) * cols];
+            let mut m = 0.0f32;
+            let mut poisoned = false;
+            for (c, &v) in row.iter().enumerate() {
+                if outlier(v) {
+                    is_outlier_col[c] = true;
+                } else if !v.is_finite() {
+                    poisoned = true;
+                } else if v.abs() > m {
+                    m = v.abs();
+                }
+            }
+            if poisoned {
+                absmax[r] = f32::NAN;
+                continue;
+            }
+            absmax[r] = m;
+            if m == 0.0 {
+                continue;
+            }
+            let scale: f32 = (1.0f32 / m) * 127.0f32;
+            for (c, &v) in row.iter().enumerate() {
+                let v = if outlier(v) { 0.0 } else { v };
+                if scale.is_finite() {
+                    q[r * cols + c] = (v * scale).round_ties_even() as i8;
+                } else {
+                    q[r * cols + c] = (v as f64 * 127.0 / m as f64).round_ties_even() as i8;
+                }
+            }
+        }
+        let cols_list: Vec<usize> = (0..cols).filter(|&c| is_outlier_col[c]).collect();
+        for r in 0..rows {
+            for &c in &cols_list {
+                q[r * cols + c] = 0;
+            }
+        }
+        (q, absmax, cols_list)
+    }
+
+    /// One reference output element and a bound on the f32 rounding a correct
+    /// implementation may add to it (before the final rounding to the output dtype).
+    pub struct Output {
+        pub y: Vec<f64>,
+        pub slack: Vec<f64>,
+        pub outlier_cols: usize,
+    }
+
+    /// `y = x·Wᵀ + b` through the int8 weight `(cb, scb)` with the rules of LLM.int8().
+    pub fn matmul(
+        x: &[f32],
+        rows: usize,
+        cb: &[i8],
+        scb: &[f32],
+        bias: Option<&[f32]>,
+        k: usize,
+        threshold: f32,
+    ) -> Output {
+        let n = scb.len();
+        let (q, sa, cols) = quantize_rows(x, rows, k, threshold);
+        let mut y = vec![0.0f64; rows * n];
+        let mut slack = vec![0.0f64; rows * n];
+        let eps = f32::EPSILON as f64;
+        for i in 0..rows {
+            for j in 0..n {
+                let acc: i64 = (0..k).map(|c| q[i * k + c] as i64 * cb[j * k + c] as i64).sum();
+                let int8_part = acc as f64 * sa[i] as f64 * scb[j] as f64 / 16129.0;
+                let mut outl = 0.0f64;
+                let mut outl_abs = 0.0f64;
+                for &c in &cols {
+                    let t = x[i * k + c] as f64 * (cb[j * k + c] as f64 * scb[j] as f64 / 127.0);
+                    outl += t;
+                    outl_abs += t.abs();
+                }
+                let b = bias.map_or(0.0, |b| b[j] as f64);
+                y[i * n + j] = int8_part + outl + b;
+                slack[i * n + j] =
+                    6.0 * eps * int8_part.abs() + (cols.len() as f64 + 3.0) * eps * outl_abs + 2.0 * eps * b.abs();
+            }
+        }
+        Output { y, slack, outlier_cols: cols.len() }
+    }
+
+    /// Rigorous bound on |LLM.int8() − exact x·Wᵀ| for one element, from the
+    /// rounding of each quantized value (at most half a step, `absmax/254`).
+    pub fn quantization_bound(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize, threshold: f32) -> Vec<f64> {
+        let (_, sa, cols) = quantize_rows(x, rows, k, threshold);
+        let mut out = vec![0.0; rows * n];
+        for i in 0..rows {
+            for j in 0..n {
+                let sb = (0..k).map(|c| w[j * k + c].abs()).fold(0.0f32, f32::max) as f64;
+                let ew = sb / 254.0;
+                let ex = sa[i] as f64 / 254.0;
+                let mut b = 0.0;
+                for c in 0..k {
+                    let (xv, wv) = (x[i * k + c].abs() as f64, w[j * k + c].abs() as f64);
+                    if cols.contains(&c) {
+                        b += xv * ew;
+                    } else {
+                        b += ex * wv + xv * ew + ex * ew;
+                    }
+                }
+                out[i * n + j] = b;
+            }
+        }
+        out
+    }
+}
