@@ -1,0 +1,232 @@
+//! llmint8 against an f64 reference of the same formula (tests/common), over
+//! random shapes, all dtype combinations and thresholds; plus error bounds
+//! against the dense f64 product, and bit-identity across thread counts.
+
+mod common;
+
+use common::{activations_with_outliers, reference, Owned, Rng};
+use llmint8::{Context, DType, Data, DataMut};
+
+const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+/// 0 turns the decomposition off; 6 is the paper's; 1e-30 makes every column
+/// with a non-zero value an outlier.
+const THRESHOLDS: [f32; 3] = [0.0, 6.0, 1e-30];
+
+/// Half an ulp of the output dtype, relative.
+fn output_rounding(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => f32::EPSILON as f64 / 2.0,
+        DType::F16 => 1.0 / 2048.0,
+        DType::BF16 => 1.0 / 256.0,
+    }
+}
+
+struct Shape {
+    rows: usize,
+    k: usize,
+    n: usize,
+}
+
+/// Shapes with 1, primes, and in_features not a multiple of 4, 16 or 64.
+fn shapes(rng: &mut Rng) -> Vec<Shape> {
+    let mut v = vec![
+        Shape { rows: 1, k: 1, n: 1 },
+        Shape { rows: 1, k: 3, n: 2 },
+        Shape { rows: 2, k: 17, n: 5 },
+        Shape { rows: 7, k: 61, n: 13 },
+        Shape { rows: 13, k: 64, n: 31 },
+        Shape { rows: 3, k: 127, n: 67 },
+        Shape { rows: 33, k: 255, n: 7 },
+        Shape { rows: 5, k: 1031, n: 37 },
+    ];
+    for _ in 0..4 {
+        v.push(Shape { rows: 1 + rng.below(40), k: 1 + rng.below(700), n: 1 + rng.below(90) });
+    }
+    v
+}
+
+#[test]
+fn matmul_matches_the_f64_reference() {
+    let ctx = Context::cpu();
+    let mut rng = Rng::new(7);
+    let mut checked = 0;
+    for s in shapes(&mut rng) {
+        for (di, &x_dtype) in DTYPES.iter().enumerate() {
+            let w_dtype = DTYPES[(di + 1) % 3];
+            let y_dtype = DTYPES[(di + s.k) % 3];
+            let x = Owned::from_f32(x_dtype, &activations_with_outliers(&mut rng, s.rows, s.k, 1 + s.k / 100));
+            let w = Owned::from_f32(w_dtype, &rng.normals(s.n * s.k, 0.05));
+            let bias = (rng.uniform() < 0.5).then(|| Owned::from_f32(DType::BF16, &rng.normals(s.n, 0.1)));
+            let weight = ctx.quantize_weight(w.data(), s.n, s.k, bias.as_ref().map(Owned::data)).unwrap();
+            let bias32 = bias.as_ref().map(Owned::to_f32);
+            let x32 = x.to_f32();
+            for threshold in THRESHOLDS {
+                let mut y = Owned::zeros(y_dtype, s.rows * s.n);
+                let stats = ctx.matmul(&weight, x.data(), s.rows, threshold, y.data_mut()).unwrap();
+                let want = reference::matmul(&x32, s.rows, weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
+                assert_eq!(stats.outlier_columns, want.outlier_cols);
+                let got = y.to_f32();
+                for e in 0..got.len() {
+                    let allowed = want.slack[e] * 1.01 + output_rounding(y_dtype) * want.y[e].abs() * 1.0001 + 1e-30;
+                    let diff = (got[e] as f64 - want.y[e]).abs();
+                    assert!(
+                        diff <= allowed,
+                        "rows {} k {} n {} x {x_dtype:?} w {w_dtype:?} y {y_dtype:?} threshold {threshold}: \
+                         element {e}: {} vs reference {} (allowed {allowed:e})",
+                        s.rows,
+                        s.k,
+                        s.n,
+                        got[e],
+                        want.y[e]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 12 * 3 * 3);
+}
+
+#[test]
+fn quantize_rows_matches_the_reference() {
+    let ctx = Context::cpu();
+    let mut rng = Rng::new(11);
+    for s in shapes(&mut rng) {
+        for dtype in DTYPES {
+            let x = Owned::from_f32(dtype, &activations_with_outliers(&mut rng, s.rows, s.k, 2));
+            for threshold in THRESHOLDS.into_iter().chain([8.0, f32::INFINITY]) {
+                let mut q = vec![0i8; s.rows * s.k];
+                let mut absmax = vec![0.0f32; s.rows];
+                let mut cols = vec![0u32; s.k];
+                let n = ctx.quantize_rows(x.data(), s.rows, s.k, threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
+                let (wq, wa, wc) = reference::quantize_rows(&x.to_f32(), s.rows, s.k, threshold);
+                assert_eq!(q, wq, "{dtype:?} threshold {threshold}");
+                assert_eq!(absmax, wa);
+                assert_eq!(cols[..n].iter().map(|&c| c as usize).collect::<Vec<_>>(), wc);
+            }
+        }
+    }
+}
+
+#[test]
+fn error_against_the_dense_product_is_within_the_quantization_bound() {
+    let ctx = Context::cpu();
+    let mut rng = Rng::new(3);
+    for s in shapes(&mut rng) {
+        let x = activations_with_outliers(&mut rng, s.rows, s.k, 2);
+        let w = rng.normals(s.n * s.k, 0.05);
+        let weight = ctx.quantize_weight(Data::F32(&w), s.n, s.k, None).unwrap();
+        for threshold in THRESHOLDS {
+            let mut y = vec![0.0f32; s.rows * s.n];
+            ctx.matmul(&weight, Data::F32(&x), s.rows, threshold, DataMut::F32(&mut y)).unwrap();
+            let bound = reference::quantization_bound(&x, &w, s.rows, s.n, s.k, threshold);
+            for e in 0..y.len() {
+                let (i, j) = (e / s.n, e % s.n);
+                let dense: f64 = (0..s.k).map(|c| x[i * s.k + c] as f64 * w[j * s.k + c] as f64).sum();
+                let mag: f64 = (0..s.k).map(|c| (x[i * s.k + c] as f64 * w[j * s.k + c] as f64).abs()).sum();
+                let allowed = bound[e] * 1.001 + 1e-5 * mag + 1e-30;
+                assert!((y[e] as f64 - dense).abs() <= allowed, "element {e}: {} vs dense {dense}", y[e]);
+            }
+        }
+    }
+}
+
+#[test]
+fn decomposition_makes_outlier_features_accurate() {
+    // The paper's point: with large-magnitude feature columns, plain vector-wise
+    // int8 loses the small features; the decomposition keeps the error low.
+    let ctx = Context::cpu();
+    let mut rng = Rng::new(99);
+    let (rows, k, n) = (16, 512, 64);
+    let mut x = rng.normals(rows * k, 1.0);
+    for r in 0..rows {
+        x[r * k + 5] = 60.0;
+        x[r * k + 300] = -45.0;
+    }
+    let w = rng.normals(n * k, 0.05);
+    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    let dense: Vec<f32> = (0..rows * n)
+        .map(|e| (0..k).map(|c| x[(e / n) * k + c] as f64 * w[(e % n) * k + c] as f64).sum::<f64>() as f32)
+        .collect();
+    let mut err = [0.0; 2];
+    for (slot, threshold) in [0.0, 6.0].into_iter().enumerate() {
+        let mut y = vec![0.0f32; rows * n];
+        let stats = ctx.matmul(&weight, Data::F32(&x), rows, threshold, DataMut::F32(&mut y)).unwrap();
+        assert_eq!(stats.outlier_columns, if threshold > 0.0 { 2 } else { 0 });
+        err[slot] = common::rel_err(&y, &dense);
+    }
+    assert!(err[1] * 3.0 < err[0], "decomposition error {:.2e} vs plain int8 {:.2e}", err[1], err[0]);
+}
+
+#[test]
+fn results_are_bit_identical_for_any_thread_count() {
+    let ctx = Context::cpu();
+    let mut rng = Rng::new(5);
+    for (rows, k, n) in [(1, 4096, 512), (3, 1000, 301), (64, 333, 257), (200, 128, 100)] {
+        let x = activations_with_outliers(&mut rng, rows, k, 3);
+        let w = rng.normals(n * k, 0.05);
+        ctx.set_num_threads(1);
+        let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+        let mut base = vec![0.0f32; rows * n];
+        ctx.matmul(&weight, Data::F32(&x), rows, 6.0, DataMut::F32(&mut base)).unwrap();
+        for threads in [2, 3, 4, 7] {
+            ctx.set_num_threads(threads);
+            let w2 = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+            assert_eq!(w2.cb(), weight.cb());
+            let mut y = vec![0.0f32; rows * n];
+            ctx.matmul(&weight, Data::F32(&x), rows, 6.0, DataMut::F32(&mut y)).unwrap();
+            let same = y.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{threads} threads differ from 1 thread for shape ({rows}, {k}, {n})");
+        }
+    }
+}
+
+#[test]
+fn concurrent_calls_on_one_context_and_weight_agree() {
+    let ctx = Context::cpu();
+    let mut rng = Rng::new(21);
+    let (k, n) = (300, 77);
+    let w = rng.normals(n * k, 0.05);
+    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    let inputs: Vec<(usize, Vec<f32>)> = (0..16)
+        .map(|i| {
+            let rows = 1 + i % 5;
+            (rows, activations_with_outliers(&mut rng, rows, k, 2))
+        })
+        .collect();
+    let serial: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|(rows, x)| {
+            let mut y = vec![0.0f32; rows * n];
+            ctx.matmul(&weight, Data::F32(x), *rows, 6.0, DataMut::F32(&mut y)).unwrap();
+            y
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (ctx, weight, inputs, serial) = (&ctx, &weight, &inputs, &serial);
+            s.spawn(move || {
+                for round in 0..20 {
+                    let idx = (t * 7 + round) % inputs.len();
+                    let (rows, x) = &inputs[idx];
+                    let mut y = vec![0.0f32; rows * n];
+                    ctx.matmul(weight, Data::F32(x), *rows, 6.0, DataMut::F32(&mut y)).unwrap();
+                    assert!(y.iter().zip(&serial[idx]).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn in_features_beyond_the_int32_limit_are_exact() {
+    // 127² · K >= 2³¹ for K > 133 143: a single int32 accumulator would overflow.
+    let ctx = Context::cpu();
+    let k = 140_000;
+    let x = vec![1.0f32; k];
+    let w = vec![-1.0f32; 2 * k];
+    let weight = ctx.quantize_weight(Data::F32(&w), 2, k, None).unwrap();
+    let mut y = vec![0.0f32; 2];
+    ctx.matmul(&weight, Data::F32(&x), 1, 0.0, DataMut::F32(&mut y)).unwrap();
+    assert_eq!(y, [-(k as f32); 2]);
+}

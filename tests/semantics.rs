@@ -1,0 +1,173 @@
+//! The cases the issue asks us to define: zero rows, NaN/Inf, bad weights and
+//! scales, thresholds, empty calls, mismatched shapes.
+
+mod common;
+
+use llmint8::{bf16, f16, Backend, Context, DType, Data, DataMut, Status};
+
+fn weight(ctx: &Context, n: usize, k: usize, bias: Option<&[f32]>) -> llmint8::Weight {
+    let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 23) as f32 - 11.0) / 10.0).collect();
+    ctx.quantize_weight(Data::F32(&w), n, k, bias.map(Data::F32)).unwrap()
+}
+
+#[test]
+fn a_zero_row_gives_scale_zero_and_the_bias() {
+    let ctx = Context::cpu();
+    let bias = [0.5f32, -1.25, 3.0];
+    let w = weight(&ctx, 3, 4, Some(&bias));
+    let x = [0.0f32, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0];
+    for threshold in [0.0, 6.0] {
+        let mut y = [9.0f32; 6];
+        ctx.matmul(&w, Data::F32(&x), 2, threshold, DataMut::F32(&mut y)).unwrap();
+        assert_eq!(&y[..3], &bias);
+        let mut q = [1i8; 8];
+        let mut a = [1.0f32; 2];
+        ctx.quantize_rows(Data::F32(&x), 2, 4, threshold, &mut q, &mut a, None).unwrap();
+        assert_eq!((&q[..4], a[0]), (&[0i8; 4][..], 0.0));
+    }
+    // A zero weight row: scale 0, output column = bias.
+    let wz = [0.0f32, 0.0, 1.0, -1.0];
+    let wz = ctx.quantize_weight(Data::F32(&wz), 2, 2, None).unwrap();
+    assert_eq!(wz.scb(), &[0.0, 1.0]);
+    let mut y = [9.0f32; 2];
+    ctx.matmul(&wz, Data::F32(&[3.0, 1.0]), 1, 6.0, DataMut::F32(&mut y)).unwrap();
+    assert_eq!(y[0], 0.0);
+}
+
+#[test]
+fn nan_and_inf_in_x_propagate_like_a_float_matmul() {
+    let ctx = Context::cpu();
+    let (n, k) = (4, 5);
+    let w = weight(&ctx, n, k, None);
+    let mut x = vec![0.5f32; 3 * k];
+    x[1] = f32::NAN; // row 0
+    x[k + 2] = f32::INFINITY; // row 1
+    for threshold in [6.0f32, f32::INFINITY] {
+        let mut y = vec![0.0f32; 3 * n];
+        let stats = ctx.matmul(&w, Data::F32(&x), 3, threshold, DataMut::F32(&mut y)).unwrap();
+        assert_eq!(stats.outlier_columns, 2, "threshold {threshold}");
+        assert!(y[..n].iter().all(|v| v.is_nan()), "NaN row: {:?}", &y[..n]);
+        // Inf · w is ±Inf, or NaN where the dequantized weight is 0.
+        for j in 0..n {
+            let wv = w.dequantized(j, 2);
+            let v = y[n + j];
+            if wv == 0.0 {
+                assert!(v.is_nan());
+            } else {
+                assert!(v.is_infinite() && (v > 0.0) == (wv > 0.0), "{v} for weight {wv}");
+            }
+        }
+        assert!(y[2 * n..].iter().all(|v| v.is_finite()), "clean row stays finite");
+    }
+    // Without decomposition the affected rows become NaN; the others stay finite.
+    let mut y = vec![0.0f32; 3 * n];
+    let stats = ctx.matmul(&w, Data::F32(&x), 3, 0.0, DataMut::F32(&mut y)).unwrap();
+    assert_eq!(stats.outlier_columns, 0);
+    assert!(y[..2 * n].iter().all(|v| v.is_nan()));
+    assert!(y[2 * n..].iter().all(|v| v.is_finite()));
+    let mut q = vec![0i8; 3 * k];
+    let mut a = vec![0.0f32; 3];
+    ctx.quantize_rows(Data::F32(&x), 3, k, 0.0, &mut q, &mut a, None).unwrap();
+    assert!(a[0].is_nan() && a[1].is_nan() && a[2] == 0.5);
+}
+
+#[test]
+fn an_infinite_threshold_keeps_large_finite_values_in_int8() {
+    let ctx = Context::cpu();
+    let x = [1e30f32, 1.0, -2.0, 65504.0];
+    let mut q = [0i8; 4];
+    let mut a = [0.0f32];
+    let mut cols = [0u32; 4];
+    let n = ctx.quantize_rows(Data::F32(&x), 1, 4, f32::INFINITY, &mut q, &mut a, Some(&mut cols)).unwrap();
+    assert_eq!((n, a[0], q[0]), (0, 1e30, 127));
+}
+
+#[test]
+fn non_finite_weights_and_bad_scales_are_refused_naming_the_row() {
+    let ctx = Context::cpu();
+    let mut w = vec![f16::from_f32(0.5); 4 * 3];
+    w[2 * 3 + 1] = f16::INFINITY;
+    let e = ctx.quantize_weight(Data::F16(&w), 4, 3, None).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("row 2"), "{e}");
+
+    let wb = vec![bf16::NAN; 6];
+    let e = ctx.quantize_weight(Data::BF16(&wb), 2, 3, None).unwrap_err();
+    assert!(e.message().contains("row 0"), "{e}");
+
+    let cb = vec![1i8; 6];
+    for bad in [-1.0f32, f32::NAN, f32::INFINITY] {
+        let e = ctx.weight_from_int8(&cb, &[1.0, bad], 2, 3, None).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
+        assert!(e.message().contains("SCB[1]"), "{e}");
+    }
+    let e = ctx.weight_from_int8(&cb, &[1.0, 1.0], 2, 3, Some(Data::F32(&[0.0, f32::NAN]))).unwrap_err();
+    assert!(e.message().contains("bias[1]"), "{e}");
+}
+
+#[test]
+fn negative_or_nan_thresholds_are_refused() {
+    let ctx = Context::cpu();
+    let w = weight(&ctx, 2, 2, None);
+    let mut y = [0.0f32; 2];
+    for t in [-1.0f32, -0.0001, f32::NAN, f32::NEG_INFINITY] {
+        let e = ctx.matmul(&w, Data::F32(&[1.0, 2.0]), 1, t, DataMut::F32(&mut y)).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{t}");
+        let e = ctx.quantize_rows(Data::F32(&[1.0, 2.0]), 1, 2, t, &mut [0; 2], &mut [0.0], None).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{t}");
+    }
+}
+
+#[test]
+fn zero_rows_is_a_valid_call_that_does_nothing() {
+    let ctx = Context::cpu();
+    let w = weight(&ctx, 3, 4, None);
+    let stats = ctx.matmul(&w, Data::F16(&[]), 0, 6.0, DataMut::BF16(&mut [])).unwrap();
+    assert_eq!(stats.outlier_columns, 0);
+    assert_eq!(ctx.quantize_rows(Data::F32(&[]), 0, 4, 6.0, &mut [], &mut [], None).unwrap(), 0);
+}
+
+#[test]
+fn mismatched_and_zero_shapes_are_refused() {
+    let ctx = Context::cpu();
+    let w = weight(&ctx, 3, 4, None);
+    let mut y = [0.0f32; 6];
+    let e = ctx.matmul(&w, Data::F32(&[0.0; 7]), 2, 6.0, DataMut::F32(&mut y)).unwrap_err();
+    assert_eq!(e.status(), Status::Shape);
+    let e = ctx.matmul(&w, Data::F32(&[0.0; 8]), 2, 6.0, DataMut::F32(&mut y[..5])).unwrap_err();
+    assert_eq!(e.status(), Status::Shape);
+    let e = ctx.quantize_weight(Data::F32(&[]), 0, 4, None).unwrap_err();
+    assert_eq!(e.status(), Status::Shape);
+    let e = ctx.quantize_weight(Data::F32(&[1.0; 4]), usize::MAX, 2, None).unwrap_err();
+    assert_eq!(e.status(), Status::Shape);
+    let e = ctx.quantize_weight(Data::F32(&[1.0; 4]), 2, 2, Some(Data::F32(&[0.0; 3]))).unwrap_err();
+    assert_eq!(e.status(), Status::Shape);
+    let e = ctx.quantize_rows(Data::F32(&[0.0; 4]), 2, 0, 6.0, &mut [], &mut [0.0; 2], None).unwrap_err();
+    assert_eq!(e.status(), Status::Shape);
+}
+
+#[test]
+fn export_round_trips_and_from_int8_keeps_values() {
+    let ctx = Context::cpu();
+    let w = weight(&ctx, 5, 7, Some(&[1.0, 2.0, 3.0, 4.0, 5.0]));
+    let mut cb = vec![0i8; 35];
+    let mut scb = vec![0.0f32; 5];
+    w.export(&mut cb, &mut scb).unwrap();
+    let w2 = ctx.weight_from_int8(&cb, &scb, 5, 7, Some(Data::F32(w.bias().unwrap()))).unwrap();
+    assert_eq!((w2.cb(), w2.scb(), w2.bias()), (w.cb(), w.scb(), w.bias()));
+    assert_eq!(w.resident_bytes(), 35 + 4 * 5 + 4 * 5);
+    assert_eq!(w.export(&mut cb[..34], &mut scb).unwrap_err().status(), Status::Shape);
+}
+
+#[test]
+fn backends_resolve_as_documented() {
+    assert_eq!(Context::new(Backend::Auto, 0).unwrap().backend(), Backend::Cpu);
+    assert_eq!(Context::new(Backend::Cpu, 1).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(Context::new(Backend::Cuda, 0).unwrap_err().status(), Status::Unsupported);
+    assert_eq!(DType::from_code(3).unwrap_err().status(), Status::InvalidArgument);
+    let ctx = Context::cpu();
+    ctx.set_num_threads(3);
+    assert_eq!(ctx.num_threads(), 3);
+    ctx.set_num_threads(0);
+    assert!(ctx.num_threads() >= 1);
+}
