@@ -1,0 +1,85 @@
+//! Builds tests/c/test_abi.c against the committed header and the built shared
+//! library, and runs it. The library must be built first (`cargo build
+//! --release`; the README's test command does it): `cargo test` does not build
+//! the cdylib by itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+/// target/<profile>, the directory holding this test's `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn newest_source(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let t = if path.is_dir() { newest_source(&path) } else { path.metadata().unwrap().modified().unwrap() };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The built library, refusing one older than the sources it should come from.
+fn built_library() -> PathBuf {
+    let dir = profile_dir();
+    let lib = dir.join("libllmint8.so");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = lib.metadata().and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!("{} is missing: run `cargo build --release` (or scripts/test.sh) first", lib.display())
+    });
+    assert!(
+        built >= newest_source(&root.join("src")),
+        "{} is older than src/: run `cargo build --release` (or scripts/test.sh) first",
+        lib.display()
+    );
+    assert!(dir.join("libllmint8.so.1").exists(), "the SONAME link libllmint8.so.1 is missing in {}", dir.display());
+    lib
+}
+
+#[test]
+fn c_program_exercises_the_whole_abi() {
+    let lib = built_library();
+    let dir = lib.parent().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("c-tests");
+    std::fs::create_dir_all(&out).unwrap();
+    let exe = out.join("test_abi");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-pthread"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/test_abi.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", dir.display()))
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .args(["-lllmint8", "-lm"])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(status.success(), "compiling tests/c/test_abi.c failed");
+
+    // The program finds the library through its SONAME, libllmint8.so.1.
+    let output = Command::new(&exe).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "C ABI test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" 0 failures"), "{stdout}");
+}
+
+#[test]
+fn shared_library_soname_carries_the_abi_version() {
+    let lib = built_library();
+    let bytes = std::fs::read(&lib).unwrap();
+    let soname = format!("libllmint8.so.{}\0", llmint8::ABI_VERSION);
+    assert!(
+        bytes.windows(soname.len()).any(|w| w == soname.as_bytes()),
+        "{} does not carry the SONAME {soname}",
+        lib.display()
+    );
+}
