@@ -40,20 +40,21 @@ fn built_library() -> PathBuf {
     lib
 }
 
-#[test]
-fn c_program_exercises_the_whole_abi() {
+/// Compiles a C file of the repository with the strict flags against the
+/// committed header and the built library, runs it, and returns its stdout.
+fn compile_and_run(source: &str) -> String {
     let lib = built_library();
     let dir = lib.parent().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = dir.join("c-tests");
     std::fs::create_dir_all(&out).unwrap();
-    let exe = out.join("test_abi");
+    let exe = out.join(Path::new(source).file_stem().unwrap());
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-pthread"])
         .arg("-I")
         .arg(root.join("include"))
-        .arg(root.join("tests/c/test_abi.c"))
+        .arg(root.join(source))
         .arg("-o")
         .arg(&exe)
         .arg(format!("-L{}", dir.display()))
@@ -61,15 +62,29 @@ fn c_program_exercises_the_whole_abi() {
         .args(["-lllmint8", "-lm"])
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-    assert!(status.success(), "compiling tests/c/test_abi.c failed");
+    assert!(status.success(), "compiling {source} failed");
 
     // The program finds the library through its SONAME, libllmint8.so.1.
     let output = Command::new(&exe).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
-    assert!(output.status.success(), "C ABI test failed:\n{stdout}\n{stderr}");
+    assert!(output.status.success(), "{source} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn c_program_exercises_the_whole_abi() {
+    let stdout = compile_and_run("tests/c/test_abi.c");
     assert!(stdout.contains(" 0 failures"), "{stdout}");
+}
+
+#[test]
+fn readme_c_example_runs() {
+    let stdout = compile_and_run("examples/c/hello.c");
+    // x row 0 · W row 0 + bias = 0.1 - 0.4 + 0.9 + 1.6 + 0.01 = 2.21; column 1 of x holds 9.0.
+    assert!(stdout.contains("y[0] =   2.2"), "{stdout}");
+    assert!(stdout.contains("outlier columns: 1"), "{stdout}");
 }
 
 #[test]
