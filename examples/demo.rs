@@ -38,7 +38,8 @@ fn matmul_f32(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32>
                     acc[l] += xc[l] * wc[l];
                 }
             }
-            let tail: f32 = xr.chunks_exact(8).remainder().iter().zip(wr.chunks_exact(8).remainder()).map(|(a, b)| a * b).sum();
+            let tail: f32 =
+                xr.chunks_exact(8).remainder().iter().zip(wr.chunks_exact(8).remainder()).map(|(a, b)| a * b).sum();
             y[i * n + j] = acc.iter().sum::<f32>() + tail;
         }
     }
@@ -120,13 +121,22 @@ fn main() {
         ctx.num_threads()
     );
     println!();
-    println!("{:<34} {:>14} {:>9} {:>14} {:>10} {:>8}", "method", "error vs f32", "outliers", "weight bytes", "time ms", "GOPS");
+    println!(
+        "{:<34} {:>14} {:>9} {:>14} {:>10} {:>8}",
+        "method", "error vs f32", "outliers", "weight bytes", "time ms", "GOPS"
+    );
     let row = |name: &str, err: Option<f64>, outl: String, bytes: usize, t: f64| {
         let err = err.map_or("—".to_string(), |e| format!("{:.3}%", e * 100.0));
         println!("{name:<34} {err:>14} {outl:>9} {bytes:>14} {:>10.1} {:>8.1}", t * 1e3, ops / t / 1e9);
     };
     row("float32 (plain loop)", None, "—".into(), 4 * n * k, t_f32);
-    row("int8, no decomposition (t = 0)", Some(rel_err(&y_int8, &y_f32)), out0.to_string(), weight.resident_bytes(), t_int8);
+    row(
+        "int8, no decomposition (t = 0)",
+        Some(rel_err(&y_int8, &y_f32)),
+        out0.to_string(),
+        weight.resident_bytes(),
+        t_int8,
+    );
     row("LLM.int8() (t = 6)", Some(rel_err(&y_llm, &y_f32)), out6.to_string(), weight.resident_bytes(), t_llm);
     println!();
     println!(

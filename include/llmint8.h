@@ -116,6 +116,17 @@
 #define LLMINT8_BACKEND_CUDA 2
 
 /**
+ * Quantize inputs from their own values (the default).
+ */
+#define LLMINT8_INPUT_EXACT 0
+
+/**
+ * Round inputs to float16 before quantizing them, as bitsandbytes' Linear8bitLt
+ * does: float32 inputs then reproduce its `CB`, `SCB` and outputs.
+ */
+#define LLMINT8_INPUT_ROUND_F16 1
+
+/**
  * The outlier threshold of the paper and of bitsandbytes; 0 turns the
  * mixed-precision decomposition off.
  */
@@ -233,6 +244,38 @@ int32_t llmint8_context_num_threads(const struct llmint8_context *ctx,
  */
 int32_t llmint8_context_backend(const struct llmint8_context *ctx,
                                 int32_t *backend);
+
+/**
+ * Sets how later calls on `ctx` read 16/32-bit values before quantizing them —
+ * weights in `llmint8_weight_quantize`, activations in `llmint8_matmul` and
+ * `llmint8_quantize_rows`:
+ * - `LLMINT8_INPUT_EXACT` (the default): from their own values;
+ * - `LLMINT8_INPUT_ROUND_F16`: rounded to float16 first, as bitsandbytes'
+ *   `Linear8bitLt` does, so float32 inputs reproduce its results exactly (a
+ *   float32 weight beyond ±65504 is then refused as not finite). Float16 inputs
+ *   are unaffected; bfloat16 ones only outside the float16 range.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL or `rounding` unknown.
+ * Thread safety: may be called concurrently with any other call on `ctx`;
+ * calls already running keep the setting they started with.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+int32_t llmint8_context_set_input_rounding(struct llmint8_context *ctx,
+                                           int32_t rounding);
+
+/**
+ * Writes the input rounding of `ctx` (`LLMINT8_INPUT_*`) to `*rounding`.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+ * Thread safety: may be called concurrently with any other call on `ctx`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context; `rounding` NULL or writable.
+ */
+int32_t llmint8_context_input_rounding(const struct llmint8_context *ctx,
+                                       int32_t *rounding);
 
 /**
  * `y = x · Wᵀ + bias` with LLM.int8(): `x` row-major `[rows, in_features]` of
@@ -538,6 +581,38 @@ int32_t llmint8_context_num_threads(const struct llmint8_context *ctx,
  */
 int32_t llmint8_context_backend(const struct llmint8_context *ctx,
                                 int32_t *backend);
+
+/**
+ * Sets how later calls on `ctx` read 16/32-bit values before quantizing them —
+ * weights in `llmint8_weight_quantize`, activations in `llmint8_matmul` and
+ * `llmint8_quantize_rows`:
+ * - `LLMINT8_INPUT_EXACT` (the default): from their own values;
+ * - `LLMINT8_INPUT_ROUND_F16`: rounded to float16 first, as bitsandbytes'
+ *   `Linear8bitLt` does, so float32 inputs reproduce its results exactly (a
+ *   float32 weight beyond ±65504 is then refused as not finite). Float16 inputs
+ *   are unaffected; bfloat16 ones only outside the float16 range.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL or `rounding` unknown.
+ * Thread safety: may be called concurrently with any other call on `ctx`;
+ * calls already running keep the setting they started with.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+int32_t llmint8_context_set_input_rounding(struct llmint8_context *ctx,
+                                           int32_t rounding);
+
+/**
+ * Writes the input rounding of `ctx` (`LLMINT8_INPUT_*`) to `*rounding`.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+ * Thread safety: may be called concurrently with any other call on `ctx`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context; `rounding` NULL or writable.
+ */
+int32_t llmint8_context_input_rounding(const struct llmint8_context *ctx,
+                                       int32_t *rounding);
 
 /**
  * Quantizes a 16/32-bit weight: row-major `w` `[out_features, in_features]` of

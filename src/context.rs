@@ -1,12 +1,12 @@
 //! The safe API: a context chooses where the work runs; it builds weights and
 //! runs the matmul and the row quantizer on them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::cpu;
 use crate::dtype::{Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
-use crate::quant;
+use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
 use crate::{with_data, with_data_mut};
 
@@ -46,6 +46,8 @@ pub struct Context {
     backend: Backend,
     /// 0 means [`cpu::default_num_threads`].
     num_threads: AtomicUsize,
+    /// Whether inputs are rounded to float16 before quantization ([`InputRounding::Float16`]).
+    round_inputs_to_f16: AtomicBool,
 }
 
 impl Context {
@@ -67,7 +69,7 @@ impl Context {
 
     /// A CPU context using the default number of threads.
     pub fn cpu() -> Context {
-        Context { backend: Backend::Cpu, num_threads: AtomicUsize::new(0) }
+        Context { backend: Backend::Cpu, num_threads: AtomicUsize::new(0), round_inputs_to_f16: AtomicBool::new(false) }
     }
 
     /// The backend this context runs on (never `Auto`).
@@ -90,6 +92,21 @@ impl Context {
         self.num_threads.store(n, Ordering::Relaxed);
     }
 
+    /// How this context reads values before quantizing them (weights, and the
+    /// activations of `matmul` and `quantize_rows`). Default: [`InputRounding::Exact`].
+    pub fn input_rounding(&self) -> InputRounding {
+        if self.round_inputs_to_f16.load(Ordering::Relaxed) {
+            InputRounding::Float16
+        } else {
+            InputRounding::Exact
+        }
+    }
+
+    /// Sets how later calls read values before quantizing them.
+    pub fn set_input_rounding(&self, rounding: InputRounding) {
+        self.round_inputs_to_f16.store(rounding == InputRounding::Float16, Ordering::Relaxed);
+    }
+
     /// Quantizes a row-major 16/32-bit weight `[out_features, in_features]`.
     pub fn quantize_weight(
         &self,
@@ -98,7 +115,7 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        Weight::quantize(self.backend, w, out_features, in_features, bias, self.num_threads())
+        Weight::quantize(self.backend, self.input_rounding(), w, out_features, in_features, bias, self.num_threads())
     }
 
     /// Builds a weight from bitsandbytes' `CB` (row-major int8) and `SCB`.
@@ -116,14 +133,7 @@ impl Context {
     /// `y = x · Wᵀ + b` with LLM.int8(): `x` is row-major `[rows, in_features]`,
     /// `y` row-major `[rows, out_features]`, each in any supported dtype.
     /// `threshold` 0 turns the outlier decomposition off.
-    pub fn matmul(
-        &self,
-        w: &Weight,
-        x: Data<'_>,
-        rows: usize,
-        threshold: f32,
-        y: DataMut<'_>,
-    ) -> Result<MatmulStats> {
+    pub fn matmul(&self, w: &Weight, x: Data<'_>, rows: usize, threshold: f32, y: DataMut<'_>) -> Result<MatmulStats> {
         quant::check_threshold(threshold)?;
         if w.backend() != self.backend {
             return Err(Error::invalid(format!(
@@ -139,9 +149,9 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
-        let threads = self.num_threads();
+        let (rounding, threads) = (self.input_rounding(), self.num_threads());
         let outlier_columns =
-            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(w, x, rows, threshold, y, threads)))?;
+            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(w, x, rounding, rows, threshold, y, threads)))?;
         Ok(MatmulStats { outlier_columns })
     }
 
@@ -176,8 +186,8 @@ impl Context {
         if let Some(out) = &outlier_columns {
             check_len("outlier_columns", out.len(), cols)?;
         }
-        let threads = self.num_threads();
-        let found = with_data!(x, x => cpu::quantize_activations(x, cols, threshold, q, absmax, threads))?;
+        let (rounding, threads) = (self.input_rounding(), self.num_threads());
+        let found = with_data!(x, x => cpu::quantize_activations(x, rounding, cols, threshold, q, absmax, threads))?;
         if let Some(out) = outlier_columns {
             for (o, &c) in out.iter_mut().zip(&found) {
                 *o = c as u32; // fits: cols <= u32::MAX was checked above

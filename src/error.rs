@@ -117,10 +117,7 @@ impl std::error::Error for Error {}
 pub fn try_zeroed_vec<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| {
-        Error::out_of_memory(format!(
-            "cannot allocate {what}: {len} elements of {} bytes",
-            std::mem::size_of::<T>()
-        ))
+        Error::out_of_memory(format!("cannot allocate {what}: {len} elements of {} bytes", std::mem::size_of::<T>()))
     })?;
     v.resize(len, T::default());
     Ok(v)
@@ -128,8 +125,7 @@ pub fn try_zeroed_vec<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T
 
 /// `rows · cols`, or a shape error naming the operand when it overflows.
 pub(crate) fn checked_len(rows: usize, cols: usize, what: &str) -> Result<usize> {
-    rows.checked_mul(cols)
-        .ok_or_else(|| Error::shape(format!("{what}: {rows} × {cols} elements overflows size_t")))
+    rows.checked_mul(cols).ok_or_else(|| Error::shape(format!("{what}: {rows} × {cols} elements overflows size_t")))
 }
 
 /// A shape error unless `what` holds exactly `want` elements.

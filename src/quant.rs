@@ -7,6 +7,8 @@
 //! the columns of X that hold a value with |x| >= threshold are multiplied in
 //! floating point against the dequantized weight columns instead.
 
+use half::f16;
+
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 
@@ -23,6 +25,41 @@ pub const DEFAULT_THRESHOLD: f32 = 6.0;
 /// overflow, even with -128 on both sides: 128² · 2¹⁶ = 2³⁰ < 2³¹. Longer dot
 /// products are split into chunks of this size whose sums are added in `i64`.
 pub const EXACT_I32_CHUNK: usize = 1 << 16;
+
+/// How input values are read before they are quantized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum InputRounding {
+    /// Each value as it is: float32 and bfloat16 inputs are quantized from their
+    /// own values (the default; the more accurate choice).
+    #[default]
+    Exact = 0,
+    /// Each value rounded to float16 first, as bitsandbytes' `Linear8bitLt` does
+    /// with weights and activations of any dtype: float32 inputs then give its
+    /// `CB`, `SCB` and outputs exactly. Float16 inputs are unaffected.
+    Float16 = 1,
+}
+
+impl InputRounding {
+    pub fn from_code(code: i32) -> Result<InputRounding> {
+        match code {
+            0 => Ok(InputRounding::Exact),
+            1 => Ok(InputRounding::Float16),
+            _ => Err(Error::invalid(format!(
+                "unknown input rounding {code} (expected LLMINT8_INPUT_EXACT=0 or LLMINT8_INPUT_ROUND_F16=1)"
+            ))),
+        }
+    }
+
+    /// The value quantization sees for `v`.
+    #[inline(always)]
+    pub fn load<T: Element>(self, v: T) -> f32 {
+        match self {
+            InputRounding::Exact => v.to_f32(),
+            InputRounding::Float16 => f16::from_f32(v.to_f32()).to_f32(),
+        }
+    }
+}
 
 /// Checks an outlier threshold: 0 turns the decomposition off, +Inf leaves only
 /// non-finite values as outliers; negative or NaN is refused.
@@ -64,19 +101,25 @@ pub fn quantize_value(v: f32, scale: f32) -> i8 {
     (v * scale).round_ties_even() as i8
 }
 
-/// Quantizes `row` into `q` with the given absmax, writing 0 where `zero(col)`.
-fn quantize_row_with<T: Element>(row: &[T], absmax: f32, q: &mut [i8], zero: impl Fn(f32) -> bool) {
+/// Quantizes `row` into `q` with the given absmax, writing 0 where `zero(value)`.
+fn quantize_row_with<T: Element>(
+    row: &[T],
+    rounding: InputRounding,
+    absmax: f32,
+    q: &mut [i8],
+    zero: impl Fn(f32) -> bool,
+) {
     match row_scale(absmax) {
         Some(scale) => {
             for (qc, &v) in q.iter_mut().zip(row) {
-                let v = v.to_f32();
+                let v = rounding.load(v);
                 *qc = if zero(v) { 0 } else { quantize_value(v, scale) };
             }
         }
         None => {
             let absmax = absmax as f64;
             for (qc, &v) in q.iter_mut().zip(row) {
-                let v = v.to_f32();
+                let v = rounding.load(v);
                 *qc = if zero(v) { 0 } else { (v as f64 * 127.0 / absmax).round_ties_even() as i8 };
             }
         }
@@ -85,17 +128,21 @@ fn quantize_row_with<T: Element>(row: &[T], absmax: f32, q: &mut [i8], zero: imp
 
 /// Quantizes one weight row: `absmax = max |w|`, `q = round(w · scale)`.
 /// Returns the absmax (bitsandbytes' `SCB` entry), or the column of the first
-/// non-finite value, which a weight may not hold.
-pub fn quantize_weight_row<T: Element>(row: &[T], q: &mut [i8]) -> std::result::Result<f32, usize> {
+/// non-finite value (as read through `rounding`), which a weight may not hold.
+pub fn quantize_weight_row<T: Element>(
+    row: &[T],
+    rounding: InputRounding,
+    q: &mut [i8],
+) -> std::result::Result<f32, usize> {
     let mut absmax = 0.0f32;
     for (col, &v) in row.iter().enumerate() {
-        let a = v.to_f32().abs();
+        let a = rounding.load(v).abs();
         if !a.is_finite() {
             return Err(col);
         }
         absmax = absmax.max(a);
     }
-    quantize_row_with(row, absmax, q, |_| false);
+    quantize_row_with(row, rounding, absmax, q, |_| false);
     Ok(absmax)
 }
 
@@ -109,6 +156,7 @@ pub fn quantize_weight_row<T: Element>(row: &[T], q: &mut [i8]) -> std::result::
 /// Returns the row's absmax (`SCA` entry).
 pub fn quantize_activation_row<T: Element>(
     row: &[T],
+    rounding: InputRounding,
     threshold: f32,
     q: &mut [i8],
     outlier_columns: &mut [bool],
@@ -116,7 +164,7 @@ pub fn quantize_activation_row<T: Element>(
     let mut absmax = 0.0f32;
     let mut non_finite = false;
     for (&v, is_out) in row.iter().zip(outlier_columns.iter_mut()) {
-        let v = v.to_f32();
+        let v = rounding.load(v);
         if is_outlier(v, threshold) {
             *is_out = true;
             continue;
@@ -129,7 +177,7 @@ pub fn quantize_activation_row<T: Element>(
         q.fill(0);
         return f32::NAN;
     }
-    quantize_row_with(row, absmax, q, |v| is_outlier(v, threshold));
+    quantize_row_with(row, rounding, absmax, q, |v| is_outlier(v, threshold));
     absmax
 }
 
@@ -157,10 +205,7 @@ pub fn output_value(int8_part: f32, outlier_part: f32, bias: f32) -> f32 {
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
     debug_assert_eq!(a.len(), b.len());
-    a.chunks(EXACT_I32_CHUNK)
-        .zip(b.chunks(EXACT_I32_CHUNK))
-        .map(|(a, b)| dot_i8_chunk(a, b) as i64)
-        .sum()
+    a.chunks(EXACT_I32_CHUNK).zip(b.chunks(EXACT_I32_CHUNK)).map(|(a, b)| dot_i8_chunk(a, b) as i64).sum()
 }
 
 #[inline]
@@ -205,7 +250,7 @@ mod tests {
     #[test]
     fn zero_row_quantizes_to_zero() {
         let mut q = [5i8; 4];
-        assert_eq!(quantize_weight_row(&[0.0f32; 4], &mut q), Ok(0.0));
+        assert_eq!(quantize_weight_row(&[0.0f32; 4], InputRounding::Exact, &mut q), Ok(0.0));
         assert_eq!(q, [0; 4]);
     }
 
@@ -213,16 +258,16 @@ mod tests {
     fn weight_row_rounds_half_to_even() {
         // absmax 127 -> scale 1: 2.5 -> 2, 3.5 -> 4, -2.5 -> -2
         let mut q = [0i8; 4];
-        assert_eq!(quantize_weight_row(&[127.0f32, 2.5, 3.5, -2.5], &mut q), Ok(127.0));
+        assert_eq!(quantize_weight_row(&[127.0f32, 2.5, 3.5, -2.5], InputRounding::Exact, &mut q), Ok(127.0));
         assert_eq!(q, [127, 2, 4, -2]);
-        assert_eq!(quantize_weight_row(&[1.0f32, f32::NAN], &mut q[..2]), Err(1));
+        assert_eq!(quantize_weight_row(&[1.0f32, f32::NAN], InputRounding::Exact, &mut q[..2]), Err(1));
     }
 
     #[test]
     fn subnormal_absmax_does_not_saturate() {
         let mut q = [0i8; 2];
         let row = [1e-40f32, 5e-41];
-        assert_eq!(quantize_weight_row(&row, &mut q), Ok(1e-40));
+        assert_eq!(quantize_weight_row(&row, InputRounding::Exact, &mut q), Ok(1e-40));
         assert_eq!(q, [127, 64]);
     }
 
@@ -230,7 +275,7 @@ mod tests {
     fn activation_outliers_leave_absmax_and_are_zeroed() {
         let mut q = [0i8; 4];
         let mut cols = [false; 4];
-        let a = quantize_activation_row(&[1.0f32, -8.0, 0.5, f32::NAN], 6.0, &mut q, &mut cols);
+        let a = quantize_activation_row(&[1.0f32, -8.0, 0.5, f32::NAN], InputRounding::Exact, 6.0, &mut q, &mut cols);
         assert_eq!(a, 1.0);
         assert_eq!(q, [127, 0, 64, 0]);
         assert_eq!(cols, [false, true, false, true]);
@@ -240,11 +285,21 @@ mod tests {
     fn non_finite_without_decomposition_poisons_the_row() {
         let mut q = [1i8; 3];
         let mut cols = [false; 3];
-        let a = quantize_activation_row(&[1.0f32, f32::INFINITY, 2.0], 0.0, &mut q, &mut cols);
+        let a = quantize_activation_row(&[1.0f32, f32::INFINITY, 2.0], InputRounding::Exact, 0.0, &mut q, &mut cols);
         assert!(a.is_nan());
         assert_eq!(q, [0; 3]);
         assert_eq!(cols, [false; 3]);
         assert!(dequantize_product(0, a, 1.0).is_nan());
+    }
+
+    #[test]
+    fn float16_rounding_reads_values_as_bitsandbytes_does() {
+        let r = InputRounding::Float16;
+        assert_eq!(r.load(1.0001f32), 1.0);
+        assert_eq!(r.load(70000.0f32), f32::INFINITY);
+        assert_eq!(InputRounding::Exact.load(1.0001f32), 1.0001);
+        let mut q = [0i8; 2];
+        assert_eq!(quantize_weight_row(&[1.0f32, 70000.0], r, &mut q), Err(1));
     }
 
     #[test]

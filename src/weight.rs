@@ -4,7 +4,7 @@ use crate::context::Backend;
 use crate::cpu;
 use crate::dtype::{Data, Element};
 use crate::error::{check_len, try_zeroed_vec, Error, Result};
-use crate::quant;
+use crate::quant::{self, InputRounding};
 use crate::with_data;
 
 /// An int8 weight `[out_features, in_features]` with one f32 scale per output row
@@ -34,9 +34,9 @@ pub(crate) fn check_weight_shape(out_features: usize, in_features: usize) -> Res
             "a weight needs out_features > 0 and in_features > 0, got [{out_features}, {in_features}]"
         )));
     }
-    out_features.checked_mul(in_features).ok_or_else(|| {
-        Error::shape(format!("weight shape [{out_features}, {in_features}] overflows size_t"))
-    })
+    out_features
+        .checked_mul(in_features)
+        .ok_or_else(|| Error::shape(format!("weight shape [{out_features}, {in_features}] overflows size_t")))
 }
 
 /// Validates a bias of `out_features` finite values and widens it to f32.
@@ -61,6 +61,7 @@ impl Weight {
     /// A non-finite weight value is refused with a message naming its row.
     pub(crate) fn quantize(
         backend: Backend,
+        rounding: InputRounding,
         w: Data<'_>,
         out_features: usize,
         in_features: usize,
@@ -72,7 +73,7 @@ impl Weight {
         let bias = convert_bias(bias, out_features)?;
         let mut cb = try_zeroed_vec::<i8>(len, "int8 weight")?;
         let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
-        with_data!(w, w => cpu::quantize_weight_rows(w, in_features, &mut cb, &mut scb, threads))?;
+        with_data!(w, w => cpu::quantize_weight_rows(w, rounding, in_features, &mut cb, &mut scb, threads))?;
         Ok(Weight { out_features, in_features, backend, cb, scb, bias })
     }
 
@@ -90,9 +91,7 @@ impl Weight {
         check_len("CB", cb.len(), len)?;
         check_len("SCB", scb.len(), out_features)?;
         if let Some((row, s)) = scb.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s >= 0.0)) {
-            return Err(Error::invalid(format!(
-                "SCB[{row}] = {s}: a row scale must be finite and >= 0"
-            )));
+            return Err(Error::invalid(format!("SCB[{row}] = {s}: a row scale must be finite and >= 0")));
         }
         let bias = convert_bias(bias, out_features)?;
         let mut cb_copy = try_zeroed_vec::<i8>(len, "int8 weight")?;

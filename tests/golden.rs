@@ -19,17 +19,7 @@ fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
             let mut q = vec![0i8; m * k];
             let mut absmax = vec![0.0f32; m];
             let mut cols = vec![0u32; k];
-            let n = ctx
-                .quantize_rows(
-                    x.data(),
-                    m,
-                    k,
-                    case.threshold,
-                    &mut q,
-                    &mut absmax,
-                    Some(&mut cols),
-                )
-                .unwrap();
+            let n = ctx.quantize_rows(x.data(), m, k, case.threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
 
             let want_q = t.i8s(&format!("{name}.CA"));
             let want_absmax = t.f32s(&format!("{name}.SCA"));
@@ -68,19 +58,10 @@ fn weight_quantization_matches_bitsandbytes() {
             } else {
                 // bitsandbytes rounds other dtypes to float16 first; we quantize the
                 // values themselves, so a few elements may move by one step.
-                let max_step = cb
-                    .iter()
-                    .zip(&want_cb)
-                    .map(|(a, b)| (*a as i32 - *b as i32).abs())
-                    .max()
-                    .unwrap();
+                let max_step = cb.iter().zip(&want_cb).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
                 let moved = cb.iter().zip(&want_cb).filter(|(a, b)| a != b).count();
                 assert!(max_step <= 1, "{name}: CB differs by {max_step} steps");
-                assert!(
-                    moved * 100 <= cb.len(),
-                    "{name}: {moved} of {} CB values moved",
-                    cb.len()
-                );
+                assert!(moved * 100 <= cb.len(), "{name}: {moved} of {} CB values moved", cb.len());
                 for (a, b) in scb.iter().zip(&want_scb) {
                     assert!((a - b).abs() <= b.abs() * 1e-3, "{name}: SCB {a} vs {b}");
                 }
@@ -113,30 +94,17 @@ fn linear_forward_matches_bitsandbytes() {
             let bias_data = bias.as_ref().map(Owned::data);
 
             // Quantized by us from the dense weight, and taken as bitsandbytes stored it.
-            let ours = ctx
-                .quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias_data)
-                .unwrap();
+            let ours = ctx.quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias_data).unwrap();
             let theirs = ctx
-                .weight_from_int8(
-                    &t.i8s(&format!("{name}.CB")),
-                    &t.f32s(&format!("{name}.SCB")),
-                    n,
-                    k,
-                    bias_data,
-                )
+                .weight_from_int8(&t.i8s(&format!("{name}.CB")), &t.f32s(&format!("{name}.SCB")), n, k, bias_data)
                 .unwrap();
             for (label, weight) in [("quantized here", &ours), ("bitsandbytes CB/SCB", &theirs)] {
                 let mut y = Owned::zeros(case.dtype, m * n);
-                let stats = ctx
-                    .matmul(weight, x.data(), m, case.threshold, y.data_mut())
-                    .unwrap();
+                let stats = ctx.matmul(weight, x.data(), m, case.threshold, y.data_mut()).unwrap();
                 assert_eq!(stats.outlier_columns, case.outlier_cols, "{name} ({label})");
                 let err = rel_err(&y.to_f32(), &want.to_f32());
                 eprintln!("{name} ({label}): relative error {err:.2e}");
-                assert!(
-                    err <= tolerance(case.dtype),
-                    "{name} ({label}): relative error {err:.2e}"
-                );
+                assert!(err <= tolerance(case.dtype), "{name} ({label}): relative error {err:.2e}");
             }
         }
     }
@@ -148,10 +116,7 @@ fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
     let dir = data_dir().join("tiny-llama-int8");
     let model = Tensors::open(dir.join("model.safetensors"));
     let io = Tensors::open(dir.join("reference_io.safetensors"));
-    for layer in [
-        "model.layers.0.self_attn.q_proj",
-        "model.layers.1.mlp.down_proj",
-    ] {
+    for layer in ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"] {
         let cb = model.i8s(&format!("{layer}.weight"));
         let scb = model.f32s(&format!("{layer}.SCB"));
         let shape = model.shape(&format!("{layer}.weight"));
@@ -161,21 +126,13 @@ fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
         let want = io.float(&format!("{layer}.y"));
         let rows = x.len() / k;
         let mut y = Owned::zeros(DType::F16, rows * n);
-        ctx.matmul(&weight, x.data(), rows, 6.0, y.data_mut())
-            .unwrap();
+        ctx.matmul(&weight, x.data(), rows, 6.0, y.data_mut()).unwrap();
         let err = rel_err(&y.to_f32(), &want.to_f32());
         eprintln!("{layer}: relative error {err:.2e}");
         assert!(err <= 1e-3, "{layer}: relative error {err:.2e}");
         // Same output whatever dtype we are asked to write, within f16 rounding.
         let mut y32 = vec![0.0f32; rows * n];
-        ctx.matmul(
-            &weight,
-            x.data(),
-            rows,
-            6.0,
-            llmint8::DataMut::F32(&mut y32),
-        )
-        .unwrap();
+        ctx.matmul(&weight, x.data(), rows, 6.0, llmint8::DataMut::F32(&mut y32)).unwrap();
         assert!(rel_err(&y.to_f32(), &y32) < 1e-3);
     }
 }
@@ -201,15 +158,46 @@ fn deliberate_differences_cost_no_accuracy() {
                     (dot + bias.as_ref().map_or(0.0, |b| b[j] as f64)) as f32
                 })
                 .collect();
-            let weight = ctx
-                .quantize_weight(llmint8::Data::F32(&w), n, k, bias.as_deref().map(llmint8::Data::F32))
-                .unwrap();
+            let weight =
+                ctx.quantize_weight(llmint8::Data::F32(&w), n, k, bias.as_deref().map(llmint8::Data::F32)).unwrap();
             let mut y = vec![0.0f32; m * n];
             ctx.matmul(&weight, llmint8::Data::F32(&x), m, case.threshold, llmint8::DataMut::F32(&mut y)).unwrap();
             let ours = rel_err(&y, &exact);
             let theirs = rel_err(&t.float(&format!("{name}.y")).to_f32(), &exact);
             eprintln!("{name}: error against the exact product: llmint8 {ours:.2e}, bitsandbytes {theirs:.2e}");
             assert!(ours <= theirs * 1.05 + 1e-6, "{name}: llmint8 {ours:.2e} vs bitsandbytes {theirs:.2e}");
+        }
+    }
+}
+
+/// With inputs rounded to float16 (`InputRounding::Float16`, what bitsandbytes'
+/// Linear8bitLt does), float32 and bfloat16 weights give its CB and SCB bit for
+/// bit too, and float32 outputs match its outputs to 1e-4.
+#[test]
+fn float16_input_rounding_reproduces_linear8bitlt_for_every_dtype() {
+    let ctx = Context::cpu();
+    ctx.set_input_rounding(llmint8::quant::InputRounding::Float16);
+    for dir in reference_suites() {
+        let t = Tensors::open(dir.join("linear.safetensors"));
+        for case in cases(&dir) {
+            let name = &case.name;
+            let (m, k, n) = (case.m, case.k, case.n);
+            let bias = case.bias.then(|| t.float(&format!("{name}.bias")));
+            let weight = ctx
+                .quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias.as_ref().map(Owned::data))
+                .unwrap();
+            assert_eq!(weight.cb(), &t.i8s(&format!("{name}.CB"))[..], "{name}: CB");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(weight.scb()), bits(&t.f32s(&format!("{name}.SCB"))), "{name}: SCB");
+            let x = t.float(&format!("{name}.x"));
+            let mut y = Owned::zeros(case.dtype, m * n);
+            ctx.matmul(&weight, x.data(), m, case.threshold, y.data_mut()).unwrap();
+            let err = rel_err(&y.to_f32(), &t.float(&format!("{name}.y")).to_f32());
+            eprintln!("{name} ({:?}, float16 rounding): relative error {err:.2e}", case.dtype);
+            // float32 outputs: only the 1/127² constant differs (1.8e-5); bfloat16 and
+            // float16 outputs carry their own rounding.
+            let allowed = if case.dtype == DType::F32 { 1e-4 } else { tolerance(case.dtype) };
+            assert!(err <= allowed, "{name}: relative error {err:.2e}");
         }
     }
 }

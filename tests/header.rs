@@ -18,16 +18,28 @@ fn header_documents_every_function() {
     let declarations: Vec<&str> = header.lines().filter(|l| l.contains("llmint8_") && l.contains('(')).collect();
     assert!(declarations.len() >= 15, "{declarations:?}");
     for name in [
-        "llmint8_version", "llmint8_status_name", "llmint8_last_error", "llmint8_context_create",
-        "llmint8_context_destroy", "llmint8_weight_quantize", "llmint8_weight_from_int8", "llmint8_weight_export",
-        "llmint8_weight_shape", "llmint8_weight_destroy", "llmint8_matmul", "llmint8_quantize_rows",
+        "llmint8_version",
+        "llmint8_status_name",
+        "llmint8_last_error",
+        "llmint8_context_create",
+        "llmint8_context_destroy",
+        "llmint8_weight_quantize",
+        "llmint8_weight_from_int8",
+        "llmint8_weight_export",
+        "llmint8_weight_shape",
+        "llmint8_weight_destroy",
+        "llmint8_matmul",
+        "llmint8_quantize_rows",
     ] {
         // The declaration: a line outside comments holding `name(`.
         let mut offset = 0;
         let mut decl = None;
         for line in header.split_inclusive('\n') {
             let t = line.trim_start();
-            if !t.starts_with('*') && !t.starts_with("/*") && (line.contains(&format!(" {name}(")) || line.contains(&format!("*{name}("))) {
+            if !t.starts_with('*')
+                && !t.starts_with("/*")
+                && (line.contains(&format!(" {name}(")) || line.contains(&format!("*{name}(")))
+            {
                 decl = Some(offset);
                 break;
             }

@@ -63,7 +63,8 @@ fn matmul_matches_the_f64_reference() {
             for threshold in THRESHOLDS {
                 let mut y = Owned::zeros(y_dtype, s.rows * s.n);
                 let stats = ctx.matmul(&weight, x.data(), s.rows, threshold, y.data_mut()).unwrap();
-                let want = reference::matmul(&x32, s.rows, weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
+                let want =
+                    reference::matmul(&x32, s.rows, weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
                 assert_eq!(stats.outlier_columns, want.outlier_cols);
                 let got = y.to_f32();
                 for e in 0..got.len() {
@@ -98,7 +99,8 @@ fn quantize_rows_matches_the_reference() {
                 let mut q = vec![0i8; s.rows * s.k];
                 let mut absmax = vec![0.0f32; s.rows];
                 let mut cols = vec![0u32; s.k];
-                let n = ctx.quantize_rows(x.data(), s.rows, s.k, threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
+                let n =
+                    ctx.quantize_rows(x.data(), s.rows, s.k, threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
                 let (wq, wa, wc) = reference::quantize_rows(&x.to_f32(), s.rows, s.k, threshold);
                 assert_eq!(q, wq, "{dtype:?} threshold {threshold}");
                 assert_eq!(absmax, wa);

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
-use crate::quant;
+use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
 
 pub(crate) use threads::default_num_threads;
@@ -37,6 +37,7 @@ fn threads_for(work: usize, threads: usize) -> usize {
 /// naming the first row (lowest index) that holds one.
 pub(crate) fn quantize_weight_rows<T: Element>(
     w: &[T],
+    rounding: InputRounding,
     in_features: usize,
     cb: &mut [i8],
     scb: &mut [f32],
@@ -46,25 +47,22 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     let parts = split_ranges(rows, threads_for(w.len(), threads));
     let cb_parts = split_slice_mut(cb, &parts, in_features);
     let scb_parts = split_slice_mut(scb, &parts, 1);
-    let first_bad = run_parts(
-        parts.iter().cloned().zip(cb_parts).zip(scb_parts),
-        |((range, cb), scb)| {
-            let w = &w[range.start * in_features..range.end * in_features];
-            for (r, ((row, q), s)) in
-                w.chunks_exact(in_features).zip(cb.chunks_exact_mut(in_features)).zip(scb).enumerate()
-            {
-                match quant::quantize_weight_row(row, q) {
-                    Ok(absmax) => *s = absmax,
-                    Err(col) => return Some((range.start + r, col)),
-                }
+    let first_bad = run_parts(parts.iter().cloned().zip(cb_parts).zip(scb_parts), |((range, cb), scb)| {
+        let w = &w[range.start * in_features..range.end * in_features];
+        for (r, ((row, q), s)) in w.chunks_exact(in_features).zip(cb.chunks_exact_mut(in_features)).zip(scb).enumerate()
+        {
+            match quant::quantize_weight_row(row, rounding, q) {
+                Ok(absmax) => *s = absmax,
+                Err(col) => return Some((range.start + r, col)),
             }
-            None
-        },
-    );
+        }
+        None
+    });
     match first_bad.into_iter().flatten().min() {
         None => Ok(()),
         Some((row, col)) => Err(Error::invalid(format!(
-            "weight row {row} holds a non-finite value (column {col}); a weight must be finite"
+            "weight row {row} holds a non-finite value (column {col}){}; a weight must be finite",
+            if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
         ))),
     }
 }
@@ -80,10 +78,8 @@ fn run_parts<P: Send, R: Send>(parts: impl Iterator<Item = P>, f: impl Fn(P) -> 
     std::thread::scope(|s| {
         let handles: Vec<_> = parts.into_iter().map(|p| s.spawn(|| f(p))).collect();
         let last = f(last);
-        let mut out: Vec<R> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect();
+        let mut out: Vec<R> =
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
         out.push(last);
         out
     })
@@ -94,6 +90,7 @@ fn run_parts<P: Send, R: Send>(parts: impl Iterator<Item = P>, f: impl Fn(P) -> 
 /// and returns those columns in ascending order.
 pub(crate) fn quantize_activations<T: Element>(
     x: &[T],
+    rounding: InputRounding,
     cols: usize,
     threshold: f32,
     q: &mut [i8],
@@ -108,7 +105,7 @@ pub(crate) fn quantize_activations<T: Element>(
         let mut mask = try_zeroed_vec::<bool>(cols, "outlier column mask")?;
         let x = &x[range.start * cols..range.end * cols];
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(a) {
-            *a = quant::quantize_activation_row(row, threshold, q, &mut mask);
+            *a = quant::quantize_activation_row(row, rounding, threshold, q, &mut mask);
         }
         Ok(mask)
     });
@@ -183,6 +180,7 @@ impl Operands<'_> {
 pub(crate) fn matmul<X: Element, Y: Element>(
     w: &Weight,
     x: &[X],
+    rounding: InputRounding,
     rows: usize,
     threshold: f32,
     y: &mut [Y],
@@ -191,11 +189,11 @@ pub(crate) fn matmul<X: Element, Y: Element>(
     let (k, n) = (w.in_features(), w.out_features());
     let mut qx = try_zeroed_vec::<i8>(x.len(), "quantized activations")?;
     let mut sa = try_zeroed_vec::<f32>(rows, "activation scales")?;
-    let outliers = quantize_activations(x, k, threshold, &mut qx, &mut sa, threads)?;
+    let outliers = quantize_activations(x, rounding, k, threshold, &mut qx, &mut sa, threads)?;
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns); gather
-    // both sides once so the per-element work is a short contiguous dot product.
+    // both sides once (x as given, unrounded, as bitsandbytes does) so the per-element work is a short contiguous dot product.
     let mut x_outliers = try_zeroed_vec::<f32>(rows * no, "outlier activations")?;
     let mut w_outliers = try_zeroed_vec::<f32>(n * no, "outlier weight columns")?;
     if no > 0 {

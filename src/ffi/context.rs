@@ -1,6 +1,7 @@
 //! Context handles.
 
 use crate::context::{Backend, Context};
+use crate::quant::InputRounding;
 
 use super::{clear_out, guard, guard_void, non_null, write_out};
 
@@ -110,5 +111,47 @@ pub unsafe extern "C" fn llmint8_context_backend(ctx: *const llmint8_context, ba
         let ctx = unsafe { non_null(ctx, "ctx") }?;
         // SAFETY: the caller promises a non-NULL backend is writable.
         unsafe { write_out(backend, ctx.inner.backend() as i32, "backend") }
+    })
+}
+
+/// Sets how later calls on `ctx` read 16/32-bit values before quantizing them —
+/// weights in `llmint8_weight_quantize`, activations in `llmint8_matmul` and
+/// `llmint8_quantize_rows`:
+/// - `LLMINT8_INPUT_EXACT` (the default): from their own values;
+/// - `LLMINT8_INPUT_ROUND_F16`: rounded to float16 first, as bitsandbytes'
+///   `Linear8bitLt` does, so float32 inputs reproduce its results exactly (a
+///   float32 weight beyond ±65504 is then refused as not finite). Float16 inputs
+///   are unaffected; bfloat16 ones only outside the float16 range.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL or `rounding` unknown.
+/// Thread safety: may be called concurrently with any other call on `ctx`;
+/// calls already running keep the setting they started with.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_set_input_rounding(ctx: *mut llmint8_context, rounding: i32) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        ctx.inner.set_input_rounding(InputRounding::from_code(rounding)?);
+        Ok(())
+    })
+}
+
+/// Writes the input rounding of `ctx` (`LLMINT8_INPUT_*`) to `*rounding`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+/// Thread safety: may be called concurrently with any other call on `ctx`.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context; `rounding` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_input_rounding(ctx: *const llmint8_context, rounding: *mut i32) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        // SAFETY: the caller promises a non-NULL rounding is writable.
+        unsafe { write_out(rounding, ctx.inner.input_rounding() as i32, "rounding") }
     })
 }

@@ -136,8 +136,11 @@ pub unsafe extern "C" fn llmint8_quantize_rows(
             let x = data_in(x, dtype, len, "x")?;
             let q = slice_out(q, len, "q")?;
             let absmax = slice_out(absmax, rows, "absmax")?;
-            let outlier_cols =
-                if outlier_cols.is_null() { None } else { Some(slice_out(outlier_cols, out_cols_len, "outlier_cols")?) };
+            let outlier_cols = if outlier_cols.is_null() {
+                None
+            } else {
+                Some(slice_out(outlier_cols, out_cols_len, "outlier_cols")?)
+            };
             let n = ctx.inner.quantize_rows(x, rows, cols, threshold, q, absmax, outlier_cols.map(|o| &mut *o))?;
             if !n_outlier_cols.is_null() {
                 n_outlier_cols.write_unaligned(n);

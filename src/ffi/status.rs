@@ -45,6 +45,12 @@ pub const LLMINT8_BACKEND_CPU: i32 = 1;
 /// An NVIDIA GPU through CUDA.
 pub const LLMINT8_BACKEND_CUDA: i32 = 2;
 
+/// Quantize inputs from their own values (the default).
+pub const LLMINT8_INPUT_EXACT: i32 = 0;
+/// Round inputs to float16 before quantizing them, as bitsandbytes' Linear8bitLt
+/// does: float32 inputs then reproduce its `CB`, `SCB` and outputs.
+pub const LLMINT8_INPUT_ROUND_F16: i32 = 1;
+
 /// The outlier threshold of the paper and of bitsandbytes; 0 turns the
 /// mixed-precision decomposition off.
 pub const LLMINT8_DEFAULT_THRESHOLD: f32 = 6.0;
@@ -114,6 +120,8 @@ mod tests {
         assert_eq!(LLMINT8_BACKEND_CPU, crate::Backend::Cpu as i32);
         assert_eq!(LLMINT8_BACKEND_CUDA, crate::Backend::Cuda as i32);
         assert_eq!(LLMINT8_ABI_VERSION as u32, crate::ABI_VERSION);
+        assert_eq!(LLMINT8_INPUT_EXACT, crate::quant::InputRounding::Exact as i32);
+        assert_eq!(LLMINT8_INPUT_ROUND_F16, crate::quant::InputRounding::Float16 as i32);
         assert_eq!(LLMINT8_DEFAULT_THRESHOLD, crate::quant::DEFAULT_THRESHOLD);
     }
 }

@@ -6,7 +6,7 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::weight::{check_weight_shape, Weight};
 
-use super::{clear_out, data_in, guard, guard_void, non_null, slice_in, slice_out, write_out, llmint8_context};
+use super::{clear_out, data_in, guard, guard_void, llmint8_context, non_null, slice_in, slice_out, write_out};
 
 /// A quantized weight `[out_features, in_features]`: int8 values, one float
 /// scale per output row, and an optional bias.

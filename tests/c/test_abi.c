@@ -123,6 +123,13 @@ int main(void) {
     EXPECT_ERR(llmint8_context_set_num_threads(NULL, 1), LLMINT8_ERR_INVALID_ARGUMENT, "ctx");
     EXPECT_ERR(llmint8_context_num_threads(NULL, &threads), LLMINT8_ERR_INVALID_ARGUMENT, "ctx");
     EXPECT_ERR(llmint8_context_num_threads(ctx, NULL), LLMINT8_ERR_INVALID_ARGUMENT, "num_threads");
+    int32_t rounding = -1;
+    EXPECT_OK(llmint8_context_input_rounding(ctx, &rounding));
+    CHECK(rounding == LLMINT8_INPUT_EXACT);
+    EXPECT_ERR(llmint8_context_set_input_rounding(ctx, 2), LLMINT8_ERR_INVALID_ARGUMENT, "rounding");
+    EXPECT_ERR(llmint8_context_set_input_rounding(NULL, LLMINT8_INPUT_EXACT), LLMINT8_ERR_INVALID_ARGUMENT, "ctx");
+    EXPECT_ERR(llmint8_context_input_rounding(NULL, &rounding), LLMINT8_ERR_INVALID_ARGUMENT, "ctx");
+    EXPECT_ERR(llmint8_context_input_rounding(ctx, NULL), LLMINT8_ERR_INVALID_ARGUMENT, "rounding");
     llmint8_context_destroy(NULL);
 
     /* --- a weight in each dtype --- */
@@ -280,6 +287,24 @@ int main(void) {
     for (int j = 0; j < N; j++) CHECK(isnan(y2[j]) && isfinite(y2[2 * N + j]));
     EXPECT_OK(llmint8_matmul(ctx, w, xn, LLMINT8_F32, M, 0.0f, y2, LLMINT8_F32, &stats));
     for (int j = 0; j < N; j++) CHECK(isnan(y2[j]) && isfinite(y2[N + j]));
+
+    /* Rounding inputs to float16: a float32 weight that float16 cannot hold is refused;
+     * values float16 holds exactly give the same weight as before. */
+    EXPECT_OK(llmint8_context_set_input_rounding(ctx, LLMINT8_INPUT_ROUND_F16));
+    EXPECT_OK(llmint8_context_input_rounding(ctx, &rounding));
+    CHECK(rounding == LLMINT8_INPUT_ROUND_F16);
+    float wbig[N * K];
+    memcpy(wbig, w32, sizeof wbig);
+    wbig[5 * K] = 1e6f;
+    EXPECT_ERR(llmint8_weight_quantize(ctx, wbig, LLMINT8_F32, N, K, NULL, 0, &bad), LLMINT8_ERR_INVALID_ARGUMENT, "row 5");
+    llmint8_weight *wr = NULL;
+    EXPECT_OK(llmint8_weight_quantize(ctx, w32, LLMINT8_F32, N, K, bias32, LLMINT8_F32, &wr));
+    EXPECT_OK(llmint8_weight_export(wr, cb2, scb2));
+    CHECK(memcmp(cb, cb2, N * K) == 0);
+    EXPECT_OK(llmint8_matmul(ctx, wr, x16, LLMINT8_F16, M, 6.0f, y2, LLMINT8_F32, NULL));
+    CHECK(memcmp(y, y2, sizeof y2) == 0);
+    llmint8_weight_destroy(wr);
+    EXPECT_OK(llmint8_context_set_input_rounding(ctx, LLMINT8_INPUT_EXACT));
 
     /* --- quantize_rows --- */
     int8_t q[M * K + 4];

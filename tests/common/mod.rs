@@ -79,8 +79,7 @@ pub struct Tensors {
 impl Tensors {
     pub fn open(path: impl AsRef<Path>) -> Tensors {
         let path = path.as_ref();
-        let bytes =
-            std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         Tensors { bytes }
     }
     fn st(&self) -> SafeTensors<'_> {
@@ -90,17 +89,10 @@ impl Tensors {
         self.st().tensor(name).is_ok()
     }
     pub fn shape(&self, name: &str) -> Vec<usize> {
-        self.st()
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("no tensor {name}"))
-            .shape()
-            .to_vec()
+        self.st().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}")).shape().to_vec()
     }
     fn raw(&self, name: &str) -> (StDtype, Vec<u8>) {
-        let t = self
-            .st()
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("no tensor {name}"));
+        let t = self.st().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}"));
         (t.dtype(), t.data().to_vec())
     }
     /// A float tensor in its own dtype.
@@ -108,11 +100,7 @@ impl Tensors {
         let (dtype, b) = self.raw(name);
         let u16s = || b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
         match dtype {
-            StDtype::F32 => Owned::F32(
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
+            StDtype::F32 => Owned::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
             StDtype::F16 => Owned::F16(u16s().map(f16::from_bits).collect()),
             StDtype::BF16 => Owned::BF16(u16s().map(bf16::from_bits).collect()),
             other => panic!("{name}: {other:?} is not a float dtype"),
@@ -132,9 +120,7 @@ impl Tensors {
     pub fn i64s(&self, name: &str) -> Vec<i64> {
         let (dtype, b) = self.raw(name);
         assert_eq!(dtype, StDtype::I64, "{name}");
-        b.chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
+        b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
     }
 }
 
@@ -185,11 +171,7 @@ pub fn cases(dir: &Path) -> Vec<Case> {
 /// ‖a − b‖ / ‖b‖ over f64.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den).sqrt()
 }
@@ -228,12 +210,7 @@ impl Rng {
 
 /// Activations shaped like the paper's: mostly small normal values, plus a few
 /// feature columns with large magnitudes in most rows.
-pub fn activations_with_outliers(
-    rng: &mut Rng,
-    rows: usize,
-    cols: usize,
-    outlier_features: usize,
-) -> Vec<f32> {
+pub fn activations_with_outliers(rng: &mut Rng, rows: usize, cols: usize, outlier_features: usize) -> Vec<f32> {
     let mut x = rng.normals(rows * cols, 1.0);
     for _ in 0..outlier_features {
         let c = rng.below(cols);
@@ -252,12 +229,7 @@ pub fn activations_with_outliers(
 /// bitsandbytes does it, everything after it in f64.
 pub mod reference {
     /// Row quantization: returns (q, absmax, outlier columns).
-    pub fn quantize_rows(
-        x: &[f32],
-        rows: usize,
-        cols: usize,
-        threshold: f32,
-    ) -> (Vec<i8>, Vec<f32>, Vec<usize>) {
+    pub fn quantize_rows(x: &[f32], rows: usize, cols: usize, threshold: f32) -> (Vec<i8>, Vec<f32>, Vec<usize>) {
         let decompose = threshold > 0.0;
         let outlier = |v: f32| decompose && (v.is_nan() || v.abs() >= threshold);
         let mut is_outlier_col = vec![false; cols];
@@ -328,9 +300,7 @@ pub mod reference {
         let eps = f32::EPSILON as f64;
         for i in 0..rows {
             for j in 0..n {
-                let acc: i64 = (0..k)
-                    .map(|c| q[i * k + c] as i64 * cb[j * k + c] as i64)
-                    .sum();
+                let acc: i64 = (0..k).map(|c| q[i * k + c] as i64 * cb[j * k + c] as i64).sum();
                 let int8_part = acc as f64 * sa[i] as f64 * scb[j] as f64 / 16129.0;
                 let mut outl = 0.0f64;
                 let mut outl_abs = 0.0f64;
@@ -341,28 +311,16 @@ pub mod reference {
                 }
                 let b = bias.map_or(0.0, |b| b[j] as f64);
                 y[i * n + j] = int8_part + outl + b;
-                slack[i * n + j] = 6.0 * eps * int8_part.abs()
-                    + (cols.len() as f64 + 3.0) * eps * outl_abs
-                    + 2.0 * eps * b.abs();
+                slack[i * n + j] =
+                    6.0 * eps * int8_part.abs() + (cols.len() as f64 + 3.0) * eps * outl_abs + 2.0 * eps * b.abs();
             }
         }
-        Output {
-            y,
-            slack,
-            outlier_cols: cols.len(),
-        }
+        Output { y, slack, outlier_cols: cols.len() }
     }
 
     /// Rigorous bound on |LLM.int8() − exact x·Wᵀ| for one element, from the
     /// rounding of each quantized value (at most half a step, `absmax/254`).
-    pub fn quantization_bound(
-        x: &[f32],
-        w: &[f32],
-        rows: usize,
-        n: usize,
-        k: usize,
-        threshold: f32,
-    ) -> Vec<f64> {
+    pub fn quantization_bound(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize, threshold: f32) -> Vec<f64> {
         let (_, sa, cols) = quantize_rows(x, rows, k, threshold);
         let mut out = vec![0.0; rows * n];
         for i in 0..rows {
