@@ -1,9 +1,9 @@
 //! The safe API: a context chooses where the work runs; it builds weights and
 //! runs the matmul and the row quantizer on them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
-use crate::cpu;
+use crate::cpu::{self, CpuPath};
 use crate::dtype::{Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
 use crate::quant::{self, InputRounding};
@@ -48,6 +48,8 @@ pub struct Context {
     num_threads: AtomicUsize,
     /// Whether inputs are rounded to float16 before quantization ([`InputRounding::Float16`]).
     round_inputs_to_f16: AtomicBool,
+    /// Index into [`CpuPath::ALL`]; always a path this processor runs.
+    cpu_path: AtomicU8,
 }
 
 impl Context {
@@ -69,7 +71,12 @@ impl Context {
 
     /// A CPU context using the default number of threads.
     pub fn cpu() -> Context {
-        Context { backend: Backend::Cpu, num_threads: AtomicUsize::new(0), round_inputs_to_f16: AtomicBool::new(false) }
+        Context {
+            backend: Backend::Cpu,
+            num_threads: AtomicUsize::new(0),
+            round_inputs_to_f16: AtomicBool::new(false),
+            cpu_path: AtomicU8::new(CpuPath::default_for_process() as u8),
+        }
     }
 
     /// The backend this context runs on (never `Auto`).
@@ -90,6 +97,23 @@ impl Context {
     /// Results do not depend on it, bit for bit.
     pub fn set_num_threads(&self, n: usize) {
         self.num_threads.store(n, Ordering::Relaxed);
+    }
+
+    /// The instruction set the CPU kernels of this context use: by default the
+    /// fastest this processor has, or the one `LLMINT8_CPU_PATH` names.
+    pub fn cpu_path(&self) -> CpuPath {
+        CpuPath::ALL[self.cpu_path.load(Ordering::Relaxed) as usize]
+    }
+
+    /// Chooses the CPU kernels' instruction set (results do not change, bit for
+    /// bit; tests and benchmarks compare paths). A path this processor cannot run
+    /// is refused with `Unsupported`.
+    pub fn set_cpu_path(&self, path: CpuPath) -> Result<()> {
+        if !path.is_available() {
+            return Err(Error::unsupported(format!("this processor cannot run the {} CPU path", path.name())));
+        }
+        self.cpu_path.store(path as u8, Ordering::Relaxed);
+        Ok(())
     }
 
     /// How this context reads values before quantizing them (weights, and the
@@ -115,7 +139,16 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        Weight::quantize(self.backend, self.input_rounding(), w, out_features, in_features, bias, self.num_threads())
+        Weight::quantize(
+            self.backend,
+            self.cpu_path(),
+            self.input_rounding(),
+            w,
+            out_features,
+            in_features,
+            bias,
+            self.num_threads(),
+        )
     }
 
     /// Builds a weight from bitsandbytes' `CB` (row-major int8) and `SCB`.
@@ -149,9 +182,9 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
-        let (rounding, threads) = (self.input_rounding(), self.num_threads());
+        let (path, rounding, threads) = (self.cpu_path(), self.input_rounding(), self.num_threads());
         let outlier_columns =
-            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(w, x, rounding, rows, threshold, y, threads)))?;
+            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(path, w, x, rounding, rows, threshold, y, threads)))?;
         Ok(MatmulStats { outlier_columns })
     }
 
@@ -186,8 +219,9 @@ impl Context {
         if let Some(out) = &outlier_columns {
             check_len("outlier_columns", out.len(), cols)?;
         }
-        let (rounding, threads) = (self.input_rounding(), self.num_threads());
-        let found = with_data!(x, x => cpu::quantize_activations(x, rounding, cols, threshold, q, absmax, threads))?;
+        let (path, rounding, threads) = (self.cpu_path(), self.input_rounding(), self.num_threads());
+        let found =
+            with_data!(x, x => cpu::quantize_activations(path, x, rounding, cols, threshold, q, absmax, threads))?;
         if let Some(out) = outlier_columns {
             for (o, &c) in out.iter_mut().zip(&found) {
                 *o = c as u32; // fits: cols <= u32::MAX was checked above

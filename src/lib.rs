@@ -28,6 +28,7 @@ pub mod quant;
 mod weight;
 
 pub use context::{Backend, Context, MatmulStats};
+pub use cpu::CpuPath;
 pub use dtype::{DType, Data, DataMut, Element};
 pub use error::{Error, Result, Status};
 pub use half::{bf16, f16};

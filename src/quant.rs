@@ -102,6 +102,7 @@ pub fn quantize_value(v: f32, scale: f32) -> i8 {
 }
 
 /// Quantizes `row` into `q` with the given absmax, writing 0 where `zero(value)`.
+#[inline(always)]
 fn quantize_row_with<T: Element>(
     row: &[T],
     rounding: InputRounding,
@@ -129,6 +130,7 @@ fn quantize_row_with<T: Element>(
 /// Quantizes one weight row: `absmax = max |w|`, `q = round(w · scale)`.
 /// Returns the absmax (bitsandbytes' `SCB` entry), or the column of the first
 /// non-finite value (as read through `rounding`), which a weight may not hold.
+#[inline(always)]
 pub fn quantize_weight_row<T: Element>(
     row: &[T],
     rounding: InputRounding,
@@ -154,6 +156,7 @@ pub fn quantize_weight_row<T: Element>(
 /// With `threshold == 0` a row holding NaN or ±Inf gets absmax NaN and an all-zero
 /// `q`, so that its output row becomes NaN instead of silently finite.
 /// Returns the row's absmax (`SCA` entry).
+#[inline(always)]
 pub fn quantize_activation_row<T: Element>(
     row: &[T],
     rounding: InputRounding,
@@ -202,13 +205,13 @@ pub fn output_value(int8_part: f32, outlier_part: f32, bias: f32) -> f32 {
 
 /// Exact int8 dot product. Summed in `i32` chunks of [`EXACT_I32_CHUNK`] and the
 /// chunks in `i64`, so no in_features can overflow.
-#[inline]
+#[inline(always)]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
     debug_assert_eq!(a.len(), b.len());
     a.chunks(EXACT_I32_CHUNK).zip(b.chunks(EXACT_I32_CHUNK)).map(|(a, b)| dot_i8_chunk(a, b) as i64).sum()
 }
 
-#[inline]
+#[inline(always)]
 fn dot_i8_chunk(a: &[i8], b: &[i8]) -> i32 {
     // Plain form the compiler turns into widening multiply-adds (pmaddwd).
     a.iter().zip(b).fold(0i32, |s, (&x, &y)| s + x as i32 * y as i32)
@@ -216,7 +219,7 @@ fn dot_i8_chunk(a: &[i8], b: &[i8]) -> i32 {
 
 /// The floating-point outlier part of one output element:
 /// `Σ_c x[c] · w[c]` over the outlier columns in ascending order, in f32.
-#[inline]
+#[inline(always)]
 pub fn outlier_dot(x: &[f32], w: &[f32]) -> f32 {
     x.iter().zip(w).fold(0.0f32, |s, (&a, &b)| s + a * b)
 }

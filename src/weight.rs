@@ -1,7 +1,7 @@
 //! A quantized weight: what stays resident after a 16/32-bit weight is handed over.
 
 use crate::context::Backend;
-use crate::cpu;
+use crate::cpu::{self, CpuPath};
 use crate::dtype::{Data, Element};
 use crate::error::{check_len, try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
@@ -61,6 +61,7 @@ impl Weight {
     /// A non-finite weight value is refused with a message naming its row.
     pub(crate) fn quantize(
         backend: Backend,
+        path: CpuPath,
         rounding: InputRounding,
         w: Data<'_>,
         out_features: usize,
@@ -73,7 +74,7 @@ impl Weight {
         let bias = convert_bias(bias, out_features)?;
         let mut cb = try_zeroed_vec::<i8>(len, "int8 weight")?;
         let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
-        with_data!(w, w => cpu::quantize_weight_rows(w, rounding, in_features, &mut cb, &mut scb, threads))?;
+        with_data!(w, w => cpu::quantize_weight_rows(path, w, rounding, in_features, &mut cb, &mut scb, threads))?;
         Ok(Weight { out_features, in_features, backend, cb, scb, bias })
     }
 

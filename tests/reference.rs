@@ -232,3 +232,50 @@ fn in_features_beyond_the_int32_limit_are_exact() {
     ctx.matmul(&weight, Data::F32(&x), 1, 0.0, DataMut::F32(&mut y)).unwrap();
     assert_eq!(y, [-(k as f32); 2]);
 }
+
+#[test]
+fn every_cpu_path_is_bit_identical_to_the_portable_one() {
+    use llmint8::quant::InputRounding;
+    use llmint8::CpuPath;
+    let paths: Vec<CpuPath> = CpuPath::ALL.into_iter().filter(|p| p.is_available()).collect();
+    eprintln!("CPU paths on this machine: {paths:?}");
+    for p in CpuPath::ALL.into_iter().filter(|p| !p.is_available()) {
+        assert_eq!(Context::cpu().set_cpu_path(p).unwrap_err().status(), llmint8::Status::Unsupported);
+    }
+    let run = |path: CpuPath, rounding: InputRounding, s: &Shape, x: &Owned, w: &Owned, t: f32, y_dtype: DType| {
+        let ctx = Context::cpu();
+        ctx.set_cpu_path(path).unwrap();
+        ctx.set_input_rounding(rounding);
+        let weight = ctx.quantize_weight(w.data(), s.n, s.k, None).unwrap();
+        let mut y = Owned::zeros(y_dtype, s.rows * s.n);
+        ctx.matmul(&weight, x.data(), s.rows, t, y.data_mut()).unwrap();
+        let mut q = vec![0i8; s.rows * s.k];
+        let mut a = vec![0.0f32; s.rows];
+        ctx.quantize_rows(x.data(), s.rows, s.k, t, &mut q, &mut a, None).unwrap();
+        (weight.cb().to_vec(), weight.scb().to_vec(), y.bytes(), q, a.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let mut rng = Rng::new(77);
+    let mut all = shapes(&mut rng);
+    all.push(Shape { rows: 70, k: 4099, n: 40 });
+    for s in &all {
+        for (di, &dtype) in DTYPES.iter().enumerate() {
+            let x = Owned::from_f32(dtype, &activations_with_outliers(&mut rng, s.rows, s.k, 2));
+            let w = Owned::from_f32(DTYPES[(di + 1) % 3], &rng.normals(s.n * s.k, 0.05));
+            for t in THRESHOLDS {
+                for rounding in [InputRounding::Exact, InputRounding::Float16] {
+                    let base = run(CpuPath::Portable, rounding, s, &x, &w, t, DTYPES[(di + 2) % 3]);
+                    for &p in &paths[1..] {
+                        let got = run(p, rounding, s, &x, &w, t, DTYPES[(di + 2) % 3]);
+                        assert!(
+                            got == base,
+                            "{p:?} differs from portable: shape ({}, {}, {}), {dtype:?}, t {t}",
+                            s.rows,
+                            s.k,
+                            s.n
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

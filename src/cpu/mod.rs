@@ -4,6 +4,7 @@
 //! Every output element is computed by exactly one thread, in the same order
 //! whatever the number of threads, so results are bit-identical for any count.
 
+pub(crate) mod isa;
 mod threads;
 
 use std::ops::Range;
@@ -13,6 +14,7 @@ use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
 
+pub use isa::CpuPath;
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
 
@@ -36,6 +38,7 @@ fn threads_for(work: usize, threads: usize) -> usize {
 /// Quantizes the rows of a weight into `cb` and `scb`. Refuses a non-finite value,
 /// naming the first row (lowest index) that holds one.
 pub(crate) fn quantize_weight_rows<T: Element>(
+    path: CpuPath,
     w: &[T],
     rounding: InputRounding,
     in_features: usize,
@@ -49,14 +52,7 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     let scb_parts = split_slice_mut(scb, &parts, 1);
     let first_bad = run_parts(parts.iter().cloned().zip(cb_parts).zip(scb_parts), |((range, cb), scb)| {
         let w = &w[range.start * in_features..range.end * in_features];
-        for (r, ((row, q), s)) in w.chunks_exact(in_features).zip(cb.chunks_exact_mut(in_features)).zip(scb).enumerate()
-        {
-            match quant::quantize_weight_row(row, rounding, q) {
-                Ok(absmax) => *s = absmax,
-                Err(col) => return Some((range.start + r, col)),
-            }
-        }
-        None
+        quantize_weight_part(path, w, rounding, in_features, cb, scb).map(|(r, col)| (range.start + r, col))
     });
     match first_bad.into_iter().flatten().min() {
         None => Ok(()),
@@ -64,6 +60,43 @@ pub(crate) fn quantize_weight_rows<T: Element>(
             "weight row {row} holds a non-finite value (column {col}){}; a weight must be finite",
             if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
         ))),
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole weight rows; returns the (row, column) of the first non-finite value.
+    fn quantize_weight_part<T: Element>(
+        w: &[T],
+        rounding: InputRounding,
+        in_features: usize,
+        cb: &mut [i8],
+        scb: &mut [f32]
+    ) -> Option<(usize, usize)> {
+        let rows = w.chunks_exact(in_features).zip(cb.chunks_exact_mut(in_features)).zip(scb);
+        for (r, ((row, q), s)) in rows.enumerate() {
+            match quant::quantize_weight_row(row, rounding, q) {
+                Ok(absmax) => *s = absmax,
+                Err(col) => return Some((r, col)),
+            }
+        }
+        None
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole activation rows, marking their outlier columns in `mask`.
+    fn quantize_activation_part<T: Element>(
+        x: &[T],
+        rounding: InputRounding,
+        threshold: f32,
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32],
+        mask: &mut [bool]
+    ) -> () {
+        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
+            *a = quant::quantize_activation_row(row, rounding, threshold, q, mask);
+        }
     }
 }
 
@@ -89,6 +122,7 @@ fn run_parts<P: Send, R: Send>(parts: impl Iterator<Item = P>, f: impl Fn(P) -> 
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
 /// and returns those columns in ascending order.
 pub(crate) fn quantize_activations<T: Element>(
+    path: CpuPath,
     x: &[T],
     rounding: InputRounding,
     cols: usize,
@@ -104,9 +138,7 @@ pub(crate) fn quantize_activations<T: Element>(
     let masks = run_parts(parts.iter().cloned().zip(q_parts).zip(a_parts), |((range, q), a)| {
         let mut mask = try_zeroed_vec::<bool>(cols, "outlier column mask")?;
         let x = &x[range.start * cols..range.end * cols];
-        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(a) {
-            *a = quant::quantize_activation_row(row, rounding, threshold, q, &mut mask);
-        }
+        quantize_activation_part(path, x, rounding, threshold, cols, q, a, &mut mask);
         Ok(mask)
     });
     let mut outlier_columns = Vec::new();
@@ -150,6 +182,7 @@ impl Operands<'_> {
     /// whose row `i` starts at `(i - rows.start) * stride` and column `j` at
     /// `j - col0`: int8 GEMM, then dequantization, outlier part, bias and the
     /// conversion to `Y`, fused per element.
+    #[inline(always)]
     fn compute<Y: Element>(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [Y], stride: usize, col0: usize) {
         let k = self.w.in_features();
         let (cb, scb, bias) = (self.w.cb(), self.w.scb(), self.w.bias());
@@ -175,9 +208,23 @@ impl Operands<'_> {
     }
 }
 
+isa::multiversion! {
+    fn compute_block<Y: Element>(
+        ops: &Operands<'_>,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        out: &mut [Y],
+        stride: usize,
+        col0: usize
+    ) -> () {
+        ops.compute(rows, cols, out, stride, col0)
+    }
+}
+
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
 /// Returns the number of outlier columns. Shapes are checked by the caller.
 pub(crate) fn matmul<X: Element, Y: Element>(
+    path: CpuPath,
     w: &Weight,
     x: &[X],
     rounding: InputRounding,
@@ -189,7 +236,7 @@ pub(crate) fn matmul<X: Element, Y: Element>(
     let (k, n) = (w.in_features(), w.out_features());
     let mut qx = try_zeroed_vec::<i8>(x.len(), "quantized activations")?;
     let mut sa = try_zeroed_vec::<f32>(rows, "activation scales")?;
-    let outliers = quantize_activations(x, rounding, k, threshold, &mut qx, &mut sa, threads)?;
+    let outliers = quantize_activations(path, x, rounding, k, threshold, &mut qx, &mut sa, threads)?;
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns); gather
@@ -215,7 +262,7 @@ pub(crate) fn matmul<X: Element, Y: Element>(
         // Enough rows: each thread owns whole output rows and writes them in place.
         let parts = split_ranges(rows, threads);
         let y_parts = split_slice_mut(y, &parts, n);
-        run_parts(parts.into_iter().zip(y_parts), |(range, y)| ops.compute(range, 0..n, y, n, 0));
+        run_parts(parts.into_iter().zip(y_parts), |(range, y)| compute_block(path, &ops, range, 0..n, y, n, 0));
     } else {
         // Few rows (decode): split the weight rows, so every thread streams its
         // own share of W; each writes a small [rows, cols] block, copied after.
@@ -223,7 +270,7 @@ pub(crate) fn matmul<X: Element, Y: Element>(
         let blocks = run_parts(parts.iter().cloned(), |cols| -> Result<Vec<Y>> {
             let width = cols.len();
             let mut block = try_zeroed_vec::<Y>(rows * width, "output block")?;
-            ops.compute(0..rows, cols.clone(), &mut block, width, cols.start);
+            compute_block(path, &ops, 0..rows, cols.clone(), &mut block, width, cols.start);
             Ok(block)
         });
         for (cols, block) in parts.iter().zip(blocks) {
