@@ -116,9 +116,10 @@ fn main() {
     let ops = 2.0 * rows as f64 * k as f64 * n as f64;
     println!("llmint8 {} — LLM.int8() demo", env!("CARGO_PKG_VERSION"));
     println!(
-        "layer: x [{rows} tokens × {k}] · Wᵀ [{k} → {n}], {} outlier feature dims of magnitude 20–60; {} threads",
+        "layer: x [{rows} tokens × {k}] · Wᵀ [{k} → {n}], {} outlier feature dims of magnitude 20–60; {} threads, {} kernels",
         outlier_dims.len(),
-        ctx.num_threads()
+        ctx.num_threads(),
+        ctx.cpu_path().name()
     );
     println!();
     println!(
