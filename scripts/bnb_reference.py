@@ -34,6 +34,22 @@ CONFIGS = [
 ]
 
 
+def linear8bitlt_forward(w, bias, x, threshold):
+    """One Linear8bitLt forward, built as transformers' load_in_8bit builds it, on
+    the CPU. Returns (y, CB, SCB)."""
+    layer = bnb.nn.Linear8bitLt(w.shape[1], w.shape[0], bias=bias is not None,
+                                has_fp16_weights=False, threshold=threshold)
+    sd = {"weight": w}
+    if bias is not None:
+        sd["bias"] = bias
+    layer.load_state_dict(sd)
+    layer = layer.to("cpu").eval()
+    cb, scb = layer.weight.data.clone(), layer.weight.SCB.clone()
+    with torch.no_grad():
+        y = layer(x)
+    return y, cb, scb
+
+
 def main():
     torch.manual_seed(20261126)
     out_dir = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "extra")
@@ -58,15 +74,7 @@ def main():
             quant[f"{name}.SCA"] = scale_a.float()
             quant[f"{name}.outlier_cols"] = cols.to(torch.int64).sort().values
 
-            layer = bnb.nn.Linear8bitLt(k, n, bias=has_bias, has_fp16_weights=False, threshold=t)
-            sd = {"weight": w}
-            if has_bias:
-                sd["bias"] = bias
-            layer.load_state_dict(sd)
-            layer = layer.to("cpu").eval()
-            cb, scb = layer.weight.data.clone(), layer.weight.SCB.clone()
-            with torch.no_grad():
-                y = layer(x)
+            y, cb, scb = linear8bitlt_forward(w, bias, x, t)
             linear[f"{name}.w"] = w
             if has_bias:
                 linear[f"{name}.bias"] = bias

@@ -22,8 +22,10 @@ import sys
 
 import numpy as np
 import torch
-import bitsandbytes as bnb
 from transformers import AutoModel, AutoTokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bnb_reference import linear8bitlt_forward  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 F32, F16, BF16 = 0, 1, 2
@@ -97,21 +99,6 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def bnb_forward(w, bias, x, threshold):
-    """Linear8bitLt exactly as transformers' load_in_8bit builds it, on the CPU."""
-    layer = bnb.nn.Linear8bitLt(w.shape[1], w.shape[0], bias=bias is not None,
-                                has_fp16_weights=False, threshold=threshold)
-    sd = {"weight": w}
-    if bias is not None:
-        sd["bias"] = bias
-    layer.load_state_dict(sd)
-    layer = layer.to("cpu").eval()
-    cb, scb = layer.weight.data.clone(), layer.weight.SCB.clone()
-    with torch.no_grad():
-        y = layer(x)
-    return y, cb, scb
-
-
 def main():
     lib = Llmint8(os.path.join(ROOT, "target", "release", "libllmint8.so"))
     path = model_dir()
@@ -148,7 +135,7 @@ def main():
             b = m.bias.detach().to(tdtype) if m.bias is not None else None
             xt = x.to(tdtype)
             for threshold in (6.0, 0.0):
-                y_bnb, cb, scb = bnb_forward(w, b, xt, threshold)
+                y_bnb, cb, scb = linear8bitlt_forward(w, b, xt, threshold)
                 y_bnb = y_bnb.to(tdtype).float().numpy()
                 npb = None if b is None else b.float().numpy()
                 h = lib.quantize(w.float().numpy(), npb, dtype)
