@@ -99,7 +99,7 @@ fn main() {
     let reps = 3;
     let mut y_f32 = Vec::new();
     let t_f32 = time(reps, || y_f32 = matmul_f32(&x, &w, rows, k, n));
-    let mut run = |threshold: f32| {
+    let run = |threshold: f32| {
         let mut y = vec![0.0f32; rows * n];
         let mut outliers = 0;
         let t = time(reps, || {

@@ -131,6 +131,11 @@ impl Context {
         self.round_inputs_to_f16.store(rounding == InputRounding::Float16, Ordering::Relaxed);
     }
 
+    /// The settings a call runs with, read once at its start.
+    fn settings(&self) -> cpu::Settings {
+        cpu::Settings { path: self.cpu_path(), rounding: self.input_rounding(), threads: self.num_threads() }
+    }
+
     /// Quantizes a row-major 16/32-bit weight `[out_features, in_features]`.
     pub fn quantize_weight(
         &self,
@@ -139,16 +144,7 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        Weight::quantize(
-            self.backend,
-            self.cpu_path(),
-            self.input_rounding(),
-            w,
-            out_features,
-            in_features,
-            bias,
-            self.num_threads(),
-        )
+        Weight::quantize(self.backend, self.settings(), w, out_features, in_features, bias)
     }
 
     /// Builds a weight from bitsandbytes' `CB` (row-major int8) and `SCB`.
@@ -182,9 +178,9 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
-        let (path, rounding, threads) = (self.cpu_path(), self.input_rounding(), self.num_threads());
+        let settings = self.settings();
         let outlier_columns =
-            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(path, w, x, rounding, rows, threshold, y, threads)))?;
+            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(settings, w, x, rows, threshold, y)))?;
         Ok(MatmulStats { outlier_columns })
     }
 
@@ -192,6 +188,7 @@ impl Context {
     /// `int8_vectorwise_quant` does it: `q` `[rows, cols]`, `absmax` `[rows]`,
     /// and the outlier columns in ascending order in `outlier_columns` (capacity
     /// `cols`) when given. Returns the number of outlier columns.
+    #[allow(clippy::too_many_arguments)] // mirrors llmint8_quantize_rows
     pub fn quantize_rows(
         &self,
         x: Data<'_>,
@@ -219,9 +216,8 @@ impl Context {
         if let Some(out) = &outlier_columns {
             check_len("outlier_columns", out.len(), cols)?;
         }
-        let (path, rounding, threads) = (self.cpu_path(), self.input_rounding(), self.num_threads());
-        let found =
-            with_data!(x, x => cpu::quantize_activations(path, x, rounding, cols, threshold, q, absmax, threads))?;
+        let settings = self.settings();
+        let found = with_data!(x, x => cpu::quantize_activations(settings, x, cols, threshold, q, absmax))?;
         if let Some(out) = outlier_columns {
             for (o, &c) in out.iter_mut().zip(&found) {
                 *o = c as u32; // fits: cols <= u32::MAX was checked above

@@ -142,10 +142,6 @@ impl<'a> Data<'a> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Element `i` as f32 (exact).
-    pub fn get_f32(&self, i: usize) -> f32 {
-        with_data!(self, s => s[i].to_f32())
-    }
 }
 
 impl<'a> DataMut<'a> {

@@ -1,10 +1,10 @@
 //! A quantized weight: what stays resident after a 16/32-bit weight is handed over.
 
 use crate::context::Backend;
-use crate::cpu::{self, CpuPath};
+use crate::cpu;
 use crate::dtype::{Data, Element};
 use crate::error::{check_len, try_zeroed_vec, Error, Result};
-use crate::quant::{self, InputRounding};
+use crate::quant;
 use crate::with_data;
 
 /// An int8 weight `[out_features, in_features]` with one f32 scale per output row
@@ -61,20 +61,18 @@ impl Weight {
     /// A non-finite weight value is refused with a message naming its row.
     pub(crate) fn quantize(
         backend: Backend,
-        path: CpuPath,
-        rounding: InputRounding,
+        settings: cpu::Settings,
         w: Data<'_>,
         out_features: usize,
         in_features: usize,
         bias: Option<Data<'_>>,
-        threads: usize,
     ) -> Result<Weight> {
         let len = check_weight_shape(out_features, in_features)?;
         check_len("weight", w.len(), len)?;
         let bias = convert_bias(bias, out_features)?;
         let mut cb = try_zeroed_vec::<i8>(len, "int8 weight")?;
         let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
-        with_data!(w, w => cpu::quantize_weight_rows(path, w, rounding, in_features, &mut cb, &mut scb, threads))?;
+        with_data!(w, w => cpu::quantize_weight_rows(settings, w, in_features, &mut cb, &mut scb))?;
         Ok(Weight { out_features, in_features, backend, cb, scb, bias })
     }
 

@@ -67,6 +67,7 @@ fn matmul_matches_the_f64_reference() {
                     reference::matmul(&x32, s.rows, weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
                 assert_eq!(stats.outlier_columns, want.outlier_cols);
                 let got = y.to_f32();
+                #[allow(clippy::needless_range_loop)] // e indexes three arrays
                 for e in 0..got.len() {
                     let allowed = want.slack[e] * 1.01 + output_rounding(y_dtype) * want.y[e].abs() * 1.0001 + 1e-30;
                     let diff = (got[e] as f64 - want.y[e]).abs();

@@ -26,6 +26,14 @@ const MIN_PARALLEL_WORK: usize = 1 << 20;
 /// stay in L2 while every row of X passes over them.
 const WEIGHT_ROWS_PER_BLOCK: usize = 32;
 
+/// What a call takes from its context, read once at its start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub path: CpuPath,
+    pub rounding: InputRounding,
+    pub threads: usize,
+}
+
 /// How many threads `work` units of work deserve, at most `threads`.
 fn threads_for(work: usize, threads: usize) -> usize {
     if work < MIN_PARALLEL_WORK {
@@ -38,14 +46,13 @@ fn threads_for(work: usize, threads: usize) -> usize {
 /// Quantizes the rows of a weight into `cb` and `scb`. Refuses a non-finite value,
 /// naming the first row (lowest index) that holds one.
 pub(crate) fn quantize_weight_rows<T: Element>(
-    path: CpuPath,
+    settings: Settings,
     w: &[T],
-    rounding: InputRounding,
     in_features: usize,
     cb: &mut [i8],
     scb: &mut [f32],
-    threads: usize,
 ) -> Result<()> {
+    let Settings { path, rounding, threads } = settings;
     let rows = scb.len();
     let parts = split_ranges(rows, threads_for(w.len(), threads));
     let cb_parts = split_slice_mut(cb, &parts, in_features);
@@ -122,15 +129,14 @@ fn run_parts<P: Send, R: Send>(parts: impl Iterator<Item = P>, f: impl Fn(P) -> 
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
 /// and returns those columns in ascending order.
 pub(crate) fn quantize_activations<T: Element>(
-    path: CpuPath,
+    settings: Settings,
     x: &[T],
-    rounding: InputRounding,
     cols: usize,
     threshold: f32,
     q: &mut [i8],
     absmax: &mut [f32],
-    threads: usize,
 ) -> Result<Vec<usize>> {
+    let Settings { path, rounding, threads } = settings;
     let rows = absmax.len();
     let parts = split_ranges(rows, threads_for(x.len(), threads));
     let q_parts = split_slice_mut(q, &parts, cols);
@@ -224,19 +230,18 @@ isa::multiversion! {
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
 /// Returns the number of outlier columns. Shapes are checked by the caller.
 pub(crate) fn matmul<X: Element, Y: Element>(
-    path: CpuPath,
+    settings: Settings,
     w: &Weight,
     x: &[X],
-    rounding: InputRounding,
     rows: usize,
     threshold: f32,
     y: &mut [Y],
-    threads: usize,
 ) -> Result<usize> {
     let (k, n) = (w.in_features(), w.out_features());
     let mut qx = try_zeroed_vec::<i8>(x.len(), "quantized activations")?;
     let mut sa = try_zeroed_vec::<f32>(rows, "activation scales")?;
-    let outliers = quantize_activations(path, x, rounding, k, threshold, &mut qx, &mut sa, threads)?;
+    let outliers = quantize_activations(settings, x, k, threshold, &mut qx, &mut sa)?;
+    let (path, threads) = (settings.path, settings.threads);
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns); gather

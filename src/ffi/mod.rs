@@ -86,7 +86,7 @@ fn check_region<T>(p: *const T, len: usize, name: &str) -> Result<()> {
         return Err(Error::invalid(format!("{name} is NULL")));
     }
     let align = std::mem::align_of::<T>();
-    if (p as usize) % align != 0 {
+    if !(p as usize).is_multiple_of(align) {
         return Err(Error::invalid(format!("{name} is not aligned to {align} bytes")));
     }
     match len.checked_mul(std::mem::size_of::<T>()) {
