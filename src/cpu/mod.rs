@@ -245,7 +245,8 @@ pub(crate) fn matmul<X: Element, Y: Element>(
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns); gather
-    // both sides once (x as given, unrounded, as bitsandbytes does) so the per-element work is a short contiguous dot product.
+    // both sides once, so the per-element work is a short contiguous dot product.
+    // x is taken as given, never rounded, as bitsandbytes does.
     let mut x_outliers = try_zeroed_vec::<f32>(rows * no, "outlier activations")?;
     let mut w_outliers = try_zeroed_vec::<f32>(n * no, "outlier weight columns")?;
     if no > 0 {
