@@ -123,6 +123,20 @@ pub fn try_zeroed_vec<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T
     Ok(v)
 }
 
+/// A fallible copy of `src` (see [`try_zeroed_vec`]), written once.
+pub fn try_copied_vec<T: Copy>(src: &[T], what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(src.len()).map_err(|_| {
+        Error::out_of_memory(format!(
+            "cannot allocate {what}: {} elements of {} bytes",
+            src.len(),
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    v.extend_from_slice(src);
+    Ok(v)
+}
+
 /// `rows · cols`, or a shape error naming the operand when it overflows.
 pub(crate) fn checked_len(rows: usize, cols: usize, what: &str) -> Result<usize> {
     rows.checked_mul(cols).ok_or_else(|| Error::shape(format!("{what}: {rows} × {cols} elements overflows size_t")))

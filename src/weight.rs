@@ -3,7 +3,7 @@
 use crate::context::Backend;
 use crate::cpu;
 use crate::dtype::{Data, Element};
-use crate::error::{check_len, try_zeroed_vec, Error, Result};
+use crate::error::{check_len, try_copied_vec, try_zeroed_vec, Error, Result};
 use crate::quant;
 use crate::with_data;
 
@@ -93,11 +93,9 @@ impl Weight {
             return Err(Error::invalid(format!("SCB[{row}] = {s}: a row scale must be finite and >= 0")));
         }
         let bias = convert_bias(bias, out_features)?;
-        let mut cb_copy = try_zeroed_vec::<i8>(len, "int8 weight")?;
-        cb_copy.copy_from_slice(cb);
-        let mut scb_copy = try_zeroed_vec::<f32>(out_features, "weight scales")?;
-        scb_copy.copy_from_slice(scb);
-        Ok(Weight { out_features, in_features, backend, cb: cb_copy, scb: scb_copy, bias })
+        let cb = try_copied_vec(cb, "int8 weight")?;
+        let scb = try_copied_vec(scb, "weight scales")?;
+        Ok(Weight { out_features, in_features, backend, cb, scb, bias })
     }
 
     pub fn out_features(&self) -> usize {
