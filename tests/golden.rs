@@ -3,71 +3,62 @@
 
 mod common;
 
-use common::{cases, data_dir, reference_suites, rel_err, Owned, Tensors};
+use common::{bits, data_dir, for_each_case, rel_err, Owned, Tensors};
 use llmint8::{Context, DType};
 
 #[test]
 fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
     let ctx = Context::cpu();
-    for dir in reference_suites() {
-        let t = Tensors::open(dir.join("quant.safetensors"));
-        for case in cases(&dir) {
-            let name = &case.name;
-            let x = t.float(&format!("{name}.x"));
-            assert_eq!(x.dtype(), case.dtype, "{name}");
-            let (m, k) = (case.m, case.k);
-            let mut q = vec![0i8; m * k];
-            let mut absmax = vec![0.0f32; m];
-            let mut cols = vec![0u32; k];
-            let n = ctx.quantize_rows(x.data(), m, k, case.threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
+    for_each_case("quant.safetensors", |t, case| {
+        let name = &case.name;
+        let x = t.float(&format!("{name}.x"));
+        assert_eq!(x.dtype(), case.dtype, "{name}");
+        let (m, k) = (case.m, case.k);
+        let mut q = vec![0i8; m * k];
+        let mut absmax = vec![0.0f32; m];
+        let mut cols = vec![0u32; k];
+        let n = ctx.quantize_rows(x.data(), m, k, case.threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
 
-            let want_q = t.i8s(&format!("{name}.CA"));
-            let want_absmax = t.f32s(&format!("{name}.SCA"));
-            let want_cols = t.i64s(&format!("{name}.outlier_cols"));
-            assert_eq!(n, case.outlier_cols, "{name}: outlier column count");
-            let got_cols: Vec<i64> = cols[..n].iter().map(|&c| c as i64).collect();
-            assert_eq!(got_cols, want_cols, "{name}: outlier columns");
-            let absmax_bits: Vec<u32> = absmax.iter().map(|a| a.to_bits()).collect();
-            let want_bits: Vec<u32> = want_absmax.iter().map(|a| a.to_bits()).collect();
-            assert_eq!(absmax_bits, want_bits, "{name}: SCA");
-            let diffs = q.iter().zip(&want_q).filter(|(a, b)| a != b).count();
-            assert_eq!(diffs, 0, "{name}: {diffs} of {} CA values differ", q.len());
-        }
-    }
+        let want_q = t.i8s(&format!("{name}.CA"));
+        let want_absmax = t.f32s(&format!("{name}.SCA"));
+        let want_cols = t.i64s(&format!("{name}.outlier_cols"));
+        assert_eq!(n, case.outlier_cols, "{name}: outlier column count");
+        let got_cols: Vec<i64> = cols[..n].iter().map(|&c| c as i64).collect();
+        assert_eq!(got_cols, want_cols, "{name}: outlier columns");
+        assert_eq!(bits(&absmax), bits(&want_absmax), "{name}: SCA");
+        let diffs = q.iter().zip(&want_q).filter(|(a, b)| a != b).count();
+        assert_eq!(diffs, 0, "{name}: {diffs} of {} CA values differ", q.len());
+    });
 }
 
 #[test]
 fn weight_quantization_matches_bitsandbytes() {
     let ctx = Context::cpu();
-    for dir in reference_suites() {
-        let t = Tensors::open(dir.join("linear.safetensors"));
-        for case in cases(&dir) {
-            let name = &case.name;
-            let w = t.float(&format!("{name}.w"));
-            let weight = ctx.quantize_weight(w.data(), case.n, case.k, None).unwrap();
-            let mut cb = vec![0i8; case.n * case.k];
-            let mut scb = vec![0.0f32; case.n];
-            weight.export(&mut cb, &mut scb).unwrap();
-            let want_cb = t.i8s(&format!("{name}.CB"));
-            let want_scb = t.f32s(&format!("{name}.SCB"));
-            if case.dtype == DType::F16 {
-                // bitsandbytes quantizes float16 weights as they are: bit for bit.
-                assert_eq!(cb, want_cb, "{name}: CB");
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&scb), bits(&want_scb), "{name}: SCB");
-            } else {
-                // bitsandbytes rounds other dtypes to float16 first; we quantize the
-                // values themselves, so a few elements may move by one step.
-                let max_step = cb.iter().zip(&want_cb).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
-                let moved = cb.iter().zip(&want_cb).filter(|(a, b)| a != b).count();
-                assert!(max_step <= 1, "{name}: CB differs by {max_step} steps");
-                assert!(moved * 100 <= cb.len(), "{name}: {moved} of {} CB values moved", cb.len());
-                for (a, b) in scb.iter().zip(&want_scb) {
-                    assert!((a - b).abs() <= b.abs() * 1e-3, "{name}: SCB {a} vs {b}");
-                }
+    for_each_case("linear.safetensors", |t, case| {
+        let name = &case.name;
+        let w = t.float(&format!("{name}.w"));
+        let weight = ctx.quantize_weight(w.data(), case.n, case.k, None).unwrap();
+        let mut cb = vec![0i8; case.n * case.k];
+        let mut scb = vec![0.0f32; case.n];
+        weight.export(&mut cb, &mut scb).unwrap();
+        let want_cb = t.i8s(&format!("{name}.CB"));
+        let want_scb = t.f32s(&format!("{name}.SCB"));
+        if case.dtype == DType::F16 {
+            // bitsandbytes quantizes float16 weights as they are: bit for bit.
+            assert_eq!(cb, want_cb, "{name}: CB");
+            assert_eq!(bits(&scb), bits(&want_scb), "{name}: SCB");
+        } else {
+            // bitsandbytes rounds other dtypes to float16 first; we quantize the
+            // values themselves, so a few elements may move by one step.
+            let max_step = cb.iter().zip(&want_cb).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+            let moved = cb.iter().zip(&want_cb).filter(|(a, b)| a != b).count();
+            assert!(max_step <= 1, "{name}: CB differs by {max_step} steps");
+            assert!(moved * 100 <= cb.len(), "{name}: {moved} of {} CB values moved", cb.len());
+            for (a, b) in scb.iter().zip(&want_scb) {
+                assert!((a - b).abs() <= b.abs() * 1e-3, "{name}: SCB {a} vs {b}");
             }
         }
-    }
+    });
 }
 
 /// The tolerance of the reference README: 1e-3 for float16 cases, 5e-3 otherwise.
@@ -82,32 +73,29 @@ fn tolerance(dtype: DType) -> f64 {
 #[test]
 fn linear_forward_matches_bitsandbytes() {
     let ctx = Context::cpu();
-    for dir in reference_suites() {
-        let t = Tensors::open(dir.join("linear.safetensors"));
-        for case in cases(&dir) {
-            let name = &case.name;
-            let (m, k, n) = (case.m, case.k, case.n);
-            let x = t.float(&format!("{name}.x"));
-            let want = t.float(&format!("{name}.y"));
-            let bias = case.bias.then(|| t.float(&format!("{name}.bias")));
-            assert_eq!(t.has(&format!("{name}.bias")), case.bias);
-            let bias_data = bias.as_ref().map(Owned::data);
+    for_each_case("linear.safetensors", |t, case| {
+        let name = &case.name;
+        let (m, k, n) = (case.m, case.k, case.n);
+        let x = t.float(&format!("{name}.x"));
+        let want = t.float(&format!("{name}.y"));
+        let bias = case.bias.then(|| t.float(&format!("{name}.bias")));
+        assert_eq!(t.has(&format!("{name}.bias")), case.bias);
+        let bias_data = bias.as_ref().map(Owned::data);
 
-            // Quantized by us from the dense weight, and taken as bitsandbytes stored it.
-            let ours = ctx.quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias_data).unwrap();
-            let theirs = ctx
-                .weight_from_int8(&t.i8s(&format!("{name}.CB")), &t.f32s(&format!("{name}.SCB")), n, k, bias_data)
-                .unwrap();
-            for (label, weight) in [("quantized here", &ours), ("bitsandbytes CB/SCB", &theirs)] {
-                let mut y = Owned::zeros(case.dtype, m * n);
-                let stats = ctx.matmul(weight, x.data(), m, case.threshold, y.data_mut()).unwrap();
-                assert_eq!(stats.outlier_columns, case.outlier_cols, "{name} ({label})");
-                let err = rel_err(&y.to_f32(), &want.to_f32());
-                eprintln!("{name} ({label}): relative error {err:.2e}");
-                assert!(err <= tolerance(case.dtype), "{name} ({label}): relative error {err:.2e}");
-            }
+        // Quantized by us from the dense weight, and taken as bitsandbytes stored it.
+        let ours = ctx.quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias_data).unwrap();
+        let theirs = ctx
+            .weight_from_int8(&t.i8s(&format!("{name}.CB")), &t.f32s(&format!("{name}.SCB")), n, k, bias_data)
+            .unwrap();
+        for (label, weight) in [("quantized here", &ours), ("bitsandbytes CB/SCB", &theirs)] {
+            let mut y = Owned::zeros(case.dtype, m * n);
+            let stats = ctx.matmul(weight, x.data(), m, case.threshold, y.data_mut()).unwrap();
+            assert_eq!(stats.outlier_columns, case.outlier_cols, "{name} ({label})");
+            let err = rel_err(&y.to_f32(), &want.to_f32());
+            eprintln!("{name} ({label}): relative error {err:.2e}");
+            assert!(err <= tolerance(case.dtype), "{name} ({label}): relative error {err:.2e}");
         }
-    }
+    });
 }
 
 #[test]
@@ -143,31 +131,31 @@ fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
 #[test]
 fn deliberate_differences_cost_no_accuracy() {
     let ctx = Context::cpu();
-    for dir in reference_suites() {
-        let t = Tensors::open(dir.join("linear.safetensors"));
-        for case in cases(&dir).into_iter().filter(|c| c.dtype != DType::F16) {
-            let name = &case.name;
-            let (m, k, n) = (case.m, case.k, case.n);
-            let x = t.float(&format!("{name}.x")).to_f32();
-            let w = t.float(&format!("{name}.w")).to_f32();
-            let bias = case.bias.then(|| t.float(&format!("{name}.bias")).to_f32());
-            let exact: Vec<f32> = (0..m * n)
-                .map(|e| {
-                    let (i, j) = (e / n, e % n);
-                    let dot: f64 = (0..k).map(|c| x[i * k + c] as f64 * w[j * k + c] as f64).sum();
-                    (dot + bias.as_ref().map_or(0.0, |b| b[j] as f64)) as f32
-                })
-                .collect();
-            let weight =
-                ctx.quantize_weight(llmint8::Data::F32(&w), n, k, bias.as_deref().map(llmint8::Data::F32)).unwrap();
-            let mut y = vec![0.0f32; m * n];
-            ctx.matmul(&weight, llmint8::Data::F32(&x), m, case.threshold, llmint8::DataMut::F32(&mut y)).unwrap();
-            let ours = rel_err(&y, &exact);
-            let theirs = rel_err(&t.float(&format!("{name}.y")).to_f32(), &exact);
-            eprintln!("{name}: error against the exact product: llmint8 {ours:.2e}, bitsandbytes {theirs:.2e}");
-            assert!(ours <= theirs * 1.05 + 1e-6, "{name}: llmint8 {ours:.2e} vs bitsandbytes {theirs:.2e}");
+    for_each_case("linear.safetensors", |t, case| {
+        if case.dtype == DType::F16 {
+            return;
         }
-    }
+        let name = &case.name;
+        let (m, k, n) = (case.m, case.k, case.n);
+        let x = t.float(&format!("{name}.x")).to_f32();
+        let w = t.float(&format!("{name}.w")).to_f32();
+        let bias = case.bias.then(|| t.float(&format!("{name}.bias")).to_f32());
+        let exact: Vec<f32> = (0..m * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                let dot: f64 = (0..k).map(|c| x[i * k + c] as f64 * w[j * k + c] as f64).sum();
+                (dot + bias.as_ref().map_or(0.0, |b| b[j] as f64)) as f32
+            })
+            .collect();
+        let weight =
+            ctx.quantize_weight(llmint8::Data::F32(&w), n, k, bias.as_deref().map(llmint8::Data::F32)).unwrap();
+        let mut y = vec![0.0f32; m * n];
+        ctx.matmul(&weight, llmint8::Data::F32(&x), m, case.threshold, llmint8::DataMut::F32(&mut y)).unwrap();
+        let ours = rel_err(&y, &exact);
+        let theirs = rel_err(&t.float(&format!("{name}.y")).to_f32(), &exact);
+        eprintln!("{name}: error against the exact product: llmint8 {ours:.2e}, bitsandbytes {theirs:.2e}");
+        assert!(ours <= theirs * 1.05 + 1e-6, "{name}: llmint8 {ours:.2e} vs bitsandbytes {theirs:.2e}");
+    });
 }
 
 /// With inputs rounded to float16 (`InputRounding::Float16`, what bitsandbytes'
@@ -177,27 +165,22 @@ fn deliberate_differences_cost_no_accuracy() {
 fn float16_input_rounding_reproduces_linear8bitlt_for_every_dtype() {
     let ctx = Context::cpu();
     ctx.set_input_rounding(llmint8::quant::InputRounding::Float16);
-    for dir in reference_suites() {
-        let t = Tensors::open(dir.join("linear.safetensors"));
-        for case in cases(&dir) {
-            let name = &case.name;
-            let (m, k, n) = (case.m, case.k, case.n);
-            let bias = case.bias.then(|| t.float(&format!("{name}.bias")));
-            let weight = ctx
-                .quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias.as_ref().map(Owned::data))
-                .unwrap();
-            assert_eq!(weight.cb(), &t.i8s(&format!("{name}.CB"))[..], "{name}: CB");
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(weight.scb()), bits(&t.f32s(&format!("{name}.SCB"))), "{name}: SCB");
-            let x = t.float(&format!("{name}.x"));
-            let mut y = Owned::zeros(case.dtype, m * n);
-            ctx.matmul(&weight, x.data(), m, case.threshold, y.data_mut()).unwrap();
-            let err = rel_err(&y.to_f32(), &t.float(&format!("{name}.y")).to_f32());
-            eprintln!("{name} ({:?}, float16 rounding): relative error {err:.2e}", case.dtype);
-            // float32 outputs: only the 1/127² constant differs (1.8e-5); bfloat16 and
-            // float16 outputs carry their own rounding.
-            let allowed = if case.dtype == DType::F32 { 1e-4 } else { tolerance(case.dtype) };
-            assert!(err <= allowed, "{name}: relative error {err:.2e}");
-        }
-    }
+    for_each_case("linear.safetensors", |t, case| {
+        let name = &case.name;
+        let (m, k, n) = (case.m, case.k, case.n);
+        let bias = case.bias.then(|| t.float(&format!("{name}.bias")));
+        let weight =
+            ctx.quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias.as_ref().map(Owned::data)).unwrap();
+        assert_eq!(weight.cb(), &t.i8s(&format!("{name}.CB"))[..], "{name}: CB");
+        assert_eq!(bits(weight.scb()), bits(&t.f32s(&format!("{name}.SCB"))), "{name}: SCB");
+        let x = t.float(&format!("{name}.x"));
+        let mut y = Owned::zeros(case.dtype, m * n);
+        ctx.matmul(&weight, x.data(), m, case.threshold, y.data_mut()).unwrap();
+        let err = rel_err(&y.to_f32(), &t.float(&format!("{name}.y")).to_f32());
+        eprintln!("{name} ({:?}, float16 rounding): relative error {err:.2e}", case.dtype);
+        // float32 outputs: only the 1/127² constant differs (1.8e-5); bfloat16 and
+        // float16 outputs carry their own rounding.
+        let allowed = if case.dtype == DType::F32 { 1e-4 } else { tolerance(case.dtype) };
+        assert!(err <= allowed, "{name}: relative error {err:.2e}");
+    });
 }

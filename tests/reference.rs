@@ -253,7 +253,7 @@ fn every_cpu_path_is_bit_identical_to_the_portable_one() {
         let mut q = vec![0i8; s.rows * s.k];
         let mut a = vec![0.0f32; s.rows];
         ctx.quantize_rows(x.data(), s.rows, s.k, t, &mut q, &mut a, None).unwrap();
-        (weight.cb().to_vec(), weight.scb().to_vec(), y.bytes(), q, a.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        (weight.cb().to_vec(), weight.scb().to_vec(), y.bytes(), q, common::bits(&a))
     };
     let mut rng = Rng::new(77);
     let mut all = shapes(&mut rng);

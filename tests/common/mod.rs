@@ -168,6 +168,22 @@ pub fn cases(dir: &Path) -> Vec<Case> {
         .collect()
 }
 
+/// Runs `f` on every case of every reference suite, with the suite's `file`
+/// (quant.safetensors or linear.safetensors) open.
+pub fn for_each_case(file: &str, mut f: impl FnMut(&Tensors, &Case)) {
+    for dir in reference_suites() {
+        let t = Tensors::open(dir.join(file));
+        for case in cases(&dir) {
+            f(&t, &case);
+        }
+    }
+}
+
+/// The bit patterns of f32 values, to compare them exactly (NaN included).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// ‖a − b‖ / ‖b‖ over f64.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
