@@ -193,9 +193,10 @@ pub fn dequantize_weight(cb: i8, scb: f32) -> f32 {
 
 /// Dequantizes an int8 · int8 dot product with the row scale of X (`sa`) and of
 /// W (`sb`): `acc · sa · sb / 127²`, evaluated as `(acc · sa) · (sb · (1/127²))`.
+/// `acc` is the exact integer product rounded once to f32 (`as f32`).
 #[inline(always)]
-pub fn dequantize_product(acc: i64, sa: f32, sb: f32) -> f32 {
-    (acc as f32 * sa) * (sb * INV_127_SQ)
+pub fn dequantize_product(acc: f32, sa: f32, sb: f32) -> f32 {
+    (acc * sa) * (sb * INV_127_SQ)
 }
 
 /// One output element: `(int8 part + outlier part) + bias`, in that order.
@@ -294,7 +295,7 @@ mod tests {
         assert!(a.is_nan());
         assert_eq!(q, [0; 3]);
         assert_eq!(cols, [false; 3]);
-        assert!(dequantize_product(0, a, 1.0).is_nan());
+        assert!(dequantize_product(0.0, a, 1.0).is_nan());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A quantized weight: what stays resident after a 16/32-bit weight is handed over.
 
 use crate::context::Backend;
-use crate::cpu;
+use crate::cpu::{self, pack::PackedWeight};
 use crate::dtype::{Data, Element};
 use crate::error::{check_len, try_copied_vec, try_zeroed_vec, Error, Result};
 use crate::quant;
@@ -20,8 +20,9 @@ pub struct Weight {
     out_features: usize,
     in_features: usize,
     backend: Backend,
-    /// Row-major int8 `[out_features, in_features]`.
-    cb: Vec<i8>,
+    /// The int8 values, packed for the CPU kernels (bitsandbytes' row-major
+    /// `CB` comes back out through [`Weight::export`]).
+    packed: PackedWeight,
     /// Row absmax `[out_features]` (bitsandbytes' `SCB`).
     scb: Vec<f32>,
     bias: Option<Vec<f32>>,
@@ -70,10 +71,8 @@ impl Weight {
         let len = check_weight_shape(out_features, in_features)?;
         check_len("weight", w.len(), len)?;
         let bias = convert_bias(bias, out_features)?;
-        let mut cb = try_zeroed_vec::<i8>(len, "int8 weight")?;
-        let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
-        with_data!(w, w => cpu::quantize_weight_rows(settings, w, in_features, &mut cb, &mut scb))?;
-        Ok(Weight { out_features, in_features, backend, cb, scb, bias })
+        let (packed, scb) = with_data!(w, w => cpu::quantize_weight_rows(settings, w, out_features, in_features))?;
+        Ok(Weight { out_features, in_features, backend, packed, scb, bias })
     }
 
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it is.
@@ -93,9 +92,9 @@ impl Weight {
             return Err(Error::invalid(format!("SCB[{row}] = {s}: a row scale must be finite and >= 0")));
         }
         let bias = convert_bias(bias, out_features)?;
-        let cb = try_copied_vec(cb, "int8 weight")?;
+        let packed = PackedWeight::from_row_major(cb, out_features, in_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
-        Ok(Weight { out_features, in_features, backend, cb, scb, bias })
+        Ok(Weight { out_features, in_features, backend, packed, scb, bias })
     }
 
     pub fn out_features(&self) -> usize {
@@ -107,9 +106,16 @@ impl Weight {
     pub fn backend(&self) -> Backend {
         self.backend
     }
-    /// Row-major int8 `[out_features, in_features]`.
-    pub fn cb(&self) -> &[i8] {
-        &self.cb
+    /// A row-major copy of the int8 values `[out_features, in_features]`
+    /// (bitsandbytes' `CB`).
+    pub fn cb(&self) -> Vec<i8> {
+        let mut cb = vec![0i8; self.out_features * self.in_features];
+        self.packed.unpack_into(&mut cb);
+        cb
+    }
+
+    pub(crate) fn packed(&self) -> &PackedWeight {
+        &self.packed
     }
     /// Row absmax `[out_features]`.
     pub fn scb(&self) -> &[f32] {
@@ -120,14 +126,14 @@ impl Weight {
     }
     /// Bytes this weight keeps resident.
     pub fn resident_bytes(&self) -> usize {
-        self.cb.len() + 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, |b| b.len())
+        self.packed.resident_bytes() + 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, |b| b.len())
     }
 
     /// Writes bitsandbytes' layout: row-major `CB [out, in]` and `SCB [out]`.
     pub fn export(&self, cb: &mut [i8], scb: &mut [f32]) -> Result<()> {
-        check_len("CB buffer", cb.len(), self.cb.len())?;
+        check_len("CB buffer", cb.len(), self.out_features * self.in_features)?;
         check_len("SCB buffer", scb.len(), self.scb.len())?;
-        cb.copy_from_slice(&self.cb);
+        self.packed.unpack_into(cb);
         scb.copy_from_slice(&self.scb);
         Ok(())
     }
@@ -135,6 +141,6 @@ impl Weight {
     /// The dequantized weight element `[row, col]`: `cb · scb / 127`.
     #[inline]
     pub fn dequantized(&self, row: usize, col: usize) -> f32 {
-        quant::dequantize_weight(self.cb[row * self.in_features + col], self.scb[row])
+        quant::dequantize_weight(self.packed.get(row, col), self.scb[row])
     }
 }

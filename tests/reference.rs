@@ -64,7 +64,7 @@ fn matmul_matches_the_f64_reference() {
                 let mut y = Owned::zeros(y_dtype, s.rows * s.n);
                 let stats = ctx.matmul(&weight, x.data(), s.rows, threshold, y.data_mut()).unwrap();
                 let want =
-                    reference::matmul(&x32, s.rows, weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
+                    reference::matmul(&x32, s.rows, &weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
                 assert_eq!(stats.outlier_columns, want.outlier_cols);
                 let got = y.to_f32();
                 #[allow(clippy::needless_range_loop)] // e indexes three arrays
@@ -253,7 +253,7 @@ fn every_cpu_path_is_bit_identical_to_the_portable_one() {
         let mut q = vec![0i8; s.rows * s.k];
         let mut a = vec![0.0f32; s.rows];
         ctx.quantize_rows(x.data(), s.rows, s.k, t, &mut q, &mut a, None).unwrap();
-        (weight.cb().to_vec(), weight.scb().to_vec(), y.bytes(), q, common::bits(&a))
+        (weight.cb(), weight.scb().to_vec(), y.bytes(), q, common::bits(&a))
     };
     let mut rng = Rng::new(77);
     let mut all = shapes(&mut rng);

@@ -5,6 +5,8 @@
 //! whatever the number of threads, so results are bit-identical for any count.
 
 pub(crate) mod isa;
+mod kernel;
+pub(crate) mod pack;
 mod threads;
 
 use std::ops::Range;
@@ -13,6 +15,7 @@ use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
+use pack::{PackedWeight, PanelWriter, PANEL};
 
 pub use isa::CpuPath;
 pub(crate) use threads::default_num_threads;
@@ -22,9 +25,9 @@ use threads::{split_ranges, split_slice_mut};
 /// spawning a thread costs tens of microseconds.
 const MIN_PARALLEL_WORK: usize = 1 << 20;
 
-/// Weight rows per block of the GEMM: 32 rows of a 4096-wide weight (128 KiB)
-/// stay in L2 while every row of X passes over them.
-const WEIGHT_ROWS_PER_BLOCK: usize = 32;
+/// Weight panels per block of the GEMM: 8 panels (128 rows) of a 4096-wide
+/// weight, 512 KiB, stay in L2 while every tile of X passes over them.
+const PANELS_PER_BLOCK: usize = 8;
 
 /// What a call takes from its context, read once at its start.
 #[derive(Clone, Copy, Debug)]
@@ -43,26 +46,38 @@ fn threads_for(work: usize, threads: usize) -> usize {
     }
 }
 
-/// Quantizes the rows of a weight into `cb` and `scb`. Refuses a non-finite value,
-/// naming the first row (lowest index) that holds one.
+/// Quantizes the rows of a weight `[n, k]` into the packed int8 layout and the
+/// row scales (`SCB`). Refuses a non-finite value, naming the first row (lowest
+/// index) that holds one.
 pub(crate) fn quantize_weight_rows<T: Element>(
     settings: Settings,
     w: &[T],
-    in_features: usize,
-    cb: &mut [i8],
-    scb: &mut [f32],
-) -> Result<()> {
+    n: usize,
+    k: usize,
+) -> Result<(PackedWeight, Vec<f32>)> {
     let Settings { path, rounding, threads } = settings;
-    let rows = scb.len();
-    let parts = split_ranges(rows, threads_for(w.len(), threads));
-    let cb_parts = split_slice_mut(cb, &parts, in_features);
-    let scb_parts = split_slice_mut(scb, &parts, 1);
-    let first_bad = run_parts(parts.iter().cloned().zip(cb_parts).zip(scb_parts), |((range, cb), scb)| {
-        let w = &w[range.start * in_features..range.end * in_features];
-        quantize_weight_part(path, w, rounding, in_features, cb, scb).map(|(r, col)| (range.start + r, col))
+    let mut packed = PackedWeight::zeroed(n, k)?;
+    let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
+    // Threads take whole panels, so each writes only its own bytes.
+    let panel_parts = split_ranges(packed.panels(), threads_for(w.len(), threads));
+    let row_parts: Vec<Range<usize>> = panel_parts.iter().map(|p| p.start * PANEL..(p.end * PANEL).min(n)).collect();
+    let writers = packed.panel_writers(&panel_parts);
+    let scb_parts = split_slice_mut(&mut scb, &row_parts, 1);
+    let first_bad = run_parts(row_parts.iter().cloned().zip(writers).zip(scb_parts), |((rows, mut writer), scb)| {
+        let mut row_q = try_zeroed_vec::<i8>(k, "weight row")?;
+        let w = &w[rows.start * k..rows.end * k];
+        Ok(quantize_weight_part(path, w, rounding, k, rows.start, &mut writer, &mut row_q, scb))
     });
-    match first_bad.into_iter().flatten().min() {
-        None => Ok(()),
+    // Parts run in row order: the first one that found a bad row has the lowest.
+    let mut bad = None;
+    for part in first_bad {
+        let part = part?;
+        if bad.is_none() {
+            bad = part;
+        }
+    }
+    match bad {
+        None => Ok((packed, scb)),
         Some((row, col)) => Err(Error::invalid(format!(
             "weight row {row} holds a non-finite value (column {col}){}; a weight must be finite",
             if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
@@ -71,20 +86,23 @@ pub(crate) fn quantize_weight_rows<T: Element>(
 }
 
 isa::multiversion! {
-    /// Quantizes whole weight rows; returns the (row, column) of the first non-finite value.
+    /// Quantizes whole weight rows starting at `first_row` into `writer`;
+    /// returns the (row, column) of the first non-finite value.
     fn quantize_weight_part<T: Element>(
         w: &[T],
         rounding: InputRounding,
-        in_features: usize,
-        cb: &mut [i8],
+        k: usize,
+        first_row: usize,
+        writer: &mut PanelWriter<'_>,
+        row_q: &mut [i8],
         scb: &mut [f32]
     ) -> Option<(usize, usize)> {
-        let rows = w.chunks_exact(in_features).zip(cb.chunks_exact_mut(in_features)).zip(scb);
-        for (r, ((row, q), s)) in rows.enumerate() {
-            match quant::quantize_weight_row(row, rounding, q) {
+        for (r, (row, s)) in w.chunks_exact(k).zip(scb).enumerate() {
+            match quant::quantize_weight_row(row, rounding, row_q) {
                 Ok(absmax) => *s = absmax,
-                Err(col) => return Some((r, col)),
+                Err(col) => return Some((first_row + r, col)),
             }
+            writer.write_row(first_row + r, row_q);
         }
         None
     }
@@ -169,11 +187,35 @@ pub(crate) fn quantize_activations<T: Element>(
     Ok(outlier_columns)
 }
 
+/// The activations as the microkernels read them: one row per activation row,
+/// `kp` bytes each (K padded to a multiple of 4 with zeros).
+enum ActivationTile {
+    /// Signed int8, for the portable kernel.
+    Signed(Vec<i8>),
+    /// Widened to i16, for the AVX2 kernel (`vpmaddwd`).
+    Wide(Vec<i16>),
+    /// `q + 128` as u8, for the AVX-512 VNNI kernel (`vpdpbusd`, u8 × s8).
+    Shifted(Vec<u8>),
+}
+
+impl ActivationTile {
+    /// The tile heights (largest first) and the most panels per tile the
+    /// kernel for this layout keeps in registers.
+    fn tile_shape(&self) -> (&'static [usize], usize) {
+        match self {
+            ActivationTile::Signed(_) => (&[4, 2, 1], 1),
+            ActivationTile::Wide(_) => (&[2, 1], 1),
+            ActivationTile::Shifted(_) => (&[8, 4, 2, 1], 2),
+        }
+    }
+}
+
 /// Everything one thread needs to compute a block of the output.
 struct Operands<'a> {
     w: &'a Weight,
-    /// Quantized X `[rows, k]`, outlier columns zeroed.
-    qx: &'a [i8],
+    x: ActivationTile,
+    /// Row stride of `x` (K padded to a multiple of 4).
+    kp: usize,
     /// Row absmax of X `[rows]`.
     sa: &'a [f32],
     /// Outlier columns of X `[rows, n_outliers]`, in f32.
@@ -184,46 +226,163 @@ struct Operands<'a> {
 }
 
 impl Operands<'_> {
-    /// Computes output rows `rows` × columns `cols` into `out`, a row-major block
-    /// whose row `i` starts at `(i - rows.start) * stride` and column `j` at
-    /// `j - col0`: int8 GEMM, then dequantization, outlier part, bias and the
-    /// conversion to `Y`, fused per element.
+    /// Computes output rows `rows` × weight panels `panels` into `out`, a
+    /// row-major block whose row `i` starts at `(i - rows.start) * stride` and
+    /// column `j` at `j - col0`, tile by tile: exact int8 products in the
+    /// microkernel, then the shared epilogue.
     #[inline(always)]
-    fn compute<Y: Element>(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [Y], stride: usize, col0: usize) {
-        let k = self.w.in_features();
-        let (cb, scb, bias) = (self.w.cb(), self.w.scb(), self.w.bias());
+    fn compute<Y: Element>(&self, rows: Range<usize>, panels: Range<usize>, out: &mut [Y], stride: usize, col0: usize) {
+        let (heights, max_np) = self.x.tile_shape();
+        let mut p0 = panels.start;
+        while p0 < panels.end {
+            let p1 = (p0 + PANELS_PER_BLOCK).min(panels.end);
+            let mut i = rows.start;
+            while i < rows.end {
+                let mr = heights.iter().copied().find(|&m| m <= rows.end - i).unwrap_or(1);
+                let mut p = p0;
+                while p < p1 {
+                    let np = (p1 - p).min(max_np);
+                    let at = Tile { i, p, row0: rows.start, stride, col0 };
+                    match (mr, np) {
+                        (8, 2) => self.tile::<8, 2, Y>(at, out),
+                        (8, _) => self.tile::<8, 1, Y>(at, out),
+                        (4, 2) => self.tile::<4, 2, Y>(at, out),
+                        (4, _) => self.tile::<4, 1, Y>(at, out),
+                        (2, 2) => self.tile::<2, 2, Y>(at, out),
+                        (2, _) => self.tile::<2, 1, Y>(at, out),
+                        (_, 2) => self.tile::<1, 2, Y>(at, out),
+                        _ => self.tile::<1, 1, Y>(at, out),
+                    }
+                    p += np;
+                }
+                i += mr;
+            }
+            p0 = p1;
+        }
+    }
+
+    /// One tile: `MR` rows from `at.i`, `NP` panels from `at.p`.
+    #[inline(always)]
+    fn tile<const MR: usize, const NP: usize, Y: Element>(&self, at: Tile, out: &mut [Y]) {
+        let packed = self.w.packed();
+        let (stride, kp) = (packed.panel_stride(), self.kp);
+        let w = &packed.data()[at.p * stride..];
+        match &self.x {
+            ActivationTile::Signed(x) => {
+                let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
+                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f32);
+            }
+            #[cfg(target_arch = "x86_64")]
+            ActivationTile::Wide(x) if NP == 1 => {
+                // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
+                let acc = unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, w, kp) };
+                self.epilogue::<MR, NP, Y>(at, out, |r, _, l| acc[r][0][l] as f32);
+            }
+            #[cfg(target_arch = "x86_64")]
+            ActivationTile::Shifted(x) => {
+                let sums = &packed.row_sums()[at.p * PANEL..];
+                // SAFETY: `Shifted` is only built when the processor has AVX-512
+                // F/BW/VNNI (see `matmul`).
+                let acc = unsafe { kernel::tile_vnni::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp, sums) };
+                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f32);
+            }
+            _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
+        }
+    }
+
+    /// Dequantization, outlier part, bias and conversion to `Y` for one tile,
+    /// in the fixed order of [`quant`]; `acc(r, p, lane)` is the exact integer
+    /// product, already converted to f32.
+    #[inline(always)]
+    fn epilogue<const MR: usize, const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        out: &mut [Y],
+        acc: impl Fn(usize, usize, usize) -> f32,
+    ) {
+        let n = self.w.out_features();
+        let (scb, bias) = (self.w.scb(), self.w.bias());
         let no = self.n_outliers;
-        let mut j0 = cols.start;
-        while j0 < cols.end {
-            let j1 = (j0 + WEIGHT_ROWS_PER_BLOCK).min(cols.end);
-            for i in rows.clone() {
-                let x_row = &self.qx[i * k..(i + 1) * k];
-                let x_out = &self.x_outliers[i * no..(i + 1) * no];
-                let out_row = &mut out[(i - rows.start) * stride..];
-                for j in j0..j1 {
-                    let acc = quant::dot_i8(x_row, &cb[j * k..(j + 1) * k]);
-                    let int8_part = quant::dequantize_product(acc, self.sa[i], scb[j]);
+        for r in 0..MR {
+            let i = at.i + r;
+            let sa = self.sa[i];
+            let x_out = &self.x_outliers[i * no..(i + 1) * no];
+            let out_row = &mut out[(i - at.row0) * at.stride..];
+            for p in 0..NP {
+                let j0 = (at.p + p) * PANEL;
+                for l in 0..PANEL.min(n.saturating_sub(j0)) {
+                    let j = j0 + l;
+                    let int8_part = quant::dequantize_product(acc(r, p, l), sa, scb[j]);
                     let outlier_part =
                         if no == 0 { 0.0 } else { quant::outlier_dot(x_out, &self.w_outliers[j * no..(j + 1) * no]) };
                     let b = bias.map_or(0.0, |b| b[j]);
-                    out_row[j - col0] = Y::from_f32(quant::output_value(int8_part, outlier_part, b));
+                    out_row[j - at.col0] = Y::from_f32(quant::output_value(int8_part, outlier_part, b));
                 }
             }
-            j0 = j1;
         }
     }
+}
+
+/// Where a tile sits: first activation row `i`, first panel `p`, and how the
+/// output block is laid out (`row0`, `stride`, `col0` as in `compute`).
+#[derive(Clone, Copy)]
+struct Tile {
+    i: usize,
+    p: usize,
+    row0: usize,
+    stride: usize,
+    col0: usize,
 }
 
 isa::multiversion! {
     fn compute_block<Y: Element>(
         ops: &Operands<'_>,
         rows: Range<usize>,
-        cols: Range<usize>,
+        panels: Range<usize>,
         out: &mut [Y],
         stride: usize,
         col0: usize
     ) -> () {
-        ops.compute(rows, cols, out, stride, col0)
+        ops.compute(rows, panels, out, stride, col0)
+    }
+}
+
+/// Which microkernel a call uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Portable,
+    Avx2,
+    Vnni,
+}
+
+/// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
+/// rows padded to `kp` columns, shifted to u8 for VNNI, widened for AVX2.
+fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<ActivationTile> {
+    let rows = q.len() / k;
+    if kernel == Kernel::Avx2 {
+        let mut x = try_zeroed_vec::<i16>(rows * kp, "widened activations")?;
+        for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v as i16;
+            }
+        }
+        return Ok(ActivationTile::Wide(x));
+    }
+    if kernel == Kernel::Vnni {
+        let mut x = try_zeroed_vec::<u8>(rows * kp, "shifted activations")?;
+        for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = (v as u8) ^ 0x80;
+            }
+            dst[k..].fill(0x80); // q = 0
+        }
+        Ok(ActivationTile::Shifted(x))
+    } else {
+        let mut x = try_zeroed_vec::<i8>(rows * kp, "padded activations")?;
+        for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+        }
+        Ok(ActivationTile::Signed(x))
     }
 }
 
@@ -261,26 +420,40 @@ pub(crate) fn matmul<X: Element, Y: Element>(
             }
         }
     }
-    let ops = Operands { w, qx: &qx, sa: &sa, x_outliers: &x_outliers, w_outliers: &w_outliers, n_outliers: no };
+    let kp = w.packed().k_padded();
+    // The SIMD kernels sum in i32 without chunking: exact up to 65 536 columns;
+    // longer rows take the portable kernel, which chunks.
+    let kernel = match path {
+        _ if kp > quant::EXACT_I32_CHUNK || !path.is_available() => Kernel::Portable,
+        CpuPath::Avx512Vnni => Kernel::Vnni,
+        CpuPath::Avx2 => Kernel::Avx2,
+        CpuPath::Portable => Kernel::Portable,
+    };
+    let x_tile = activation_tile(&qx, k, kp, kernel)?;
+    drop(qx);
+    let ops = Operands { w, x: x_tile, kp, sa: &sa, x_outliers: &x_outliers, w_outliers: &w_outliers, n_outliers: no };
 
+    let panels = w.packed().panels();
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);
     if rows >= 4 * threads || threads == 1 {
         // Enough rows: each thread owns whole output rows and writes them in place.
         let parts = split_ranges(rows, threads);
         let y_parts = split_slice_mut(y, &parts, n);
-        run_parts(parts.into_iter().zip(y_parts), |(range, y)| compute_block(path, &ops, range, 0..n, y, n, 0));
+        run_parts(parts.into_iter().zip(y_parts), |(range, y)| compute_block(path, &ops, range, 0..panels, y, n, 0));
     } else {
-        // Few rows (decode): split the weight rows, so every thread streams its
+        // Few rows (decode): split the weight panels, so every thread streams its
         // own share of W; each writes a small [rows, cols] block, copied after.
-        let parts = split_ranges(n, threads);
-        let blocks = run_parts(parts.iter().cloned(), |cols| -> Result<Vec<Y>> {
+        let parts = split_ranges(panels, threads);
+        let blocks = run_parts(parts.iter().cloned(), |p| -> Result<Vec<Y>> {
+            let cols = p.start * PANEL..(p.end * PANEL).min(n);
             let width = cols.len();
             let mut block = try_zeroed_vec::<Y>(rows * width, "output block")?;
-            compute_block(path, &ops, 0..rows, cols.clone(), &mut block, width, cols.start);
+            compute_block(path, &ops, 0..rows, p, &mut block, width, cols.start);
             Ok(block)
         });
-        for (cols, block) in parts.iter().zip(blocks) {
+        for (p, block) in parts.iter().zip(blocks) {
             let block = block?;
+            let cols = p.start * PANEL..(p.end * PANEL).min(n);
             for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
                 dst[cols.clone()].copy_from_slice(src);
             }

@@ -1,0 +1,150 @@
+//! Microkernels: the exact int8 products of a tile of `MR` activation rows ×
+//! `NP` weight panels (16 output rows each) over the whole of K, in the packed
+//! layout of [`super::pack`]. Both return the same integers; the epilogue that
+//! turns them into outputs is shared (`super::Operands::epilogue`).
+
+use super::pack::{BLOCK, GROUP, PANEL};
+use crate::quant::EXACT_I32_CHUNK;
+
+/// Portable tile: `x` holds `MR` rows of quantized activations (int8, row stride
+/// `x_stride`, `kp` used columns), `w` starts at the first panel (panel stride
+/// `panel_stride`). Sums in i32 over chunks of [`EXACT_I32_CHUNK`] columns, the
+/// chunks in i64, so any K is exact.
+#[inline(always)]
+pub fn tile_portable<const MR: usize, const NP: usize>(
+    x: &[i8],
+    x_stride: usize,
+    w: &[i8],
+    panel_stride: usize,
+    kp: usize,
+) -> [[[i64; PANEL]; NP]; MR] {
+    let mut total = [[[0i64; PANEL]; NP]; MR];
+    let groups = kp / GROUP;
+    let chunk = EXACT_I32_CHUNK / GROUP;
+    let mut g0 = 0;
+    while g0 < groups {
+        let g1 = (g0 + chunk).min(groups);
+        let mut acc = [[[0i32; PANEL]; NP]; MR];
+        for g in g0..g1 {
+            for p in 0..NP {
+                let block: &[i8; BLOCK] = w[p * panel_stride + g * BLOCK..][..BLOCK].try_into().unwrap();
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let xs: &[i8; GROUP] = x[r * x_stride + g * GROUP..][..GROUP].try_into().unwrap();
+                    for (lane, a) in acc_r[p].iter_mut().enumerate() {
+                        let ws = &block[lane * GROUP..][..GROUP];
+                        *a += (0..GROUP).map(|t| xs[t] as i32 * ws[t] as i32).sum::<i32>();
+                    }
+                }
+            }
+        }
+        for (t, a) in total.iter_mut().zip(&acc) {
+            for (tp, ap) in t.iter_mut().zip(a) {
+                for (tl, al) in tp.iter_mut().zip(ap) {
+                    *tl += *al as i64;
+                }
+            }
+        }
+        g0 = g1;
+    }
+    total
+}
+
+/// AVX-512 VNNI tile: `x` holds `MR` rows of activations shifted to u8
+/// (`q + 128`, row stride `x_stride`), `w` starts at the first panel,
+/// `row_sums` the `NP · 16` row sums of those panels. Each `vpdpbusd` adds
+/// 4 u8 × s8 products to each of 16 i32 lanes; `Σ (q + 128)·w − 128·Σ w` is the
+/// exact int8 product. Exact in i32 when `kp <= 65536` (255 · 128 · 65536 < 2³¹).
+///
+/// # Safety
+/// The processor must support AVX-512 F, BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn tile_vnni<const MR: usize, const NP: usize>(
+    x: &[u8],
+    x_stride: usize,
+    w: &[i8],
+    panel_stride: usize,
+    kp: usize,
+    row_sums: &[i32],
+) -> [[[i32; PANEL]; NP]; MR] {
+    use std::arch::x86_64::*;
+    assert!(kp <= EXACT_I32_CHUNK && kp.is_multiple_of(GROUP));
+    assert!(x.len() >= (MR - 1) * x_stride + kp);
+    assert!(w.len() >= (NP - 1) * panel_stride + kp * PANEL);
+    assert!(row_sums.len() >= NP * PANEL);
+    let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    for g in 0..kp / GROUP {
+        let mut wv = [_mm512_setzero_si512(); NP];
+        for (p, v) in wv.iter_mut().enumerate() {
+            // SAFETY: p * panel_stride + g * 64 + 64 <= w.len() by the assert above.
+            *v = unsafe { _mm512_loadu_si512(wp.add(p * panel_stride + g * BLOCK).cast()) };
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: r * x_stride + 4 * g + 4 <= x.len() by the assert above.
+            let four = unsafe { xp.add(r * x_stride + g * GROUP).cast::<i32>().read_unaligned() };
+            let xv = _mm512_set1_epi32(four);
+            for (a, &wvp) in acc_r.iter_mut().zip(&wv) {
+                *a = _mm512_dpbusd_epi32(*a, xv, wvp);
+            }
+        }
+    }
+    let mut out = [[[0i32; PANEL]; NP]; MR];
+    for (o_r, acc_r) in out.iter_mut().zip(&acc) {
+        for (p, (o, &a)) in o_r.iter_mut().zip(acc_r).enumerate() {
+            // SAFETY: row_sums holds NP · 16 entries (asserted).
+            let sums = unsafe { _mm512_loadu_si512(row_sums.as_ptr().add(p * PANEL).cast()) };
+            let exact = _mm512_sub_epi32(a, _mm512_slli_epi32::<7>(sums));
+            // SAFETY: o is 16 i32.
+            unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), exact) };
+        }
+    }
+    out
+}
+
+/// AVX2 tile (`NP` = 1): `x` holds `MR` rows of activations widened to i16
+/// (row stride `x_stride` elements, `kp` used), `w` starts at the panel. Each
+/// group's 64 weight bytes are widened to four registers of 16 i16 (4 lanes ×
+/// 4 columns); `vpmaddwd` against the row's 4 values repeated gives, per lane,
+/// two partial sums in i32, added at the end. Exact in i32 when `kp <= 65536`.
+///
+/// # Safety
+/// The processor must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub unsafe fn tile_avx2<const MR: usize>(x: &[i16], x_stride: usize, w: &[i8], kp: usize) -> [[[i32; PANEL]; 1]; MR] {
+    use std::arch::x86_64::*;
+    assert!(kp <= EXACT_I32_CHUNK && kp.is_multiple_of(GROUP));
+    assert!(x.len() >= (MR - 1) * x_stride + kp);
+    assert!(w.len() >= kp * PANEL);
+    let mut acc = [[_mm256_setzero_si256(); 4]; MR];
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    for g in 0..kp / GROUP {
+        let mut wv = [_mm256_setzero_si256(); 4];
+        for (q, v) in wv.iter_mut().enumerate() {
+            // SAFETY: g * 64 + q * 16 + 16 <= w.len() by the assert above.
+            let bytes = unsafe { _mm_loadu_si128(wp.add(g * BLOCK + q * 16).cast()) };
+            *v = _mm256_cvtepi8_epi16(bytes);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: r * x_stride + 4 * g + 4 <= x.len() by the assert above.
+            let four = unsafe { xp.add(r * x_stride + g * GROUP).cast::<i64>().read_unaligned() };
+            let xv = _mm256_set1_epi64x(four);
+            for (a, &wq) in acc_r.iter_mut().zip(&wv) {
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(wq, xv));
+            }
+        }
+    }
+    let mut out = [[[0i32; PANEL]; 1]; MR];
+    for (o, acc_r) in out.iter_mut().zip(&acc) {
+        for (q, a) in acc_r.iter().enumerate() {
+            let mut pairs = [0i32; 8];
+            // SAFETY: pairs holds 8 i32.
+            unsafe { _mm256_storeu_si256(pairs.as_mut_ptr().cast(), *a) };
+            for l in 0..4 {
+                o[0][q * 4 + l] = pairs[2 * l] + pairs[2 * l + 1];
+            }
+        }
+    }
+    out
+}
