@@ -156,10 +156,10 @@ fn export_round_trips_and_from_int8_keeps_values() {
     let w2 = ctx.weight_from_int8(&cb, &scb, 5, 7, Some(Data::F32(w.bias().unwrap()))).unwrap();
     assert_eq!((w2.cb(), w2.scb(), w2.bias()), (w.cb(), w.scb(), w.bias()));
     // Resident: the int8 values (padded to 16 rows × 4 columns for the kernels),
-    // and per output row a scale, a bias and a row sum — no 16/32-bit copy.
-    assert_eq!(w.resident_bytes(), 16 * 8 + 4 * 16 + 4 * 5 + 4 * 5);
+    // and per output row a scale and a bias — no 16/32-bit copy.
+    assert_eq!(w.resident_bytes(), 16 * 8 + 4 * 5 + 4 * 5);
     let big = weight(&ctx, 64, 4096, None);
-    assert_eq!(big.resident_bytes(), 64 * 4096 + 8 * 64);
+    assert_eq!(big.resident_bytes(), 64 * 4096 + 4 * 64);
     assert_eq!(w.export(&mut cb[..34], &mut scb).unwrap_err().status(), Status::Shape);
 }
 

@@ -49,57 +49,77 @@ pub fn tile_portable<const MR: usize, const NP: usize>(
     total
 }
 
-/// AVX-512 VNNI tile: `x` holds `MR` rows of activations shifted to u8
-/// (`q + 128`, row stride `x_stride`), `w` starts at the first panel,
-/// `row_sums` the `NP · 16` row sums of those panels. Each `vpdpbusd` adds
-/// 4 u8 × s8 products to each of 16 i32 lanes; `Σ (q + 128)·w − 128·Σ w` is the
-/// exact int8 product. Exact in i32 when `kp <= 65536` (255 · 128 · 65536 < 2³¹).
+/// Activation rows per packed VNNI tile (see [`pack_vnni_activations`]).
+pub const VNNI_ROWS: usize = 8;
+
+/// AVX-512 VNNI tile: `x` is one packed activation tile (`[kp / 4][8][4]`
+/// signed bytes, see [`pack_vnni_activations`]), of which rows `0..MR` are
+/// used; `x_sums` their row sums; `w` starts at the first panel. The weight is
+/// made unsigned on the fly (`w + 128`, one xor per 64 bytes) so that the
+/// activations are the signed operand of `vpdpbusd` and can be broadcast from
+/// memory inside the instruction: `Σ x·(w + 128) − 128·Σ x` is the exact int8
+/// product. Exact in i32 when `kp <= 65536` (255 · 128 · 65536 < 2³¹).
 ///
 /// # Safety
 /// The processor must support AVX-512 F, BW and VNNI.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn tile_vnni<const MR: usize, const NP: usize>(
-    x: &[u8],
-    x_stride: usize,
+    x: &[i8],
+    x_sums: &[i32],
     w: &[i8],
     panel_stride: usize,
     kp: usize,
-    row_sums: &[i32],
 ) -> [[[i32; PANEL]; NP]; MR] {
     use std::arch::x86_64::*;
-    assert!(kp <= EXACT_I32_CHUNK && kp.is_multiple_of(GROUP));
-    assert!(x.len() >= (MR - 1) * x_stride + kp);
+    const TILE_GROUP: usize = VNNI_ROWS * GROUP;
+    assert!(MR <= VNNI_ROWS && kp <= EXACT_I32_CHUNK && kp.is_multiple_of(GROUP));
+    assert!(x.len() >= (kp / GROUP - 1) * TILE_GROUP + MR * GROUP && x_sums.len() >= MR);
     assert!(w.len() >= (NP - 1) * panel_stride + kp * PANEL);
-    assert!(row_sums.len() >= NP * PANEL);
+    let flip = _mm512_set1_epi8(-128);
     let mut acc = [[_mm512_setzero_si512(); NP]; MR];
     let (xp, wp) = (x.as_ptr(), w.as_ptr());
     for g in 0..kp / GROUP {
         let mut wv = [_mm512_setzero_si512(); NP];
         for (p, v) in wv.iter_mut().enumerate() {
             // SAFETY: p * panel_stride + g * 64 + 64 <= w.len() by the assert above.
-            *v = unsafe { _mm512_loadu_si512(wp.add(p * panel_stride + g * BLOCK).cast()) };
+            let signed = unsafe { _mm512_loadu_si512(wp.add(p * panel_stride + g * BLOCK).cast()) };
+            *v = _mm512_xor_si512(signed, flip);
         }
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: r * x_stride + 4 * g + 4 <= x.len() by the assert above.
-            let four = unsafe { xp.add(r * x_stride + g * GROUP).cast::<i32>().read_unaligned() };
+            // SAFETY: g * 32 + r * 4 + 4 <= x.len() by the assert above.
+            let four = unsafe { xp.add(g * TILE_GROUP + r * GROUP).cast::<i32>().read_unaligned() };
             let xv = _mm512_set1_epi32(four);
             for (a, &wvp) in acc_r.iter_mut().zip(&wv) {
-                *a = _mm512_dpbusd_epi32(*a, xv, wvp);
+                *a = _mm512_dpbusd_epi32(*a, wvp, xv);
             }
         }
     }
     let mut out = [[[0i32; PANEL]; NP]; MR];
-    for (o_r, acc_r) in out.iter_mut().zip(&acc) {
-        for (p, (o, &a)) in o_r.iter_mut().zip(acc_r).enumerate() {
-            // SAFETY: row_sums holds NP · 16 entries (asserted).
-            let sums = unsafe { _mm512_loadu_si512(row_sums.as_ptr().add(p * PANEL).cast()) };
-            let exact = _mm512_sub_epi32(a, _mm512_slli_epi32::<7>(sums));
+    for ((o_r, acc_r), &sum) in out.iter_mut().zip(&acc).zip(x_sums) {
+        let shift = _mm512_set1_epi32(sum << 7);
+        for (o, &a) in o_r.iter_mut().zip(acc_r) {
             // SAFETY: o is 16 i32.
-            unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), exact) };
+            unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), _mm512_sub_epi32(a, shift)) };
         }
     }
     out
+}
+
+/// Packs quantized activations `q` `[rows, k]` for [`tile_vnni`]: tiles of
+/// [`VNNI_ROWS`] rows, each `[kp / 4][8][4]` bytes (the 4 bytes of a column
+/// group for row 0, row 1, …), so one tile's broadcasts sit at fixed offsets
+/// from one pointer. Missing rows and columns are zero. Also returns each row's
+/// sum, for the `w + 128` correction.
+pub fn pack_vnni_activations(q: &[i8], k: usize, kp: usize, x: &mut [i8], sums: &mut [i32]) {
+    let tile_bytes = kp * VNNI_ROWS;
+    for (r, (row, sum)) in q.chunks_exact(k).zip(sums.iter_mut()).enumerate() {
+        let tile = &mut x[(r / VNNI_ROWS) * tile_bytes..][..tile_bytes];
+        for (g, four) in row.chunks(GROUP).enumerate() {
+            tile[g * VNNI_ROWS * GROUP + (r % VNNI_ROWS) * GROUP..][..four.len()].copy_from_slice(four);
+        }
+        *sum = row.iter().map(|&v| v as i32).sum();
+    }
 }
 
 /// AVX2 tile (`NP` = 1): `x` holds `MR` rows of activations widened to i16

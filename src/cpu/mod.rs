@@ -15,7 +15,7 @@ use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
-use pack::{PackedWeight, PanelWriter, PANEL};
+use pack::{PackedWeight, PanelWriter, GROUP, PANEL};
 
 pub use isa::CpuPath;
 pub(crate) use threads::default_num_threads;
@@ -24,6 +24,10 @@ use threads::{split_ranges, split_slice_mut};
 /// Work (in multiply-adds) below which a call stays on the calling thread:
 /// spawning a thread costs tens of microseconds.
 const MIN_PARALLEL_WORK: usize = 1 << 20;
+
+/// From this many activation rows on, threads split the rows (each streams all
+/// of W, reused across many rows); below it they split W, which dominates.
+const ROWS_TO_SPLIT_ROWS: usize = 64;
 
 /// Weight panels per block of the GEMM: 8 panels (128 rows) of a 4096-wide
 /// weight, 512 KiB, stay in L2 while every tile of X passes over them.
@@ -194,8 +198,9 @@ enum ActivationTile {
     Signed(Vec<i8>),
     /// Widened to i16, for the AVX2 kernel (`vpmaddwd`).
     Wide(Vec<i16>),
-    /// `q + 128` as u8, for the AVX-512 VNNI kernel (`vpdpbusd`, u8 × s8).
-    Shifted(Vec<u8>),
+    /// Packed in tiles of 8 rows with their row sums, for the AVX-512 VNNI
+    /// kernel (see `kernel::pack_vnni_activations`).
+    Vnni { x: Vec<i8>, sums: Vec<i32> },
 }
 
 impl ActivationTile {
@@ -205,7 +210,7 @@ impl ActivationTile {
         match self {
             ActivationTile::Signed(_) => (&[4, 2, 1], 1),
             ActivationTile::Wide(_) => (&[2, 1], 1),
-            ActivationTile::Shifted(_) => (&[8, 4, 2, 1], 2),
+            ActivationTile::Vnni { .. } => (&[8, 4, 2, 1], 2),
         }
     }
 }
@@ -238,7 +243,9 @@ impl Operands<'_> {
             let p1 = (p0 + PANELS_PER_BLOCK).min(panels.end);
             let mut i = rows.start;
             while i < rows.end {
-                let mr = heights.iter().copied().find(|&m| m <= rows.end - i).unwrap_or(1);
+                // Tiles never straddle a group of 8 rows (the packed VNNI layout).
+                let room = (rows.end - i).min(kernel::VNNI_ROWS - i % kernel::VNNI_ROWS);
+                let mr = heights.iter().copied().find(|&m| m <= room).unwrap_or(1);
                 let mut p = p0;
                 while p < p1 {
                     let np = (p1 - p).min(max_np);
@@ -279,11 +286,12 @@ impl Operands<'_> {
                 self.epilogue::<MR, NP, Y>(at, out, |r, _, l| acc[r][0][l] as f32);
             }
             #[cfg(target_arch = "x86_64")]
-            ActivationTile::Shifted(x) => {
-                let sums = &packed.row_sums()[at.p * PANEL..];
-                // SAFETY: `Shifted` is only built when the processor has AVX-512
+            ActivationTile::Vnni { x, sums } => {
+                let tile = &x[(at.i / kernel::VNNI_ROWS) * kp * kernel::VNNI_ROWS..];
+                let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * GROUP..], &sums[at.i..]);
+                // SAFETY: `Vnni` is only built when the processor has AVX-512
                 // F/BW/VNNI (see `matmul`).
-                let acc = unsafe { kernel::tile_vnni::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp, sums) };
+                let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f32);
             }
             _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
@@ -356,7 +364,7 @@ enum Kernel {
 }
 
 /// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
-/// rows padded to `kp` columns, shifted to u8 for VNNI, widened for AVX2.
+/// rows padded to `kp` columns, packed in tiles of 8 rows for VNNI, widened for AVX2.
 fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<ActivationTile> {
     let rows = q.len() / k;
     if kernel == Kernel::Avx2 {
@@ -369,14 +377,11 @@ fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<Acti
         return Ok(ActivationTile::Wide(x));
     }
     if kernel == Kernel::Vnni {
-        let mut x = try_zeroed_vec::<u8>(rows * kp, "shifted activations")?;
-        for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = (v as u8) ^ 0x80;
-            }
-            dst[k..].fill(0x80); // q = 0
-        }
-        Ok(ActivationTile::Shifted(x))
+        let mut x =
+            try_zeroed_vec::<i8>(rows.div_ceil(kernel::VNNI_ROWS) * kernel::VNNI_ROWS * kp, "packed activations")?;
+        let mut sums = try_zeroed_vec::<i32>(rows, "activation row sums")?;
+        kernel::pack_vnni_activations(q, k, kp, &mut x, &mut sums);
+        Ok(ActivationTile::Vnni { x, sums })
     } else {
         let mut x = try_zeroed_vec::<i8>(rows * kp, "padded activations")?;
         for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
@@ -435,14 +440,18 @@ pub(crate) fn matmul<X: Element, Y: Element>(
 
     let panels = w.packed().panels();
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);
-    if rows >= 4 * threads || threads == 1 {
-        // Enough rows: each thread owns whole output rows and writes them in place.
-        let parts = split_ranges(rows, threads);
+    if rows >= ROWS_TO_SPLIT_ROWS || threads == 1 {
+        // Many rows: each thread owns whole output rows (in groups of 8, the VNNI
+        // tile) and writes them in place.
+        let tiles = split_ranges(rows.div_ceil(kernel::VNNI_ROWS), threads);
+        let parts: Vec<Range<usize>> =
+            tiles.iter().map(|t| t.start * kernel::VNNI_ROWS..(t.end * kernel::VNNI_ROWS).min(rows)).collect();
         let y_parts = split_slice_mut(y, &parts, n);
         run_parts(parts.into_iter().zip(y_parts), |(range, y)| compute_block(path, &ops, range, 0..panels, y, n, 0));
     } else {
-        // Few rows (decode): split the weight panels, so every thread streams its
-        // own share of W; each writes a small [rows, cols] block, copied after.
+        // Few rows (decode, short prompts): split the weight panels, so every
+        // thread streams only its share of W from memory; each writes a small
+        // [rows, cols] block, copied after.
         let parts = split_ranges(panels, threads);
         let blocks = run_parts(parts.iter().cloned(), |p| -> Result<Vec<Y>> {
             let cols = p.start * PANEL..(p.end * PANEL).min(n);

@@ -25,9 +25,6 @@ pub struct PackedWeight {
     kp: usize,
     /// `[panels][kp / GROUP][PANEL][GROUP]`.
     data: Vec<i8>,
-    /// Σ_c w[j, c] per output row (padded to whole panels), for the +128 shift
-    /// of the u8 × s8 product: Σ (x + 128)·w = Σ x·w + 128 · Σ w.
-    row_sums: Vec<i32>,
 }
 
 /// `k` rounded up to a multiple of [`GROUP`].
@@ -41,8 +38,7 @@ impl PackedWeight {
         let kp = padded_k(k);
         let panels = n.div_ceil(PANEL);
         let data = try_zeroed_vec::<i8>(panels * PANEL * kp, "int8 weight")?;
-        let row_sums = try_zeroed_vec::<i32>(panels * PANEL, "weight row sums")?;
-        Ok(PackedWeight { n, k, kp, data, row_sums })
+        Ok(PackedWeight { n, k, kp, data })
     }
 
     pub fn k_padded(&self) -> usize {
@@ -58,11 +54,8 @@ impl PackedWeight {
     pub fn data(&self) -> &[i8] {
         &self.data
     }
-    pub fn row_sums(&self) -> &[i32] {
-        &self.row_sums
-    }
     pub fn resident_bytes(&self) -> usize {
-        self.data.len() + 4 * self.row_sums.len()
+        self.data.len()
     }
 
     /// Offset of element `[row, col]` in `data`.
@@ -82,14 +75,11 @@ impl PackedWeight {
     pub fn panel_writers(&mut self, panel_ranges: &[std::ops::Range<usize>]) -> Vec<PanelWriter<'_>> {
         let (stride, kp) = (self.panel_stride(), self.kp);
         let mut data: &mut [i8] = &mut self.data;
-        let mut sums: &mut [i32] = &mut self.row_sums;
         let mut out = Vec::with_capacity(panel_ranges.len());
         for r in panel_ranges {
             let (d, rest) = std::mem::take(&mut data).split_at_mut(r.len() * stride);
-            let (s, rest_sums) = std::mem::take(&mut sums).split_at_mut(r.len() * PANEL);
             data = rest;
-            sums = rest_sums;
-            out.push(PanelWriter { first_row: r.start * PANEL, kp, data: d, row_sums: s });
+            out.push(PanelWriter { first_row: r.start * PANEL, kp, data: d });
         }
         out
     }
@@ -121,7 +111,6 @@ pub struct PanelWriter<'a> {
     first_row: usize,
     kp: usize,
     data: &'a mut [i8],
-    row_sums: &'a mut [i32],
 }
 
 impl PanelWriter<'_> {
@@ -130,13 +119,10 @@ impl PanelWriter<'_> {
     pub fn write_row(&mut self, row: usize, values: &[i8]) {
         let local = row - self.first_row;
         let base = (local / PANEL) * PANEL * self.kp + (local % PANEL) * GROUP;
-        let mut sum = 0i32;
         for (g, chunk) in values.chunks(GROUP).enumerate() {
             let at = base + g * BLOCK;
             self.data[at..at + chunk.len()].copy_from_slice(chunk);
-            sum += chunk.iter().map(|&v| v as i32).sum::<i32>();
         }
-        self.row_sums[local] = sum;
     }
 }
 
@@ -153,10 +139,6 @@ mod tests {
             let mut back = vec![0i8; n * k];
             p.unpack_into(&mut back);
             assert_eq!(back, cb);
-            for row in 0..n {
-                let sum: i32 = cb[row * k..(row + 1) * k].iter().map(|&v| v as i32).sum();
-                assert_eq!(p.row_sums()[row], sum);
-            }
             // Padding is zero: the block of row 0, group 0 holds columns 0..4 of row 0.
             assert_eq!(p.data()[..k.min(4)], cb[..k.min(4)]);
         }

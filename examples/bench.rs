@@ -1,0 +1,184 @@
+//! CPU benchmark: llmint8's LLM.int8() matmul against an f32 GEMM from a
+//! well-kept crate (matrixmultiply, threaded), measured in the same run.
+//!
+//!     cargo run --release --example bench [-- prefill | decode] [--reps N]
+//!
+//! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
+//! activations with 6 outlier feature columns, thresholds 6 and 0, everything
+//! included (activation quantization, outliers, dequantization, output).
+//! Decode: M = 1…16 over a rotation of layers whose int8 weights exceed the L3
+//! cache, so each call streams its weight from memory; time per layer against
+//! the weight bytes divided by the memory bandwidth measured in the same run.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use llmint8::{Context, Data, DataMut};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normals(&mut self, len: usize, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                let (u, v) = (self.next().max(1e-300), self.next());
+                ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32 * scale
+            })
+            .collect()
+    }
+}
+
+/// Hidden states with 6 large feature columns (the paper's systematic outliers).
+fn activations(rng: &mut Rng, rows: usize, k: usize) -> Vec<f32> {
+    let mut x = rng.normals(rows * k, 1.0);
+    for d in 0..6 {
+        let c = (d * 997 + 123) % k;
+        for r in 0..rows {
+            x[r * k + c] = 20.0 + 40.0 * rng.next() as f32;
+        }
+    }
+    x
+}
+
+/// Median of `reps` timings of `f`, in seconds, after one warm-up call.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// f32 `y = x · Wᵀ` with matrixmultiply (W row-major `[n, k]`, read transposed).
+fn sgemm(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize) {
+    // SAFETY: the slices hold m·k, n·k and m·n elements with the given strides.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            y.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    }
+}
+
+fn prefill(ctx: &Context, reps: usize) {
+    println!(
+        "## Prefill: GOPS (2·M·K·N / time), median of {reps}; {} threads, {} kernels",
+        ctx.num_threads(),
+        ctx.cpu_path().name()
+    );
+    println!();
+    println!("| M | K | N | llmint8 t = 6 | llmint8 t = 0 | f32 (matrixmultiply) | t = 6 / f32 |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut rng = Rng(1);
+    let shapes = [
+        (1, 4096, 4096),
+        (16, 4096, 4096),
+        (128, 4096, 4096),
+        (512, 4096, 4096),
+        (128, 4096, 11008),
+        (512, 4096, 11008),
+    ];
+    for (m, k, n) in shapes {
+        let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+        let x = activations(&mut rng, m, k);
+        let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+        let mut y = vec![0.0f32; m * n];
+        let ops = 2.0 * (m * k * n) as f64;
+        let mut run = |t: f32| {
+            let s = time(reps, || {
+                ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
+            });
+            ops / s / 1e9
+        };
+        let (g6, g0) = (run(6.0), run(0.0));
+        let gf = ops / time(reps, || sgemm(&x, &w, &mut y, m, k, n)) / 1e9;
+        println!("| {m} | {k} | {n} | {g6:.0} | {g0:.0} | {gf:.0} | {:.1}× |", g6 / gf);
+    }
+    println!();
+}
+
+/// Read bandwidth in bytes/s: every thread sums its share of a 512 MiB buffer.
+fn memory_bandwidth(threads: usize) -> f64 {
+    let buf = vec![1u64; 64 << 20];
+    let chunk = buf.len().div_ceil(threads);
+    time(5, || {
+        std::thread::scope(|s| {
+            for part in buf.chunks(chunk) {
+                s.spawn(move || black_box(part.iter().fold(0u64, |a, &v| a.wrapping_add(v))));
+            }
+        });
+    })
+    .recip()
+        * (buf.len() * 8) as f64
+}
+
+fn decode(ctx: &Context, reps: usize) {
+    let (k, n, layers) = (4096, 4096, 8); // 8 × 16 MiB of int8 = 128 MiB, 4× the L3
+    let mut rng = Rng(2);
+    let dense: Vec<Vec<f32>> = (0..layers).map(|_| rng.normals(n * k, 1.0 / (k as f32).sqrt())).collect();
+    let weights: Vec<_> = dense.iter().map(|w| ctx.quantize_weight(Data::F32(w), n, k, None).unwrap()).collect();
+    let bw = memory_bandwidth(ctx.num_threads());
+    let floor = (n * k) as f64 / bw;
+    println!(
+        "## Decode: {layers} layers of {k}×{n} rotated ({} MiB of int8), time per layer; memory bandwidth {:.1} GB/s, so the int8 floor is {:.0} µs",
+        layers * n * k >> 20,
+        bw / 1e9,
+        floor * 1e6
+    );
+    println!();
+    println!("| M | llmint8 t = 6 | / floor | f32 (matrixmultiply) | f32 / llmint8 |");
+    println!("|---|---|---|---|---|");
+    for m in [1, 4, 16] {
+        let x = activations(&mut rng, m, k);
+        let mut y = vec![0.0f32; m * n];
+        let t8 = time(reps, || {
+            for w in &weights {
+                ctx.matmul(w, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).unwrap();
+            }
+        }) / layers as f64;
+        let tf = time(reps.min(5), || {
+            for w in &dense {
+                sgemm(&x, w, &mut y, m, k, n);
+            }
+        }) / layers as f64;
+        println!("| {m} | {:.0} µs | {:.2}× | {:.0} µs | {:.1}× |", t8 * 1e6, t8 / floor, tf * 1e6, tf / t8);
+    }
+    println!();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let reps =
+        args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(9);
+    let ctx = Context::cpu();
+    let which = args.iter().find(|a| *a == "prefill" || *a == "decode").map(String::as_str);
+    if which != Some("decode") {
+        prefill(&ctx, reps);
+    }
+    if which != Some("prefill") {
+        decode(&ctx, reps);
+    }
+}
