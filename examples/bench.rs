@@ -144,7 +144,7 @@ fn decode(ctx: &Context, reps: usize) {
     let floor = (n * k) as f64 / bw;
     println!(
         "## Decode: {layers} layers of {k}×{n} rotated ({} MiB of int8), time per layer; memory bandwidth {:.1} GB/s, so the int8 floor is {:.0} µs",
-        layers * n * k >> 20,
+        (layers * n * k) >> 20,
         bw / 1e9,
         floor * 1e6
     );

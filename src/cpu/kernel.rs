@@ -111,6 +111,7 @@ pub unsafe fn tile_vnni<const MR: usize, const NP: usize>(
 /// group for row 0, row 1, …), so one tile's broadcasts sit at fixed offsets
 /// from one pointer. Missing rows and columns are zero. Also returns each row's
 /// sum, for the `w + 128` correction.
+#[cfg(target_arch = "x86_64")]
 pub fn pack_vnni_activations(q: &[i8], k: usize, kp: usize, x: &mut [i8], sums: &mut [i32]) {
     let tile_bytes = kp * VNNI_ROWS;
     for (r, (row, sum)) in q.chunks_exact(k).zip(sums.iter_mut()).enumerate() {

@@ -15,7 +15,7 @@ use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
-use pack::{PackedWeight, PanelWriter, GROUP, PANEL};
+use pack::{PackedWeight, PanelWriter, PANEL};
 
 pub use isa::CpuPath;
 pub(crate) use threads::default_num_threads;
@@ -197,9 +197,11 @@ enum ActivationTile {
     /// Signed int8, for the portable kernel.
     Signed(Vec<i8>),
     /// Widened to i16, for the AVX2 kernel (`vpmaddwd`).
+    #[cfg(target_arch = "x86_64")]
     Wide(Vec<i16>),
     /// Packed in tiles of 8 rows with their row sums, for the AVX-512 VNNI
     /// kernel (see `kernel::pack_vnni_activations`).
+    #[cfg(target_arch = "x86_64")]
     Vnni { x: Vec<i8>, sums: Vec<i32> },
 }
 
@@ -209,7 +211,9 @@ impl ActivationTile {
     fn tile_shape(&self) -> (&'static [usize], usize) {
         match self {
             ActivationTile::Signed(_) => (&[4, 2, 1], 1),
+            #[cfg(target_arch = "x86_64")]
             ActivationTile::Wide(_) => (&[2, 1], 1),
+            #[cfg(target_arch = "x86_64")]
             ActivationTile::Vnni { .. } => (&[8, 4, 2, 1], 2),
         }
     }
@@ -288,12 +292,13 @@ impl Operands<'_> {
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Vnni { x, sums } => {
                 let tile = &x[(at.i / kernel::VNNI_ROWS) * kp * kernel::VNNI_ROWS..];
-                let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * GROUP..], &sums[at.i..]);
+                let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * pack::GROUP..], &sums[at.i..]);
                 // SAFETY: `Vnni` is only built when the processor has AVX-512
                 // F/BW/VNNI (see `matmul`).
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f32);
             }
+            #[cfg(target_arch = "x86_64")]
             _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
         }
     }
@@ -365,8 +370,10 @@ enum Kernel {
 
 /// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
 /// rows padded to `kp` columns, packed in tiles of 8 rows for VNNI, widened for AVX2.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<ActivationTile> {
     let rows = q.len() / k;
+    #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx2 {
         let mut x = try_zeroed_vec::<i16>(rows * kp, "widened activations")?;
         for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
@@ -376,19 +383,19 @@ fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<Acti
         }
         return Ok(ActivationTile::Wide(x));
     }
+    #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni {
         let mut x =
             try_zeroed_vec::<i8>(rows.div_ceil(kernel::VNNI_ROWS) * kernel::VNNI_ROWS * kp, "packed activations")?;
         let mut sums = try_zeroed_vec::<i32>(rows, "activation row sums")?;
         kernel::pack_vnni_activations(q, k, kp, &mut x, &mut sums);
-        Ok(ActivationTile::Vnni { x, sums })
-    } else {
-        let mut x = try_zeroed_vec::<i8>(rows * kp, "padded activations")?;
-        for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
-            dst[..k].copy_from_slice(src);
-        }
-        Ok(ActivationTile::Signed(x))
+        return Ok(ActivationTile::Vnni { x, sums });
     }
+    let mut x = try_zeroed_vec::<i8>(rows * kp, "padded activations")?;
+    for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
+        dst[..k].copy_from_slice(src);
+    }
+    Ok(ActivationTile::Signed(x))
 }
 
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
