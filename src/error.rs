@@ -116,11 +116,19 @@ impl std::error::Error for Error {}
 /// Every buffer whose size the caller controls goes through here.
 pub fn try_zeroed_vec<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
+    try_resize_zeroed(&mut v, len, what)?;
+    Ok(v)
+}
+
+/// Makes `v` hold `len` zeros, reusing its allocation when it is large enough;
+/// fails like [`try_zeroed_vec`].
+pub fn try_resize_zeroed<T: Copy + Default>(v: &mut Vec<T>, len: usize, what: &str) -> Result<()> {
+    v.clear();
     v.try_reserve_exact(len).map_err(|_| {
         Error::out_of_memory(format!("cannot allocate {what}: {len} elements of {} bytes", std::mem::size_of::<T>()))
     })?;
     v.resize(len, T::default());
-    Ok(v)
+    Ok(())
 }
 
 /// A fallible copy of `src` (see [`try_zeroed_vec`]), written once.

@@ -7,6 +7,7 @@
 pub(crate) mod isa;
 mod kernel;
 pub(crate) mod pack;
+mod scratch;
 mod threads;
 
 use std::ops::Range;
@@ -193,19 +194,19 @@ pub(crate) fn quantize_activations<T: Element>(
 
 /// The activations as the microkernels read them: one row per activation row,
 /// `kp` bytes each (K padded to a multiple of 4 with zeros).
-enum ActivationTile {
+enum ActivationTile<'a> {
     /// Signed int8, for the portable kernel.
-    Signed(Vec<i8>),
+    Signed(&'a [i8]),
     /// Widened to i16, for the AVX2 kernel (`vpmaddwd`).
     #[cfg(target_arch = "x86_64")]
-    Wide(Vec<i16>),
+    Wide(&'a [i16]),
     /// Packed in tiles of 8 rows with their row sums, for the AVX-512 VNNI
     /// kernel (see `kernel::pack_vnni_activations`).
     #[cfg(target_arch = "x86_64")]
-    Vnni { x: Vec<i8>, sums: Vec<i32> },
+    Vnni { x: &'a [i8], sums: &'a [i32] },
 }
 
-impl ActivationTile {
+impl ActivationTile<'_> {
     /// The tile heights (largest first) and the most panels per tile the
     /// kernel for this layout keeps in registers.
     fn tile_shape(&self) -> (&'static [usize], usize) {
@@ -222,7 +223,7 @@ impl ActivationTile {
 /// Everything one thread needs to compute a block of the output.
 struct Operands<'a> {
     w: &'a Weight,
-    x: ActivationTile,
+    x: ActivationTile<'a>,
     /// Row stride of `x` (K padded to a multiple of 4).
     kp: usize,
     /// Row absmax of X `[rows]`.
@@ -371,11 +372,19 @@ enum Kernel {
 /// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
 /// rows padded to `kp` columns, packed in tiles of 8 rows for VNNI, widened for AVX2.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<ActivationTile> {
+fn activation_tile<'a>(
+    q: &[i8],
+    k: usize,
+    kp: usize,
+    kernel: Kernel,
+    i8s: &'a mut Vec<i8>,
+    i16s: &'a mut Vec<i16>,
+    sums: &'a mut Vec<i32>,
+) -> Result<ActivationTile<'a>> {
     let rows = q.len() / k;
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx2 {
-        let mut x = try_zeroed_vec::<i16>(rows * kp, "widened activations")?;
+        let x = scratch::zeroed(i16s, rows * kp, "widened activations")?;
         for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
             for (d, &v) in dst.iter_mut().zip(src) {
                 *d = v as i16;
@@ -385,13 +394,13 @@ fn activation_tile(q: &[i8], k: usize, kp: usize, kernel: Kernel) -> Result<Acti
     }
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni {
-        let mut x =
-            try_zeroed_vec::<i8>(rows.div_ceil(kernel::VNNI_ROWS) * kernel::VNNI_ROWS * kp, "packed activations")?;
-        let mut sums = try_zeroed_vec::<i32>(rows, "activation row sums")?;
-        kernel::pack_vnni_activations(q, k, kp, &mut x, &mut sums);
+        let tiles = rows.div_ceil(kernel::VNNI_ROWS);
+        let x = scratch::zeroed(i8s, tiles * kernel::VNNI_ROWS * kp, "packed activations")?;
+        let sums = scratch::zeroed(sums, rows, "activation row sums")?;
+        kernel::pack_vnni_activations(q, k, kp, x, sums);
         return Ok(ActivationTile::Vnni { x, sums });
     }
-    let mut x = try_zeroed_vec::<i8>(rows * kp, "padded activations")?;
+    let x = scratch::zeroed(i8s, rows * kp, "padded activations")?;
     for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
         dst[..k].copy_from_slice(src);
     }
@@ -408,18 +417,30 @@ pub(crate) fn matmul<X: Element, Y: Element>(
     threshold: f32,
     y: &mut [Y],
 ) -> Result<usize> {
+    scratch::with_scratch(|scratch| matmul_in(settings, w, x, rows, threshold, y, scratch))
+}
+
+fn matmul_in<X: Element, Y: Element>(
+    settings: Settings,
+    w: &Weight,
+    x: &[X],
+    rows: usize,
+    threshold: f32,
+    y: &mut [Y],
+    scratch: &mut scratch::Scratch,
+) -> Result<usize> {
     let (k, n) = (w.in_features(), w.out_features());
-    let mut qx = try_zeroed_vec::<i8>(x.len(), "quantized activations")?;
-    let mut sa = try_zeroed_vec::<f32>(rows, "activation scales")?;
-    let outliers = quantize_activations(settings, x, k, threshold, &mut qx, &mut sa)?;
+    let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
+    let sa = scratch::zeroed(&mut scratch.sa, rows, "activation scales")?;
+    let outliers = quantize_activations(settings, x, k, threshold, qx, sa)?;
     let (path, threads) = (settings.path, settings.threads);
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns); gather
     // both sides once, so the per-element work is a short contiguous dot product.
     // x is taken as given, never rounded, as bitsandbytes does.
-    let mut x_outliers = try_zeroed_vec::<f32>(rows * no, "outlier activations")?;
-    let mut w_outliers = try_zeroed_vec::<f32>(n * no, "outlier weight columns")?;
+    let x_outliers = scratch::zeroed(&mut scratch.x_outliers, rows * no, "outlier activations")?;
+    let w_outliers = scratch::zeroed(&mut scratch.w_outliers, n * no, "outlier weight columns")?;
     if no > 0 {
         for (i, dst) in x_outliers.chunks_exact_mut(no).enumerate() {
             for (d, &c) in dst.iter_mut().zip(&outliers) {
@@ -441,9 +462,9 @@ pub(crate) fn matmul<X: Element, Y: Element>(
         CpuPath::Avx2 => Kernel::Avx2,
         CpuPath::Portable => Kernel::Portable,
     };
-    let x_tile = activation_tile(&qx, k, kp, kernel)?;
-    drop(qx);
-    let ops = Operands { w, x: x_tile, kp, sa: &sa, x_outliers: &x_outliers, w_outliers: &w_outliers, n_outliers: no };
+    let x_tile =
+        activation_tile(qx, k, kp, kernel, &mut scratch.tile_i8, &mut scratch.tile_i16, &mut scratch.tile_sums)?;
+    let ops = Operands { w, x: x_tile, kp, sa, x_outliers, w_outliers, n_outliers: no };
 
     let panels = w.packed().panels();
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);

@@ -1,0 +1,61 @@
+//! Scratch space of the matmul, kept per calling thread between calls so that
+//! a steady stream of calls allocates (and page-faults) nothing.
+
+use std::cell::Cell;
+
+use crate::error::{try_resize_zeroed, Result};
+
+/// Buffers larger than this are freed after the call instead of kept.
+const KEEP_BYTES: usize = 64 << 20;
+
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Quantized activations `[rows, k]`.
+    pub qx: Vec<i8>,
+    /// Activation row scales `[rows]`.
+    pub sa: Vec<f32>,
+    /// Outlier columns of x `[rows, n_outliers]` and of the dequantized weight `[n, n_outliers]`.
+    pub x_outliers: Vec<f32>,
+    pub w_outliers: Vec<f32>,
+    /// The activations as the microkernel reads them.
+    pub tile_i8: Vec<i8>,
+    pub tile_i16: Vec<i16>,
+    pub tile_sums: Vec<i32>,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch. The buffers are taken out for the call
+/// (so nothing can observe them twice) and put back after it.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut scratch = SCRATCH.with(Cell::take);
+    let result = f(&mut scratch);
+    scratch.trim();
+    SCRATCH.with(|s| s.set(scratch));
+    result
+}
+
+/// `len` zeros in `v`'s allocation, as a slice.
+pub(crate) fn zeroed<'a, T: Copy + Default>(v: &'a mut Vec<T>, len: usize, what: &str) -> Result<&'a mut [T]> {
+    try_resize_zeroed(v, len, what)?;
+    Ok(v.as_mut_slice())
+}
+
+impl Scratch {
+    fn trim(&mut self) {
+        fn keep<T>(v: &mut Vec<T>) {
+            if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
+                *v = Vec::new();
+            }
+        }
+        keep(&mut self.qx);
+        keep(&mut self.sa);
+        keep(&mut self.x_outliers);
+        keep(&mut self.w_outliers);
+        keep(&mut self.tile_i8);
+        keep(&mut self.tile_i16);
+        keep(&mut self.tile_sums);
+    }
+}
