@@ -22,8 +22,9 @@ pub const INV_127_SQ: f32 = (1.0f64 / 16129.0) as f32;
 pub const DEFAULT_THRESHOLD: f32 = 6.0;
 
 /// Largest number of int8 products summed in one `i32` without any chance of
-/// overflow, even with -128 on both sides: 128² · 2¹⁶ = 2³⁰ < 2³¹. Longer dot
-/// products are split into chunks of this size whose sums are added in `i64`.
+/// overflow, even with -128 on both sides (128² · 2¹⁶ = 2³⁰ < 2³¹), and even in
+/// the u8 × s8 form of VNNI (255 · 128 · 2¹⁶ < 2³¹). Longer dot products are
+/// split into chunks of this size whose sums are added in `i64`.
 pub const EXACT_I32_CHUNK: usize = 1 << 16;
 
 /// How input values are read before they are quantized.
@@ -205,25 +206,12 @@ pub fn output_value(int8_part: f32, outlier_part: f32, bias: f32) -> f32 {
     (int8_part + outlier_part) + bias
 }
 
-/// Exact int8 dot product. Summed in `i32` chunks of [`EXACT_I32_CHUNK`] and the
-/// chunks in `i64`, so no in_features can overflow.
+/// One step of the floating-point outlier part of an output element, which is
+/// `Σ_c x[c] · dequantize_weight(cb[c], scb)` over the outlier columns in
+/// ascending order, summed in f32 from 0: `partial + x · w`.
 #[inline(always)]
-pub fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
-    debug_assert_eq!(a.len(), b.len());
-    a.chunks(EXACT_I32_CHUNK).zip(b.chunks(EXACT_I32_CHUNK)).map(|(a, b)| dot_i8_chunk(a, b) as i64).sum()
-}
-
-#[inline(always)]
-fn dot_i8_chunk(a: &[i8], b: &[i8]) -> i32 {
-    // Plain form the compiler turns into widening multiply-adds (pmaddwd).
-    a.iter().zip(b).fold(0i32, |s, (&x, &y)| s + x as i32 * y as i32)
-}
-
-/// The floating-point outlier part of one output element:
-/// `Σ_c x[c] · w[c]` over the outlier columns in ascending order, in f32.
-#[inline(always)]
-pub fn outlier_dot(x: &[f32], w: &[f32]) -> f32 {
-    x.iter().zip(w).fold(0.0f32, |s, (&a, &b)| s + a * b)
+pub fn add_outlier_product(partial: f32, x: f32, w: f32) -> f32 {
+    partial + x * w
 }
 
 #[cfg(test)]
@@ -306,13 +294,5 @@ mod tests {
         assert_eq!(InputRounding::Exact.load(1.0001f32), 1.0001);
         let mut q = [0i8; 2];
         assert_eq!(quantize_weight_row(&[1.0f32, 70000.0], r, &mut q), Err(1));
-    }
-
-    #[test]
-    fn long_dot_products_do_not_overflow() {
-        let n = 3 * EXACT_I32_CHUNK + 5;
-        let a = vec![-128i8; n];
-        let b = vec![-128i8; n];
-        assert_eq!(dot_i8(&a, &b), 16384 * n as i64);
     }
 }

@@ -16,7 +16,7 @@ use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
-use pack::{PackedWeight, PanelWriter, PANEL};
+use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
 pub(crate) use threads::default_num_threads;
@@ -228,11 +228,10 @@ struct Operands<'a> {
     kp: usize,
     /// Row absmax of X `[rows]`.
     sa: &'a [f32],
-    /// Outlier columns of X `[rows, n_outliers]`, in f32.
+    /// The outlier columns, ascending.
+    outliers: &'a [usize],
+    /// Those columns of X `[rows, outliers.len()]`, in f32.
     x_outliers: &'a [f32],
-    /// The dequantized weight at the outlier columns `[n, n_outliers]`.
-    w_outliers: &'a [f32],
-    n_outliers: usize,
 }
 
 impl Operands<'_> {
@@ -293,7 +292,7 @@ impl Operands<'_> {
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Vnni { x, sums } => {
                 let tile = &x[(at.i / kernel::VNNI_ROWS) * kp * kernel::VNNI_ROWS..];
-                let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * pack::GROUP..], &sums[at.i..]);
+                let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * GROUP..], &sums[at.i..]);
                 // SAFETY: `Vnni` is only built when the processor has AVX-512
                 // F/BW/VNNI (see `matmul`).
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
@@ -315,22 +314,39 @@ impl Operands<'_> {
         acc: impl Fn(usize, usize, usize) -> f32,
     ) {
         let n = self.w.out_features();
-        let (scb, bias) = (self.w.scb(), self.w.bias());
-        let no = self.n_outliers;
-        for r in 0..MR {
-            let i = at.i + r;
-            let sa = self.sa[i];
-            let x_out = &self.x_outliers[i * no..(i + 1) * no];
-            let out_row = &mut out[(i - at.row0) * at.stride..];
+        let (scb, bias, packed) = (self.w.scb(), self.w.bias(), self.w.packed());
+        // The outlier part, column by column in ascending order: the weight
+        // column comes straight from the packed int8 panel (one 64-byte block per
+        // panel and column), dequantized once per tile.
+        let no = self.outliers.len();
+        let mut outlier_part = [[[0.0f32; PANEL]; NP]; MR];
+        for (ci, &c) in self.outliers.iter().enumerate() {
             for p in 0..NP {
                 let j0 = (at.p + p) * PANEL;
-                for l in 0..PANEL.min(n.saturating_sub(j0)) {
+                let block = &packed.data()[(at.p + p) * packed.panel_stride() + (c / GROUP) * BLOCK..][..BLOCK];
+                let w: [f32; PANEL] = std::array::from_fn(|l| {
+                    let sb = scb.get(j0 + l).copied().unwrap_or(0.0); // padding rows hold 0
+                    quant::dequantize_weight(block[l * GROUP + c % GROUP], sb)
+                });
+                for (r, part) in outlier_part.iter_mut().enumerate() {
+                    let xv = self.x_outliers[(at.i + r) * no + ci];
+                    for (o, &wv) in part[p].iter_mut().zip(&w) {
+                        *o = quant::add_outlier_product(*o, xv, wv);
+                    }
+                }
+            }
+        }
+        for (r, part) in outlier_part.iter().enumerate() {
+            let i = at.i + r;
+            let sa = self.sa[i];
+            let out_row = &mut out[(i - at.row0) * at.stride..];
+            for (p, part) in part.iter().enumerate() {
+                let j0 = (at.p + p) * PANEL;
+                for (l, &o) in part.iter().enumerate().take(n.saturating_sub(j0)) {
                     let j = j0 + l;
                     let int8_part = quant::dequantize_product(acc(r, p, l), sa, scb[j]);
-                    let outlier_part =
-                        if no == 0 { 0.0 } else { quant::outlier_dot(x_out, &self.w_outliers[j * no..(j + 1) * no]) };
                     let b = bias.map_or(0.0, |b| b[j]);
-                    out_row[j - at.col0] = Y::from_f32(quant::output_value(int8_part, outlier_part, b));
+                    out_row[j - at.col0] = Y::from_f32(quant::output_value(int8_part, o, b));
                 }
             }
         }
@@ -436,20 +452,13 @@ fn matmul_in<X: Element, Y: Element>(
     let (path, threads) = (settings.path, settings.threads);
     let no = outliers.len();
 
-    // The floating-point part is small (the paper: a handful of columns); gather
-    // both sides once, so the per-element work is a short contiguous dot product.
-    // x is taken as given, never rounded, as bitsandbytes does.
+    // The floating-point part is small (the paper: a handful of columns): gather
+    // those columns of x once, as given (never rounded, as bitsandbytes does).
     let x_outliers = scratch::zeroed(&mut scratch.x_outliers, rows * no, "outlier activations")?;
-    let w_outliers = scratch::zeroed(&mut scratch.w_outliers, n * no, "outlier weight columns")?;
     if no > 0 {
         for (i, dst) in x_outliers.chunks_exact_mut(no).enumerate() {
             for (d, &c) in dst.iter_mut().zip(&outliers) {
                 *d = x[i * k + c].to_f32();
-            }
-        }
-        for (j, dst) in w_outliers.chunks_exact_mut(no).enumerate() {
-            for (d, &c) in dst.iter_mut().zip(&outliers) {
-                *d = w.dequantized(j, c);
             }
         }
     }
@@ -464,7 +473,7 @@ fn matmul_in<X: Element, Y: Element>(
     };
     let x_tile =
         activation_tile(qx, k, kp, kernel, &mut scratch.tile_i8, &mut scratch.tile_i16, &mut scratch.tile_sums)?;
-    let ops = Operands { w, x: x_tile, kp, sa, x_outliers, w_outliers, n_outliers: no };
+    let ops = Operands { w, x: x_tile, kp, sa, outliers: &outliers, x_outliers };
 
     let panels = w.packed().panels();
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);

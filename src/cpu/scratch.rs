@@ -14,9 +14,8 @@ pub(crate) struct Scratch {
     pub qx: Vec<i8>,
     /// Activation row scales `[rows]`.
     pub sa: Vec<f32>,
-    /// Outlier columns of x `[rows, n_outliers]` and of the dequantized weight `[n, n_outliers]`.
+    /// The outlier columns of x `[rows, n_outliers]`.
     pub x_outliers: Vec<f32>,
-    pub w_outliers: Vec<f32>,
     /// The activations as the microkernel reads them.
     pub tile_i8: Vec<i8>,
     pub tile_i16: Vec<i16>,
@@ -53,7 +52,6 @@ impl Scratch {
         keep(&mut self.qx);
         keep(&mut self.sa);
         keep(&mut self.x_outliers);
-        keep(&mut self.w_outliers);
         keep(&mut self.tile_i8);
         keep(&mut self.tile_i16);
         keep(&mut self.tile_sums);
