@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use llmint8::{Context, Data, DataMut};
+use llmint8::{bf16, Context, Data, DataMut, Element};
 
 struct Rng(u64);
 impl Rng {
@@ -120,6 +120,47 @@ fn prefill(ctx: &Context, reps: usize) {
     println!();
 }
 
+/// `y = x · Wᵀ` with a float32 or bfloat16 W, for a few rows, streaming W once: each thread takes a
+/// share of W's rows and dots them with every row of x (8 accumulators, so the
+/// compiler vectorizes). The decode baseline: matrixmultiply packs W on every
+/// call, which is fair for prefill but not for a matrix read once.
+fn gemv<T: Element>(x: &[f32], w: &[T], y: &mut [f32], m: usize, k: usize, n: usize, threads: usize) {
+    let per = n.div_ceil(threads);
+    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(per)
+            .map(|j0| {
+                s.spawn(move || {
+                    let j1 = (j0 + per).min(n);
+                    let mut out = vec![0.0f32; m * (j1 - j0)];
+                    for j in j0..j1 {
+                        let wr = &w[j * k..(j + 1) * k];
+                        for i in 0..m {
+                            let xr = &x[i * k..(i + 1) * k];
+                            let mut acc = [0.0f32; 8];
+                            for (xc, wc) in xr.chunks_exact(8).zip(wr.chunks_exact(8)) {
+                                for l in 0..8 {
+                                    acc[l] += xc[l] * wc[l].to_f32();
+                                }
+                            }
+                            out[i * (j1 - j0) + j - j0] = acc.iter().sum();
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (p, part) in parts.iter().enumerate() {
+        let j0 = p * per;
+        let width = part.len() / m;
+        for i in 0..m {
+            y[i * n + j0..i * n + j0 + width].copy_from_slice(&part[i * width..(i + 1) * width]);
+        }
+    }
+}
+
 /// Read bandwidth in bytes/s: every thread sums its share of a 512 MiB buffer.
 fn memory_bandwidth(threads: usize) -> f64 {
     let buf = vec![1u64; 64 << 20];
@@ -140,6 +181,7 @@ fn decode(ctx: &Context, reps: usize) {
     let mut rng = Rng(2);
     let dense: Vec<Vec<f32>> = (0..layers).map(|_| rng.normals(n * k, 1.0 / (k as f32).sqrt())).collect();
     let weights: Vec<_> = dense.iter().map(|w| ctx.quantize_weight(Data::F32(w), n, k, None).unwrap()).collect();
+    let halves: Vec<Vec<bf16>> = dense.iter().map(|w| w.iter().map(|&v| bf16::from_f32(v)).collect()).collect();
     let bw = memory_bandwidth(ctx.num_threads());
     let floor = (n * k) as f64 / bw;
     println!(
@@ -149,8 +191,8 @@ fn decode(ctx: &Context, reps: usize) {
         floor * 1e6
     );
     println!();
-    println!("| M | llmint8 t = 6 | / floor | f32 (matrixmultiply) | f32 / llmint8 |");
-    println!("|---|---|---|---|---|");
+    println!("| M | llmint8 t = 6 | / floor | f32 loop (streams W) | f32 (matrixmultiply) | best f32 / llmint8 | bf16 loop | bf16 / llmint8 |");
+    println!("|---|---|---|---|---|---|---|---|");
     for m in [1, 4, 16] {
         let x = activations(&mut rng, m, k);
         let mut y = vec![0.0f32; m * n];
@@ -159,12 +201,31 @@ fn decode(ctx: &Context, reps: usize) {
                 ctx.matmul(w, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).unwrap();
             }
         }) / layers as f64;
+        let tv = time(reps, || {
+            for w in &dense {
+                gemv(&x, w, &mut y, m, k, n, ctx.num_threads());
+            }
+        }) / layers as f64;
+        let tb = time(reps, || {
+            for w in &halves {
+                gemv(&x, w, &mut y, m, k, n, ctx.num_threads());
+            }
+        }) / layers as f64;
         let tf = time(reps.min(5), || {
             for w in &dense {
                 sgemm(&x, w, &mut y, m, k, n);
             }
         }) / layers as f64;
-        println!("| {m} | {:.0} µs | {:.2}× | {:.0} µs | {:.1}× |", t8 * 1e6, t8 / floor, tf * 1e6, tf / t8);
+        println!(
+            "| {m} | {:.0} µs | {:.2}× | {:.0} µs | {:.0} µs | {:.1}× | {:.0} µs | {:.1}× |",
+            t8 * 1e6,
+            t8 / floor,
+            tv * 1e6,
+            tf * 1e6,
+            tv.min(tf) / t8,
+            tb * 1e6,
+            tb / t8
+        );
     }
     println!();
 }
