@@ -1,7 +1,7 @@
 //! CPU benchmark: llmint8's LLM.int8() matmul against an f32 GEMM from a
 //! well-kept crate (matrixmultiply, threaded), measured in the same run.
 //!
-//!     cargo run --release --example bench [-- prefill | decode] [--reps N]
+//!     cargo run --release --example bench [-- prefill | decode | sweep] [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -9,6 +9,7 @@
 //! Decode: M = 1…16 over a rotation of layers whose int8 weights exceed the L3
 //! cache, so each call streams its weight from memory; time per layer against
 //! the weight bytes divided by the memory bandwidth measured in the same run.
+//! Sweep: GOPS against M as CSV, for the plot in docs/ (scripts/plot_bench.py).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -230,12 +231,37 @@ fn decode(ctx: &Context, reps: usize) {
     println!();
 }
 
+/// GOPS against M at K = N = 4096, as CSV (for scripts/plot_bench.py).
+fn sweep(ctx: &Context, reps: usize) {
+    let (k, n) = (4096, 4096);
+    let mut rng = Rng(3);
+    let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    println!("m,llmint8_t6,llmint8_t0,f32_matrixmultiply");
+    for m in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] {
+        let x = activations(&mut rng, m, k);
+        let mut y = vec![0.0f32; m * n];
+        let ops = 2.0 * (m * k * n) as f64;
+        let mut g = |t: f32| {
+            ops / time(reps, || {
+                ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
+            }) / 1e9
+        };
+        let (g6, g0) = (g(6.0), g(0.0));
+        let gf = ops / time(reps, || sgemm(&x, &w, &mut y, m, k, n)) / 1e9;
+        println!("{m},{g6:.1},{g0:.1},{gf:.1}");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps =
         args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(9);
     let ctx = Context::cpu();
-    let which = args.iter().find(|a| *a == "prefill" || *a == "decode").map(String::as_str);
+    let which = args.iter().find(|a| ["prefill", "decode", "sweep"].contains(&a.as_str())).map(String::as_str);
+    if which == Some("sweep") {
+        return sweep(&ctx, reps);
+    }
     if which != Some("decode") {
         prefill(&ctx, reps);
     }
