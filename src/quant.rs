@@ -97,10 +97,23 @@ pub fn row_scale(absmax: f32) -> Option<f32> {
 }
 
 /// `round_half_even(v · scale)` as int8. `v · scale` never exceeds 127 in
-/// magnitude by more than rounding, so the saturating cast never clips.
+/// magnitude by more than rounding, so the cast never clips. (Through i32:
+/// the same value for every in-range input, and it vectorizes.)
 #[inline(always)]
 pub fn quantize_value(v: f32, scale: f32) -> i8 {
-    (v * scale).round_ties_even() as i8
+    (v * scale).round_ties_even() as i32 as i8
+}
+
+/// Bits of `+Inf`: for non-negative f32, the bit patterns order like the values,
+/// and every NaN pattern lies above this one.
+const INF_BITS: u32 = 0x7f80_0000;
+
+/// `max |v|` over values already made non-negative, as an integer maximum of
+/// their bit patterns (which the compiler vectorizes; a float `max` reduction
+/// it does not). A NaN or Inf among them gives a result `>= INF_BITS`.
+#[inline(always)]
+fn abs_max_bits(abs_values: impl Iterator<Item = f32>) -> u32 {
+    abs_values.fold(0u32, |m, a| m.max(a.to_bits()))
 }
 
 /// Quantizes `row` into `q` with the given absmax, writing 0 where `zero(value)`.
@@ -138,14 +151,11 @@ pub fn quantize_weight_row<T: Element>(
     rounding: InputRounding,
     q: &mut [i8],
 ) -> std::result::Result<f32, usize> {
-    let mut absmax = 0.0f32;
-    for (col, &v) in row.iter().enumerate() {
-        let a = rounding.load(v).abs();
-        if !a.is_finite() {
-            return Err(col);
-        }
-        absmax = absmax.max(a);
+    let bits = abs_max_bits(row.iter().map(|&v| rounding.load(v).abs()));
+    if bits >= INF_BITS {
+        return Err(row.iter().position(|&v| !rounding.load(v).is_finite()).unwrap_or(0));
     }
+    let absmax = f32::from_bits(bits);
     quantize_row_with(row, rounding, absmax, q, |_| false);
     Ok(absmax)
 }
@@ -166,22 +176,23 @@ pub fn quantize_activation_row<T: Element>(
     q: &mut [i8],
     outlier_columns: &mut [bool],
 ) -> f32 {
-    let mut absmax = 0.0f32;
-    let mut non_finite = false;
-    for (&v, is_out) in row.iter().zip(outlier_columns.iter_mut()) {
+    // Branch-free, so the compiler vectorizes it: outliers count as 0 for the
+    // absmax; a non-finite value that is not an outlier (threshold 0) poisons the row.
+    let bits = abs_max_bits(row.iter().zip(outlier_columns.iter_mut()).map(|(&v, is_out)| {
         let v = rounding.load(v);
-        if is_outlier(v, threshold) {
-            *is_out = true;
-            continue;
+        let out = is_outlier(v, threshold);
+        *is_out |= out;
+        if out {
+            0.0
+        } else {
+            v.abs()
         }
-        let a = v.abs();
-        non_finite |= !a.is_finite();
-        absmax = absmax.max(a);
-    }
-    if non_finite {
+    }));
+    if bits >= INF_BITS {
         q.fill(0);
         return f32::NAN;
     }
+    let absmax = f32::from_bits(bits);
     quantize_row_with(row, rounding, absmax, q, |v| is_outlier(v, threshold));
     absmax
 }

@@ -116,8 +116,16 @@ pub fn pack_vnni_activations(q: &[i8], k: usize, kp: usize, x: &mut [i8], sums: 
     let tile_bytes = kp * VNNI_ROWS;
     for (r, (row, sum)) in q.chunks_exact(k).zip(sums.iter_mut()).enumerate() {
         let tile = &mut x[(r / VNNI_ROWS) * tile_bytes..][..tile_bytes];
-        for (g, four) in row.chunks(GROUP).enumerate() {
-            tile[g * VNNI_ROWS * GROUP + (r % VNNI_ROWS) * GROUP..][..four.len()].copy_from_slice(four);
+        let at = |g: usize| g * VNNI_ROWS * GROUP + (r % VNNI_ROWS) * GROUP;
+        // Fixed-size copies of whole groups (a variable-length copy per 4 bytes
+        // would be a call each), then the partial last group.
+        let groups = row.chunks_exact(GROUP);
+        let tail = groups.remainder();
+        for (g, four) in groups.enumerate() {
+            tile[at(g)..][..GROUP].copy_from_slice(four);
+        }
+        if !tail.is_empty() {
+            tile[at(k / GROUP)..][..tail.len()].copy_from_slice(tail);
         }
         *sum = row.iter().map(|&v| v as i32).sum();
     }

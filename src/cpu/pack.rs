@@ -119,9 +119,15 @@ impl PanelWriter<'_> {
     pub fn write_row(&mut self, row: usize, values: &[i8]) {
         let local = row - self.first_row;
         let base = (local / PANEL) * PANEL * self.kp + (local % PANEL) * GROUP;
-        for (g, chunk) in values.chunks(GROUP).enumerate() {
-            let at = base + g * BLOCK;
-            self.data[at..at + chunk.len()].copy_from_slice(chunk);
+        // Fixed-size copies of whole groups, then the partial last group.
+        let groups = values.chunks_exact(GROUP);
+        let tail = groups.remainder();
+        for (g, four) in groups.enumerate() {
+            self.data[base + g * BLOCK..][..GROUP].copy_from_slice(four);
+        }
+        if !tail.is_empty() {
+            let at = base + (values.len() / GROUP) * BLOCK;
+            self.data[at..at + tail.len()].copy_from_slice(tail);
         }
     }
 }
