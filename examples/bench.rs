@@ -84,6 +84,45 @@ fn sgemm(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize) {
     }
 }
 
+/// The inputs of one shape, the same in every pass (seeded by the shape).
+fn inputs(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng((m * 31 + k * 7 + n) as u64);
+    (rng.normals(n * k, 1.0 / (k as f32).sqrt()), activations(&mut rng, m, k))
+}
+
+/// GOPS of llmint8 at thresholds 6 and 0, then of matrixmultiply, for each
+/// shape. All llmint8 runs come first: in the same process, llmint8 measured
+/// right after matrixmultiply calls lost up to 45% on 2 threads (its second
+/// thread ran at one-thread speed), even with a pause in between.
+fn measure(ctx: &Context, reps: usize, shapes: &[(usize, usize, usize)]) -> Vec<(f64, f64, f64)> {
+    let ops = |(m, k, n): (usize, usize, usize)| 2.0 * (m * k * n) as f64;
+    let ours: Vec<(f64, f64)> = shapes
+        .iter()
+        .map(|&(m, k, n)| {
+            let (w, x) = inputs(m, k, n);
+            let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+            let mut y = vec![0.0f32; m * n];
+            let mut run = |t: f32| {
+                ops((m, k, n))
+                    / time(reps, || {
+                        ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
+                    })
+                    / 1e9
+            };
+            (run(6.0), run(0.0))
+        })
+        .collect();
+    shapes
+        .iter()
+        .zip(ours)
+        .map(|(&(m, k, n), (g6, g0))| {
+            let (w, x) = inputs(m, k, n);
+            let mut y = vec![0.0f32; m * n];
+            (g6, g0, ops((m, k, n)) / time(reps, || sgemm(&x, &w, &mut y, m, k, n)) / 1e9)
+        })
+        .collect()
+}
+
 fn prefill(ctx: &Context, reps: usize) {
     println!(
         "## Prefill: GOPS (2·M·K·N / time), median of {reps}; {} threads, {} kernels",
@@ -93,7 +132,6 @@ fn prefill(ctx: &Context, reps: usize) {
     println!();
     println!("| M | K | N | llmint8 t = 6 | llmint8 t = 0 | f32 (matrixmultiply) | t = 6 / f32 |");
     println!("|---|---|---|---|---|---|---|");
-    let mut rng = Rng(1);
     let shapes = [
         (1, 4096, 4096),
         (16, 4096, 4096),
@@ -102,20 +140,7 @@ fn prefill(ctx: &Context, reps: usize) {
         (128, 4096, 11008),
         (512, 4096, 11008),
     ];
-    for (m, k, n) in shapes {
-        let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
-        let x = activations(&mut rng, m, k);
-        let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
-        let mut y = vec![0.0f32; m * n];
-        let ops = 2.0 * (m * k * n) as f64;
-        let mut run = |t: f32| {
-            let s = time(reps, || {
-                ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
-            });
-            ops / s / 1e9
-        };
-        let (g6, g0) = (run(6.0), run(0.0));
-        let gf = ops / time(reps, || sgemm(&x, &w, &mut y, m, k, n)) / 1e9;
+    for (&(m, k, n), (g6, g0, gf)) in shapes.iter().zip(measure(ctx, reps, &shapes)) {
         println!("| {m} | {k} | {n} | {g6:.0} | {g0:.0} | {gf:.0} | {:.1}× |", g6 / gf);
     }
     println!();
@@ -194,27 +219,36 @@ fn decode(ctx: &Context, reps: usize) {
     println!();
     println!("| M | llmint8 t = 6 | / floor | f32 loop (streams W) | f32 (matrixmultiply) | best f32 / llmint8 | bf16 loop | bf16 / llmint8 |");
     println!("|---|---|---|---|---|---|---|---|");
-    for m in [1, 4, 16] {
-        let x = activations(&mut rng, m, k);
+    // llmint8 first for every M, the baselines after (see `measure`).
+    let ms = [1, 4, 16];
+    let xs: Vec<Vec<f32>> = ms.iter().map(|&m| activations(&mut rng, m, k)).collect();
+    let ours: Vec<f64> = ms
+        .iter()
+        .zip(&xs)
+        .map(|(&m, x)| {
+            let mut y = vec![0.0f32; m * n];
+            time(reps, || {
+                for w in &weights {
+                    ctx.matmul(w, Data::F32(x), m, 6.0, DataMut::F32(&mut y)).unwrap();
+                }
+            }) / layers as f64
+        })
+        .collect();
+    for ((&m, x), t8) in ms.iter().zip(&xs).zip(ours) {
         let mut y = vec![0.0f32; m * n];
-        let t8 = time(reps, || {
-            for w in &weights {
-                ctx.matmul(w, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).unwrap();
-            }
-        }) / layers as f64;
         let tv = time(reps, || {
             for w in &dense {
-                gemv(&x, w, &mut y, m, k, n, ctx.num_threads());
+                gemv(x, w, &mut y, m, k, n, ctx.num_threads());
             }
         }) / layers as f64;
         let tb = time(reps, || {
             for w in &halves {
-                gemv(&x, w, &mut y, m, k, n, ctx.num_threads());
+                gemv(x, w, &mut y, m, k, n, ctx.num_threads());
             }
         }) / layers as f64;
         let tf = time(reps.min(5), || {
             for w in &dense {
-                sgemm(&x, w, &mut y, m, k, n);
+                sgemm(x, w, &mut y, m, k, n);
             }
         }) / layers as f64;
         println!(
@@ -233,22 +267,9 @@ fn decode(ctx: &Context, reps: usize) {
 
 /// GOPS against M at K = N = 4096, as CSV (for scripts/plot_bench.py).
 fn sweep(ctx: &Context, reps: usize) {
-    let (k, n) = (4096, 4096);
-    let mut rng = Rng(3);
-    let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
-    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    let shapes: Vec<_> = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map(|m| (m, 4096, 4096)).to_vec();
     println!("m,llmint8_t6,llmint8_t0,f32_matrixmultiply");
-    for m in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] {
-        let x = activations(&mut rng, m, k);
-        let mut y = vec![0.0f32; m * n];
-        let ops = 2.0 * (m * k * n) as f64;
-        let mut g = |t: f32| {
-            ops / time(reps, || {
-                ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
-            }) / 1e9
-        };
-        let (g6, g0) = (g(6.0), g(0.0));
-        let gf = ops / time(reps, || sgemm(&x, &w, &mut y, m, k, n)) / 1e9;
+    for (&(m, _, _), (g6, g0, gf)) in shapes.iter().zip(measure(ctx, reps, &shapes)) {
         println!("{m},{g6:.1},{g0:.1},{gf:.1}");
     }
 }
@@ -258,14 +279,20 @@ fn main() {
     let reps =
         args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(9);
     let ctx = Context::cpu();
-    let which = args.iter().find(|a| ["prefill", "decode", "sweep"].contains(&a.as_str())).map(String::as_str);
-    if which == Some("sweep") {
-        return sweep(&ctx, reps);
-    }
-    if which != Some("decode") {
-        prefill(&ctx, reps);
-    }
-    if which != Some("prefill") {
-        decode(&ctx, reps);
+    match args.iter().find(|a| ["prefill", "decode", "sweep"].contains(&a.as_str())).map(String::as_str) {
+        Some("prefill") => prefill(&ctx, reps),
+        Some("decode") => decode(&ctx, reps),
+        Some(_) => sweep(&ctx, reps),
+        None => {
+            // Each section in a fresh process, so that one section's baseline
+            // runs cannot slow the next section's llmint8 runs (see `measure`).
+            for section in ["prefill", "decode"] {
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([section, "--reps", &reps.to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "bench {section} failed");
+            }
+        }
     }
 }
