@@ -1,7 +1,7 @@
 //! CPU benchmark: llmint8's LLM.int8() matmul against an f32 GEMM from a
 //! well-kept crate (matrixmultiply, threaded), measured in the same run.
 //!
-//!     cargo run --release --example bench [-- prefill | decode | sweep] [--reps N]
+//!     cargo run --release --example bench [-- prefill | decode | quantize | sweep] [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -9,6 +9,7 @@
 //! Decode: M = 1…16 over a rotation of layers whose int8 weights exceed the L3
 //! cache, so each call streams its weight from memory; time per layer against
 //! the weight bytes divided by the memory bandwidth measured in the same run.
+//! Quantize: float16 weight quantization in GB/s of input.
 //! Sweep: GOPS against M as CSV, for the plot in docs/ (scripts/plot_bench.py).
 
 use std::hint::black_box;
@@ -265,6 +266,24 @@ fn decode(ctx: &Context, reps: usize) {
     println!();
 }
 
+/// Weight quantization speed: a float16 weight of 11008 × 4096, 1 and 2 threads.
+fn quantize(ctx: &Context, reps: usize) {
+    let (n, k) = (11008, 4096);
+    let w: Vec<llmint8::f16> = Rng(4).normals(n * k, 0.02).into_iter().map(llmint8::f16::from_f32).collect();
+    println!("## Weight quantization: float16 [{n}, {k}] ({} MiB), median of {reps}", (2 * n * k) >> 20);
+    println!();
+    println!("| threads | GB/s of float16 input | per thread |");
+    println!("|---|---|---|");
+    for threads in [1, ctx.num_threads()] {
+        let q = Context::cpu();
+        q.set_num_threads(threads);
+        let s = time(reps, || drop(black_box(q.quantize_weight(Data::F16(&w), n, k, None).unwrap())));
+        let gbs = (2 * n * k) as f64 / s / 1e9;
+        println!("| {threads} | {gbs:.2} | {:.2} |", gbs / threads as f64);
+    }
+    println!();
+}
+
 /// GOPS against M at K = N = 4096, as CSV (for scripts/plot_bench.py).
 fn sweep(ctx: &Context, reps: usize) {
     let shapes: Vec<_> = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map(|m| (m, 4096, 4096)).to_vec();
@@ -279,14 +298,15 @@ fn main() {
     let reps =
         args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(9);
     let ctx = Context::cpu();
-    match args.iter().find(|a| ["prefill", "decode", "sweep"].contains(&a.as_str())).map(String::as_str) {
+    match args.iter().find(|a| ["prefill", "decode", "quantize", "sweep"].contains(&a.as_str())).map(String::as_str) {
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
+        Some("quantize") => quantize(&ctx, reps),
         Some(_) => sweep(&ctx, reps),
         None => {
             // Each section in a fresh process, so that one section's baseline
             // runs cannot slow the next section's llmint8 runs (see `measure`).
-            for section in ["prefill", "decode"] {
+            for section in ["prefill", "decode", "quantize"] {
                 let status = std::process::Command::new(std::env::current_exe().unwrap())
                     .args([section, "--reps", &reps.to_string()])
                     .status()

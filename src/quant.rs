@@ -106,7 +106,7 @@ pub fn quantize_value(v: f32, scale: f32) -> i8 {
 
 /// Bits of `+Inf`: for non-negative f32, the bit patterns order like the values,
 /// and every NaN pattern lies above this one.
-const INF_BITS: u32 = 0x7f80_0000;
+pub const INF_BITS: u32 = 0x7f80_0000;
 
 /// `max |v|` over values already made non-negative, as an integer maximum of
 /// their bit patterns (which the compiler vectorizes; a float `max` reduction

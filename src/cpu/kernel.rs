@@ -177,3 +177,65 @@ pub unsafe fn tile_avx2<const MR: usize>(x: &[i16], x_stride: usize, w: &[i8], k
     }
     out
 }
+
+/// [`crate::quant::quantize_weight_row`] for float32 and float16 rows with
+/// AVX-512: the same absmax (an integer maximum of |w|'s bits), the same scale,
+/// and per element the same float32 product rounded half to even
+/// (`vrndscaleps` with round-to-nearest-even, independent of the rounding
+/// mode), so the bytes are identical. Returns `None` for a dtype it does not
+/// handle or a subnormal absmax, which the caller then quantizes as usual.
+///
+/// # Safety
+/// The processor must support AVX-512 F, BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
+    row: &[T],
+    q: &mut [i8],
+) -> Option<std::result::Result<f32, usize>> {
+    use crate::dtype::DType;
+    use crate::quant;
+    use std::arch::x86_64::*;
+    assert_eq!(row.len(), q.len());
+    let full = row.len() / 16 * 16;
+    let ptr = row.as_ptr();
+    let load = |i: usize| -> __m512 {
+        // SAFETY: i + 16 <= full <= row.len(); T is f32 or f16 (checked below),
+        // both plain bit patterns of their size.
+        unsafe {
+            match T::DTYPE {
+                DType::F32 => _mm512_loadu_ps(ptr.add(i).cast()),
+                _ => _mm512_cvtph_ps(_mm256_loadu_si256(ptr.add(i).cast())),
+            }
+        }
+    };
+    if !matches!(T::DTYPE, DType::F32 | DType::F16) {
+        return None;
+    }
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    let mut max = _mm512_setzero_si512();
+    for i in (0..full).step_by(16) {
+        max = _mm512_max_epu32(max, _mm512_and_si512(_mm512_castps_si512(load(i)), abs_mask));
+    }
+    let mut bits = _mm512_reduce_max_epu32(max);
+    for v in &row[full..] {
+        bits = bits.max(v.to_f32().abs().to_bits());
+    }
+    if bits >= quant::INF_BITS {
+        return Some(Err(row.iter().position(|v| !v.to_f32().is_finite()).unwrap_or(0)));
+    }
+    let absmax = f32::from_bits(bits);
+    let scale = quant::row_scale(absmax)?;
+    let s = _mm512_set1_ps(scale);
+    for i in (0..full).step_by(16) {
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(load(i), s));
+        // Integral and within ±127.5: the conversions are exact.
+        let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
+        // SAFETY: i + 16 <= q.len().
+        unsafe { _mm_storeu_si128(q.as_mut_ptr().add(i).cast(), bytes) };
+    }
+    for (d, v) in q[full..].iter_mut().zip(&row[full..]) {
+        *d = quant::quantize_value(v.to_f32(), scale);
+    }
+    Some(Ok(absmax))
+}

@@ -61,6 +61,8 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     k: usize,
 ) -> Result<(PackedWeight, Vec<f32>)> {
     let Settings { path, rounding, threads } = settings;
+    // Rows read as they are can take the AVX-512 quantizer (bit-identical).
+    let avx512 = path == CpuPath::Avx512Vnni && path.is_available() && rounding == InputRounding::Exact;
     let mut packed = PackedWeight::zeroed(n, k)?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
     // Threads take whole panels, so each writes only its own bytes.
@@ -71,7 +73,7 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     let first_bad = run_parts(row_parts.iter().cloned().zip(writers).zip(scb_parts), |((rows, mut writer), scb)| {
         let mut row_q = try_zeroed_vec::<i8>(k, "weight row")?;
         let w = &w[rows.start * k..rows.end * k];
-        Ok(quantize_weight_part(path, w, rounding, k, rows.start, &mut writer, &mut row_q, scb))
+        Ok(quantize_weight_part(path, w, rounding, avx512, k, rows.start, &mut writer, &mut row_q, scb))
     });
     // Parts run in row order: the first one that found a bad row has the lowest.
     let mut bad = None;
@@ -96,6 +98,7 @@ isa::multiversion! {
     fn quantize_weight_part<T: Element>(
         w: &[T],
         rounding: InputRounding,
+        avx512: bool,
         k: usize,
         first_row: usize,
         writer: &mut PanelWriter<'_>,
@@ -103,7 +106,12 @@ isa::multiversion! {
         scb: &mut [f32]
     ) -> Option<(usize, usize)> {
         for (r, (row, s)) in w.chunks_exact(k).zip(scb).enumerate() {
-            match quant::quantize_weight_row(row, rounding, row_q) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+            let fast = if avx512 { unsafe { kernel::quantize_weight_row_avx512(row, row_q) } } else { None };
+            #[cfg(not(target_arch = "x86_64"))]
+            let fast = { let _ = avx512; None };
+            match fast.unwrap_or_else(|| quant::quantize_weight_row(row, rounding, row_q)) {
                 Ok(absmax) => *s = absmax,
                 Err(col) => return Some((first_row + r, col)),
             }
