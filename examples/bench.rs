@@ -17,24 +17,9 @@ use std::time::Instant;
 
 use llmint8::{bf16, Context, Data, DataMut, Element};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normals(&mut self, len: usize, scale: f32) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                let (u, v) = (self.next().max(1e-300), self.next());
-                ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32 * scale
-            })
-            .collect()
-    }
-}
+mod support;
+
+use support::Rng;
 
 /// Hidden states with 6 large feature columns (the paper's systematic outliers).
 fn activations(rng: &mut Rng, rows: usize, k: usize) -> Vec<f32> {
