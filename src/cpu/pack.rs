@@ -8,7 +8,7 @@
 //! rows and 3 columns of padding; bitsandbytes' row-major `CB` is recovered by
 //! [`PackedWeight::unpack_into`].
 
-use crate::error::{try_zeroed_vec, Result};
+use crate::error::{try_zeroed_vec, Error, Result};
 
 /// Output rows per panel.
 pub const PANEL: usize = 16;
@@ -37,7 +37,11 @@ impl PackedWeight {
     pub fn zeroed(n: usize, k: usize) -> Result<PackedWeight> {
         let kp = padded_k(k);
         let panels = n.div_ceil(PANEL);
-        let data = try_zeroed_vec::<i8>(panels * PANEL * kp, "int8 weight")?;
+        let len = panels
+            .checked_mul(PANEL)
+            .and_then(|rows| rows.checked_mul(kp))
+            .ok_or_else(|| Error::shape(format!("weight [{n}, {k}] padded for the kernels overflows size_t")))?;
+        let data = try_zeroed_vec::<i8>(len, "int8 weight")?;
         Ok(PackedWeight { n, k, kp, data })
     }
 
@@ -135,6 +139,17 @@ impl PanelWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_shapes_are_refused_not_wrapped() {
+        let e = PackedWeight::zeroed(usize::MAX / 2, 3).unwrap_err();
+        assert_eq!(e.status(), crate::Status::Shape);
+        let e = PackedWeight::zeroed(usize::MAX, 1).unwrap_err();
+        assert_eq!(e.status(), crate::Status::Shape);
+        // Representable but impossible: the allocator says no, nothing aborts.
+        let e = PackedWeight::zeroed(1 << 40, 1 << 20).unwrap_err();
+        assert_eq!(e.status(), crate::Status::OutOfMemory);
+    }
 
     #[test]
     fn pack_unpack_round_trips_with_padding() {
