@@ -40,20 +40,31 @@ fn built_library() -> PathBuf {
     lib
 }
 
-/// Compiles a C file of the repository with the strict flags against the
-/// committed header and the built library, runs it, and returns its stdout.
+/// Compiles a C (`.c`, C11) or C++ (`.cpp`, C++17, with bindings/cpp) file of
+/// the repository with strict warnings against the committed header and the
+/// built library, runs it, and returns its stdout.
 fn compile_and_run(source: &str) -> String {
     let lib = built_library();
     let dir = lib.parent().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = dir.join("c-tests");
     std::fs::create_dir_all(&out).unwrap();
-    let exe = out.join(Path::new(source).file_stem().unwrap());
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    // One executable per source path (examples/c/hello.c and examples/cpp/hello.cpp
+    // build in parallel).
+    let exe = out.join(source.replace(['/', '.'], "_"));
+    let cpp = source.ends_with(".cpp");
+    let cc = if cpp {
+        std::env::var("CXX").unwrap_or_else(|_| "c++".into())
+    } else {
+        std::env::var("CC").unwrap_or_else(|_| "cc".into())
+    };
     let status = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-pthread"])
+        .arg(if cpp { "-std=c++17" } else { "-std=c11" })
+        .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-pthread"])
         .arg("-I")
         .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("bindings/cpp"))
         .arg(root.join(source))
         .arg("-o")
         .arg(&exe)
@@ -97,4 +108,17 @@ fn shared_library_soname_carries_the_abi_version() {
         "{} does not carry the SONAME {soname}",
         lib.display()
     );
+}
+
+#[test]
+fn cpp_binding_tests_pass() {
+    let stdout = compile_and_run("bindings/cpp/test_llmint8.cpp");
+    assert!(stdout.contains(" 0 failures"), "{stdout}");
+}
+
+#[test]
+fn cpp_example_runs() {
+    let stdout = compile_and_run("examples/cpp/hello.cpp");
+    assert!(stdout.contains("y[0] =   2.2"), "{stdout}");
+    assert!(stdout.contains("outlier columns: 1"), "{stdout}");
 }

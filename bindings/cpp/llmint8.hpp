@@ -1,0 +1,200 @@
+// llmint8.hpp — header-only C++17 binding of libllmint8 (include/llmint8.h).
+//
+// RAII handles (std::unique_ptr with the matching destroy function), errors as
+// llmint8::Error exceptions carrying the status and the library's message,
+// typed overloads for float and raw 16-bit storage (llmint8::Half for IEEE
+// float16 bits, llmint8::BFloat16 for bfloat16 bits), and pointer-and-size or
+// std::vector inputs. Matrices are row-major, as in the C API.
+//
+// Thread safety follows the C API: a Context and a Weight may be used from many
+// threads at once; moving from or destroying one while another thread uses it
+// is not allowed. Using a moved-from handle throws llmint8::Error
+// (LLMINT8_ERR_INVALID_ARGUMENT), it never crashes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "llmint8.h"
+
+namespace llmint8 {
+
+/// Raw IEEE float16 bits.
+struct Half {
+    uint16_t bits;
+};
+/// Raw bfloat16 bits.
+struct BFloat16 {
+    uint16_t bits;
+};
+static_assert(sizeof(Half) == 2 && sizeof(BFloat16) == 2, "16-bit element types must be 2 bytes");
+
+enum class Backend : int32_t { Auto = LLMINT8_BACKEND_AUTO, Cpu = LLMINT8_BACKEND_CPU, Cuda = LLMINT8_BACKEND_CUDA };
+
+/// A failed llmint8 call: the status code and the library's message.
+class Error : public std::runtime_error {
+public:
+    Error(int32_t status, const std::string& message)
+        : std::runtime_error(std::string(llmint8_status_name(status)) + ": " + message), status_(status) {}
+    int32_t status() const noexcept { return status_; }
+    const char* status_name() const noexcept { return llmint8_status_name(status_); }
+
+private:
+    int32_t status_;
+};
+
+/// What a matmul reports besides its output.
+struct MatmulStats {
+    uint64_t outlier_columns = 0;
+};
+
+namespace detail {
+inline void check(int32_t status) {
+    if (status != LLMINT8_OK) throw Error(status, llmint8_last_error());
+}
+inline void require(bool ok, int32_t status, const char* message) {
+    if (!ok) throw Error(status, message);
+}
+struct ContextDelete {
+    void operator()(llmint8_context* c) const noexcept { llmint8_context_destroy(c); }
+};
+struct WeightDelete {
+    void operator()(llmint8_weight* w) const noexcept { llmint8_weight_destroy(w); }
+};
+template <typename T>
+struct DTypeOf;
+template <>
+struct DTypeOf<float> {
+    static constexpr int32_t value = LLMINT8_F32;
+};
+template <>
+struct DTypeOf<Half> {
+    static constexpr int32_t value = LLMINT8_F16;
+};
+template <>
+struct DTypeOf<BFloat16> {
+    static constexpr int32_t value = LLMINT8_BF16;
+};
+}  // namespace detail
+
+class Context;
+
+/// A quantized weight [out_features, in_features] (int8 + one scale per row + bias).
+/// Immutable; copy-free to move; freed when the last owner goes away.
+class Weight {
+public:
+    size_t out_features() const { return shape().first; }
+    size_t in_features() const { return shape().second; }
+
+    /// bitsandbytes' layout: row-major CB [out, in] and SCB [out].
+    void export_int8(std::vector<int8_t>& cb, std::vector<float>& scb) const {
+        auto [out, in] = shape();
+        cb.resize(out * in);
+        scb.resize(out);
+        detail::check(llmint8_weight_export(handle_.get(), cb.data(), scb.data()));
+    }
+
+    const llmint8_weight* get() const noexcept { return handle_.get(); }
+
+private:
+    friend class Context;
+    explicit Weight(llmint8_weight* w) : handle_(w) {}
+    std::pair<size_t, size_t> shape() const {
+        size_t out = 0, in = 0;
+        detail::check(llmint8_weight_shape(handle_.get(), &out, &in));
+        return {out, in};
+    }
+    std::unique_ptr<llmint8_weight, detail::WeightDelete> handle_;
+};
+
+/// A backend instance (CPU in this version; Auto picks it).
+class Context {
+public:
+    explicit Context(Backend backend = Backend::Auto, int32_t device = 0) {
+        llmint8_context* c = nullptr;
+        detail::check(llmint8_context_create(static_cast<int32_t>(backend), device, &c));
+        handle_.reset(c);
+    }
+
+    Backend backend() const {
+        int32_t b = 0;
+        detail::check(llmint8_context_backend(handle_.get(), &b));
+        return static_cast<Backend>(b);
+    }
+    void set_num_threads(size_t n) { detail::check(llmint8_context_set_num_threads(handle_.get(), n)); }
+    size_t num_threads() const {
+        size_t n = 0;
+        detail::check(llmint8_context_num_threads(handle_.get(), &n));
+        return n;
+    }
+    /// true: round inputs to float16 before quantizing, as bitsandbytes' Linear8bitLt does.
+    void set_round_inputs_to_f16(bool on) {
+        detail::check(llmint8_context_set_input_rounding(handle_.get(), on ? LLMINT8_INPUT_ROUND_F16 : LLMINT8_INPUT_EXACT));
+    }
+
+    /// Quantizes a row-major [out_features, in_features] weight; bias is nullptr or [out_features].
+    template <typename T>
+    Weight quantize(const T* w, size_t out_features, size_t in_features, const T* bias = nullptr) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_quantize(handle_.get(), w, detail::DTypeOf<T>::value, out_features, in_features, bias,
+                                              detail::DTypeOf<T>::value, &h));
+        return Weight(h);
+    }
+    template <typename T>
+    Weight quantize(const std::vector<T>& w, size_t out_features, size_t in_features, const std::vector<T>& bias = {}) {
+        detail::require(w.size() == out_features * in_features, LLMINT8_ERR_SHAPE,
+                        "weight vector size differs from out_features * in_features");
+        detail::require(bias.empty() || bias.size() == out_features, LLMINT8_ERR_SHAPE,
+                        "bias vector size differs from out_features");
+        return quantize(w.data(), out_features, in_features, bias.empty() ? nullptr : bias.data());
+    }
+
+    /// Takes bitsandbytes' CB (row-major int8) and SCB as they are (copied).
+    Weight from_int8(const std::vector<int8_t>& cb, const std::vector<float>& scb, size_t in_features,
+                     const std::vector<float>& bias = {}) {
+        detail::require(in_features > 0 && cb.size() == scb.size() * in_features, LLMINT8_ERR_SHAPE,
+                        "CB size differs from SCB size * in_features");
+        detail::require(bias.empty() || bias.size() == scb.size(), LLMINT8_ERR_SHAPE, "bias size differs from SCB size");
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_from_int8(handle_.get(), cb.data(), scb.data(), scb.size(), in_features,
+                                               bias.empty() ? nullptr : bias.data(), LLMINT8_F32, &h));
+        return Weight(h);
+    }
+
+    /// y [rows, out] = x [rows, in] · Wᵀ + b with LLM.int8(); threshold 0 turns the
+    /// outlier decomposition off.
+    template <typename X, typename Y>
+    MatmulStats matmul(const Weight& w, const X* x, size_t rows, Y* y,
+                       float threshold = LLMINT8_DEFAULT_THRESHOLD) {
+        llmint8_matmul_stats stats{};
+        detail::check(llmint8_matmul(handle_.get(), w.get(), x, detail::DTypeOf<X>::value, rows, threshold, y,
+                                     detail::DTypeOf<Y>::value, &stats));
+        return MatmulStats{stats.outlier_columns};
+    }
+
+    /// The same with vectors: rows = x.size() / in_features; returns float y [rows, out].
+    template <typename X>
+    std::vector<float> matmul(const Weight& w, const std::vector<X>& x, float threshold = LLMINT8_DEFAULT_THRESHOLD,
+                              MatmulStats* stats = nullptr) {
+        const size_t in = w.in_features(), out = w.out_features();
+        detail::require(x.size() % in == 0, LLMINT8_ERR_SHAPE, "x size is not a multiple of in_features");
+        const size_t rows = x.size() / in;
+        std::vector<float> y(rows * out);
+        MatmulStats s = matmul(w, x.data(), rows, y.data(), threshold);
+        if (stats) *stats = s;
+        return y;
+    }
+
+    const llmint8_context* get() const noexcept { return handle_.get(); }
+
+private:
+    std::unique_ptr<llmint8_context, detail::ContextDelete> handle_;
+};
+
+inline std::string version() { return llmint8_version(); }
+
+}  // namespace llmint8

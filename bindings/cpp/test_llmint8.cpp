@@ -1,0 +1,122 @@
+// Tests of the C++ binding (bindings/cpp/llmint8.hpp); run by tests/c_abi.rs.
+#include "llmint8.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+static int failures = 0, checks = 0;
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        ++checks;                                                                    \
+        if (!(cond)) {                                                               \
+            ++failures;                                                              \
+            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+// Expects `expr` to throw llmint8::Error with `status` and a message containing `needle`.
+#define CHECK_THROWS(expr, want_status, needle)                                      \
+    do {                                                                             \
+        ++checks;                                                                    \
+        bool thrown_ = false;                                                        \
+        try {                                                                        \
+            (void)(expr);                                                            \
+        } catch (const llmint8::Error& e_) {                                         \
+            thrown_ = e_.status() == (want_status) && std::strstr(e_.what(), (needle)) != nullptr; \
+            if (!thrown_) std::fprintf(stderr, "%s:%d: wrong error: %s\n", __FILE__, __LINE__, e_.what()); \
+        }                                                                            \
+        if (!thrown_) {                                                              \
+            ++failures;                                                              \
+            std::fprintf(stderr, "%s:%d: %s did not throw %s\n", __FILE__, __LINE__, #expr, #want_status); \
+        }                                                                            \
+    } while (0)
+
+static uint16_t f16_exact(float f) {  // float16 bits of a value float16 holds exactly
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) == 0) return static_cast<uint16_t>(u >> 16);
+    return static_cast<uint16_t>(((u >> 16) & 0x8000) | ((((u >> 23) & 0xff) - 112) << 10) | ((u & 0x7fffff) >> 13));
+}
+
+int main() {
+    using llmint8::Error;
+    CHECK(!llmint8::version().empty());
+    llmint8::Context ctx;
+    CHECK(ctx.backend() == llmint8::Backend::Cpu);
+    ctx.set_num_threads(2);
+    CHECK(ctx.num_threads() == 2);
+    CHECK_THROWS(llmint8::Context(llmint8::Backend::Cuda), LLMINT8_ERR_UNSUPPORTED, "CUDA");
+    CHECK_THROWS(llmint8::Context(static_cast<llmint8::Backend>(7)), LLMINT8_ERR_INVALID_ARGUMENT, "backend");
+
+    const size_t out = 5, in = 8, rows = 3;
+    std::vector<float> w(out * in), bias(out), x(rows * in);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(static_cast<int>(i * 37 % 23) - 11) / 8.0f;
+    for (size_t j = 0; j < out; ++j) bias[j] = 0.25f * static_cast<float>(j);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 17) - 8) / 4.0f;
+    x[1 * in + 6] = 9.0f;  // one outlier feature
+
+    llmint8::Weight weight = ctx.quantize(w, out, in, bias);
+    CHECK(weight.out_features() == out && weight.in_features() == in);
+    llmint8::MatmulStats stats;
+    std::vector<float> y = ctx.matmul(weight, x, LLMINT8_DEFAULT_THRESHOLD, &stats);
+    CHECK(y.size() == rows * out);
+    CHECK(stats.outlier_columns == 1);
+    for (size_t i = 0; i < rows; ++i) {
+        for (size_t j = 0; j < out; ++j) {
+            double dense = bias[j], mag = std::fabs(bias[j]);
+            for (size_t c = 0; c < in; ++c) {
+                dense += static_cast<double>(x[i * in + c]) * w[j * in + c];
+                mag += std::fabs(static_cast<double>(x[i * in + c]) * w[j * in + c]);
+            }
+            CHECK(std::fabs(y[i * out + j] - dense) <= 0.02 * mag);
+        }
+    }
+
+    // Raw 16-bit storage gives the same weight (the values are exact in float16).
+    std::vector<llmint8::Half> wh(w.size()), xh(x.size()), biash(bias.size());
+    for (size_t i = 0; i < w.size(); ++i) wh[i].bits = f16_exact(w[i]);
+    for (size_t i = 0; i < x.size(); ++i) xh[i].bits = f16_exact(x[i]);
+    for (size_t i = 0; i < bias.size(); ++i) biash[i].bits = f16_exact(bias[i]);
+    llmint8::Weight weight16 = ctx.quantize(wh, out, in, biash);
+    std::vector<int8_t> cb, cb16;
+    std::vector<float> scb, scb16;
+    weight.export_int8(cb, scb);
+    weight16.export_int8(cb16, scb16);
+    CHECK(cb == cb16 && scb == scb16);
+    std::vector<float> y16 = ctx.matmul(weight16, xh);
+    CHECK(y16 == y);
+    std::vector<llmint8::BFloat16> ybf(rows * out);
+    CHECK(ctx.matmul(weight, x.data(), rows, ybf.data()).outlier_columns == 1);
+
+    // bitsandbytes' CB/SCB in, the same results out.
+    llmint8::Weight again = ctx.from_int8(cb, scb, in, bias);
+    CHECK(ctx.matmul(again, x) == y);
+    ctx.set_round_inputs_to_f16(true);
+    CHECK(ctx.matmul(again, x) == y);  // x holds float16-exact values
+    ctx.set_round_inputs_to_f16(false);
+
+    // Bad input is an exception, never a crash.
+    CHECK_THROWS(ctx.quantize(w, out + 1, in), LLMINT8_ERR_SHAPE, "out_features");
+    CHECK_THROWS(ctx.quantize(w, out, in, std::vector<float>(2)), LLMINT8_ERR_SHAPE, "bias");
+    std::vector<float> wnan = w;
+    wnan[3 * in + 2] = NAN;
+    CHECK_THROWS(ctx.quantize(wnan, out, in), LLMINT8_ERR_INVALID_ARGUMENT, "row 3");
+    CHECK_THROWS(ctx.matmul(weight, std::vector<float>(in + 1)), LLMINT8_ERR_SHAPE, "multiple");
+    CHECK_THROWS(ctx.matmul(weight, x, -1.0f), LLMINT8_ERR_INVALID_ARGUMENT, "threshold");
+    CHECK_THROWS(ctx.from_int8(cb, scb, in + 1), LLMINT8_ERR_SHAPE, "CB size");
+    std::vector<float> scb_bad = scb;
+    scb_bad[0] = -1.0f;
+    CHECK_THROWS(ctx.from_int8(cb, scb_bad, in), LLMINT8_ERR_INVALID_ARGUMENT, "SCB[0]");
+    llmint8::Weight moved = std::move(weight);
+    CHECK(moved.out_features() == out);
+    CHECK_THROWS(weight.out_features(), LLMINT8_ERR_INVALID_ARGUMENT, "w is NULL");  // NOLINT(bugprone-use-after-move)
+    CHECK_THROWS(ctx.matmul(weight, x), LLMINT8_ERR_INVALID_ARGUMENT, "w is NULL");
+    llmint8::Context gone = std::move(ctx);
+    CHECK_THROWS(ctx.num_threads(), LLMINT8_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    CHECK(gone.num_threads() >= 1);
+
+    std::printf("%d checks, %d failures\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
