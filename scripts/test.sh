@@ -1,20 +1,46 @@
 #!/usr/bin/env bash
-# Every test of llmint8: builds the shared library (the C ABI test links it),
-# runs the Rust unit, reference, golden, header and C ABI tests, checks the
-# aarch64 build, then runs the C ABI test program once more under valgrind
-# memcheck (no errors, nothing leaked).
-# This is the README's test command; .ci/run calls it.
+# Every test of llmint8 — the README's test command; .ci/run calls it.
+# 1. Installs what is missing: C/C++ compilers, valgrind, Go (Debian packages,
+#    when run as root) and the aarch64 Rust target (best effort).
+# 2. Builds the shared library (the C, C++ and Go tests link it) and runs the
+#    Rust unit, reference, golden, header, C ABI and C++ tests.
+# 3. Checks that the crate builds for aarch64.
+# 4. Runs the Go binding's vet and tests (also with a GC before every C call)
+#    and the Go example.
+# 5. Runs the C ABI test program under valgrind memcheck (no errors, nothing leaked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
+  else
+    echo "missing: ${missing[*]} — install them (Debian: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+if ! rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
+  rustup target add aarch64-unknown-linux-gnu || echo "warning: could not install the aarch64 target" >&2
+fi
+
 cargo build --release --locked
 cargo test --release --locked
-# The portable code must build for aarch64 too (needs `rustup target add
-# aarch64-unknown-linux-gnu`, which .ci/run does).
+
+# The portable code must build for aarch64 too.
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
   cargo check --release --locked --target aarch64-unknown-linux-gnu --all-targets
 else
   echo "note: aarch64-unknown-linux-gnu is not installed; skipping the aarch64 build check" >&2
 fi
+
+(cd bindings/go && go vet ./... && go test -count=1 ./... && go test -count=1 -tags llmint8debug ./...)
+(cd examples/go && go vet ./... && go run . | grep -q "outlier columns: 1")
+
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate
 # AVX-512, so under it the library picks its AVX2 (or portable) kernels.
 valgrind --quiet --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect \

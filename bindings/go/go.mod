@@ -1,0 +1,3 @@
+module llmint8.dev/llmint8
+
+go 1.19

@@ -1,0 +1,314 @@
+// Package llmint8 is the Go binding of libllmint8: LLM.int8() (Dettmers et al.,
+// 2022) matrix multiplication with an int8 weight and the mixed-precision
+// decomposition of outlier features.
+//
+// Build: cgo finds the header and library in the repository (include/ and
+// target/release/, after `cargo build --release`). From an install tree, set
+// CGO_CFLAGS="-I$PREFIX/include" and CGO_LDFLAGS="-L$PREFIX/lib -lllmint8".
+//
+// Matrices are row-major slices. A Context and a Weight may be used by many
+// goroutines at once; Close must not race with other calls on the same handle.
+// Every handle has an idempotent Close and a finalizer; using a closed handle
+// returns an error, never crashes.
+package llmint8
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo LDFLAGS: -L${SRCDIR}/../../target/release -Wl,-rpath,${SRCDIR}/../../target/release -lllmint8
+#include <stdlib.h>
+#include "llmint8.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
+// Status is a status code of the C ABI.
+type Status int32
+
+const (
+	StatusOK              Status = C.LLMINT8_OK
+	StatusInvalidArgument Status = C.LLMINT8_ERR_INVALID_ARGUMENT
+	StatusShape           Status = C.LLMINT8_ERR_SHAPE
+	StatusUnsupported     Status = C.LLMINT8_ERR_UNSUPPORTED
+	StatusNoDevice        Status = C.LLMINT8_ERR_NO_DEVICE
+	StatusDevice          Status = C.LLMINT8_ERR_DEVICE
+	StatusOutOfMemory     Status = C.LLMINT8_ERR_OUT_OF_MEMORY
+	StatusIO              Status = C.LLMINT8_ERR_IO
+	StatusFormat          Status = C.LLMINT8_ERR_FORMAT
+	StatusNotFound        Status = C.LLMINT8_ERR_NOT_FOUND
+	StatusInternal        Status = C.LLMINT8_ERR_INTERNAL
+)
+
+func (s Status) String() string { return C.GoString(C.llmint8_status_name(C.int32_t(s))) }
+
+// Error is a failed call: its status and the library's message.
+type Error struct {
+	Status  Status
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("llmint8: %v: %s", e.Status, e.Message) }
+
+// Is makes errors.Is(err, llmint8.ErrShape) (and the other Err values) match
+// any error of that status.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Message == "" && t.Status == e.Status
+}
+
+// Sentinels for errors.Is.
+var (
+	ErrInvalidArgument = &Error{Status: StatusInvalidArgument}
+	ErrShape           = &Error{Status: StatusShape}
+	ErrUnsupported     = &Error{Status: StatusUnsupported}
+	ErrNoDevice        = &Error{Status: StatusNoDevice}
+	ErrOutOfMemory     = &Error{Status: StatusOutOfMemory}
+)
+
+// Backend selects where the work runs.
+type Backend int32
+
+const (
+	BackendAuto Backend = C.LLMINT8_BACKEND_AUTO
+	BackendCPU  Backend = C.LLMINT8_BACKEND_CPU
+	BackendCUDA Backend = C.LLMINT8_BACKEND_CUDA
+)
+
+// DefaultThreshold is the outlier threshold of the paper; 0 turns the decomposition off.
+const DefaultThreshold float32 = 6.0
+
+type dtype C.int32_t
+
+const (
+	f32  dtype = C.LLMINT8_F32
+	f16  dtype = C.LLMINT8_F16
+	bf16 dtype = C.LLMINT8_BF16
+)
+
+// call runs one C call and, on failure, reads the message on the same OS
+// thread (the library keeps it per thread).
+func call(f func() C.int32_t) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	debugGC()
+	if s := f(); s != C.LLMINT8_OK {
+		return &Error{Status: Status(s), Message: C.GoString(C.llmint8_last_error())}
+	}
+	return nil
+}
+
+func shapeError(format string, args ...interface{}) error {
+	return &Error{Status: StatusShape, Message: fmt.Sprintf(format, args...)}
+}
+
+// ptr is the address of a slice's first element, nil for an empty slice.
+func ptr[T any](s []T) unsafe.Pointer {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&s[0])
+}
+
+// Version is the library version.
+func Version() string { return C.GoString(C.llmint8_version()) }
+
+// Context is a backend instance.
+type Context struct{ p *C.llmint8_context }
+
+// NewContext creates a context on backend and device (0 for the CPU).
+func NewContext(backend Backend, device int) (*Context, error) {
+	var p *C.llmint8_context
+	if err := call(func() C.int32_t { return C.llmint8_context_create(C.int32_t(backend), C.int32_t(device), &p) }); err != nil {
+		return nil, err
+	}
+	c := &Context{p: p}
+	runtime.SetFinalizer(c, (*Context).Close)
+	return c, nil
+}
+
+// Close frees the context; calling it again does nothing. Weights stay valid.
+func (c *Context) Close() error {
+	if c.p != nil {
+		C.llmint8_context_destroy(c.p)
+		c.p = nil
+		runtime.SetFinalizer(c, nil)
+	}
+	return nil
+}
+
+// SetNumThreads sets the CPU threads later calls may use (0: the default).
+func (c *Context) SetNumThreads(n int) error {
+	err := call(func() C.int32_t { return C.llmint8_context_set_num_threads(c.p, C.size_t(n)) })
+	runtime.KeepAlive(c)
+	return err
+}
+
+// NumThreads is the number of CPU threads calls may use.
+func (c *Context) NumThreads() (int, error) {
+	var n C.size_t
+	err := call(func() C.int32_t { return C.llmint8_context_num_threads(c.p, &n) })
+	runtime.KeepAlive(c)
+	return int(n), err
+}
+
+// SetRoundInputsToF16 makes later calls round inputs to float16 before
+// quantizing them, as bitsandbytes' Linear8bitLt does.
+func (c *Context) SetRoundInputsToF16(on bool) error {
+	mode := C.int32_t(C.LLMINT8_INPUT_EXACT)
+	if on {
+		mode = C.LLMINT8_INPUT_ROUND_F16
+	}
+	err := call(func() C.int32_t { return C.llmint8_context_set_input_rounding(c.p, mode) })
+	runtime.KeepAlive(c)
+	return err
+}
+
+// Weight is a quantized weight [out, in]: int8 values, one scale per row, an optional bias.
+type Weight struct {
+	p       *C.llmint8_weight
+	out, in int
+}
+
+func newWeight(p *C.llmint8_weight, out, in int) *Weight {
+	w := &Weight{p: p, out: out, in: in}
+	runtime.SetFinalizer(w, (*Weight).Close)
+	return w
+}
+
+// Close frees the weight; calling it again does nothing.
+func (w *Weight) Close() error {
+	if w.p != nil {
+		C.llmint8_weight_destroy(w.p)
+		w.p = nil
+		runtime.SetFinalizer(w, nil)
+	}
+	return nil
+}
+
+// Shape is [out_features, in_features].
+func (w *Weight) Shape() (out, in int) { return w.out, w.in }
+
+func (c *Context) quantize(w unsafe.Pointer, wlen int, dt dtype, out, in int, bias unsafe.Pointer, blen int) (*Weight, error) {
+	if out <= 0 || in <= 0 || wlen != out*in {
+		return nil, shapeError("weight has %d elements, expected %d × %d", wlen, out, in)
+	}
+	if bias != nil && blen != out {
+		return nil, shapeError("bias has %d elements, expected %d", blen, out)
+	}
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_quantize(c.p, w, C.int32_t(dt), C.size_t(out), C.size_t(in), bias, C.int32_t(dt), &p)
+	})
+	runtime.KeepAlive(c)
+	if err != nil {
+		return nil, err
+	}
+	return newWeight(p, out, in), nil
+}
+
+// QuantizeF32 quantizes a row-major [out, in] float32 weight; bias is nil or [out].
+func (c *Context) QuantizeF32(w []float32, out, in int, bias []float32) (*Weight, error) {
+	r, err := c.quantize(ptr(w), len(w), f32, out, in, ptr(bias), len(bias))
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(bias)
+	return r, err
+}
+
+// QuantizeF16 quantizes a weight given as raw IEEE float16 bits.
+func (c *Context) QuantizeF16(w []uint16, out, in int, bias []uint16) (*Weight, error) {
+	r, err := c.quantize(ptr(w), len(w), f16, out, in, ptr(bias), len(bias))
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(bias)
+	return r, err
+}
+
+// QuantizeBF16 quantizes a weight given as raw bfloat16 bits.
+func (c *Context) QuantizeBF16(w []uint16, out, in int, bias []uint16) (*Weight, error) {
+	r, err := c.quantize(ptr(w), len(w), bf16, out, in, ptr(bias), len(bias))
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(bias)
+	return r, err
+}
+
+// FromInt8 takes bitsandbytes' CB (row-major int8 [len(scb), in]) and SCB as they are.
+func (c *Context) FromInt8(cb []int8, scb []float32, in int, bias []float32) (*Weight, error) {
+	out := len(scb)
+	if out == 0 || in <= 0 || len(cb) != out*in {
+		return nil, shapeError("CB has %d elements, expected %d × %d", len(cb), out, in)
+	}
+	if bias != nil && len(bias) != out {
+		return nil, shapeError("bias has %d elements, expected %d", len(bias), out)
+	}
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_from_int8(c.p, (*C.int8_t)(ptr(cb)), (*C.float)(ptr(scb)), C.size_t(out), C.size_t(in),
+			ptr(bias), C.LLMINT8_F32, &p)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(cb)
+	runtime.KeepAlive(scb)
+	runtime.KeepAlive(bias)
+	if err != nil {
+		return nil, err
+	}
+	return newWeight(p, out, in), nil
+}
+
+// Export returns bitsandbytes' layout: row-major CB [out, in] and SCB [out].
+func (w *Weight) Export() (cb []int8, scb []float32, err error) {
+	cb, scb = make([]int8, w.out*w.in), make([]float32, w.out)
+	err = call(func() C.int32_t { return C.llmint8_weight_export(w.p, (*C.int8_t)(ptr(cb)), (*C.float)(ptr(scb))) })
+	runtime.KeepAlive(w)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cb, scb, nil
+}
+
+func (c *Context) matmul(w *Weight, x unsafe.Pointer, xlen int, xt dtype, y unsafe.Pointer, ylen int, yt dtype, threshold float32) (int, error) {
+	if w.in == 0 || xlen%w.in != 0 {
+		return 0, shapeError("x has %d elements, not a multiple of in_features %d", xlen, w.in)
+	}
+	rows := xlen / w.in
+	if ylen != rows*w.out {
+		return 0, shapeError("y has %d elements, expected %d × %d", ylen, rows, w.out)
+	}
+	var stats C.llmint8_matmul_stats
+	err := call(func() C.int32_t {
+		return C.llmint8_matmul(c.p, w.p, x, C.int32_t(xt), C.size_t(rows), C.float(threshold), y, C.int32_t(yt), &stats)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(w)
+	return int(stats.outlier_columns), err
+}
+
+// MatmulF32 computes y = x · Wᵀ + b with LLM.int8() into y: x is [rows, in],
+// y is [rows, out], both row-major float32, rows = len(x) / in. It returns the
+// number of outlier columns. threshold 0 turns the decomposition off.
+func (c *Context) MatmulF32(w *Weight, x, y []float32, threshold float32) (int, error) {
+	n, err := c.matmul(w, ptr(x), len(x), f32, ptr(y), len(y), f32, threshold)
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(y)
+	return n, err
+}
+
+// MatmulF16 is MatmulF32 with raw float16 bits in and out.
+func (c *Context) MatmulF16(w *Weight, x, y []uint16, threshold float32) (int, error) {
+	n, err := c.matmul(w, ptr(x), len(x), f16, ptr(y), len(y), f16, threshold)
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(y)
+	return n, err
+}
+
+// MatmulBF16 is MatmulF32 with raw bfloat16 bits in and out.
+func (c *Context) MatmulBF16(w *Weight, x, y []uint16, threshold float32) (int, error) {
+	n, err := c.matmul(w, ptr(x), len(x), bf16, ptr(y), len(y), bf16, threshold)
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(y)
+	return n, err
+}

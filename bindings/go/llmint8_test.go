@@ -1,0 +1,244 @@
+package llmint8
+
+import (
+	"errors"
+	"math"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func f16Exact(f float32) uint16 { // float16 bits of a value float16 holds exactly
+	u := math.Float32bits(f)
+	if u&0x7fffffff == 0 {
+		return uint16(u >> 16)
+	}
+	return uint16((u>>16)&0x8000 | (((u>>23)&0xff)-112)<<10 | (u&0x7fffff)>>13)
+}
+
+func fixture() (w, bias, x []float32, out, in, rows int) {
+	out, in, rows = 5, 8, 3
+	w, bias, x = make([]float32, out*in), make([]float32, out), make([]float32, rows*in)
+	for i := range w {
+		w[i] = float32(i*37%23-11) / 8
+	}
+	for j := range bias {
+		bias[j] = 0.25 * float32(j)
+	}
+	for i := range x {
+		x[i] = float32(i*13%17-8) / 4
+	}
+	x[1*in+6] = 9 // one outlier feature
+	return
+}
+
+func mustContext(t *testing.T) *Context {
+	t.Helper()
+	ctx, err := NewContext(BackendAuto, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctx.Close() })
+	return ctx
+}
+
+func TestMatmulAgainstDenseProduct(t *testing.T) {
+	ctx := mustContext(t)
+	w, bias, x, out, in, rows := fixture()
+	weight, err := ctx.QuantizeF32(w, out, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer weight.Close()
+	if o, i := weight.Shape(); o != out || i != in {
+		t.Fatalf("shape %d×%d", o, i)
+	}
+	y := make([]float32, rows*out)
+	n, err := ctx.MatmulF32(weight, x, y, DefaultThreshold)
+	if err != nil || n != 1 {
+		t.Fatalf("outliers %d, err %v", n, err)
+	}
+	for i := 0; i < rows; i++ {
+		for j := 0; j < out; j++ {
+			dense, mag := float64(bias[j]), math.Abs(float64(bias[j]))
+			for c := 0; c < in; c++ {
+				p := float64(x[i*in+c]) * float64(w[j*in+c])
+				dense, mag = dense+p, mag+math.Abs(p)
+			}
+			if d := math.Abs(float64(y[i*out+j]) - dense); d > 0.02*mag {
+				t.Errorf("y[%d,%d] = %v, dense %v", i, j, y[i*out+j], dense)
+			}
+		}
+	}
+}
+
+func TestSixteenBitInputsAndInt8RoundTrip(t *testing.T) {
+	ctx := mustContext(t)
+	w, bias, x, out, in, rows := fixture()
+	wh, bh, xh := make([]uint16, len(w)), make([]uint16, len(bias)), make([]uint16, len(x))
+	for i, v := range w {
+		wh[i] = f16Exact(v)
+	}
+	for i, v := range bias {
+		bh[i] = f16Exact(v)
+	}
+	for i, v := range x {
+		xh[i] = f16Exact(v)
+	}
+	w32, err := ctx.QuantizeF32(w, out, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w16, err := ctx.QuantizeF16(wh, out, in, bh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, scb, err := w32.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb16, scb16, _ := w16.Export()
+	for i := range cb {
+		if cb[i] != cb16[i] {
+			t.Fatalf("CB differs at %d", i)
+		}
+	}
+	for i := range scb {
+		if scb[i] != scb16[i] {
+			t.Fatalf("SCB differs at %d", i)
+		}
+	}
+	y16 := make([]uint16, rows*out)
+	if n, err := ctx.MatmulF16(w16, xh, y16, DefaultThreshold); err != nil || n != 1 {
+		t.Fatalf("f16 matmul: %d, %v", n, err)
+	}
+	wi, err := ctx.FromInt8(cb, scb, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ya, yb := make([]float32, rows*out), make([]float32, rows*out)
+	ctx.MatmulF32(w32, x, ya, 6)
+	ctx.MatmulF32(wi, x, yb, 6)
+	for i := range ya {
+		if ya[i] != yb[i] {
+			t.Fatalf("from_int8 result differs at %d: %v vs %v", i, ya[i], yb[i])
+		}
+	}
+	ybf := make([]uint16, rows*out)
+	xbf := make([]uint16, len(x))
+	for i, v := range x {
+		xbf[i] = uint16(math.Float32bits(v) >> 16) // these values are exact in bfloat16
+	}
+	if _, err := ctx.MatmulBF16(w32, xbf, ybf, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorsAreGoErrors(t *testing.T) {
+	ctx := mustContext(t)
+	w, _, x, out, in, rows := fixture()
+	if _, err := NewContext(BackendCUDA, 0); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("CUDA context: %v", err)
+	}
+	if _, err := ctx.QuantizeF32(w, out+1, in, nil); !errors.Is(err, ErrShape) {
+		t.Errorf("wrong weight length: %v", err)
+	}
+	if _, err := ctx.QuantizeF32(w, out, in, []float32{1}); !errors.Is(err, ErrShape) {
+		t.Errorf("wrong bias length: %v", err)
+	}
+	bad := append([]float32(nil), w...)
+	bad[2*in+1] = float32(math.NaN())
+	_, err := ctx.QuantizeF32(bad, out, in, nil)
+	var e *Error
+	if !errors.As(err, &e) || e.Status != StatusInvalidArgument || !strings.Contains(e.Message, "row 2") {
+		t.Errorf("NaN weight: %v", err)
+	}
+	weight, _ := ctx.QuantizeF32(w, out, in, nil)
+	if _, err := ctx.MatmulF32(weight, x[:in+1], make([]float32, out), 6); !errors.Is(err, ErrShape) {
+		t.Errorf("ragged x: %v", err)
+	}
+	if _, err := ctx.MatmulF32(weight, x, make([]float32, 1), 6); !errors.Is(err, ErrShape) {
+		t.Errorf("short y: %v", err)
+	}
+	if _, err := ctx.MatmulF32(weight, x, make([]float32, rows*out), float32(math.NaN())); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("NaN threshold: %v", err)
+	}
+	if _, err := ctx.FromInt8(make([]int8, 3), []float32{1, 2}, 2, nil); !errors.Is(err, ErrShape) {
+		t.Errorf("short CB: %v", err)
+	}
+	if _, err := ctx.FromInt8(make([]int8, 4), []float32{1, -2}, 2, nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("negative SCB: %v", err)
+	}
+	// Closed handles: errors, never crashes; Close is idempotent.
+	weight.Close()
+	weight.Close()
+	if _, err := ctx.MatmulF32(weight, x, make([]float32, rows*out), 6); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("closed weight: %v", err)
+	}
+	if _, _, err := weight.Export(); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("export of closed weight: %v", err)
+	}
+	ctx.Close()
+	ctx.Close()
+	if _, err := ctx.NumThreads(); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("closed context: %v", err)
+	}
+	if errors.Is(err, ErrShape) {
+		t.Errorf("a NaN-weight error must not match ErrShape")
+	}
+}
+
+func TestConcurrentCallsAgree(t *testing.T) {
+	ctx := mustContext(t)
+	w, _, x, out, in, rows := fixture()
+	weight, _ := ctx.QuantizeF32(w, out, in, nil)
+	want := make([]float32, rows*out)
+	ctx.MatmulF32(weight, x, want, 6)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			y := make([]float32, rows*out)
+			for i := 0; i < 200; i++ {
+				if _, err := ctx.MatmulF32(weight, x, y, 6); err != nil {
+					errs <- err.Error()
+					return
+				}
+				for k := range y {
+					if y[k] != want[k] {
+						errs <- "results differ"
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	runtime.KeepAlive(weight)
+}
+
+func TestVersionAndThreads(t *testing.T) {
+	ctx := mustContext(t)
+	if Version() == "" {
+		t.Error("empty version")
+	}
+	if err := ctx.SetNumThreads(2); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := ctx.NumThreads(); n != 2 {
+		t.Errorf("threads %d", n)
+	}
+	if err := ctx.SetRoundInputsToF16(true); err != nil {
+		t.Fatal(err)
+	}
+	if StatusShape.String() != "LLMINT8_ERR_SHAPE" {
+		t.Errorf("status name %q", StatusShape.String())
+	}
+}
