@@ -44,4 +44,4 @@ fi
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate
 # AVX-512, so under it the library picks its AVX2 (or portable) kernels.
 valgrind --quiet --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-  target/release/c-tests/test_abi
+  target/release/c-tests/tests_c_test_abi_c
