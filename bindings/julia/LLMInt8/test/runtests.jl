@@ -1,0 +1,41 @@
+# Run with LLMINT8_LIB=/path/to/libllmint8.so julia --project -e 'using Pkg; Pkg.test()'.
+# Not run on the development machines (no Julia there); see the README.
+using LLMInt8
+using LinearAlgebra
+using Test
+
+@testset "LLMInt8" begin
+    ctx = Context()
+    out, in, batch = 5, 8, 3
+    W = Float32[(((i - 1) * in + (j - 1)) * 37 % 23 - 11) / 8 for i in 1:out, j in 1:in]
+    X = Float32[(((b - 1) * in + (c - 1)) * 13 % 17 - 8) / 4 for c in 1:in, b in 1:batch]
+    X[7, 2] = 9.0f0  # one outlier feature
+    bias = Float32[0.25 * (j - 1) for j in 1:out]
+    W8 = Int8Weight(ctx, W; bias = bias)
+    @test size(W8) == (out, in)
+    Y = W8 * X
+    @test size(Y) == (out, batch)
+    dense = Float64.(W) * Float64.(X) .+ bias
+    mag = abs.(Float64.(W)) * abs.(Float64.(X)) .+ abs.(bias)
+    @test all(abs.(Y .- dense) .<= 0.02 .* mag)
+    @test outlier_columns(W8, X) == 1
+    @test outlier_columns(W8, X; threshold = 0) == 0
+
+    Y2 = similar(Y)
+    mul!(Y2, W8, X)
+    @test Y2 == Y
+    W16 = Int8Weight(ctx, Float16.(W); bias = Float16.(bias))
+    @test Float32.(W16 * Float16.(X)) ≈ Y rtol = 1e-2
+
+    @test_throws DimensionMismatch W8 * zeros(Float32, in + 1, 2)
+    @test_throws DimensionMismatch mul!(zeros(Float32, out + 1, batch), W8, X)
+    @test_throws LLMInt8Error mul!(Y2, W8, X; threshold = -1)
+    Wnan = copy(W); Wnan[3, 2] = NaN32
+    err = try Int8Weight(ctx, Wnan); nothing catch e; e end
+    @test err isa LLMInt8Error && occursin("row 2", err.message)
+    @test_throws ArgumentError Int8Weight(ctx, rand(Float64, 2, 2))
+    close(W8); close(W8)  # idempotent
+    @test_throws ArgumentError W8 * X
+    close(ctx)
+    @test_throws ArgumentError Int8Weight(ctx, W)
+end
