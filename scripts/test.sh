@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Every test of llmint8 — the README's test command; .ci/run calls it.
-# 1. Installs what is missing: C/C++ compilers, valgrind, Go (Debian packages,
-#    when run as root) and the aarch64 Rust target (best effort).
+# 1. Installs what is missing: C/C++ compilers, valgrind, Go, CMake, pkg-config,
+#    make (Debian packages, when run as root) and the aarch64 Rust target (best effort).
 # 2. Builds the shared library (the C, C++ and Go tests link it) and runs the
 #    Rust unit, reference, golden, header, C ABI and C++ tests.
 # 3. Checks that the crate builds for aarch64.
 # 4. Runs the Go binding's vet and tests (also with a GC before every C call)
 #    and the Go example.
-# 5. Runs the C ABI test program under valgrind memcheck (no errors, nothing leaked).
+# 5. Installs into a temporary prefix (make install) and builds a C consumer
+#    through pkg-config and a C++ consumer through CMake's find_package.
+# 6. Runs the C ABI test program under valgrind memcheck (no errors, nothing leaked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,9 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v make >/dev/null 2>&1 || missing+=(make)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
@@ -40,6 +45,19 @@ fi
 
 (cd bindings/go && go vet ./... && go test -count=1 ./... && go test -count=1 -tags llmint8debug ./...)
 (cd examples/go && go vet ./... && go run . | grep -q "outlier columns: 1")
+
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+make --no-print-directory install PREFIX="$prefix" >/dev/null
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+# shellcheck disable=SC2046 # pkg-config's flags are meant to split
+cc -std=c11 -Wall -Wextra -Werror examples/c/hello.c $(pkg-config --cflags --libs llmint8) \
+  -Wl,-rpath,"$prefix/lib" -o "$prefix/hello_c"
+"$prefix/hello_c" | grep -q "outlier columns: 1"
+cmake -S tests/install -B "$prefix/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$prefix/build" >/dev/null
+"$prefix/build/hello_cpp" | grep -q "outlier columns: 1"
+echo "install tree: pkg-config (C) and CMake (C++) consumers built and ran"
 
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate
 # AVX-512, so under it the library picks its AVX2 (or portable) kernels.

@@ -1,0 +1,29 @@
+# Install tree for C, C++, pkg-config and CMake consumers:
+#   make install PREFIX=/usr/local        (DESTDIR is honoured for packaging)
+# Installs lib/libllmint8.so.<version> with its SONAME link libllmint8.so.1 and
+# the development link libllmint8.so, include/llmint8.h and llmint8.hpp,
+# lib/pkgconfig/llmint8.pc and lib/cmake/llmint8/ (find_package(llmint8) gives
+# the imported target llmint8::llmint8).
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ABI := $(shell sed -n 's/^pub const ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/lib.rs)
+
+.PHONY: build install
+
+build:
+	cargo build --release --locked
+
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LIBDIR)/cmake/llmint8 $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 target/release/libllmint8.so $(DESTDIR)$(LIBDIR)/libllmint8.so.$(VERSION)
+	ln -sf libllmint8.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libllmint8.so.$(ABI)
+	ln -sf libllmint8.so.$(ABI) $(DESTDIR)$(LIBDIR)/libllmint8.so
+	install -m 644 include/llmint8.h bindings/cpp/llmint8.hpp $(DESTDIR)$(INCLUDEDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' packaging/llmint8.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/llmint8.pc
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@ABI@|$(ABI)|g' packaging/llmint8Config.cmake.in \
+	    > $(DESTDIR)$(LIBDIR)/cmake/llmint8/llmint8Config.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' packaging/llmint8ConfigVersion.cmake.in \
+	    > $(DESTDIR)$(LIBDIR)/cmake/llmint8/llmint8ConfigVersion.cmake
