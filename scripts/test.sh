@@ -8,7 +8,8 @@
 # 4. Runs the Go binding's vet and tests (also with a GC before every C call)
 #    and the Go example.
 # 5. Installs into a temporary prefix (make install) and builds a C consumer
-#    through pkg-config and a C++ consumer through CMake's find_package.
+#    through pkg-config, a C++ consumer through CMake's find_package, and the Go
+#    example from a copy outside the repository.
 # 6. Runs the C ABI test program under valgrind memcheck (no errors, nothing leaked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +58,14 @@ cc -std=c11 -Wall -Wextra -Werror examples/c/hello.c $(pkg-config --cflags --lib
 cmake -S tests/install -B "$prefix/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/build" >/dev/null
 "$prefix/build/hello_cpp" | grep -q "outlier columns: 1"
-echo "install tree: pkg-config (C) and CMake (C++) consumers built and ran"
+# The Go binding outside the repository, linked against the install tree.
+mkdir -p "$prefix/go"
+cp -r bindings/go "$prefix/go/binding"
+cp -r examples/go "$prefix/go/example"
+sed -i 's|=> ../../bindings/go|=> ../binding|' "$prefix/go/example/go.mod"
+(cd "$prefix/go/example" && CGO_CFLAGS="-I$prefix/include" CGO_LDFLAGS="-L$prefix/lib -Wl,-rpath,$prefix/lib" \
+  go run . | grep -q "outlier columns: 1")
+echo "install tree: pkg-config (C), CMake (C++) and Go consumers built and ran"
 
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate
 # AVX-512, so under it the library picks its AVX2 (or portable) kernels.
