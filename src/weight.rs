@@ -11,10 +11,11 @@ use crate::with_data;
 /// (bitsandbytes' `CB` and `SCB`) and an optional f32 bias. Immutable once built,
 /// so it can be shared by any number of threads.
 ///
-/// It holds `out·in` bytes of int8 plus `4·out` bytes of scales (and `4·out` of
-/// bias): no copy of the 16/32-bit weight survives quantization. The int8 data is
-/// row-major today; a backend may later keep it packed for its kernels, which is
-/// why it is only reachable through [`Weight::export`] and [`Weight::cb`].
+/// It holds `out·in` bytes of int8 (plus at most 15 rows and 3 columns of
+/// padding) and `4·out` bytes of scales (and `4·out` of bias): no copy of the
+/// 16/32-bit weight survives quantization. The int8 data is kept packed for the
+/// CPU microkernels (`cpu::pack`); bitsandbytes' row-major `CB` comes back out
+/// through [`Weight::export`] and [`Weight::cb`].
 #[derive(Debug)]
 pub struct Weight {
     out_features: usize,
