@@ -133,15 +133,8 @@ end
 Base.size(w::Int8Weight) = (w.out, w.in)
 Base.size(w::Int8Weight, d::Integer) = size(w)[d]
 
-"""
-    mul!(Y, W8, X; threshold = 6) -> Y
-
-`Y (out × batch) = W8 * X (in × batch) + bias` with LLM.int8(); `threshold = 0`
-turns the outlier decomposition off. `X` and `Y` are dense column-major arrays of
-a supported element type and are passed to the library without copies.
-"""
-function LinearAlgebra.mul!(Y::StridedMatrix{TY}, w::Int8Weight, X::StridedMatrix{TX};
-                            threshold::Real = DEFAULT_THRESHOLD) where {TX,TY}
+# The one call into llmint8_matmul: checks shapes and layout, returns the stats.
+function matmul_stats!(Y::StridedMatrix{TY}, w::Int8Weight, X::StridedMatrix{TX}, threshold::Real) where {TX,TY}
     size(X, 1) == w.in || throw(DimensionMismatch("X has $(size(X, 1)) rows, the weight $(w.in) columns"))
     size(Y) == (w.out, size(X, 2)) || throw(DimensionMismatch("Y is $(size(Y)), expected ($(w.out), $(size(X, 2)))"))
     stride(X, 1) == 1 && stride(X, 2) == w.in || throw(ArgumentError("X must be a dense column-major matrix"))
@@ -152,6 +145,18 @@ function LinearAlgebra.mul!(Y::StridedMatrix{TY}, w::Int8Weight, X::StridedMatri
                     (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Cvoid}, Int32, Ref{MatmulStats}),
                     w.ctx, w, pointer(X), dtype_code(TX), size(X, 2), threshold, pointer(Y), dtype_code(TY), stats))
     end
+    return stats[]
+end
+
+"""
+    mul!(Y, W8, X; threshold = 6) -> Y
+
+`Y (out × batch) = W8 * X (in × batch) + bias` with LLM.int8(); `threshold = 0`
+turns the outlier decomposition off. `X` and `Y` are dense column-major arrays of
+a supported element type and are passed to the library without copies.
+"""
+function LinearAlgebra.mul!(Y::StridedMatrix, w::Int8Weight, X::StridedMatrix; threshold::Real = DEFAULT_THRESHOLD)
+    matmul_stats!(Y, w, X, threshold)
     return Y
 end
 
@@ -164,14 +169,8 @@ Base.:*(w::Int8Weight, x::StridedVector{T}) where {T} = vec(w * reshape(x, :, 1)
 How many feature rows of `X` (columns of the C API's `[batch, in]`) hold an outlier.
 """
 function outlier_columns(w::Int8Weight, X::StridedMatrix{T}; threshold::Real = DEFAULT_THRESHOLD) where {T}
-    Y = similar(X, T, w.out, size(X, 2))
-    stats = Ref(MatmulStats())
-    GC.@preserve X Y begin
-        check(ccall((:llmint8_matmul, libllmint8), Int32,
-                    (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Cvoid}, Int32, Ref{MatmulStats}),
-                    w.ctx, w, pointer(X), dtype_code(T), size(X, 2), threshold, pointer(Y), dtype_code(T), stats))
-    end
-    return Int(stats[].outlier_columns)
+    stats = matmul_stats!(similar(X, T, w.out, size(X, 2)), w, X, threshold)
+    return Int(stats.outlier_columns)
 end
 
 end # module
