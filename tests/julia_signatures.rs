@@ -167,7 +167,7 @@ fn every_julia_ccall_matches_the_c_header() {
     assert!(c.len() >= 15, "parsed only {} declarations: {:?}", c.len(), c.keys());
     assert_eq!(c["llmint8_matmul"].1.len(), 9);
     let calls = julia_ccalls(&root.join("bindings/julia/LLMInt8"));
-    assert!(calls.len() >= 10, "found only {} ccalls", calls.len());
+    assert!(!calls.is_empty(), "found no ccall");
     let mut used = std::collections::BTreeSet::new();
     for (name, ret, args, file) in &calls {
         let (c_ret, c_args) = c.get(name).unwrap_or_else(|| panic!("{file}: {name} is not in include/llmint8.h"));
@@ -178,7 +178,17 @@ fn every_julia_ccall_matches_the_c_header() {
         }
         used.insert(name.clone());
     }
-    for needed in ["llmint8_context_create", "llmint8_weight_quantize", "llmint8_matmul", "llmint8_last_error"] {
+    for needed in [
+        "llmint8_version",
+        "llmint8_status_name",
+        "llmint8_last_error",
+        "llmint8_context_create",
+        "llmint8_context_destroy",
+        "llmint8_context_set_num_threads",
+        "llmint8_weight_quantize",
+        "llmint8_weight_destroy",
+        "llmint8_matmul",
+    ] {
         assert!(used.contains(needed), "the Julia binding does not call {needed}");
     }
 }
