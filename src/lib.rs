@@ -24,6 +24,7 @@ mod cpu;
 mod dtype;
 mod error;
 pub mod ffi;
+pub mod io;
 pub mod quant;
 mod weight;
 

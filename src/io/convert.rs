@@ -1,0 +1,463 @@
+//! Converting a transformers model directory into the 8-bit form that
+//! transformers + bitsandbytes load with no extra arguments.
+//!
+//! Streaming: the layout of every output file is planned first, then each
+//! source tensor is read from its mapping, quantized or copied, written at its
+//! place and released, so peak memory is a small multiple of the largest tensor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::format::{byte_count, TensorDtype, TensorSpec};
+use super::write::{f32_bytes, pytorch_metadata, temp_path_beside, SafetensorsWriter};
+use super::{as_u8, io_error, pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
+use crate::context::Context;
+use crate::error::{try_zeroed_vec, Error, Result, Status};
+use crate::quant::{self, InputRounding};
+
+/// transformers' default `max_shard_size` ("5GB", decimal).
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// How to convert.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Written to `quantization_config.llm_int8_threshold` (the weights do not depend on it).
+    pub threshold: f64,
+    /// Modules kept as they are (see [`matches_module`]), like `llm_int8_skip_modules`.
+    pub skip: Vec<String>,
+    /// Output shards hold at most this many bytes of tensors (a larger tensor gets a shard alone).
+    pub max_shard_bytes: u64,
+    /// `Float16` rounds bfloat16/float32 weights to float16 before quantizing, as
+    /// bitsandbytes does; `Exact` quantizes the stored values (same result for float16).
+    pub rounding: InputRounding,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            threshold: quant::DEFAULT_THRESHOLD as f64,
+            skip: Vec::new(),
+            max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            rounding: InputRounding::Exact,
+        }
+    }
+}
+
+/// Whether `pattern` names module `prefix` or a module above or inside it, on
+/// whole dotted components: `mlp` and `layers.1.mlp` match
+/// `model.layers.1.mlp.up_proj`, `layers.1` does not match `layers.10`.
+pub fn matches_module(pattern: &str, prefix: &str) -> bool {
+    let p = pattern.trim_matches('.');
+    if p.is_empty() {
+        return false;
+    }
+    let name = format!(".{prefix}.");
+    name.contains(&format!(".{p}."))
+}
+
+/// One quantized layer in the report.
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    /// Module name (`model.layers.0.mlp.up_proj`).
+    pub name: String,
+    pub dtype: TensorDtype,
+    pub out_features: usize,
+    pub in_features: usize,
+    /// The source weight's bytes.
+    pub bytes_before: usize,
+    /// int8 weight + scales + format marker.
+    pub bytes_after: usize,
+    /// max |w − dequantized| over the layer.
+    pub max_error: f64,
+    /// ‖w − dequantized‖ / ‖w‖ (Frobenius); 0 for an all-zero weight.
+    pub relative_error: f64,
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertReport {
+    pub layers: Vec<LayerReport>,
+    /// Tensors copied unchanged (embeddings, norms, biases, skipped modules).
+    pub copied_tensors: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Output safetensors files, in order.
+    pub shards: Vec<String>,
+    /// Other files copied from the input directory (relative paths).
+    pub copied_files: Vec<String>,
+    /// Files left out: weights in other formats, which would be 16-bit copies.
+    pub skipped_files: Vec<String>,
+}
+
+/// Progress of a conversion, reported after each source tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub done_tensors: usize,
+    pub total_tensors: usize,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub tensor: &'a str,
+}
+
+/// What happens to one source tensor.
+enum Plan {
+    Copy { out: usize },
+    Quantize { weight: usize, scb: usize, format: usize },
+}
+
+/// Converts the model directory `input` into `output` (which must not exist, or
+/// be empty). On failure nothing is left at `output`.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ConvertReport> {
+    if !options.threshold.is_finite() || options.threshold < 0.0 {
+        return Err(Error::invalid(format!("threshold must be finite and >= 0, got {}", options.threshold)));
+    }
+    if options.max_shard_bytes == 0 {
+        return Err(Error::invalid("the shard size limit must be > 0"));
+    }
+    let in_meta = std::fs::metadata(input).map_err(|e| io_error(input, "cannot open", e))?;
+    if !in_meta.is_dir() {
+        return Err(Error::invalid(format!("{}: the input must be a model directory", input.display())));
+    }
+    check_output(input, output)?;
+    let checkpoint = Checkpoint::open(input)?;
+    let config = read_config(input, options)?;
+
+    // Plan every output tensor, then cut them into shards.
+    let mut specs: Vec<TensorSpec> = Vec::new();
+    let mut plans = Vec::with_capacity(checkpoint.tensors().len());
+    let push = |specs: &mut Vec<TensorSpec>, name: String, dtype, shape| {
+        specs.push(TensorSpec { name, dtype, shape });
+        specs.len() - 1
+    };
+    for t in checkpoint.tensors() {
+        let quantize = t.kind == TensorKind::LinearWeight && !options.skip.iter().any(|p| matches_module(p, t.prefix()));
+        if quantize {
+            let p = t.prefix();
+            plans.push(Plan::Quantize {
+                weight: push(&mut specs, format!("{p}.weight"), TensorDtype::I8, t.shape.clone()),
+                scb: push(&mut specs, format!("{p}.SCB"), TensorDtype::F32, vec![t.shape[0]]),
+                format: push(&mut specs, format!("{p}.weight_format"), TensorDtype::U8, vec![]),
+            });
+        } else {
+            plans.push(Plan::Copy { out: push(&mut specs, t.name.clone(), t.dtype, t.shape.clone()) });
+        }
+    }
+    if let Some(clash) = duplicate_name(&specs) {
+        return Err(Error::new(
+            Status::Format,
+            format!("{}: tensor {clash:?} would be written twice (an 8-bit layer and a 16-bit tensor share a name)", input.display()),
+        ));
+    }
+    let shard_of = assign_shards(&specs, options.max_shard_bytes);
+    let shard_count = shard_of.iter().max().map_or(1, |m| m + 1);
+    let shard_names: Vec<String> = if shard_count == 1 {
+        vec![MODEL_FILE.to_string()]
+    } else {
+        (1..=shard_count).map(|i| format!("model-{i:05}-of-{shard_count:05}.safetensors")).collect()
+    };
+
+    let staging = temp_path_beside(output);
+    std::fs::create_dir(&staging).map_err(|e| io_error(&staging, "cannot create", e))?;
+    let result = (|| {
+        let report =
+            write_model(&checkpoint, &plans, &specs, &shard_of, &shard_names, &staging, options, progress)?;
+        write_index(&staging, &specs, &shard_of, &shard_names)?;
+        if let Some(config) = &config {
+            let text = pyjson::to_config_text(config);
+            let path = staging.join("config.json");
+            std::fs::write(&path, text).map_err(|e| io_error(&path, "cannot write", e))?;
+        }
+        let mut report = report;
+        copy_other_files(input, &staging, &checkpoint, &mut report)?;
+        if output.exists() {
+            std::fs::remove_dir(output).map_err(|e| io_error(output, "cannot replace the empty directory", e))?;
+        }
+        std::fs::rename(&staging, output).map_err(|e| io_error(output, "cannot create", e))?;
+        Ok(report)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn check_output(input: &Path, output: &Path) -> Result<()> {
+    match std::fs::read_dir(output) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::invalid(format!(
+                    "{}: the output directory exists and is not empty; choose a new one",
+                    output.display()
+                )));
+            }
+            let same = std::fs::canonicalize(input).ok() == std::fs::canonicalize(output).ok();
+            if same {
+                return Err(Error::invalid("the output directory is the input directory"));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(output, "cannot use as the output directory", e)),
+    }
+}
+
+/// The input's `config.json` with the `quantization_config` transformers writes
+/// for `load_in_8bit`, or `None` when there is no config.
+fn read_config(input: &Path, options: &ConvertOptions) -> Result<Option<Value>> {
+    let path = input.join("config.json");
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path, "cannot read", e)),
+    };
+    let mut config: Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::new(Status::Format, format!("{}: not JSON: {e}", path.display())))?;
+    let Value::Object(map) = &mut config else {
+        return Err(Error::new(Status::Format, format!("{}: not a JSON object", path.display())));
+    };
+    if let Some(existing) = map.get("quantization_config") {
+        let is_bnb_8bit = existing.get("quant_method") == Some(&json!("bitsandbytes"))
+            && existing.get("load_in_8bit") == Some(&json!(true));
+        if !is_bnb_8bit {
+            return Err(Error::unsupported(format!(
+                "{}: the model is already quantized ({}); convert a 16/32-bit model",
+                path.display(),
+                existing.get("quant_method").map_or("unknown method".to_string(), |m| m.to_string())
+            )));
+        }
+    }
+    // A skip list replaces transformers' default one, which keeps the output layer.
+    let skip = if options.skip.is_empty() {
+        Value::Null
+    } else {
+        let mut s: Vec<Value> = options.skip.iter().map(|p| json!(p)).collect();
+        if !options.skip.iter().any(|p| p == "lm_head") {
+            s.push(json!("lm_head"));
+        }
+        Value::Array(s)
+    };
+    map.insert(
+        "quantization_config".into(),
+        json!({
+            "_load_in_4bit": false,
+            "_load_in_8bit": true,
+            "bnb_4bit_compute_dtype": "float32",
+            "bnb_4bit_quant_storage": "uint8",
+            "bnb_4bit_quant_type": "fp4",
+            "bnb_4bit_use_double_quant": false,
+            "llm_int8_enable_fp32_cpu_offload": false,
+            "llm_int8_has_fp16_weight": false,
+            "llm_int8_skip_modules": skip,
+            "llm_int8_threshold": options.threshold,
+            "load_in_4bit": false,
+            "load_in_8bit": true,
+            "quant_method": "bitsandbytes"
+        }),
+    );
+    Ok(Some(config))
+}
+
+fn duplicate_name(specs: &[TensorSpec]) -> Option<String> {
+    let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0].to_string())
+}
+
+/// Shard index of each spec: in name order, a new shard starts when the next
+/// tensor would push the current one past `max_bytes`.
+fn assign_shards(specs: &[TensorSpec], max_bytes: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by(|&a, &b| specs[a].name.cmp(&specs[b].name));
+    let mut shard_of = vec![0; specs.len()];
+    let (mut shard, mut used) = (0usize, 0u64);
+    for i in order {
+        let size = spec_bytes(&specs[i]) as u64;
+        if used > 0 && used.saturating_add(size) > max_bytes {
+            shard += 1;
+            used = 0;
+        }
+        used = used.saturating_add(size);
+        shard_of[i] = shard;
+    }
+    shard_of
+}
+
+fn spec_bytes(spec: &TensorSpec) -> usize {
+    // Sizes come from validated source shapes: int8 and f32 [out] are no larger.
+    byte_count(spec.dtype, &spec.shape).unwrap_or(usize::MAX)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_model(
+    checkpoint: &Checkpoint,
+    plans: &[Plan],
+    specs: &[TensorSpec],
+    shard_of: &[usize],
+    shard_names: &[String],
+    dir: &Path,
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ConvertReport> {
+    let mut writers = Vec::with_capacity(shard_names.len());
+    for (s, name) in shard_names.iter().enumerate() {
+        let mine: Vec<TensorSpec> =
+            specs.iter().zip(shard_of).filter(|(_, &o)| o == s).map(|(spec, _)| spec.clone()).collect();
+        writers.push(SafetensorsWriter::create(dir.join(name), mine, &pytorch_metadata())?);
+    }
+    let ctx = Context::cpu();
+    ctx.set_input_rounding(options.rounding);
+    let mut report = ConvertReport { shards: shard_names.to_vec(), ..ConvertReport::default() };
+    let total_bytes: u64 = checkpoint.tensors().iter().map(|t| t.num_bytes() as u64).sum();
+    let total_tensors = checkpoint.tensors().len();
+    let mut done_bytes = 0u64;
+    for (i, (t, plan)) in checkpoint.tensors().iter().zip(plans).enumerate() {
+        let write = |writers: &mut Vec<SafetensorsWriter>, spec: usize, data: &[u8]| {
+            writers[shard_of[spec]].write(&specs[spec].name, data)
+        };
+        match *plan {
+            Plan::Copy { out } => {
+                write(&mut writers, out, checkpoint.bytes(t))?;
+                report.copied_tensors += 1;
+            }
+            Plan::Quantize { weight, scb, format } => {
+                let (layer, cb, scales) = quantize_layer(checkpoint, &ctx, t)?;
+                write(&mut writers, weight, as_u8(&cb))?;
+                write(&mut writers, scb, &f32_bytes(&scales))?;
+                write(&mut writers, format, &[0])?;
+                report.layers.push(layer);
+            }
+        }
+        checkpoint.release(t);
+        done_bytes += t.num_bytes() as u64;
+        progress(Progress { done_tensors: i + 1, total_tensors, done_bytes, total_bytes, tensor: &t.name });
+    }
+    for w in writers {
+        w.finish()?;
+    }
+    report.bytes_before = total_bytes;
+    report.bytes_after = specs.iter().map(|s| spec_bytes(s) as u64).sum();
+    Ok(report)
+}
+
+/// Quantizes one linear weight; returns its report line, `CB` and `SCB`.
+fn quantize_layer(checkpoint: &Checkpoint, ctx: &Context, t: &Tensor) -> Result<(LayerReport, Vec<i8>, Vec<f32>)> {
+    let (out_features, in_features) = (t.shape[0], t.shape[1]);
+    let mut cb = try_zeroed_vec::<i8>(t.num_bytes() / (t.dtype.bits() / 8), "int8 weight")?;
+    let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
+    let (max_error, relative_error) = checkpoint
+        .with_floats(t, |data| {
+            let weight = ctx.quantize_weight(data, out_features, in_features, None)?;
+            weight.export(&mut cb, &mut scb)?;
+            drop(weight);
+            Ok(crate::with_data!(data, w => quantization_error(w, &cb, &scb, in_features)))
+        })
+        .map_err(|e| {
+            Error::new(e.status(), format!("{}: tensor {:?}: {}", checkpoint.file_path(t).display(), t.name, e.message()))
+        })?;
+    let layer = LayerReport {
+        name: t.prefix().to_string(),
+        dtype: t.dtype,
+        out_features,
+        in_features,
+        bytes_before: t.num_bytes(),
+        bytes_after: cb.len() + 4 * scb.len() + 1,
+        max_error,
+        relative_error,
+    };
+    Ok((layer, cb, scb))
+}
+
+/// (max |w − deq|, ‖w − deq‖/‖w‖) of a quantized weight, in f64.
+fn quantization_error<T: crate::Element>(w: &[T], cb: &[i8], scb: &[f32], k: usize) -> (f64, f64) {
+    let (mut max, mut err2, mut norm2) = (0f64, 0f64, 0f64);
+    for ((row, q), &s) in w.chunks_exact(k).zip(cb.chunks_exact(k)).zip(scb) {
+        for (&v, &q) in row.iter().zip(q) {
+            let v = v.to_f32() as f64;
+            let e = (v - quant::dequantize_weight(q, s) as f64).abs();
+            max = max.max(e);
+            err2 += e * e;
+            norm2 += v * v;
+        }
+    }
+    (max, if norm2 > 0.0 { (err2 / norm2).sqrt() } else { 0.0 })
+}
+
+/// `model.safetensors.index.json` as transformers writes it, when there are shards.
+fn write_index(dir: &Path, specs: &[TensorSpec], shard_of: &[usize], shard_names: &[String]) -> Result<()> {
+    if shard_names.len() < 2 {
+        return Ok(());
+    }
+    let weight_map: BTreeMap<&str, &str> =
+        specs.iter().zip(shard_of).map(|(s, &o)| (s.name.as_str(), shard_names[o].as_str())).collect();
+    let total: u64 = specs.iter().map(|s| spec_bytes(s) as u64).sum();
+    let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    let path = dir.join(INDEX_FILE);
+    std::fs::write(&path, pyjson::to_config_text(&index)).map_err(|e| io_error(&path, "cannot write", e))
+}
+
+/// Weights in formats other than safetensors: copying them would carry a
+/// 16/32-bit copy of the model into the 8-bit directory.
+fn is_other_weight_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    (lower.starts_with("pytorch_model") && lower.ends_with(".bin"))
+        || [".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf"].iter().any(|e| lower.ends_with(e))
+}
+
+/// Copies everything else (tokenizer, generation config, …), recursively.
+fn copy_other_files(input: &Path, out: &Path, checkpoint: &Checkpoint, report: &mut ConvertReport) -> Result<()> {
+    let sources: Vec<PathBuf> = checkpoint.files().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+    copy_dir(input, out, Path::new(""), &sources, report, 0)
+}
+
+fn copy_dir(
+    from: &Path,
+    to: &Path,
+    rel: &Path,
+    sources: &[PathBuf],
+    report: &mut ConvertReport,
+    depth: usize,
+) -> Result<()> {
+    const MAX_DEPTH: usize = 16;
+    let dir = from.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| io_error(&dir, "cannot list", e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| io_error(&dir, "cannot list", e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let rel_path = rel.join(&name);
+        let src = from.join(&rel_path);
+        let name = name.to_string_lossy();
+        let meta = std::fs::metadata(&src).map_err(|e| io_error(&src, "cannot stat", e))?;
+        if meta.is_dir() {
+            if depth >= MAX_DEPTH {
+                return Err(Error::new(Status::Io, format!("{}: directories nested too deep", src.display())));
+            }
+            let dst = to.join(&rel_path);
+            std::fs::create_dir_all(&dst).map_err(|e| io_error(&dst, "cannot create", e))?;
+            copy_dir(from, to, &rel_path, sources, report, depth + 1)?;
+            continue;
+        }
+        let at_top = rel.as_os_str().is_empty();
+        let is_source = std::fs::canonicalize(&src).is_ok_and(|c| sources.contains(&c));
+        if is_source || (at_top && (name == "config.json" || name == INDEX_FILE || name == MODEL_FILE)) {
+            continue;
+        }
+        if is_other_weight_file(&name) {
+            report.skipped_files.push(rel_path.display().to_string());
+            continue;
+        }
+        let dst = to.join(&rel_path);
+        std::fs::copy(&src, &dst).map_err(|e| io_error(&src, "cannot copy", e))?;
+        report.copied_files.push(rel_path.display().to_string());
+    }
+    Ok(())
+}

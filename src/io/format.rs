@@ -1,0 +1,382 @@
+//! The safetensors container: an 8-byte little-endian header length, a JSON
+//! header naming each tensor's dtype, shape and byte range, then the data.
+//! Parsing checks everything a reader will rely on, so that every later access
+//! is in bounds: known dtypes, sizes that match dtype × shape without overflow,
+//! ranges that tile the data section exactly (no overlap, no gap, nothing past
+//! the end — the rules of the reference `safetensors` parser).
+
+use std::ops::Range;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result, Status};
+
+/// The reference parser refuses headers above 100 MB; so do we.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Element types of a safetensors file, in the reference implementation's order
+/// (increasing alignment), which is also the order a writer sorts by.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TensorDtype {
+    BOOL,
+    F4,
+    F6_E2M3,
+    F6_E3M2,
+    U8,
+    I8,
+    F8_E5M2,
+    F8_E4M3,
+    F8_E8M0,
+    F8_E4M3FNUZ,
+    F8_E5M2FNUZ,
+    I16,
+    U16,
+    F16,
+    BF16,
+    I32,
+    U32,
+    F32,
+    C64,
+    F64,
+    I64,
+    U64,
+}
+
+impl TensorDtype {
+    pub const ALL: [TensorDtype; 22] = [
+        TensorDtype::BOOL,
+        TensorDtype::F4,
+        TensorDtype::F6_E2M3,
+        TensorDtype::F6_E3M2,
+        TensorDtype::U8,
+        TensorDtype::I8,
+        TensorDtype::F8_E5M2,
+        TensorDtype::F8_E4M3,
+        TensorDtype::F8_E8M0,
+        TensorDtype::F8_E4M3FNUZ,
+        TensorDtype::F8_E5M2FNUZ,
+        TensorDtype::I16,
+        TensorDtype::U16,
+        TensorDtype::F16,
+        TensorDtype::BF16,
+        TensorDtype::I32,
+        TensorDtype::U32,
+        TensorDtype::F32,
+        TensorDtype::C64,
+        TensorDtype::F64,
+        TensorDtype::I64,
+        TensorDtype::U64,
+    ];
+
+    /// The name in a safetensors header, e.g. `"F16"`.
+    pub fn name(self) -> &'static str {
+        self.c_name().to_str().unwrap_or_default()
+    }
+
+    /// [`TensorDtype::name`] as a C string, for the C ABI.
+    pub fn c_name(self) -> &'static std::ffi::CStr {
+        use TensorDtype::*;
+        match self {
+            BOOL => c"BOOL",
+            F4 => c"F4",
+            F6_E2M3 => c"F6_E2M3",
+            F6_E3M2 => c"F6_E3M2",
+            U8 => c"U8",
+            I8 => c"I8",
+            F8_E5M2 => c"F8_E5M2",
+            F8_E4M3 => c"F8_E4M3",
+            F8_E8M0 => c"F8_E8M0",
+            F8_E4M3FNUZ => c"F8_E4M3FNUZ",
+            F8_E5M2FNUZ => c"F8_E5M2FNUZ",
+            I16 => c"I16",
+            U16 => c"U16",
+            F16 => c"F16",
+            BF16 => c"BF16",
+            I32 => c"I32",
+            U32 => c"U32",
+            F32 => c"F32",
+            C64 => c"C64",
+            F64 => c"F64",
+            I64 => c"I64",
+            U64 => c"U64",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TensorDtype> {
+        TensorDtype::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Bits per element.
+    pub fn bits(self) -> usize {
+        use TensorDtype::*;
+        match self {
+            F4 => 4,
+            F6_E2M3 | F6_E3M2 => 6,
+            BOOL | U8 | I8 | F8_E5M2 | F8_E4M3 | F8_E8M0 | F8_E4M3FNUZ | F8_E5M2FNUZ => 8,
+            I16 | U16 | F16 | BF16 => 16,
+            I32 | U32 | F32 => 32,
+            C64 | F64 | I64 | U64 => 64,
+        }
+    }
+
+    /// The C ABI code (`LLMINT8_TENSOR_*`). The three float codes equal the
+    /// `LLMINT8_F32/_F16/_BF16` element codes; the others are fixed by ABI version 1.
+    pub fn code(self) -> i32 {
+        use TensorDtype::*;
+        match self {
+            F32 => 0,
+            F16 => 1,
+            BF16 => 2,
+            I8 => 3,
+            U8 => 4,
+            BOOL => 5,
+            I16 => 6,
+            U16 => 7,
+            I32 => 8,
+            U32 => 9,
+            I64 => 10,
+            U64 => 11,
+            F64 => 12,
+            F8_E4M3 => 13,
+            F8_E5M2 => 14,
+            F8_E8M0 => 15,
+            F8_E4M3FNUZ => 16,
+            F8_E5M2FNUZ => 17,
+            F4 => 18,
+            F6_E2M3 => 19,
+            F6_E3M2 => 20,
+            C64 => 21,
+        }
+    }
+}
+
+/// One tensor of a parsed header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: TensorDtype,
+    pub shape: Vec<usize>,
+    /// Byte range within the whole file (header included), checked to lie inside it.
+    pub bytes: Range<usize>,
+}
+
+/// A parsed, validated header.
+#[derive(Clone, Debug, Default)]
+pub struct Header {
+    /// In file order.
+    pub tensors: Vec<TensorEntry>,
+    /// `__metadata__`, sorted by key.
+    pub metadata: Vec<(String, String)>,
+}
+
+fn format_error(file: &str, message: impl std::fmt::Display) -> Error {
+    Error::new(Status::Format, format!("{file}: {message}"))
+}
+
+/// Elements of `shape`, or `None` when the product overflows.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// Bytes of `shape` elements of `dtype`, or `None` when it overflows or is not
+/// a whole number of bytes.
+pub fn byte_count(dtype: TensorDtype, shape: &[usize]) -> Option<usize> {
+    let bits = element_count(shape)?.checked_mul(dtype.bits())?;
+    bits.is_multiple_of(8).then_some(bits / 8)
+}
+
+/// Parses and validates the header of the safetensors file `bytes`; `file`
+/// names it in messages. Every tensor's byte range is then inside `bytes`.
+pub fn parse(bytes: &[u8], file: &str) -> Result<Header> {
+    let len = bytes.len();
+    let Some(prefix) = bytes.get(..8) else {
+        return Err(format_error(file, format!("{len} bytes is too short for a safetensors file (it starts with an 8-byte header length)")));
+    };
+    let n = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+    if n > MAX_HEADER_BYTES {
+        return Err(format_error(file, format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")));
+    }
+    let n = n as usize; // <= MAX_HEADER_BYTES, fits
+    let data_start = 8 + n;
+    if data_start > len {
+        return Err(format_error(file, format!("header length {n} runs past the end of the file ({len} bytes)")));
+    }
+    let text = std::str::from_utf8(&bytes[8..data_start])
+        .map_err(|e| format_error(file, format!("header is not UTF-8: {e}")))?;
+    let json: Value = serde_json::from_str(text).map_err(|e| format_error(file, format!("header is not JSON: {e}")))?;
+    let Value::Object(map) = json else {
+        return Err(format_error(file, "header is not a JSON object"));
+    };
+
+    let mut header = Header::default();
+    for (name, value) in map {
+        if name == "__metadata__" {
+            header.metadata = parse_metadata(value, file)?;
+            continue;
+        }
+        header.tensors.push(parse_tensor(name, value, data_start, file)?);
+    }
+    check_layout(&mut header.tensors, data_start, len, file)?;
+    Ok(header)
+}
+
+fn parse_metadata(value: Value, file: &str) -> Result<Vec<(String, String)>> {
+    let Value::Object(map) = value else {
+        return Err(format_error(file, "__metadata__ is not an object of strings"));
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            _ => Err(format_error(file, format!("__metadata__[{k:?}] is not a string"))),
+        })
+        .collect()
+}
+
+fn as_usize(v: &Value) -> Option<usize> {
+    v.as_u64().and_then(|u| usize::try_from(u).ok())
+}
+
+fn parse_tensor(name: String, value: Value, data_start: usize, file: &str) -> Result<TensorEntry> {
+    let bad = |what: &str| format_error(file, format!("tensor {name:?}: {what}"));
+    if name.contains('\0') {
+        return Err(bad("the name holds a NUL byte"));
+    }
+    let Value::Object(fields) = value else { return Err(bad("entry is not a JSON object")) };
+    let dtype = match fields.get("dtype") {
+        Some(Value::String(s)) => TensorDtype::from_name(s).ok_or_else(|| bad(&format!("unknown dtype {s:?}")))?,
+        _ => return Err(bad("missing or non-string \"dtype\"")),
+    };
+    let shape: Vec<usize> = match fields.get("shape") {
+        Some(Value::Array(dims)) => {
+            dims.iter().map(as_usize).collect::<Option<_>>().ok_or_else(|| bad("\"shape\" holds a non-integer"))?
+        }
+        _ => return Err(bad("missing or non-array \"shape\"")),
+    };
+    let offsets: Vec<usize> = match fields.get("data_offsets") {
+        Some(Value::Array(o)) if o.len() == 2 => {
+            o.iter().map(as_usize).collect::<Option<_>>().ok_or_else(|| bad("\"data_offsets\" holds a non-integer"))?
+        }
+        _ => return Err(bad("\"data_offsets\" is not [begin, end]")),
+    };
+    let (begin, end) = (offsets[0], offsets[1]);
+    if end < begin {
+        return Err(bad(&format!("data_offsets [{begin}, {end}] end before they begin")));
+    }
+    let want = byte_count(dtype, &shape)
+        .ok_or_else(|| bad(&format!("shape {shape:?} of {} overflows or is not whole bytes", dtype.name())))?;
+    if end - begin != want {
+        return Err(bad(&format!(
+            "dtype {} and shape {shape:?} need {want} bytes, data_offsets [{begin}, {end}] give {}",
+            dtype.name(),
+            end - begin
+        )));
+    }
+    let abs = |o: usize| data_start.checked_add(o).ok_or_else(|| bad("data_offsets overflow"));
+    Ok(TensorEntry { bytes: abs(begin)?..abs(end)?, name, dtype, shape })
+}
+
+/// Sorts tensors into file order and checks they tile `[data_start, len)`.
+fn check_layout(tensors: &mut [TensorEntry], data_start: usize, len: usize, file: &str) -> Result<()> {
+    tensors.sort_by(|a, b| (a.bytes.start, a.bytes.end).cmp(&(b.bytes.start, b.bytes.end)));
+    let mut at = data_start;
+    let mut previous: Option<&TensorEntry> = None;
+    for t in tensors.iter() {
+        let rel = |r: &Range<usize>| format!("[{}, {})", r.start - data_start, r.end - data_start);
+        if t.bytes.start < at {
+            let p = previous.expect("only a later tensor can start before `at`");
+            return Err(format_error(
+                file,
+                format!("tensor {:?} {} overlaps tensor {:?} {}", t.name, rel(&t.bytes), p.name, rel(&p.bytes)),
+            ));
+        }
+        if t.bytes.start > at {
+            return Err(format_error(
+                file,
+                format!("data bytes {} before tensor {:?} belong to no tensor", rel(&(at..t.bytes.start)), t.name),
+            ));
+        }
+        if t.bytes.end > len {
+            return Err(format_error(
+                file,
+                format!(
+                    "tensor {:?} {} runs past the end of the file: the data section has {} bytes (truncated file?)",
+                    t.name,
+                    rel(&t.bytes),
+                    len - data_start
+                ),
+            ));
+        }
+        at = t.bytes.end;
+        previous = Some(t);
+    }
+    if at != len {
+        return Err(format_error(file, format!("{} bytes after the last tensor belong to no tensor", len - at)));
+    }
+    Ok(())
+}
+
+/// A tensor to be written: its place in the file comes from [`layout`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: TensorDtype,
+    pub shape: Vec<usize>,
+}
+
+/// The header bytes of a file holding `specs`, and each spec's byte range in
+/// the file (indexed like `specs`). The layout is the reference writer's: tensors
+/// sorted by dtype (widest first) then name, packed from offset 0, header padded
+/// with spaces to a multiple of 8 bytes — so a file written here is byte for byte
+/// the one `safetensors.torch.save_file` writes for the same tensors.
+pub fn layout(specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by(|&a, &b| specs[b].dtype.cmp(&specs[a].dtype).then(specs[a].name.cmp(&specs[b].name)));
+    let mut json = String::from("{");
+    if !metadata.is_empty() {
+        json.push_str("\"__metadata__\":{");
+        for (i, (k, v)) in metadata.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&format!("{}:{}", json_string(k), json_string(v)));
+        }
+        json.push('}');
+    }
+    let mut offset = 0usize;
+    let mut relative = vec![0..0; specs.len()];
+    for (i, &s) in order.iter().enumerate() {
+        let spec = &specs[s];
+        let size = byte_count(spec.dtype, &spec.shape).ok_or_else(|| {
+            Error::new(Status::Shape, format!("tensor {:?}: shape {:?} overflows", spec.name, spec.shape))
+        })?;
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| Error::new(Status::Shape, "file size overflows size_t".to_string()))?;
+        if i > 0 || !metadata.is_empty() {
+            json.push(',');
+        }
+        let dims: Vec<String> = spec.shape.iter().map(|d| d.to_string()).collect();
+        json.push_str(&format!(
+            "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            json_string(&spec.name),
+            spec.dtype.name(),
+            dims.join(",")
+        ));
+        relative[s] = offset..end;
+        offset = end;
+    }
+    json.push('}');
+    let mut header = json.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let data_start = 8 + header.len();
+    let mut bytes = Vec::with_capacity(data_start);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    let ranges = relative.into_iter().map(|r| data_start + r.start..data_start + r.end).collect();
+    Ok((bytes, ranges))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}

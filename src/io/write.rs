@@ -1,0 +1,144 @@
+//! Writing safetensors files: the layout is fixed up front (so tensors can be
+//! written in any order, one at a time), the file appears under its name only
+//! once complete, and a failure leaves nothing behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::format::{self, TensorDtype, TensorSpec};
+use super::io_error;
+use crate::error::{Error, Result, Status};
+use crate::weight::Weight;
+
+/// The `__metadata__` transformers writes (`{"format": "pt"}`), which its loader expects.
+pub fn pytorch_metadata() -> Vec<(String, String)> {
+    vec![("format".to_string(), "pt".to_string())]
+}
+
+/// A safetensors file being written. Dropping it before [`SafetensorsWriter::finish`]
+/// deletes the partial file.
+pub struct SafetensorsWriter {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+    specs: Vec<TensorSpec>,
+    ranges: Vec<Range<usize>>,
+    written: Vec<bool>,
+}
+
+/// A fresh name for a temporary file beside `path`.
+pub(crate) fn temp_path_beside(path: &Path) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.partial-{}-{n}", std::process::id()))
+}
+
+impl SafetensorsWriter {
+    /// Starts the file `path` holding `specs` (names must be distinct).
+    pub fn create(path: impl AsRef<Path>, specs: Vec<TensorSpec>, metadata: &[(String, String)]) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(d) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::invalid(format!("tensor {:?} is listed twice", d[0])));
+        }
+        let (header, ranges) = format::layout(&specs, metadata)?;
+        let total = ranges.iter().map(|r| r.end).max().unwrap_or(header.len());
+        let temp = temp_path_beside(&path);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| io_error(&temp, "cannot create", e))?;
+        let mut writer =
+            SafetensorsWriter { path, temp, file: None, written: vec![false; specs.len()], specs, ranges };
+        file.set_len(total as u64).map_err(|e| io_error(&writer.temp, "cannot size", e))?;
+        file.write_all(&header).map_err(|e| io_error(&writer.temp, "cannot write", e))?;
+        writer.file = Some(file);
+        Ok(writer)
+    }
+
+    /// Writes the little-endian bytes of tensor `name`, exactly its size.
+    pub fn write(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let Some(i) = self.specs.iter().position(|s| s.name == name) else {
+            return Err(Error::invalid(format!("tensor {name:?} is not in the layout of {}", self.path.display())));
+        };
+        let range = self.ranges[i].clone();
+        if data.len() != range.len() {
+            return Err(Error::new(
+                Status::Shape,
+                format!("tensor {name:?} needs {} bytes, got {}", range.len(), data.len()),
+            ));
+        }
+        if self.written[i] {
+            return Err(Error::invalid(format!("tensor {name:?} was already written")));
+        }
+        let file = self.file.as_ref().expect("open until finish");
+        file.write_all_at(data, range.start as u64).map_err(|e| io_error(&self.temp, "cannot write", e))?;
+        self.written[i] = true;
+        Ok(())
+    }
+
+    /// Checks every tensor was written, flushes, and moves the file to its name.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(i) = self.written.iter().position(|w| !w) {
+            return Err(Error::internal(format!("tensor {:?} was never written", self.specs[i].name)));
+        }
+        let file = self.file.take().expect("open until finish");
+        file.sync_all().map_err(|e| io_error(&self.temp, "cannot flush", e))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path).map_err(|e| io_error(&self.path, "cannot create", e))?;
+        Ok(())
+    }
+}
+
+impl Drop for SafetensorsWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The tensors of one quantized weight in bitsandbytes' 8-bit form under `prefix`.
+pub(crate) fn weight_specs(weight: &Weight, prefix: &str) -> Vec<TensorSpec> {
+    let (out, inn) = (weight.out_features(), weight.in_features());
+    let mut specs = vec![
+        TensorSpec { name: format!("{prefix}.weight"), dtype: TensorDtype::I8, shape: vec![out, inn] },
+        TensorSpec { name: format!("{prefix}.SCB"), dtype: TensorDtype::F32, shape: vec![out] },
+        TensorSpec { name: format!("{prefix}.weight_format"), dtype: TensorDtype::U8, shape: vec![] },
+    ];
+    if weight.bias().is_some() {
+        specs.push(TensorSpec { name: format!("{prefix}.bias"), dtype: TensorDtype::F32, shape: vec![out] });
+    }
+    specs
+}
+
+/// Little-endian bytes of f32 values.
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes `weight` to the safetensors file `path` as transformers + bitsandbytes
+/// save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`, row-major),
+/// `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0) and, when
+/// the weight has one, `prefix.bias` (float32 `[out]`). Replaces `path` atomically.
+pub fn save_weight(weight: &Weight, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
+    if prefix.is_empty() || prefix.contains('\0') {
+        return Err(Error::invalid("the tensor name prefix must be non-empty text"));
+    }
+    let mut writer = SafetensorsWriter::create(path, weight_specs(weight, prefix), &pytorch_metadata())?;
+    let cb = weight.cb();
+    writer.write(&format!("{prefix}.weight"), super::as_u8(&cb))?;
+    writer.write(&format!("{prefix}.SCB"), &f32_bytes(weight.scb()))?;
+    writer.write(&format!("{prefix}.weight_format"), &[0])?;
+    if let Some(bias) = weight.bias() {
+        writer.write(&format!("{prefix}.bias"), &f32_bytes(bias))?;
+    }
+    writer.finish()
+}
