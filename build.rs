@@ -34,6 +34,7 @@ fn generate_header(root: &Path, out_dir: &Path) {
         .with_src(root.join("src/ffi/context.rs"))
         .with_src(root.join("src/ffi/weight.rs"))
         .with_src(root.join("src/ffi/matmul.rs"))
+        .with_src(root.join("src/ffi/checkpoint.rs"))
         .generate()
         .expect("cbindgen could not generate the header");
     header.write_to_file(out_dir.join("llmint8.h"));

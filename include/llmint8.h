@@ -25,6 +25,155 @@
 #include <stdint.h>
 
 /**
+ * float32 tensor (same code as `LLMINT8_F32`).
+ */
+#define LLMINT8_TENSOR_F32 0
+
+/**
+ * float16 tensor (same code as `LLMINT8_F16`).
+ */
+#define LLMINT8_TENSOR_F16 1
+
+/**
+ * bfloat16 tensor (same code as `LLMINT8_BF16`).
+ */
+#define LLMINT8_TENSOR_BF16 2
+
+/**
+ * int8 tensor.
+ */
+#define LLMINT8_TENSOR_I8 3
+
+/**
+ * uint8 tensor.
+ */
+#define LLMINT8_TENSOR_U8 4
+
+/**
+ * bool tensor (one byte each).
+ */
+#define LLMINT8_TENSOR_BOOL 5
+
+/**
+ * int16 tensor.
+ */
+#define LLMINT8_TENSOR_I16 6
+
+/**
+ * uint16 tensor.
+ */
+#define LLMINT8_TENSOR_U16 7
+
+/**
+ * int32 tensor.
+ */
+#define LLMINT8_TENSOR_I32 8
+
+/**
+ * uint32 tensor.
+ */
+#define LLMINT8_TENSOR_U32 9
+
+/**
+ * int64 tensor.
+ */
+#define LLMINT8_TENSOR_I64 10
+
+/**
+ * uint64 tensor.
+ */
+#define LLMINT8_TENSOR_U64 11
+
+/**
+ * float64 tensor.
+ */
+#define LLMINT8_TENSOR_F64 12
+
+/**
+ * float8 e4m3 tensor.
+ */
+#define LLMINT8_TENSOR_F8_E4M3 13
+
+/**
+ * float8 e5m2 tensor.
+ */
+#define LLMINT8_TENSOR_F8_E5M2 14
+
+/**
+ * float8 e8m0 (scales) tensor.
+ */
+#define LLMINT8_TENSOR_F8_E8M0 15
+
+/**
+ * float8 e4m3 fnuz tensor.
+ */
+#define LLMINT8_TENSOR_F8_E4M3FNUZ 16
+
+/**
+ * float8 e5m2 fnuz tensor.
+ */
+#define LLMINT8_TENSOR_F8_E5M2FNUZ 17
+
+/**
+ * float4 (e2m1, two per byte) tensor.
+ */
+#define LLMINT8_TENSOR_F4 18
+
+/**
+ * float6 e2m3 tensor.
+ */
+#define LLMINT8_TENSOR_F6_E2M3 19
+
+/**
+ * float6 e3m2 tensor.
+ */
+#define LLMINT8_TENSOR_F6_E3M2 20
+
+/**
+ * complex64 tensor.
+ */
+#define LLMINT8_TENSOR_C64 21
+
+/**
+ * Anything else (norms, embeddings, `lm_head`, buffers): use it as it is.
+ */
+#define LLMINT8_KIND_OTHER 0
+
+/**
+ * A 2-D float16/bfloat16/float32 `PREFIX.weight` of a linear layer, which
+ * `llmint8_weight_load(ctx, ckpt, PREFIX, …)` quantizes. Embeddings and the
+ * output projection (`lm_head`, `embed_out`, names with `embed`, `wte`, `wpe`)
+ * are not counted as linear layers, as transformers + bitsandbytes keep them 16-bit.
+ */
+#define LLMINT8_KIND_LINEAR_WEIGHT 1
+
+/**
+ * A 2-D int8 `PREFIX.weight` with float32 `PREFIX.SCB`: a bitsandbytes 8-bit
+ * weight, which `llmint8_weight_load` takes as it is.
+ */
+#define LLMINT8_KIND_INT8_WEIGHT 2
+
+/**
+ * The `PREFIX.SCB` row scales of an int8 weight (loaded with it).
+ */
+#define LLMINT8_KIND_INT8_SCALES 3
+
+/**
+ * The `PREFIX.weight_format` marker of an int8 weight (loaded with it).
+ */
+#define LLMINT8_KIND_WEIGHT_FORMAT 4
+
+/**
+ * The `PREFIX.bias` of a linear or int8 weight (loaded with it).
+ */
+#define LLMINT8_KIND_BIAS 5
+
+/**
+ * Dimensions `llmint8_tensor_info.shape` holds.
+ */
+#define LLMINT8_MAX_DIMS 8
+
+/**
  * Major version of this C ABI. The shared library's SONAME is `libllmint8.so.1`.
  */
 #define LLMINT8_ABI_VERSION 1
@@ -133,6 +282,16 @@
 #define LLMINT8_DEFAULT_THRESHOLD 6.0
 
 /**
+ * An opened checkpoint: a safetensors file, or every shard of a shard index.
+ *
+ * Opaque and immutable. Created by `llmint8_checkpoint_open`, owned by the
+ * caller, freed with `llmint8_checkpoint_destroy`. The files are memory-mapped
+ * read-only while it lives and must not be truncated meanwhile. A
+ * `const llmint8_checkpoint *` may be used by many threads at once.
+ */
+typedef struct llmint8_checkpoint llmint8_checkpoint;
+
+/**
  * A backend instance: where the work runs and how many threads it may use.
  *
  * Opaque. Created by `llmint8_context_create`, owned by the caller, freed with
@@ -154,6 +313,54 @@ typedef struct llmint8_context llmint8_context;
 typedef struct llmint8_weight llmint8_weight;
 
 /**
+ * What one tensor of a checkpoint is. Strings are owned by the checkpoint and
+ * valid until it is destroyed.
+ */
+typedef struct llmint8_tensor_info {
+  /**
+   * The tensor name, e.g. "model.layers.0.mlp.up_proj.weight".
+   */
+  const char *name;
+  /**
+   * The dtype as the file spells it, e.g. "F16" (static storage).
+   */
+  const char *dtype_name;
+  /**
+   * Path of the file holding the tensor.
+   */
+  const char *file;
+  /**
+   * `LLMINT8_TENSOR_*`.
+   */
+  int32_t dtype;
+  /**
+   * `LLMINT8_KIND_*`.
+   */
+  int32_t kind;
+  /**
+   * Number of dimensions (0 for a scalar). When above `LLMINT8_MAX_DIMS`,
+   * `shape` holds the first `LLMINT8_MAX_DIMS`.
+   */
+  uint32_t ndim;
+  /**
+   * Zero.
+   */
+  uint32_t reserved0;
+  /**
+   * Dimensions, outermost first; unused entries are 0.
+   */
+  uint64_t shape[LLMINT8_MAX_DIMS];
+  /**
+   * Size of the tensor's data in bytes.
+   */
+  uint64_t num_bytes;
+  /**
+   * Zero; room for fields added in later minor versions.
+   */
+  uint64_t reserved[4];
+} llmint8_tensor_info;
+
+/**
  * What `llmint8_matmul` reports besides its output.
  *
  * 64 bytes: the reserved words keep room for later fields without changing the
@@ -173,6 +380,170 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * Opens a checkpoint: `path` is a `.safetensors` file, a shard index
+ * (`model.safetensors.index.json`, or any `*.json` in that format), or a model
+ * directory holding `model.safetensors` or `model.safetensors.index.json`.
+ * Every header is read and checked now (dtypes, sizes, byte ranges inside the
+ * file, no overlaps), so later calls cannot read out of bounds; tensor data is
+ * memory-mapped, not read.
+ *
+ * On success writes a new checkpoint to `*out`; the caller owns it and must
+ * eventually pass it to `llmint8_checkpoint_destroy`. On failure writes NULL to
+ * `*out` (when not NULL) and returns, with a message naming the file and tensor:
+ * - LLMINT8_ERR_INVALID_ARGUMENT: `path` or `out` NULL, or `path` empty;
+ * - LLMINT8_ERR_NOT_FOUND: the path, or a shard the index names, does not exist;
+ *   a directory holds no model file;
+ * - LLMINT8_ERR_IO: a file cannot be read or mapped;
+ * - LLMINT8_ERR_FORMAT: a truncated file, a header length past the end, a header
+ *   that is not JSON, unknown dtypes, sizes that do not match dtype × shape,
+ *   offsets out of range, overlapping or leaving gaps, an index that names
+ *   tensors its shards do not hold, a tensor in two shards.
+ *
+ * Thread safety: may be called from any thread.
+ *
+ * # Safety
+ * `path` NULL or a NUL-terminated string; `out` NULL or writable.
+ */
+int32_t llmint8_checkpoint_open(const char *path,
+                                struct llmint8_checkpoint **out);
+
+/**
+ * Destroys a checkpoint and unmaps its files. NULL is fine (does nothing).
+ * Weights loaded from it stay valid (they hold their own copy). No other call
+ * may use `ckpt` during or after this one; destroying twice is not allowed.
+ *
+ * # Safety
+ * `ckpt` must be NULL or a checkpoint from this library not yet destroyed.
+ */
+void llmint8_checkpoint_destroy(struct llmint8_checkpoint *ckpt);
+
+/**
+ * Writes the number of tensors to `*count`.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `count` NULL or writable.
+ */
+int32_t llmint8_checkpoint_num_tensors(const struct llmint8_checkpoint *ckpt,
+                                       size_t *count);
+
+/**
+ * Describes tensor `index` (0 ≤ index < count; tensors are sorted by name) in
+ * `*info`. The strings in it belong to the checkpoint.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL, LLMINT8_ERR_NOT_FOUND
+ * when `index` is out of range; `*info` is untouched then.
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `info` NULL or writable.
+ */
+int32_t llmint8_checkpoint_tensor_info(const struct llmint8_checkpoint *ckpt,
+                                       size_t index,
+                                       struct llmint8_tensor_info *info);
+
+/**
+ * Finds the tensor called `name` and writes its index to `*index`.
+ *
+ * Returns LLMINT8_ERR_NOT_FOUND when there is none, LLMINT8_ERR_INVALID_ARGUMENT
+ * when a pointer is NULL; `*index` is untouched then.
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `name` NULL or NUL-terminated; `index` NULL or writable.
+ */
+int32_t llmint8_checkpoint_find(const struct llmint8_checkpoint *ckpt,
+                                const char *name,
+                                size_t *index);
+
+/**
+ * Copies the raw data of tensor `index` into `dst`: `num_bytes` bytes (see
+ * `llmint8_tensor_info`), little-endian, row-major, exactly as stored — for the
+ * tensors an engine uses as they are (embeddings, norms, biases).
+ *
+ * `dst` is host memory of exactly `dst_bytes` bytes, any alignment.
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT for a NULL pointer, LLMINT8_ERR_NOT_FOUND
+ * for an index out of range, LLMINT8_ERR_SHAPE when `dst_bytes` differs from the
+ * tensor's size; nothing is written then.
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `dst` NULL or writable for `dst_bytes` bytes.
+ */
+int32_t llmint8_checkpoint_read(const struct llmint8_checkpoint *ckpt,
+                                size_t index,
+                                void *dst,
+                                size_t dst_bytes);
+
+/**
+ * Loads the linear layer `prefix` (e.g. "model.layers.0.mlp.up_proj") from an
+ * open checkpoint: `prefix.weight` `[out, in]` is quantized on `ctx` when it is
+ * float16/bfloat16/float32 (as `llmint8_weight_quantize` would), or taken as it
+ * is with `prefix.SCB` when it is int8 (bitsandbytes' 8-bit form; a
+ * `prefix.weight_format` other than 0 is refused); `prefix.bias` is added when
+ * present. The weight is read straight from the mapped file — no 16-bit copy is
+ * made unless the tensor is misaligned in the file — and its pages are released
+ * afterwards, so loading a model layer by layer does not grow resident memory.
+ *
+ * On success writes a new weight to `*out` (free with `llmint8_weight_destroy`;
+ * it does not depend on the checkpoint). On failure writes NULL to `*out` (when
+ * not NULL) and returns:
+ * - LLMINT8_ERR_INVALID_ARGUMENT: a NULL pointer, `prefix` not UTF-8, a NaN/Inf
+ *   in the weight or bias, a negative or non-finite scale;
+ * - LLMINT8_ERR_NOT_FOUND: no `prefix.weight`;
+ * - LLMINT8_ERR_FORMAT: the weight is not 2-D or of another dtype; `SCB`
+ *   missing, not F32 or not `[out]`; a bias not `[out]` floats;
+ * - LLMINT8_ERR_UNSUPPORTED: a `weight_format` other than row-major;
+ * - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as for `llmint8_weight_quantize`.
+ *
+ * Thread safety: may be called concurrently, on the same checkpoint and context.
+ *
+ * # Safety
+ * `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t llmint8_weight_load(struct llmint8_context *ctx,
+                            const struct llmint8_checkpoint *ckpt,
+                            const char *prefix,
+                            struct llmint8_weight **out);
+
+/**
+ * Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
+ * `llmint8_weight_load`) and closes it again. For one layer; to load many, open
+ * the checkpoint once and call `llmint8_weight_load` for each.
+ *
+ * Ownership, errors and thread safety as for those two functions.
+ *
+ * # Safety
+ * `ctx` NULL or live; `path` and `prefix` NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t llmint8_weight_load_safetensors(struct llmint8_context *ctx,
+                                        const char *path,
+                                        const char *prefix,
+                                        struct llmint8_weight **out);
+
+/**
+ * Saves `w` to the safetensors file `path` in the form transformers +
+ * bitsandbytes save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`,
+ * row-major), `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0)
+ * and, when the weight has a bias, `prefix.bias` (float32 `[out]`). The file is
+ * written beside `path` under a temporary name and renamed when complete, so
+ * `path` is either replaced whole or left as it was.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT for a NULL pointer or an empty or
+ * non-UTF-8 `prefix`, LLMINT8_ERR_IO (or _NOT_FOUND for a missing directory)
+ * when the file cannot be written.
+ * Thread safety: may be called concurrently (on different paths).
+ *
+ * # Safety
+ * `w` NULL or live; `path` and `prefix` NULL or NUL-terminated.
+ */
+int32_t llmint8_weight_save_safetensors(const struct llmint8_weight *w,
+                                        const char *path,
+                                        const char *prefix);
+
+/**
  * Creates a context on `backend` (`LLMINT8_BACKEND_*`) and `device` (0 for the
  * CPU; the GPU ordinal for CUDA).
  *
@@ -791,6 +1162,170 @@ int32_t llmint8_quantize_rows(struct llmint8_context *ctx,
                               float *absmax,
                               uint32_t *outlier_cols,
                               size_t *n_outlier_cols);
+
+/**
+ * Opens a checkpoint: `path` is a `.safetensors` file, a shard index
+ * (`model.safetensors.index.json`, or any `*.json` in that format), or a model
+ * directory holding `model.safetensors` or `model.safetensors.index.json`.
+ * Every header is read and checked now (dtypes, sizes, byte ranges inside the
+ * file, no overlaps), so later calls cannot read out of bounds; tensor data is
+ * memory-mapped, not read.
+ *
+ * On success writes a new checkpoint to `*out`; the caller owns it and must
+ * eventually pass it to `llmint8_checkpoint_destroy`. On failure writes NULL to
+ * `*out` (when not NULL) and returns, with a message naming the file and tensor:
+ * - LLMINT8_ERR_INVALID_ARGUMENT: `path` or `out` NULL, or `path` empty;
+ * - LLMINT8_ERR_NOT_FOUND: the path, or a shard the index names, does not exist;
+ *   a directory holds no model file;
+ * - LLMINT8_ERR_IO: a file cannot be read or mapped;
+ * - LLMINT8_ERR_FORMAT: a truncated file, a header length past the end, a header
+ *   that is not JSON, unknown dtypes, sizes that do not match dtype × shape,
+ *   offsets out of range, overlapping or leaving gaps, an index that names
+ *   tensors its shards do not hold, a tensor in two shards.
+ *
+ * Thread safety: may be called from any thread.
+ *
+ * # Safety
+ * `path` NULL or a NUL-terminated string; `out` NULL or writable.
+ */
+int32_t llmint8_checkpoint_open(const char *path,
+                                struct llmint8_checkpoint **out);
+
+/**
+ * Destroys a checkpoint and unmaps its files. NULL is fine (does nothing).
+ * Weights loaded from it stay valid (they hold their own copy). No other call
+ * may use `ckpt` during or after this one; destroying twice is not allowed.
+ *
+ * # Safety
+ * `ckpt` must be NULL or a checkpoint from this library not yet destroyed.
+ */
+void llmint8_checkpoint_destroy(struct llmint8_checkpoint *ckpt);
+
+/**
+ * Writes the number of tensors to `*count`.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `count` NULL or writable.
+ */
+int32_t llmint8_checkpoint_num_tensors(const struct llmint8_checkpoint *ckpt,
+                                       size_t *count);
+
+/**
+ * Describes tensor `index` (0 ≤ index < count; tensors are sorted by name) in
+ * `*info`. The strings in it belong to the checkpoint.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL, LLMINT8_ERR_NOT_FOUND
+ * when `index` is out of range; `*info` is untouched then.
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `info` NULL or writable.
+ */
+int32_t llmint8_checkpoint_tensor_info(const struct llmint8_checkpoint *ckpt,
+                                       size_t index,
+                                       struct llmint8_tensor_info *info);
+
+/**
+ * Finds the tensor called `name` and writes its index to `*index`.
+ *
+ * Returns LLMINT8_ERR_NOT_FOUND when there is none, LLMINT8_ERR_INVALID_ARGUMENT
+ * when a pointer is NULL; `*index` is untouched then.
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `name` NULL or NUL-terminated; `index` NULL or writable.
+ */
+int32_t llmint8_checkpoint_find(const struct llmint8_checkpoint *ckpt,
+                                const char *name,
+                                size_t *index);
+
+/**
+ * Copies the raw data of tensor `index` into `dst`: `num_bytes` bytes (see
+ * `llmint8_tensor_info`), little-endian, row-major, exactly as stored — for the
+ * tensors an engine uses as they are (embeddings, norms, biases).
+ *
+ * `dst` is host memory of exactly `dst_bytes` bytes, any alignment.
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT for a NULL pointer, LLMINT8_ERR_NOT_FOUND
+ * for an index out of range, LLMINT8_ERR_SHAPE when `dst_bytes` differs from the
+ * tensor's size; nothing is written then.
+ * Thread safety: may be called concurrently.
+ *
+ * # Safety
+ * `ckpt` NULL or live; `dst` NULL or writable for `dst_bytes` bytes.
+ */
+int32_t llmint8_checkpoint_read(const struct llmint8_checkpoint *ckpt,
+                                size_t index,
+                                void *dst,
+                                size_t dst_bytes);
+
+/**
+ * Loads the linear layer `prefix` (e.g. "model.layers.0.mlp.up_proj") from an
+ * open checkpoint: `prefix.weight` `[out, in]` is quantized on `ctx` when it is
+ * float16/bfloat16/float32 (as `llmint8_weight_quantize` would), or taken as it
+ * is with `prefix.SCB` when it is int8 (bitsandbytes' 8-bit form; a
+ * `prefix.weight_format` other than 0 is refused); `prefix.bias` is added when
+ * present. The weight is read straight from the mapped file — no 16-bit copy is
+ * made unless the tensor is misaligned in the file — and its pages are released
+ * afterwards, so loading a model layer by layer does not grow resident memory.
+ *
+ * On success writes a new weight to `*out` (free with `llmint8_weight_destroy`;
+ * it does not depend on the checkpoint). On failure writes NULL to `*out` (when
+ * not NULL) and returns:
+ * - LLMINT8_ERR_INVALID_ARGUMENT: a NULL pointer, `prefix` not UTF-8, a NaN/Inf
+ *   in the weight or bias, a negative or non-finite scale;
+ * - LLMINT8_ERR_NOT_FOUND: no `prefix.weight`;
+ * - LLMINT8_ERR_FORMAT: the weight is not 2-D or of another dtype; `SCB`
+ *   missing, not F32 or not `[out]`; a bias not `[out]` floats;
+ * - LLMINT8_ERR_UNSUPPORTED: a `weight_format` other than row-major;
+ * - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as for `llmint8_weight_quantize`.
+ *
+ * Thread safety: may be called concurrently, on the same checkpoint and context.
+ *
+ * # Safety
+ * `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t llmint8_weight_load(struct llmint8_context *ctx,
+                            const struct llmint8_checkpoint *ckpt,
+                            const char *prefix,
+                            struct llmint8_weight **out);
+
+/**
+ * Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
+ * `llmint8_weight_load`) and closes it again. For one layer; to load many, open
+ * the checkpoint once and call `llmint8_weight_load` for each.
+ *
+ * Ownership, errors and thread safety as for those two functions.
+ *
+ * # Safety
+ * `ctx` NULL or live; `path` and `prefix` NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t llmint8_weight_load_safetensors(struct llmint8_context *ctx,
+                                        const char *path,
+                                        const char *prefix,
+                                        struct llmint8_weight **out);
+
+/**
+ * Saves `w` to the safetensors file `path` in the form transformers +
+ * bitsandbytes save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`,
+ * row-major), `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0)
+ * and, when the weight has a bias, `prefix.bias` (float32 `[out]`). The file is
+ * written beside `path` under a temporary name and renamed when complete, so
+ * `path` is either replaced whole or left as it was.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT for a NULL pointer or an empty or
+ * non-UTF-8 `prefix`, LLMINT8_ERR_IO (or _NOT_FOUND for a missing directory)
+ * when the file cannot be written.
+ * Thread safety: may be called concurrently (on different paths).
+ *
+ * # Safety
+ * `w` NULL or live; `path` and `prefix` NULL or NUL-terminated.
+ */
+int32_t llmint8_weight_save_safetensors(const struct llmint8_weight *w,
+                                        const char *path,
+                                        const char *prefix);
 
 #ifdef __cplusplus
 }  // extern "C"

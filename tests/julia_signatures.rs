@@ -22,7 +22,8 @@ fn c_type(raw: &str) -> String {
         "size_t" => "usize",
         "float" => "f32",
         "char" => "char",
-        "void" | "llmint8_context" | "llmint8_weight" => "void",
+        "void" | "llmint8_context" | "llmint8_weight" | "llmint8_checkpoint" => "void",
+        "llmint8_tensor_info" => "tensor_info",
         "llmint8_matmul_stats" => "stats",
         other => panic!("unknown C type `{other}` in `{raw}`"),
     };
@@ -47,6 +48,7 @@ fn julia_type(raw: &str) -> String {
         "Cstring" => "*char",
         "UInt8" | "Cchar" => "char",
         "MatmulStats" => "stats",
+        "TensorInfo" => "tensor_info",
         other => panic!("unknown Julia type `{other}`"),
     }
     .to_string()

@@ -40,9 +40,11 @@ Options:
                         matches whole dotted components (`mlp`, `layers.0.self_attn`,
                         `model.layers.3.mlp.down_proj`); repeat for more
   --max-shard-size S    largest output shard, e.g. 5GB (default), 500MB, 2GiB
-  --round-to-f16        round bfloat16/float32 weights to float16 before
-                        quantizing, as bitsandbytes does (bit-identical to its
-                        conversion); by default the stored values are quantized
+  --exact               quantize bfloat16/float32 weights from their stored
+                        values; by default they are rounded to float16 first,
+                        as bitsandbytes does, so the output is bit for bit the
+                        one load_in_8bit + save_pretrained writes (float16
+                        weights are the same either way)
   -q, --quiet           no progress bar and no table
   -h, --help            this text";
 
@@ -133,9 +135,8 @@ fn run_convert(args: &[String]) -> Result<(), Failure> {
     let mut quiet = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next().cloned().ok_or_else(|| usage(format!("{name} needs a value"), CONVERT_USAGE))
-        };
+        let mut value =
+            |name: &str| it.next().cloned().ok_or_else(|| usage(format!("{name} needs a value"), CONVERT_USAGE));
         match arg.as_str() {
             "-h" | "--help" => {
                 println!("{CONVERT_USAGE}");
@@ -155,7 +156,7 @@ fn run_convert(args: &[String]) -> Result<(), Failure> {
                 options.max_shard_bytes = parse_size(&v)
                     .ok_or_else(|| usage(format!("--max-shard-size {v:?}: expected e.g. 5GB, 500MB"), CONVERT_USAGE))?;
             }
-            "--round-to-f16" => options.rounding = InputRounding::Float16,
+            "--exact" => options.rounding = InputRounding::Exact,
             "-q" | "--quiet" => quiet = true,
             s if s.starts_with('-') && s.len() > 1 => {
                 return Err(usage(format!("unknown option {s:?}"), CONVERT_USAGE));
@@ -284,7 +285,9 @@ fn run_inspect(args: &[String]) -> Result<(), Failure> {
                 println!("{INSPECT_USAGE}");
                 return Ok(());
             }
-            s if s.starts_with('-') && s.len() > 1 => return Err(usage(format!("unknown option {s:?}"), INSPECT_USAGE)),
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(usage(format!("unknown option {s:?}"), INSPECT_USAGE))
+            }
             _ => paths.push(arg),
         }
     }

@@ -6,11 +6,13 @@
 // The C names of the opaque types are the ABI's, not Rust style.
 #![allow(non_camel_case_types)]
 
+mod checkpoint;
 mod context;
 mod matmul;
 mod status;
 mod weight;
 
+pub use checkpoint::*;
 pub use context::*;
 pub use matmul::*;
 pub use status::*;

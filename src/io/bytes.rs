@@ -14,7 +14,10 @@ pub struct FileBytes {
 enum Inner {
     Owned(Vec<u8>),
     /// `len > 0` bytes mapped at `ptr`, unmapped on drop.
-    Mapped { ptr: *mut libc::c_void, len: usize },
+    Mapped {
+        ptr: *mut libc::c_void,
+        len: usize,
+    },
 }
 
 // SAFETY: the mapping is read-only and private; nothing mutates it while it lives,
@@ -57,9 +60,8 @@ impl FileBytes {
         use std::os::fd::AsRawFd;
         // SAFETY: a fresh read-only private mapping of an open file descriptor; the
         // kernel picks the address. The mapping outlives `file` by design.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
-        };
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(io_error(path, "cannot map", std::io::Error::last_os_error()));
         }
@@ -98,7 +100,9 @@ impl FileBytes {
         if start < end {
             // SAFETY: [start, end) is page-aligned and inside our private read-only
             // mapping; MADV_DONTNEED on it only drops pages that are re-read on use.
-            unsafe { libc::madvise((*ptr as *mut u8).add(start) as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+            unsafe {
+                libc::madvise((*ptr as *mut u8).add(start) as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            };
         }
     }
 }

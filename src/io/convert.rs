@@ -29,8 +29,9 @@ pub struct ConvertOptions {
     pub skip: Vec<String>,
     /// Output shards hold at most this many bytes of tensors (a larger tensor gets a shard alone).
     pub max_shard_bytes: u64,
-    /// `Float16` rounds bfloat16/float32 weights to float16 before quantizing, as
-    /// bitsandbytes does; `Exact` quantizes the stored values (same result for float16).
+    /// `Float16` (the default) rounds bfloat16/float32 weights to float16 before
+    /// quantizing, as bitsandbytes does, so the output is bit for bit its
+    /// conversion; `Exact` quantizes the stored values (no difference for float16).
     pub rounding: InputRounding,
 }
 
@@ -40,7 +41,7 @@ impl Default for ConvertOptions {
             threshold: quant::DEFAULT_THRESHOLD as f64,
             skip: Vec::new(),
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
-            rounding: InputRounding::Exact,
+            rounding: InputRounding::Float16,
         }
     }
 }
@@ -137,7 +138,8 @@ pub fn convert(
         specs.len() - 1
     };
     for t in checkpoint.tensors() {
-        let quantize = t.kind == TensorKind::LinearWeight && !options.skip.iter().any(|p| matches_module(p, t.prefix()));
+        let quantize =
+            t.kind == TensorKind::LinearWeight && !options.skip.iter().any(|p| matches_module(p, t.prefix()));
         if quantize {
             let p = t.prefix();
             plans.push(Plan::Quantize {
@@ -152,7 +154,10 @@ pub fn convert(
     if let Some(clash) = duplicate_name(&specs) {
         return Err(Error::new(
             Status::Format,
-            format!("{}: tensor {clash:?} would be written twice (an 8-bit layer and a 16-bit tensor share a name)", input.display()),
+            format!(
+                "{}: tensor {clash:?} would be written twice (an 8-bit layer and a 16-bit tensor share a name)",
+                input.display()
+            ),
         ));
     }
     let shard_of = assign_shards(&specs, options.max_shard_bytes);
@@ -166,8 +171,7 @@ pub fn convert(
     let staging = temp_path_beside(output);
     std::fs::create_dir(&staging).map_err(|e| io_error(&staging, "cannot create", e))?;
     let result = (|| {
-        let report =
-            write_model(&checkpoint, &plans, &specs, &shard_of, &shard_names, &staging, options, progress)?;
+        let report = write_model(&checkpoint, &plans, &specs, &shard_of, &shard_names, &staging, options, progress)?;
         write_index(&staging, &specs, &shard_of, &shard_names)?;
         if let Some(config) = &config {
             let text = pyjson::to_config_text(config);
@@ -359,7 +363,10 @@ fn quantize_layer(checkpoint: &Checkpoint, ctx: &Context, t: &Tensor) -> Result<
             Ok(crate::with_data!(data, w => quantization_error(w, &cb, &scb, in_features)))
         })
         .map_err(|e| {
-            Error::new(e.status(), format!("{}: tensor {:?}: {}", checkpoint.file_path(t).display(), t.name, e.message()))
+            Error::new(
+                e.status(),
+                format!("{}: tensor {:?}: {}", checkpoint.file_path(t).display(), t.name, e.message()),
+            )
         })?;
     let layer = LayerReport {
         name: t.prefix().to_string(),
@@ -397,7 +404,16 @@ fn write_index(dir: &Path, specs: &[TensorSpec], shard_of: &[usize], shard_names
     let weight_map: BTreeMap<&str, &str> =
         specs.iter().zip(shard_of).map(|(s, &o)| (s.name.as_str(), shard_names[o].as_str())).collect();
     let total: u64 = specs.iter().map(|s| spec_bytes(s) as u64).sum();
-    let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    // Parameters of the model, as transformers counts them: not the scales and markers.
+    let parameters: u64 = specs
+        .iter()
+        .filter(|s| !s.name.ends_with(".SCB") && !s.name.ends_with(".weight_format"))
+        .map(|s| super::format::element_count(&s.shape).unwrap_or(0) as u64)
+        .sum();
+    let index = json!({
+        "metadata": { "total_parameters": parameters, "total_size": total },
+        "weight_map": weight_map
+    });
     let path = dir.join(INDEX_FILE);
     std::fs::write(&path, pyjson::to_config_text(&index)).map_err(|e| io_error(&path, "cannot write", e))
 }

@@ -191,7 +191,10 @@ pub fn byte_count(dtype: TensorDtype, shape: &[usize]) -> Option<usize> {
 pub fn parse(bytes: &[u8], file: &str) -> Result<Header> {
     let len = bytes.len();
     let Some(prefix) = bytes.get(..8) else {
-        return Err(format_error(file, format!("{len} bytes is too short for a safetensors file (it starts with an 8-byte header length)")));
+        return Err(format_error(
+            file,
+            format!("{len} bytes is too short for a safetensors file (it starts with an 8-byte header length)"),
+        ));
     };
     let n = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
     if n > MAX_HEADER_BYTES {
@@ -278,7 +281,7 @@ fn parse_tensor(name: String, value: Value, data_start: usize, file: &str) -> Re
 
 /// Sorts tensors into file order and checks they tile `[data_start, len)`.
 fn check_layout(tensors: &mut [TensorEntry], data_start: usize, len: usize, file: &str) -> Result<()> {
-    tensors.sort_by(|a, b| (a.bytes.start, a.bytes.end).cmp(&(b.bytes.start, b.bytes.end)));
+    tensors.sort_by_key(|t| (t.bytes.start, t.bytes.end));
     let mut at = data_start;
     let mut previous: Option<&TensorEntry> = None;
     for t in tensors.iter() {

@@ -153,7 +153,11 @@ impl Checkpoint {
         Ok((File { path, bytes, metadata: header.metadata }, header.tensors))
     }
 
-    fn open_files(path: &Path, files: Vec<PathBuf>, index: Option<(&Path, HashMap<String, String>)>) -> Result<Checkpoint> {
+    fn open_files(
+        path: &Path,
+        files: Vec<PathBuf>,
+        index: Option<(&Path, HashMap<String, String>)>,
+    ) -> Result<Checkpoint> {
         let mut parsed = Vec::with_capacity(files.len());
         for f in files {
             let bytes = FileBytes::map(&f).map_err(|e| match &index {
@@ -191,8 +195,7 @@ impl Checkpoint {
                 return Err(bad(format!("weight_map[{tensor:?}] is not a file name")));
             };
             let p = Path::new(shard);
-            let plain = !shard.is_empty()
-                && p.components().all(|c| matches!(c, Component::Normal(_)));
+            let plain = !shard.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
             if !plain {
                 return Err(bad(format!(
                     "weight_map[{tensor:?}] = {shard:?}: a shard must be a relative path inside the model directory"
@@ -329,9 +332,8 @@ impl Checkpoint {
 
     /// A tensor by name, or `NotFound` naming the checkpoint.
     pub fn require(&self, name: &str) -> Result<&Tensor> {
-        self.tensor(name).ok_or_else(|| {
-            Error::new(Status::NotFound, format!("{}: no tensor {name:?}", self.path.display()))
-        })
+        self.tensor(name)
+            .ok_or_else(|| Error::new(Status::NotFound, format!("{}: no tensor {name:?}", self.path.display())))
     }
 
     fn tensor_error(&self, t: &Tensor, what: impl std::fmt::Display) -> Error {
@@ -345,9 +347,7 @@ impl Checkpoint {
         match t.dtype {
             TensorDtype::F32 => with_elements(bytes, f32::from_le_bytes, |s| f(Data::F32(s))),
             TensorDtype::F16 => with_elements(bytes, |b| f16::from_bits(u16::from_le_bytes(b)), |s| f(Data::F16(s))),
-            TensorDtype::BF16 => {
-                with_elements(bytes, |b| bf16::from_bits(u16::from_le_bytes(b)), |s| f(Data::BF16(s)))
-            }
+            TensorDtype::BF16 => with_elements(bytes, |b| bf16::from_bits(u16::from_le_bytes(b)), |s| f(Data::BF16(s))),
             other => Err(self.tensor_error(t, format!("dtype {} is not float16, bfloat16 or float32", other.name()))),
         }
     }
@@ -357,11 +357,14 @@ impl Checkpoint {
     /// `prefix.bias` when present.
     pub fn load_weight(&self, ctx: &Context, prefix: &str) -> Result<Weight> {
         let w = self.require(&format!("{prefix}.weight")).map_err(|e| {
-            let hint = if prefix.ends_with(".weight") { " (the prefix names the layer, without \".weight\")" } else { "" };
+            let hint =
+                if prefix.ends_with(".weight") { " (the prefix names the layer, without \".weight\")" } else { "" };
             Error::new(e.status(), format!("{}{hint}", e.message()))
         })?;
         let &[out_features, in_features] = w.shape.as_slice() else {
-            return Err(self.tensor_error(w, format!("a linear weight is 2-D [out, in], this one has shape {:?}", w.shape)));
+            return Err(
+                self.tensor_error(w, format!("a linear weight is 2-D [out, in], this one has shape {:?}", w.shape))
+            );
         };
         let bias = self.tensor(&format!("{prefix}.bias"));
         if let Some(b) = bias {
@@ -380,9 +383,9 @@ impl Checkpoint {
                 let cb = as_i8(self.bytes(w));
                 with_bias(&mut |b| ctx.weight_from_int8(cb, &scb, out_features, in_features, b))
             }
-            TensorDtype::F16 | TensorDtype::BF16 | TensorDtype::F32 => self.with_floats(w, |data| {
-                with_bias(&mut |b| ctx.quantize_weight(data, out_features, in_features, b))
-            }),
+            TensorDtype::F16 | TensorDtype::BF16 | TensorDtype::F32 => {
+                self.with_floats(w, |data| with_bias(&mut |b| ctx.quantize_weight(data, out_features, in_features, b)))
+            }
             other => Err(self.tensor_error(
                 w,
                 format!("dtype {} cannot be a linear weight (int8, float16, bfloat16 or float32)", other.name()),
@@ -406,7 +409,9 @@ impl Checkpoint {
     fn int8_scales(&self, prefix: &str, w: &Tensor, out_features: usize) -> Result<Vec<f32>> {
         let name = format!("{prefix}.SCB");
         let Some(scb) = self.tensor(&name) else {
-            return Err(self.tensor_error(w, format!("an int8 weight needs its row scales {name:?}, which are missing")));
+            return Err(
+                self.tensor_error(w, format!("an int8 weight needs its row scales {name:?}, which are missing"))
+            );
         };
         if scb.dtype != TensorDtype::F32 {
             return Err(self.tensor_error(scb, format!("row scales must be F32, not {}", scb.dtype.name())));

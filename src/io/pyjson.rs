@@ -145,8 +145,8 @@ mod tests {
 
     #[test]
     fn config_text_matches_python() {
-        let v: Value = serde_json::from_str(r#"{"b": [1, 2.5, "é😀"], "a": {}, "c": [], "d": {"y": null, "x": true}}"#)
-            .unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"b": [1, 2.5, "é😀"], "a": {}, "c": [], "d": {"y": null, "x": true}}"#).unwrap();
         let want = "{\n  \"a\": {},\n  \"b\": [\n    1,\n    2.5,\n    \"\\u00e9\\ud83d\\ude00\"\n  ],\n  \"c\": [],\n  \"d\": {\n    \"x\": true,\n    \"y\": null\n  }\n}\n";
         assert_eq!(to_config_text(&v), want);
     }

@@ -55,8 +55,7 @@ impl SafetensorsWriter {
             .create_new(true)
             .open(&temp)
             .map_err(|e| io_error(&temp, "cannot create", e))?;
-        let mut writer =
-            SafetensorsWriter { path, temp, file: None, written: vec![false; specs.len()], specs, ranges };
+        let mut writer = SafetensorsWriter { path, temp, file: None, written: vec![false; specs.len()], specs, ranges };
         file.set_len(total as u64).map_err(|e| io_error(&writer.temp, "cannot size", e))?;
         file.write_all(&header).map_err(|e| io_error(&writer.temp, "cannot write", e))?;
         writer.file = Some(file);

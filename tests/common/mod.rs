@@ -185,6 +185,11 @@ pub fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 /// ‖a − b‖ / ‖b‖ over f64.
+/// int8 values as the bytes a file holds.
+pub fn bits_i8(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
+}
+
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();

@@ -1,0 +1,458 @@
+//! Checkpoint handles: open safetensors files, shard indexes and model
+//! directories; enumerate their tensors; load and save weights.
+
+use std::ffi::{c_char, c_void, CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, Result, Status};
+use crate::io::{self, Checkpoint, TensorKind};
+
+use super::{clear_out, guard, guard_void, llmint8_context, llmint8_weight, non_null, slice_out, write_out};
+
+/// float32 tensor (same code as `LLMINT8_F32`).
+pub const LLMINT8_TENSOR_F32: i32 = 0;
+/// float16 tensor (same code as `LLMINT8_F16`).
+pub const LLMINT8_TENSOR_F16: i32 = 1;
+/// bfloat16 tensor (same code as `LLMINT8_BF16`).
+pub const LLMINT8_TENSOR_BF16: i32 = 2;
+/// int8 tensor.
+pub const LLMINT8_TENSOR_I8: i32 = 3;
+/// uint8 tensor.
+pub const LLMINT8_TENSOR_U8: i32 = 4;
+/// bool tensor (one byte each).
+pub const LLMINT8_TENSOR_BOOL: i32 = 5;
+/// int16 tensor.
+pub const LLMINT8_TENSOR_I16: i32 = 6;
+/// uint16 tensor.
+pub const LLMINT8_TENSOR_U16: i32 = 7;
+/// int32 tensor.
+pub const LLMINT8_TENSOR_I32: i32 = 8;
+/// uint32 tensor.
+pub const LLMINT8_TENSOR_U32: i32 = 9;
+/// int64 tensor.
+pub const LLMINT8_TENSOR_I64: i32 = 10;
+/// uint64 tensor.
+pub const LLMINT8_TENSOR_U64: i32 = 11;
+/// float64 tensor.
+pub const LLMINT8_TENSOR_F64: i32 = 12;
+/// float8 e4m3 tensor.
+pub const LLMINT8_TENSOR_F8_E4M3: i32 = 13;
+/// float8 e5m2 tensor.
+pub const LLMINT8_TENSOR_F8_E5M2: i32 = 14;
+/// float8 e8m0 (scales) tensor.
+pub const LLMINT8_TENSOR_F8_E8M0: i32 = 15;
+/// float8 e4m3 fnuz tensor.
+pub const LLMINT8_TENSOR_F8_E4M3FNUZ: i32 = 16;
+/// float8 e5m2 fnuz tensor.
+pub const LLMINT8_TENSOR_F8_E5M2FNUZ: i32 = 17;
+/// float4 (e2m1, two per byte) tensor.
+pub const LLMINT8_TENSOR_F4: i32 = 18;
+/// float6 e2m3 tensor.
+pub const LLMINT8_TENSOR_F6_E2M3: i32 = 19;
+/// float6 e3m2 tensor.
+pub const LLMINT8_TENSOR_F6_E3M2: i32 = 20;
+/// complex64 tensor.
+pub const LLMINT8_TENSOR_C64: i32 = 21;
+
+/// Anything else (norms, embeddings, `lm_head`, buffers): use it as it is.
+pub const LLMINT8_KIND_OTHER: i32 = 0;
+/// A 2-D float16/bfloat16/float32 `PREFIX.weight` of a linear layer, which
+/// `llmint8_weight_load(ctx, ckpt, PREFIX, …)` quantizes. Embeddings and the
+/// output projection (`lm_head`, `embed_out`, names with `embed`, `wte`, `wpe`)
+/// are not counted as linear layers, as transformers + bitsandbytes keep them 16-bit.
+pub const LLMINT8_KIND_LINEAR_WEIGHT: i32 = 1;
+/// A 2-D int8 `PREFIX.weight` with float32 `PREFIX.SCB`: a bitsandbytes 8-bit
+/// weight, which `llmint8_weight_load` takes as it is.
+pub const LLMINT8_KIND_INT8_WEIGHT: i32 = 2;
+/// The `PREFIX.SCB` row scales of an int8 weight (loaded with it).
+pub const LLMINT8_KIND_INT8_SCALES: i32 = 3;
+/// The `PREFIX.weight_format` marker of an int8 weight (loaded with it).
+pub const LLMINT8_KIND_WEIGHT_FORMAT: i32 = 4;
+/// The `PREFIX.bias` of a linear or int8 weight (loaded with it).
+pub const LLMINT8_KIND_BIAS: i32 = 5;
+
+/// Dimensions `llmint8_tensor_info.shape` holds.
+pub const LLMINT8_MAX_DIMS: usize = 8;
+
+/// An opened checkpoint: a safetensors file, or every shard of a shard index.
+///
+/// Opaque and immutable. Created by `llmint8_checkpoint_open`, owned by the
+/// caller, freed with `llmint8_checkpoint_destroy`. The files are memory-mapped
+/// read-only while it lives and must not be truncated meanwhile. A
+/// `const llmint8_checkpoint *` may be used by many threads at once.
+pub struct llmint8_checkpoint {
+    inner: Checkpoint,
+    /// NUL-terminated copies of the tensor names, indexed like the tensors.
+    names: Vec<CString>,
+    /// NUL-terminated file paths, indexed like `Checkpoint::files`.
+    files: Vec<CString>,
+}
+
+/// What one tensor of a checkpoint is. Strings are owned by the checkpoint and
+/// valid until it is destroyed.
+#[repr(C)]
+pub struct llmint8_tensor_info {
+    /// The tensor name, e.g. "model.layers.0.mlp.up_proj.weight".
+    pub name: *const c_char,
+    /// The dtype as the file spells it, e.g. "F16" (static storage).
+    pub dtype_name: *const c_char,
+    /// Path of the file holding the tensor.
+    pub file: *const c_char,
+    /// `LLMINT8_TENSOR_*`.
+    pub dtype: i32,
+    /// `LLMINT8_KIND_*`.
+    pub kind: i32,
+    /// Number of dimensions (0 for a scalar). When above `LLMINT8_MAX_DIMS`,
+    /// `shape` holds the first `LLMINT8_MAX_DIMS`.
+    pub ndim: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// Dimensions, outermost first; unused entries are 0.
+    pub shape: [u64; LLMINT8_MAX_DIMS],
+    /// Size of the tensor's data in bytes.
+    pub num_bytes: u64,
+    /// Zero; room for fields added in later minor versions.
+    pub reserved: [u64; 4],
+}
+
+/// Reads a NUL-terminated C string argument.
+///
+/// # Safety
+/// A non-NULL `p` must point to a NUL-terminated string.
+unsafe fn c_string<'a>(p: *const c_char, name: &str) -> Result<&'a CStr> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated as the caller promises.
+    Ok(unsafe { CStr::from_ptr(p) })
+}
+
+/// # Safety
+/// As for [`c_string`].
+unsafe fn c_path<'a>(p: *const c_char, name: &str) -> Result<&'a Path> {
+    // SAFETY: forwarded to the caller.
+    let s = unsafe { c_string(p, name) }?;
+    if s.is_empty() {
+        return Err(Error::invalid(format!("{name} is empty")));
+    }
+    Ok(Path::new(OsStr::from_bytes(s.to_bytes())))
+}
+
+/// # Safety
+/// As for [`c_string`].
+unsafe fn c_text<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    // SAFETY: forwarded to the caller.
+    let s = unsafe { c_string(p, name) }?;
+    s.to_str().map_err(|_| Error::invalid(format!("{name} is not UTF-8")))
+}
+
+fn new_checkpoint(inner: Checkpoint) -> Result<llmint8_checkpoint> {
+    // Names were checked free of NUL bytes when parsed; paths come from C strings
+    // or directory listings and cannot hold one either.
+    let to_c = |s: &[u8]| CString::new(s).map_err(|_| Error::new(Status::Format, "a name holds a NUL byte"));
+    let names = inner.tensors().iter().map(|t| to_c(t.name.as_bytes())).collect::<Result<_>>()?;
+    let files = inner.files().map(|p| to_c(p.as_os_str().as_bytes())).collect::<Result<_>>()?;
+    Ok(llmint8_checkpoint { inner, names, files })
+}
+
+/// Opens a checkpoint: `path` is a `.safetensors` file, a shard index
+/// (`model.safetensors.index.json`, or any `*.json` in that format), or a model
+/// directory holding `model.safetensors` or `model.safetensors.index.json`.
+/// Every header is read and checked now (dtypes, sizes, byte ranges inside the
+/// file, no overlaps), so later calls cannot read out of bounds; tensor data is
+/// memory-mapped, not read.
+///
+/// On success writes a new checkpoint to `*out`; the caller owns it and must
+/// eventually pass it to `llmint8_checkpoint_destroy`. On failure writes NULL to
+/// `*out` (when not NULL) and returns, with a message naming the file and tensor:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: `path` or `out` NULL, or `path` empty;
+/// - LLMINT8_ERR_NOT_FOUND: the path, or a shard the index names, does not exist;
+///   a directory holds no model file;
+/// - LLMINT8_ERR_IO: a file cannot be read or mapped;
+/// - LLMINT8_ERR_FORMAT: a truncated file, a header length past the end, a header
+///   that is not JSON, unknown dtypes, sizes that do not match dtype × shape,
+///   offsets out of range, overlapping or leaving gaps, an index that names
+///   tensors its shards do not hold, a tensor in two shards.
+///
+/// Thread safety: may be called from any thread.
+///
+/// # Safety
+/// `path` NULL or a NUL-terminated string; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_checkpoint_open(path: *const c_char, out: *mut *mut llmint8_checkpoint) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let path = c_path(path, "path")?;
+            let handle = new_checkpoint(Checkpoint::open(path)?)?;
+            out.write_unaligned(Box::into_raw(Box::new(handle)));
+        }
+        Ok(())
+    })
+}
+
+/// Destroys a checkpoint and unmaps its files. NULL is fine (does nothing).
+/// Weights loaded from it stay valid (they hold their own copy). No other call
+/// may use `ckpt` during or after this one; destroying twice is not allowed.
+///
+/// # Safety
+/// `ckpt` must be NULL or a checkpoint from this library not yet destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_checkpoint_destroy(ckpt: *mut llmint8_checkpoint) {
+    if ckpt.is_null() {
+        return;
+    }
+    // SAFETY: ckpt came from Box::into_raw in llmint8_checkpoint_open and the
+    // caller gives up every use of it.
+    guard_void(|| drop(unsafe { Box::from_raw(ckpt) }));
+}
+
+/// Writes the number of tensors to `*count`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
+/// Thread safety: may be called concurrently.
+///
+/// # Safety
+/// `ckpt` NULL or live; `count` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_checkpoint_num_tensors(ckpt: *const llmint8_checkpoint, count: *mut usize) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ckpt = non_null(ckpt, "ckpt")?;
+            write_out(count, ckpt.inner.tensors().len(), "count")
+        }
+    })
+}
+
+/// Describes tensor `index` (0 ≤ index < count; tensors are sorted by name) in
+/// `*info`. The strings in it belong to the checkpoint.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL, LLMINT8_ERR_NOT_FOUND
+/// when `index` is out of range; `*info` is untouched then.
+/// Thread safety: may be called concurrently.
+///
+/// # Safety
+/// `ckpt` NULL or live; `info` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_checkpoint_tensor_info(
+    ckpt: *const llmint8_checkpoint,
+    index: usize,
+    info: *mut llmint8_tensor_info,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ckpt = non_null(ckpt, "ckpt")?;
+            if info.is_null() {
+                return Err(Error::invalid("info is NULL"));
+            }
+            let t = ckpt.inner.tensors().get(index).ok_or_else(|| {
+                Error::new(
+                    Status::NotFound,
+                    format!("tensor index {index} is out of range: the checkpoint has {}", ckpt.inner.tensors().len()),
+                )
+            })?;
+            let mut shape = [0u64; LLMINT8_MAX_DIMS];
+            for (s, &d) in shape.iter_mut().zip(&t.shape) {
+                *s = d as u64;
+            }
+            let value = llmint8_tensor_info {
+                name: ckpt.names[index].as_ptr(),
+                dtype_name: t.dtype.c_name().as_ptr(),
+                file: ckpt.files[t.file].as_ptr(),
+                dtype: t.dtype.code(),
+                kind: t.kind as i32,
+                ndim: u32::try_from(t.shape.len()).unwrap_or(u32::MAX),
+                reserved0: 0,
+                shape,
+                num_bytes: t.num_bytes() as u64,
+                reserved: [0; 4],
+            };
+            write_out(info, value, "info")
+        }
+    })
+}
+
+/// Finds the tensor called `name` and writes its index to `*index`.
+///
+/// Returns LLMINT8_ERR_NOT_FOUND when there is none, LLMINT8_ERR_INVALID_ARGUMENT
+/// when a pointer is NULL; `*index` is untouched then.
+/// Thread safety: may be called concurrently.
+///
+/// # Safety
+/// `ckpt` NULL or live; `name` NULL or NUL-terminated; `index` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_checkpoint_find(
+    ckpt: *const llmint8_checkpoint,
+    name: *const c_char,
+    index: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ckpt = non_null(ckpt, "ckpt")?;
+            let name = c_text(name, "name")?;
+            if index.is_null() {
+                return Err(Error::invalid("index is NULL"));
+            }
+            let found = ckpt.inner.index_of(name).ok_or_else(|| {
+                Error::new(Status::NotFound, format!("{}: no tensor {name:?}", ckpt.inner.path().display()))
+            })?;
+            write_out(index, found, "index")
+        }
+    })
+}
+
+/// Copies the raw data of tensor `index` into `dst`: `num_bytes` bytes (see
+/// `llmint8_tensor_info`), little-endian, row-major, exactly as stored — for the
+/// tensors an engine uses as they are (embeddings, norms, biases).
+///
+/// `dst` is host memory of exactly `dst_bytes` bytes, any alignment.
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT for a NULL pointer, LLMINT8_ERR_NOT_FOUND
+/// for an index out of range, LLMINT8_ERR_SHAPE when `dst_bytes` differs from the
+/// tensor's size; nothing is written then.
+/// Thread safety: may be called concurrently.
+///
+/// # Safety
+/// `ckpt` NULL or live; `dst` NULL or writable for `dst_bytes` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_checkpoint_read(
+    ckpt: *const llmint8_checkpoint,
+    index: usize,
+    dst: *mut c_void,
+    dst_bytes: usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ckpt = non_null(ckpt, "ckpt")?;
+            let t = ckpt
+                .inner
+                .tensors()
+                .get(index)
+                .ok_or_else(|| Error::new(Status::NotFound, format!("tensor index {index} is out of range")))?;
+            if dst_bytes != t.num_bytes() {
+                return Err(Error::shape(format!(
+                    "tensor {:?} has {} bytes, dst_bytes is {dst_bytes}",
+                    t.name,
+                    t.num_bytes()
+                )));
+            }
+            let dst = slice_out(dst.cast::<u8>(), dst_bytes, "dst")?;
+            dst.copy_from_slice(ckpt.inner.bytes(t));
+            Ok(())
+        }
+    })
+}
+
+/// Loads the linear layer `prefix` (e.g. "model.layers.0.mlp.up_proj") from an
+/// open checkpoint: `prefix.weight` `[out, in]` is quantized on `ctx` when it is
+/// float16/bfloat16/float32 (as `llmint8_weight_quantize` would), or taken as it
+/// is with `prefix.SCB` when it is int8 (bitsandbytes' 8-bit form; a
+/// `prefix.weight_format` other than 0 is refused); `prefix.bias` is added when
+/// present. The weight is read straight from the mapped file — no 16-bit copy is
+/// made unless the tensor is misaligned in the file — and its pages are released
+/// afterwards, so loading a model layer by layer does not grow resident memory.
+///
+/// On success writes a new weight to `*out` (free with `llmint8_weight_destroy`;
+/// it does not depend on the checkpoint). On failure writes NULL to `*out` (when
+/// not NULL) and returns:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: a NULL pointer, `prefix` not UTF-8, a NaN/Inf
+///   in the weight or bias, a negative or non-finite scale;
+/// - LLMINT8_ERR_NOT_FOUND: no `prefix.weight`;
+/// - LLMINT8_ERR_FORMAT: the weight is not 2-D or of another dtype; `SCB`
+///   missing, not F32 or not `[out]`; a bias not `[out]` floats;
+/// - LLMINT8_ERR_UNSUPPORTED: a `weight_format` other than row-major;
+/// - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as for `llmint8_weight_quantize`.
+///
+/// Thread safety: may be called concurrently, on the same checkpoint and context.
+///
+/// # Safety
+/// `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_load(
+    ctx: *mut llmint8_context,
+    ckpt: *const llmint8_checkpoint,
+    prefix: *const c_char,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let ckpt = non_null(ckpt, "ckpt")?;
+            let prefix = c_text(prefix, "prefix")?;
+            let inner = ckpt.inner.load_weight(&ctx.inner, prefix)?;
+            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+        }
+        Ok(())
+    })
+}
+
+/// Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
+/// `llmint8_weight_load`) and closes it again. For one layer; to load many, open
+/// the checkpoint once and call `llmint8_weight_load` for each.
+///
+/// Ownership, errors and thread safety as for those two functions.
+///
+/// # Safety
+/// `ctx` NULL or live; `path` and `prefix` NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_load_safetensors(
+    ctx: *mut llmint8_context,
+    path: *const c_char,
+    prefix: *const c_char,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let path = c_path(path, "path")?;
+            let prefix = c_text(prefix, "prefix")?;
+            let inner = Checkpoint::open(path)?.load_weight(&ctx.inner, prefix)?;
+            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+        }
+        Ok(())
+    })
+}
+
+/// Saves `w` to the safetensors file `path` in the form transformers +
+/// bitsandbytes save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`,
+/// row-major), `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0)
+/// and, when the weight has a bias, `prefix.bias` (float32 `[out]`). The file is
+/// written beside `path` under a temporary name and renamed when complete, so
+/// `path` is either replaced whole or left as it was.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT for a NULL pointer or an empty or
+/// non-UTF-8 `prefix`, LLMINT8_ERR_IO (or _NOT_FOUND for a missing directory)
+/// when the file cannot be written.
+/// Thread safety: may be called concurrently (on different paths).
+///
+/// # Safety
+/// `w` NULL or live; `path` and `prefix` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_save_safetensors(
+    w: *const llmint8_weight,
+    path: *const c_char,
+    prefix: *const c_char,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let w = &non_null(w, "w")?.inner;
+            let path = c_path(path, "path")?;
+            let prefix = c_text(prefix, "prefix")?;
+            io::save_weight(w, path, prefix)
+        }
+    })
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<llmint8_tensor_info>() == 3 * 8 + 4 * 4 + 8 * 8 + 8 + 4 * 8);
+const _: () = assert!(TensorKind::Bias as i32 == LLMINT8_KIND_BIAS);

@@ -1,0 +1,700 @@
+//! Checkpoints: reading what transformers + bitsandbytes write, writing what
+//! they read, the converter, and every malformed file we can think of.
+
+mod common;
+
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+
+use common::{data_dir, rel_err, Owned, Tensors};
+use llmint8::ffi::*;
+use llmint8::io::convert::{convert, matches_module, ConvertOptions};
+use llmint8::io::{Checkpoint, SafetensorsWriter, TensorDtype, TensorKind, TensorSpec};
+use llmint8::quant::InputRounding;
+use llmint8::{Context, DType, Status};
+
+/// A fresh, empty scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("llmint8-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn bnb_models() -> PathBuf {
+    data_dir().join("bnb-models")
+}
+
+/// (16/32-bit source directory, bitsandbytes' 8-bit directory) pairs.
+fn model_pairs() -> Vec<(PathBuf, PathBuf)> {
+    let mut pairs = vec![(data_dir().join("tiny-llama-fp16"), data_dir().join("tiny-llama-int8"))];
+    for name in ["opt-f32", "gpt-neox-bf16", "llama-sharded-f16"] {
+        pairs.push((bnb_models().join(format!("{name}-src")), bnb_models().join(format!("{name}-int8"))));
+    }
+    pairs
+}
+
+fn tensor_bytes(c: &Checkpoint, name: &str) -> Vec<u8> {
+    c.bytes(c.tensor(name).unwrap_or_else(|| panic!("no tensor {name}"))).to_vec()
+}
+
+/// Asserts two checkpoints hold the same tensors: names, dtypes, shapes, bytes.
+fn assert_same_tensors(ours: &Checkpoint, theirs: &Checkpoint) {
+    let names = |c: &Checkpoint| c.tensors().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(ours), names(theirs), "{} vs {}", ours.path().display(), theirs.path().display());
+    for (a, b) in ours.tensors().iter().zip(theirs.tensors()) {
+        assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape), "{}", a.name);
+        assert!(ours.bytes(a) == theirs.bytes(b), "{}: bytes differ", a.name);
+    }
+}
+
+#[test]
+fn converting_tiny_llama_writes_bitsandbytes_files_byte_for_byte() {
+    let out = scratch("tiny-llama").join("int8");
+    let report = convert(&data_dir().join("tiny-llama-fp16"), &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.layers.len(), 14);
+    assert_eq!(report.copied_tensors, 7);
+    let golden = data_dir().join("tiny-llama-int8");
+    for file in ["model.safetensors", "config.json"] {
+        let (a, b) = (std::fs::read(out.join(file)).unwrap(), std::fs::read(golden.join(file)).unwrap());
+        assert!(a == b, "{file} differs from the one transformers + bitsandbytes wrote");
+    }
+    // And through an independent reader, tensor by tensor.
+    let (ours, theirs) =
+        (Tensors::open(out.join("model.safetensors")), Tensors::open(golden.join("model.safetensors")));
+    let layer = "model.layers.1.mlp.down_proj";
+    assert_eq!(ours.i8s(&format!("{layer}.weight")), theirs.i8s(&format!("{layer}.weight")));
+    assert_eq!(ours.f32s(&format!("{layer}.SCB")), theirs.f32s(&format!("{layer}.SCB")));
+    for l in &report.layers {
+        assert!(l.relative_error > 0.0 && l.relative_error < 0.02, "{}: {}", l.name, l.relative_error);
+        assert!(l.max_error > 0.0, "{}", l.name);
+        assert_eq!(l.bytes_before, 2 * l.out_features * l.in_features);
+        assert_eq!(l.bytes_after, l.out_features * l.in_features + 4 * l.out_features + 1);
+    }
+}
+
+#[test]
+fn converting_each_model_gives_the_checkpoint_bitsandbytes_writes() {
+    for (src, int8) in model_pairs() {
+        let out = scratch("each-model").join("out");
+        let report = convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+        let (ours, theirs) = (Checkpoint::open(&out).unwrap(), Checkpoint::open(&int8).unwrap());
+        assert_same_tensors(&ours, &theirs);
+        // The config differs only by the quantization_config, which is bitsandbytes'.
+        let json = |p: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+        assert_eq!(json(&out.join("config.json")), json(&int8.join("config.json")), "{}", src.display());
+        if src.join("generation_config.json").exists() {
+            assert_eq!(report.copied_files, vec!["generation_config.json".to_string()]);
+            assert_eq!(
+                std::fs::read(out.join("generation_config.json")).unwrap(),
+                std::fs::read(src.join("generation_config.json")).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn exact_conversion_of_float32_differs_from_bitsandbytes_by_at_most_one_step() {
+    let (src, int8) = (bnb_models().join("opt-f32-src"), bnb_models().join("opt-f32-int8"));
+    let out = scratch("exact").join("out");
+    let options = ConvertOptions { rounding: InputRounding::Exact, ..ConvertOptions::default() };
+    convert(&src, &out, &options, &mut |_| {}).unwrap();
+    let (ours, theirs) = (Checkpoint::open(&out).unwrap(), Checkpoint::open(&int8).unwrap());
+    let mut differing = 0;
+    for t in theirs.tensors().iter().filter(|t| t.kind == TensorKind::Int8Weight) {
+        let (a, b) = (tensor_bytes(&ours, &t.name), tensor_bytes(&theirs, &t.name));
+        for (&x, &y) in a.iter().zip(&b) {
+            assert!(((x as i8) as i32 - (y as i8) as i32).abs() <= 1, "{}", t.name);
+            differing += (x != y) as usize;
+        }
+    }
+    assert!(differing > 0, "float32 quantized exactly should differ somewhere from float16-rounded");
+}
+
+#[test]
+fn bitsandbytes_checkpoints_reproduce_its_layer_outputs() {
+    let mut dirs = vec![data_dir().join("tiny-llama-int8")];
+    dirs.extend(["opt-f32", "gpt-neox-bf16", "llama-sharded-f16"].map(|n| bnb_models().join(format!("{n}-int8"))));
+    for dir in dirs {
+        let ckpt = Checkpoint::open(&dir).unwrap();
+        let io = Tensors::open(dir.join("reference_io.safetensors"));
+        let io_ckpt = Checkpoint::open(dir.join("reference_io.safetensors")).unwrap();
+        let layers: Vec<String> =
+            io_ckpt.tensors().iter().filter_map(|t| t.name.strip_suffix(".x").map(str::to_string)).collect();
+        assert_eq!(layers.len(), 2, "{}", dir.display());
+        for rounding in [InputRounding::Exact, InputRounding::Float16] {
+            let ctx = Context::cpu();
+            ctx.set_input_rounding(rounding);
+            for layer in &layers {
+                let weight = ckpt.load_weight(&ctx, layer).unwrap();
+                let x = io.float(&format!("{layer}.x"));
+                let want = io.float(&format!("{layer}.y"));
+                let rows = x.len() / weight.in_features();
+                let mut y = Owned::zeros(x.dtype(), rows * weight.out_features());
+                ctx.matmul(&weight, x.data(), rows, 6.0, y.data_mut()).unwrap();
+                let err = rel_err(&y.to_f32(), &want.to_f32());
+                // The golden tolerances (bfloat16 outputs round to 2⁻⁸); reading
+                // float32 as bitsandbytes does (rounded to float16) is much closer.
+                let tol = match (x.dtype(), rounding) {
+                    (DType::F16, _) => 1e-3,
+                    (DType::F32, InputRounding::Float16) => 1e-4,
+                    _ => 5e-3,
+                };
+                eprintln!("{} {layer} {rounding:?}: relative error {err:.2e}", dir.display());
+                assert!(err <= tol, "{} {layer} {rounding:?}: relative error {err:.2e}", dir.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn loading_a_16_bit_checkpoint_quantizes_as_bitsandbytes_does() {
+    let ctx = Context::cpu();
+    ctx.set_input_rounding(InputRounding::Float16);
+    for (src, int8) in model_pairs() {
+        let (s, q) = (Checkpoint::open(&src).unwrap(), Checkpoint::open(&int8).unwrap());
+        let linear: Vec<_> = s.tensors().iter().filter(|t| t.kind == TensorKind::LinearWeight).collect();
+        assert!(!linear.is_empty());
+        for t in linear {
+            let prefix = t.prefix();
+            let (a, b) = (s.load_weight(&ctx, prefix).unwrap(), q.load_weight(&ctx, prefix).unwrap());
+            assert_eq!(a.cb(), b.cb(), "{prefix}");
+            assert_eq!(a.scb(), b.scb(), "{prefix}");
+            assert_eq!(a.bias(), b.bias(), "{prefix}");
+            assert_eq!(a.bias().is_some(), s.tensor(&format!("{prefix}.bias")).is_some(), "{prefix}");
+        }
+    }
+}
+
+#[test]
+fn tensor_kinds_tell_an_engine_what_to_load() {
+    let q = Checkpoint::open(bnb_models().join("opt-f32-int8")).unwrap();
+    let kind = |c: &Checkpoint, n: &str| c.tensor(n).unwrap_or_else(|| panic!("{n}")).kind;
+    let p = "model.decoder.layers.0.fc1";
+    assert_eq!(kind(&q, &format!("{p}.weight")), TensorKind::Int8Weight);
+    assert_eq!(kind(&q, &format!("{p}.SCB")), TensorKind::Int8Scales);
+    assert_eq!(kind(&q, &format!("{p}.weight_format")), TensorKind::WeightFormat);
+    assert_eq!(kind(&q, &format!("{p}.bias")), TensorKind::Bias);
+    assert_eq!(kind(&q, "model.decoder.embed_tokens.weight"), TensorKind::Other);
+    assert_eq!(kind(&q, "model.decoder.layers.0.final_layer_norm.weight"), TensorKind::Other);
+    let s = Checkpoint::open(bnb_models().join("gpt-neox-bf16-src")).unwrap();
+    assert_eq!(kind(&s, "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"), TensorKind::LinearWeight);
+    assert_eq!(kind(&s, "gpt_neox.layers.0.mlp.dense_h_to_4h.bias"), TensorKind::Bias);
+    assert_eq!(kind(&s, "embed_out.weight"), TensorKind::Other);
+    assert_eq!(kind(&s, "gpt_neox.embed_in.weight"), TensorKind::Other);
+}
+
+#[test]
+fn sharded_output_splits_under_the_limit_and_reads_back_the_same() {
+    let dir = scratch("sharded");
+    let src = data_dir().join("tiny-llama-fp16");
+    let whole = dir.join("whole");
+    convert(&src, &whole, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let limit = 300_000u64;
+    let sharded = dir.join("sharded");
+    let options = ConvertOptions { max_shard_bytes: limit, ..ConvertOptions::default() };
+    let report = convert(&src, &sharded, &options, &mut |_| {}).unwrap();
+    assert!(report.shards.len() > 3, "{:?}", report.shards);
+    assert!(!sharded.join("model.safetensors").exists());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sharded.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let ckpt = Checkpoint::open(&sharded).unwrap();
+    assert_same_tensors(&ckpt, &Checkpoint::open(&whole).unwrap());
+    let total: u64 = ckpt.tensors().iter().map(|t| t.num_bytes() as u64).sum();
+    assert_eq!(index["metadata"]["total_size"], total);
+    assert_eq!(index["weight_map"].as_object().unwrap().len(), ckpt.tensors().len());
+    for shard in &report.shards {
+        let c = Checkpoint::open(sharded.join(shard)).unwrap();
+        let bytes: u64 = c.tensors().iter().map(|t| t.num_bytes() as u64).sum();
+        assert!(bytes <= limit || c.tensors().len() == 1, "{shard}: {bytes} bytes");
+    }
+    // A sharded input converts too, and to the same tensors.
+    let again = dir.join("again");
+    convert(&sharded, &again, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    assert_same_tensors(&Checkpoint::open(&again).unwrap(), &ckpt);
+}
+
+#[test]
+fn skipped_modules_stay_16_bit_and_the_config_says_so() {
+    let out = scratch("skip").join("out");
+    let options = ConvertOptions { skip: vec!["mlp".into(), "layers.1.self_attn.q_proj".into()], ..Default::default() };
+    let report = convert(&data_dir().join("tiny-llama-fp16"), &out, &options, &mut |_| {}).unwrap();
+    assert_eq!(report.layers.len(), 14 - 6 - 1);
+    let c = Checkpoint::open(&out).unwrap();
+    assert_eq!(c.tensor("model.layers.0.mlp.up_proj.weight").unwrap().dtype, TensorDtype::F16);
+    assert_eq!(c.tensor("model.layers.1.self_attn.q_proj.weight").unwrap().dtype, TensorDtype::F16);
+    assert_eq!(c.tensor("model.layers.0.self_attn.q_proj.weight").unwrap().dtype, TensorDtype::I8);
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["quantization_config"]["llm_int8_skip_modules"],
+        serde_json::json!(["mlp", "layers.1.self_attn.q_proj", "lm_head"])
+    );
+}
+
+#[test]
+fn module_patterns_match_whole_components() {
+    assert!(matches_module("mlp", "model.layers.1.mlp.up_proj"));
+    assert!(matches_module("layers.1.mlp", "model.layers.1.mlp.up_proj"));
+    assert!(matches_module("model.layers.1.mlp.up_proj", "model.layers.1.mlp.up_proj"));
+    assert!(!matches_module("layers.1", "model.layers.10.mlp.up_proj"));
+    assert!(!matches_module("up", "model.layers.1.mlp.up_proj"));
+    assert!(!matches_module("", "model.layers.1.mlp.up_proj"));
+}
+
+#[test]
+fn a_failed_conversion_leaves_nothing_behind() {
+    let dir = scratch("failed");
+    // A float16 model whose second layer holds an Inf.
+    let w = vec![0x3c00u16; 32]; // 1.0
+    let mut bad = w.clone();
+    bad[5] = 0x7c00; // +Inf
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    let specs = vec![
+        TensorSpec { name: "a.weight".into(), dtype: TensorDtype::F16, shape: vec![4, 8] },
+        TensorSpec { name: "b.weight".into(), dtype: TensorDtype::F16, shape: vec![4, 8] },
+    ];
+    let mut writer = SafetensorsWriter::create(model.join("model.safetensors"), specs, &[]).unwrap();
+    let bytes = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    writer.write("a.weight", &bytes(&w)).unwrap();
+    writer.write("b.weight", &bytes(&bad)).unwrap();
+    writer.finish().unwrap();
+    let out = dir.join("out");
+    let err = convert(&model, &out, &ConvertOptions::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument, "{err}");
+    assert!(err.message().contains("b.weight") && err.message().contains("model.safetensors"), "{err}");
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("model")], "temporary files left behind");
+    // A non-empty output directory is refused and left alone.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let err = convert(&data_dir().join("tiny-llama-fp16"), &out, &ConvertOptions::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+    // An already-quantized model of another kind is refused.
+    let other = dir.join("gptq");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(model.join("model.safetensors"), other.join("model.safetensors")).unwrap();
+    std::fs::write(other.join("config.json"), r#"{"quantization_config": {"quant_method": "gptq"}}"#).unwrap();
+    let err = convert(&other, &dir.join("out2"), &ConvertOptions::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.status(), Status::Unsupported, "{err}");
+}
+
+#[test]
+fn the_writer_lays_files_out_as_the_reference_library_does() {
+    use safetensors::tensor::TensorView;
+    let mut rng = common::Rng::new(7);
+    let dtypes =
+        [TensorDtype::F32, TensorDtype::F16, TensorDtype::BF16, TensorDtype::I8, TensorDtype::U8, TensorDtype::I64];
+    let st_dtype = |d: TensorDtype| match d {
+        TensorDtype::F32 => safetensors::Dtype::F32,
+        TensorDtype::F16 => safetensors::Dtype::F16,
+        TensorDtype::BF16 => safetensors::Dtype::BF16,
+        TensorDtype::I8 => safetensors::Dtype::I8,
+        TensorDtype::U8 => safetensors::Dtype::U8,
+        _ => safetensors::Dtype::I64,
+    };
+    let dir = scratch("writer");
+    for round in 0..20 {
+        let count = 1 + rng.below(12);
+        let mut specs = Vec::new();
+        let mut data = Vec::new();
+        for i in 0..count {
+            let dtype = dtypes[rng.below(dtypes.len())];
+            let shape: Vec<usize> = (0..rng.below(4)).map(|_| rng.below(5)).collect();
+            let bytes = shape.iter().product::<usize>() * dtype.bits() / 8;
+            data.push((0..bytes).map(|_| rng.below(256) as u8).collect::<Vec<u8>>());
+            specs.push(TensorSpec { name: format!("t{}.{}", rng.below(1000), i), dtype, shape });
+        }
+        let metadata = vec![("format".to_string(), "pt".to_string())];
+        let path = dir.join(format!("{round}.safetensors"));
+        let mut w = SafetensorsWriter::create(&path, specs.clone(), &metadata).unwrap();
+        for (s, d) in specs.iter().zip(&data).rev() {
+            w.write(&s.name, d).unwrap();
+        }
+        w.finish().unwrap();
+        let views: Vec<(String, TensorView<'_>)> = specs
+            .iter()
+            .zip(&data)
+            .map(|(s, d)| (s.name.clone(), TensorView::new(st_dtype(s.dtype), s.shape.clone(), d).unwrap()))
+            .collect();
+        let reference = safetensors::serialize(views, Some([("format".to_string(), "pt".to_string())].into())).unwrap();
+        assert!(std::fs::read(&path).unwrap() == reference, "round {round}: bytes differ from safetensors::serialize");
+    }
+}
+
+#[test]
+fn a_saved_weight_loads_back_identically_and_in_the_reference_reader() {
+    let ctx = Context::cpu();
+    let mut rng = common::Rng::new(11);
+    let (n, k) = (37, 53);
+    let w = rng.normals(n * k, 0.5);
+    let bias = rng.normals(n, 1.0);
+    let weight = ctx.quantize_weight(llmint8::Data::F32(&w), n, k, Some(llmint8::Data::F32(&bias))).unwrap();
+    let path = scratch("save").join("layer.safetensors");
+    llmint8::io::save_weight(&weight, &path, "encoder.fc").unwrap();
+    let t = Tensors::open(&path);
+    assert_eq!(t.i8s("encoder.fc.weight"), weight.cb());
+    assert_eq!(t.f32s("encoder.fc.SCB"), weight.scb());
+    assert_eq!(t.f32s("encoder.fc.bias"), bias);
+    assert_eq!(t.shape("encoder.fc.weight_format"), Vec::<usize>::new());
+    let back = Checkpoint::open(&path).unwrap().load_weight(&ctx, "encoder.fc").unwrap();
+    assert_eq!((back.cb(), back.scb(), back.bias()), (weight.cb(), weight.scb(), weight.bias()));
+    // Saving again replaces the file whole.
+    let w2 = ctx.quantize_weight(llmint8::Data::F32(&w[..k]), 1, k, None).unwrap();
+    llmint8::io::save_weight(&w2, &path, "encoder.fc").unwrap();
+    assert_eq!(Checkpoint::open(&path).unwrap().tensors().len(), 3);
+}
+
+// ---- Through the C ABI -------------------------------------------------------
+
+fn last_error() -> String {
+    // SAFETY: the library returns a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(llmint8_last_error()) }.to_string_lossy().into_owned()
+}
+
+fn c(s: impl AsRef<str>) -> CString {
+    CString::new(s.as_ref()).unwrap()
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.to_str().unwrap()).unwrap()
+}
+
+struct Ctx(*mut llmint8_context);
+impl Ctx {
+    fn new() -> Ctx {
+        let mut p = std::ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        assert_eq!(unsafe { llmint8_context_create(LLMINT8_BACKEND_CPU, 0, &mut p) }, LLMINT8_OK);
+        Ctx(p)
+    }
+}
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // SAFETY: created above, destroyed once.
+        unsafe { llmint8_context_destroy(self.0) }
+    }
+}
+
+/// Loads `prefix` from `path` through the C ABI; the status and message.
+fn load_through_c(path: &Path, prefix: &str) -> (i32, String) {
+    let ctx = Ctx::new();
+    let mut w = std::ptr::dangling_mut::<llmint8_weight>();
+    // SAFETY: valid strings and out-pointer.
+    let status = unsafe { llmint8_weight_load_safetensors(ctx.0, c_path(path).as_ptr(), c(prefix).as_ptr(), &mut w) };
+    if status == LLMINT8_OK {
+        assert!(!w.is_null());
+        // SAFETY: a weight we own.
+        unsafe { llmint8_weight_destroy(w) };
+        return (status, String::new());
+    }
+    assert!(w.is_null(), "a failed load must write NULL to *out");
+    (status, last_error())
+}
+
+/// A safetensors file from a raw header text and data section.
+fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A valid 8-bit layer "l": weight [2, 3] int8, SCB [2] f32, then `extra` entries.
+fn int8_layer(scb_entry: &str, scb_bytes: usize, extra: &str, extra_bytes: usize) -> Vec<u8> {
+    let header =
+        format!(r#"{{"l.weight":{{"dtype":"I8","shape":[2,3],"data_offsets":[0,6]}},"l.SCB":{scb_entry}{extra}}}"#);
+    let mut data = vec![1u8, 2, 3, 0xff, 0xfe, 0xfd];
+    data.extend(std::iter::repeat_n(0u8, scb_bytes + extra_bytes));
+    raw_file(&header, &data)
+}
+
+#[test]
+fn hostile_files_give_clear_errors_through_the_c_abi() {
+    let dir = scratch("hostile");
+    let ok_scb = r#"{"dtype":"F32","shape":[2],"data_offsets":[6,14]}"#;
+    let valid = int8_layer(ok_scb, 8, "", 0);
+    let f16_weight =
+        raw_file(r#"{"l.weight":{"dtype":"F16","shape":[1,2],"data_offsets":[0,4]}}"#, &[0, 0x3c, 0, 0x7e]);
+    let mut huge_len = valid.clone();
+    huge_len[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let mut past_end = valid.clone();
+    past_end[..8].copy_from_slice(&((valid.len() as u64) - 4).to_le_bytes());
+    let cases: Vec<(&str, Vec<u8>, i32, &[&str])> = vec![
+        ("empty file", vec![], LLMINT8_ERR_FORMAT, &["too short"]),
+        ("7 bytes", vec![1, 0, 0, 0, 0, 0, 0], LLMINT8_ERR_FORMAT, &["too short"]),
+        ("truncated file", valid[..valid.len() - 3].to_vec(), LLMINT8_ERR_FORMAT, &["\"l.SCB\"", "truncated"]),
+        ("header length past the end", past_end, LLMINT8_ERR_FORMAT, &["runs past the end"]),
+        ("absurd header length", huge_len, LLMINT8_ERR_FORMAT, &["exceeds"]),
+        ("header not JSON", raw_file("{not json at all", &[]), LLMINT8_ERR_FORMAT, &["not JSON"]),
+        ("header not an object", raw_file("[1, 2]", &[]), LLMINT8_ERR_FORMAT, &["not a JSON object"]),
+        (
+            "header not UTF-8",
+            raw_file("{\"\u{0}\"", &[]).into_iter().map(|b| if b == 0 { 0xff } else { b }).collect(),
+            LLMINT8_ERR_FORMAT,
+            &["UTF-8"],
+        ),
+        (
+            "offsets out of range",
+            int8_layer(r#"{"dtype":"F32","shape":[2],"data_offsets":[6,14]}"#, 4, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "past the end"],
+        ),
+        (
+            "overlapping offsets",
+            int8_layer(r#"{"dtype":"F32","shape":[2],"data_offsets":[4,12]}"#, 6, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "overlaps", "\"l.weight\""],
+        ),
+        (
+            "a gap between tensors",
+            int8_layer(r#"{"dtype":"F32","shape":[2],"data_offsets":[8,16]}"#, 10, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "belong to no tensor"],
+        ),
+        (
+            "trailing bytes",
+            [valid.clone(), vec![0; 5]].concat(),
+            LLMINT8_ERR_FORMAT,
+            &["5 bytes after the last tensor"],
+        ),
+        (
+            "dtype does not match the byte length",
+            int8_layer(r#"{"dtype":"F16","shape":[2],"data_offsets":[6,14]}"#, 8, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "need 4 bytes"],
+        ),
+        (
+            "unknown dtype",
+            int8_layer(r#"{"dtype":"F17","shape":[2],"data_offsets":[6,14]}"#, 8, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "unknown dtype"],
+        ),
+        (
+            "shape that overflows",
+            int8_layer(r#"{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[6,14]}"#, 8, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "overflows"],
+        ),
+        (
+            "negative dimension",
+            int8_layer(r#"{"dtype":"F32","shape":[-2],"data_offsets":[6,14]}"#, 8, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "non-integer"],
+        ),
+        (
+            "offsets that end before they begin",
+            int8_layer(r#"{"dtype":"F32","shape":[2],"data_offsets":[14,6]}"#, 8, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "end before"],
+        ),
+        (
+            "SCB of the wrong dtype",
+            int8_layer(r#"{"dtype":"F16","shape":[2],"data_offsets":[6,10]}"#, 4, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "F32"],
+        ),
+        (
+            "SCB of the wrong length",
+            int8_layer(r#"{"dtype":"F32","shape":[3],"data_offsets":[6,18]}"#, 12, "", 0),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "expected [2]"],
+        ),
+        (
+            "int8 weight without SCB",
+            raw_file(r#"{"l.weight":{"dtype":"I8","shape":[2,3],"data_offsets":[0,6]}}"#, &[0; 6]),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.weight\"", "l.SCB", "missing"],
+        ),
+        (
+            "weight of another dtype",
+            raw_file(r#"{"l.weight":{"dtype":"I32","shape":[1,2],"data_offsets":[0,8]}}"#, &[0; 8]),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.weight\"", "I32"],
+        ),
+        (
+            "3-D weight",
+            raw_file(r#"{"l.weight":{"dtype":"F16","shape":[1,1,2],"data_offsets":[0,4]}}"#, &[0; 4]),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.weight\"", "2-D"],
+        ),
+        (
+            "bias of the wrong length",
+            int8_layer(ok_scb, 8, r#","l.bias":{"dtype":"F16","shape":[3],"data_offsets":[14,20]}"#, 6),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.bias\"", "expected [2]"],
+        ),
+        (
+            "a tiled weight_format",
+            [
+                int8_layer(ok_scb, 8, r#","l.weight_format":{"dtype":"U8","shape":[],"data_offsets":[14,15]}"#, 0),
+                vec![2],
+            ]
+            .concat(),
+            LLMINT8_ERR_UNSUPPORTED,
+            &["\"l.weight_format\"", "row-major"],
+        ),
+        ("a NaN in a 16-bit weight", f16_weight, LLMINT8_ERR_INVALID_ARGUMENT, &["\"l.weight\"", "non-finite"]),
+    ];
+    for (what, bytes, status, needles) in &cases {
+        let path = dir.join(format!("{}.safetensors", what.replace(' ', "_")));
+        std::fs::write(&path, bytes).unwrap();
+        let (got, message) = load_through_c(&path, "l");
+        assert_eq!(got, *status, "{what}: {message}");
+        let file = path.file_name().unwrap().to_str().unwrap();
+        assert!(message.contains(file), "{what}: the message does not name the file: {message}");
+        for n in *needles {
+            assert!(message.contains(n), "{what}: {message:?} lacks {n:?}");
+        }
+        // The same bytes in memory fail the same way, without a panic.
+        let parsed = Checkpoint::from_bytes(file, bytes.clone()).and_then(|c| c.load_weight(&Context::cpu(), "l"));
+        assert_eq!(parsed.unwrap_err().status() as i32, *status, "{what} (from bytes)");
+    }
+    // The valid file loads, and a missing tensor is NOT_FOUND.
+    let path = dir.join("valid.safetensors");
+    std::fs::write(&path, &valid).unwrap();
+    assert_eq!(load_through_c(&path, "l").0, LLMINT8_OK);
+    let (status, message) = load_through_c(&path, "m");
+    assert_eq!(status, LLMINT8_ERR_NOT_FOUND);
+    assert!(message.contains("\"m.weight\"") && message.contains("valid.safetensors"), "{message}");
+    let (status, message) = load_through_c(&path, "l.weight");
+    assert_eq!(status, LLMINT8_ERR_NOT_FOUND);
+    assert!(message.contains("without \".weight\""), "{message}");
+    // Files and directories that are not there.
+    let (status, message) = load_through_c(&dir.join("absent.safetensors"), "l");
+    assert_eq!(status, LLMINT8_ERR_NOT_FOUND, "{message}");
+    assert!(message.contains("absent.safetensors"), "{message}");
+    let empty_dir = dir.join("empty-model");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let (status, message) = load_through_c(&empty_dir, "l");
+    assert_eq!(status, LLMINT8_ERR_NOT_FOUND, "{message}");
+    assert!(message.contains("model.safetensors"), "{message}");
+}
+
+#[test]
+fn hostile_shard_indexes_give_clear_errors() {
+    let dir = scratch("index");
+    let shard = int8_layer(r#"{"dtype":"F32","shape":[2],"data_offsets":[6,14]}"#, 8, "", 0);
+    std::fs::write(dir.join("a.safetensors"), &shard).unwrap();
+    std::fs::write(dir.join("b.safetensors"), &shard).unwrap();
+    let cases: Vec<(&str, &str, i32, &[&str])> = vec![
+        ("good", r#"{"weight_map": {"l.weight": "a.safetensors", "l.SCB": "a.safetensors"}}"#, LLMINT8_OK, &[]),
+        (
+            "missing shard",
+            r#"{"weight_map": {"l.weight": "gone.safetensors"}}"#,
+            LLMINT8_ERR_NOT_FOUND,
+            &["gone.safetensors", "shard index"],
+        ),
+        ("not JSON", "weight_map: a", LLMINT8_ERR_FORMAT, &["not a JSON shard index"]),
+        ("no weight_map", r#"{"metadata": {}}"#, LLMINT8_ERR_FORMAT, &["weight_map"]),
+        (
+            "escaping path",
+            r#"{"weight_map": {"l.weight": "../a.safetensors"}}"#,
+            LLMINT8_ERR_FORMAT,
+            &["inside the model directory"],
+        ),
+        ("absolute path", r#"{"weight_map": {"l.weight": "/etc/passwd"}}"#, LLMINT8_ERR_FORMAT, &["inside"]),
+        ("not a string", r#"{"weight_map": {"l.weight": 3}}"#, LLMINT8_ERR_FORMAT, &["\"l.weight\""]),
+        (
+            "tensor not in its shard",
+            r#"{"weight_map": {"l.weight": "a.safetensors", "q.weight": "a.safetensors"}}"#,
+            LLMINT8_ERR_FORMAT,
+            &["\"q.weight\"", "a.safetensors"],
+        ),
+        (
+            "tensor in two shards",
+            r#"{"weight_map": {"l.weight": "a.safetensors", "l.SCB": "b.safetensors"}}"#,
+            LLMINT8_ERR_FORMAT,
+            &["\"l.SCB\"", "both"],
+        ),
+    ];
+    for (what, text, status, needles) in cases {
+        let path = dir.join(format!("{}.json", what.replace(' ', "_")));
+        std::fs::write(&path, text).unwrap();
+        let (got, message) = load_through_c(&path, "l");
+        assert_eq!(got, status, "{what}: {message}");
+        for n in needles {
+            assert!(message.contains(n), "{what}: {message:?} lacks {n:?}");
+        }
+    }
+}
+
+#[test]
+fn enumerating_a_checkpoint_through_the_c_abi() {
+    let dir = bnb_models().join("llama-sharded-f16-int8");
+    let mut ckpt = std::ptr::null_mut();
+    // SAFETY (this test): every pointer is valid for the call it is passed to.
+    unsafe {
+        assert_eq!(llmint8_checkpoint_open(c_path(&dir).as_ptr(), &mut ckpt), LLMINT8_OK, "{}", last_error());
+        let mut count = 0usize;
+        assert_eq!(llmint8_checkpoint_num_tensors(ckpt, &mut count), LLMINT8_OK);
+        let rust = Checkpoint::open(&dir).unwrap();
+        assert_eq!(count, rust.tensors().len());
+        let mut kinds = [0usize; 6];
+        for i in 0..count {
+            let mut info: llmint8_tensor_info = std::mem::zeroed();
+            assert_eq!(llmint8_checkpoint_tensor_info(ckpt, i, &mut info), LLMINT8_OK);
+            let t = &rust.tensors()[i];
+            assert_eq!(CStr::from_ptr(info.name).to_str().unwrap(), t.name);
+            assert_eq!(CStr::from_ptr(info.dtype_name).to_str().unwrap(), t.dtype.name());
+            assert!(CStr::from_ptr(info.file).to_str().unwrap().ends_with(".safetensors"));
+            assert_eq!(info.dtype, t.dtype.code());
+            assert_eq!(info.ndim as usize, t.shape.len());
+            assert_eq!(&info.shape[..t.shape.len()], t.shape.iter().map(|&d| d as u64).collect::<Vec<_>>());
+            assert_eq!(info.num_bytes as usize, t.num_bytes());
+            kinds[info.kind as usize] += 1;
+            let mut index = usize::MAX;
+            assert_eq!(llmint8_checkpoint_find(ckpt, info.name, &mut index), LLMINT8_OK);
+            assert_eq!(index, i);
+            let mut data = vec![0u8; t.num_bytes()];
+            assert_eq!(llmint8_checkpoint_read(ckpt, i, data.as_mut_ptr().cast(), data.len()), LLMINT8_OK);
+            assert!(data == rust.bytes(t));
+        }
+        assert_eq!(kinds[LLMINT8_KIND_INT8_WEIGHT as usize], 14);
+        assert_eq!(kinds[LLMINT8_KIND_INT8_SCALES as usize], 14);
+        assert_eq!(kinds[LLMINT8_KIND_WEIGHT_FORMAT as usize], 14);
+        // Misuse.
+        let mut info: llmint8_tensor_info = std::mem::zeroed();
+        assert_eq!(llmint8_checkpoint_tensor_info(ckpt, count, &mut info), LLMINT8_ERR_NOT_FOUND);
+        assert!(info.name.is_null(), "nothing written on failure");
+        assert_eq!(llmint8_checkpoint_tensor_info(ckpt, 0, std::ptr::null_mut()), LLMINT8_ERR_INVALID_ARGUMENT);
+        assert_eq!(llmint8_checkpoint_num_tensors(std::ptr::null(), &mut 0), LLMINT8_ERR_INVALID_ARGUMENT);
+        let mut index = 0usize;
+        assert_eq!(llmint8_checkpoint_find(ckpt, c("nope").as_ptr(), &mut index), LLMINT8_ERR_NOT_FOUND);
+        assert!(last_error().contains("\"nope\""));
+        let mut small = [0u8; 3];
+        assert_eq!(llmint8_checkpoint_read(ckpt, 0, small.as_mut_ptr().cast(), 3), LLMINT8_ERR_SHAPE);
+        assert_eq!(llmint8_checkpoint_read(ckpt, 0, std::ptr::null_mut(), 0), LLMINT8_ERR_SHAPE);
+        // Loading many layers from one open checkpoint, then saving one.
+        let ctx = Ctx::new();
+        let mut w = std::ptr::null_mut();
+        let prefix = c("model.layers.1.mlp.down_proj");
+        assert_eq!(llmint8_weight_load(ctx.0, ckpt, prefix.as_ptr(), &mut w), LLMINT8_OK, "{}", last_error());
+        let saved = scratch("enumerate").join("down.safetensors");
+        assert_eq!(llmint8_weight_save_safetensors(w, c_path(&saved).as_ptr(), prefix.as_ptr()), LLMINT8_OK);
+        assert_eq!(
+            llmint8_weight_save_safetensors(w, c_path(&saved).as_ptr(), c("").as_ptr()),
+            LLMINT8_ERR_INVALID_ARGUMENT
+        );
+        let missing_dir = saved.parent().unwrap().join("no/such/dir/x.safetensors");
+        assert_eq!(
+            llmint8_weight_save_safetensors(w, c_path(&missing_dir).as_ptr(), prefix.as_ptr()),
+            LLMINT8_ERR_NOT_FOUND
+        );
+        let name = "model.layers.1.mlp.down_proj.weight";
+        let t = Tensors::open(&saved);
+        assert!(common::bits_i8(&t.i8s(name)) == tensor_bytes(&rust, name));
+        llmint8_weight_destroy(w);
+        let mut w = std::ptr::dangling_mut::<llmint8_weight>();
+        assert_eq!(llmint8_weight_load(ctx.0, ckpt, std::ptr::null(), &mut w), LLMINT8_ERR_INVALID_ARGUMENT);
+        assert!(w.is_null());
+        llmint8_checkpoint_destroy(ckpt);
+        llmint8_checkpoint_destroy(std::ptr::null_mut());
+        let mut ckpt = std::ptr::dangling_mut::<llmint8_checkpoint>();
+        assert_eq!(llmint8_checkpoint_open(std::ptr::null(), &mut ckpt), LLMINT8_ERR_INVALID_ARGUMENT);
+        assert!(ckpt.is_null());
+        assert_eq!(llmint8_checkpoint_open(c("").as_ptr(), &mut ckpt), LLMINT8_ERR_INVALID_ARGUMENT);
+    }
+}
