@@ -84,6 +84,106 @@ static void *failing_thread(void *arg) {
     return (void *)(intptr_t)(s == LLMINT8_ERR_INVALID_ARGUMENT && strstr(llmint8_last_error(), "99") != NULL);
 }
 
+/* Checkpoints, run from the repository root: tests/data holds bitsandbytes' files. */
+static void test_checkpoints(llmint8_context *ctx) {
+    const char *dir = "tests/data/tiny-llama-int8";
+    llmint8_checkpoint *ck = (llmint8_checkpoint *)1, *io = NULL;
+    EXPECT_ERR(llmint8_checkpoint_open("tests/data/no-such-model", &ck), LLMINT8_ERR_NOT_FOUND, "no-such-model");
+    CHECK(ck == NULL);
+    EXPECT_ERR(llmint8_checkpoint_open(NULL, &ck), LLMINT8_ERR_INVALID_ARGUMENT, "path");
+    EXPECT_OK(llmint8_checkpoint_open(dir, &ck));
+    EXPECT_OK(llmint8_checkpoint_open("tests/data/tiny-llama-int8/reference_io.safetensors", &io));
+    size_t count = 0, int8_layers = 0;
+    EXPECT_OK(llmint8_checkpoint_num_tensors(ck, &count));
+    CHECK(count == 49);
+    for (size_t i = 0; i < count; i++) {
+        llmint8_tensor_info info;
+        EXPECT_OK(llmint8_checkpoint_tensor_info(ck, i, &info));
+        if (info.kind != LLMINT8_KIND_INT8_WEIGHT) continue;
+        int8_layers++;
+        CHECK(info.dtype == LLMINT8_TENSOR_I8 && strcmp(info.dtype_name, "I8") == 0 && info.ndim == 2);
+        CHECK(info.num_bytes == info.shape[0] * info.shape[1]);
+        /* Every int8 layer loads, with the shape the file gives. */
+        char prefix[256];
+        size_t len = strlen(info.name) - strlen(".weight");
+        CHECK(len < sizeof prefix);
+        memcpy(prefix, info.name, len);
+        prefix[len] = '\0';
+        llmint8_weight *w = NULL;
+        EXPECT_OK(llmint8_weight_load(ctx, ck, prefix, &w));
+        size_t out_f = 0, in_f = 0;
+        EXPECT_OK(llmint8_weight_shape(w, &out_f, &in_f));
+        CHECK(out_f == info.shape[0] && in_f == info.shape[1]);
+        /* Two layers have bitsandbytes' output for an input: reproduce it. */
+        char name[300];
+        size_t xi, yi;
+        snprintf(name, sizeof name, "%s.x", prefix);
+        if (llmint8_checkpoint_find(io, name, &xi) == LLMINT8_OK) {
+            snprintf(name, sizeof name, "%s.y", prefix);
+            EXPECT_OK(llmint8_checkpoint_find(io, name, &yi));
+            llmint8_tensor_info xinfo, yinfo;
+            EXPECT_OK(llmint8_checkpoint_tensor_info(io, xi, &xinfo));
+            EXPECT_OK(llmint8_checkpoint_tensor_info(io, yi, &yinfo));
+            CHECK(xinfo.dtype == LLMINT8_TENSOR_F16 && xinfo.shape[1] == in_f);
+            uint16_t *x = malloc(xinfo.num_bytes), *want = malloc(yinfo.num_bytes), *y = malloc(yinfo.num_bytes);
+            EXPECT_OK(llmint8_checkpoint_read(io, xi, x, xinfo.num_bytes));
+            EXPECT_OK(llmint8_checkpoint_read(io, yi, want, yinfo.num_bytes));
+            size_t rows = xinfo.shape[0];
+            EXPECT_OK(llmint8_matmul(ctx, w, x, LLMINT8_F16, rows, 6.0f, y, LLMINT8_F16, NULL));
+            double diff = 0, norm = 0;
+            for (size_t e = 0; e < rows * out_f; e++) {
+                double d = from_f16(y[e]) - from_f16(want[e]);
+                diff += d * d;
+                norm += (double)from_f16(want[e]) * from_f16(want[e]);
+            }
+            CHECK(sqrt(diff / norm) <= 1e-3);
+            free(x);
+            free(want);
+            free(y);
+        }
+        llmint8_weight_destroy(w);
+    }
+    CHECK(int8_layers == 14);
+    /* Save a layer, read it back through a second path. */
+    llmint8_weight *w = NULL, *back = NULL;
+    const char *saved = "target/c-test-saved-layer.safetensors";
+    EXPECT_OK(llmint8_weight_load_safetensors(ctx, dir, "model.layers.1.mlp.down_proj", &w));
+    EXPECT_OK(llmint8_weight_save_safetensors(w, saved, "down"));
+    EXPECT_OK(llmint8_weight_load_safetensors(ctx, saved, "down", &back));
+    size_t n = 256, k = 688;
+    int8_t *cb1 = malloc(n * k), *cb2 = malloc(n * k);
+    float scb1[256], scb2[256];
+    EXPECT_OK(llmint8_weight_export(w, cb1, scb1));
+    EXPECT_OK(llmint8_weight_export(back, cb2, scb2));
+    CHECK(memcmp(cb1, cb2, n * k) == 0 && memcmp(scb1, scb2, sizeof scb1) == 0);
+    free(cb1);
+    free(cb2);
+    llmint8_weight_destroy(w);
+    llmint8_weight_destroy(back);
+    remove(saved);
+    /* A truncated copy is refused with a message naming the file and tensor. */
+    FILE *f = fopen("tests/data/tiny-llama-int8/model.safetensors", "rb");
+    FILE *g = fopen("target/c-test-truncated.safetensors", "wb");
+    CHECK(f != NULL && g != NULL);
+    char buf[4096];
+    for (int i = 0; i < 100; i++) {
+        size_t got = fread(buf, 1, sizeof buf, f);
+        fwrite(buf, 1, got, g);
+    }
+    fclose(f);
+    fclose(g);
+    llmint8_checkpoint *bad = (llmint8_checkpoint *)1;
+    EXPECT_ERR(llmint8_checkpoint_open("target/c-test-truncated.safetensors", &bad), LLMINT8_ERR_FORMAT, "truncated");
+    CHECK(bad == NULL && strstr(llmint8_last_error(), "c-test-truncated.safetensors") != NULL);
+    remove("target/c-test-truncated.safetensors");
+    w = (llmint8_weight *)1;
+    EXPECT_ERR(llmint8_weight_load(ctx, ck, "model.layers.9.mlp.up_proj", &w), LLMINT8_ERR_NOT_FOUND, "model.layers.9");
+    CHECK(w == NULL);
+    llmint8_checkpoint_destroy(io);
+    llmint8_checkpoint_destroy(ck);
+    llmint8_checkpoint_destroy(NULL);
+}
+
 int main(void) {
     /* --- version, status names, last error before any failure --- */
     CHECK(strlen(llmint8_version()) > 0);
@@ -352,6 +452,8 @@ int main(void) {
     /* A successful call leaves the message as it was. */
     EXPECT_OK(llmint8_weight_shape(w, &out_f, &in_f));
     CHECK(strstr(llmint8_last_error(), "w is NULL") != NULL);
+
+    test_checkpoints(ctx);
 
     llmint8_weight_destroy(w);
     llmint8_weight_destroy(wh);
