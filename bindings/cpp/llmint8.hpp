@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -38,12 +39,16 @@ enum class Backend : int32_t { Auto = LLMINT8_BACKEND_AUTO, Cpu = LLMINT8_BACKEN
 /// A failed llmint8 call: the status code and the library's message.
 class Error : public std::runtime_error {
 public:
-    Error(int32_t status, const std::string& message)
-        : std::runtime_error(std::string(llmint8_status_name(status)) + ": " + message), status_(status) {}
+    Error(int32_t status, const std::string& message) : std::runtime_error(describe(status, message)), status_(status) {}
     int32_t status() const noexcept { return status_; }
     const char* status_name() const noexcept { return llmint8_status_name(status_); }
 
 private:
+    // The library's messages already start with the status name; the binding's own do not.
+    static std::string describe(int32_t status, const std::string& message) {
+        std::string name = llmint8_status_name(status);
+        return message.compare(0, name.size(), name) == 0 ? message : name + ": " + message;
+    }
     int32_t status_;
 };
 
@@ -64,6 +69,9 @@ struct ContextDelete {
 };
 struct WeightDelete {
     void operator()(llmint8_weight* w) const noexcept { llmint8_weight_destroy(w); }
+};
+struct CheckpointDelete {
+    void operator()(llmint8_checkpoint* c) const noexcept { llmint8_checkpoint_destroy(c); }
 };
 template <typename T>
 struct DTypeOf;
@@ -98,6 +106,12 @@ public:
         detail::check(llmint8_weight_export(handle_.get(), cb.data(), scb.data()));
     }
 
+    /// Writes this weight to a safetensors file as transformers + bitsandbytes save
+    /// a Linear8bitLt: PREFIX.weight (int8), PREFIX.SCB, PREFIX.weight_format (+ PREFIX.bias).
+    void save_safetensors(const std::string& path, const std::string& prefix) const {
+        detail::check(llmint8_weight_save_safetensors(handle_.get(), path.c_str(), prefix.c_str()));
+    }
+
     const llmint8_weight* get() const noexcept { return handle_.get(); }
 
 private:
@@ -109,6 +123,83 @@ private:
         return {out, in};
     }
     std::unique_ptr<llmint8_weight, detail::WeightDelete> handle_;
+};
+
+/// What a checkpoint tensor is for (LLMINT8_KIND_*).
+enum class TensorKind : int32_t {
+    Other = LLMINT8_KIND_OTHER,
+    LinearWeight = LLMINT8_KIND_LINEAR_WEIGHT,
+    Int8Weight = LLMINT8_KIND_INT8_WEIGHT,
+    Int8Scales = LLMINT8_KIND_INT8_SCALES,
+    WeightFormat = LLMINT8_KIND_WEIGHT_FORMAT,
+    Bias = LLMINT8_KIND_BIAS,
+};
+
+/// One tensor of a checkpoint (copied out of the C struct).
+struct TensorInfo {
+    std::string name;
+    std::string dtype_name;  // as the file spells it: "F16", "I8", ...
+    std::string file;
+    int32_t dtype = 0;  // LLMINT8_TENSOR_*
+    TensorKind kind = TensorKind::Other;
+    std::vector<uint64_t> shape;
+    uint64_t num_bytes = 0;
+    /// The layer name llmint8::Context::load takes: the name without ".weight".
+    std::string prefix() const { return name.substr(0, name.rfind('.')); }
+};
+
+/// An open safetensors file, shard index or model directory (memory-mapped,
+/// read-only). May be used from many threads at once.
+class Checkpoint {
+public:
+    explicit Checkpoint(const std::string& path) {
+        llmint8_checkpoint* c = nullptr;
+        detail::check(llmint8_checkpoint_open(path.c_str(), &c));
+        handle_.reset(c);
+    }
+    size_t size() const {
+        size_t n = 0;
+        detail::check(llmint8_checkpoint_num_tensors(handle_.get(), &n));
+        return n;
+    }
+    TensorInfo tensor(size_t index) const {
+        llmint8_tensor_info info{};
+        detail::check(llmint8_checkpoint_tensor_info(handle_.get(), index, &info));
+        TensorInfo t;
+        t.name = info.name;
+        t.dtype_name = info.dtype_name;
+        t.file = info.file;
+        t.dtype = info.dtype;
+        t.kind = static_cast<TensorKind>(info.kind);
+        t.shape.assign(info.shape, info.shape + (info.ndim < LLMINT8_MAX_DIMS ? info.ndim : LLMINT8_MAX_DIMS));
+        t.num_bytes = info.num_bytes;
+        return t;
+    }
+    /// Every tensor, sorted by name.
+    std::vector<TensorInfo> tensors() const {
+        std::vector<TensorInfo> all;
+        for (size_t i = 0, n = size(); i < n; ++i) all.push_back(tensor(i));
+        return all;
+    }
+    /// The index of the tensor called `name`, or nothing.
+    std::optional<size_t> find(const std::string& name) const {
+        size_t index = 0;
+        int32_t status = llmint8_checkpoint_find(handle_.get(), name.c_str(), &index);
+        if (status == LLMINT8_ERR_NOT_FOUND) return std::nullopt;
+        detail::check(status);
+        return index;
+    }
+    /// The raw little-endian bytes of tensor `index`, as stored.
+    std::vector<uint8_t> read(size_t index) const {
+        std::vector<uint8_t> bytes(tensor(index).num_bytes);
+        detail::check(llmint8_checkpoint_read(handle_.get(), index, bytes.data(), bytes.size()));
+        return bytes;
+    }
+
+    const llmint8_checkpoint* get() const noexcept { return handle_.get(); }
+
+private:
+    std::unique_ptr<llmint8_checkpoint, detail::CheckpointDelete> handle_;
 };
 
 /// A backend instance (CPU in this version; Auto picks it).
@@ -162,6 +253,20 @@ public:
         llmint8_weight* h = nullptr;
         detail::check(llmint8_weight_from_int8(handle_.get(), cb.data(), scb.data(), scb.size(), in_features,
                                                bias.empty() ? nullptr : bias.data(), LLMINT8_F32, &h));
+        return Weight(h);
+    }
+
+    /// Loads the linear layer `prefix` of an open checkpoint: quantized when
+    /// 16/32-bit, taken as it is when bitsandbytes' int8 (+ SCB); with its bias.
+    Weight load(const Checkpoint& checkpoint, const std::string& prefix) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_load(handle_.get(), checkpoint.get(), prefix.c_str(), &h));
+        return Weight(h);
+    }
+    /// The same from a path (file, shard index or model directory), for one layer.
+    Weight load_safetensors(const std::string& path, const std::string& prefix) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_load_safetensors(handle_.get(), path.c_str(), prefix.c_str(), &h));
         return Weight(h);
     }
 

@@ -117,6 +117,36 @@ int main() {
     CHECK_THROWS(ctx.num_threads(), LLMINT8_ERR_INVALID_ARGUMENT, "ctx is NULL");
     CHECK(gone.num_threads() >= 1);
 
+    // Checkpoints (run from the repository root).
+    {
+        llmint8::Context ctx;
+        llmint8::Checkpoint ck("tests/data/bnb-models/opt-f32-int8");
+        size_t int8 = 0, biases = 0;
+        for (const auto& t : ck.tensors()) {
+            if (t.kind == llmint8::TensorKind::Int8Weight) {
+                ++int8;
+                llmint8::Weight lw = ctx.load(ck, t.prefix());
+                CHECK(lw.out_features() == t.shape[0] && lw.in_features() == t.shape[1]);
+            }
+            biases += t.kind == llmint8::TensorKind::Bias;
+        }
+        CHECK(int8 == 12 && biases == 12);
+        auto norm = ck.find("model.decoder.final_layer_norm.weight");
+        CHECK(norm.has_value() && ck.read(*norm).size() == 64 * 4);
+        CHECK(!ck.find("nope").has_value());
+        llmint8::Weight fc = ctx.load_safetensors("tests/data/bnb-models/opt-f32-src", "model.decoder.layers.0.fc1");
+        fc.save_safetensors("target/cpp-test-fc1.safetensors", "fc1");
+        llmint8::Weight back = ctx.load_safetensors("target/cpp-test-fc1.safetensors", "fc1");
+        std::vector<int8_t> cb1, cb2;
+        std::vector<float> s1, s2;
+        fc.export_int8(cb1, s1);
+        back.export_int8(cb2, s2);
+        CHECK(cb1 == cb2 && s1 == s2);
+        std::remove("target/cpp-test-fc1.safetensors");
+        CHECK_THROWS(llmint8::Checkpoint("tests/data/none"), LLMINT8_ERR_NOT_FOUND, "tests/data/none");
+        CHECK_THROWS(ctx.load(ck, "model.decoder.layers.7.fc1"), LLMINT8_ERR_NOT_FOUND, "layers.7");
+    }
+
     std::printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

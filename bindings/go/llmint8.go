@@ -312,3 +312,173 @@ func (c *Context) MatmulBF16(w *Weight, x, y []uint16, threshold float32) (int, 
 	runtime.KeepAlive(y)
 	return n, err
 }
+
+// TensorKind says what a checkpoint tensor is for (LLMINT8_KIND_*).
+type TensorKind int32
+
+// The kinds of checkpoint tensors.
+const (
+	KindOther        TensorKind = C.LLMINT8_KIND_OTHER         // used as it is: norms, embeddings, lm_head
+	KindLinearWeight TensorKind = C.LLMINT8_KIND_LINEAR_WEIGHT // 16/32-bit linear weight: Load quantizes it
+	KindInt8Weight   TensorKind = C.LLMINT8_KIND_INT8_WEIGHT   // bitsandbytes 8-bit weight: Load takes it
+	KindInt8Scales   TensorKind = C.LLMINT8_KIND_INT8_SCALES   // the SCB of an int8 weight
+	KindWeightFormat TensorKind = C.LLMINT8_KIND_WEIGHT_FORMAT // the weight_format of an int8 weight
+	KindBias         TensorKind = C.LLMINT8_KIND_BIAS          // the bias of a linear or int8 weight
+)
+
+// TensorInfo describes one tensor of a checkpoint.
+type TensorInfo struct {
+	Name      string
+	DTypeName string // as the file spells it: "F16", "I8", ...
+	File      string
+	DType     int32 // LLMINT8_TENSOR_*
+	Kind      TensorKind
+	Shape     []uint64
+	NumBytes  uint64
+}
+
+// Prefix is the layer name Load takes: the tensor name without its last component.
+func (t TensorInfo) Prefix() string {
+	for i := len(t.Name) - 1; i >= 0; i-- {
+		if t.Name[i] == '.' {
+			return t.Name[:i]
+		}
+	}
+	return ""
+}
+
+// Checkpoint is an open safetensors file, shard index or model directory
+// (memory-mapped, read-only). It may be used by many goroutines at once.
+type Checkpoint struct{ p *C.llmint8_checkpoint }
+
+// OpenCheckpoint opens a .safetensors file, a shard index or a model directory.
+func OpenCheckpoint(path string) (*Checkpoint, error) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var p *C.llmint8_checkpoint
+	if err := call(func() C.int32_t { return C.llmint8_checkpoint_open(cpath, &p) }); err != nil {
+		return nil, err
+	}
+	c := &Checkpoint{p: p}
+	runtime.SetFinalizer(c, (*Checkpoint).Close)
+	return c, nil
+}
+
+// Close unmaps the files; calling it again does nothing. Loaded weights stay valid.
+func (c *Checkpoint) Close() error {
+	if c.p != nil {
+		C.llmint8_checkpoint_destroy(c.p)
+		c.p = nil
+		runtime.SetFinalizer(c, nil)
+	}
+	return nil
+}
+
+// Tensors lists every tensor, sorted by name.
+func (c *Checkpoint) Tensors() ([]TensorInfo, error) {
+	var n C.size_t
+	if err := call(func() C.int32_t { return C.llmint8_checkpoint_num_tensors(c.p, &n) }); err != nil {
+		return nil, err
+	}
+	out := make([]TensorInfo, 0, int(n))
+	for i := 0; i < int(n); i++ {
+		var info C.llmint8_tensor_info
+		if err := call(func() C.int32_t { return C.llmint8_checkpoint_tensor_info(c.p, C.size_t(i), &info) }); err != nil {
+			return nil, err
+		}
+		ndim := int(info.ndim)
+		if ndim > C.LLMINT8_MAX_DIMS {
+			ndim = C.LLMINT8_MAX_DIMS
+		}
+		shape := make([]uint64, ndim)
+		for d := range shape {
+			shape[d] = uint64(info.shape[d])
+		}
+		out = append(out, TensorInfo{
+			Name: C.GoString(info.name), DTypeName: C.GoString(info.dtype_name), File: C.GoString(info.file),
+			DType: int32(info.dtype), Kind: TensorKind(info.kind), Shape: shape, NumBytes: uint64(info.num_bytes),
+		})
+	}
+	runtime.KeepAlive(c)
+	return out, nil
+}
+
+// Find is the index of the tensor called name; an *Error with StatusNotFound when there is none.
+func (c *Checkpoint) Find(name string) (int, error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	var index C.size_t
+	err := call(func() C.int32_t { return C.llmint8_checkpoint_find(c.p, cname, &index) })
+	runtime.KeepAlive(c)
+	return int(index), err
+}
+
+// Read returns the raw little-endian bytes of tensor index, as stored.
+func (c *Checkpoint) Read(index int) ([]byte, error) {
+	if index < 0 {
+		return nil, shapeError("tensor index %d is negative", index)
+	}
+	var info C.llmint8_tensor_info
+	if err := call(func() C.int32_t { return C.llmint8_checkpoint_tensor_info(c.p, C.size_t(index), &info) }); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, uint64(info.num_bytes))
+	err := call(func() C.int32_t {
+		return C.llmint8_checkpoint_read(c.p, C.size_t(index), ptr(buf), C.size_t(len(buf)))
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+func (c *Context) weightWithShape(p *C.llmint8_weight) (*Weight, error) {
+	var out, in C.size_t
+	if err := call(func() C.int32_t { return C.llmint8_weight_shape(p, &out, &in) }); err != nil {
+		C.llmint8_weight_destroy(p)
+		return nil, err
+	}
+	return newWeight(p, int(out), int(in)), nil
+}
+
+// Load loads the linear layer prefix of an open checkpoint: quantized when
+// 16/32-bit, taken as it is when bitsandbytes' int8 (+ SCB); with its bias.
+func (c *Context) Load(ck *Checkpoint, prefix string) (*Weight, error) {
+	cprefix := C.CString(prefix)
+	defer C.free(unsafe.Pointer(cprefix))
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t { return C.llmint8_weight_load(c.p, ck.p, cprefix, &p) })
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(ck)
+	if err != nil {
+		return nil, err
+	}
+	return c.weightWithShape(p)
+}
+
+// LoadSafetensors opens path, loads the layer prefix and closes the file again.
+func (c *Context) LoadSafetensors(path, prefix string) (*Weight, error) {
+	cpath, cprefix := C.CString(path), C.CString(prefix)
+	defer C.free(unsafe.Pointer(cpath))
+	defer C.free(unsafe.Pointer(cprefix))
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t { return C.llmint8_weight_load_safetensors(c.p, cpath, cprefix, &p) })
+	runtime.KeepAlive(c)
+	if err != nil {
+		return nil, err
+	}
+	return c.weightWithShape(p)
+}
+
+// SaveSafetensors writes the weight to a safetensors file as transformers +
+// bitsandbytes save a Linear8bitLt (PREFIX.weight, .SCB, .weight_format, .bias).
+func (w *Weight) SaveSafetensors(path, prefix string) error {
+	cpath, cprefix := C.CString(path), C.CString(prefix)
+	defer C.free(unsafe.Pointer(cpath))
+	defer C.free(unsafe.Pointer(cprefix))
+	err := call(func() C.int32_t { return C.llmint8_weight_save_safetensors(w.p, cpath, cprefix) })
+	runtime.KeepAlive(w)
+	return err
+}

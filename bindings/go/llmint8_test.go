@@ -3,6 +3,8 @@ package llmint8
 import (
 	"errors"
 	"math"
+	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -240,5 +242,79 @@ func TestVersionAndThreads(t *testing.T) {
 	}
 	if StatusShape.String() != "LLMINT8_ERR_SHAPE" {
 		t.Errorf("status name %q", StatusShape.String())
+	}
+}
+
+func TestCheckpoints(t *testing.T) {
+	ctx, err := NewContext(BackendCPU, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	ck, err := OpenCheckpoint("../../tests/data/bnb-models/llama-sharded-f16-int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	tensors, err := ck.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := 0
+	for _, info := range tensors {
+		if info.Kind != KindInt8Weight {
+			continue
+		}
+		w, err := ctx.Load(ck, info.Prefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, in := w.Shape(); uint64(out) != info.Shape[0] || uint64(in) != info.Shape[1] {
+			t.Errorf("%s: shape %d×%d, file says %v", info.Name, out, in, info.Shape)
+		}
+		w.Close()
+		loaded++
+	}
+	if loaded != 14 {
+		t.Errorf("loaded %d int8 layers, want 14", loaded)
+	}
+	i, err := ck.Find("model.norm.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ck.Read(i); err != nil || len(b) != 64*2 {
+		t.Errorf("read model.norm.weight: %d bytes, %v", len(b), err)
+	}
+	if _, err := ck.Find("nope"); !errors.Is(err, &Error{Status: StatusNotFound}) {
+		t.Errorf("Find(nope): %v", err)
+	}
+	if _, err := ctx.Load(ck, "model.layers.5.mlp.up_proj"); !errors.Is(err, &Error{Status: StatusNotFound}) {
+		t.Errorf("Load of a missing layer: %v", err)
+	}
+	if _, err := OpenCheckpoint("../../tests/data/none"); !errors.Is(err, &Error{Status: StatusNotFound}) {
+		t.Errorf("OpenCheckpoint(none): %v", err)
+	}
+
+	w, err := ctx.LoadSafetensors("../../tests/data/tiny-llama-fp16", "model.layers.0.mlp.up_proj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "up.safetensors")
+	if err := w.SaveSafetensors(path, "up"); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ctx.LoadSafetensors(path, "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb1, scb1, _ := w.Export()
+	cb2, scb2, _ := back.Export()
+	if !reflect.DeepEqual(cb1, cb2) || !reflect.DeepEqual(scb1, scb2) {
+		t.Error("a saved weight loads back different")
+	}
+	ck.Close()
+	ck.Close()
+	if _, err := ck.Tensors(); err == nil {
+		t.Error("a closed checkpoint must refuse calls")
 	}
 }
