@@ -48,7 +48,7 @@ fn julia_type(raw: &str) -> String {
         "Cstring" => "*char",
         "UInt8" | "Cchar" => "char",
         "MatmulStats" => "stats",
-        "TensorInfo" => "tensor_info",
+        "CTensorInfo" => "tensor_info",
         other => panic!("unknown Julia type `{other}`"),
     }
     .to_string()
@@ -190,6 +190,12 @@ fn every_julia_ccall_matches_the_c_header() {
         "llmint8_weight_quantize",
         "llmint8_weight_destroy",
         "llmint8_matmul",
+        "llmint8_checkpoint_open",
+        "llmint8_checkpoint_destroy",
+        "llmint8_checkpoint_tensor_info",
+        "llmint8_weight_load",
+        "llmint8_weight_load_safetensors",
+        "llmint8_weight_save_safetensors",
     ] {
         assert!(used.contains(needed), "the Julia binding does not call {needed}");
     }

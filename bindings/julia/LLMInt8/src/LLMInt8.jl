@@ -17,7 +17,7 @@ module LLMInt8
 
 using LinearAlgebra
 
-export Context, Int8Weight, LLMInt8Error, outlier_columns
+export Context, Int8Weight, LLMInt8Error, outlier_columns, Checkpoint, tensors, read_tensor, save_safetensors
 
 const libllmint8 = get(ENV, "LLMINT8_LIB", "libllmint8")
 
@@ -171,6 +171,142 @@ How many feature rows of `X` (columns of the C API's `[batch, in]`) hold an outl
 function outlier_columns(w::Int8Weight, X::StridedMatrix{T}; threshold::Real = DEFAULT_THRESHOLD) where {T}
     stats = matmul_stats!(similar(X, T, w.out, size(X, 2)), w, X, threshold)
     return Int(stats.outlier_columns)
+end
+
+# ---- Checkpoints ----
+
+# Mirrors `llmint8_tensor_info` (144 bytes).
+struct CTensorInfo
+    name::Ptr{UInt8}
+    dtype_name::Ptr{UInt8}
+    file::Ptr{UInt8}
+    dtype::Int32
+    kind::Int32
+    ndim::UInt32
+    reserved0::UInt32
+    shape::NTuple{8,UInt64}
+    num_bytes::UInt64
+    reserved::NTuple{4,UInt64}
+end
+CTensorInfo() = CTensorInfo(C_NULL, C_NULL, C_NULL, 0, 0, 0, 0, ntuple(_ -> UInt64(0), 8), 0, ntuple(_ -> UInt64(0), 4))
+
+const TENSOR_KINDS = (:other, :linear_weight, :int8_weight, :int8_scales, :weight_format, :bias)
+
+"""
+One tensor of a checkpoint: `shape` is as the file stores it (row-major, outermost
+first: `[out, in]` for a weight), `kind` one of `$(TENSOR_KINDS)`.
+"""
+struct TensorInfo
+    name::String
+    dtype::String
+    file::String
+    kind::Symbol
+    shape::Vector{Int}
+    nbytes::Int
+end
+
+"""The layer name `Int8Weight(ctx, checkpoint, prefix)` takes: the name without `.weight`."""
+function prefix(t::TensorInfo)
+    i = findlast('.', t.name)
+    return i === nothing ? "" : t.name[1:i-1]
+end
+
+"""
+    Checkpoint(path)
+
+An open safetensors file, shard index (`model.safetensors.index.json`) or model
+directory, memory-mapped read-only. Freed by a finalizer or `close`.
+"""
+mutable struct Checkpoint
+    ptr::Ptr{Cvoid}
+    function Checkpoint(path::AbstractString)
+        out = Ref{Ptr{Cvoid}}(C_NULL)
+        check(ccall((:llmint8_checkpoint_open, libllmint8), Int32, (Cstring, Ptr{Ptr{Cvoid}}), path, out))
+        ck = new(out[])
+        finalizer(close, ck)
+        return ck
+    end
+end
+
+function Base.close(ck::Checkpoint)
+    p, ck.ptr = ck.ptr, C_NULL
+    p == C_NULL || ccall((:llmint8_checkpoint_destroy, libllmint8), Cvoid, (Ptr{Cvoid},), p)
+    return nothing
+end
+
+function Base.unsafe_convert(::Type{Ptr{Cvoid}}, ck::Checkpoint)
+    ck.ptr == C_NULL && throw(ArgumentError("the Checkpoint is closed"))
+    return ck.ptr
+end
+
+function tensor_info(ck::Checkpoint, index::Integer)
+    info = Ref(CTensorInfo())
+    GC.@preserve ck begin
+        check(ccall((:llmint8_checkpoint_tensor_info, libllmint8), Int32, (Ptr{Cvoid}, Csize_t, Ptr{CTensorInfo}),
+                    ck, index, info))
+        i = info[]
+        return TensorInfo(unsafe_string(i.name), unsafe_string(i.dtype_name), unsafe_string(i.file),
+                          TENSOR_KINDS[i.kind+1], Int[i.shape[d] for d in 1:min(Int(i.ndim), 8)], Int(i.num_bytes))
+    end
+end
+
+"""    tensors(checkpoint) -> Vector{TensorInfo}, sorted by name."""
+function tensors(ck::Checkpoint)
+    n = Ref{Csize_t}(0)
+    check(ccall((:llmint8_checkpoint_num_tensors, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Csize_t}), ck, n))
+    return [tensor_info(ck, i) for i in 0:Int(n[])-1]
+end
+
+"""    read_tensor(checkpoint, name) -> Vector{UInt8}: the tensor's raw little-endian bytes."""
+function read_tensor(ck::Checkpoint, name::AbstractString)
+    index = Ref{Csize_t}(0)
+    check(ccall((:llmint8_checkpoint_find, libllmint8), Int32, (Ptr{Cvoid}, Cstring, Ptr{Csize_t}), ck, name, index))
+    bytes = Vector{UInt8}(undef, tensor_info(ck, index[]).nbytes)
+    GC.@preserve bytes check(ccall((:llmint8_checkpoint_read, libllmint8), Int32, (Ptr{Cvoid}, Csize_t, Ptr{Cvoid}, Csize_t),
+                                   ck, index[], pointer(bytes), length(bytes)))
+    return bytes
+end
+
+function weight_from_handle(ctx::Context, p::Ptr{Cvoid})
+    out, in = Ref{Csize_t}(0), Ref{Csize_t}(0)
+    w = Int8Weight(p, ctx, 0, 0)
+    finalizer(close, w)
+    check(ccall((:llmint8_weight_shape, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Csize_t}, Ptr{Csize_t}), w, out, in))
+    w.out, w.in = Int(out[]), Int(in[])
+    return w
+end
+
+"""
+    Int8Weight(ctx, checkpoint::Checkpoint, prefix)
+    Int8Weight(ctx, path::AbstractString, prefix)
+
+Loads the linear layer `prefix` (e.g. `"model.layers.0.mlp.up_proj"`): quantized
+when stored in 16/32-bit, taken as it is when stored by bitsandbytes in int8 (+ SCB),
+with its bias when there is one.
+"""
+function Int8Weight(ctx::Context, ck::Checkpoint, prefix::AbstractString)
+    handle = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:llmint8_weight_load, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Cvoid}, Cstring, Ptr{Ptr{Cvoid}}),
+                ctx, ck, prefix, handle))
+    return weight_from_handle(ctx, handle[])
+end
+
+function Int8Weight(ctx::Context, path::AbstractString, prefix::AbstractString)
+    handle = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:llmint8_weight_load_safetensors, libllmint8), Int32, (Ptr{Cvoid}, Cstring, Cstring, Ptr{Ptr{Cvoid}}),
+                ctx, path, prefix, handle))
+    return weight_from_handle(ctx, handle[])
+end
+
+"""
+    save_safetensors(W8, path, prefix)
+
+Writes the weight as transformers + bitsandbytes save a `Linear8bitLt`:
+`prefix.weight` (int8), `prefix.SCB`, `prefix.weight_format` (and `prefix.bias`).
+"""
+function save_safetensors(w::Int8Weight, path::AbstractString, prefix::AbstractString)
+    check(ccall((:llmint8_weight_save_safetensors, libllmint8), Int32, (Ptr{Cvoid}, Cstring, Cstring), w, path, prefix))
+    return path
 end
 
 end # module

@@ -38,4 +38,28 @@ using Test
     @test_throws ArgumentError W8 * X
     close(ctx)
     @test_throws ArgumentError Int8Weight(ctx, W)
+
+    @testset "checkpoints" begin
+        data = joinpath(@__DIR__, "..", "..", "..", "..", "tests", "data")
+        ck = Checkpoint(joinpath(data, "bnb-models", "opt-f32-int8"))
+        ts = tensors(ck)
+        int8 = filter(t -> t.kind == :int8_weight, ts)
+        @test length(int8) == 12
+        ctx2 = Context()
+        for t in int8
+            W8 = Int8Weight(ctx2, ck, LLMInt8.prefix(t))
+            @test size(W8) == (t.shape[1], t.shape[2])
+        end
+        @test length(read_tensor(ck, "model.decoder.final_layer_norm.weight")) == 64 * 4
+        @test_throws LLMInt8Error read_tensor(ck, "nope")
+        W8 = Int8Weight(ctx2, joinpath(data, "tiny-llama-fp16"), "model.layers.0.mlp.up_proj")
+        @test size(W8) == (688, 256)
+        path = joinpath(mktempdir(), "up.safetensors")
+        save_safetensors(W8, path, "up")
+        @test size(Int8Weight(ctx2, path, "up")) == (688, 256)
+        err = try Checkpoint(joinpath(data, "none")); nothing catch e; e end
+        @test err isa LLMInt8Error && err.name == "LLMINT8_ERR_NOT_FOUND"
+        close(ck); close(ck)
+        @test_throws ArgumentError tensors(ck)
+    end
 end
