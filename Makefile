@@ -3,8 +3,9 @@
 # Installs lib/libllmint8.so.<version> with its SONAME link libllmint8.so.1 and
 # the development link libllmint8.so, include/llmint8.h and llmint8.hpp,
 # lib/pkgconfig/llmint8.pc and lib/cmake/llmint8/ (find_package(llmint8) gives
-# the imported target llmint8::llmint8).
+# the imported target llmint8::llmint8), and the command-line tool bin/llmint8.
 PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -16,7 +17,8 @@ build:
 	cargo build --release --locked
 
 install: build
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LIBDIR)/cmake/llmint8 $(DESTDIR)$(INCLUDEDIR)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LIBDIR)/cmake/llmint8 $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
+	install -m 755 target/release/llmint8 $(DESTDIR)$(BINDIR)/llmint8
 	install -m 755 target/release/libllmint8.so $(DESTDIR)$(LIBDIR)/libllmint8.so.$(VERSION)
 	ln -sf libllmint8.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libllmint8.so.$(ABI)
 	ln -sf libllmint8.so.$(ABI) $(DESTDIR)$(LIBDIR)/libllmint8.so

@@ -55,6 +55,7 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc -std=c11 -Wall -Wextra -Werror examples/c/hello.c $(pkg-config --cflags --libs llmint8) \
   -Wl,-rpath,"$prefix/lib" -o "$prefix/hello_c"
 "$prefix/hello_c" | grep -q "outlier columns: 1"
+"$prefix/bin/llmint8" inspect tests/data/tiny-llama-int8 | grep -q "14 8-bit linear weights"
 cmake -S tests/install -B "$prefix/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/build" >/dev/null
 "$prefix/build/hello_cpp" | grep -q "outlier columns: 1"

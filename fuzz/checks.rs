@@ -1,0 +1,44 @@
+// The loader's fuzz property, shared by the fuzz target
+// (fuzz/fuzz_targets/safetensors_loader.rs) and the corpus replay test
+// (tests/fuzz_corpus.rs), which runs it on the committed corpus in every test run.
+//
+// Arbitrary bytes as a safetensors file: parsing must either refuse them with a
+// FORMAT error naming the file, or give tensors whose byte ranges are in bounds;
+// loading any weight it names must succeed with the file's shape or fail with a
+// status that is not INTERNAL — never panic, never read outside the buffer.
+
+/// Checks the property on one input; panics when it does not hold.
+pub fn check_loader_input(data: &[u8]) {
+    use llmint8::io::{Checkpoint, TensorKind};
+    use llmint8::{Context, Status};
+
+    let ckpt = match Checkpoint::from_bytes("fuzz.safetensors", data.to_vec()) {
+        Ok(c) => c,
+        Err(e) => {
+            assert_eq!(e.status(), Status::Format, "{e}");
+            assert!(e.message().starts_with("fuzz.safetensors: "), "{e}");
+            return;
+        }
+    };
+    let ctx = Context::cpu();
+    ctx.set_num_threads(1);
+    let mut total = 0usize;
+    for t in ckpt.tensors() {
+        let bytes = ckpt.bytes(t);
+        assert_eq!(bytes.len(), t.num_bytes());
+        total += bytes.len();
+        if matches!(t.kind, TensorKind::LinearWeight | TensorKind::Int8Weight) {
+            match ckpt.load_weight(&ctx, t.prefix()) {
+                Ok(w) => {
+                    assert_eq!([w.out_features(), w.in_features()], [t.shape[0], t.shape[1]]);
+                    // The loaded weight must be usable.
+                    let x = vec![0.5f32; w.in_features()];
+                    let mut y = vec![0f32; w.out_features()];
+                    ctx.matmul(&w, llmint8::Data::F32(&x), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap();
+                }
+                Err(e) => assert_ne!(e.status(), Status::Internal, "{e}"),
+            }
+        }
+    }
+    assert!(total <= data.len());
+}
