@@ -10,7 +10,8 @@
 # 5. Installs into a temporary prefix (make install) and builds a C consumer
 #    through pkg-config, a C++ consumer through CMake's find_package, and the Go
 #    example from a copy outside the repository.
-# 6. Runs the C ABI test program under valgrind memcheck (no errors, nothing leaked).
+# 6. Runs the C ABI test program and the hostile-input table under valgrind
+#    memcheck (no errors, nothing leaked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,5 +71,8 @@ echo "install tree: pkg-config (C), CMake (C++) and Go consumers built and ran"
 
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate
 # AVX-512, so under it the library picks its AVX2 (or portable) kernels.
-valgrind --quiet --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-  target/release/c-tests/tests_c_test_abi_c
+for program in tests_c_test_abi_c tests_c_hostile_c; do
+  valgrind --quiet --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    "target/release/c-tests/$program" > /dev/null
+done
+echo "valgrind memcheck: the C ABI test and the hostile-input table ran with no errors and no leaks"

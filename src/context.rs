@@ -33,6 +33,10 @@ impl Backend {
     }
 }
 
+/// A larger thread count asked of a context counts as this many, so that a
+/// mistaken `SIZE_MAX` cannot make a call try to spawn more threads than exist.
+pub const MAX_THREADS: usize = 1024;
+
 /// What a matmul reports besides its output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulStats {
@@ -84,12 +88,12 @@ impl Context {
         self.backend
     }
 
-    /// Threads a call may use: the value set last, or the default
-    /// (`LLMINT8_NUM_THREADS`, else the available processors).
+    /// Threads a call may use: the value set last (at most [`MAX_THREADS`]), or
+    /// the default (`LLMINT8_NUM_THREADS`, else the available processors).
     pub fn num_threads(&self) -> usize {
         match self.num_threads.load(Ordering::Relaxed) {
             0 => cpu::default_num_threads(),
-            n => n,
+            n => n.min(MAX_THREADS),
         }
     }
 

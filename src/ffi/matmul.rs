@@ -5,7 +5,10 @@ use std::ffi::c_void;
 use crate::dtype::DType;
 use crate::error::checked_len;
 
-use super::{check_disjoint, data_in, data_out, guard, llmint8_context, llmint8_weight, non_null, slice_out};
+use super::{
+    check_data_region, check_disjoint, check_region, data_in, data_out, guard, llmint8_context, llmint8_weight, non_null,
+    slice_out,
+};
 
 /// What `llmint8_matmul` reports besides its output.
 ///
@@ -67,9 +70,14 @@ pub unsafe extern "C" fn llmint8_matmul(
             let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
             let x_len = checked_len(rows, w.in_features(), "x")?;
             let y_len = checked_len(rows, w.out_features(), "y")?;
+            // NULL, alignment and size first; then overlap, before any slice exists.
+            check_data_region(x, x_dtype, x_len, "x")?;
+            check_data_region(y, y_dtype, y_len, "y")?;
+            let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
             check_disjoint(&[
-                ("x", x, x_len.saturating_mul(x_dtype.size())),
-                ("y", y.cast_const(), y_len.saturating_mul(y_dtype.size())),
+                ("x", x, x_len * x_dtype.size()),
+                ("y", y.cast_const(), y_len * y_dtype.size()),
+                ("stats", stats.cast_const().cast(), stats_bytes),
             ])?;
             let x = data_in(x, x_dtype, x_len, "x")?;
             let y = data_out(y, y_dtype, y_len, "y")?;
@@ -126,12 +134,20 @@ pub unsafe extern "C" fn llmint8_quantize_rows(
             let dtype = DType::from_code(dtype)?;
             let len = checked_len(rows, cols, "x")?;
             let out_cols_len = if rows == 0 { 0 } else { cols };
+            // NULL, alignment and size first; then overlap, before any slice exists.
+            check_data_region(x, dtype, len, "x")?;
+            check_region(q, len, "q")?;
+            check_region(absmax, rows, "absmax")?;
+            if !outlier_cols.is_null() {
+                check_region(outlier_cols, out_cols_len, "outlier_cols")?;
+            }
+            let count_bytes = if n_outlier_cols.is_null() { 0 } else { std::mem::size_of::<usize>() };
             check_disjoint(&[
-                ("x", x, len.saturating_mul(dtype.size())),
+                ("x", x, len * dtype.size()),
                 ("q", q.cast_const().cast(), len),
-                ("absmax", absmax.cast_const().cast(), rows.saturating_mul(4)),
-                ("outlier_cols", outlier_cols.cast_const().cast(), out_cols_len.saturating_mul(4)),
-                ("n_outlier_cols", n_outlier_cols.cast_const().cast(), std::mem::size_of::<usize>()),
+                ("absmax", absmax.cast_const().cast(), rows * 4),
+                ("outlier_cols", outlier_cols.cast_const().cast(), out_cols_len * 4),
+                ("n_outlier_cols", n_outlier_cols.cast_const().cast(), count_bytes),
             ])?;
             let x = data_in(x, dtype, len, "x")?;
             let q = slice_out(q, len, "q")?;

@@ -97,6 +97,14 @@ fn check_region<T>(p: *const T, len: usize, name: &str) -> Result<()> {
     }
 }
 
+/// [`check_region`] for untyped elements of `dtype`.
+fn check_data_region(p: *const c_void, dtype: DType, len: usize, name: &str) -> Result<()> {
+    match dtype {
+        DType::F32 => check_region(p.cast::<f32>(), len, name),
+        DType::F16 | DType::BF16 => check_region(p.cast::<u16>(), len, name),
+    }
+}
+
 /// A slice of `len` elements at `p` (any pointer when `len` is 0).
 ///
 /// # Safety

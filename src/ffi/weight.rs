@@ -147,6 +147,8 @@ pub unsafe extern "C" fn llmint8_weight_export(w: *const llmint8_weight, cb: *mu
         unsafe {
             let w = &non_null(w, "w")?.inner;
             let (n, k) = (w.out_features(), w.in_features());
+            super::check_region(cb, n * k, "cb")?;
+            super::check_region(scb, n, "scb")?;
             super::check_disjoint(&[("cb", cb.cast_const().cast(), n * k), ("scb", scb.cast_const().cast(), n * 4)])?;
             let cb = slice_out(cb, n * k, "cb")?;
             let scb = slice_out(scb, n, "scb")?;
