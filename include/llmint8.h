@@ -579,7 +579,8 @@ void llmint8_context_destroy(struct llmint8_context *ctx);
 /**
  * Sets how many CPU threads later calls on `ctx` may use; 0 restores the
  * default (the environment variable `LLMINT8_NUM_THREADS`, else every processor
- * available to the process). Results are bit-identical whatever the count.
+ * available to the process); a count above 1024 counts as 1024. Results are
+ * bit-identical whatever the count.
  *
  * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL.
  * Thread safety: may be called concurrently with any other call on `ctx`;
@@ -916,7 +917,8 @@ void llmint8_context_destroy(struct llmint8_context *ctx);
 /**
  * Sets how many CPU threads later calls on `ctx` may use; 0 restores the
  * default (the environment variable `LLMINT8_NUM_THREADS`, else every processor
- * available to the process). Results are bit-identical whatever the count.
+ * available to the process); a count above 1024 counts as 1024. Results are
+ * bit-identical whatever the count.
  *
  * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL.
  * Thread safety: may be called concurrently with any other call on `ctx`;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of llmint8 — the README's test command; .ci/run calls it.
 # 1. Installs what is missing: C/C++ compilers, valgrind, Go, CMake, pkg-config,
-#    make (Debian packages, when run as root) and the aarch64 Rust target (best effort).
+#    make, clang-14 with its sanitizer runtime (Debian packages, when run as root) and the aarch64 Rust target (best effort).
 # 2. Builds the shared library (the C, C++ and Go tests link it) and runs the
 #    Rust unit, reference, golden, header, C ABI and C++ tests.
 # 3. Checks that the crate builds for aarch64.
@@ -12,6 +12,11 @@
 #    example from a copy outside the repository.
 # 6. Runs the C ABI test program and the hostile-input table under valgrind
 #    memcheck (no errors, nothing leaked).
+# 7. AddressSanitizer + LeakSanitizer: every Rust test with the crate
+#    instrumented, then the C and C++ test programs built with clang-14's ASan
+#    against an instrumented libllmint8.so. (The stable compiler takes
+#    -Zsanitizer=address with RUSTC_BOOTSTRAP=1; no nightly toolchain can be
+#    installed on these machines.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +28,8 @@ command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
+dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing+=(libclang-rt-14-dev) # ASan/LSan runtime
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
@@ -76,3 +83,30 @@ for program in tests_c_test_abi_c tests_c_hostile_c; do
     "target/release/c-tests/$program" > /dev/null
 done
 echo "valgrind memcheck: the C ABI test and the hostile-input table ran with no errors and no leaks"
+
+# AddressSanitizer and LeakSanitizer. Huge allocation requests must come back as
+# NULL (the library then reports LLMINT8_ERR_OUT_OF_MEMORY) rather than abort.
+export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
+asan_target=target/asan
+asan_lib="$asan_target/x86_64-unknown-linux-gnu/release"
+asan_build() {
+  RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR="$asan_target" \
+    cargo "$@" --release --locked --target x86_64-unknown-linux-gnu
+}
+# tests/c_abi.rs links uninstrumented C programs (covered below), and peak memory
+# means nothing under ASan's shadow memory and quarantine.
+rust_tests=$(for t in tests/*.rs; do t=$(basename "$t" .rs); [ "$t" = c_abi ] || printf -- '--test %s ' "$t"; done)
+# shellcheck disable=SC2086 # one word per test target
+asan_build test --lib --bins $rust_tests -- --skip conversion_streams_one_tensor_at_a_time
+asan_build build --lib
+for program in tests/c/test_abi.c tests/c/hostile.c bindings/cpp/test_llmint8.cpp; do
+  exe="$asan_target/$(echo "$program" | tr '/.' '__')"
+  case "$program" in
+    *.cpp) compiler=(clang++-14 -std=c++17 -Ibindings/cpp) ;;
+    *) compiler=(clang-14 -std=c11) ;;
+  esac
+  "${compiler[@]}" -g -O1 -fsanitize=address -fno-omit-frame-pointer -pthread -Iinclude "$program" -o "$exe" \
+    -L"$asan_lib" -Wl,-rpath,"$PWD/$asan_lib" -lllmint8 -lm
+  "$exe" > /dev/null
+done
+echo "AddressSanitizer + LeakSanitizer: Rust tests, C ABI test, hostile-input table and C++ tests clean"
