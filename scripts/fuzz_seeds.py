@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Writes small valid safetensors files as the seed corpus of the loader's fuzz
-target (fuzz/corpus/safetensors_loader/). Standard library only."""
+"""Writes the seed corpora of the fuzz targets: small valid safetensors files
+(fuzz/corpus/safetensors_loader/) and random parameter bytes for quantize +
+matmul (fuzz/corpus/quantize_matmul/). Standard library only."""
 import json
 import os
 import struct
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus", "safetensors_loader")
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus")
+OUT = os.path.join(CORPUS, "safetensors_loader")
 
 
 def file(tensors, metadata=None):
@@ -42,3 +44,15 @@ if __name__ == "__main__":
         with open(os.path.join(OUT, name + ".safetensors"), "wb") as f:
             f.write(data)
     print(f"wrote {len(SEEDS)} seeds to {OUT}")
+    # quantize + matmul: rows, in, out, dtypes, path/rounding, threshold, then values.
+    import random
+    rng = random.Random(1126)
+    mm = os.path.join(CORPUS, "quantize_matmul")
+    os.makedirs(mm, exist_ok=True)
+    for i in range(8):
+        head = bytes([rng.randrange(10), rng.randrange(80), rng.randrange(40), rng.randrange(256),
+                      rng.randrange(256), i])
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(64, 4000)))
+        with open(os.path.join(mm, f"seed{i}"), "wb") as f:
+            f.write(head + body)
+    print(f"wrote 8 seeds to {mm}")

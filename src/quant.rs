@@ -12,12 +12,6 @@ use half::f16;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 
-/// `1 / 127` rounded to f32: dequantizes one int8 weight value, `cb · scb / 127`.
-pub const INV_127: f32 = (1.0f64 / 127.0) as f32;
-/// `1 / 127²` rounded to f32. bitsandbytes' CPU backend uses 6.200124e-05 (a typo
-/// for 6.2000124e-05, relative difference 1.8e-5); we use the exact value.
-pub const INV_127_SQ: f32 = (1.0f64 / 16129.0) as f32;
-
 /// The default outlier threshold of the paper and of bitsandbytes.
 pub const DEFAULT_THRESHOLD: f32 = 6.0;
 
@@ -197,18 +191,23 @@ pub fn quantize_activation_row<T: Element>(
     absmax
 }
 
-/// Dequantizes one int8 weight value: `cb · scb / 127` as `cb · scb · (1/127)`.
+/// Dequantizes one int8 weight value: `cb · scb / 127`, computed in f64 and
+/// rounded once to f32 — correctly rounded, and no intermediate overflow for a
+/// scale near the top of the f32 range (an f32 `cb · scb` would reach ±Inf for
+/// `scb` above 2.7e36, which a float32 or bfloat16 weight can hold).
 #[inline(always)]
 pub fn dequantize_weight(cb: i8, scb: f32) -> f32 {
-    cb as f32 * scb * INV_127
+    (cb as f64 * scb as f64 / 127.0) as f32
 }
 
 /// Dequantizes an int8 · int8 dot product with the row scale of X (`sa`) and of
-/// W (`sb`): `acc · sa · sb / 127²`, evaluated as `(acc · sa) · (sb · (1/127²))`.
-/// `acc` is the exact integer product rounded once to f32 (`as f32`).
+/// W (`sb`): `acc · sa · sb / 127²`, computed in f64 (exact for the integer
+/// `acc`, no intermediate overflow or underflow) and rounded once to f32.
+/// (bitsandbytes' CPU backend multiplies by 6.200124e-05, a typo for 1/127² =
+/// 6.2000124e-05, relative difference 1.8e-5; we divide by 127² exactly.)
 #[inline(always)]
-pub fn dequantize_product(acc: f32, sa: f32, sb: f32) -> f32 {
-    (acc * sa) * (sb * INV_127_SQ)
+pub fn dequantize_product(acc: f64, sa: f32, sb: f32) -> f32 {
+    (acc * sa as f64 * sb as f64 / 16129.0) as f32
 }
 
 /// One output element: `(int8 part + outlier part) + bias`, in that order.
@@ -228,13 +227,6 @@ pub fn add_outlier_product(partial: f32, x: f32, w: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constants_are_the_nearest_f32() {
-        assert!(((INV_127_SQ as f64) * 16129.0 - 1.0).abs() < 6e-8);
-        assert!(((6.200124e-05f64) * 16129.0 - 1.0).abs() > 1e-5); // bitsandbytes' constant
-        assert_eq!(INV_127, 1.0f32 / 127.0);
-    }
 
     #[test]
     fn threshold_rules() {
@@ -295,6 +287,16 @@ mod tests {
         assert_eq!(q, [0; 3]);
         assert_eq!(cols, [false; 3]);
         assert!(dequantize_product(0.0, a, 1.0).is_nan());
+    }
+
+    #[test]
+    fn dequantization_does_not_overflow_on_the_way() {
+        // cb · scb alone is beyond f32 here; the result is not.
+        assert_eq!(dequantize_weight(-127, 4.1e37), -4.1e37);
+        assert_eq!(dequantize_weight(127, f32::MAX), f32::MAX);
+        // acc · sa alone overflows f32, sb brings it back.
+        let y = dequantize_product(1e6, 1e38, 1e-30);
+        assert!((y as f64 / (1e6 * 1e38 * 1e-30 / 16129.0) - 1.0).abs() < 1e-7);
     }
 
     #[test]

@@ -56,7 +56,10 @@ fn usage_errors_exit_2_with_a_message() {
         let out = llmint8(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = text(&out.stderr);
-        assert!(err.starts_with("llmint8: ") && (err.contains("Usage:") || err.contains("Options:")), "{args:?}: {err}");
+        assert!(
+            err.starts_with("llmint8: ") && (err.contains("Usage:") || err.contains("Options:")),
+            "{args:?}: {err}"
+        );
     }
 }
 

@@ -289,13 +289,13 @@ impl Operands<'_> {
         match &self.x {
             ActivationTile::Signed(x) => {
                 let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
-                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f32);
+                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Wide(x) if NP == 1 => {
                 // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
                 let acc = unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, w, kp) };
-                self.epilogue::<MR, NP, Y>(at, out, |r, _, l| acc[r][0][l] as f32);
+                self.epilogue::<MR, NP, Y>(at, out, |r, _, l| acc[r][0][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Vnni { x, sums } => {
@@ -304,7 +304,7 @@ impl Operands<'_> {
                 // SAFETY: `Vnni` is only built when the processor has AVX-512
                 // F/BW/VNNI (see `matmul`).
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
-                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f32);
+                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
@@ -313,13 +313,13 @@ impl Operands<'_> {
 
     /// Dequantization, outlier part, bias and conversion to `Y` for one tile,
     /// in the fixed order of [`quant`]; `acc(r, p, lane)` is the exact integer
-    /// product, already converted to f32.
+    /// product (as f64, which holds it exactly).
     #[inline(always)]
     fn epilogue<const MR: usize, const NP: usize, Y: Element>(
         &self,
         at: Tile,
         out: &mut [Y],
-        acc: impl Fn(usize, usize, usize) -> f32,
+        acc: impl Fn(usize, usize, usize) -> f64,
     ) {
         let n = self.w.out_features();
         let (scb, bias, packed) = (self.w.scb(), self.w.bias(), self.w.packed());

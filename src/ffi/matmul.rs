@@ -6,8 +6,8 @@ use crate::dtype::DType;
 use crate::error::checked_len;
 
 use super::{
-    check_data_region, check_disjoint, check_region, data_in, data_out, guard, llmint8_context, llmint8_weight, non_null,
-    slice_out,
+    check_data_region, check_disjoint, check_region, data_in, data_out, guard, llmint8_context, llmint8_weight,
+    non_null, slice_out,
 };
 
 /// What `llmint8_matmul` reports besides its output.

@@ -1,0 +1,197 @@
+// The quantize + matmul fuzz property, shared by the fuzz target
+// (fuzz/fuzz_targets/quantize_matmul.rs) and the corpus replay test
+// (tests/fuzz_corpus.rs). The includer declares `mod reference`
+// (tests/common/reference.rs, the f64 reference of LLM.int8()).
+
+/// Reads fuzz bytes as the parameters of one LLM.int8() call.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    /// Mostly small multiples of 1/16, and now and then any f32 bit pattern
+    /// (NaN, Inf, subnormals, huge values).
+    fn value(&mut self) -> f32 {
+        match self.byte() {
+            0x80 => f32::from_bits(u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])),
+            b => (b as i8) as f32 / 16.0,
+        }
+    }
+}
+
+/// Quantize + matmul property: any shape (rows 0–9, in 1–80, out 1–40), dtypes,
+/// CPU path, input rounding, threshold and bit patterns. A weight is refused
+/// exactly when it holds a non-finite value; otherwise its `CB`/`SCB` equal the
+/// f64 reference's row quantization bit for bit, and every output is within the
+/// reference's f32 slack plus one rounding to the output dtype of the f64
+/// reference of LLM.int8() (tests/common/reference.rs) — or, where the exact
+/// result is not finite or beyond f32 range, not a finite value that contradicts it.
+pub fn check_matmul_input(data: &[u8]) {
+    use llmint8::quant::InputRounding;
+    use llmint8::{bf16, f16, Context, CpuPath, DType, Data, Status};
+
+    let mut b = Bytes(data);
+    let rows = (b.byte() % 10) as usize;
+    let k = 1 + (b.byte() % 80) as usize;
+    let n = 1 + (b.byte() % 40) as usize;
+    let kinds = b.byte();
+    let dtype = |code: u8| [DType::F32, DType::F16, DType::BF16][(code % 3) as usize];
+    let (x_dtype, w_dtype, y_dtype) = (dtype(kinds), dtype(kinds / 3), dtype(kinds / 9));
+    let has_bias = kinds & 0x80 != 0;
+    let mode = b.byte();
+    let path = CpuPath::ALL[(mode % 3) as usize];
+    let rounding = if mode & 0x10 != 0 { InputRounding::Float16 } else { InputRounding::Exact };
+    let threshold = match b.byte() % 8 {
+        0 => 0.0,
+        1 => 6.0,
+        2 => 1.5,
+        3 => 0.25,
+        4 => f32::INFINITY,
+        5 => 1e-30,
+        6 => 3.0,
+        _ => b.value().abs(),
+    };
+
+    let ctx = Context::cpu();
+    ctx.set_num_threads(1 + (mode as usize >> 5) % 2);
+    if ctx.set_cpu_path(path).is_err() {
+        return; // a path this processor lacks
+    }
+    ctx.set_input_rounding(rounding);
+
+    // Values, stored in their dtype; the reference sees exactly the stored values.
+    let store = |dt: DType, v: Vec<f32>| -> (Vec<f32>, Owned) {
+        match dt {
+            DType::F32 => (v.clone(), Owned::F32(v)),
+            DType::F16 => {
+                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                (h.iter().map(|x| x.to_f32()).collect(), Owned::F16(h))
+            }
+            DType::BF16 => {
+                let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                (h.iter().map(|x| x.to_f32()).collect(), Owned::BF16(h))
+            }
+        }
+    };
+    let load = |v: &[f32]| -> Vec<f32> {
+        match rounding {
+            InputRounding::Exact => v.to_vec(),
+            InputRounding::Float16 => v.iter().map(|&x| f16::from_f32(x).to_f32()).collect(),
+        }
+    };
+    let (w_vals, w_data) = store(w_dtype, (0..n * k).map(|_| b.value()).collect());
+    let bias: Option<Vec<f32>> = has_bias.then(|| (0..n).map(|_| b.value()).collect());
+    let (x_vals, x_data) = store(x_dtype, (0..rows * k).map(|_| b.value()).collect());
+
+    let weight = match ctx.quantize_weight(w_data.data(), n, k, bias.as_deref().map(Data::F32)) {
+        Ok(w) => w,
+        Err(e) => {
+            assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+            let bad_w = load(&w_vals).iter().any(|v| !v.is_finite());
+            let bad_b = bias.as_ref().is_some_and(|b| b.iter().any(|v| !v.is_finite()));
+            assert!(bad_w || bad_b, "a finite weight was refused: {e}");
+            return;
+        }
+    };
+    assert!(load(&w_vals).iter().all(|v| v.is_finite()), "a non-finite weight was accepted");
+    let (cb_ref, scb_ref, _) = reference::quantize_rows(&load(&w_vals), n, k, 0.0);
+    assert_eq!(weight.cb(), cb_ref, "CB differs from the reference");
+    assert_eq!(
+        weight.scb().iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+        scb_ref.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+        "SCB differs from the reference"
+    );
+
+    let mut y = Owned::zeros(y_dtype, rows * n);
+    let result = ctx.matmul(&weight, x_data.data(), rows, threshold, y.data_mut());
+    if threshold.is_nan() {
+        assert_eq!(result.unwrap_err().status(), Status::InvalidArgument, "a NaN threshold must be refused");
+        return;
+    }
+    let stats = result.unwrap();
+    let want =
+        reference::matmul_rounded(&load(&x_vals), &x_vals, rows, &cb_ref, &scb_ref, bias.as_deref(), k, threshold);
+    assert_eq!(stats.outlier_columns, want.outlier_cols);
+    let got = y.to_f32();
+    // One rounding to the output dtype: half an ulp relative, or its smallest
+    // subnormal absolute; f32 intermediates may each add half of f32's smallest.
+    let (ulp, tiny) = match y_dtype {
+        DType::F32 => (f32::EPSILON as f64 / 2.0, 0.0),
+        DType::F16 => (1.0 / 2048.0, 2f64.powi(-24)),
+        DType::BF16 => (1.0 / 256.0, 2f64.powi(-133)),
+    };
+    let tiny = tiny + (want.outlier_cols as f64 + 8.0) * 2f64.powi(-149);
+    for (e, (&g, (&r, &slack))) in got.iter().zip(want.y.iter().zip(&want.slack)).enumerate() {
+        let g = g as f64;
+        if !r.is_finite() || r.abs() + slack > 1e37 || slack / (f32::EPSILON as f64) > 1e37 {
+            // Beyond f32: the library's f32 arithmetic overflows where f64 does not.
+            assert!(!g.is_finite() || r.is_finite(), "element {e}: exact {r}, got finite {g}");
+            continue;
+        }
+        if !g.is_finite() && (r.abs() + slack) * (1.0 + ulp) > y_dtype_max(y_dtype) {
+            continue; // rounds to ±Inf in a narrow output dtype
+        }
+        let tol = slack + ulp * (r.abs() + slack) + tiny;
+        let (i, j) = (e / n, e % n);
+        assert!(
+            (g - r).abs() <= tol,
+            "element {e}: got {g}, reference {r} ± {tol}\nx row {i}: {:?}\nw row {j}: {:?}\nbias {:?}, threshold {threshold}, {path:?}",
+            &x_vals[i * k..(i + 1) * k],
+            &w_vals[j * k..(j + 1) * k],
+            bias.as_ref().map(|b| b[j])
+        );
+    }
+}
+
+fn y_dtype_max(dt: llmint8::DType) -> f64 {
+    match dt {
+        llmint8::DType::F32 => f32::MAX as f64,
+        llmint8::DType::F16 => 65504.0,
+        llmint8::DType::BF16 => 3.38e38,
+    }
+}
+
+/// A float buffer in one of the three dtypes.
+enum Owned {
+    F32(Vec<f32>),
+    F16(Vec<llmint8::f16>),
+    BF16(Vec<llmint8::bf16>),
+}
+
+impl Owned {
+    fn zeros(dt: llmint8::DType, len: usize) -> Owned {
+        match dt {
+            llmint8::DType::F32 => Owned::F32(vec![0.0; len]),
+            llmint8::DType::F16 => Owned::F16(vec![llmint8::f16::ZERO; len]),
+            llmint8::DType::BF16 => Owned::BF16(vec![llmint8::bf16::ZERO; len]),
+        }
+    }
+    fn data(&self) -> llmint8::Data<'_> {
+        match self {
+            Owned::F32(v) => llmint8::Data::F32(v),
+            Owned::F16(v) => llmint8::Data::F16(v),
+            Owned::BF16(v) => llmint8::Data::BF16(v),
+        }
+    }
+    fn data_mut(&mut self) -> llmint8::DataMut<'_> {
+        match self {
+            Owned::F32(v) => llmint8::DataMut::F32(v),
+            Owned::F16(v) => llmint8::DataMut::F16(v),
+            Owned::BF16(v) => llmint8::DataMut::BF16(v),
+        }
+    }
+    fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Owned::F32(v) => v.clone(),
+            Owned::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Owned::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+}
