@@ -191,23 +191,28 @@ pub fn quantize_activation_row<T: Element>(
     absmax
 }
 
+/// `1/127` and `1/127²` in f64: multiplying by them (not dividing) keeps the
+/// epilogue cheap, and their error (2⁻⁵³ relative) is far below f32's.
+const INV_127: f64 = 1.0 / 127.0;
+const INV_127_SQ: f64 = 1.0 / 16129.0;
+
 /// Dequantizes one int8 weight value: `cb · scb / 127`, computed in f64 and
-/// rounded once to f32 — correctly rounded, and no intermediate overflow for a
+/// rounded once to f32 — no intermediate overflow for a
 /// scale near the top of the f32 range (an f32 `cb · scb` would reach ±Inf for
 /// `scb` above 2.7e36, which a float32 or bfloat16 weight can hold).
 #[inline(always)]
 pub fn dequantize_weight(cb: i8, scb: f32) -> f32 {
-    (cb as f64 * scb as f64 / 127.0) as f32
+    (cb as f64 * scb as f64 * INV_127) as f32
 }
 
 /// Dequantizes an int8 · int8 dot product with the row scale of X (`sa`) and of
-/// W (`sb`): `acc · sa · sb / 127²`, computed in f64 (exact for the integer
-/// `acc`, no intermediate overflow or underflow) and rounded once to f32.
+/// W (`sb`): `acc · sa · sb / 127²`, computed in f64 (the integer `acc` held
+/// exactly, no intermediate overflow or underflow) and rounded once to f32.
 /// (bitsandbytes' CPU backend multiplies by 6.200124e-05, a typo for 1/127² =
 /// 6.2000124e-05, relative difference 1.8e-5; we divide by 127² exactly.)
 #[inline(always)]
 pub fn dequantize_product(acc: f64, sa: f32, sb: f32) -> f32 {
-    (acc * sa as f64 * sb as f64 / 16129.0) as f32
+    (acc * sa as f64 * sb as f64 * INV_127_SQ) as f32
 }
 
 /// One output element: `(int8 part + outlier part) + bias`, in that order.

@@ -1,6 +1,6 @@
 //! Many threads on one context: results bit-identical to single-threaded calls,
-//! weights built and dropped while other weights are in use, and each thread's
-//! last-error message its own.
+//! weights built and dropped while other weights are in use, layers loaded from
+//! one open checkpoint by many threads, and each thread's last-error message its own.
 
 mod common;
 
@@ -79,6 +79,39 @@ fn weights_come_and_go_while_others_are_in_use() {
                         assert_eq!(own.cb(), shared.cb(), "round {i}");
                         drop(own);
                     }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn many_threads_load_layers_from_one_checkpoint() {
+    let ctx = Context::cpu();
+    let dirs = ["tiny-llama-fp16", "bnb-models/llama-sharded-f16-int8"].map(|d| common::data_dir().join(d));
+    let checkpoints: Vec<_> = dirs.iter().map(|d| llmint8::io::Checkpoint::open(d).unwrap()).collect();
+    let layers: Vec<(usize, String)> = checkpoints
+        .iter()
+        .enumerate()
+        .flat_map(|(c, ck)| {
+            ck.tensors()
+                .iter()
+                .filter(|t| {
+                    matches!(t.kind, llmint8::io::TensorKind::LinearWeight | llmint8::io::TensorKind::Int8Weight)
+                })
+                .map(move |t| (c, t.prefix().to_string()))
+        })
+        .collect();
+    let want: Vec<Vec<i8>> = layers.iter().map(|(c, p)| checkpoints[*c].load_weight(&ctx, p).unwrap().cb()).collect();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (ctx, checkpoints, layers, want) = (&ctx, &checkpoints, &layers, &want);
+            s.spawn(move || {
+                for round in 0..20 {
+                    let i = (t * 7 + round * 3) % layers.len();
+                    let (c, prefix) = &layers[i];
+                    let w = checkpoints[*c].load_weight(ctx, prefix).unwrap();
+                    assert_eq!(&w.cb(), &want[i], "thread {t}, {prefix}");
                 }
             });
         }
