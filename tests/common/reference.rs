@@ -96,15 +96,19 @@ pub fn matmul_rounded(
             let int8_part = acc as f64 * sa[i] as f64 * scb[j] as f64 / 16129.0;
             let mut outl = 0.0f64;
             let mut outl_abs = 0.0f64;
+            // A dequantized weight rounded to an f32 subnormal is off by up to
+            // 2⁻¹⁵⁰ absolute, not by a relative epsilon: |x| times that.
+            let mut subnormal = 0.0f64;
             for &c in &cols {
                 let t = x[i * k + c] as f64 * (cb[j * k + c] as f64 * scb[j] as f64 / 127.0);
                 outl += t;
                 outl_abs += t.abs();
+                subnormal += (x[i * k + c] as f64).abs() * 2f64.powi(-150);
             }
             let b = bias.map_or(0.0, |b| b[j] as f64);
             y[i * n + j] = int8_part + outl + b;
             slack[i * n + j] =
-                6.0 * eps * int8_part.abs() + (cols.len() as f64 + 3.0) * eps * outl_abs + 2.0 * eps * b.abs();
+                6.0 * eps * int8_part.abs() + (cols.len() as f64 + 3.0) * eps * outl_abs + 2.0 * eps * b.abs() + subnormal;
         }
     }
     Output { y, slack, outlier_cols: cols.len() }
