@@ -30,6 +30,15 @@ fn header_documents_every_function() {
         "llmint8_weight_destroy",
         "llmint8_matmul",
         "llmint8_quantize_rows",
+        "llmint8_checkpoint_open",
+        "llmint8_checkpoint_destroy",
+        "llmint8_checkpoint_num_tensors",
+        "llmint8_checkpoint_tensor_info",
+        "llmint8_checkpoint_find",
+        "llmint8_checkpoint_read",
+        "llmint8_weight_load",
+        "llmint8_weight_load_safetensors",
+        "llmint8_weight_save_safetensors",
     ] {
         // The declaration: a line outside comments holding `name(`.
         let mut offset = 0;
@@ -52,4 +61,23 @@ fn header_documents_every_function() {
         assert!(header[doc_end..decl].lines().count() <= 2, "{name} has no comment right above it");
         assert!(doc.len() > 80, "{name}: comment too short: {doc}");
     }
+}
+
+#[test]
+fn header_declares_each_function_once() {
+    let header = include_str!(concat!(env!("OUT_DIR"), "/llmint8.h"));
+    let mut names: Vec<&str> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
+        .filter_map(|l| {
+            let open = l.find('(')?;
+            let name = l[..open].rsplit([' ', '*']).next()?;
+            name.starts_with("llmint8_").then_some(name)
+        })
+        .collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count, "a function is declared more than once in the header");
+    assert!(count >= 26, "only {count} declarations: {names:?}");
 }
