@@ -138,3 +138,10 @@ fn hostile_input_table_holds_and_matches_the_readme() {
         table.join("\n")
     );
 }
+
+#[test]
+fn checkpoint_c_example_runs() {
+    let stdout = compile_and_run("examples/c/load_checkpoint.c");
+    assert!(stdout.contains("49 tensors, 14 linear layers loaded, 1581056 bytes of int8 weights"), "{stdout}");
+    assert!(stdout.contains("outlier columns: 1"), "{stdout}");
+}
