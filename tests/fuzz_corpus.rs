@@ -1,6 +1,6 @@
-//! Replays the fuzz corpora committed under fuzz/corpus/ through the fuzz
-//! targets' properties, so every input the fuzzers kept — including any that
-//! once crashed — is checked in every test run, without libFuzzer.
+//! Replays the fuzz corpora committed under fuzz/corpus/ and the inputs that
+//! once failed (fuzz/regressions/) through the fuzz targets' properties, so
+//! every one of them is checked in every test run, without libFuzzer.
 
 use std::path::Path;
 
@@ -11,8 +11,8 @@ mod reference;
 include!("../fuzz/loader_check.rs");
 include!("../fuzz/matmul_check.rs");
 
-fn replay(target: &str, check: fn(&[u8]), at_least: usize) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+fn replay(set: &str, target: &str, check: fn(&[u8]), at_least: usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(set).join(target);
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -26,10 +26,17 @@ fn replay(target: &str, check: fn(&[u8]), at_least: usize) {
 
 #[test]
 fn the_loader_corpus_holds_the_fuzz_property() {
-    replay("safetensors_loader", check_loader_input, 7);
+    replay("corpus", "safetensors_loader", check_loader_input, 7);
 }
 
 #[test]
 fn the_matmul_corpus_holds_the_fuzz_property() {
-    replay("quantize_matmul", check_matmul_input, 8);
+    replay("corpus", "quantize_matmul", check_matmul_input, 8);
+}
+
+/// Each of these once failed: a dequantization overflow in the library (fixed),
+/// and three tolerances of the property itself (kept so they stay right).
+#[test]
+fn inputs_that_once_failed_hold_the_matmul_property() {
+    replay("regressions", "quantize_matmul", check_matmul_input, 6);
 }
