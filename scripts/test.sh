@@ -89,9 +89,13 @@ echo "valgrind memcheck: the C ABI test and the hostile-input table ran with no 
 export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
 asan_target=target/asan
 asan_lib="$asan_target/x86_64-unknown-linux-gnu/release"
+# `cargo SUBCOMMAND` with the sanitizer; --target keeps it off build scripts and
+# proc macros. The options go before the rest, which may hold `-- test args`.
 asan_build() {
+  local subcommand=$1
+  shift
   RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR="$asan_target" \
-    cargo "$@" --release --locked --target x86_64-unknown-linux-gnu
+    cargo "$subcommand" --release --locked --target x86_64-unknown-linux-gnu "$@"
 }
 # tests/c_abi.rs links uninstrumented C programs (covered below), and peak memory
 # means nothing under ASan's shadow memory and quarantine.
