@@ -111,28 +111,62 @@ fn exact_conversion_of_float32_differs_from_bitsandbytes_by_at_most_one_step() {
     assert!(differing > 0, "float32 quantized exactly should differ somewhere from float16-rounded");
 }
 
+/// Loads `prefix` from `path` through `llmint8_weight_load_safetensors` and runs
+/// `llmint8_matmul` on `x`, both through the C ABI; returns y as f32.
+fn c_load_and_matmul(path: &Path, prefix: &str, rounding: InputRounding, x: &Owned) -> Vec<f32> {
+    let ctx = Ctx::new();
+    let code = if rounding == InputRounding::Float16 { LLMINT8_INPUT_ROUND_F16 } else { LLMINT8_INPUT_EXACT };
+    let mut w = std::ptr::null_mut();
+    let (mut out_f, mut in_f) = (0usize, 0usize);
+    let dtype = |o: &Owned| match o.dtype() {
+        DType::F32 => LLMINT8_F32,
+        DType::F16 => LLMINT8_F16,
+        DType::BF16 => LLMINT8_BF16,
+    };
+    // SAFETY (this block): every pointer is valid for the call it is passed to.
+    unsafe {
+        assert_eq!(llmint8_context_set_input_rounding(ctx.0, code), LLMINT8_OK);
+        let status = llmint8_weight_load_safetensors(ctx.0, c_path(path).as_ptr(), c(prefix).as_ptr(), &mut w);
+        assert_eq!(status, LLMINT8_OK, "{}", last_error());
+        assert_eq!(llmint8_weight_shape(w, &mut out_f, &mut in_f), LLMINT8_OK);
+        let rows = x.len() / in_f;
+        let mut y = Owned::zeros(x.dtype(), rows * out_f);
+        let x_ptr = match x {
+            Owned::F32(v) => v.as_ptr().cast(),
+            Owned::F16(v) => v.as_ptr().cast(),
+            Owned::BF16(v) => v.as_ptr().cast(),
+        };
+        let y_ptr = match &mut y {
+            Owned::F32(v) => v.as_mut_ptr().cast(),
+            Owned::F16(v) => v.as_mut_ptr().cast(),
+            Owned::BF16(v) => v.as_mut_ptr().cast(),
+        };
+        let status = llmint8_matmul(ctx.0, w, x_ptr, dtype(x), rows, 6.0, y_ptr, dtype(&y), std::ptr::null_mut());
+        assert_eq!(status, LLMINT8_OK, "{}", last_error());
+        llmint8_weight_destroy(w);
+        y.to_f32()
+    }
+}
+
+/// Checkpoints transformers + bitsandbytes wrote (tiny-llama from ../shared and
+/// three more of ours) load through `llmint8_weight_load_safetensors` and
+/// reproduce bitsandbytes' layer outputs within the golden tolerances.
 #[test]
 fn bitsandbytes_checkpoints_reproduce_its_layer_outputs() {
     let mut dirs = vec![data_dir().join("tiny-llama-int8")];
     dirs.extend(["opt-f32", "gpt-neox-bf16", "llama-sharded-f16"].map(|n| bnb_models().join(format!("{n}-int8"))));
     for dir in dirs {
-        let ckpt = Checkpoint::open(&dir).unwrap();
         let io = Tensors::open(dir.join("reference_io.safetensors"));
         let io_ckpt = Checkpoint::open(dir.join("reference_io.safetensors")).unwrap();
         let layers: Vec<String> =
             io_ckpt.tensors().iter().filter_map(|t| t.name.strip_suffix(".x").map(str::to_string)).collect();
         assert_eq!(layers.len(), 2, "{}", dir.display());
         for rounding in [InputRounding::Exact, InputRounding::Float16] {
-            let ctx = Context::cpu();
-            ctx.set_input_rounding(rounding);
             for layer in &layers {
-                let weight = ckpt.load_weight(&ctx, layer).unwrap();
                 let x = io.float(&format!("{layer}.x"));
                 let want = io.float(&format!("{layer}.y"));
-                let rows = x.len() / weight.in_features();
-                let mut y = Owned::zeros(x.dtype(), rows * weight.out_features());
-                ctx.matmul(&weight, x.data(), rows, 6.0, y.data_mut()).unwrap();
-                let err = rel_err(&y.to_f32(), &want.to_f32());
+                let y = c_load_and_matmul(&dir, layer, rounding, &x);
+                let err = rel_err(&y, &want.to_f32());
                 // The golden tolerances (bfloat16 outputs round to 2⁻⁸); reading
                 // float32 as bitsandbytes does (rounded to float16) is much closer.
                 let tol = match (x.dtype(), rounding) {

@@ -107,8 +107,10 @@ pub fn matmul_rounded(
             }
             let b = bias.map_or(0.0, |b| b[j] as f64);
             y[i * n + j] = int8_part + outl + b;
-            slack[i * n + j] =
-                6.0 * eps * int8_part.abs() + (cols.len() as f64 + 3.0) * eps * outl_abs + 2.0 * eps * b.abs() + subnormal;
+            slack[i * n + j] = 6.0 * eps * int8_part.abs()
+                + (cols.len() as f64 + 3.0) * eps * outl_abs
+                + 2.0 * eps * b.abs()
+                + subnormal;
         }
     }
     Output { y, slack, outlier_cols: cols.len() }
