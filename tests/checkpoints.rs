@@ -306,6 +306,11 @@ fn a_failed_conversion_leaves_nothing_behind() {
     let err = convert(&data_dir().join("tiny-llama-fp16"), &out, &ConvertOptions::default(), &mut |_| {}).unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
     assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+    // An output inside the input directory is refused (copying the input would copy the output).
+    let err = convert(&model, &model.join("int8"), &ConvertOptions::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument, "{err}");
+    assert!(err.message().contains("inside the input directory"), "{err}");
+    assert!(!model.join("int8").exists());
     // An already-quantized model of another kind is refused.
     let other = dir.join("gptq");
     std::fs::create_dir(&other).unwrap();

@@ -193,6 +193,20 @@ pub fn convert(
 }
 
 fn check_output(input: &Path, output: &Path) -> Result<()> {
+    // The output may not exist yet: compare where its parent is.
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let (Ok(inside), Ok(input)) = (std::fs::canonicalize(parent), std::fs::canonicalize(input)) {
+        if inside.starts_with(&input) {
+            return Err(Error::invalid(format!(
+                "{}: the output directory must not be inside the input directory {}",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
     match std::fs::read_dir(output) {
         Ok(mut entries) => {
             if entries.next().is_some() {
