@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::error::{Error, Result, Status};
 use crate::io::{self, Checkpoint, TensorKind};
 
+use super::weight::hand_out;
 use super::{clear_out, guard, guard_void, llmint8_context, llmint8_weight, non_null, slice_out, write_out};
 
 /// float32 tensor (same code as `LLMINT8_F32`).
@@ -386,8 +387,7 @@ pub unsafe extern "C" fn llmint8_weight_load(
             let ctx = non_null(ctx, "ctx")?;
             let ckpt = non_null(ckpt, "ckpt")?;
             let prefix = c_text(prefix, "prefix")?;
-            let inner = ckpt.inner.load_weight(&ctx.inner, prefix)?;
-            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+            hand_out(out, ckpt.inner.load_weight(&ctx.inner, prefix)?);
         }
         Ok(())
     })
@@ -415,8 +415,7 @@ pub unsafe extern "C" fn llmint8_weight_load_safetensors(
             let ctx = non_null(ctx, "ctx")?;
             let path = c_path(path, "path")?;
             let prefix = c_text(prefix, "prefix")?;
-            let inner = Checkpoint::open(path)?.load_weight(&ctx.inner, prefix)?;
-            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+            hand_out(out, Checkpoint::open(path)?.load_weight(&ctx.inner, prefix)?);
         }
         Ok(())
     })

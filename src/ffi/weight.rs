@@ -20,6 +20,15 @@ pub struct llmint8_weight {
     pub(crate) inner: Weight,
 }
 
+/// Hands a new weight to the caller through `out` (checked non-NULL by `clear_out`).
+///
+/// # Safety
+/// `out` must be non-NULL and writable.
+pub(super) unsafe fn hand_out(out: *mut *mut llmint8_weight, inner: Weight) {
+    // SAFETY: forwarded to the caller; the caller now owns the box.
+    unsafe { out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner }))) }
+}
+
 /// Reads an optional bias of `len` elements of `dtype_code`; the dtype is not
 /// looked at when `bias` is NULL.
 ///
@@ -76,7 +85,7 @@ pub unsafe extern "C" fn llmint8_weight_quantize(
             let w = data_in(w, w_dtype, len, "w")?;
             let bias = optional_bias(bias, bias_dtype, out_features)?;
             let inner = ctx.inner.quantize_weight(w, out_features, in_features, bias)?;
-            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+            hand_out(out, inner);
         }
         Ok(())
     })
@@ -123,7 +132,7 @@ pub unsafe extern "C" fn llmint8_weight_from_int8(
             let scb = slice_in(scb, out_features, "scb")?;
             let bias = optional_bias(bias, bias_dtype, out_features)?;
             let inner = ctx.inner.weight_from_int8(cb, scb, out_features, in_features, bias)?;
-            out.write_unaligned(Box::into_raw(Box::new(llmint8_weight { inner })));
+            hand_out(out, inner);
         }
         Ok(())
     })
