@@ -42,6 +42,19 @@ pub(crate) struct Settings {
     pub threads: usize,
 }
 
+impl Settings {
+    /// The rounding to apply to elements of `T`: rounding float16 values to
+    /// float16 changes nothing, so they take the `Exact` code, which has the
+    /// fast paths (same bytes, bit for bit).
+    fn rounding_for<T: Element>(self) -> InputRounding {
+        if T::DTYPE == crate::DType::F16 {
+            InputRounding::Exact
+        } else {
+            self.rounding
+        }
+    }
+}
+
 /// How many threads `work` units of work deserve, at most `threads`.
 fn threads_for(work: usize, threads: usize) -> usize {
     if work < MIN_PARALLEL_WORK {
@@ -60,7 +73,8 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     n: usize,
     k: usize,
 ) -> Result<(PackedWeight, Vec<f32>)> {
-    let Settings { path, rounding, threads } = settings;
+    let Settings { path, threads, .. } = settings;
+    let rounding = settings.rounding_for::<T>();
     // Rows read as they are can take the AVX-512 quantizer (bit-identical).
     let avx512 = path == CpuPath::Avx512Vnni && path.is_available() && rounding == InputRounding::Exact;
     let mut packed = PackedWeight::zeroed(n, k)?;
@@ -167,7 +181,8 @@ pub(crate) fn quantize_activations<T: Element>(
     q: &mut [i8],
     absmax: &mut [f32],
 ) -> Result<Vec<usize>> {
-    let Settings { path, rounding, threads } = settings;
+    let Settings { path, threads, .. } = settings;
+    let rounding = settings.rounding_for::<T>();
     let rows = absmax.len();
     let parts = split_ranges(rows, threads_for(x.len(), threads));
     let q_parts = split_slice_mut(q, &parts, cols);

@@ -14,6 +14,7 @@ use super::format::{byte_count, TensorDtype, TensorSpec};
 use super::write::{f32_bytes, pytorch_metadata, temp_path_beside, SafetensorsWriter};
 use super::{as_u8, io_error, pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
 use crate::context::Context;
+use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result, Status};
 use crate::quant::{self, InputRounding};
 
@@ -374,7 +375,7 @@ fn quantize_layer(checkpoint: &Checkpoint, ctx: &Context, t: &Tensor) -> Result<
             let weight = ctx.quantize_weight(data, out_features, in_features, None)?;
             weight.export(&mut cb, &mut scb)?;
             drop(weight);
-            Ok(crate::with_data!(data, w => quantization_error(w, &cb, &scb, in_features)))
+            Ok(quantization_error(data, &cb, &scb, in_features))
         })
         .map_err(|e| {
             Error::new(
@@ -395,17 +396,32 @@ fn quantize_layer(checkpoint: &Checkpoint, ctx: &Context, t: &Tensor) -> Result<
     Ok((layer, cb, scb))
 }
 
-/// (max |w − deq|, ‖w − deq‖/‖w‖) of a quantized weight, in f64.
-fn quantization_error<T: crate::Element>(w: &[T], cb: &[i8], scb: &[f32], k: usize) -> (f64, f64) {
+/// (max |w − deq|, ‖w − deq‖/‖w‖) of a quantized weight, in f64, with
+/// `deq = cb · scb / 127`. Rows are widened to f32 a whole row at a time (the
+/// `half` crate's slice conversion uses F16C where the processor has it).
+fn quantization_error(w: Data<'_>, cb: &[i8], scb: &[f32], k: usize) -> (f64, f64) {
+    use half::slice::HalfFloatSliceExt;
     let (mut max, mut err2, mut norm2) = (0f64, 0f64, 0f64);
-    for ((row, q), &s) in w.chunks_exact(k).zip(cb.chunks_exact(k)).zip(scb) {
-        for (&v, &q) in row.iter().zip(q) {
-            let v = v.to_f32() as f64;
-            let e = (v - quant::dequantize_weight(q, s) as f64).abs();
-            max = max.max(e);
-            err2 += e * e;
-            norm2 += v * v;
+    let mut row = vec![0f32; k];
+    for (r, (q, &s)) in cb.chunks_exact(k).zip(scb).enumerate() {
+        let range = r * k..(r + 1) * k;
+        match w {
+            Data::F32(v) => row.copy_from_slice(&v[range]),
+            Data::F16(v) => v[range].convert_to_f32_slice(&mut row),
+            Data::BF16(v) => v[range].convert_to_f32_slice(&mut row),
         }
+        let scale = s as f64 / 127.0;
+        let (mut row_max, mut row_err2, mut row_norm2) = (0f64, 0f64, 0f64);
+        for (&v, &q) in row.iter().zip(q) {
+            let v = v as f64;
+            let e = (v - q as f64 * scale).abs();
+            row_max = row_max.max(e);
+            row_err2 += e * e;
+            row_norm2 += v * v;
+        }
+        max = max.max(row_max);
+        err2 += row_err2;
+        norm2 += row_norm2;
     }
     (max, if norm2 > 0.0 { (err2 / norm2).sqrt() } else { 0.0 })
 }
