@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Checkpoints written by transformers + bitsandbytes, and a check of llmint8's converter.
 
-`generate`: builds three tiny random models other than ../shared's tiny-llama —
-OPT in float32 (linear layers with biases), GPT-NeoX in bfloat16 (biases,
-`embed_out`) and Llama in float16 saved in shards — saves each in 16/32-bit
+`generate [NAME...]`: builds four tiny random models other than ../shared's
+tiny-llama — OPT in float32 (linear layers with biases), GPT-NeoX in bfloat16
+(biases, `embed_out`), GPT-2 in float16 (Conv1D layers, stored [in, out]) and
+Llama in float16 saved in shards — saves each in 16/32-bit
 (`<name>-src/`) and as transformers + bitsandbytes save it after
 `load_in_8bit=True` (`<name>-int8/`), and records `reference_io.safetensors`
 in the 8-bit directory: for two layers, an input with outlier features and the
@@ -54,6 +55,13 @@ MODELS = {
         None,
         ["gpt_neox.layers.0.attention.query_key_value", "gpt_neox.layers.1.mlp.dense_4h_to_h"],
     ),
+    "gpt2-f16": (
+        transformers.GPT2Config,
+        dict(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64),
+        torch.float16,
+        None,
+        ["transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_proj"],
+    ),
     "llama-sharded-f16": (
         transformers.LlamaConfig,
         dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
@@ -72,9 +80,11 @@ def load_8bit(path):
         path, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map="cpu").eval()
 
 
-def generate():
+def generate(only=()):
     os.makedirs(OUT, exist_ok=True)
     for name, (config_cls, kwargs, dtype, shard, layers) in MODELS.items():
+        if only and name not in only:
+            continue
         torch.manual_seed(zlib.crc32(name.encode()))
         config = config_cls(**kwargs)
         model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
@@ -149,7 +159,7 @@ def check(binary):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["generate"]:
-        generate()
+        generate(sys.argv[2:])
     elif sys.argv[1:2] == ["check"] and len(sys.argv) == 3:
         check(sys.argv[2])
     else:

@@ -59,9 +59,11 @@ pub const LLMINT8_TENSOR_C64: i32 = 21;
 /// Anything else (norms, embeddings, `lm_head`, buffers): use it as it is.
 pub const LLMINT8_KIND_OTHER: i32 = 0;
 /// A 2-D float16/bfloat16/float32 `PREFIX.weight` of a linear layer, which
-/// `llmint8_weight_load(ctx, ckpt, PREFIX, …)` quantizes. Embeddings and the
-/// output projection (`lm_head`, `embed_out`, names with `embed`, `wte`, `wpe`)
-/// are not counted as linear layers, as transformers + bitsandbytes keep them 16-bit.
+/// `llmint8_weight_load(ctx, ckpt, PREFIX, …)` quantizes, read as `[out, in]`
+/// (`torch.nn.Linear`; GPT-2's `Conv1D` weights are stored `[in, out]` and must
+/// be transposed first — `llmint8 convert` does it). Embeddings and the output
+/// projection (`lm_head`, `embed_out`, names with `embed`, `wte`, `wpe`) are not
+/// counted as linear layers, as transformers + bitsandbytes keep them 16-bit.
 pub const LLMINT8_KIND_LINEAR_WEIGHT: i32 = 1;
 /// A 2-D int8 `PREFIX.weight` with float32 `PREFIX.SCB`: a bitsandbytes 8-bit
 /// weight, which `llmint8_weight_load` takes as it is.

@@ -105,8 +105,28 @@ pub struct Progress<'a> {
 
 /// What happens to one source tensor.
 enum Plan {
-    Copy { out: usize },
-    Quantize { weight: usize, scb: usize, format: usize },
+    Copy {
+        out: usize,
+    },
+    /// `transposed`: the source is stored `[in, out]` (see [`stored_transposed`]).
+    Quantize {
+        weight: usize,
+        scb: usize,
+        format: usize,
+        transposed: bool,
+    },
+}
+
+/// Model types whose `c_attn`, `c_proj`, `c_fc` and `q_attn` layers are
+/// transformers' `Conv1D`, which stores its weight `[in, out]`; bitsandbytes
+/// quantizes (and saves) them transposed, as `[out, in]` like every linear layer.
+const CONV1D_MODEL_TYPES: [&str; 4] = ["gpt2", "openai-gpt", "imagegpt", "decision_transformer"];
+const CONV1D_MODULES: [&str; 4] = ["c_attn", "c_proj", "c_fc", "q_attn"];
+
+/// Whether the weight of module `prefix` is a `Conv1D` weight stored `[in, out]`.
+pub fn stored_transposed(model_type: Option<&str>, prefix: &str) -> bool {
+    let last = prefix.rsplit('.').next().unwrap_or("");
+    model_type.is_some_and(|m| CONV1D_MODEL_TYPES.contains(&m)) && CONV1D_MODULES.contains(&last)
 }
 
 /// Converts the model directory `input` into `output` (which must not exist, or
@@ -138,15 +158,20 @@ pub fn convert(
         specs.push(TensorSpec { name, dtype, shape });
         specs.len() - 1
     };
+    let model_type = config.as_ref().and_then(|c| c.get("model_type")).and_then(Value::as_str);
     for t in checkpoint.tensors() {
         let quantize =
             t.kind == TensorKind::LinearWeight && !options.skip.iter().any(|p| matches_module(p, t.prefix()));
         if quantize {
             let p = t.prefix();
+            let transposed = stored_transposed(model_type, p);
+            let (out_features, in_features) =
+                if transposed { (t.shape[1], t.shape[0]) } else { (t.shape[0], t.shape[1]) };
             plans.push(Plan::Quantize {
-                weight: push(&mut specs, format!("{p}.weight"), TensorDtype::I8, t.shape.clone()),
-                scb: push(&mut specs, format!("{p}.SCB"), TensorDtype::F32, vec![t.shape[0]]),
+                weight: push(&mut specs, format!("{p}.weight"), TensorDtype::I8, vec![out_features, in_features]),
+                scb: push(&mut specs, format!("{p}.SCB"), TensorDtype::F32, vec![out_features]),
                 format: push(&mut specs, format!("{p}.weight_format"), TensorDtype::U8, vec![]),
+                transposed,
             });
         } else {
             plans.push(Plan::Copy { out: push(&mut specs, t.name.clone(), t.dtype, t.shape.clone()) });
@@ -345,8 +370,8 @@ fn write_model(
                 write(&mut writers, out, checkpoint.bytes(t))?;
                 report.copied_tensors += 1;
             }
-            Plan::Quantize { weight, scb, format } => {
-                let (layer, cb, scales) = quantize_layer(checkpoint, &ctx, t)?;
+            Plan::Quantize { weight, scb, format, transposed } => {
+                let (layer, cb, scales) = quantize_layer(checkpoint, &ctx, t, transposed)?;
                 write(&mut writers, weight, as_u8(&cb))?;
                 write(&mut writers, scb, &f32_bytes(&scales))?;
                 write(&mut writers, format, &[0])?;
@@ -365,17 +390,34 @@ fn write_model(
     Ok(report)
 }
 
-/// Quantizes one linear weight; returns its report line, `CB` and `SCB`.
-fn quantize_layer(checkpoint: &Checkpoint, ctx: &Context, t: &Tensor) -> Result<(LayerReport, Vec<i8>, Vec<f32>)> {
-    let (out_features, in_features) = (t.shape[0], t.shape[1]);
-    let mut cb = try_zeroed_vec::<i8>(t.num_bytes() / (t.dtype.bits() / 8), "int8 weight")?;
+/// Quantizes one linear weight (transposing a `[in, out]` one first); returns
+/// its report line, `CB` and `SCB`.
+fn quantize_layer(
+    checkpoint: &Checkpoint,
+    ctx: &Context,
+    t: &Tensor,
+    transposed: bool,
+) -> Result<(LayerReport, Vec<i8>, Vec<f32>)> {
+    let (out_features, in_features) = if transposed { (t.shape[1], t.shape[0]) } else { (t.shape[0], t.shape[1]) };
+    let mut cb = try_zeroed_vec::<i8>(out_features * in_features, "int8 weight")?;
     let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
+    let mut quantize = |data: Data<'_>| {
+        let weight = ctx.quantize_weight(data, out_features, in_features, None)?;
+        weight.export(&mut cb, &mut scb)?;
+        drop(weight);
+        Ok(quantization_error(data, &cb, &scb, in_features))
+    };
     let (max_error, relative_error) = checkpoint
         .with_floats(t, |data| {
-            let weight = ctx.quantize_weight(data, out_features, in_features, None)?;
-            weight.export(&mut cb, &mut scb)?;
-            drop(weight);
-            Ok(quantization_error(data, &cb, &scb, in_features))
+            if !transposed {
+                return quantize(data);
+            }
+            // One transposed copy of this tensor, in its own dtype.
+            match data {
+                Data::F32(v) => quantize(Data::F32(&transpose(v, t.shape[0], t.shape[1])?)),
+                Data::F16(v) => quantize(Data::F16(&transpose(v, t.shape[0], t.shape[1])?)),
+                Data::BF16(v) => quantize(Data::BF16(&transpose(v, t.shape[0], t.shape[1])?)),
+            }
         })
         .map_err(|e| {
             Error::new(
@@ -394,6 +436,17 @@ fn quantize_layer(checkpoint: &Checkpoint, ctx: &Context, t: &Tensor) -> Result<
         relative_error,
     };
     Ok((layer, cb, scb))
+}
+
+/// `v` `[rows, cols]` transposed to `[cols, rows]`.
+fn transpose<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Result<Vec<T>> {
+    let mut out = try_zeroed_vec::<T>(v.len(), "transposed weight")?;
+    for (r, row) in v.chunks_exact(cols).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            out[c * rows + r] = x;
+        }
+    }
+    Ok(out)
 }
 
 /// (max |w − deq|, ‖w − deq‖/‖w‖) of a quantized weight, in f64, with

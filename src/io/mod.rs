@@ -43,8 +43,9 @@ pub enum TensorKind {
     /// Anything else (norms, embeddings, `lm_head`, buffers): used as it is.
     Other = 0,
     /// A 2-D float16/bfloat16/float32 `PREFIX.weight` of a linear layer, which
-    /// `load_weight(PREFIX)` quantizes. Embeddings and the output projection are
-    /// not (see [`kept_in_16_bit`]).
+    /// `load_weight(PREFIX)` quantizes, read as `[out, in]` (GPT-2's `Conv1D`
+    /// stores `[in, out]`: see `convert::stored_transposed`). Embeddings and the
+    /// output projection are not (see [`kept_in_16_bit`]).
     LinearWeight = 1,
     /// A 2-D int8 `PREFIX.weight` with its `PREFIX.SCB`: bitsandbytes' 8-bit form,
     /// which `load_weight(PREFIX)` takes as it is.
