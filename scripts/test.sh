@@ -28,6 +28,7 @@ command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils) # a terminal for the progress-bar test
 command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
 dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing+=(libclang-rt-14-dev) # ASan/LSan runtime
 if [ ${#missing[@]} -gt 0 ]; then

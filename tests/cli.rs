@@ -142,3 +142,22 @@ fn conversion_streams_one_tensor_at_a_time() {
     let ckpt = Checkpoint::open(dir.join("int8")).unwrap();
     assert_eq!(ckpt.tensors().len(), 3 * layers);
 }
+
+/// On a terminal, `convert` draws a progress bar on stderr (run under `script`,
+/// which gives it a pseudo-terminal).
+#[test]
+fn convert_shows_progress_on_a_terminal() {
+    let dir = scratch("progress");
+    let cmd = format!(
+        "{} convert {} {}",
+        env!("CARGO_BIN_EXE_llmint8"),
+        s(&data_dir().join("tiny-llama-fp16")),
+        s(&dir.join("out"))
+    );
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().expect("run script (util-linux)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(screen.contains("] 100% 21/21 tensors"), "no finished progress bar in:\n{screen}");
+    assert!(screen.contains('\r'), "the bar redraws in place");
+    assert!(screen.contains("14 layers quantized"), "{screen}");
+}

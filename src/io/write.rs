@@ -132,9 +132,11 @@ pub fn save_weight(weight: &Weight, path: impl AsRef<Path>, prefix: &str) -> Res
         return Err(Error::invalid("the tensor name prefix must be non-empty text"));
     }
     let mut writer = SafetensorsWriter::create(path, weight_specs(weight, prefix), &pytorch_metadata())?;
-    let cb = weight.cb();
+    let mut cb = crate::error::try_zeroed_vec::<i8>(weight.out_features() * weight.in_features(), "int8 weight")?;
+    let mut scb = crate::error::try_zeroed_vec::<f32>(weight.out_features(), "weight scales")?;
+    weight.export(&mut cb, &mut scb)?;
     writer.write(&format!("{prefix}.weight"), super::as_u8(&cb))?;
-    writer.write(&format!("{prefix}.SCB"), &f32_bytes(weight.scb()))?;
+    writer.write(&format!("{prefix}.SCB"), &f32_bytes(&scb))?;
     writer.write(&format!("{prefix}.weight_format"), &[0])?;
     if let Some(bias) = weight.bias() {
         writer.write(&format!("{prefix}.bias"), &f32_bytes(bias))?;
