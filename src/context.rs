@@ -88,13 +88,14 @@ impl Context {
         self.backend
     }
 
-    /// Threads a call may use: the value set last (at most [`MAX_THREADS`]), or
-    /// the default (`LLMINT8_NUM_THREADS`, else the available processors).
+    /// Threads a call may use: the value set last, or the default
+    /// (`LLMINT8_NUM_THREADS`, else the available processors); at most [`MAX_THREADS`].
     pub fn num_threads(&self) -> usize {
-        match self.num_threads.load(Ordering::Relaxed) {
+        let n = match self.num_threads.load(Ordering::Relaxed) {
             0 => cpu::default_num_threads(),
-            n => n.min(MAX_THREADS),
-        }
+            n => n,
+        };
+        n.min(MAX_THREADS)
     }
 
     /// Sets how many threads later calls may use; 0 restores the default.

@@ -13,7 +13,6 @@ pub(crate) fn default_num_threads() -> usize {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|n| *n > 0)
-            .map(|n| n.min(crate::context::MAX_THREADS))
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     })
 }

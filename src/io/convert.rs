@@ -165,8 +165,7 @@ pub fn convert(
         if quantize {
             let p = t.prefix();
             let transposed = stored_transposed(model_type, p);
-            let (out_features, in_features) =
-                if transposed { (t.shape[1], t.shape[0]) } else { (t.shape[0], t.shape[1]) };
+            let (out_features, in_features) = linear_shape(t, transposed);
             plans.push(Plan::Quantize {
                 weight: push(&mut specs, format!("{p}.weight"), TensorDtype::I8, vec![out_features, in_features]),
                 scb: push(&mut specs, format!("{p}.SCB"), TensorDtype::F32, vec![out_features]),
@@ -398,7 +397,7 @@ fn quantize_layer(
     t: &Tensor,
     transposed: bool,
 ) -> Result<(LayerReport, Vec<i8>, Vec<f32>)> {
-    let (out_features, in_features) = if transposed { (t.shape[1], t.shape[0]) } else { (t.shape[0], t.shape[1]) };
+    let (out_features, in_features) = linear_shape(t, transposed);
     let mut cb = try_zeroed_vec::<i8>(out_features * in_features, "int8 weight")?;
     let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
     let mut quantize = |data: Data<'_>| {
@@ -436,6 +435,16 @@ fn quantize_layer(
         relative_error,
     };
     Ok((layer, cb, scb))
+}
+
+/// `(out_features, in_features)` of a 2-D linear weight stored `[out, in]`, or
+/// `[in, out]` when `transposed`.
+fn linear_shape(t: &Tensor, transposed: bool) -> (usize, usize) {
+    if transposed {
+        (t.shape[1], t.shape[0])
+    } else {
+        (t.shape[0], t.shape[1])
+    }
 }
 
 /// `v` `[rows, cols]` transposed to `[cols, rows]`.
