@@ -393,6 +393,15 @@ fn a_saved_weight_loads_back_identically_and_in_the_reference_reader() {
     assert_eq!(t.shape("encoder.fc.weight_format"), Vec::<usize>::new());
     let back = Checkpoint::open(&path).unwrap().load_weight(&ctx, "encoder.fc").unwrap();
     assert_eq!((back.cb(), back.scb(), back.bias()), (weight.cb(), weight.scb(), weight.bias()));
+    // A path that cannot take the file (an existing directory) fails and leaves no temporary file.
+    let dir = path.parent().unwrap();
+    let occupied = dir.join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    let err = llmint8::io::save_weight(&weight, &occupied, "encoder.fc").unwrap_err();
+    assert_eq!(err.status(), Status::Io, "{err}");
+    let names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.contains(".partial-")), "temporary file left behind: {names:?}");
     // Saving again replaces the file whole.
     let w2 = ctx.quantize_weight(llmint8::Data::F32(&w[..k]), 1, k, None).unwrap();
     llmint8::io::save_weight(&w2, &path, "encoder.fc").unwrap();

@@ -91,8 +91,11 @@ impl SafetensorsWriter {
         let file = self.file.take().expect("open until finish");
         file.sync_all().map_err(|e| io_error(&self.temp, "cannot flush", e))?;
         drop(file);
-        std::fs::rename(&self.temp, &self.path).map_err(|e| io_error(&self.path, "cannot create", e))?;
-        Ok(())
+        std::fs::rename(&self.temp, &self.path).map_err(|e| {
+            // Nothing may be left behind: the complete file never got its name.
+            let _ = std::fs::remove_file(&self.temp);
+            io_error(&self.path, "cannot create", e)
+        })
     }
 }
 
