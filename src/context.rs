@@ -222,7 +222,8 @@ impl Context {
             check_len("outlier_columns", out.len(), cols)?;
         }
         let settings = self.settings();
-        let found = with_data!(x, x => cpu::quantize_activations(settings, x, cols, threshold, q, absmax))?;
+        let (mut masks, mut found) = (Vec::new(), Vec::new());
+        with_data!(x, x => cpu::quantize_activations(settings, x, cols, threshold, q, absmax, &mut masks, &mut found))?;
         if let Some(out) = outlier_columns {
             for (o, &c) in out.iter_mut().zip(&found) {
                 *o = c as u32; // fits: cols <= u32::MAX was checked above

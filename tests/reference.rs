@@ -165,7 +165,9 @@ fn decomposition_makes_outlier_features_accurate() {
 fn results_are_bit_identical_for_any_thread_count() {
     let ctx = Context::cpu();
     let mut rng = Rng::new(5);
-    for (rows, k, n) in [(1, 4096, 512), (3, 1000, 301), (64, 333, 257), (200, 128, 100)] {
+    // (1, 4096, 512) and (5, 1024, 700) split the weight between threads (one
+    // row in place, several rows through per-thread blocks); the others split rows.
+    for (rows, k, n) in [(1, 4096, 512), (3, 1000, 301), (5, 1024, 700), (64, 333, 257), (200, 128, 100)] {
         let x = activations_with_outliers(&mut rng, rows, k, 3);
         let w = rng.normals(n * k, 0.05);
         ctx.set_num_threads(1);
@@ -180,6 +182,11 @@ fn results_are_bit_identical_for_any_thread_count() {
             ctx.matmul(&weight, Data::F32(&x), rows, 6.0, DataMut::F32(&mut y)).unwrap();
             let same = y.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{threads} threads differ from 1 thread for shape ({rows}, {k}, {n})");
+            // A 16-bit output is the float32 one rounded once, whatever the split.
+            let mut y16 = vec![half::f16::ZERO; rows * n];
+            ctx.matmul(&weight, Data::F32(&x), rows, 6.0, DataMut::F16(&mut y16)).unwrap();
+            let same = y16.iter().zip(&base).all(|(a, b)| a.to_bits() == half::f16::from_f32(*b).to_bits());
+            assert!(same, "float16 output with {threads} threads is not the float32 one rounded, shape ({rows}, {k}, {n})");
         }
     }
 }

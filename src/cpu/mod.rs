@@ -7,6 +7,7 @@
 pub(crate) mod isa;
 mod kernel;
 pub(crate) mod pack;
+mod pool;
 mod scratch;
 mod threads;
 
@@ -20,10 +21,11 @@ use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
 pub(crate) use threads::default_num_threads;
+use pool::run_parts;
 use threads::{split_ranges, split_slice_mut};
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
-/// spawning a thread costs tens of microseconds.
+/// handing a part to a worker and waiting for it costs microseconds.
 const MIN_PARALLEL_WORK: usize = 1 << 20;
 
 /// From this many activation rows on, threads split the rows (each streams all
@@ -152,27 +154,10 @@ isa::multiversion! {
     }
 }
 
-/// Runs `f` on each part, the last one on the calling thread, the others on
-/// scoped threads, and returns the results in order.
-fn run_parts<P: Send, R: Send>(parts: impl Iterator<Item = P>, f: impl Fn(P) -> R + Sync) -> Vec<R> {
-    let mut parts: Vec<P> = parts.collect();
-    let Some(last) = parts.pop() else { return Vec::new() };
-    if parts.is_empty() {
-        return vec![f(last)];
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = parts.into_iter().map(|p| s.spawn(|| f(p))).collect();
-        let last = f(last);
-        let mut out: Vec<R> =
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
-        out.push(last);
-        out
-    })
-}
-
 /// Vector-wise quantization of activations (`int8_vectorwise_quant`): fills `q`
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
-/// and returns those columns in ascending order.
+/// and fills `outliers` with those columns in ascending order. `masks` is
+/// scratch space (reused across calls).
 pub(crate) fn quantize_activations<T: Element>(
     settings: Settings,
     x: &[T],
@@ -180,39 +165,42 @@ pub(crate) fn quantize_activations<T: Element>(
     threshold: f32,
     q: &mut [i8],
     absmax: &mut [f32],
-) -> Result<Vec<usize>> {
+    masks: &mut Vec<bool>,
+    outliers: &mut Vec<usize>,
+) -> Result<()> {
     let Settings { path, threads, .. } = settings;
     let rounding = settings.rounding_for::<T>();
     let rows = absmax.len();
     let parts = split_ranges(rows, threads_for(x.len(), threads));
     let q_parts = split_slice_mut(q, &parts, cols);
     let a_parts = split_slice_mut(absmax, &parts, 1);
-    let masks = run_parts(parts.iter().cloned().zip(q_parts).zip(a_parts), |((range, q), a)| {
-        let mut mask = try_zeroed_vec::<bool>(cols, "outlier column mask")?;
+    // One mask per part, then their union in the first.
+    let masks = scratch::zeroed(masks, parts.len().max(1) * cols, "outlier column masks")?;
+    let mask_parts = split_slice_mut(masks, &split_ranges(parts.len(), parts.len()), cols);
+    run_parts(parts.iter().cloned().zip(q_parts).zip(a_parts).zip(mask_parts), |(((range, q), a), mask)| {
         let x = &x[range.start * cols..range.end * cols];
-        quantize_activation_part(path, x, rounding, threshold, cols, q, a, &mut mask);
-        Ok(mask)
+        quantize_activation_part(path, x, rounding, threshold, cols, q, a, mask);
     });
-    let mut outlier_columns = Vec::new();
-    let mut mask = try_zeroed_vec::<bool>(cols, "outlier column mask")?;
-    for m in masks {
-        for (acc, v) in mask.iter_mut().zip(m?) {
+    let (union, rest) = masks.split_at_mut(cols);
+    for m in rest.chunks_exact(cols) {
+        for (acc, &v) in union.iter_mut().zip(m) {
             *acc |= v;
         }
     }
-    let count = mask.iter().filter(|m| **m).count();
-    outlier_columns
+    let count = union.iter().filter(|m| **m).count();
+    outliers.clear();
+    outliers
         .try_reserve_exact(count)
         .map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
-    outlier_columns.extend(mask.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
-    if !outlier_columns.is_empty() {
+    outliers.extend(union.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
+    if !outliers.is_empty() {
         for row in q.chunks_exact_mut(cols) {
-            for &c in &outlier_columns {
+            for &c in outliers.iter() {
                 row[c] = 0;
             }
         }
     }
-    Ok(outlier_columns)
+    Ok(())
 }
 
 /// The activations as the microkernels read them: one row per activation row,
@@ -468,10 +456,29 @@ fn matmul_in<X: Element, Y: Element>(
     y: &mut [Y],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let (k, n) = (w.in_features(), w.out_features());
+    let k = w.in_features();
     let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
     let sa = scratch::zeroed(&mut scratch.sa, rows, "activation scales")?;
-    let outliers = quantize_activations(settings, x, k, threshold, qx, sa)?;
+    let mut outliers = std::mem::take(&mut scratch.outliers);
+    let result = quantize_activations(settings, x, k, threshold, qx, sa, &mut scratch.masks, &mut outliers)
+        .and_then(|()| multiply(settings, w, x, rows, &outliers, y, scratch));
+    scratch.outliers = outliers;
+    result
+}
+
+/// The rest of [`matmul_in`] once `scratch.qx` and `scratch.sa` hold the
+/// quantized activations and `outliers` their outlier columns.
+fn multiply<X: Element, Y: Element>(
+    settings: Settings,
+    w: &Weight,
+    x: &[X],
+    rows: usize,
+    outliers: &[usize],
+    y: &mut [Y],
+    scratch: &mut scratch::Scratch,
+) -> Result<usize> {
+    let (k, n) = (w.in_features(), w.out_features());
+    let (qx, sa) = (&scratch.qx[..], &scratch.sa[..]);
     let (path, threads) = (settings.path, settings.threads);
     let no = outliers.len();
 
@@ -480,7 +487,7 @@ fn matmul_in<X: Element, Y: Element>(
     let x_outliers = scratch::zeroed(&mut scratch.x_outliers, rows * no, "outlier activations")?;
     if no > 0 {
         for (i, dst) in x_outliers.chunks_exact_mut(no).enumerate() {
-            for (d, &c) in dst.iter_mut().zip(&outliers) {
+            for (d, &c) in dst.iter_mut().zip(outliers) {
                 *d = x[i * k + c].to_f32();
             }
         }
@@ -496,7 +503,7 @@ fn matmul_in<X: Element, Y: Element>(
     };
     let x_tile =
         activation_tile(qx, k, kp, kernel, &mut scratch.tile_i8, &mut scratch.tile_i16, &mut scratch.tile_sums)?;
-    let ops = Operands { w, x: x_tile, kp, sa, outliers: &outliers, x_outliers };
+    let ops = Operands { w, x: x_tile, kp, sa, outliers, x_outliers };
 
     let panels = w.packed().panels();
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);
@@ -510,21 +517,35 @@ fn matmul_in<X: Element, Y: Element>(
         run_parts(parts.into_iter().zip(y_parts), |(range, y)| compute_block(path, &ops, range, 0..panels, y, n, 0));
     } else {
         // Few rows (decode, short prompts): split the weight panels, so every
-        // thread streams only its share of W from memory; each writes a small
-        // [rows, cols] block, copied after.
+        // thread streams only its share of W from memory.
         let parts = split_ranges(panels, threads);
-        let blocks = run_parts(parts.iter().cloned(), |p| -> Result<Vec<Y>> {
-            let cols = p.start * PANEL..(p.end * PANEL).min(n);
-            let width = cols.len();
-            let mut block = try_zeroed_vec::<Y>(rows * width, "output block")?;
-            compute_block(path, &ops, 0..rows, p, &mut block, width, cols.start);
-            Ok(block)
-        });
-        for (p, block) in parts.iter().zip(blocks) {
-            let block = block?;
-            let cols = p.start * PANEL..(p.end * PANEL).min(n);
-            for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
-                dst[cols.clone()].copy_from_slice(src);
+        let cols_of = |p: &Range<usize>| p.start * PANEL..(p.end * PANEL).min(n);
+        if rows == 1 {
+            // One row: each thread's columns are a contiguous piece of y.
+            let col_parts: Vec<Range<usize>> = parts.iter().map(cols_of).collect();
+            let y_parts = split_slice_mut(y, &col_parts, 1);
+            run_parts(parts.iter().cloned().zip(y_parts), |(p, y)| {
+                let col0 = p.start * PANEL;
+                compute_block(path, &ops, 0..1, p, y, n, col0)
+            });
+        } else {
+            // Each thread writes a [rows, its columns] block of float32 (the
+            // epilogue's value before conversion), converted into y after:
+            // the same values as writing y directly.
+            let col_parts: Vec<Range<usize>> = parts.iter().map(cols_of).collect();
+            let blocks = scratch::zeroed(&mut scratch.blocks, rows * n, "output blocks")?;
+            let block_parts = split_slice_mut(blocks, &col_parts, rows);
+            run_parts(parts.iter().cloned().zip(block_parts), |(p, block)| {
+                let cols = cols_of(&p);
+                compute_block(path, &ops, 0..rows, p, block, cols.len(), cols.start)
+            });
+            for cols in &col_parts {
+                let block = &blocks[rows * cols.start..rows * cols.end];
+                for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
+                    for (d, &v) in dst[cols.clone()].iter_mut().zip(src) {
+                        *d = Y::from_f32(v);
+                    }
+                }
             }
         }
     }

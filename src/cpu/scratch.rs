@@ -20,6 +20,13 @@ pub(crate) struct Scratch {
     pub tile_i8: Vec<i8>,
     pub tile_i16: Vec<i16>,
     pub tile_sums: Vec<i32>,
+    /// One outlier column mask `[k]` per thread, and their union.
+    pub masks: Vec<bool>,
+    /// The outlier columns, ascending.
+    pub outliers: Vec<usize>,
+    /// Few-row calls: each thread's `[rows, its columns]` block of the output,
+    /// in float32 (the epilogue's value before the output conversion).
+    pub blocks: Vec<f32>,
 }
 
 thread_local! {
@@ -55,5 +62,8 @@ impl Scratch {
         keep(&mut self.tile_i8);
         keep(&mut self.tile_i16);
         keep(&mut self.tile_sums);
+        keep(&mut self.masks);
+        keep(&mut self.outliers);
+        keep(&mut self.blocks);
     }
 }
