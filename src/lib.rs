@@ -21,6 +21,7 @@
 
 mod context;
 mod cpu;
+mod cuda;
 mod dtype;
 mod error;
 pub mod ffi;

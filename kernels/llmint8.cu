@@ -1,0 +1,261 @@
+// LLM.int8() kernels of the CUDA backend. Embedded in libllmint8.so and
+// compiled at first use with NVRTC to a CUBIN for the device.
+//
+// No headers: NVRTC does not find cuda_fp16.h on many machines, so 16-bit
+// values are converted with inline PTX, and every floating-point step whose
+// rounding matters is written as one PTX instruction with an explicit rounding
+// mode (`.rn`), so that no contraction into FMA or fast-math approximation can
+// change a result. The arithmetic is src/quant.rs's, step for step, so the GPU
+// gives the CPU backend's results bit for bit.
+
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#define INF_BITS 0x7f800000u
+#define QUANT_THREADS 256
+
+// ---- scalar helpers (inline PTX) ----
+
+__device__ __forceinline__ float bits_to_f32(u32 b) { float f; asm("mov.b32 %0, %1;" : "=f"(f) : "r"(b)); return f; }
+__device__ __forceinline__ u32 f32_to_bits(float f) { u32 b; asm("mov.b32 %0, %1;" : "=r"(b) : "f"(f)); return b; }
+__device__ __forceinline__ float f16_to_f32(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f32_to_f16(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return bits_to_f32(((u32)h) << 16); }
+__device__ __forceinline__ u16 f32_to_bf16(float f) { u16 h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float mul_rn(float a, float b) { float r; asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+__device__ __forceinline__ float add_rn(float a, float b) { float r; asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+__device__ __forceinline__ float rcp_rn(float a) { float r; asm("rcp.rn.f32 %0, %1;" : "=f"(r) : "f"(a)); return r; }
+__device__ __forceinline__ double dmul_rn(double a, double b) { double r; asm("mul.rn.f64 %0, %1, %2;" : "=d"(r) : "d"(a), "d"(b)); return r; }
+__device__ __forceinline__ double ddiv_rn(double a, double b) { double r; asm("div.rn.f64 %0, %1, %2;" : "=d"(r) : "d"(a), "d"(b)); return r; }
+__device__ __forceinline__ float d2f_rn(double a) { float r; asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(a)); return r; }
+__device__ __forceinline__ int f2i_rni(float a) { int r; asm("cvt.rni.s32.f32 %0, %1;" : "=r"(r) : "f"(a)); return r; }
+__device__ __forceinline__ int d2i_rni(double a) { int r; asm("cvt.rni.s32.f64 %0, %1;" : "=r"(r) : "d"(a)); return r; }
+__device__ __forceinline__ float abs_f32(float a) { return bits_to_f32(f32_to_bits(a) & 0x7fffffffu); }
+
+// 1/127 and 1/127² in f64, as src/quant.rs multiplies by them.
+#define INV_127 (1.0 / 127.0)
+#define INV_127_SQ (1.0 / 16129.0)
+
+// Element types: loads widen exactly; stores round to nearest even.
+struct F32 { typedef float T; static __device__ __forceinline__ float load(const float *p, i64 i) { return p[i]; }
+             static __device__ __forceinline__ void store(float *p, i64 i, float v) { p[i] = v; } };
+struct F16 { typedef u16 T; static __device__ __forceinline__ float load(const u16 *p, i64 i) { return f16_to_f32(p[i]); }
+             static __device__ __forceinline__ void store(u16 *p, i64 i, float v) { p[i] = f32_to_f16(v); } };
+struct BF16 { typedef u16 T; static __device__ __forceinline__ float load(const u16 *p, i64 i) { return bf16_to_f32(p[i]); }
+              static __device__ __forceinline__ void store(u16 *p, i64 i, float v) { p[i] = f32_to_bf16(v); } };
+
+// InputRounding::Float16: the value rounded to float16 first.
+__device__ __forceinline__ float load_rounded(float v, int round_f16) { return round_f16 ? f16_to_f32(f32_to_f16(v)) : v; }
+
+// quant::is_outlier: threshold > 0 and !(|v| < threshold) — NaN is an outlier.
+__device__ __forceinline__ bool is_outlier(float v, float threshold) { return threshold > 0.0f && !(abs_f32(v) < threshold); }
+
+// Maximum of a u32 over the block (blockDim.x == QUANT_THREADS); every thread gets it.
+__device__ __forceinline__ u32 block_max(u32 v) {
+    __shared__ u32 warp_max[QUANT_THREADS / 32];
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        u32 other = __shfl_xor_sync(0xffffffffu, v, offset);
+        v = other > v ? other : v;
+    }
+    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = v;
+    __syncthreads();
+    u32 m = 0;
+    for (int w = 0; w < QUANT_THREADS / 32; w++) m = warp_max[w] > m ? warp_max[w] : m;
+    __syncthreads();
+    return m;
+}
+
+// ---- row quantization (quant::quantize_activation_row / quantize_weight_row) ----
+//
+// One block per row. `mode` 0: activations — outlier elements are left out of
+// the absmax and quantized to 0, their columns flagged in `col_flags`; a
+// non-finite value that is not an outlier gives absmax NaN and a zero row.
+// `mode` 1: weights — every value counts; a non-finite one sets `first_bad_row`
+// (atomic minimum) and leaves the row zero. Columns `cols..ld_q` of `q` get 0.
+template <class E>
+__device__ void quantize_rows(const typename E::T *x, i64 rows, int cols, int ld_q, float threshold, int round_f16,
+                              int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
+    for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+        const i64 base = row * (i64)cols;
+        u32 bits = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = load_rounded(E::load(x, base + c), round_f16);
+            float a = abs_f32(v);
+            if (mode == 0 && is_outlier(v, threshold)) {
+                col_flags[c] = 1u;  // the same value from every writer
+                a = 0.0f;
+            }
+            u32 b = f32_to_bits(a);
+            bits = b > bits ? b : bits;
+        }
+        bits = block_max(bits);
+        i8 *q_row = q + row * (i64)ld_q;
+        if (bits >= INF_BITS) {
+            for (int c = threadIdx.x; c < ld_q; c += blockDim.x) q_row[c] = 0;
+            if (threadIdx.x == 0) {
+                if (mode == 0) absmax[row] = bits_to_f32(0x7fc00000u);  // NaN
+                else atomicMin(first_bad_row, (int)(row < 0x7fffffff ? row : 0x7fffffff));
+            }
+            continue;
+        }
+        const float m = bits_to_f32(bits);
+        if (threadIdx.x == 0) absmax[row] = m;
+        // quant::row_scale: (1 / absmax) · 127 in f32; 0 for a zero row; f64
+        // when 1 / absmax overflows (a subnormal absmax).
+        float scale = m == 0.0f ? 0.0f : mul_rn(rcp_rn(m), 127.0f);
+        const bool wide = f32_to_bits(abs_f32(scale)) >= INF_BITS;
+        for (int c = threadIdx.x; c < ld_q; c += blockDim.x) {
+            i8 value = 0;
+            if (c < cols) {
+                float v = load_rounded(E::load(x, base + c), round_f16);
+                if (!(mode == 0 && is_outlier(v, threshold))) {
+                    value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
+                }
+            }
+            q_row[c] = value;
+        }
+    }
+}
+
+// ---- the outlier columns, ascending (one block of 1024 threads) ----
+extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
+    __shared__ int warp_counts[32];
+    __shared__ int base;
+    if (threadIdx.x == 0) base = 0;
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int c0 = 0; c0 < cols; c0 += 1024) {
+        const int c = c0 + (int)threadIdx.x;
+        const bool flagged = c < cols && col_flags[c] != 0u;
+        const u32 ballot = __ballot_sync(0xffffffffu, flagged);
+        if (lane == 0) warp_counts[warp] = __popc(ballot);
+        __syncthreads();
+        int before = base;
+        for (int w = 0; w < warp; w++) before += warp_counts[w];
+        if (flagged) list[before + __popc(ballot & ((1u << lane) - 1u))] = c;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int total = 0;
+            for (int w = 0; w < 32; w++) total += warp_counts[w];
+            base += total;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *count = base;
+}
+
+// ---- the outlier columns of X: zeroed in q, gathered as f32 `[rows, count]` ----
+// Gathered only when count <= max_gathered; beyond that the epilogue reads x.
+template <class E>
+__device__ void gather_outliers(const typename E::T *x, i64 rows, int cols, const int *list, const int *count,
+                                int max_gathered, i8 *q, int ld_q, float *x_out) {
+    const int n_out = *count;
+    const i64 total = rows * (i64)n_out;
+    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+        const i64 row = t / n_out;
+        const int i = (int)(t % n_out);
+        const int c = list[i];
+        q[row * (i64)ld_q + c] = 0;
+        if (n_out <= max_gathered) x_out[t] = E::load(x, row * (i64)cols + c);
+    }
+}
+
+// quant::dequantize_weight: cb · scb / 127 in f64, rounded once.
+__device__ __forceinline__ float dequantize_weight(i8 cb, float scb) {
+    return d2f_rn(dmul_rn(dmul_rn((double)cb, (double)scb), INV_127));
+}
+
+// The weight's outlier columns, dequantized: `[n, count]` f32.
+extern "C" __global__ void llmint8_gather_weight_columns(const i8 *cb, int ld_w, const float *scb, i64 n,
+                                                          const int *list, const int *count, int max_gathered,
+                                                          float *w_out) {
+    const int n_out = *count;
+    if (n_out > max_gathered) return;
+    const i64 total = n * (i64)n_out;
+    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+        const i64 j = t / n_out;
+        const int c = list[t % n_out];
+        w_out[t] = dequantize_weight(cb[j * (i64)ld_w + c], scb[j]);
+    }
+}
+
+// ---- the epilogue: y = (dequantized int8 product + outlier product) + bias ----
+// quant::dequantize_product, add_outlier_product and output_value, in order.
+template <class X, class Y>
+__device__ void epilogue(const int *acc, i64 rows, int n, const float *sa, const float *scb, const float *bias,
+                         const int *list, const int *count, int max_gathered, const float *x_out, const float *w_out,
+                         const typename X::T *x, int cols, const i8 *cb, int ld_w, typename Y::T *y) {
+    const int n_out = *count;
+    const bool gathered = n_out <= max_gathered;
+    const i64 total = rows * (i64)n;
+    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+        const i64 i = t / n;
+        const int j = (int)(t % n);
+        float outlier = 0.0f;
+        for (int k = 0; k < n_out; k++) {
+            float xv, wv;
+            if (gathered) {
+                xv = x_out[i * n_out + k];
+                wv = w_out[(i64)j * n_out + k];
+            } else {
+                const int c = list[k];
+                xv = X::load(x, i * (i64)cols + c);
+                wv = dequantize_weight(cb[(i64)j * ld_w + c], scb[j]);
+            }
+            outlier = add_rn(outlier, mul_rn(xv, wv));
+        }
+        const double a = dmul_rn(dmul_rn(dmul_rn((double)acc[t], (double)sa[i]), (double)scb[j]), INV_127_SQ);
+        const float int8_part = d2f_rn(a);
+        const float b = bias ? bias[j] : 0.0f;
+        Y::store(y, t, add_rn(add_rn(int8_part, outlier), b));
+    }
+}
+
+// Copies int8 rows `[rows, cols]` into rows of `ld` bytes, zero-padded.
+extern "C" __global__ void llmint8_pad_rows(const i8 *src, i64 rows, int cols, int ld, i8 *dst) {
+    const i64 total = rows * (i64)ld;
+    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+        const i64 r = t / ld;
+        const int c = (int)(t % ld);
+        dst[t] = c < cols ? src[r * (i64)cols + c] : (i8)0;
+    }
+}
+
+// ---- entry points, one per element type ----
+#define QUANTIZE_ROWS(NAME, E)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS)                                                       \
+        NAME(const E::T *x, i64 rows, int cols, int ld_q, float threshold, int round_f16, int mode, i8 *q,         \
+             float *absmax, u32 *col_flags, int *first_bad_row) {                                                    \
+        quantize_rows<E>(x, rows, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, first_bad_row);      \
+    }
+QUANTIZE_ROWS(llmint8_quantize_rows_f32, F32)
+QUANTIZE_ROWS(llmint8_quantize_rows_f16, F16)
+QUANTIZE_ROWS(llmint8_quantize_rows_bf16, BF16)
+
+#define GATHER_OUTLIERS(NAME, E)                                                                                     \
+    extern "C" __global__ void NAME(const E::T *x, i64 rows, int cols, const int *list, const int *count,            \
+                                    int max_gathered, i8 *q, int ld_q, float *x_out) {                             \
+        gather_outliers<E>(x, rows, cols, list, count, max_gathered, q, ld_q, x_out);                               \
+    }
+GATHER_OUTLIERS(llmint8_gather_outliers_f32, F32)
+GATHER_OUTLIERS(llmint8_gather_outliers_f16, F16)
+GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
+
+#define EPILOGUE(NAME, X, Y)                                                                                         \
+    extern "C" __global__ void NAME(const int *acc, i64 rows, int n, const float *sa, const float *scb,             \
+                                    const float *bias, const int *list, const int *count, int max_gathered,         \
+                                    const float *x_out, const float *w_out, const X::T *x, int cols, const i8 *cb,  \
+                                    int ld_w, Y::T *y) {                                                            \
+        epilogue<X, Y>(acc, rows, n, sa, scb, bias, list, count, max_gathered, x_out, w_out, x, cols, cb, ld_w, y); \
+    }
+EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
+EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)
+EPILOGUE(llmint8_epilogue_f32_bf16, F32, BF16)
+EPILOGUE(llmint8_epilogue_f16_f32, F16, F32)
+EPILOGUE(llmint8_epilogue_f16_f16, F16, F16)
+EPILOGUE(llmint8_epilogue_f16_bf16, F16, BF16)
+EPILOGUE(llmint8_epilogue_bf16_f32, BF16, F32)
+EPILOGUE(llmint8_epilogue_bf16_f16, BF16, F16)
+EPILOGUE(llmint8_epilogue_bf16_bf16, BF16, BF16)
