@@ -183,16 +183,19 @@ extern "C" __global__ void llmint8_gather_weight_columns(const i8 *cb, int ld_w,
 
 // ---- the epilogue: y = (dequantized int8 product + outlier product) + bias ----
 // quant::dequantize_product, add_outlier_product and output_value, in order.
+// `acc` holds output columns j0 .. j0 + nc (a chunk of the weight's rows) as
+// `[rows, nc]`; `y` is the whole `[rows, n]` output.
 template <class X, class Y>
-__device__ void epilogue(const int *acc, i64 rows, int n, const float *sa, const float *scb, const float *bias,
-                         const int *list, const int *count, int max_gathered, const float *x_out, const float *w_out,
-                         const typename X::T *x, int cols, const i8 *cb, int ld_w, typename Y::T *y) {
+__device__ void epilogue(const int *acc, i64 rows, int nc, int j0, int n, const float *sa, const float *scb,
+                         const float *bias, const int *list, const int *count, int max_gathered, const float *x_out,
+                         const float *w_out, const typename X::T *x, int cols, const i8 *cb, int ld_w,
+                         typename Y::T *y) {
     const int n_out = *count;
     const bool gathered = n_out <= max_gathered;
-    const i64 total = rows * (i64)n;
+    const i64 total = rows * (i64)nc;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
-        const i64 i = t / n;
-        const int j = (int)(t % n);
+        const i64 i = t / nc;
+        const int j = j0 + (int)(t % nc);
         float outlier = 0.0f;
         for (int k = 0; k < n_out; k++) {
             float xv, wv;
@@ -209,7 +212,7 @@ __device__ void epilogue(const int *acc, i64 rows, int n, const float *sa, const
         const double a = dmul_rn(dmul_rn(dmul_rn((double)acc[t], (double)sa[i]), (double)scb[j]), INV_127_SQ);
         const float int8_part = d2f_rn(a);
         const float b = bias ? bias[j] : 0.0f;
-        Y::store(y, t, add_rn(add_rn(int8_part, outlier), b));
+        Y::store(y, i * (i64)n + j, add_rn(add_rn(int8_part, outlier), b));
     }
 }
 
@@ -244,11 +247,12 @@ GATHER_OUTLIERS(llmint8_gather_outliers_f16, F16)
 GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
 
 #define EPILOGUE(NAME, X, Y)                                                                                         \
-    extern "C" __global__ void NAME(const int *acc, i64 rows, int n, const float *sa, const float *scb,             \
-                                    const float *bias, const int *list, const int *count, int max_gathered,         \
-                                    const float *x_out, const float *w_out, const X::T *x, int cols, const i8 *cb,  \
-                                    int ld_w, Y::T *y) {                                                            \
-        epilogue<X, Y>(acc, rows, n, sa, scb, bias, list, count, max_gathered, x_out, w_out, x, cols, cb, ld_w, y); \
+    extern "C" __global__ void NAME(const int *acc, i64 rows, int nc, int j0, int n, const float *sa,               \
+                                    const float *scb, const float *bias, const int *list, const int *count,         \
+                                    int max_gathered, const float *x_out, const float *w_out, const X::T *x,        \
+                                    int cols, const i8 *cb, int ld_w, Y::T *y) {                                    \
+        epilogue<X, Y>(acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, x_out, w_out, x, cols, cb,   \
+                       ld_w, y);                                                                                    \
     }
 EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
 EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)

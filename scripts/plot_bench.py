@@ -42,7 +42,7 @@ def main(ours_csv, torch_csv, out_png):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("M (rows of activations), K = N = 4096")
     ax.set_ylabel("GOPS (2·M·K·N / time)")
-    ax.set_title("CPU, AMD EPYC Zen 5, 2 threads")
+    ax.set_title("CPU, AMD EPYC Zen 4, 2 threads")
     ax.set_ylim(0, 1050)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.87))

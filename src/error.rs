@@ -91,6 +91,12 @@ impl Error {
     pub fn out_of_memory(message: impl Into<String>) -> Error {
         Error::new(Status::OutOfMemory, message)
     }
+    pub fn no_device(message: impl Into<String>) -> Error {
+        Error::new(Status::NoDevice, message)
+    }
+    pub fn device(message: impl Into<String>) -> Error {
+        Error::new(Status::Device, message)
+    }
     pub fn internal(message: impl Into<String>) -> Error {
         Error::new(Status::Internal, message)
     }

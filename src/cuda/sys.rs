@@ -121,6 +121,7 @@ entry_points!(Driver {
     cuEventRecord = "cuEventRecord": fn(CUevent, CUstream) -> CUresult;
     cuEventDestroy = "cuEventDestroy_v2": fn(CUevent) -> CUresult;
     cuModuleLoadData = "cuModuleLoadData": fn(*mut CUmodule, *const c_void) -> CUresult;
+    cuModuleUnload = "cuModuleUnload": fn(CUmodule) -> CUresult;
     cuModuleGetFunction = "cuModuleGetFunction": fn(*mut CUfunction, CUmodule, *const c_char) -> CUresult;
     cuLaunchKernel = "cuLaunchKernel": fn(
         CUfunction, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, CUstream, *mut *mut c_void, *mut *mut c_void
