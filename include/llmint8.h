@@ -549,13 +549,27 @@ int32_t llmint8_weight_save_safetensors(const struct llmint8_weight *w,
  * Creates a context on `backend` (`LLMINT8_BACKEND_*`) and `device` (0 for the
  * CPU; the GPU ordinal for CUDA).
  *
+ * `LLMINT8_BACKEND_CUDA` opens CUDA device `device`: the CUDA libraries are
+ * loaded at run time (libcuda.so.1, libcublasLt.so.13/.12, libnvrtc.so.13/.12;
+ * `LLMINT8_LIBCUDA`, `LLMINT8_LIBCUBLASLT`, `LLMINT8_LIBNVRTC` name a file or
+ * folder to use instead; otherwise the dynamic loader's path, `$CUDA_HOME`,
+ * `$CUDA_PATH`, /usr/local/cuda and PyTorch's `nvidia/*/lib` folders are
+ * searched), and the kernels are compiled for the device with NVRTC on the
+ * first context of each architecture in the process. Work is queued on the
+ * default stream until `llmint8_context_set_stream`.
+ * `LLMINT8_BACKEND_AUTO` takes CUDA device `device` when it is usable, else
+ * the CPU (then `device` must be 0).
+ *
  * On success writes a new context to `*out`; the caller owns it and must
  * eventually pass it to `llmint8_context_destroy`. On failure writes NULL to
  * `*out` (when `out` is not NULL) and returns:
  * - LLMINT8_ERR_INVALID_ARGUMENT: `out` is NULL, `backend` is unknown, or the
  *   CPU backend is asked for a device other than 0;
- * - LLMINT8_ERR_UNSUPPORTED: `LLMINT8_BACKEND_CUDA` in this build, which has no
- *   CUDA backend yet (`LLMINT8_BACKEND_AUTO` then takes the CPU).
+ * - LLMINT8_ERR_NO_DEVICE: (CUDA) no driver, no cuBLASLt or NVRTC the driver
+ *   can run, no device `device`, or a device older than sm_75 — the message
+ *   lists every place looked in;
+ * - LLMINT8_ERR_DEVICE: (CUDA) a driver, NVRTC or cuBLASLt call failed;
+ * - LLMINT8_ERR_OUT_OF_MEMORY.
  *
  * Thread safety: may be called from any thread.
  *
@@ -569,8 +583,9 @@ int32_t llmint8_context_create(int32_t backend,
 /**
  * Destroys a context. NULL is fine (does nothing).
  *
- * Weights built on the context stay valid and must still be destroyed with
- * `llmint8_weight_destroy`. No other call may use `ctx` during or after this
+ * On a CUDA context this waits for the work it queued. Weights built on the
+ * context stay valid (they keep the device open) and must still be destroyed
+ * with `llmint8_weight_destroy`. No other call may use `ctx` during or after this
  * one; destroying the same context twice is not allowed.
  *
  * # Safety
@@ -652,6 +667,41 @@ int32_t llmint8_context_input_rounding(const struct llmint8_context *ctx,
                                        int32_t *rounding);
 
 /**
+ * Makes all later device work of a CUDA context run on `stream` (a
+ * `CUstream` / `cudaStream_t` of the context's device, owned by the caller;
+ * NULL is the default stream). Asynchronous: later work on `stream` is
+ * ordered after the work already queued on the previous stream with an
+ * event; nothing waits on the host. The stream must outlive the work the
+ * context queues on it (destroy the context, or set another stream and
+ * synchronize, before destroying the stream).
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL,
+ * LLMINT8_ERR_UNSUPPORTED on a CPU context, LLMINT8_ERR_DEVICE when the
+ * driver refuses the stream.
+ * Thread safety: may be called concurrently with other calls on `ctx`; a
+ * call already queuing work finishes on the stream it started with.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context; `stream` NULL or a live stream of the
+ * context's device.
+ */
+int32_t llmint8_context_set_stream(struct llmint8_context *ctx,
+                                   void *stream);
+
+/**
+ * Waits until all work queued by `ctx` has finished (does nothing on a CPU
+ * context, whose calls return finished).
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL, LLMINT8_ERR_DEVICE
+ * when queued work failed on the device.
+ * Thread safety: may be called concurrently with any other call on `ctx`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+int32_t llmint8_context_synchronize(struct llmint8_context *ctx);
+
+/**
  * `y = x · Wᵀ + bias` with LLM.int8(): `x` row-major `[rows, in_features]` of
  * `x_dtype`, `y` row-major `[rows, out_features]` of `y_dtype` (any of
  * `LLMINT8_F32`, `_F16`, `_BF16`, independently).
@@ -664,17 +714,27 @@ int32_t llmint8_context_input_rounding(const struct llmint8_context *ctx,
  * `rows` 0 is a valid call that writes nothing (`x`, `y` may then be NULL).
  * `stats` is NULL or receives the outlier column count.
  *
- * Memory: on a CPU context every pointer is host memory; `x` and `y` must not
- * overlap. Nothing is kept after the call.
+ * Memory: on a CPU context `x` and `y` are host memory, and the call returns
+ * with `y` written. On a CUDA context `x` and `y` are device memory of the
+ * context's device, and the call only queues the work on the context's
+ * stream (`llmint8_context_set_stream`) and returns: `x` must stay unchanged
+ * and `y` unread until the stream reaches that point. A non-NULL `stats` makes
+ * the call wait for the stream (the outlier count is computed on the device);
+ * pass NULL to keep it asynchronous. `llmint8_matmul_host` takes host memory
+ * on any context. `x` and `y` must not overlap. Nothing is kept after the call.
  * Returns LLMINT8_OK, or, with `y` unspecified:
  * - LLMINT8_ERR_INVALID_ARGUMENT: NULL `ctx`, `w`, `x` or `y` (with rows > 0),
  *   an unknown dtype, a misaligned or overlapping buffer, a negative or NaN
  *   threshold, or a weight from a context of another backend;
  * - LLMINT8_ERR_SHAPE: `rows · in_features` or `rows · out_features` overflows;
- * - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated.
+ * - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated;
+ * - LLMINT8_ERR_DEVICE: (CUDA) a launch or cuBLASLt call failed.
+ * On a CUDA context, `x` or `y` not in the context's device memory is an
+ * invalid argument.
  *
  * Thread safety: may be called concurrently on the same context and weight;
- * the result is bit-identical whatever the number of threads.
+ * the result is bit-identical whatever the number of threads (and on the CPU
+ * and CUDA backends alike).
  *
  * # Safety
  * `x` must hold `rows · in_features` readable elements, `y` be writable for
@@ -689,6 +749,27 @@ int32_t llmint8_matmul(struct llmint8_context *ctx,
                        void *y,
                        int32_t y_dtype,
                        struct llmint8_matmul_stats *stats);
+
+/**
+ * `llmint8_matmul` on host memory, on a context of any backend: on a CUDA
+ * context `x` is copied to the device, the product computed there, `y`
+ * copied back, and the call returns when `y` is written (the same values as
+ * on the CPU). For bindings that hold host arrays; engines with device
+ * buffers call `llmint8_matmul`. Arguments, errors and thread safety as in
+ * `llmint8_matmul`, with `x` and `y` host memory.
+ *
+ * # Safety
+ * As `llmint8_matmul`, with `x` and `y` host memory.
+ */
+int32_t llmint8_matmul_host(struct llmint8_context *ctx,
+                            const struct llmint8_weight *w,
+                            const void *x,
+                            int32_t x_dtype,
+                            size_t rows,
+                            float threshold,
+                            void *y,
+                            int32_t y_dtype,
+                            struct llmint8_matmul_stats *stats);
 
 /**
  * Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as
@@ -761,6 +842,9 @@ const char *llmint8_last_error(void);
  *
  * Memory: `w` and `bias` are host memory, read during the call only, never
  * kept; the weight holds `out·in` bytes of int8 plus `4·out` of scales and bias.
+ * On a CUDA context the weight is quantized on the host (the same bytes the
+ * device kernel gives) and its int8 values, scales and bias are copied to the
+ * device (rows padded to 16 bytes); the call returns when they are there.
  * On success writes a new weight to `*out`; the caller owns it and must
  * eventually pass it to `llmint8_weight_destroy`. On failure writes NULL to
  * `*out` (when `out` is not NULL) and returns:
@@ -787,6 +871,34 @@ int32_t llmint8_weight_quantize(struct llmint8_context *ctx,
                                 struct llmint8_weight **out);
 
 /**
+ * Quantizes a 16/32-bit weight that is already in device memory — how an
+ * engine holding its float16 weights on the GPU hands them over: `w` a device
+ * pointer (of the context's device) to row-major `[out_features, in_features]`
+ * of `w_dtype`, quantized on the device; `bias` NULL or *host* memory of
+ * `out_features` elements of `bias_dtype`. Otherwise as `llmint8_weight_quantize`.
+ *
+ * Synchronous: waits for the quantization on the context's stream (it reports
+ * a non-finite value by row). `w` is not kept.
+ * Returns LLMINT8_ERR_UNSUPPORTED on a CPU context, LLMINT8_ERR_INVALID_ARGUMENT
+ * when `w` is not device memory of the context's device, and the errors of
+ * `llmint8_weight_quantize` (LLMINT8_ERR_DEVICE when the device fails).
+ * Thread safety: may be called concurrently on the same context.
+ *
+ * # Safety
+ * `w` must be device memory holding `out_features · in_features` elements of
+ * `w_dtype`; `bias` NULL or host memory of `out_features` elements; `ctx` NULL
+ * or live; `out` NULL or writable.
+ */
+int32_t llmint8_weight_quantize_device(struct llmint8_context *ctx,
+                                       const void *w,
+                                       int32_t w_dtype,
+                                       size_t out_features,
+                                       size_t in_features,
+                                       const void *bias,
+                                       int32_t bias_dtype,
+                                       struct llmint8_weight **out);
+
+/**
  * Builds a weight from an already-quantized one as bitsandbytes stores it:
  * `cb` row-major int8 `[out_features, in_features]` (its `CB`, the checkpoint's
  * `weight`) and `scb` float `[out_features]` (its `SCB`, the row absmax). Both are
@@ -801,7 +913,8 @@ int32_t llmint8_weight_quantize(struct llmint8_context *ctx,
  * - LLMINT8_ERR_SHAPE: a zero size or an overflowing product;
  * - LLMINT8_ERR_OUT_OF_MEMORY.
  *
- * Memory: host memory, read during the call only.
+ * Memory: host memory, read during the call only (on a CUDA context, copied
+ * to the device before the call returns).
  * Thread safety: may be called concurrently on the same context.
  *
  * # Safety

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of llmint8 — the README's test command; .ci/run calls it.
 # 1. Installs what is missing: C/C++ compilers, valgrind, Go, CMake, pkg-config,
-#    make, clang-14 with its sanitizer runtime (Debian packages, when run as root) and the aarch64 Rust target (best effort).
+#    make, clang-14 with its sanitizer runtime (Debian packages, when run as root) and the aarch64 Rust target (best effort);
+#    NVRTC 12 and 13 from PyPI into target/nvrtc-venv (the CUDA kernels' compile test).
 # 2. Builds the shared library (the C, C++ and Go tests link it) and runs the
 #    Rust unit, reference, golden, header, C ABI and C++ tests.
 # 3. Checks that the crate builds for aarch64.
@@ -30,6 +31,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils) # a terminal for the progress-bar test
 command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv) # NVRTC from PyPI
 dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing+=(libclang-rt-14-dev) # ASan/LSan runtime
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -42,6 +44,15 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
   rustup target add aarch64-unknown-linux-gnu || echo "warning: could not install the aarch64 target" >&2
 fi
+
+# NVRTC 12 and 13 from PyPI: the CUDA kernels are compiled by a test for sm_80
+# and sm_90 on every run, GPU or not (tests/cuda_discovery.rs also loads NVRTC 13).
+nvrtc_venv=target/nvrtc-venv
+[ -x "$nvrtc_venv/bin/python" ] || python3 -m venv "$nvrtc_venv"
+"$nvrtc_venv/bin/pip" install --quiet --disable-pip-version-check 'nvidia-cuda-nvrtc-cu12>=12.4,<13' 'nvidia-cuda-nvrtc>=13,<14'
+nvrtc_site=$("$nvrtc_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia
+export LLMINT8_TEST_NVRTC="$nvrtc_site/cu13/lib/libnvrtc.so.13:$nvrtc_site/cuda_nvrtc/lib/libnvrtc.so.12"
+export LLMINT8_REQUIRE_NVRTC=1
 
 cargo build --release --locked
 cargo test --release --locked

@@ -1,10 +1,13 @@
 //! The safe API: a context chooses where the work runs; it builds weights and
 //! runs the matmul and the row quantizer on them.
 
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::cpu::{self, CpuPath};
-use crate::dtype::{Data, DataMut};
+use crate::cuda::device::Gpu;
+use crate::dtype::{DType, Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
 use crate::quant::{self, InputRounding};
 use crate::weight::Weight;
@@ -54,23 +57,34 @@ pub struct Context {
     round_inputs_to_f16: AtomicBool,
     /// Index into [`CpuPath::ALL`]; always a path this processor runs.
     cpu_path: AtomicU8,
+    /// The device of a CUDA context.
+    gpu: Option<Arc<Gpu>>,
 }
 
 impl Context {
-    /// Creates a context. `Auto` resolves to the CPU in this build, which has no
-    /// CUDA backend yet; asking for `Cuda` explicitly is refused.
+    /// Creates a context. `Cuda` opens CUDA device `device` (`NoDevice` when no
+    /// driver, library or device is usable, saying what was looked for);
+    /// `Auto` takes CUDA device `device` when it is usable, else the CPU.
     pub fn new(backend: Backend, device: i32) -> Result<Context> {
-        match backend {
-            Backend::Auto | Backend::Cpu => {
-                if device != 0 {
-                    return Err(Error::invalid(format!("the CPU backend has only device 0, got {device}")));
-                }
-                Ok(Context::cpu())
+        let cpu = |device: i32| {
+            if device != 0 {
+                return Err(Error::invalid(format!("the CPU backend has only device 0, got {device}")));
             }
-            Backend::Cuda => Err(Error::unsupported(
-                "this build of llmint8 has no CUDA backend; use LLMINT8_BACKEND_CPU or LLMINT8_BACKEND_AUTO",
-            )),
+            Ok(Context::cpu())
+        };
+        match backend {
+            Backend::Cpu => cpu(device),
+            Backend::Cuda => Ok(Context::on_gpu(Gpu::open(device)?)),
+            Backend::Auto => match Gpu::open(device) {
+                Ok(gpu) => Ok(Context::on_gpu(gpu)),
+                Err(e) if e.status() == crate::Status::NoDevice => cpu(device),
+                Err(e) => Err(e),
+            },
         }
+    }
+
+    fn on_gpu(gpu: Arc<Gpu>) -> Context {
+        Context { backend: Backend::Cuda, gpu: Some(gpu), ..Context::cpu() }
     }
 
     /// A CPU context using the default number of threads.
@@ -80,6 +94,40 @@ impl Context {
             num_threads: AtomicUsize::new(0),
             round_inputs_to_f16: AtomicBool::new(false),
             cpu_path: AtomicU8::new(CpuPath::default_for_process() as u8),
+            gpu: None,
+        }
+    }
+
+    /// The CUDA device of this context, or an `Unsupported` error naming `what`.
+    fn gpu(&self, what: &str) -> Result<&Arc<Gpu>> {
+        self.gpu.as_ref().ok_or_else(|| Error::unsupported(format!("{what} needs a CUDA context")))
+    }
+
+    /// "NVIDIA H100 80GB HBM3 (CUDA device 0, sm_90)" or "CPU (avx512vnni)".
+    pub fn device_name(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("{} (CUDA device {}, sm_{})", g.name, g.ordinal, g.arch),
+            None => format!("CPU ({})", self.cpu_path().name()),
+        }
+    }
+
+    /// Sends this context's later device work to `stream` (a `CUstream` of the
+    /// context's device; NULL is the default stream). Asynchronous: nothing
+    /// waits on the host. CUDA contexts only.
+    ///
+    /// # Safety
+    /// `stream` must be NULL or a live stream of this context's device, and
+    /// stay live while work of this context may run on it.
+    pub unsafe fn set_stream(&self, stream: *mut c_void) -> Result<()> {
+        self.gpu("a CUDA stream")?.set_stream(stream)
+    }
+
+    /// Waits until all work queued by this context has finished (nothing to do
+    /// on the CPU).
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.gpu {
+            Some(g) => g.synchronize(),
+            None => Ok(()),
         }
     }
 
@@ -149,7 +197,39 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        Weight::quantize(self.backend, self.settings(), w, out_features, in_features, bias)
+        let weight = Weight::quantize(Backend::Cpu, self.settings(), w, out_features, in_features, bias)?;
+        match &self.gpu {
+            // Quantized on the host (the same bytes as the device kernel), then
+            // only the int8 values go up: half the bytes of a float16 upload.
+            Some(gpu) => weight.into_device(gpu),
+            None => Ok(weight),
+        }
+    }
+
+    /// Quantizes a row-major weight `[out_features, in_features]` of `dtype`
+    /// that is already in this context's device memory, on the device.
+    /// Synchronous. CUDA contexts only.
+    ///
+    /// # Safety
+    /// `w` must be device memory of this context's device holding
+    /// `out_features · in_features` elements of `dtype`.
+    pub unsafe fn quantize_weight_on_device(
+        &self,
+        w: *const c_void,
+        dtype: DType,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+    ) -> Result<Weight> {
+        let gpu = self.gpu("quantizing a weight in device memory")?;
+        if w.is_null() {
+            return Err(Error::invalid("w is NULL"));
+        }
+        gpu.check_device_pointer(w, "w")?;
+        // SAFETY: as the caller promises.
+        unsafe {
+            Weight::quantize_on_device(gpu, self.input_rounding(), w as u64, dtype, out_features, in_features, bias)
+        }
     }
 
     /// Builds a weight from bitsandbytes' `CB` (row-major int8) and `SCB`.
@@ -161,14 +241,15 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        Weight::from_int8(self.backend, cb, scb, out_features, in_features, bias)
+        let weight = Weight::from_int8(Backend::Cpu, cb, scb, out_features, in_features, bias)?;
+        match &self.gpu {
+            Some(gpu) => weight.into_device(gpu),
+            None => Ok(weight),
+        }
     }
 
-    /// `y = x · Wᵀ + b` with LLM.int8(): `x` is row-major `[rows, in_features]`,
-    /// `y` row-major `[rows, out_features]`, each in any supported dtype.
-    /// `threshold` 0 turns the outlier decomposition off.
-    pub fn matmul(&self, w: &Weight, x: Data<'_>, rows: usize, threshold: f32, y: DataMut<'_>) -> Result<MatmulStats> {
-        quant::check_threshold(threshold)?;
+    /// Checks that `w` belongs to this context's backend (and device).
+    fn check_weight(&self, w: &Weight) -> Result<()> {
         if w.backend() != self.backend {
             return Err(Error::invalid(format!(
                 "the weight lives on the {:?} backend, the context on {:?}",
@@ -176,6 +257,25 @@ impl Context {
                 self.backend
             )));
         }
+        if let (Some(gpu), Some(dw)) = (&self.gpu, w.on_device()) {
+            if dw.gpu.ordinal != gpu.ordinal {
+                return Err(Error::invalid(format!(
+                    "the weight lives on CUDA device {}, the context on device {}",
+                    dw.gpu.ordinal, gpu.ordinal
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `y = x · Wᵀ + b` with LLM.int8(): `x` is row-major `[rows, in_features]`,
+    /// `y` row-major `[rows, out_features]`, each in any supported dtype, both in
+    /// host memory whatever the backend (a CUDA context copies them to the
+    /// device and back, and waits). `threshold` 0 turns the outlier
+    /// decomposition off.
+    pub fn matmul(&self, w: &Weight, x: Data<'_>, rows: usize, threshold: f32, y: DataMut<'_>) -> Result<MatmulStats> {
+        quant::check_threshold(threshold)?;
+        self.check_weight(w)?;
         let x_len = checked_len(rows, w.in_features(), "x")?;
         let y_len = checked_len(rows, w.out_features(), "y")?;
         check_len("x", x.len(), x_len)?;
@@ -183,9 +283,66 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
+        if let Some(gpu) = &self.gpu {
+            let dw = w.on_device().expect("a CUDA context's weight is on its device (checked above)");
+            let (x_dtype, y_dtype) = (x.dtype(), y.dtype());
+            let outlier_columns = with_data!(x, x => with_data_mut!(y, y => {
+                let (x_bytes, y_bytes) = (std::mem::size_of_val(x), std::mem::size_of_val(y));
+                // SAFETY: the slices hold exactly these bytes.
+                unsafe {
+                    crate::cuda::host_matmul(gpu, dw, w.out_features(), w.in_features(), x.as_ptr().cast(), x_bytes,
+                        x_dtype, rows, threshold, self.input_rounding(), y.as_mut_ptr().cast(), y_bytes, y_dtype)
+                }
+            }))?;
+            return Ok(MatmulStats { outlier_columns });
+        }
         let settings = self.settings();
         let outlier_columns =
             with_data!(x, x => with_data_mut!(y, y => cpu::matmul(settings, w, x, rows, threshold, y)))?;
+        Ok(MatmulStats { outlier_columns })
+    }
+
+    /// The matmul on device memory, queued on the context's stream without
+    /// waiting — unless `want_stats`, which waits for the outlier count.
+    /// CUDA contexts only.
+    ///
+    /// # Safety
+    /// `x` and `y` must be device memory of this context's device holding
+    /// `rows · in_features` elements of `x_dtype` and `rows · out_features` of
+    /// `y_dtype`, and stay valid until the work on the stream has finished.
+    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul
+    pub unsafe fn matmul_on_device(
+        &self,
+        w: &Weight,
+        x: *const c_void,
+        x_dtype: DType,
+        rows: usize,
+        threshold: f32,
+        y: *mut c_void,
+        y_dtype: DType,
+        want_stats: bool,
+    ) -> Result<MatmulStats> {
+        let gpu = self.gpu("a matmul on device pointers")?;
+        quant::check_threshold(threshold)?;
+        self.check_weight(w)?;
+        checked_len(rows, w.in_features(), "x")?;
+        checked_len(rows, w.out_features(), "y")?;
+        if rows == 0 {
+            return Ok(MatmulStats::default());
+        }
+        if x.is_null() || y.is_null() {
+            return Err(Error::invalid(if x.is_null() { "x is NULL" } else { "y is NULL" }));
+        }
+        gpu.check_device_pointer(x, "x")?;
+        gpu.check_device_pointer(y, "y")?;
+        let dw = w.on_device().expect("a CUDA context's weight is on its device (checked above)");
+        // SAFETY: as the caller promises.
+        let outlier_columns = unsafe {
+            crate::cuda::device_matmul(
+                gpu, dw, w.out_features(), w.in_features(), x as u64, x_dtype, rows, threshold,
+                self.input_rounding(), y as u64, y_dtype, want_stats,
+            )?
+        };
         Ok(MatmulStats { outlier_columns })
     }
 

@@ -29,6 +29,7 @@ pub mod io;
 pub mod quant;
 mod weight;
 
+pub use cuda::report as cuda_report;
 pub use context::{Backend, Context, MatmulStats};
 pub use cpu::CpuPath;
 pub use dtype::{DType, Data, DataMut, Element};

@@ -1,7 +1,10 @@
 //! A quantized weight: what stays resident after a 16/32-bit weight is handed over.
 
+use std::sync::Arc;
+
 use crate::context::Backend;
 use crate::cpu::{self, pack::PackedWeight};
+use crate::cuda::{device::Gpu, ops::DeviceWeight};
 use crate::dtype::{Data, Element};
 use crate::error::{check_len, try_copied_vec, try_zeroed_vec, Error, Result};
 use crate::quant;
@@ -16,17 +19,28 @@ use crate::with_data;
 /// 16/32-bit weight survives quantization. The int8 data is kept packed for the
 /// CPU microkernels (`cpu::pack`); bitsandbytes' row-major `CB` comes back out
 /// through [`Weight::export`] and [`Weight::cb`].
+///
+/// A weight of a CUDA context keeps its int8 values, scales and bias in the
+/// device's memory (`CB` rows padded to 16 bytes, as cuBLASLt wants), and a
+/// host copy of the scales and bias (8 bytes per output row).
 #[derive(Debug)]
 pub struct Weight {
     out_features: usize,
     in_features: usize,
     backend: Backend,
-    /// The int8 values, packed for the CPU kernels (bitsandbytes' row-major
-    /// `CB` comes back out through [`Weight::export`]).
-    packed: PackedWeight,
+    int8: Int8Storage,
     /// Row absmax `[out_features]` (bitsandbytes' `SCB`).
     scb: Vec<f32>,
     bias: Option<Vec<f32>>,
+}
+
+/// Where the int8 values live.
+#[derive(Debug)]
+enum Int8Storage {
+    /// Packed for the CPU microkernels (`cpu::pack`).
+    Cpu(PackedWeight),
+    /// On a CUDA device.
+    Cuda(DeviceWeight),
 }
 
 /// Checks `out_features, in_features` and returns their product.
@@ -73,7 +87,7 @@ impl Weight {
         check_len("weight", w.len(), len)?;
         let bias = convert_bias(bias, out_features)?;
         let (packed, scb) = with_data!(w, w => cpu::quantize_weight_rows(settings, w, out_features, in_features))?;
-        Ok(Weight { out_features, in_features, backend, packed, scb, bias })
+        Ok(Weight { out_features, in_features, backend, int8: Int8Storage::Cpu(packed), scb, bias })
     }
 
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it is.
@@ -95,7 +109,50 @@ impl Weight {
         let bias = convert_bias(bias, out_features)?;
         let packed = PackedWeight::from_row_major(cb, out_features, in_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
-        Ok(Weight { out_features, in_features, backend, packed, scb, bias })
+        Ok(Weight { out_features, in_features, backend, int8: Int8Storage::Cpu(packed), scb, bias })
+    }
+
+    /// Moves a weight built on the host to a CUDA device: the int8 values go
+    /// up row-major (padded), the host's packed copy is dropped.
+    pub(crate) fn into_device(self, gpu: &Arc<Gpu>) -> Result<Weight> {
+        let Int8Storage::Cpu(packed) = &self.int8 else { return Ok(self) };
+        let (n, k) = (self.out_features, self.in_features);
+        let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
+        packed.unpack_into(&mut cb);
+        let device = DeviceWeight::upload(gpu, &cb, &self.scb, self.bias.as_deref(), n, k)?;
+        Ok(Weight { int8: Int8Storage::Cuda(device), backend: Backend::Cuda, ..self })
+    }
+
+    /// A weight quantized on the device from device memory (see
+    /// [`DeviceWeight::quantize_on_device`]).
+    ///
+    /// # Safety
+    /// `w` must be device memory of `gpu` holding `out_features · in_features`
+    /// elements of `dtype`.
+    pub(crate) unsafe fn quantize_on_device(
+        gpu: &Arc<Gpu>,
+        rounding: quant::InputRounding,
+        w: u64,
+        dtype: crate::DType,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+    ) -> Result<Weight> {
+        check_weight_shape(out_features, in_features)?;
+        let bias = convert_bias(bias, out_features)?;
+        // SAFETY: as the caller promises.
+        let (device, scb) = unsafe {
+            DeviceWeight::quantize_on_device(gpu, w, dtype, out_features, in_features, rounding, bias.as_deref())?
+        };
+        Ok(Weight { out_features, in_features, backend: Backend::Cuda, int8: Int8Storage::Cuda(device), scb, bias })
+    }
+
+    /// The device copy of a CUDA context's weight.
+    pub(crate) fn on_device(&self) -> Option<&DeviceWeight> {
+        match &self.int8 {
+            Int8Storage::Cuda(d) => Some(d),
+            Int8Storage::Cpu(_) => None,
+        }
     }
 
     pub fn out_features(&self) -> usize {
@@ -108,15 +165,31 @@ impl Weight {
         self.backend
     }
     /// A row-major copy of the int8 values `[out_features, in_features]`
-    /// (bitsandbytes' `CB`).
+    /// (bitsandbytes' `CB`). For a weight on a CUDA device this copies it down
+    /// and panics if the device fails; [`Weight::export`] reports that instead.
     pub fn cb(&self) -> Vec<i8> {
         let mut cb = vec![0i8; self.out_features * self.in_features];
-        self.packed.unpack_into(&mut cb);
+        self.copy_cb(&mut cb).unwrap_or_else(|e| panic!("copying CB from the device: {e}"));
         cb
     }
 
+    fn copy_cb(&self, cb: &mut [i8]) -> Result<()> {
+        match &self.int8 {
+            Int8Storage::Cpu(packed) => {
+                packed.unpack_into(cb);
+                Ok(())
+            }
+            Int8Storage::Cuda(device) => device.download_cb(self.out_features, self.in_features, cb),
+        }
+    }
+
+    /// The packed int8 values of a CPU weight. The CPU kernels only ever get
+    /// CPU weights: [`crate::Context::matmul`] checks the backend first.
     pub(crate) fn packed(&self) -> &PackedWeight {
-        &self.packed
+        match &self.int8 {
+            Int8Storage::Cpu(packed) => packed,
+            Int8Storage::Cuda(_) => unreachable!("a CUDA weight reached the CPU kernels"),
+        }
     }
     /// Row absmax `[out_features]`.
     pub fn scb(&self) -> &[f32] {
@@ -127,21 +200,27 @@ impl Weight {
     }
     /// Bytes this weight keeps resident.
     pub fn resident_bytes(&self) -> usize {
-        self.packed.resident_bytes() + 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, |b| b.len())
+        let host_extras = 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, |b| b.len());
+        match &self.int8 {
+            Int8Storage::Cpu(packed) => packed.resident_bytes() + host_extras,
+            // Device memory (CB, SCB, bias) and the host copy of SCB and bias.
+            Int8Storage::Cuda(d) => d.cb.bytes + d.scb.bytes + d.bias.as_ref().map_or(0, |b| b.bytes) + host_extras,
+        }
     }
 
     /// Writes bitsandbytes' layout: row-major `CB [out, in]` and `SCB [out]`.
     pub fn export(&self, cb: &mut [i8], scb: &mut [f32]) -> Result<()> {
         check_len("CB buffer", cb.len(), self.out_features * self.in_features)?;
         check_len("SCB buffer", scb.len(), self.scb.len())?;
-        self.packed.unpack_into(cb);
+        self.copy_cb(cb)?;
         scb.copy_from_slice(&self.scb);
         Ok(())
     }
 
-    /// The dequantized weight element `[row, col]`: `cb · scb / 127`.
+    /// The dequantized weight element `[row, col]`: `cb · scb / 127` (a CPU
+    /// weight; for a CUDA one, use [`Weight::export`]).
     #[inline]
     pub fn dequantized(&self, row: usize, col: usize) -> f32 {
-        quant::dequantize_weight(self.packed.get(row, col), self.scb[row])
+        quant::dequantize_weight(self.packed().get(row, col), self.scb[row])
     }
 }

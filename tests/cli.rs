@@ -51,6 +51,7 @@ fn usage_errors_exit_2_with_a_message() {
         &["convert", "a", "b", "--max-shard-size", "5XB"],
         &["convert", "a", "b", "--bogus"],
         &["inspect"],
+        &["cuda-info", "extra"],
         &["help", "nothing"],
     ] {
         let out = llmint8(args);
@@ -79,6 +80,16 @@ fn failures_exit_1_naming_what_failed() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("LLMINT8_ERR_FORMAT") && err.contains("bad.safetensors"), "{err}");
+
+    // No GPU where the tests run: cuda-info says what it looked for.
+    let out = Command::new(env!("CARGO_BIN_EXE_llmint8"))
+        .arg("cuda-info")
+        .env("LLMINT8_LIBCUDA", "/nonexistent/libcuda.so.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("LLMINT8_ERR_NO_DEVICE") && err.contains("/nonexistent/libcuda.so.1"), "{err}");
 }
 
 #[test]

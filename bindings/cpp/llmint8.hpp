@@ -271,15 +271,33 @@ public:
     }
 
     /// y [rows, out] = x [rows, in] · Wᵀ + b with LLM.int8(); threshold 0 turns the
-    /// outlier decomposition off.
+    /// outlier decomposition off. `x` and `y` are in the context's memory: host
+    /// memory on the CPU, device memory on CUDA (the work is queued on the
+    /// context's stream; with `stats` non-null the call waits for the count).
     template <typename X, typename Y>
-    MatmulStats matmul(const Weight& w, const X* x, size_t rows, Y* y,
-                       float threshold = LLMINT8_DEFAULT_THRESHOLD) {
-        llmint8_matmul_stats stats{};
+    void matmul(const Weight& w, const X* x, size_t rows, Y* y, float threshold = LLMINT8_DEFAULT_THRESHOLD,
+                MatmulStats* stats = nullptr) {
+        llmint8_matmul_stats s{};
         detail::check(llmint8_matmul(handle_.get(), w.get(), x, detail::DTypeOf<X>::value, rows, threshold, y,
-                                     detail::DTypeOf<Y>::value, &stats));
+                                     detail::DTypeOf<Y>::value, stats ? &s : nullptr));
+        if (stats) *stats = MatmulStats{s.outlier_columns};
+    }
+
+    /// The same on host memory whatever the backend (a CUDA context copies x up
+    /// and y back, and waits).
+    template <typename X, typename Y>
+    MatmulStats matmul_host(const Weight& w, const X* x, size_t rows, Y* y,
+                            float threshold = LLMINT8_DEFAULT_THRESHOLD) {
+        llmint8_matmul_stats stats{};
+        detail::check(llmint8_matmul_host(handle_.get(), w.get(), x, detail::DTypeOf<X>::value, rows, threshold, y,
+                                          detail::DTypeOf<Y>::value, &stats));
         return MatmulStats{stats.outlier_columns};
     }
+
+    /// CUDA: later work goes to `stream` (a cudaStream_t of the context's device).
+    void set_stream(void* stream) { detail::check(llmint8_context_set_stream(handle_.get(), stream)); }
+    /// Waits for the work this context queued (nothing to do on the CPU).
+    void synchronize() { detail::check(llmint8_context_synchronize(handle_.get())); }
 
     /// The same with vectors: rows = x.size() / in_features; returns float y [rows, out].
     template <typename X>
@@ -289,7 +307,7 @@ public:
         detail::require(x.size() % in == 0, LLMINT8_ERR_SHAPE, "x size is not a multiple of in_features");
         const size_t rows = x.size() / in;
         std::vector<float> y(rows * out);
-        MatmulStats s = matmul(w, x.data(), rows, y.data(), threshold);
+        MatmulStats s = matmul_host(w, x.data(), rows, y.data(), threshold);
         if (stats) *stats = s;
         return y;
     }

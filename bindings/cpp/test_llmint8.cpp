@@ -47,7 +47,7 @@ int main() {
     CHECK(ctx.backend() == llmint8::Backend::Cpu);
     ctx.set_num_threads(2);
     CHECK(ctx.num_threads() == 2);
-    CHECK_THROWS(llmint8::Context(llmint8::Backend::Cuda), LLMINT8_ERR_UNSUPPORTED, "CUDA");
+    CHECK_THROWS(llmint8::Context(llmint8::Backend::Cuda), LLMINT8_ERR_NO_DEVICE, "libcuda");
     CHECK_THROWS(llmint8::Context(static_cast<llmint8::Backend>(7)), LLMINT8_ERR_INVALID_ARGUMENT, "backend");
 
     const size_t out = 5, in = 8, rows = 3;
@@ -88,7 +88,12 @@ int main() {
     std::vector<float> y16 = ctx.matmul(weight16, xh);
     CHECK(y16 == y);
     std::vector<llmint8::BFloat16> ybf(rows * out);
-    CHECK(ctx.matmul(weight, x.data(), rows, ybf.data()).outlier_columns == 1);
+    CHECK(ctx.matmul_host(weight, x.data(), rows, ybf.data()).outlier_columns == 1);
+    llmint8::MatmulStats raw{};
+    ctx.matmul(weight, x.data(), rows, ybf.data(), LLMINT8_DEFAULT_THRESHOLD, &raw);  // the context's memory: host here
+    CHECK(raw.outlier_columns == 1);
+    ctx.synchronize();
+    CHECK_THROWS(ctx.set_stream(nullptr), LLMINT8_ERR_UNSUPPORTED, "CUDA");
 
     // bitsandbytes' CB/SCB in, the same results out.
     llmint8::Weight again = ctx.from_int8(cb, scb, in, bias);

@@ -280,7 +280,8 @@ func (c *Context) matmul(w *Weight, x unsafe.Pointer, xlen int, xt dtype, y unsa
 	}
 	var stats C.llmint8_matmul_stats
 	err := call(func() C.int32_t {
-		return C.llmint8_matmul(c.p, w.p, x, C.int32_t(xt), C.size_t(rows), C.float(threshold), y, C.int32_t(yt), &stats)
+		// Go slices are host memory: the host entry point works on any backend.
+		return C.llmint8_matmul_host(c.p, w.p, x, C.int32_t(xt), C.size_t(rows), C.float(threshold), y, C.int32_t(yt), &stats)
 	})
 	runtime.KeepAlive(c)
 	runtime.KeepAlive(w)

@@ -15,6 +15,7 @@ llmint8 — LLM.int8() checkpoints
 Usage:
   llmint8 convert IN_DIR OUT_DIR [options]   quantize a transformers model to 8-bit
   llmint8 inspect PATH                       list the tensors of a checkpoint
+  llmint8 cuda-info                          what the CUDA backend finds here
   llmint8 help [COMMAND]                     this text, or a command's
   llmint8 --version
 
@@ -89,6 +90,15 @@ fn run(args: &[String]) -> Result<(), Failure> {
     match command.as_str() {
         "convert" => run_convert(rest),
         "inspect" => run_inspect(rest),
+        "cuda-info" => {
+            if let Some(extra) = rest.first() {
+                return Err(usage(format!("cuda-info takes no arguments, got {extra:?}"), USAGE));
+            }
+            // The libraries found (and their versions), the driver, and each
+            // device with its kernels compiled; or why there is no usable GPU.
+            print!("{}", llmint8::cuda_report()?);
+            Ok(())
+        }
         "help" | "-h" | "--help" => {
             let text = match rest.first().map(String::as_str) {
                 Some("convert") => CONVERT_USAGE,

@@ -11,7 +11,7 @@ use super::sys::{self, CUcontext, CUdevice, CUdeviceptr, CUfunction, CUmodule, C
 use crate::error::{Error, Result};
 
 /// cuBLASLt's workspace, per context: what NVIDIA recommends for Hopper.
-const WORKSPACE_BYTES: usize = 32 << 20;
+pub(crate) const WORKSPACE_BYTES: usize = 32 << 20;
 
 /// A device allocation, freed (synchronously) when dropped.
 #[derive(Debug)]
@@ -73,11 +73,11 @@ unsafe impl Sync for Gpu {}
 
 /// Makes a context current on this thread for its lifetime, restoring the
 /// engine's own current context after.
-pub(crate) struct Current<'a> {
-    rt: &'a Runtime,
+pub(crate) struct Current {
+    rt: &'static Runtime,
 }
 
-impl Drop for Current<'_> {
+impl Drop for Current {
     fn drop(&mut self) {
         let mut previous: CUcontext = std::ptr::null_mut();
         // SAFETY: pops the context `make_current` pushed on this thread.
@@ -96,6 +96,8 @@ fn cubin_for(rt: &Runtime, arch: u32) -> Result<Arc<Vec<u8>>> {
     let cubin = nvrtc::compile(&rt.nvrtc, nvrtc::KERNELS, "llmint8.cu", arch).map_err(|e| {
         Error::device(format!("compiling the llmint8 kernels for sm_{arch} with {} failed: {e}", rt.paths[1]))
     })?;
+    nvrtc::check_cubin(&cubin, arch)
+        .map_err(|e| Error::device(format!("NVRTC ({}) made a broken CUBIN for sm_{arch}: {e}", rt.paths[1])))?;
     let cubin = Arc::new(cubin);
     cubins.push((arch, cubin.clone()));
     Ok(cubin)
@@ -170,7 +172,8 @@ impl Gpu {
         {
             let _current = gpu.make_current()?;
             // SAFETY: `cubin` is a complete CUBIN image; out-pointer valid.
-            gpu.check(unsafe { (d.cuModuleLoadData)(&mut gpu.module, cubin.as_ptr().cast()) }, "cuModuleLoadData")?;
+            let loaded = unsafe { (d.cuModuleLoadData)(&mut gpu.module, cubin.as_ptr().cast()) };
+            gpu.check(loaded, "cuModuleLoadData")?;
             for name in nvrtc::KERNEL_NAMES {
                 let c_name = CString::new(*name).expect("kernel names hold no NUL");
                 let mut f: CUfunction = std::ptr::null_mut();
@@ -179,16 +182,18 @@ impl Gpu {
                 gpu.kernels.push((name, f));
             }
             // SAFETY: valid out-pointer; destroyed in Drop.
-            gpu.check_lt(unsafe { (rt.lt.cublasLtCreate)(&mut gpu.lt) }, "cublasLtCreate")?;
+            let created = unsafe { (rt.lt.cublasLtCreate)(&mut gpu.lt) };
+            gpu.check_lt(created, "cublasLtCreate")?;
             // SAFETY: valid out-pointer; freed in Drop.
-            gpu.check(unsafe { (d.cuMemAlloc)(&mut gpu.workspace, WORKSPACE_BYTES) }, "cuMemAlloc (cuBLASLt workspace)")?;
+            let allocated = unsafe { (d.cuMemAlloc)(&mut gpu.workspace, WORKSPACE_BYTES) };
+            gpu.check(allocated, "cuMemAlloc (cuBLASLt workspace)")?;
         }
         Ok(Arc::new(gpu))
     }
 
     /// Makes this device's context current on the calling thread until the
     /// guard drops.
-    pub(crate) fn make_current(&self) -> Result<Current<'_>> {
+    pub(crate) fn make_current(&self) -> Result<Current> {
         // SAFETY: `ctx` is retained for the life of `self`.
         self.check(unsafe { (self.rt.driver.cuCtxPushCurrent)(self.ctx) }, "cuCtxPushCurrent")?;
         Ok(Current { rt: self.rt })
@@ -215,7 +220,7 @@ impl Gpu {
     /// stream). Work already queued on the previous stream that uses the
     /// scratch space is ordered before the new stream's first use of it with
     /// an event; no host synchronization.
-    pub(crate) fn set_stream(&self, stream: CUstream) -> Result<()> {
+    pub(crate) fn set_stream(&self, stream: *mut c_void) -> Result<()> {
         let mut state = self.state();
         if state.stream == stream {
             return Ok(());
@@ -241,6 +246,14 @@ impl Gpu {
         self.check(result, "ordering the new stream after the old one (cuEventRecord / cuStreamWaitEvent)")?;
         state.stream = stream;
         Ok(())
+    }
+
+    /// Waits for all work queued on this context's stream.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        let _current = self.make_current()?;
+        let stream = self.state().stream;
+        // SAFETY: the stream belongs to this context (or is the default stream).
+        self.check(unsafe { (self.rt.driver.cuStreamSynchronize)(stream) }, "cuStreamSynchronize")
     }
 
     /// Grows the scratch space to `bytes` (stream-ordered: the old space is

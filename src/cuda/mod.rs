@@ -1,6 +1,163 @@
 //! CUDA backend: library discovery, the driver context and streams, kernels
 //! compiled with NVRTC, and the cuBLASLt int8 GEMM.
+//!
+//! Everything is reached through `dlopen` at run time ([`libs`]): the crate
+//! builds and every CPU test passes on machines without CUDA, and a CUDA
+//! context there fails with `NoDevice`, saying what was looked for.
 
+pub(crate) mod device;
 pub(crate) mod libs;
 pub(crate) mod nvrtc;
+pub(crate) mod ops;
+pub(crate) mod runtime;
 pub(crate) mod sys;
+
+use std::sync::Arc;
+
+use device::{Gpu, StreamState};
+use ops::DeviceWeight;
+use sys::CUdeviceptr;
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::quant::InputRounding;
+
+/// Copies the outlier count at `count` (device) to the host, waiting for the stream.
+fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
+    let d = &gpu.rt.driver;
+    let mut value: i32 = 0;
+    // SAFETY: `count` is 4 bytes of the scratch space; `value` receives them.
+    unsafe {
+        gpu.check((d.cuMemcpyDtoHAsync)((&mut value as *mut i32).cast(), count, 4, state.stream), "copying the outlier count")?;
+        gpu.check((d.cuStreamSynchronize)(state.stream), "cuStreamSynchronize")?;
+    }
+    Ok(value.max(0) as usize)
+}
+
+/// The matmul on device memory (see [`crate::Context::matmul_on_device`]):
+/// queued on the context's stream; waits only when `want_stats`. Returns the
+/// outlier count when `want_stats`, else 0.
+///
+/// # Safety
+/// `x` and `y` are device memory of `gpu`'s device of the sizes the shapes give.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn device_matmul(
+    gpu: &Arc<Gpu>,
+    w: &DeviceWeight,
+    n: usize,
+    k: usize,
+    x: CUdeviceptr,
+    x_dtype: DType,
+    rows: usize,
+    threshold: f32,
+    rounding: InputRounding,
+    y: CUdeviceptr,
+    y_dtype: DType,
+    want_stats: bool,
+) -> Result<usize> {
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    // SAFETY: as the caller promises.
+    let count = unsafe { ops::matmul(w, n, k, x, x_dtype, rows, threshold, rounding, y, y_dtype, &mut state)? };
+    if want_stats {
+        read_count(gpu, &state, count)
+    } else {
+        Ok(0)
+    }
+}
+
+/// A stream-ordered device allocation, freed in stream order when dropped.
+struct StreamBuffer<'a> {
+    gpu: &'a Gpu,
+    stream: sys::CUstream,
+    ptr: CUdeviceptr,
+}
+
+impl<'a> StreamBuffer<'a> {
+    fn new(gpu: &'a Gpu, state: &StreamState, bytes: usize, what: &str) -> Result<StreamBuffer<'a>> {
+        let mut ptr: CUdeviceptr = 0;
+        // SAFETY: valid out-pointer; the stream belongs to this context.
+        gpu.check(unsafe { (gpu.rt.driver.cuMemAllocAsync)(&mut ptr, bytes.max(1), state.stream) }, what)?;
+        Ok(StreamBuffer { gpu, stream: state.stream, ptr })
+    }
+}
+
+impl Drop for StreamBuffer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: allocated on this stream in `new`, freed once in stream order.
+        unsafe { (self.gpu.rt.driver.cuMemFreeAsync)(self.ptr, self.stream) };
+    }
+}
+
+/// The matmul on host memory on a CUDA context: copies `x` up, runs, copies
+/// `y` down, and waits. Returns the outlier count.
+///
+/// # Safety
+/// `x` holds `x_bytes` readable bytes and `y` `y_bytes` writable ones, matching
+/// the shapes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn host_matmul(
+    gpu: &Arc<Gpu>,
+    w: &DeviceWeight,
+    n: usize,
+    k: usize,
+    x: *const std::ffi::c_void,
+    x_bytes: usize,
+    x_dtype: DType,
+    rows: usize,
+    threshold: f32,
+    rounding: InputRounding,
+    y: *mut std::ffi::c_void,
+    y_bytes: usize,
+    y_dtype: DType,
+) -> Result<usize> {
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    let d = &gpu.rt.driver;
+    let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
+    let y_dev = StreamBuffer::new(gpu, &state, y_bytes, "cuMemAllocAsync (y)")?;
+    // SAFETY (this block): the device buffers hold the bytes copied; the host
+    // pointers are as the caller promises; the stream is waited on before the
+    // host buffers are released to the caller.
+    unsafe {
+        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x, x_bytes, state.stream), "copying x to the device")?;
+        let count = ops::matmul(w, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
+        gpu.check((d.cuMemcpyDtoHAsync)(y, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
+        read_count(gpu, &state, count)
+    }
+}
+
+/// What the CUDA backend finds on this machine, one fact per line: where each
+/// library was found and its version, the driver's CUDA version, and each
+/// device. An error (`NoDevice`, listing what was tried) when it is unusable.
+pub fn report() -> Result<String> {
+    use std::fmt::Write as _;
+    let rt = runtime::runtime()?;
+    let mut out = String::new();
+    let v = rt.driver_version;
+    let _ = writeln!(out, "driver: {} (CUDA {}.{})", rt.paths[0], v / 1000, v % 1000 / 10);
+    let nvrtc_version = nvrtc::version(&rt.nvrtc).map(|(a, b)| format!("{a}.{b}")).unwrap_or_else(|e| e);
+    let _ = writeln!(out, "NVRTC: {} ({nvrtc_version})", rt.paths[1]);
+    // SAFETY: cublasLtGetVersion takes no arguments and has no preconditions.
+    let lt_version = unsafe { (rt.lt.cublasLtGetVersion)() };
+    let _ = writeln!(out, "cuBLASLt: {} (version {lt_version})", rt.paths[2]);
+    let mut count = 0;
+    // SAFETY: a valid out-pointer.
+    let r = unsafe { (rt.driver.cuDeviceGetCount)(&mut count) };
+    if r != sys::CUDA_SUCCESS {
+        let _ = writeln!(out, "devices: {}", runtime::describe_driver_error(&rt.driver, r));
+    } else if count == 0 {
+        let _ = writeln!(out, "devices: none");
+    }
+    for ordinal in 0..count {
+        match Gpu::open(ordinal) {
+            Ok(gpu) => {
+                let _ = writeln!(out, "device {ordinal}: {} (sm_{}), kernels compiled and loaded", gpu.name, gpu.arch);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "device {ordinal}: unusable: {e}");
+            }
+        }
+    }
+    Ok(out)
+}

@@ -46,7 +46,7 @@ fn load() -> Result<Runtime> {
         Error::no_device(format!("no CUDA driver library (libcuda.so.1) was found; {}", tried.describe()))
     })?;
     let driver = Driver::load(&driver_lib)
-        .map_err(|e| Error::no_device(format!("the CUDA driver is too old for llmint8 (CUDA 12 or later): {e}")))?;
+        .map_err(|e| Error::no_device(format!("not a usable CUDA driver (llmint8 needs CUDA 12 or later): {e}")))?;
     // SAFETY: cuInit with flags 0 is valid at any time, from any thread.
     let init = unsafe { (driver.cuInit)(0) };
     if init != sys::CUDA_SUCCESS {

@@ -1,5 +1,7 @@
 //! Context handles.
 
+use std::ffi::c_void;
+
 use crate::context::{Backend, Context};
 use crate::quant::InputRounding;
 
@@ -17,13 +19,27 @@ pub struct llmint8_context {
 /// Creates a context on `backend` (`LLMINT8_BACKEND_*`) and `device` (0 for the
 /// CPU; the GPU ordinal for CUDA).
 ///
+/// `LLMINT8_BACKEND_CUDA` opens CUDA device `device`: the CUDA libraries are
+/// loaded at run time (libcuda.so.1, libcublasLt.so.13/.12, libnvrtc.so.13/.12;
+/// `LLMINT8_LIBCUDA`, `LLMINT8_LIBCUBLASLT`, `LLMINT8_LIBNVRTC` name a file or
+/// folder to use instead; otherwise the dynamic loader's path, `$CUDA_HOME`,
+/// `$CUDA_PATH`, /usr/local/cuda and PyTorch's `nvidia/*/lib` folders are
+/// searched), and the kernels are compiled for the device with NVRTC on the
+/// first context of each architecture in the process. Work is queued on the
+/// default stream until `llmint8_context_set_stream`.
+/// `LLMINT8_BACKEND_AUTO` takes CUDA device `device` when it is usable, else
+/// the CPU (then `device` must be 0).
+///
 /// On success writes a new context to `*out`; the caller owns it and must
 /// eventually pass it to `llmint8_context_destroy`. On failure writes NULL to
 /// `*out` (when `out` is not NULL) and returns:
 /// - LLMINT8_ERR_INVALID_ARGUMENT: `out` is NULL, `backend` is unknown, or the
 ///   CPU backend is asked for a device other than 0;
-/// - LLMINT8_ERR_UNSUPPORTED: `LLMINT8_BACKEND_CUDA` in this build, which has no
-///   CUDA backend yet (`LLMINT8_BACKEND_AUTO` then takes the CPU).
+/// - LLMINT8_ERR_NO_DEVICE: (CUDA) no driver, no cuBLASLt or NVRTC the driver
+///   can run, no device `device`, or a device older than sm_75 — the message
+///   lists every place looked in;
+/// - LLMINT8_ERR_DEVICE: (CUDA) a driver, NVRTC or cuBLASLt call failed;
+/// - LLMINT8_ERR_OUT_OF_MEMORY.
 ///
 /// Thread safety: may be called from any thread.
 ///
@@ -43,8 +59,9 @@ pub unsafe extern "C" fn llmint8_context_create(backend: i32, device: i32, out: 
 
 /// Destroys a context. NULL is fine (does nothing).
 ///
-/// Weights built on the context stay valid and must still be destroyed with
-/// `llmint8_weight_destroy`. No other call may use `ctx` during or after this
+/// On a CUDA context this waits for the work it queued. Weights built on the
+/// context stay valid (they keep the device open) and must still be destroyed
+/// with `llmint8_weight_destroy`. No other call may use `ctx` during or after this
 /// one; destroying the same context twice is not allowed.
 ///
 /// # Safety
@@ -154,5 +171,50 @@ pub unsafe extern "C" fn llmint8_context_input_rounding(ctx: *const llmint8_cont
         let ctx = unsafe { non_null(ctx, "ctx") }?;
         // SAFETY: the caller promises a non-NULL rounding is writable.
         unsafe { write_out(rounding, ctx.inner.input_rounding() as i32, "rounding") }
+    })
+}
+
+/// Makes all later device work of a CUDA context run on `stream` (a
+/// `CUstream` / `cudaStream_t` of the context's device, owned by the caller;
+/// NULL is the default stream). Asynchronous: later work on `stream` is
+/// ordered after the work already queued on the previous stream with an
+/// event; nothing waits on the host. The stream must outlive the work the
+/// context queues on it (destroy the context, or set another stream and
+/// synchronize, before destroying the stream).
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL,
+/// LLMINT8_ERR_UNSUPPORTED on a CPU context, LLMINT8_ERR_DEVICE when the
+/// driver refuses the stream.
+/// Thread safety: may be called concurrently with other calls on `ctx`; a
+/// call already queuing work finishes on the stream it started with.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context; `stream` NULL or a live stream of the
+/// context's device.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_set_stream(ctx: *mut llmint8_context, stream: *mut c_void) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        // SAFETY: the caller promises the stream is NULL or live on the device.
+        unsafe { ctx.inner.set_stream(stream) }
+    })
+}
+
+/// Waits until all work queued by `ctx` has finished (does nothing on a CPU
+/// context, whose calls return finished).
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL, LLMINT8_ERR_DEVICE
+/// when queued work failed on the device.
+/// Thread safety: may be called concurrently with any other call on `ctx`.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_synchronize(ctx: *mut llmint8_context) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        ctx.inner.synchronize()
     })
 }

@@ -35,17 +35,27 @@ pub struct llmint8_matmul_stats {
 /// `rows` 0 is a valid call that writes nothing (`x`, `y` may then be NULL).
 /// `stats` is NULL or receives the outlier column count.
 ///
-/// Memory: on a CPU context every pointer is host memory; `x` and `y` must not
-/// overlap. Nothing is kept after the call.
+/// Memory: on a CPU context `x` and `y` are host memory, and the call returns
+/// with `y` written. On a CUDA context `x` and `y` are device memory of the
+/// context's device, and the call only queues the work on the context's
+/// stream (`llmint8_context_set_stream`) and returns: `x` must stay unchanged
+/// and `y` unread until the stream reaches that point. A non-NULL `stats` makes
+/// the call wait for the stream (the outlier count is computed on the device);
+/// pass NULL to keep it asynchronous. `llmint8_matmul_host` takes host memory
+/// on any context. `x` and `y` must not overlap. Nothing is kept after the call.
 /// Returns LLMINT8_OK, or, with `y` unspecified:
 /// - LLMINT8_ERR_INVALID_ARGUMENT: NULL `ctx`, `w`, `x` or `y` (with rows > 0),
 ///   an unknown dtype, a misaligned or overlapping buffer, a negative or NaN
 ///   threshold, or a weight from a context of another backend;
 /// - LLMINT8_ERR_SHAPE: `rows · in_features` or `rows · out_features` overflows;
-/// - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated.
+/// - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated;
+/// - LLMINT8_ERR_DEVICE: (CUDA) a launch or cuBLASLt call failed.
+/// On a CUDA context, `x` or `y` not in the context's device memory is an
+/// invalid argument.
 ///
 /// Thread safety: may be called concurrently on the same context and weight;
-/// the result is bit-identical whatever the number of threads.
+/// the result is bit-identical whatever the number of threads (and on the CPU
+/// and CUDA backends alike).
 ///
 /// # Safety
 /// `x` must hold `rows · in_features` readable elements, `y` be writable for
@@ -70,6 +80,75 @@ pub unsafe extern "C" fn llmint8_matmul(
             let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
             let x_len = checked_len(rows, w.in_features(), "x")?;
             let y_len = checked_len(rows, w.out_features(), "y")?;
+            if ctx.inner.backend() == crate::Backend::Cuda {
+                let result =
+                    ctx.inner.matmul_on_device(w, x, x_dtype, rows, threshold, y, y_dtype, !stats.is_null())?;
+                if !stats.is_null() {
+                    let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
+                    stats.write_unaligned(s);
+                }
+                return Ok(());
+            }
+            host_matmul(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
+        }
+    })
+}
+
+/// `llmint8_matmul` on host memory, on a context of any backend: on a CUDA
+/// context `x` is copied to the device, the product computed there, `y`
+/// copied back, and the call returns when `y` is written (the same values as
+/// on the CPU). For bindings that hold host arrays; engines with device
+/// buffers call `llmint8_matmul`. Arguments, errors and thread safety as in
+/// `llmint8_matmul`, with `x` and `y` host memory.
+///
+/// # Safety
+/// As `llmint8_matmul`, with `x` and `y` host memory.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_matmul_host(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    y: *mut c_void,
+    y_dtype: i32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let ctx = non_null(ctx, "ctx")?;
+            let w = &non_null(w, "w")?.inner;
+            let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
+            let x_len = checked_len(rows, w.in_features(), "x")?;
+            let y_len = checked_len(rows, w.out_features(), "y")?;
+            host_matmul(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
+        }
+    })
+}
+
+/// The host-memory matmul behind both entry points: checks the buffers, then
+/// runs on the context's backend.
+///
+/// # Safety
+/// As `llmint8_matmul_host`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn host_matmul(
+    ctx: &llmint8_context,
+    w: &crate::Weight,
+    x: *const c_void,
+    x_dtype: DType,
+    x_len: usize,
+    rows: usize,
+    threshold: f32,
+    y: *mut c_void,
+    y_dtype: DType,
+    y_len: usize,
+    stats: *mut llmint8_matmul_stats,
+) -> crate::error::Result<()> {
+        // SAFETY (this block): pointers are as the caller promises.
+        unsafe {
             // NULL, alignment and size first; then overlap, before any slice exists.
             check_data_region(x, x_dtype, x_len, "x")?;
             check_data_region(y, y_dtype, y_len, "y")?;
@@ -88,7 +167,6 @@ pub unsafe extern "C" fn llmint8_matmul(
             }
         }
         Ok(())
-    })
 }
 
 /// Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as

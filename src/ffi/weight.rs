@@ -49,6 +49,9 @@ unsafe fn optional_bias<'a>(bias: *const c_void, dtype_code: i32, len: usize) ->
 ///
 /// Memory: `w` and `bias` are host memory, read during the call only, never
 /// kept; the weight holds `out·in` bytes of int8 plus `4·out` of scales and bias.
+/// On a CUDA context the weight is quantized on the host (the same bytes the
+/// device kernel gives) and its int8 values, scales and bias are copied to the
+/// device (rows padded to 16 bytes); the call returns when they are there.
 /// On success writes a new weight to `*out`; the caller owns it and must
 /// eventually pass it to `llmint8_weight_destroy`. On failure writes NULL to
 /// `*out` (when `out` is not NULL) and returns:
@@ -91,6 +94,49 @@ pub unsafe extern "C" fn llmint8_weight_quantize(
     })
 }
 
+/// Quantizes a 16/32-bit weight that is already in device memory — how an
+/// engine holding its float16 weights on the GPU hands them over: `w` a device
+/// pointer (of the context's device) to row-major `[out_features, in_features]`
+/// of `w_dtype`, quantized on the device; `bias` NULL or *host* memory of
+/// `out_features` elements of `bias_dtype`. Otherwise as `llmint8_weight_quantize`.
+///
+/// Synchronous: waits for the quantization on the context's stream (it reports
+/// a non-finite value by row). `w` is not kept.
+/// Returns LLMINT8_ERR_UNSUPPORTED on a CPU context, LLMINT8_ERR_INVALID_ARGUMENT
+/// when `w` is not device memory of the context's device, and the errors of
+/// `llmint8_weight_quantize` (LLMINT8_ERR_DEVICE when the device fails).
+/// Thread safety: may be called concurrently on the same context.
+///
+/// # Safety
+/// `w` must be device memory holding `out_features · in_features` elements of
+/// `w_dtype`; `bias` NULL or host memory of `out_features` elements; `ctx` NULL
+/// or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_quantize_device(
+    ctx: *mut llmint8_context,
+    w: *const c_void,
+    w_dtype: i32,
+    out_features: usize,
+    in_features: usize,
+    bias: *const c_void,
+    bias_dtype: i32,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let w_dtype = DType::from_code(w_dtype)?;
+            check_weight_shape(out_features, in_features)?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let inner = ctx.inner.quantize_weight_on_device(w, w_dtype, out_features, in_features, bias)?;
+            hand_out(out, inner);
+        }
+        Ok(())
+    })
+}
+
 /// Builds a weight from an already-quantized one as bitsandbytes stores it:
 /// `cb` row-major int8 `[out_features, in_features]` (its `CB`, the checkpoint's
 /// `weight`) and `scb` float `[out_features]` (its `SCB`, the row absmax). Both are
@@ -105,7 +151,8 @@ pub unsafe extern "C" fn llmint8_weight_quantize(
 /// - LLMINT8_ERR_SHAPE: a zero size or an overflowing product;
 /// - LLMINT8_ERR_OUT_OF_MEMORY.
 ///
-/// Memory: host memory, read during the call only.
+/// Memory: host memory, read during the call only (on a CUDA context, copied
+/// to the device before the call returns).
 /// Thread safety: may be called concurrently on the same context.
 ///
 /// # Safety

@@ -102,7 +102,8 @@ int main(void) {
     ROW_NEW(llmint8_context_create, "backend 99", c, llmint8_context_create(99, 0, &c), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_context_destroy);
     ROW_NEW(llmint8_context_create, "backend -1", c, llmint8_context_create(-1, 0, &c), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_context_destroy);
     ROW_NEW(llmint8_context_create, "CPU device 1 or -1", c, llmint8_context_create(LLMINT8_BACKEND_CPU, -1, &c), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_context_destroy);
-    ROW_NEW(llmint8_context_create, "CUDA in a build without it", c, llmint8_context_create(LLMINT8_BACKEND_CUDA, 0, &c), LLMINT8_ERR_UNSUPPORTED, llmint8_context_destroy);
+    ROW_NEW(llmint8_context_create, "CUDA on a machine without a GPU", c, llmint8_context_create(LLMINT8_BACKEND_CUDA, 0, &c), LLMINT8_ERR_NO_DEVICE, llmint8_context_destroy);
+    ROW_NEW(llmint8_context_create, "CUDA device -1", c, llmint8_context_create(LLMINT8_BACKEND_CUDA, -1, &c), LLMINT8_ERR_NO_DEVICE, llmint8_context_destroy);
     ROW(llmint8_context_create, "`out` NULL", llmint8_context_create(LLMINT8_BACKEND_CPU, 0, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW_VOID(llmint8_context_destroy, "NULL (does nothing)", llmint8_context_destroy(NULL));
 
@@ -124,6 +125,10 @@ int main(void) {
     ROW(llmint8_context_set_input_rounding, "rounding -1", llmint8_context_set_input_rounding(ctx, -1), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_input_rounding, "`ctx` NULL", llmint8_context_input_rounding(NULL, code), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_input_rounding, "`rounding` NULL", llmint8_context_input_rounding(ctx, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_set_stream, "`ctx` NULL", llmint8_context_set_stream(NULL, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_set_stream, "a CPU context", llmint8_context_set_stream(ctx, (void *)threads), LLMINT8_ERR_UNSUPPORTED);
+    ROW(llmint8_context_synchronize, "`ctx` NULL", llmint8_context_synchronize(NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_synchronize, "a CPU context (nothing to wait for)", llmint8_context_synchronize(ctx), LLMINT8_OK);
 
     /* ---- weights ---- */
     float *w = guarded(N * K * sizeof(float)), *bias = guarded(N * sizeof(float));
@@ -174,6 +179,11 @@ int main(void) {
     memset(cb, 1, N * K);
     for (int i = 0; i < N; i++) scb[i] = 2.0f;
 #define FROM(cbp, scbp, n, k) llmint8_weight_from_int8(ctx, cbp, scbp, n, k, NULL, 0, &wout)
+    ROW_NEW(llmint8_weight_quantize_device, "a CPU context", wout, llmint8_weight_quantize_device(ctx, w, LLMINT8_F32, N, K, NULL, 0, &wout), LLMINT8_ERR_UNSUPPORTED, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_device, "`ctx` NULL", wout, llmint8_weight_quantize_device(NULL, w, LLMINT8_F32, N, K, NULL, 0, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_device, "`w_dtype` 99", wout, llmint8_weight_quantize_device(ctx, w, 99, N, K, NULL, 0, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_device, "`out · in` overflows `size_t`", wout, llmint8_weight_quantize_device(ctx, w, LLMINT8_F32, SIZE_MAX / 2, 3, NULL, 0, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW(llmint8_weight_quantize_device, "`out` NULL", llmint8_weight_quantize_device(ctx, w, LLMINT8_F32, N, K, NULL, 0, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW_NEW(llmint8_weight_from_int8, "valid (reference row)", wout, FROM(cb, scb, N, K), LLMINT8_OK, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_from_int8, "`ctx` NULL", wout, llmint8_weight_from_int8(NULL, cb, scb, N, K, NULL, 0, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_from_int8, "`cb` NULL", wout, FROM(NULL, scb, N, K), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
@@ -232,6 +242,15 @@ int main(void) {
     ROW(llmint8_matmul, "f16 `y` misaligned", MM(x, LLMINT8_F32, M, 6.0f, (char *)y16 + 1, LLMINT8_F16), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_matmul, "`y` overlapping `x`", MM(x, LLMINT8_F32, M, 6.0f, x + 4, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_matmul, "`stats` overlapping `y`", llmint8_matmul(ctx, weight, x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32, (llmint8_matmul_stats *)y), LLMINT8_ERR_INVALID_ARGUMENT);
+#define MMH(xp, xdt, r, t, yp, ydt) llmint8_matmul_host(ctx, weight, xp, xdt, r, t, yp, ydt, stats)
+    ROW(llmint8_matmul_host, "valid (reference row)", MMH(x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32), LLMINT8_OK);
+    ROW(llmint8_matmul_host, "`ctx` NULL", llmint8_matmul_host(NULL, weight, x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_host, "`w` NULL", llmint8_matmul_host(ctx, NULL, x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_host, "`x` NULL", MMH(NULL, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_host, "`y_dtype` 99", MMH(x, LLMINT8_F32, M, 6.0f, y, 99), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_host, "`rows` `SIZE_MAX` (overflows)", MMH(x, LLMINT8_F32, SIZE_MAX, 6.0f, y, LLMINT8_F32), LLMINT8_ERR_SHAPE);
+    ROW(llmint8_matmul_host, "threshold NaN", MMH(x, LLMINT8_F32, M, nan, y, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_host, "`y` overlapping `x`", MMH(x, LLMINT8_F32, M, 6.0f, x + 4, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT);
     for (int i = 0; i < M * K; i++) x[i] = nan;
     status = MM(x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32);
     report("llmint8_matmul", "`x` all NaN (rows of NaN out)", status, LLMINT8_OK, isnan(y[0]) && isnan(y[M * N - 1]));

@@ -133,7 +133,8 @@ end
 Base.size(w::Int8Weight) = (w.out, w.in)
 Base.size(w::Int8Weight, d::Integer) = size(w)[d]
 
-# The one call into llmint8_matmul: checks shapes and layout, returns the stats.
+# The one call into llmint8_matmul_host (Julia arrays are host memory; it works
+# on CPU and CUDA contexts alike): checks shapes and layout, returns the stats.
 function matmul_stats!(Y::StridedMatrix{TY}, w::Int8Weight, X::StridedMatrix{TX}, threshold::Real) where {TX,TY}
     size(X, 1) == w.in || throw(DimensionMismatch("X has $(size(X, 1)) rows, the weight $(w.in) columns"))
     size(Y) == (w.out, size(X, 2)) || throw(DimensionMismatch("Y is $(size(Y)), expected ($(w.out), $(size(X, 2)))"))
@@ -141,7 +142,7 @@ function matmul_stats!(Y::StridedMatrix{TY}, w::Int8Weight, X::StridedMatrix{TX}
     stride(Y, 1) == 1 && stride(Y, 2) == w.out || throw(ArgumentError("Y must be a dense column-major matrix"))
     stats = Ref(MatmulStats())
     GC.@preserve X Y begin
-        check(ccall((:llmint8_matmul, libllmint8), Int32,
+        check(ccall((:llmint8_matmul_host, libllmint8), Int32,
                     (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Cvoid}, Int32, Ref{MatmulStats}),
                     w.ctx, w, pointer(X), dtype_code(TX), size(X, 2), threshold, pointer(Y), dtype_code(TY), stats))
     end

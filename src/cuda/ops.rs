@@ -1,0 +1,425 @@
+//! The LLM.int8() pipeline on a CUDA device: weights on the device, and the
+//! matmul as a handful of launches on the context's stream — quantize X (row
+//! absmax without outliers, outlier columns flagged), list the outlier columns,
+//! gather them (X's as float32, W's dequantized), the int8 GEMM in cuBLASLt
+//! (int32 accumulators, exact), and one epilogue kernel. Nothing waits on the
+//! host: the outlier count stays on the device.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use super::device::{DeviceBuffer, Gpu, StreamState, WORKSPACE_BYTES};
+use super::sys::{self, CUdeviceptr};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::quant::InputRounding;
+
+/// Row stride of the int8 matrices on the device: in_features rounded up to 16
+/// bytes, as cuBLASLt's int8 tensor-core kernels want (the padding is zero).
+pub(crate) fn padded_k(k: usize) -> usize {
+    k.div_ceil(16) * 16
+}
+
+/// Outlier columns gathered into compact matrices; beyond this many (never seen
+/// in real models: the paper finds at most 7) the epilogue reads X and W directly.
+const MAX_GATHERED: usize = 64;
+
+/// int32 accumulators per GEMM: the weight's rows are taken in chunks so that
+/// `rows × chunk × 4` stays near this, bounding the scratch space.
+const ACC_BUDGET_BYTES: usize = 64 << 20;
+
+/// Threads per block of the element-wise kernels, and the most blocks a grid-
+/// stride launch uses.
+const BLOCK: u32 = 256;
+const MAX_BLOCKS: usize = 8192;
+
+/// Packs kernel arguments: a pointer to a local copy of each value.
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        [$( (&$value as *const _ as *mut c_void), )*]
+    };
+}
+
+/// A quantized weight on a device: `CB` `[n, padded_k(k)]` int8 (zero-padded),
+/// `SCB` `[n]` float32, and the bias `[n]` float32.
+#[derive(Debug)]
+pub(crate) struct DeviceWeight {
+    pub gpu: Arc<Gpu>,
+    pub cb: DeviceBuffer,
+    pub scb: DeviceBuffer,
+    pub bias: Option<DeviceBuffer>,
+    pub kp: usize,
+}
+
+fn grid_for(total: usize) -> u32 {
+    total.div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32
+}
+
+fn dtype_suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+    }
+}
+
+/// Offsets of the scratch regions of one matmul, each 256-byte aligned.
+struct ScratchLayout {
+    q: usize,
+    sa: usize,
+    flags: usize,
+    list: usize,
+    count: usize,
+    x_out: usize,
+    w_out: usize,
+    acc: usize,
+    total: usize,
+}
+
+impl ScratchLayout {
+    fn new(rows: usize, k: usize, kp: usize, n: usize, chunk: usize) -> Result<ScratchLayout> {
+        let mut at = 0usize;
+        let mut take = |bytes: Option<usize>| -> Result<usize> {
+            let bytes = bytes.ok_or_else(|| Error::shape("the matmul's scratch size overflows size_t"))?;
+            let start = at;
+            at = at.checked_add(bytes.div_ceil(256) * 256).ok_or_else(|| Error::shape("scratch size overflows"))?;
+            Ok(start)
+        };
+        Ok(ScratchLayout {
+            q: take(rows.checked_mul(kp))?,
+            sa: take(rows.checked_mul(4))?,
+            flags: take(k.checked_mul(4))?,
+            list: take(k.checked_mul(4))?,
+            count: take(Some(4))?,
+            x_out: take(rows.checked_mul(MAX_GATHERED * 4))?,
+            w_out: take(n.checked_mul(MAX_GATHERED * 4))?,
+            acc: take(rows.checked_mul(chunk).and_then(|c| c.checked_mul(4)))?,
+            total: at,
+        })
+    }
+}
+
+/// Weight rows per GEMM: all of them when the accumulators fit the budget, else
+/// a multiple of 16 that does.
+fn chunk_rows(rows: usize, n: usize) -> usize {
+    let fit = (ACC_BUDGET_BYTES / (rows * 4).max(1)) / 16 * 16;
+    n.min(fit.max(256))
+}
+
+impl DeviceWeight {
+    /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
+    /// Synchronous: the host buffers may be reused when it returns.
+    pub(crate) fn upload(gpu: &Arc<Gpu>, cb: &[i8], scb: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Result<DeviceWeight> {
+        let kp = padded_k(k);
+        let cb_bytes = n.checked_mul(kp).ok_or_else(|| Error::shape("the padded weight overflows size_t"))?;
+        let cb_dev = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
+        let scb_dev = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
+        let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        // SAFETY (this block): every copy's device side was allocated above with
+        // at least the bytes copied; the host slices hold them.
+        unsafe {
+            if kp == k {
+                gpu.check((d.cuMemcpyHtoDAsync)(cb_dev.ptr, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
+            } else {
+                // Rows of k bytes into rows of kp: upload, then pad on the device.
+                let staging = gpu.alloc(n * k, "cuMemAlloc (staging)")?;
+                gpu.check((d.cuMemcpyHtoDAsync)(staging.ptr, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
+                let (src, rows, cols, ld, dst) = (staging.ptr, n as i64, k as i32, kp as i32, cb_dev.ptr);
+                gpu.launch("llmint8_pad_rows", grid_for(n * kp), BLOCK, stream, &mut args![src, rows, cols, ld, dst])?;
+                gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+            }
+            gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
+            if let (Some(b), Some(dev)) = (bias, &bias_dev) {
+                gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, b.as_ptr().cast(), 4 * n, stream), "copying the bias")?;
+            }
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+        }
+        Ok(DeviceWeight { gpu: gpu.clone(), cb: cb_dev, scb: scb_dev, bias: bias_dev, kp })
+    }
+
+    /// Quantizes a row-major weight `[n, k]` of `dtype` that is already in
+    /// device memory at `w`; returns the weight and its scales (copied to the
+    /// host, for `SCB` accessors). A non-finite value is refused, naming the
+    /// first row that holds one. Synchronous.
+    ///
+    /// # Safety
+    /// `w` must be device memory of this context's device holding `n · k`
+    /// elements of `dtype`.
+    pub(crate) unsafe fn quantize_on_device(
+        gpu: &Arc<Gpu>,
+        w: CUdeviceptr,
+        dtype: DType,
+        n: usize,
+        k: usize,
+        rounding: InputRounding,
+        bias: Option<&[f32]>,
+    ) -> Result<(DeviceWeight, Vec<f32>)> {
+        let kp = padded_k(k);
+        let cb_dev = gpu.alloc(n.checked_mul(kp).ok_or_else(|| Error::shape("weight size overflows"))?, "cuMemAlloc (int8 weight)")?;
+        let scb_dev = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
+        let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
+        let first_bad = gpu.alloc(4, "cuMemAlloc")?;
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        let mut scb = vec![0f32; n];
+        let mut bad_row: i32 = 0;
+        // SAFETY (this block): the buffers were allocated above with the sizes
+        // the kernel and copies use; `w` is as the caller promises.
+        unsafe {
+            gpu.check((d.cuMemsetD32Async)(first_bad.ptr, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
+            let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
+            let round = i32::from(rounding == InputRounding::Float16);
+            let (mode, flags) = (1i32, 0u64);
+            let name = format!("llmint8_quantize_rows_{}", dtype_suffix(dtype));
+            let grid = n.clamp(1, 65535) as u32;
+            gpu.launch(
+                &name,
+                grid,
+                BLOCK,
+                stream,
+                &mut args![w, rows, cols, ld, threshold, round, mode, cb_dev.ptr, scb_dev.ptr, flags, first_bad.ptr],
+            )?;
+            if let (Some(b), Some(dev)) = (bias, &bias_dev) {
+                gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, b.as_ptr().cast(), 4 * n, stream), "copying the bias")?;
+            }
+            gpu.check((d.cuMemcpyDtoHAsync)(scb.as_mut_ptr().cast(), scb_dev.ptr, 4 * n, stream), "copying SCB")?;
+            gpu.check(
+                (d.cuMemcpyDtoHAsync)((&mut bad_row as *mut i32).cast(), first_bad.ptr, 4, stream),
+                "copying the check",
+            )?;
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+        }
+        if bad_row != i32::MAX {
+            return Err(Error::invalid(format!(
+                "weight row {bad_row} holds a non-finite value{}; a weight must be finite",
+                if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
+            )));
+        }
+        Ok((DeviceWeight { gpu: gpu.clone(), cb: cb_dev, scb: scb_dev, bias: bias_dev, kp }, scb))
+    }
+
+    /// Copies `CB` back to the host, row-major `[n, k]` (bitsandbytes' layout).
+    /// Synchronous.
+    pub(crate) fn download_cb(&self, n: usize, k: usize, cb: &mut [i8]) -> Result<()> {
+        let gpu = &self.gpu;
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        let mut padded = vec![0i8; n * self.kp];
+        // SAFETY: `padded` holds the whole device buffer.
+        unsafe {
+            gpu.check((d.cuMemcpyDtoHAsync)(padded.as_mut_ptr().cast(), self.cb.ptr, n * self.kp, stream), "copying CB")?;
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+        }
+        for (dst, src) in cb.chunks_exact_mut(k).zip(padded.chunks_exact(self.kp)) {
+            dst.copy_from_slice(&src[..k]);
+        }
+        Ok(())
+    }
+}
+
+/// `y = x · Wᵀ + b` on the device, queued on the context's stream.
+/// Returns the device address of the outlier count (valid until the next call
+/// on this context's stream) so that a caller that wants it can copy it.
+///
+/// # Safety
+/// `x` and `y` must be device memory of the weight's device holding
+/// `rows · k` elements of `x_dtype` and `rows · n` of `y_dtype`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul(
+    w: &DeviceWeight,
+    n: usize,
+    k: usize,
+    x: CUdeviceptr,
+    x_dtype: DType,
+    rows: usize,
+    threshold: f32,
+    rounding: InputRounding,
+    y: CUdeviceptr,
+    y_dtype: DType,
+    state: &mut StreamState,
+) -> Result<CUdeviceptr> {
+    let gpu = &w.gpu;
+    let kp = w.kp;
+    let chunk = chunk_rows(rows, n);
+    let layout = ScratchLayout::new(rows, k, kp, n, chunk)?;
+    let base = gpu.ensure_scratch(state, layout.total)?;
+    let at = |offset: usize| base + offset as u64;
+    let (q, sa, flags, list, count) = (at(layout.q), at(layout.sa), at(layout.flags), at(layout.list), at(layout.count));
+    let (x_out, w_out, acc) = (at(layout.x_out), at(layout.w_out), at(layout.acc));
+    let stream = state.stream;
+    let d = &gpu.rt.driver;
+    let suffix = dtype_suffix(x_dtype);
+    let (rows_i, k_i, kp_i, n_i, max_g) = (rows as i64, k as i32, kp as i32, n as i32, MAX_GATHERED as i32);
+    let round = i32::from(rounding == InputRounding::Float16);
+    let (mode, no_bad_row) = (0i32, 0u64);
+    // SAFETY (this block): every device pointer below lies in the scratch space
+    // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
+    // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
+    unsafe {
+        gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
+        gpu.launch(
+            &format!("llmint8_quantize_rows_{suffix}"),
+            rows.clamp(1, 65535) as u32,
+            BLOCK,
+            stream,
+            &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
+        )?;
+        gpu.launch("llmint8_outlier_list", 1, 1024, stream, &mut args![flags, k_i, list, count])?;
+        gpu.launch(
+            &format!("llmint8_gather_outliers_{suffix}"),
+            grid_for(rows * MAX_GATHERED),
+            BLOCK,
+            stream,
+            &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
+        )?;
+        let n_i64 = n as i64;
+        gpu.launch(
+            "llmint8_gather_weight_columns",
+            grid_for(n * 8),
+            BLOCK,
+            stream,
+            &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, w_out],
+        )?;
+        let bias = w.bias.as_ref().map_or(0u64, |b| b.ptr);
+        let epilogue = format!("llmint8_epilogue_{suffix}_{}", dtype_suffix(y_dtype));
+        let mut j0 = 0usize;
+        while j0 < n {
+            let nc = chunk.min(n - j0);
+            int8_gemm(gpu, state, w.cb.ptr + (j0 * kp) as u64, q, acc, nc, rows, kp)?;
+            let (nc_i, j0_i) = (nc as i32, j0 as i32);
+            gpu.launch(
+                &epilogue,
+                grid_for(rows * nc),
+                BLOCK,
+                stream,
+                &mut args![acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, x_out, w_out, x, k_i, w.cb.ptr, kp_i, y],
+            )?;
+            j0 += nc;
+        }
+    }
+    Ok(count)
+}
+
+/// `acc [rows, nc]` (int32, row-major) = `q [rows, kp]` · `w [nc, kp]`ᵀ, exact,
+/// with cuBLASLt. In its column-major terms: C `[nc, rows]` = Wᵀ-op(`[kp, nc]`)
+/// · `[kp, rows]` — the "TN" form its int8 tensor-core kernels take.
+fn int8_gemm(
+    gpu: &Gpu,
+    state: &mut StreamState,
+    w: CUdeviceptr,
+    q: CUdeviceptr,
+    acc: CUdeviceptr,
+    nc: usize,
+    rows: usize,
+    kp: usize,
+) -> Result<()> {
+    let lt = &gpu.rt.lt;
+    let (m, n_, k) = (nc as u64, rows as u64, kp as u64);
+    let mut desc: sys::cublasLtMatmulDesc_t = std::ptr::null_mut();
+    let mut layouts: [sys::cublasLtMatrixLayout_t; 3] = [std::ptr::null_mut(); 3];
+    // SAFETY (this block): descriptors are created, used and destroyed here;
+    // attribute buffers have the attribute's type (int32 for the transposes).
+    let result = unsafe {
+        (|| -> Result<()> {
+            gpu.check_lt((lt.cublasLtMatmulDescCreate)(&mut desc, sys::CUBLAS_COMPUTE_32I, sys::CUDA_R_32I), "cublasLtMatmulDescCreate")?;
+            let (op_t, op_n) = (sys::CUBLAS_OP_T, sys::CUBLAS_OP_N);
+            gpu.check_lt(
+                (lt.cublasLtMatmulDescSetAttribute)(desc, sys::CUBLASLT_MATMUL_DESC_TRANSA, (&op_t as *const i32).cast(), 4),
+                "cublasLtMatmulDescSetAttribute(TRANSA)",
+            )?;
+            gpu.check_lt(
+                (lt.cublasLtMatmulDescSetAttribute)(desc, sys::CUBLASLT_MATMUL_DESC_TRANSB, (&op_n as *const i32).cast(), 4),
+                "cublasLtMatmulDescSetAttribute(TRANSB)",
+            )?;
+            let shapes = [(sys::CUDA_R_8I, k, m, k as i64), (sys::CUDA_R_8I, k, n_, k as i64), (sys::CUDA_R_32I, m, n_, m as i64)];
+            for (layout, (dtype, r, c, ld)) in layouts.iter_mut().zip(shapes) {
+                gpu.check_lt((lt.cublasLtMatrixLayoutCreate)(layout, dtype, r, c, ld), "cublasLtMatrixLayoutCreate")?;
+            }
+            let algo = match state.algos.iter().find(|(key, _)| *key == (m, n_, k)) {
+                Some((_, algo)) => *algo,
+                None => {
+                    let algo = choose_algo(gpu, desc, &layouts)?;
+                    state.algos.push(((m, n_, k), algo));
+                    algo
+                }
+            };
+            let (alpha, beta) = (1i32, 0i32);
+            gpu.check_lt(
+                (lt.cublasLtMatmul)(
+                    gpu.lt,
+                    desc,
+                    (&alpha as *const i32).cast(),
+                    w as *const c_void,
+                    layouts[0],
+                    q as *const c_void,
+                    layouts[1],
+                    (&beta as *const i32).cast(),
+                    acc as *const c_void,
+                    layouts[2],
+                    acc as *mut c_void,
+                    layouts[2],
+                    &algo,
+                    gpu.workspace as *mut c_void,
+                    WORKSPACE_BYTES,
+                    state.stream,
+                ),
+                "cublasLtMatmul (int8)",
+            )
+        })()
+    };
+    // SAFETY: each descriptor is destroyed once (null ones were never made).
+    unsafe {
+        for layout in layouts.into_iter().filter(|l| !l.is_null()) {
+            (lt.cublasLtMatrixLayoutDestroy)(layout);
+        }
+        if !desc.is_null() {
+            (lt.cublasLtMatmulDescDestroy)(desc);
+        }
+    }
+    result
+}
+
+
+/// cuBLASLt's first heuristic choice for this problem.
+fn choose_algo(
+    gpu: &Gpu,
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: &[sys::cublasLtMatrixLayout_t; 3],
+) -> Result<sys::cublasLtMatmulAlgo_t> {
+    let lt = &gpu.rt.lt;
+    let mut pref: sys::cublasLtMatmulPreference_t = std::ptr::null_mut();
+    let mut result = sys::cublasLtMatmulHeuristicResult_t::default();
+    let mut found = 0i32;
+    // SAFETY: the preference is created and destroyed here; out-pointers valid.
+    let status = unsafe {
+        let mut status = (lt.cublasLtMatmulPreferenceCreate)(&mut pref);
+        if status == sys::CUBLAS_STATUS_SUCCESS {
+            let bytes: u64 = WORKSPACE_BYTES as u64;
+            status = (lt.cublasLtMatmulPreferenceSetAttribute)(
+                pref,
+                sys::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&bytes as *const u64).cast(),
+                8,
+            );
+        }
+        if status == sys::CUBLAS_STATUS_SUCCESS {
+            status = (lt.cublasLtMatmulAlgoGetHeuristic)(
+                gpu.lt, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref, 1, &mut result, &mut found,
+            );
+        }
+        if !pref.is_null() {
+            (lt.cublasLtMatmulPreferenceDestroy)(pref);
+        }
+        status
+    };
+    gpu.check_lt(status, "cublasLtMatmulAlgoGetHeuristic")?;
+    if found < 1 {
+        return Err(Error::device("cuBLASLt offers no int8 algorithm for this shape on this device"));
+    }
+    Ok(result.algo)
+}
