@@ -184,9 +184,9 @@ extern "C" __global__ void llmint8_gather_weight_columns(const i8 *cb, int ld_w,
 // ---- the epilogue: y = (dequantized int8 product + outlier product) + bias ----
 // quant::dequantize_product, add_outlier_product and output_value, in order.
 // `acc` holds output columns j0 .. j0 + nc (a chunk of the weight's rows) as
-// `[rows, nc]`; `y` is the whole `[rows, n]` output.
+// rows of `ld_acc` int32; `y` is the whole `[rows, n]` output.
 template <class X, class Y>
-__device__ void epilogue(const int *acc, i64 rows, int nc, int j0, int n, const float *sa, const float *scb,
+__device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa, const float *scb,
                          const float *bias, const int *list, const int *count, int max_gathered, const float *x_out,
                          const float *w_out, const typename X::T *x, int cols, const i8 *cb, int ld_w,
                          typename Y::T *y) {
@@ -209,7 +209,8 @@ __device__ void epilogue(const int *acc, i64 rows, int nc, int j0, int n, const 
             }
             outlier = add_rn(outlier, mul_rn(xv, wv));
         }
-        const double a = dmul_rn(dmul_rn(dmul_rn((double)acc[t], (double)sa[i]), (double)scb[j]), INV_127_SQ);
+        const double a =
+            dmul_rn(dmul_rn(dmul_rn((double)acc[i * ld_acc + (j - j0)], (double)sa[i]), (double)scb[j]), INV_127_SQ);
         const float int8_part = d2f_rn(a);
         const float b = bias ? bias[j] : 0.0f;
         Y::store(y, i * (i64)n + j, add_rn(add_rn(int8_part, outlier), b));
@@ -247,12 +248,12 @@ GATHER_OUTLIERS(llmint8_gather_outliers_f16, F16)
 GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
 
 #define EPILOGUE(NAME, X, Y)                                                                                         \
-    extern "C" __global__ void NAME(const int *acc, i64 rows, int nc, int j0, int n, const float *sa,               \
+    extern "C" __global__ void NAME(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa,   \
                                     const float *scb, const float *bias, const int *list, const int *count,         \
                                     int max_gathered, const float *x_out, const float *w_out, const X::T *x,        \
                                     int cols, const i8 *cb, int ld_w, Y::T *y) {                                    \
-        epilogue<X, Y>(acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, x_out, w_out, x, cols, cb,   \
-                       ld_w, y);                                                                                    \
+        epilogue<X, Y>(acc, ld_acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, x_out, w_out, x,     \
+                       cols, cb, ld_w, y);                                                                          \
     }
 EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
 EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)

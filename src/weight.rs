@@ -117,6 +117,7 @@ impl Weight {
     pub(crate) fn into_device(self, gpu: &Arc<Gpu>) -> Result<Weight> {
         let Int8Storage::Cpu(packed) = &self.int8 else { return Ok(self) };
         let (n, k) = (self.out_features, self.in_features);
+        crate::cuda::ops::check_in_features(k)?;
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
         packed.unpack_into(&mut cb);
         let device = DeviceWeight::upload(gpu, &cb, &self.scb, self.bias.as_deref(), n, k)?;

@@ -8,7 +8,7 @@ use llmint8::{Context, DType};
 
 #[test]
 fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     for_each_case("quant.safetensors", |t, case| {
         let name = &case.name;
         let x = t.float(&format!("{name}.x"));
@@ -33,7 +33,7 @@ fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
 
 #[test]
 fn weight_quantization_matches_bitsandbytes() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;
         let w = t.float(&format!("{name}.w"));
@@ -72,7 +72,7 @@ fn tolerance(dtype: DType) -> f64 {
 
 #[test]
 fn linear_forward_matches_bitsandbytes() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;
         let (m, k, n) = (case.m, case.k, case.n);
@@ -100,7 +100,7 @@ fn linear_forward_matches_bitsandbytes() {
 
 #[test]
 fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let dir = data_dir().join("tiny-llama-int8");
     let model = Tensors::open(dir.join("model.safetensors"));
     let io = Tensors::open(dir.join("reference_io.safetensors"));
@@ -130,7 +130,7 @@ fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
 /// our output is as close to the exact product as theirs (within 5%).
 #[test]
 fn deliberate_differences_cost_no_accuracy() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     for_each_case("linear.safetensors", |t, case| {
         if case.dtype == DType::F16 {
             return;
@@ -163,7 +163,7 @@ fn deliberate_differences_cost_no_accuracy() {
 /// bit too, and float32 outputs match its outputs to 1e-4.
 #[test]
 fn float16_input_rounding_reproduces_linear8bitlt_for_every_dtype() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     ctx.set_input_rounding(llmint8::quant::InputRounding::Float16);
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;

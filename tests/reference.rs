@@ -47,7 +47,7 @@ fn shapes(rng: &mut Rng) -> Vec<Shape> {
 
 #[test]
 fn matmul_matches_the_f64_reference() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let mut rng = Rng::new(7);
     let mut checked = 0;
     for s in shapes(&mut rng) {
@@ -91,7 +91,7 @@ fn matmul_matches_the_f64_reference() {
 
 #[test]
 fn quantize_rows_matches_the_reference() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let mut rng = Rng::new(11);
     for s in shapes(&mut rng) {
         for dtype in DTYPES {
@@ -113,7 +113,7 @@ fn quantize_rows_matches_the_reference() {
 
 #[test]
 fn error_against_the_dense_product_is_within_the_quantization_bound() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let mut rng = Rng::new(3);
     for s in shapes(&mut rng) {
         let x = activations_with_outliers(&mut rng, s.rows, s.k, 2);
@@ -138,7 +138,7 @@ fn error_against_the_dense_product_is_within_the_quantization_bound() {
 fn decomposition_makes_outlier_features_accurate() {
     // The paper's point: with large-magnitude feature columns, plain vector-wise
     // int8 loses the small features; the decomposition keeps the error low.
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let mut rng = Rng::new(99);
     let (rows, k, n) = (16, 512, 64);
     let mut x = rng.normals(rows * k, 1.0);
@@ -163,7 +163,7 @@ fn decomposition_makes_outlier_features_accurate() {
 
 #[test]
 fn results_are_bit_identical_for_any_thread_count() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let mut rng = Rng::new(5);
     // (1, 4096, 512) and (5, 1024, 700) split the weight between threads (one
     // row in place, several rows through per-thread blocks); the others split rows.
@@ -193,7 +193,7 @@ fn results_are_bit_identical_for_any_thread_count() {
 
 #[test]
 fn concurrent_calls_on_one_context_and_weight_agree() {
-    let ctx = Context::cpu();
+    let ctx = common::test_context();
     let mut rng = Rng::new(21);
     let (k, n) = (300, 77);
     let w = rng.normals(n * k, 0.05);
@@ -231,8 +231,15 @@ fn concurrent_calls_on_one_context_and_weight_agree() {
 #[test]
 fn in_features_beyond_the_int32_limit_are_exact() {
     // 127² · K >= 2³¹ for K > 133 143: a single int32 accumulator would overflow.
-    let ctx = Context::cpu();
+    // The CPU chunks into i64; CUDA refuses such weights (cuBLASLt sums in int32).
     let k = 140_000;
+    if let Ok("cuda") = std::env::var("LLMINT8_TEST_BACKEND").as_deref() {
+        let w = vec![-1.0f32; 2 * k];
+        let e = common::test_context().quantize_weight(Data::F32(&w), 2, k, None).unwrap_err();
+        assert_eq!(e.status(), llmint8::Status::Unsupported, "{e}");
+        return;
+    }
+    let ctx = Context::cpu();
     let x = vec![1.0f32; k];
     let w = vec![-1.0f32; 2 * k];
     let weight = ctx.quantize_weight(Data::F32(&w), 2, k, None).unwrap();

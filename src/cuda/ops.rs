@@ -20,6 +20,32 @@ pub(crate) fn padded_k(k: usize) -> usize {
     k.div_ceil(16) * 16
 }
 
+/// Weight rows on the device: out_features rounded up to 16 (zero rows), so
+/// that every GEMM's m is a multiple of 16.
+fn padded_n(n: usize) -> usize {
+    n.div_ceil(16) * 16
+}
+
+/// Activation rows of the int8 GEMM: rows rounded up to 4 (zero rows).
+fn padded_rows(rows: usize) -> usize {
+    rows.div_ceil(4) * 4
+}
+
+/// Longest rows the device takes: cuBLASLt sums int8 products in int32, exact
+/// while 127² · in_features < 2³¹ (in_features ≤ 133 143).
+pub(crate) const MAX_IN_FEATURES: usize = 1 << 17;
+
+/// Refuses a weight whose rows are too long for int32 accumulation.
+pub(crate) fn check_in_features(k: usize) -> Result<()> {
+    if k > MAX_IN_FEATURES {
+        return Err(Error::unsupported(format!(
+            "in_features = {k} is above {MAX_IN_FEATURES}, where the GPU's int32 accumulators could overflow; \
+             use a CPU context for such a weight"
+        )));
+    }
+    Ok(())
+}
+
 /// Outlier columns gathered into compact matrices; beyond this many (never seen
 /// in real models: the paper finds at most 7) the epilogue reads X and W directly.
 const MAX_GATHERED: usize = 64;
@@ -40,8 +66,8 @@ macro_rules! args {
     };
 }
 
-/// A quantized weight on a device: `CB` `[n, padded_k(k)]` int8 (zero-padded),
-/// `SCB` `[n]` float32, and the bias `[n]` float32.
+/// A quantized weight on a device: `CB` `[padded_n(n), padded_k(k)]` int8
+/// (zero-padded), `SCB` `[n]` float32, and the bias `[n]` float32.
 #[derive(Debug)]
 pub(crate) struct DeviceWeight {
     pub gpu: Arc<Gpu>,
@@ -77,6 +103,7 @@ struct ScratchLayout {
 }
 
 impl ScratchLayout {
+    /// `rows` is the padded row count (`padded_rows`).
     fn new(rows: usize, k: usize, kp: usize, n: usize, chunk: usize) -> Result<ScratchLayout> {
         let mut at = 0usize;
         let mut take = |bytes: Option<usize>| -> Result<usize> {
@@ -100,7 +127,7 @@ impl ScratchLayout {
 }
 
 /// Weight rows per GEMM: all of them when the accumulators fit the budget, else
-/// a multiple of 16 that does.
+/// a multiple of 16 that does (`n` is a multiple of 16).
 fn chunk_rows(rows: usize, n: usize) -> usize {
     let fit = (ACC_BUDGET_BYTES / (rows * 4).max(1)) / 16 * 16;
     n.min(fit.max(256))
@@ -110,8 +137,9 @@ impl DeviceWeight {
     /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
     /// Synchronous: the host buffers may be reused when it returns.
     pub(crate) fn upload(gpu: &Arc<Gpu>, cb: &[i8], scb: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Result<DeviceWeight> {
+        check_in_features(k)?;
         let kp = padded_k(k);
-        let cb_bytes = n.checked_mul(kp).ok_or_else(|| Error::shape("the padded weight overflows size_t"))?;
+        let cb_bytes = padded_n(n).checked_mul(kp).ok_or_else(|| Error::shape("the padded weight overflows size_t"))?;
         let cb_dev = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
         let scb_dev = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
         let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
@@ -121,6 +149,8 @@ impl DeviceWeight {
         // SAFETY (this block): every copy's device side was allocated above with
         // at least the bytes copied; the host slices hold them.
         unsafe {
+            // Zero first: the padding rows (and columns) must hold 0.
+            gpu.check((d.cuMemsetD32Async)(cb_dev.ptr, 0, cb_bytes / 4, stream), "cuMemsetD32Async")?;
             if kp == k {
                 gpu.check((d.cuMemcpyHtoDAsync)(cb_dev.ptr, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
             } else {
@@ -157,8 +187,10 @@ impl DeviceWeight {
         rounding: InputRounding,
         bias: Option<&[f32]>,
     ) -> Result<(DeviceWeight, Vec<f32>)> {
+        check_in_features(k)?;
         let kp = padded_k(k);
-        let cb_dev = gpu.alloc(n.checked_mul(kp).ok_or_else(|| Error::shape("weight size overflows"))?, "cuMemAlloc (int8 weight)")?;
+        let cb_bytes = padded_n(n).checked_mul(kp).ok_or_else(|| Error::shape("weight size overflows"))?;
+        let cb_dev = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
         let scb_dev = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
         let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
         let first_bad = gpu.alloc(4, "cuMemAlloc")?;
@@ -171,6 +203,7 @@ impl DeviceWeight {
         // the kernel and copies use; `w` is as the caller promises.
         unsafe {
             gpu.check((d.cuMemsetD32Async)(first_bad.ptr, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
+            gpu.check((d.cuMemsetD32Async)(cb_dev.ptr, 0, cb_bytes / 4, stream), "cuMemsetD32Async")?;
             let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
             let round = i32::from(rounding == InputRounding::Float16);
             let (mode, flags) = (1i32, 0u64);
@@ -210,7 +243,7 @@ impl DeviceWeight {
         let d = &gpu.rt.driver;
         let stream = gpu.state().stream;
         let mut padded = vec![0i8; n * self.kp];
-        // SAFETY: `padded` holds the whole device buffer.
+        // SAFETY: `padded` holds the first n rows of the device buffer.
         unsafe {
             gpu.check((d.cuMemcpyDtoHAsync)(padded.as_mut_ptr().cast(), self.cb.ptr, n * self.kp, stream), "copying CB")?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
@@ -245,8 +278,9 @@ pub(crate) unsafe fn matmul(
 ) -> Result<CUdeviceptr> {
     let gpu = &w.gpu;
     let kp = w.kp;
-    let chunk = chunk_rows(rows, n);
-    let layout = ScratchLayout::new(rows, k, kp, n, chunk)?;
+    let (mp, np) = (padded_rows(rows), padded_n(n));
+    let chunk = chunk_rows(mp, np);
+    let layout = ScratchLayout::new(mp, k, kp, n, chunk)?;
     let base = gpu.ensure_scratch(state, layout.total)?;
     let at = |offset: usize| base + offset as u64;
     let (q, sa, flags, list, count) = (at(layout.q), at(layout.sa), at(layout.flags), at(layout.list), at(layout.count));
@@ -262,6 +296,11 @@ pub(crate) unsafe fn matmul(
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
     unsafe {
         gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
+        if mp > rows {
+            // The GEMM's padding rows of X must be zero.
+            let pad = q + (rows * kp) as u64;
+            gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
+        }
         gpu.launch(
             &format!("llmint8_quantize_rows_{suffix}"),
             rows.clamp(1, 65535) as u32,
@@ -287,19 +326,21 @@ pub(crate) unsafe fn matmul(
         )?;
         let bias = w.bias.as_ref().map_or(0u64, |b| b.ptr);
         let epilogue = format!("llmint8_epilogue_{suffix}_{}", dtype_suffix(y_dtype));
+        // Chunks of the weight's rows (multiples of 16, as `np` and `chunk` are).
         let mut j0 = 0usize;
         while j0 < n {
-            let nc = chunk.min(n - j0);
-            int8_gemm(gpu, state, w.cb.ptr + (j0 * kp) as u64, q, acc, nc, rows, kp)?;
-            let (nc_i, j0_i) = (nc as i32, j0 as i32);
+            let nc_padded = chunk.min(np - j0);
+            let nc = nc_padded.min(n - j0);
+            int8_gemm(gpu, state, w.cb.ptr + (j0 * kp) as u64, q, acc, nc_padded, mp, kp)?;
+            let (ld_acc, nc_i, j0_i) = (nc_padded as i32, nc as i32, j0 as i32);
             gpu.launch(
                 &epilogue,
                 grid_for(rows * nc),
                 BLOCK,
                 stream,
-                &mut args![acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, x_out, w_out, x, k_i, w.cb.ptr, kp_i, y],
+                &mut args![acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, x_out, w_out, x, k_i, w.cb.ptr, kp_i, y],
             )?;
-            j0 += nc;
+            j0 += nc_padded;
         }
     }
     Ok(count)
@@ -422,4 +463,38 @@ fn choose_algo(
         return Err(Error::device("cuBLASLt offers no int8 algorithm for this shape on this device"));
     }
     Ok(result.algo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_shapes_are_padded_and_chunked_as_cublaslt_wants() {
+        assert_eq!((padded_k(1), padded_k(16), padded_k(4097)), (16, 16, 4112));
+        assert_eq!((padded_n(77), padded_rows(1), padded_rows(16)), (80, 4, 16));
+        for rows in [4, 64, 4096, 1 << 20] {
+            for n in [16, 4096, 28672] {
+                let chunk = chunk_rows(rows, n);
+                assert!(chunk % 16 == 0 && chunk > 0 && chunk <= n, "{rows} {n} {chunk}");
+                assert!(chunk == n || rows * chunk * 4 <= ACC_BUDGET_BYTES || chunk == 256, "{rows} {n} {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn scratch_regions_are_aligned_and_disjoint() {
+        let l = ScratchLayout::new(8, 4097, 4112, 300, 304).unwrap();
+        let starts = [l.q, l.sa, l.flags, l.list, l.count, l.x_out, l.w_out, l.acc];
+        assert!(starts.iter().all(|s| s % 256 == 0));
+        assert!(starts.windows(2).all(|w| w[0] < w[1]));
+        assert!(l.acc + 8 * 304 * 4 <= l.total);
+        assert!(ScratchLayout::new(usize::MAX / 2, 4097, 4112, 300, 304).is_err());
+    }
+
+    #[test]
+    fn rows_too_long_for_int32_sums_are_refused() {
+        assert!(check_in_features(MAX_IN_FEATURES).is_ok());
+        assert_eq!(check_in_features(MAX_IN_FEATURES + 1).unwrap_err().status(), crate::Status::Unsupported);
+    }
 }

@@ -23,7 +23,7 @@ pub struct llmint8_context {
 /// loaded at run time (libcuda.so.1, libcublasLt.so.13/.12, libnvrtc.so.13/.12;
 /// `LLMINT8_LIBCUDA`, `LLMINT8_LIBCUBLASLT`, `LLMINT8_LIBNVRTC` name a file or
 /// folder to use instead; otherwise the dynamic loader's path, `$CUDA_HOME`,
-/// `$CUDA_PATH`, /usr/local/cuda and PyTorch's `nvidia/*/lib` folders are
+/// `$CUDA_PATH`, /usr/local/cuda and the `nvidia/<package>/lib` folders of PyTorch's wheels are
 /// searched), and the kernels are compiled for the device with NVRTC on the
 /// first context of each architecture in the process. Work is queued on the
 /// default stream until `llmint8_context_set_stream`.

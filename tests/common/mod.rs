@@ -7,8 +7,26 @@ use std::path::{Path, PathBuf};
 use llmint8::{bf16, f16, DType, Data, DataMut};
 use safetensors::{Dtype as StDtype, SafeTensors};
 
+/// The test data folder: under `LLMINT8_TEST_ROOT` when set (a test binary
+/// built here and run from another checkout, as scripts/gpu-check.sh does),
+/// else under this crate.
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    std::env::var_os("LLMINT8_TEST_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        .join("tests/data")
+}
+
+/// The context the result tests run on: the CPU, or CUDA device 0 when
+/// `LLMINT8_TEST_BACKEND=cuda` (scripts/gpu-check.sh runs the golden and
+/// reference tests so on a GPU; they take host memory either way).
+pub fn test_context() -> llmint8::Context {
+    match std::env::var("LLMINT8_TEST_BACKEND").as_deref() {
+        Ok("cuda") => llmint8::Context::new(llmint8::Backend::Cuda, 0)
+            .unwrap_or_else(|e| panic!("LLMINT8_TEST_BACKEND=cuda but no CUDA context: {e}")),
+        Ok("cpu") | Err(_) => llmint8::Context::cpu(),
+        Ok(other) => panic!("LLMINT8_TEST_BACKEND={other}: expected cpu or cuda"),
+    }
 }
 
 /// An owned float buffer of one of the three dtypes.
