@@ -109,9 +109,11 @@ def reference(x, cb, scb, bias, threshold):
     x = x.double()
     w = cb.double() * scb.double()[:, None] / 127
     out_cols = ((x.abs() >= threshold) | ~torch.isfinite(x)).any(0) if threshold > 0 else torch.zeros(x.shape[1], dtype=torch.bool)
+    # The row absmax leaves out outlier values only (not whole outlier columns).
+    outlier = ((x.abs() >= threshold) | ~torch.isfinite(x)) if threshold > 0 else torch.zeros_like(x, dtype=torch.bool)
+    sa = torch.where(outlier, torch.zeros_like(x), x.abs()).amax(1, keepdim=True)
     xi = x.clone()
     xi[:, out_cols] = 0
-    sa = xi.abs().amax(1, keepdim=True)
     q = torch.where(sa > 0, torch.round(xi * 127 / sa), torch.zeros_like(xi))
     y = (q @ cb.double().T) * sa * scb.double()[None, :] / 127**2 + x[:, out_cols] @ w[:, out_cols].T
     if bias is not None:

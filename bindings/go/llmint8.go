@@ -156,6 +156,23 @@ func (c *Context) NumThreads() (int, error) {
 	return int(n), err
 }
 
+// SetStream sends a CUDA context's later device work to stream (a CUstream /
+// cudaStream_t of its device, e.g. from a CUDA library; nil: the default
+// stream). Asynchronous. ErrUnsupported on a CPU context.
+func (c *Context) SetStream(stream unsafe.Pointer) error {
+	err := call(func() C.int32_t { return C.llmint8_context_set_stream(c.p, stream) })
+	runtime.KeepAlive(c)
+	return err
+}
+
+// Synchronize waits for the work the context queued (nothing to wait for on
+// the CPU, where calls return finished).
+func (c *Context) Synchronize() error {
+	err := call(func() C.int32_t { return C.llmint8_context_synchronize(c.p) })
+	runtime.KeepAlive(c)
+	return err
+}
+
 // SetRoundInputsToF16 makes later calls round inputs to float16 before
 // quantizing them, as bitsandbytes' Linear8bitLt does.
 func (c *Context) SetRoundInputsToF16(on bool) error {

@@ -143,6 +143,12 @@ func TestErrorsAreGoErrors(t *testing.T) {
 	if _, err := NewContext(BackendCUDA, 0); !errors.Is(err, ErrNoDevice) {
 		t.Errorf("CUDA context: %v", err)
 	}
+	if err := ctx.SetStream(nil); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("SetStream on a CPU context: %v", err)
+	}
+	if err := ctx.Synchronize(); err != nil {
+		t.Errorf("Synchronize on a CPU context: %v", err)
+	}
 	if _, err := ctx.QuantizeF32(w, out+1, in, nil); !errors.Is(err, ErrShape) {
 		t.Errorf("wrong weight length: %v", err)
 	}

@@ -295,7 +295,13 @@ pub(crate) unsafe fn matmul(
     // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
     unsafe {
-        gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
+        // Threshold 0: no outliers; the count is 0 and three launches are skipped.
+        let decompose = threshold > 0.0;
+        if decompose {
+            gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
+        } else {
+            gpu.check((d.cuMemsetD32Async)(count, 0, 1, stream), "cuMemsetD32Async")?;
+        }
         if mp > rows {
             // The GEMM's padding rows of X must be zero.
             let pad = q + (rows * kp) as u64;
@@ -308,22 +314,24 @@ pub(crate) unsafe fn matmul(
             stream,
             &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
         )?;
-        gpu.launch("llmint8_outlier_list", 1, 1024, stream, &mut args![flags, k_i, list, count])?;
-        gpu.launch(
-            &format!("llmint8_gather_outliers_{suffix}"),
-            grid_for(rows * MAX_GATHERED),
-            BLOCK,
-            stream,
-            &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
-        )?;
-        let n_i64 = n as i64;
-        gpu.launch(
-            "llmint8_gather_weight_columns",
-            grid_for(n * 8),
-            BLOCK,
-            stream,
-            &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, w_out],
-        )?;
+        if decompose {
+            gpu.launch("llmint8_outlier_list", 1, 1024, stream, &mut args![flags, k_i, list, count])?;
+            gpu.launch(
+                &format!("llmint8_gather_outliers_{suffix}"),
+                grid_for(rows * MAX_GATHERED),
+                BLOCK,
+                stream,
+                &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
+            )?;
+            let n_i64 = n as i64;
+            gpu.launch(
+                "llmint8_gather_weight_columns",
+                grid_for(n * 8),
+                BLOCK,
+                stream,
+                &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, w_out],
+            )?;
+        }
         let bias = w.bias.as_ref().map_or(0u64, |b| b.ptr);
         let epilogue = format!("llmint8_epilogue_{suffix}_{}", dtype_suffix(y_dtype));
         // Chunks of the weight's rows (multiples of 16, as `np` and `chunk` are).

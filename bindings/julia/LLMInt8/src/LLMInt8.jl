@@ -88,6 +88,18 @@ function set_num_threads!(ctx::Context, n::Integer)
     return ctx
 end
 
+# CUDA contexts: later work on `stream` (a CuStream's handle, e.g. `CUDA.stream().handle`).
+function set_stream!(ctx::Context, stream::Ptr{Cvoid})
+    check(ccall((:llmint8_context_set_stream, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Cvoid}), ctx, stream))
+    return ctx
+end
+
+# Waits for the work the context queued (nothing to wait for on the CPU).
+function synchronize(ctx::Context)
+    check(ccall((:llmint8_context_synchronize, libllmint8), Int32, (Ptr{Cvoid},), ctx))
+    return nothing
+end
+
 """
     Int8Weight(ctx, W::AbstractMatrix; bias = nothing)
 
