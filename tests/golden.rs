@@ -4,7 +4,7 @@
 mod common;
 
 use common::{bits, data_dir, for_each_case, rel_err, Owned, Tensors};
-use llmint8::{Context, DType};
+use llmint8::DType;
 
 #[test]
 fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
