@@ -8,8 +8,9 @@
 //! 3. the toolkit folders: `$CUDA_HOME`, `$CUDA_PATH`, `/usr/local/cuda` (and,
 //!    for the driver, their `compat` folders and WSL's `/usr/lib/wsl/lib`);
 //! 4. the `nvidia/*/lib` folders that PyTorch's wheels install (`nvidia-cublas`,
-//!    `nvidia-cuda-nvrtc`, …) under the usual Python prefixes, `$VIRTUAL_ENV`,
-//!    `$CONDA_PREFIX` and `$PYTHONPATH`.
+//!    `nvidia-cuda-nvrtc`, …) under `$VIRTUAL_ENV`, `$CONDA_PREFIX`, the prefix of
+//!    each `python3` on `PATH`, `~/.local`, `/usr/local`, `/usr`, `/opt/conda`
+//!    and `$PYTHONPATH`.
 //!
 //! cuBLASLt and NVRTC come in CUDA 12 (`.so.12`) and CUDA 13 (`.so.13`) builds;
 //! the newest one the driver can run is taken (a CUDA 12 driver cannot run the
@@ -115,7 +116,7 @@ impl Attempts {
 }
 
 /// `dlopen(name)`; the loader's message on failure.
-fn dlopen(name: &Path) -> Result<OpenLibrary, String> {
+pub(crate) fn dlopen(name: &Path) -> Result<OpenLibrary, String> {
     let c_name = CString::new(name.as_os_str().as_bytes()).map_err(|_| "a NUL byte in the name".to_string())?;
     // SAFETY: `c_name` is a C string; RTLD_LOCAL keeps the library's symbols
     // out of the global namespace of the host process.
@@ -214,15 +215,37 @@ pub(crate) fn search_folders(library: Library) -> Vec<PathBuf> {
 
 /// `…/site-packages/nvidia/*/lib` under the usual Python prefixes.
 fn python_nvidia_folders() -> Vec<PathBuf> {
-    let mut packages: Vec<PathBuf> = Vec::new();
     let mut prefixes: Vec<PathBuf> = ["VIRTUAL_ENV", "CONDA_PREFIX"]
         .iter()
         .filter_map(|v| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from))
         .collect();
+    // The Python on PATH (a virtual environment need not be activated).
+    if let Some(path) = std::env::var_os("PATH") {
+        prefixes.extend(python_prefixes(&path));
+    }
     if let Some(home) = std::env::var_os("HOME") {
         prefixes.push(PathBuf::from(home).join(".local"));
     }
     prefixes.extend(["/usr/local", "/usr", "/opt/conda"].map(PathBuf::from));
+    let mut packages = site_packages(&prefixes);
+    packages.push(PathBuf::from("/usr/lib/python3/dist-packages"));
+    if let Some(paths) = std::env::var_os("PYTHONPATH") {
+        packages.extend(std::env::split_paths(&paths));
+    }
+    wheel_lib_folders(&packages)
+}
+
+/// The prefixes (`…/bin/..`) of the folders of a PATH-like list holding a `python3`.
+fn python_prefixes(path: &std::ffi::OsStr) -> Vec<PathBuf> {
+    std::env::split_paths(path)
+        .filter(|d| d.join("python3").exists())
+        .filter_map(|d| d.parent().map(Path::to_path_buf))
+        .collect()
+}
+
+/// `PREFIX/lib*/python3*/{site,dist}-packages` for each prefix.
+fn site_packages(prefixes: &[PathBuf]) -> Vec<PathBuf> {
+    let mut packages = Vec::new();
     for prefix in prefixes {
         for lib in ["lib", "lib64"] {
             for python in subfolders(&prefix.join(lib)).filter(|p| file_name_starts(p, "python3")) {
@@ -231,10 +254,11 @@ fn python_nvidia_folders() -> Vec<PathBuf> {
             }
         }
     }
-    packages.push(PathBuf::from("/usr/lib/python3/dist-packages"));
-    if let Some(paths) = std::env::var_os("PYTHONPATH") {
-        packages.extend(std::env::split_paths(&paths));
-    }
+    packages
+}
+
+/// `SITE/nvidia/*/lib` for each site-packages folder, in a stable order.
+fn wheel_lib_folders(packages: &[PathBuf]) -> Vec<PathBuf> {
     let mut folders = Vec::new();
     for site in packages {
         let mut libs: Vec<PathBuf> = subfolders(&site.join("nvidia")).map(|p| p.join("lib")).collect();
@@ -261,6 +285,22 @@ mod tests {
         assert_eq!(Library::Nvrtc.file_names(None), ["libnvrtc.so.13", "libnvrtc.so.12"]);
         assert_eq!(Library::CublasLt.file_names(Some(12)), ["libcublasLt.so.12"]);
         assert_eq!(Library::Driver.file_names(Some(12))[0], "libcuda.so.1");
+    }
+
+    #[test]
+    fn the_python_on_path_is_searched_for_wheels() {
+        // A prefix with a python3 and an nvidia wheel folder, as PyTorch installs it.
+        let root = std::env::temp_dir().join(format!("llmint8-libs-{}", std::process::id()));
+        let lib = root.join("lib/python3.99/site-packages/nvidia/cuda_nvrtc/lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/python3"), b"").unwrap();
+        let path = std::env::join_paths([PathBuf::from("/nonexistent/bin"), root.join("bin")]).unwrap();
+        let prefixes = python_prefixes(&path);
+        assert_eq!(prefixes, [root.clone()]);
+        let found = wheel_lib_folders(&site_packages(&prefixes));
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(found, [lib]);
     }
 
     #[test]

@@ -149,12 +149,10 @@ mod tests {
         let mut found = Vec::new();
         if let Some(list) = std::env::var_os("LLMINT8_TEST_NVRTC").filter(|v| !v.is_empty()) {
             for path in std::env::split_paths(&list) {
-                std::env::set_var("LLMINT8_LIBNVRTC", &path);
-                let lib = libs::open(Library::Nvrtc, None)
-                    .unwrap_or_else(|e| panic!("LLMINT8_TEST_NVRTC names {}: {}", path.display(), e.describe()));
+                let lib = libs::dlopen(&path)
+                    .unwrap_or_else(|e| panic!("LLMINT8_TEST_NVRTC names {}: {e}", path.display()));
                 found.push(Nvrtc::load(&lib).expect("NVRTC entry points"));
             }
-            std::env::remove_var("LLMINT8_LIBNVRTC");
         } else if let Ok(lib) = libs::open(Library::Nvrtc, None) {
             found.push(Nvrtc::load(&lib).expect("NVRTC entry points"));
         }
