@@ -729,6 +729,7 @@ int32_t llmint8_context_synchronize(struct llmint8_context *ctx);
  * - LLMINT8_ERR_SHAPE: `rows · in_features` or `rows · out_features` overflows;
  * - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated;
  * - LLMINT8_ERR_DEVICE: (CUDA) a launch or cuBLASLt call failed.
+ *
  * On a CUDA context, `x` or `y` not in the context's device memory is an
  * invalid argument.
  *

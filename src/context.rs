@@ -339,8 +339,18 @@ impl Context {
         // SAFETY: as the caller promises.
         let outlier_columns = unsafe {
             crate::cuda::device_matmul(
-                gpu, dw, w.out_features(), w.in_features(), x as u64, x_dtype, rows, threshold,
-                self.input_rounding(), y as u64, y_dtype, want_stats,
+                gpu,
+                dw,
+                w.out_features(),
+                w.in_features(),
+                x as u64,
+                x_dtype,
+                rows,
+                threshold,
+                self.input_rounding(),
+                y as u64,
+                y_dtype,
+                want_stats,
             )?
         };
         Ok(MatmulStats { outlier_columns })

@@ -29,9 +29,9 @@ pub mod io;
 pub mod quant;
 mod weight;
 
-pub use cuda::report as cuda_report;
 pub use context::{Backend, Context, MatmulStats};
 pub use cpu::CpuPath;
+pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};
 pub use error::{Error, Result, Status};
 pub use half::{bf16, f16};

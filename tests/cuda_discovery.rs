@@ -46,12 +46,7 @@ fn assert_mentions(message: &str, parts: &[&str]) {
 fn fake_driver(dir: &Path) -> PathBuf {
     let lib = dir.join("libcuda.so.1");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/fake_libcuda.c");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&source)
-        .status()
-        .expect("cc runs");
+    let status = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&source).status().expect("cc runs");
     assert!(status.success(), "building the stand-in driver failed");
     lib
 }
@@ -68,7 +63,9 @@ fn a_cuda_context_without_a_gpu_says_what_was_looked_for() {
         .iter()
         .any(|p| Path::new(p).exists())
     {
-        eprintln!("note: this machine has a CUDA driver; the no-GPU cases do not apply (scripts/gpu-check.sh tests the GPU)");
+        eprintln!(
+            "note: this machine has a CUDA driver; the no-GPU cases do not apply (scripts/gpu-check.sh tests the GPU)"
+        );
         return;
     }
     for v in VARIABLES {

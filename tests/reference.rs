@@ -186,7 +186,10 @@ fn results_are_bit_identical_for_any_thread_count() {
             let mut y16 = vec![half::f16::ZERO; rows * n];
             ctx.matmul(&weight, Data::F32(&x), rows, 6.0, DataMut::F16(&mut y16)).unwrap();
             let same = y16.iter().zip(&base).all(|(a, b)| a.to_bits() == half::f16::from_f32(*b).to_bits());
-            assert!(same, "float16 output with {threads} threads is not the float32 one rounded, shape ({rows}, {k}, {n})");
+            assert!(
+                same,
+                "float16 output with {threads} threads is not the float32 one rounded, shape ({rows}, {k}, {n})"
+            );
         }
     }
 }

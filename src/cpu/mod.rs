@@ -20,8 +20,8 @@ use crate::weight::Weight;
 use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
-pub(crate) use threads::default_num_threads;
 use pool::run_parts;
+pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
@@ -158,6 +158,7 @@ isa::multiversion! {
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
 /// and fills `outliers` with those columns in ascending order. `masks` is
 /// scratch space (reused across calls).
+#[allow(clippy::too_many_arguments)] // the scratch buffers travel with the data
 pub(crate) fn quantize_activations<T: Element>(
     settings: Settings,
     x: &[T],
@@ -189,9 +190,7 @@ pub(crate) fn quantize_activations<T: Element>(
     }
     let count = union.iter().filter(|m| **m).count();
     outliers.clear();
-    outliers
-        .try_reserve_exact(count)
-        .map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
+    outliers.try_reserve_exact(count).map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
     outliers.extend(union.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
     if !outliers.is_empty() {
         for row in q.chunks_exact_mut(cols) {

@@ -73,10 +73,13 @@ pub(crate) fn run_parts<P: Send, R: Send>(parts: impl Iterator<Item = P>, f: imp
     out
 }
 
+/// A part's result, or the panic it raised.
+type PartResult<R> = Result<R, Box<dyn Any + Send>>;
+
 /// One call's parts, on the caller's stack.
 struct Batch<'f, P, R, F> {
     parts: Vec<Mutex<Option<P>>>,
-    results: Vec<Mutex<Option<Result<R, Box<dyn Any + Send>>>>>,
+    results: Vec<Mutex<Option<PartResult<R>>>>,
     f: &'f F,
     /// Parts not yet finished; the worker that brings it to 0 wakes the caller.
     remaining: AtomicUsize,
@@ -171,7 +174,11 @@ impl Pool {
         let count = count.min(self.grow(count));
         let mut queue = lock(&self.queue);
         for index in 0..count {
-            queue.push_back(Job { batch: batch as *const Batch<P, R, F> as *const (), run: Batch::<P, R, F>::run, index });
+            queue.push_back(Job {
+                batch: batch as *const Batch<P, R, F> as *const (),
+                run: Batch::<P, R, F>::run,
+                index,
+            });
         }
         self.queued.fetch_add(count, Ordering::Release);
         drop(queue);
@@ -186,8 +193,7 @@ impl Pool {
         let mut workers = lock(&self.workers);
         while *workers < wanted {
             let pool = self.clone();
-            let started =
-                std::thread::Builder::new().name("llmint8-worker".into()).spawn(move || pool.work()).is_ok();
+            let started = std::thread::Builder::new().name("llmint8-worker".into()).spawn(move || pool.work()).is_ok();
             if !started {
                 break;
             }

@@ -60,7 +60,11 @@ pub(crate) struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("ordinal", &self.ordinal).field("name", &self.name).field("arch", &self.arch).finish()
+        f.debug_struct("Gpu")
+            .field("ordinal", &self.ordinal)
+            .field("name", &self.name)
+            .field("arch", &self.arch)
+            .finish()
     }
 }
 
@@ -336,7 +340,8 @@ impl Gpu {
                 ptr as CUdeviceptr,
             )
         };
-        if r != sys::CUDA_SUCCESS || !(memory_type == sys::CU_MEMORYTYPE_DEVICE || memory_type == sys::CU_MEMORYTYPE_UNIFIED)
+        if r != sys::CUDA_SUCCESS
+            || !(memory_type == sys::CU_MEMORYTYPE_DEVICE || memory_type == sys::CU_MEMORYTYPE_UNIFIED)
         {
             return Err(Error::invalid(format!(
                 "{what} is not device memory: a CUDA context's matmul takes device pointers \

@@ -206,9 +206,11 @@ pub(crate) fn search_folders(library: Library) -> Vec<PathBuf> {
         folders.extend(python_nvidia_folders());
     }
     let mut seen = Vec::new();
-    folders.retain(|f| f.is_dir() && !seen.contains(f) && {
-        seen.push(f.clone());
-        true
+    folders.retain(|f| {
+        f.is_dir() && !seen.contains(f) && {
+            seen.push(f.clone());
+            true
+        }
     });
     folders
 }
@@ -297,7 +299,7 @@ mod tests {
         std::fs::write(root.join("bin/python3"), b"").unwrap();
         let path = std::env::join_paths([PathBuf::from("/nonexistent/bin"), root.join("bin")]).unwrap();
         let prefixes = python_prefixes(&path);
-        assert_eq!(prefixes, [root.clone()]);
+        assert_eq!(prefixes, std::slice::from_ref(&root));
         let found = wheel_lib_folders(&site_packages(&prefixes));
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(found, [lib]);

@@ -28,7 +28,10 @@ fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usiz
     let mut value: i32 = 0;
     // SAFETY: `count` is 4 bytes of the scratch space; `value` receives them.
     unsafe {
-        gpu.check((d.cuMemcpyDtoHAsync)((&mut value as *mut i32).cast(), count, 4, state.stream), "copying the outlier count")?;
+        gpu.check(
+            (d.cuMemcpyDtoHAsync)((&mut value as *mut i32).cast(), count, 4, state.stream),
+            "copying the outlier count",
+        )?;
         gpu.check((d.cuStreamSynchronize)(state.stream), "cuStreamSynchronize")?;
     }
     Ok(value.max(0) as usize)
@@ -121,7 +124,8 @@ pub(crate) unsafe fn host_matmul(
     // host buffers are released to the caller.
     unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x, x_bytes, state.stream), "copying x to the device")?;
-        let count = ops::matmul(w, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
+        let count =
+            ops::matmul(w, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
         gpu.check((d.cuMemcpyDtoHAsync)(y, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
         read_count(gpu, &state, count)
     }

@@ -149,8 +149,8 @@ mod tests {
         let mut found = Vec::new();
         if let Some(list) = std::env::var_os("LLMINT8_TEST_NVRTC").filter(|v| !v.is_empty()) {
             for path in std::env::split_paths(&list) {
-                let lib = libs::dlopen(&path)
-                    .unwrap_or_else(|e| panic!("LLMINT8_TEST_NVRTC names {}: {e}", path.display()));
+                let lib =
+                    libs::dlopen(&path).unwrap_or_else(|e| panic!("LLMINT8_TEST_NVRTC names {}: {e}", path.display()));
                 found.push(Nvrtc::load(&lib).expect("NVRTC entry points"));
             }
         } else if let Ok(lib) = libs::open(Library::Nvrtc, None) {
@@ -174,7 +174,11 @@ mod tests {
                 let cubin = compile(&nvrtc, KERNELS, "llmint8.cu", arch)
                     .unwrap_or_else(|e| panic!("NVRTC {major}.{minor}, sm_{arch}: {e}"));
                 check_cubin(&cubin, arch).unwrap_or_else(|e| panic!("NVRTC {major}.{minor}, sm_{arch}: {e}"));
-                eprintln!("NVRTC {major}.{minor}: sm_{arch} CUBIN of {} bytes, {} kernels", cubin.len(), KERNEL_NAMES.len());
+                eprintln!(
+                    "NVRTC {major}.{minor}: sm_{arch} CUBIN of {} bytes, {} kernels",
+                    cubin.len(),
+                    KERNEL_NAMES.len()
+                );
             }
         }
     }
@@ -182,7 +186,8 @@ mod tests {
     #[test]
     fn a_kernel_that_does_not_compile_reports_the_log() {
         for nvrtc in nvrtc_libraries() {
-            let e = compile(&nvrtc, "extern \"C\" __global__ void k() { undefined_thing(); }", "bad.cu", 90).unwrap_err();
+            let e =
+                compile(&nvrtc, "extern \"C\" __global__ void k() { undefined_thing(); }", "bad.cu", 90).unwrap_err();
             assert!(e.contains("nvrtcCompileProgram failed") && e.contains("undefined_thing"), "{e}");
         }
     }

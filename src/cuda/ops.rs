@@ -136,21 +136,45 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
 impl DeviceWeight {
     /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
     /// Synchronous: the host buffers may be reused when it returns.
-    pub(crate) fn upload(gpu: &Arc<Gpu>, cb: &[i8], scb: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Result<DeviceWeight> {
+    /// Checks the shape and allocates a weight's device buffers, bias copied
+    /// up and `CB` zeroed (its padding must hold 0), queued on the stream.
+    fn allocate(gpu: &Arc<Gpu>, n: usize, k: usize, bias: Option<&[f32]>) -> Result<DeviceWeight> {
         check_in_features(k)?;
         let kp = padded_k(k);
         let cb_bytes = padded_n(n).checked_mul(kp).ok_or_else(|| Error::shape("the padded weight overflows size_t"))?;
-        let cb_dev = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
-        let scb_dev = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
+        let cb = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
+        let scb = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
         let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
         let _current = gpu.make_current()?;
         let d = &gpu.rt.driver;
         let stream = gpu.state().stream;
-        // SAFETY (this block): every copy's device side was allocated above with
-        // at least the bytes copied; the host slices hold them.
+        // SAFETY: the buffers were allocated above with these sizes; the bias
+        // slice holds n values (checked by the caller).
         unsafe {
-            // Zero first: the padding rows (and columns) must hold 0.
-            gpu.check((d.cuMemsetD32Async)(cb_dev.ptr, 0, cb_bytes / 4, stream), "cuMemsetD32Async")?;
+            gpu.check((d.cuMemsetD32Async)(cb.ptr, 0, cb_bytes / 4, stream), "cuMemsetD32Async")?;
+            if let (Some(b), Some(dev)) = (bias, &bias_dev) {
+                gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, b.as_ptr().cast(), 4 * n, stream), "copying the bias")?;
+            }
+        }
+        Ok(DeviceWeight { gpu: gpu.clone(), cb, scb, bias: bias_dev, kp })
+    }
+
+    pub(crate) fn upload(
+        gpu: &Arc<Gpu>,
+        cb: &[i8],
+        scb: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+    ) -> Result<DeviceWeight> {
+        let weight = DeviceWeight::allocate(gpu, n, k, bias)?;
+        let (kp, cb_dev, scb_dev) = (weight.kp, &weight.cb, &weight.scb);
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        // SAFETY (this block): every copy's device side was allocated with at
+        // least the bytes copied; the host slices hold them.
+        unsafe {
             if kp == k {
                 gpu.check((d.cuMemcpyHtoDAsync)(cb_dev.ptr, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
             } else {
@@ -162,12 +186,9 @@ impl DeviceWeight {
                 gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
             }
             gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
-            if let (Some(b), Some(dev)) = (bias, &bias_dev) {
-                gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, b.as_ptr().cast(), 4 * n, stream), "copying the bias")?;
-            }
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
         }
-        Ok(DeviceWeight { gpu: gpu.clone(), cb: cb_dev, scb: scb_dev, bias: bias_dev, kp })
+        Ok(weight)
     }
 
     /// Quantizes a row-major weight `[n, k]` of `dtype` that is already in
@@ -187,12 +208,8 @@ impl DeviceWeight {
         rounding: InputRounding,
         bias: Option<&[f32]>,
     ) -> Result<(DeviceWeight, Vec<f32>)> {
-        check_in_features(k)?;
-        let kp = padded_k(k);
-        let cb_bytes = padded_n(n).checked_mul(kp).ok_or_else(|| Error::shape("weight size overflows"))?;
-        let cb_dev = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
-        let scb_dev = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
-        let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
+        let weight = DeviceWeight::allocate(gpu, n, k, bias)?;
+        let (kp, cb_dev, scb_dev) = (weight.kp, &weight.cb, &weight.scb);
         let first_bad = gpu.alloc(4, "cuMemAlloc")?;
         let _current = gpu.make_current()?;
         let d = &gpu.rt.driver;
@@ -203,7 +220,6 @@ impl DeviceWeight {
         // the kernel and copies use; `w` is as the caller promises.
         unsafe {
             gpu.check((d.cuMemsetD32Async)(first_bad.ptr, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
-            gpu.check((d.cuMemsetD32Async)(cb_dev.ptr, 0, cb_bytes / 4, stream), "cuMemsetD32Async")?;
             let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
             let round = i32::from(rounding == InputRounding::Float16);
             let (mode, flags) = (1i32, 0u64);
@@ -216,9 +232,6 @@ impl DeviceWeight {
                 stream,
                 &mut args![w, rows, cols, ld, threshold, round, mode, cb_dev.ptr, scb_dev.ptr, flags, first_bad.ptr],
             )?;
-            if let (Some(b), Some(dev)) = (bias, &bias_dev) {
-                gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, b.as_ptr().cast(), 4 * n, stream), "copying the bias")?;
-            }
             gpu.check((d.cuMemcpyDtoHAsync)(scb.as_mut_ptr().cast(), scb_dev.ptr, 4 * n, stream), "copying SCB")?;
             gpu.check(
                 (d.cuMemcpyDtoHAsync)((&mut bad_row as *mut i32).cast(), first_bad.ptr, 4, stream),
@@ -232,7 +245,7 @@ impl DeviceWeight {
                 if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
             )));
         }
-        Ok((DeviceWeight { gpu: gpu.clone(), cb: cb_dev, scb: scb_dev, bias: bias_dev, kp }, scb))
+        Ok((weight, scb))
     }
 
     /// Copies `CB` back to the host, row-major `[n, k]` (bitsandbytes' layout).
@@ -245,7 +258,10 @@ impl DeviceWeight {
         let mut padded = vec![0i8; n * self.kp];
         // SAFETY: `padded` holds the first n rows of the device buffer.
         unsafe {
-            gpu.check((d.cuMemcpyDtoHAsync)(padded.as_mut_ptr().cast(), self.cb.ptr, n * self.kp, stream), "copying CB")?;
+            gpu.check(
+                (d.cuMemcpyDtoHAsync)(padded.as_mut_ptr().cast(), self.cb.ptr, n * self.kp, stream),
+                "copying CB",
+            )?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
         }
         for (dst, src) in cb.chunks_exact_mut(k).zip(padded.chunks_exact(self.kp)) {
@@ -283,7 +299,8 @@ pub(crate) unsafe fn matmul(
     let layout = ScratchLayout::new(mp, k, kp, n, chunk)?;
     let base = gpu.ensure_scratch(state, layout.total)?;
     let at = |offset: usize| base + offset as u64;
-    let (q, sa, flags, list, count) = (at(layout.q), at(layout.sa), at(layout.flags), at(layout.list), at(layout.count));
+    let (q, sa, flags, list, count) =
+        (at(layout.q), at(layout.sa), at(layout.flags), at(layout.list), at(layout.count));
     let (x_out, w_out, acc) = (at(layout.x_out), at(layout.w_out), at(layout.acc));
     let stream = state.stream;
     let d = &gpu.rt.driver;
@@ -346,7 +363,10 @@ pub(crate) unsafe fn matmul(
                 grid_for(rows * nc),
                 BLOCK,
                 stream,
-                &mut args![acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, x_out, w_out, x, k_i, w.cb.ptr, kp_i, y],
+                &mut args![
+                    acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, x_out, w_out, x,
+                    k_i, w.cb.ptr, kp_i, y
+                ],
             )?;
             j0 += nc_padded;
         }
@@ -357,6 +377,7 @@ pub(crate) unsafe fn matmul(
 /// `acc [rows, nc]` (int32, row-major) = `q [rows, kp]` · `w [nc, kp]`ᵀ, exact,
 /// with cuBLASLt. In its column-major terms: C `[nc, rows]` = Wᵀ-op(`[kp, nc]`)
 /// · `[kp, rows]` — the "TN" form its int8 tensor-core kernels take.
+#[allow(clippy::too_many_arguments)]
 fn int8_gemm(
     gpu: &Gpu,
     state: &mut StreamState,
@@ -375,17 +396,34 @@ fn int8_gemm(
     // attribute buffers have the attribute's type (int32 for the transposes).
     let result = unsafe {
         (|| -> Result<()> {
-            gpu.check_lt((lt.cublasLtMatmulDescCreate)(&mut desc, sys::CUBLAS_COMPUTE_32I, sys::CUDA_R_32I), "cublasLtMatmulDescCreate")?;
+            gpu.check_lt(
+                (lt.cublasLtMatmulDescCreate)(&mut desc, sys::CUBLAS_COMPUTE_32I, sys::CUDA_R_32I),
+                "cublasLtMatmulDescCreate",
+            )?;
             let (op_t, op_n) = (sys::CUBLAS_OP_T, sys::CUBLAS_OP_N);
             gpu.check_lt(
-                (lt.cublasLtMatmulDescSetAttribute)(desc, sys::CUBLASLT_MATMUL_DESC_TRANSA, (&op_t as *const i32).cast(), 4),
+                (lt.cublasLtMatmulDescSetAttribute)(
+                    desc,
+                    sys::CUBLASLT_MATMUL_DESC_TRANSA,
+                    (&op_t as *const i32).cast(),
+                    4,
+                ),
                 "cublasLtMatmulDescSetAttribute(TRANSA)",
             )?;
             gpu.check_lt(
-                (lt.cublasLtMatmulDescSetAttribute)(desc, sys::CUBLASLT_MATMUL_DESC_TRANSB, (&op_n as *const i32).cast(), 4),
+                (lt.cublasLtMatmulDescSetAttribute)(
+                    desc,
+                    sys::CUBLASLT_MATMUL_DESC_TRANSB,
+                    (&op_n as *const i32).cast(),
+                    4,
+                ),
                 "cublasLtMatmulDescSetAttribute(TRANSB)",
             )?;
-            let shapes = [(sys::CUDA_R_8I, k, m, k as i64), (sys::CUDA_R_8I, k, n_, k as i64), (sys::CUDA_R_32I, m, n_, m as i64)];
+            let shapes = [
+                (sys::CUDA_R_8I, k, m, k as i64),
+                (sys::CUDA_R_8I, k, n_, k as i64),
+                (sys::CUDA_R_32I, m, n_, m as i64),
+            ];
             for (layout, (dtype, r, c, ld)) in layouts.iter_mut().zip(shapes) {
                 gpu.check_lt((lt.cublasLtMatrixLayoutCreate)(layout, dtype, r, c, ld), "cublasLtMatrixLayoutCreate")?;
             }
@@ -433,7 +471,6 @@ fn int8_gemm(
     result
 }
 
-
 /// cuBLASLt's first heuristic choice for this problem.
 fn choose_algo(
     gpu: &Gpu,
@@ -458,7 +495,16 @@ fn choose_algo(
         }
         if status == sys::CUBLAS_STATUS_SUCCESS {
             status = (lt.cublasLtMatmulAlgoGetHeuristic)(
-                gpu.lt, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref, 1, &mut result, &mut found,
+                gpu.lt,
+                desc,
+                layouts[0],
+                layouts[1],
+                layouts[2],
+                layouts[2],
+                pref,
+                1,
+                &mut result,
+                &mut found,
             );
         }
         if !pref.is_null() {
@@ -484,7 +530,7 @@ mod tests {
         for rows in [4, 64, 4096, 1 << 20] {
             for n in [16, 4096, 28672] {
                 let chunk = chunk_rows(rows, n);
-                assert!(chunk % 16 == 0 && chunk > 0 && chunk <= n, "{rows} {n} {chunk}");
+                assert!(chunk.is_multiple_of(16) && chunk > 0 && chunk <= n, "{rows} {n} {chunk}");
                 assert!(chunk == n || rows * chunk * 4 <= ACC_BUDGET_BYTES || chunk == 256, "{rows} {n} {chunk}");
             }
         }

@@ -50,6 +50,7 @@ pub struct llmint8_matmul_stats {
 /// - LLMINT8_ERR_SHAPE: `rows · in_features` or `rows · out_features` overflows;
 /// - LLMINT8_ERR_OUT_OF_MEMORY: scratch space cannot be allocated;
 /// - LLMINT8_ERR_DEVICE: (CUDA) a launch or cuBLASLt call failed.
+///
 /// On a CUDA context, `x` or `y` not in the context's device memory is an
 /// invalid argument.
 ///
@@ -75,16 +76,13 @@ pub unsafe extern "C" fn llmint8_matmul(
     guard(|| {
         // SAFETY (this block): pointers are as the caller promises in `# Safety`.
         unsafe {
-            let ctx = non_null(ctx, "ctx")?;
-            let w = &non_null(w, "w")?.inner;
-            let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
-            let x_len = checked_len(rows, w.in_features(), "x")?;
-            let y_len = checked_len(rows, w.out_features(), "y")?;
+            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
             if ctx.inner.backend() == crate::Backend::Cuda {
                 let result =
                     ctx.inner.matmul_on_device(w, x, x_dtype, rows, threshold, y, y_dtype, !stats.is_null())?;
                 if !stats.is_null() {
-                    let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
+                    let s =
+                        llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
                     stats.write_unaligned(s);
                 }
                 return Ok(());
@@ -118,14 +116,29 @@ pub unsafe extern "C" fn llmint8_matmul_host(
     guard(|| {
         // SAFETY (this block): pointers are as the caller promises in `# Safety`.
         unsafe {
-            let ctx = non_null(ctx, "ctx")?;
-            let w = &non_null(w, "w")?.inner;
-            let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
-            let x_len = checked_len(rows, w.in_features(), "x")?;
-            let y_len = checked_len(rows, w.out_features(), "y")?;
+            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
             host_matmul(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
         }
     })
+}
+
+/// The handles, dtypes and element counts of a matmul call, checked.
+///
+/// # Safety
+/// `ctx` and `w` are NULL or live.
+unsafe fn matmul_arguments<'a>(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x_dtype: i32,
+    y_dtype: i32,
+    rows: usize,
+) -> crate::error::Result<(&'a llmint8_context, &'a crate::Weight, DType, DType, usize, usize)> {
+    // SAFETY: as the caller promises.
+    let (ctx, w) = unsafe { (non_null(ctx, "ctx")?, &non_null(w, "w")?.inner) };
+    let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
+    let x_len = checked_len(rows, w.in_features(), "x")?;
+    let y_len = checked_len(rows, w.out_features(), "y")?;
+    Ok((ctx, w, x_dtype, y_dtype, x_len, y_len))
 }
 
 /// The host-memory matmul behind both entry points: checks the buffers, then
@@ -147,26 +160,26 @@ unsafe fn host_matmul(
     y_len: usize,
     stats: *mut llmint8_matmul_stats,
 ) -> crate::error::Result<()> {
-        // SAFETY (this block): pointers are as the caller promises.
-        unsafe {
-            // NULL, alignment and size first; then overlap, before any slice exists.
-            check_data_region(x, x_dtype, x_len, "x")?;
-            check_data_region(y, y_dtype, y_len, "y")?;
-            let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
-            check_disjoint(&[
-                ("x", x, x_len * x_dtype.size()),
-                ("y", y.cast_const(), y_len * y_dtype.size()),
-                ("stats", stats.cast_const().cast(), stats_bytes),
-            ])?;
-            let x = data_in(x, x_dtype, x_len, "x")?;
-            let y = data_out(y, y_dtype, y_len, "y")?;
-            let result = ctx.inner.matmul(w, x, rows, threshold, y)?;
-            if !stats.is_null() {
-                let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
-                stats.write_unaligned(s);
-            }
+    // SAFETY (this block): pointers are as the caller promises.
+    unsafe {
+        // NULL, alignment and size first; then overlap, before any slice exists.
+        check_data_region(x, x_dtype, x_len, "x")?;
+        check_data_region(y, y_dtype, y_len, "y")?;
+        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
+        check_disjoint(&[
+            ("x", x, x_len * x_dtype.size()),
+            ("y", y.cast_const(), y_len * y_dtype.size()),
+            ("stats", stats.cast_const().cast(), stats_bytes),
+        ])?;
+        let x = data_in(x, x_dtype, x_len, "x")?;
+        let y = data_out(y, y_dtype, y_len, "y")?;
+        let result = ctx.inner.matmul(w, x, rows, threshold, y)?;
+        if !stats.is_null() {
+            let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
+            stats.write_unaligned(s);
         }
-        Ok(())
+    }
+    Ok(())
 }
 
 /// Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as
