@@ -249,12 +249,25 @@ impl Operands<'_> {
     /// row-major block whose row `i` starts at `(i - rows.start) * stride` and
     /// column `j` at `j - col0`, tile by tile: exact int8 products in the
     /// microkernel, then the shared epilogue.
+    ///
+    /// `w_outliers` is scratch for the block's outlier weight columns
+    /// (`PANELS_PER_BLOCK · outliers · PANEL` floats).
     #[inline(always)]
-    fn compute<Y: Element>(&self, rows: Range<usize>, panels: Range<usize>, out: &mut [Y], stride: usize, col0: usize) {
+    fn compute<Y: Element>(
+        &self,
+        rows: Range<usize>,
+        panels: Range<usize>,
+        out: &mut [Y],
+        stride: usize,
+        col0: usize,
+        w_outliers: &mut [f32],
+    ) {
         let (heights, max_np) = self.x.tile_shape();
         let mut p0 = panels.start;
         while p0 < panels.end {
             let p1 = (p0 + PANELS_PER_BLOCK).min(panels.end);
+            self.dequantize_outlier_columns(p0..p1, w_outliers);
+            let w_outliers = &*w_outliers;
             let mut i = rows.start;
             while i < rows.end {
                 // Tiles never straddle a group of 8 rows (the packed VNNI layout).
@@ -263,16 +276,16 @@ impl Operands<'_> {
                 let mut p = p0;
                 while p < p1 {
                     let np = (p1 - p).min(max_np);
-                    let at = Tile { i, p, row0: rows.start, stride, col0 };
+                    let at = Tile { i, p, p0, row0: rows.start, stride, col0 };
                     match (mr, np) {
-                        (8, 2) => self.tile::<8, 2, Y>(at, out),
-                        (8, _) => self.tile::<8, 1, Y>(at, out),
-                        (4, 2) => self.tile::<4, 2, Y>(at, out),
-                        (4, _) => self.tile::<4, 1, Y>(at, out),
-                        (2, 2) => self.tile::<2, 2, Y>(at, out),
-                        (2, _) => self.tile::<2, 1, Y>(at, out),
-                        (_, 2) => self.tile::<1, 2, Y>(at, out),
-                        _ => self.tile::<1, 1, Y>(at, out),
+                        (8, 2) => self.tile::<8, 2, Y>(at, out, w_outliers),
+                        (8, _) => self.tile::<8, 1, Y>(at, out, w_outliers),
+                        (4, 2) => self.tile::<4, 2, Y>(at, out, w_outliers),
+                        (4, _) => self.tile::<4, 1, Y>(at, out, w_outliers),
+                        (2, 2) => self.tile::<2, 2, Y>(at, out, w_outliers),
+                        (2, _) => self.tile::<2, 1, Y>(at, out, w_outliers),
+                        (_, 2) => self.tile::<1, 2, Y>(at, out, w_outliers),
+                        _ => self.tile::<1, 1, Y>(at, out, w_outliers),
                     }
                     p += np;
                 }
@@ -284,20 +297,20 @@ impl Operands<'_> {
 
     /// One tile: `MR` rows from `at.i`, `NP` panels from `at.p`.
     #[inline(always)]
-    fn tile<const MR: usize, const NP: usize, Y: Element>(&self, at: Tile, out: &mut [Y]) {
+    fn tile<const MR: usize, const NP: usize, Y: Element>(&self, at: Tile, out: &mut [Y], w_outliers: &[f32]) {
         let packed = self.w.packed();
         let (stride, kp) = (packed.panel_stride(), self.kp);
         let w = &packed.data()[at.p * stride..];
         match &self.x {
             ActivationTile::Signed(x) => {
                 let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
-                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f64);
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Wide(x) if NP == 1 => {
                 // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
                 let acc = unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, w, kp) };
-                self.epilogue::<MR, NP, Y>(at, out, |r, _, l| acc[r][0][l] as f64);
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, _, l| acc[r][0][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Vnni { x, sums } => {
@@ -306,10 +319,34 @@ impl Operands<'_> {
                 // SAFETY: `Vnni` is only built when the processor has AVX-512
                 // F/BW/VNNI (see `matmul`).
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
-                self.epilogue::<MR, NP, Y>(at, out, |r, p, l| acc[r][p][l] as f64);
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
+        }
+    }
+
+    /// Dequantizes the outlier columns of the weight panels `panels` into
+    /// `w_outliers` as `[panel - panels.start][outlier][lane]`: once per block
+    /// of panels instead of once per tile (at M = 512 that was 64 times over,
+    /// ~7% of a call with 6 outlier columns).
+    #[inline(always)]
+    fn dequantize_outlier_columns(&self, panels: Range<usize>, w_outliers: &mut [f32]) {
+        let no = self.outliers.len();
+        if no == 0 {
+            return;
+        }
+        let (scb, packed) = (self.w.scb(), self.w.packed());
+        for (pi, p) in panels.enumerate() {
+            let j0 = p * PANEL;
+            let sb: [f32; PANEL] = std::array::from_fn(|l| scb.get(j0 + l).copied().unwrap_or(0.0)); // padding rows: 0
+            for (ci, &c) in self.outliers.iter().enumerate() {
+                let block = &packed.data()[p * packed.panel_stride() + (c / GROUP) * BLOCK..][..BLOCK];
+                let dst = &mut w_outliers[(pi * no + ci) * PANEL..][..PANEL];
+                for (l, d) in dst.iter_mut().enumerate() {
+                    *d = quant::dequantize_weight(block[l * GROUP + c % GROUP], sb[l]);
+                }
+            }
         }
     }
 
@@ -321,26 +358,21 @@ impl Operands<'_> {
         &self,
         at: Tile,
         out: &mut [Y],
+        w_outliers: &[f32],
         acc: impl Fn(usize, usize, usize) -> f64,
     ) {
         let n = self.w.out_features();
-        let (scb, bias, packed) = (self.w.scb(), self.w.bias(), self.w.packed());
-        // The outlier part, column by column in ascending order: the weight
-        // column comes straight from the packed int8 panel (one 64-byte block per
-        // panel and column), dequantized once per tile.
+        let (scb, bias) = (self.w.scb(), self.w.bias());
+        // The outlier part, column by column in ascending order, against the
+        // weight columns the block dequantized once (`dequantize_outlier_columns`).
         let no = self.outliers.len();
         let mut outlier_part = [[[0.0f32; PANEL]; NP]; MR];
-        for (ci, &c) in self.outliers.iter().enumerate() {
+        for ci in 0..no {
             for p in 0..NP {
-                let j0 = (at.p + p) * PANEL;
-                let block = &packed.data()[(at.p + p) * packed.panel_stride() + (c / GROUP) * BLOCK..][..BLOCK];
-                let w: [f32; PANEL] = std::array::from_fn(|l| {
-                    let sb = scb.get(j0 + l).copied().unwrap_or(0.0); // padding rows hold 0
-                    quant::dequantize_weight(block[l * GROUP + c % GROUP], sb)
-                });
+                let w = &w_outliers[((at.p + p - at.p0) * no + ci) * PANEL..][..PANEL];
                 for (r, part) in outlier_part.iter_mut().enumerate() {
                     let xv = self.x_outliers[(at.i + r) * no + ci];
-                    for (o, &wv) in part[p].iter_mut().zip(&w) {
+                    for (o, &wv) in part[p].iter_mut().zip(w) {
                         *o = quant::add_outlier_product(*o, xv, wv);
                     }
                 }
@@ -369,6 +401,8 @@ impl Operands<'_> {
 struct Tile {
     i: usize,
     p: usize,
+    /// First panel of the block `p` belongs to (indexes the block's scratch).
+    p0: usize,
     row0: usize,
     stride: usize,
     col0: usize,
@@ -381,10 +415,16 @@ isa::multiversion! {
         panels: Range<usize>,
         out: &mut [Y],
         stride: usize,
-        col0: usize
+        col0: usize,
+        w_outliers: &mut [f32]
     ) -> () {
-        ops.compute(rows, panels, out, stride, col0)
+        ops.compute(rows, panels, out, stride, col0, w_outliers)
     }
+}
+
+/// One thread's scratch for a block's dequantized outlier weight columns.
+fn outlier_block_scratch(outliers: usize) -> Result<Vec<f32>> {
+    try_zeroed_vec::<f32>(PANELS_PER_BLOCK * outliers * PANEL, "dequantized outlier weight columns")
 }
 
 /// Which microkernel a call uses.
@@ -513,7 +553,12 @@ fn multiply<X: Element, Y: Element>(
         let parts: Vec<Range<usize>> =
             tiles.iter().map(|t| t.start * kernel::VNNI_ROWS..(t.end * kernel::VNNI_ROWS).min(rows)).collect();
         let y_parts = split_slice_mut(y, &parts, n);
-        run_parts(parts.into_iter().zip(y_parts), |(range, y)| compute_block(path, &ops, range, 0..panels, y, n, 0));
+        let done = run_parts(parts.into_iter().zip(y_parts), |(range, y)| -> Result<()> {
+            let mut w_outliers = outlier_block_scratch(no)?;
+            compute_block(path, &ops, range, 0..panels, y, n, 0, &mut w_outliers);
+            Ok(())
+        });
+        done.into_iter().collect::<Result<()>>()?;
     } else {
         // Few rows (decode, short prompts): split the weight panels, so every
         // thread streams only its share of W from memory.
@@ -523,10 +568,13 @@ fn multiply<X: Element, Y: Element>(
             // One row: each thread's columns are a contiguous piece of y.
             let col_parts: Vec<Range<usize>> = parts.iter().map(cols_of).collect();
             let y_parts = split_slice_mut(y, &col_parts, 1);
-            run_parts(parts.iter().cloned().zip(y_parts), |(p, y)| {
+            let done = run_parts(parts.iter().cloned().zip(y_parts), |(p, y)| -> Result<()> {
                 let col0 = p.start * PANEL;
-                compute_block(path, &ops, 0..1, p, y, n, col0)
+                let mut w_outliers = outlier_block_scratch(no)?;
+                compute_block(path, &ops, 0..1, p, y, n, col0, &mut w_outliers);
+                Ok(())
             });
+            done.into_iter().collect::<Result<()>>()?;
         } else {
             // Each thread writes a [rows, its columns] block of float32 (the
             // epilogue's value before conversion), converted into y after:
@@ -534,10 +582,13 @@ fn multiply<X: Element, Y: Element>(
             let col_parts: Vec<Range<usize>> = parts.iter().map(cols_of).collect();
             let blocks = scratch::zeroed(&mut scratch.blocks, rows * n, "output blocks")?;
             let block_parts = split_slice_mut(blocks, &col_parts, rows);
-            run_parts(parts.iter().cloned().zip(block_parts), |(p, block)| {
+            let done = run_parts(parts.iter().cloned().zip(block_parts), |(p, block)| -> Result<()> {
                 let cols = cols_of(&p);
-                compute_block(path, &ops, 0..rows, p, block, cols.len(), cols.start)
+                let mut w_outliers = outlier_block_scratch(no)?;
+                compute_block(path, &ops, 0..rows, p, block, cols.len(), cols.start, &mut w_outliers);
+                Ok(())
             });
+            done.into_iter().collect::<Result<()>>()?;
             for cols in &col_parts {
                 let block = &blocks[rows * cols.start..rows * cols.end];
                 for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
