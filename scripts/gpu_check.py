@@ -88,9 +88,18 @@ def export(w, n, k):
     return cb, scb
 
 
+def on_device(t):
+    """`t` copied to the GPU, the copy finished: llmint8 may run on another stream."""
+    t = t.cuda()
+    torch.cuda.synchronize()
+    return t
+
+
 def matmul(ctx, w, x, n, threshold, y_dtype, host):
     rows = x.shape[0]
     y = torch.full((rows, n), float("nan"), dtype=y_dtype, device=x.device)
+    if y.is_cuda:
+        torch.cuda.synchronize()  # the fill runs on PyTorch's stream, llmint8 on its own
     stats = Stats()
     fn = LIB.llmint8_matmul_host if host else LIB.llmint8_matmul
     check(fn(ctx, w, x.data_ptr(), DT[x.dtype], rows, threshold, y.data_ptr(), DT[y_dtype], C.byref(stats)), "matmul")
@@ -136,7 +145,7 @@ def correctness():
             x = activations(rows, k, min(6, k), dtype, gen)
             wc = weight_host(cpu, w, bias)
             wg = weight_host(gpu, w, bias)
-            wd = weight_device(gpu, w.cuda(), bias)
+            wd = weight_device(gpu, on_device(w), bias)
             cb_c, scb_c = export(wc, n, k)
             cb_g, scb_g = export(wg, n, k)
             cb_d, scb_d = export(wd, n, k)
@@ -147,9 +156,7 @@ def correctness():
                 for y_dtype in (torch.float32, torch.float16, torch.bfloat16):
                     y_cpu, n_cpu = matmul(cpu, wc, x, n, threshold, y_dtype, host=True)
                     y_host, n_host = matmul(gpu, wg, x, n, threshold, y_dtype, host=True)
-                    with torch.cuda.stream(stream):
-                        xd = x.cuda()
-                    stream.synchronize()
+                    xd = on_device(x)
                     y_dev, n_dev = matmul(gpu, wd, xd, n, threshold, y_dtype, host=False)
                     y_dev = y_dev.cpu()
                     same = torch.equal(y_cpu, y_host) and torch.equal(y_cpu, y_dev) and n_cpu == n_host == n_dev
@@ -161,9 +168,9 @@ def correctness():
             for h in (wc, wg, wd):
                 LIB.llmint8_weight_destroy(h)
     # Asynchrony: no stats -> the call only queues work; y is right after a sync.
-    w = (torch.randn(4096, 4096, generator=gen) * 0.05).half().cuda()
+    w = on_device((torch.randn(4096, 4096, generator=gen) * 0.05).half())
     wd = weight_device(gpu, w)
-    x = activations(64, 4096, 6, torch.float16, gen).cuda()
+    x = on_device(activations(64, 4096, 6, torch.float16, gen))
     y = torch.empty(64, 4096, dtype=torch.float16, device="cuda")
     torch.cuda.synchronize()
     check(LIB.llmint8_matmul(gpu, wd, x.data_ptr(), F16, 64, 6.0, y.data_ptr(), F16, None), "matmul async")
@@ -192,10 +199,10 @@ def bench():
         # Several weights, rotated, so the int8 weight (and the fp16 one) are
         # read from memory, not from the 50 MB L2.
         copies = 3
-        ws = [(torch.randn(n, k, generator=gen) * 0.02).half().cuda() for _ in range(copies)]
+        ws = [on_device((torch.randn(n, k, generator=gen) * 0.02).half()) for _ in range(copies)]
         hs = [weight_device(gpu, w) for w in ws]
         for m in ms:
-            x = activations(m, k, 6, torch.float16, gen).cuda()
+            x = on_device(activations(m, k, 6, torch.float16, gen))
             y = torch.empty(m, n, dtype=torch.float16, device="cuda")
             reps = 50 if m < 4096 else 20
 

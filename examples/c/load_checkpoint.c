@@ -55,7 +55,8 @@ int main(int argc, char **argv) {
         for (size_t c = 0; c < in_f; c++) x[c] = (float)(c % 7) - 3.0f;
         x[1] = 9.0f; /* an outlier feature */
         llmint8_matmul_stats stats;
-        CHECK(llmint8_matmul(ctx, last, x, LLMINT8_F32, 1, LLMINT8_DEFAULT_THRESHOLD, y, LLMINT8_F32, &stats));
+        /* Host arrays: the host entry point works on a CPU or a CUDA context alike. */
+        CHECK(llmint8_matmul_host(ctx, last, x, LLMINT8_F32, 1, LLMINT8_DEFAULT_THRESHOLD, y, LLMINT8_F32, &stats));
         printf("last layer [%zu x %zu]: y[0] = %.4f, outlier columns: %llu\n", out_f, in_f, y[0],
                (unsigned long long)stats.outlier_columns);
         free(x);
