@@ -61,7 +61,7 @@ pub(crate) unsafe fn device_matmul(
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul(w, n, k, x, x_dtype, rows, threshold, rounding, y, y_dtype, &mut state)? };
+    let count = unsafe { ops::matmul(gpu, w, n, k, x, x_dtype, rows, threshold, rounding, y, y_dtype, &mut state)? };
     if want_stats {
         read_count(gpu, &state, count)
     } else {
@@ -125,7 +125,7 @@ pub(crate) unsafe fn host_matmul(
     unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x, x_bytes, state.stream), "copying x to the device")?;
         let count =
-            ops::matmul(w, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
+            ops::matmul(gpu, w, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
         gpu.check((d.cuMemcpyDtoHAsync)(y, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
         read_count(gpu, &state, count)
     }

@@ -271,7 +271,8 @@ impl DeviceWeight {
     }
 }
 
-/// `y = x · Wᵀ + b` on the device, queued on the context's stream.
+/// `y = x · Wᵀ + b` on the device, queued on the stream of `gpu` (the
+/// context's device, which `state` belongs to).
 /// Returns the device address of the outlier count (valid until the next call
 /// on this context's stream) so that a caller that wants it can copy it.
 ///
@@ -280,6 +281,7 @@ impl DeviceWeight {
 /// `rows · k` elements of `x_dtype` and `rows · n` of `y_dtype`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul(
+    gpu: &Gpu,
     w: &DeviceWeight,
     n: usize,
     k: usize,
@@ -292,7 +294,9 @@ pub(crate) unsafe fn matmul(
     y_dtype: DType,
     state: &mut StreamState,
 ) -> Result<CUdeviceptr> {
-    let gpu = &w.gpu;
+    // The context's device (its kernels, cuBLASLt handle and workspace, used
+    // under its stream lock), not the one that built the weight: two contexts
+    // on one device share weights, not workspaces.
     let kp = w.kp;
     let (mp, np) = (padded_rows(rows), padded_n(n));
     let chunk = chunk_rows(mp, np);
