@@ -17,12 +17,11 @@ typedef long long i64;
 #define QUANT_THREADS 256
 
 // ---- scalar helpers (inline PTX) ----
-
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 __device__ __forceinline__ float bits_to_f32(u32 b) { float f; asm("mov.b32 %0, %1;" : "=f"(f) : "r"(b)); return f; }
 __device__ __forceinline__ u32 f32_to_bits(float f) { u32 b; asm("mov.b32 %0, %1;" : "=r"(b) : "f"(f)); return b; }
 __device__ __forceinline__ float f16_to_f32(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ u16 f32_to_f16(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
-__device__ __forceinline__ float bf16_to_f32(u16 h) { return bits_to_f32(((u32)h) << 16); }
 __device__ __forceinline__ u16 f32_to_bf16(float f) { u16 h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 __device__ __forceinline__ float mul_rn(float a, float b) { float r; asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
 __device__ __forceinline__ float add_rn(float a, float b) { float r; asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
@@ -32,6 +31,32 @@ __device__ __forceinline__ double ddiv_rn(double a, double b) { double r; asm("d
 __device__ __forceinline__ float d2f_rn(double a) { float r; asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(a)); return r; }
 __device__ __forceinline__ int f2i_rni(float a) { int r; asm("cvt.rni.s32.f32 %0, %1;" : "=r"(r) : "f"(a)); return r; }
 __device__ __forceinline__ int d2i_rni(double a) { int r; asm("cvt.rni.s32.f64 %0, %1;" : "=r"(r) : "d"(a)); return r; }
+#else
+// The same operations on the host, for tests/cuda_emu (the kernels' logic run
+// on the CPU): IEEE float/double arithmetic rounds to nearest even there too
+// (built with -ffp-contract=off), and conversions mirror PTX's (NaN → 0x7fff).
+__device__ __forceinline__ float bits_to_f32(u32 b) { float f; __builtin_memcpy(&f, &b, 4); return f; }
+__device__ __forceinline__ u32 f32_to_bits(float f) { u32 b; __builtin_memcpy(&b, &f, 4); return b; }
+__device__ __forceinline__ float f16_to_f32(u16 h) { _Float16 v; __builtin_memcpy(&v, &h, 2); return (float)v; }
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+    if (f != f) return 0x7fff;
+    _Float16 v = (_Float16)f; u16 h; __builtin_memcpy(&h, &v, 2); return h;
+}
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    if (f != f) return 0x7fff;
+    u32 b = f32_to_bits(f);
+    return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float mul_rn(float a, float b) { return a * b; }
+__device__ __forceinline__ float add_rn(float a, float b) { return a + b; }
+__device__ __forceinline__ float rcp_rn(float a) { return 1.0f / a; }
+__device__ __forceinline__ double dmul_rn(double a, double b) { return a * b; }
+__device__ __forceinline__ double ddiv_rn(double a, double b) { return a / b; }
+__device__ __forceinline__ float d2f_rn(double a) { return (float)a; }
+__device__ __forceinline__ int f2i_rni(float a) { return (int)__builtin_nearbyintf(a); }
+__device__ __forceinline__ int d2i_rni(double a) { return (int)__builtin_nearbyint(a); }
+#endif
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return bits_to_f32(((u32)h) << 16); }
 __device__ __forceinline__ float abs_f32(float a) { return bits_to_f32(f32_to_bits(a) & 0x7fffffffu); }
 
 // 1/127 and 1/127² in f64, as src/quant.rs multiplies by them.

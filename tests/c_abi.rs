@@ -44,6 +44,11 @@ fn built_library() -> PathBuf {
 /// the repository with strict warnings against the committed header and the
 /// built library, runs it, and returns its stdout.
 fn compile_and_run(source: &str) -> String {
+    compile_and_run_with(source, if source.ends_with(".cpp") { "-std=c++17" } else { "-std=c11" }, &[])
+}
+
+/// [`compile_and_run`] with another language standard and extra flags.
+fn compile_and_run_with(source: &str, standard: &str, extra: &[&str]) -> String {
     let lib = built_library();
     let dir = lib.parent().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -59,8 +64,9 @@ fn compile_and_run(source: &str) -> String {
         std::env::var("CC").unwrap_or_else(|_| "cc".into())
     };
     let status = Command::new(&cc)
-        .arg(if cpp { "-std=c++17" } else { "-std=c11" })
+        .arg(standard)
         .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-pthread"])
+        .args(extra)
         .arg("-I")
         .arg(root.join("include"))
         .arg("-I")
@@ -88,6 +94,16 @@ fn compile_and_run(source: &str) -> String {
 fn c_program_exercises_the_whole_abi() {
     let stdout = compile_and_run("tests/c/test_abi.c");
     assert!(stdout.contains(" 0 failures"), "{stdout}");
+}
+
+/// The CUDA kernels' logic, run on the CPU by a small emulator of the CUDA
+/// programming model (tests/cuda_emu), against the CPU backend bit for bit —
+/// what can be checked of kernels/llmint8.cu without a GPU. (The PTX
+/// arithmetic helpers are the only part replaced: by their host equivalents.)
+#[test]
+fn cuda_kernels_emulated_on_the_cpu_match_the_cpu_backend() {
+    let stdout = compile_and_run_with("tests/cuda_emu/check_kernels.cpp", "-std=c++20", &["-ffp-contract=off"]);
+    assert!(stdout.contains("31 cases, 0 failures"), "{stdout}");
 }
 
 #[test]
