@@ -88,12 +88,13 @@ using Epilogue = void (*)(const int *, int, i64, int, int, int, const float *, c
 
 template <class XK>
 static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int outlier_cols, float threshold,
-                     bool with_bias, int y_dtype, int round, std::mt19937 &rng, int x_dtype, Epilogue epilogue) {
+                     bool with_bias, int y_dtype, int round, std::mt19937 &rng, int x_dtype, Epilogue epilogue,
+                     float x_scale = 1.0f) {
     cases++;
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> wv(n * k), xv(rows * k), bv(n);
     for (auto &v : wv) v = normal(rng) * 0.05f;
-    for (auto &v : xv) v = normal(rng) * 0.7f;
+    for (auto &v : xv) v = normal(rng) * 0.7f * x_scale;
     for (auto &v : bv) v = normal(rng) * 0.1f;
     for (int c = 0; c < outlier_cols; c++) {
         const size_t col = (size_t)(c * 7919 + 3) % k;
@@ -213,6 +214,27 @@ int main() {
     run_all<F32K>(cpu, LLMINT8_F32, rng);
     run_all<F16K>(cpu, LLMINT8_F16, rng);
     run_all<BF16K>(cpu, LLMINT8_BF16, rng);
+
+    // Rows whose absmax is subnormal: 1 / absmax overflows float32, so rows
+    // are scaled in float64 (quant::row_scale's fallback).
+    run_case<F32K>(cpu, 3, 48, 20, 0, 6.0f, false, LLMINT8_F32, 0, rng, LLMINT8_F32, epilogue_for<F32K>(LLMINT8_F32),
+                   1e-39f);
+
+    // Padding int8 rows to 16 bytes (a weight uploaded from the host).
+    {
+        cases++;
+        const size_t r = 5, c = 37, ld = 48;
+        std::vector<i8> src(r * c), dst(r * ld, 99);
+        for (size_t i = 0; i < src.size(); i++) src[i] = (i8)(i * 37 % 255 - 127);
+        emu::launch(&llmint8_pad_rows, 2u, EW_BLOCK, (const i8 *)src.data(), (i64)r, (int)c, (int)ld, dst.data());
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < ld; j++)
+                if (dst[i * ld + j] != (j < c ? src[i * c + j] : 0)) {
+                    fail("llmint8_pad_rows");
+                    i = r;
+                    break;
+                }
+    }
 
     // A non-finite weight value: the row is reported (the smallest of two).
     std::vector<float> w(6 * 40, 0.5f);
