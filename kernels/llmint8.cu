@@ -77,9 +77,10 @@ __device__ __forceinline__ float load_rounded(float v, int round_f16) { return r
 // quant::is_outlier: threshold > 0 and !(|v| < threshold) — NaN is an outlier.
 __device__ __forceinline__ bool is_outlier(float v, float threshold) { return threshold > 0.0f && !(abs_f32(v) < threshold); }
 
-// Maximum of a u32 over the block (blockDim.x == QUANT_THREADS); every thread gets it.
+// Maximum of a u32 over the block (blockDim.x a multiple of 32, at most 1024);
+// every thread gets it.
 __device__ __forceinline__ u32 block_max(u32 v) {
-    __shared__ u32 warp_max[QUANT_THREADS / 32];
+    __shared__ u32 warp_max[32];
     for (int offset = 16; offset > 0; offset >>= 1) {
         u32 other = __shfl_xor_sync(0xffffffffu, v, offset);
         v = other > v ? other : v;
@@ -87,7 +88,7 @@ __device__ __forceinline__ u32 block_max(u32 v) {
     if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = v;
     __syncthreads();
     u32 m = 0;
-    for (int w = 0; w < QUANT_THREADS / 32; w++) m = warp_max[w] > m ? warp_max[w] : m;
+    for (unsigned w = 0; w < blockDim.x / 32; w++) m = warp_max[w] > m ? warp_max[w] : m;
     __syncthreads();
     return m;
 }
@@ -100,52 +101,57 @@ __device__ __forceinline__ u32 block_max(u32 v) {
 // `mode` 1: weights — every value counts; a non-finite one sets `first_bad_row`
 // (atomic minimum) and leaves the row zero. Columns `cols..ld_q` of `q` get 0.
 template <class E>
-__device__ void quantize_rows(const typename E::T *x, i64 rows, int cols, int ld_q, float threshold, int round_f16,
-                              int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
-    for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
-        const i64 base = row * (i64)cols;
-        u32 bits = 0;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+__device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q, float threshold, int round_f16,
+                             int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
+    const i64 base = row * (i64)cols;
+    u32 bits = 0;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = load_rounded(E::load(x, base + c), round_f16);
+        float a = abs_f32(v);
+        if (mode == 0 && is_outlier(v, threshold)) {
+            col_flags[c] = 1u;  // the same value from every writer
+            a = 0.0f;
+        }
+        u32 b = f32_to_bits(a);
+        bits = b > bits ? b : bits;
+    }
+    bits = block_max(bits);
+    i8 *q_row = q + row * (i64)ld_q;
+    if (bits >= INF_BITS) {
+        for (int c = threadIdx.x; c < ld_q; c += blockDim.x) q_row[c] = 0;
+        if (threadIdx.x == 0) {
+            if (mode == 0) absmax[row] = bits_to_f32(0x7fc00000u);  // NaN
+            else atomicMin(first_bad_row, (int)(row < 0x7fffffff ? row : 0x7fffffff));
+        }
+        return;
+    }
+    const float m = bits_to_f32(bits);
+    if (threadIdx.x == 0) absmax[row] = m;
+    // quant::row_scale: (1 / absmax) · 127 in f32; 0 for a zero row; f64
+    // when 1 / absmax overflows (a subnormal absmax).
+    float scale = m == 0.0f ? 0.0f : mul_rn(rcp_rn(m), 127.0f);
+    const bool wide = f32_to_bits(abs_f32(scale)) >= INF_BITS;
+    for (int c = threadIdx.x; c < ld_q; c += blockDim.x) {
+        i8 value = 0;
+        if (c < cols) {
             float v = load_rounded(E::load(x, base + c), round_f16);
-            float a = abs_f32(v);
-            if (mode == 0 && is_outlier(v, threshold)) {
-                col_flags[c] = 1u;  // the same value from every writer
-                a = 0.0f;
+            if (!(mode == 0 && is_outlier(v, threshold))) {
+                value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
             }
-            u32 b = f32_to_bits(a);
-            bits = b > bits ? b : bits;
         }
-        bits = block_max(bits);
-        i8 *q_row = q + row * (i64)ld_q;
-        if (bits >= INF_BITS) {
-            for (int c = threadIdx.x; c < ld_q; c += blockDim.x) q_row[c] = 0;
-            if (threadIdx.x == 0) {
-                if (mode == 0) absmax[row] = bits_to_f32(0x7fc00000u);  // NaN
-                else atomicMin(first_bad_row, (int)(row < 0x7fffffff ? row : 0x7fffffff));
-            }
-            continue;
-        }
-        const float m = bits_to_f32(bits);
-        if (threadIdx.x == 0) absmax[row] = m;
-        // quant::row_scale: (1 / absmax) · 127 in f32; 0 for a zero row; f64
-        // when 1 / absmax overflows (a subnormal absmax).
-        float scale = m == 0.0f ? 0.0f : mul_rn(rcp_rn(m), 127.0f);
-        const bool wide = f32_to_bits(abs_f32(scale)) >= INF_BITS;
-        for (int c = threadIdx.x; c < ld_q; c += blockDim.x) {
-            i8 value = 0;
-            if (c < cols) {
-                float v = load_rounded(E::load(x, base + c), round_f16);
-                if (!(mode == 0 && is_outlier(v, threshold))) {
-                    value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
-                }
-            }
-            q_row[c] = value;
-        }
+        q_row[c] = value;
     }
 }
 
+template <class E>
+__device__ void quantize_rows(const typename E::T *x, i64 rows, int cols, int ld_q, float threshold, int round_f16,
+                              int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
+    for (i64 row = blockIdx.x; row < rows; row += gridDim.x)
+        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, first_bad_row);
+}
+
 // ---- the outlier columns, ascending (one block of 1024 threads) ----
-extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
+__device__ void outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
     __shared__ int warp_counts[32];
     __shared__ int base;
     if (threadIdx.x == 0) base = 0;
@@ -171,6 +177,10 @@ extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const u3
     if (threadIdx.x == 0) *count = base;
 }
 
+extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
+    outlier_list(col_flags, cols, list, count);
+}
+
 // ---- the outlier columns of X: zeroed in q, gathered as f32 `[rows, count]` ----
 // Gathered only when count <= max_gathered; beyond that the epilogue reads x.
 template <class E>
@@ -185,6 +195,26 @@ __device__ void gather_outliers(const typename E::T *x, i64 rows, int cols, cons
         q[row * (i64)ld_q + c] = 0;
         if (n_out <= max_gathered) x_out[t] = E::load(x, row * (i64)cols + c);
     }
+}
+
+// ---- few rows (decode): everything before the GEMM in one block ----
+// One block of 1024 threads does, in order, what the separate launches do for
+// many rows: zero the column flags, quantize every row (flagging outliers),
+// list the outlier columns, zero them in q and gather them, and zero q's
+// padding rows `rows .. rows_padded` — one launch instead of six.
+template <class E>
+__device__ void prep_small(const typename E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold,
+                           int round_f16, i8 *q, float *absmax, u32 *col_flags, int *list, int *count,
+                           int max_gathered, float *x_out) {
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) col_flags[c] = 0u;
+    for (i64 t = rows * (i64)ld_q + threadIdx.x; t < rows_padded * (i64)ld_q; t += blockDim.x) q[t] = 0;
+    __syncthreads();
+    for (i64 row = 0; row < rows; row++)
+        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, 0, q, absmax, col_flags, (int *)0);
+    __syncthreads();
+    outlier_list(col_flags, cols, list, count);
+    __syncthreads();
+    gather_outliers<E>(x, rows, cols, list, count, max_gathered, q, ld_q, x_out);
 }
 
 // quant::dequantize_weight: cb · scb / 127 in f64, rounded once.
@@ -262,6 +292,17 @@ extern "C" __global__ void llmint8_pad_rows(const i8 *src, i64 rows, int cols, i
 QUANTIZE_ROWS(llmint8_quantize_rows_f32, F32)
 QUANTIZE_ROWS(llmint8_quantize_rows_f16, F16)
 QUANTIZE_ROWS(llmint8_quantize_rows_bf16, BF16)
+
+#define PREP_SMALL(NAME, E)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(1024)                                                               \
+        NAME(const E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold, int round_f16, i8 *q,    \
+             float *absmax, u32 *col_flags, int *list, int *count, int max_gathered, float *x_out) {               \
+        prep_small<E>(x, rows, cols, ld_q, rows_padded, threshold, round_f16, q, absmax, col_flags, list, count,    \
+                      max_gathered, x_out);                                                                         \
+    }
+PREP_SMALL(llmint8_prep_small_f32, F32)
+PREP_SMALL(llmint8_prep_small_f16, F16)
+PREP_SMALL(llmint8_prep_small_bf16, BF16)
 
 #define GATHER_OUTLIERS(NAME, E)                                                                                     \
     extern "C" __global__ void NAME(const E::T *x, i64 rows, int cols, const int *list, const int *count,            \

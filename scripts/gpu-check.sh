@@ -28,6 +28,10 @@ for t in "$art"/tests/*; do
   timeout 180 "$t" --test-threads 1 2>&1 | grep -E "^test |test result|panicked|FAILED" | tail -40 || true
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 done
+# Few-row calls through the separate launches instead of the one-block prep
+# kernel (LLMINT8_CUDA_PREP=separate): both must be right; the tables compare them.
+echo "== gpu_check.py --quick, LLMINT8_CUDA_PREP=separate"
+LLMINT8_CUDA_PREP=separate timeout 120 python3 scripts/gpu_check.py "$art/libllmint8.so" --quick || failed=1
 echo "== gpu_check.py"
-timeout 300 python3 scripts/gpu_check.py "$art/libllmint8.so" "$@" || failed=1
+timeout 240 python3 scripts/gpu_check.py "$art/libllmint8.so" "$@" || failed=1
 exit $failed

@@ -103,7 +103,7 @@ fn c_program_exercises_the_whole_abi() {
 #[test]
 fn cuda_kernels_emulated_on_the_cpu_match_the_cpu_backend() {
     let stdout = compile_and_run_with("tests/cuda_emu/check_kernels.cpp", "-std=c++20", &["-ffp-contract=off"]);
-    assert!(stdout.contains("33 cases, 0 failures"), "{stdout}");
+    assert!(stdout.contains("63 cases, 0 failures"), "{stdout}");
 }
 
 #[test]

@@ -50,6 +50,18 @@ pub(crate) fn check_in_features(k: usize) -> Result<()> {
 /// in real models: the paper finds at most 7) the epilogue reads X and W directly.
 const MAX_GATHERED: usize = 64;
 
+/// Up to this many rows, everything before the GEMM runs in one block
+/// (`llmint8_prep_small_*`): a decode step is dominated by launches.
+const SMALL_ROWS: usize = 16;
+
+/// Whether few-row calls take the one-block prep kernel: yes, unless
+/// `LLMINT8_CUDA_PREP=separate` asks for the separate launches (to compare the
+/// two on a GPU, or to rule one out).
+fn one_block_prep() -> bool {
+    static ONE_BLOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONE_BLOCK.get_or_init(|| std::env::var("LLMINT8_CUDA_PREP").as_deref() != Ok("separate"))
+}
+
 /// int32 accumulators per GEMM: the weight's rows are taken in chunks so that
 /// `rows × chunk × 4` stays near this, bounding the scratch space.
 const ACC_BUDGET_BYTES: usize = 64 << 20;
@@ -316,34 +328,49 @@ pub(crate) unsafe fn matmul(
     // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
     unsafe {
-        // Threshold 0: no outliers; the count is 0 and three launches are skipped.
         let decompose = threshold > 0.0;
-        if decompose {
-            gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
-        } else {
-            gpu.check((d.cuMemsetD32Async)(count, 0, 1, stream), "cuMemsetD32Async")?;
-        }
-        if mp > rows {
-            // The GEMM's padding rows of X must be zero.
-            let pad = q + (rows * kp) as u64;
-            gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
-        }
-        gpu.launch(
-            &format!("llmint8_quantize_rows_{suffix}"),
-            rows.clamp(1, 65535) as u32,
-            BLOCK,
-            stream,
-            &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
-        )?;
-        if decompose {
-            gpu.launch("llmint8_outlier_list", 1, 1024, stream, &mut args![flags, k_i, list, count])?;
+        if rows <= SMALL_ROWS && one_block_prep() {
+            // Few rows (decode): flags, quantization, outlier list, gathers and
+            // q's padding in one launch (launches dominate at this size).
+            let mp_i64 = mp as i64;
             gpu.launch(
-                &format!("llmint8_gather_outliers_{suffix}"),
-                grid_for(rows * MAX_GATHERED),
+                &format!("llmint8_prep_small_{suffix}"),
+                1,
+                1024,
+                stream,
+                &mut args![x, rows_i, k_i, kp_i, mp_i64, threshold, round, q, sa, flags, list, count, max_g, x_out],
+            )?;
+        } else {
+            // Threshold 0: no outliers; the count is 0 and two launches are skipped.
+            if decompose {
+                gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
+            } else {
+                gpu.check((d.cuMemsetD32Async)(count, 0, 1, stream), "cuMemsetD32Async")?;
+            }
+            if mp > rows {
+                // The GEMM's padding rows of X must be zero.
+                let pad = q + (rows * kp) as u64;
+                gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
+            }
+            gpu.launch(
+                &format!("llmint8_quantize_rows_{suffix}"),
+                rows.clamp(1, 65535) as u32,
                 BLOCK,
                 stream,
-                &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
+                &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
             )?;
+            if decompose {
+                gpu.launch("llmint8_outlier_list", 1, 1024, stream, &mut args![flags, k_i, list, count])?;
+                gpu.launch(
+                    &format!("llmint8_gather_outliers_{suffix}"),
+                    grid_for(rows * MAX_GATHERED),
+                    BLOCK,
+                    stream,
+                    &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
+                )?;
+            }
+        }
+        if decompose {
             let n_i64 = n as i64;
             gpu.launch(
                 "llmint8_gather_weight_columns",

@@ -77,6 +77,7 @@ int quantize_weight(const void *w, size_t n, size_t k, int round, std::vector<i8
         using T = E::T;                                                                                      \
         static auto quantize() { return &llmint8_quantize_rows_##SUFFIX; }                                  \
         static auto gather() { return &llmint8_gather_outliers_##SUFFIX; }                                  \
+        static auto prep_small() { return &llmint8_prep_small_##SUFFIX; }                                   \
     };
 KERNELS(F32, f32)
 KERNELS(F16, f16)
@@ -89,7 +90,7 @@ using Epilogue = void (*)(const int *, int, i64, int, int, int, const float *, c
 template <class XK>
 static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int outlier_cols, float threshold,
                      bool with_bias, int y_dtype, int round, std::mt19937 &rng, int x_dtype, Epilogue epilogue,
-                     float x_scale = 1.0f) {
+                     float x_scale = 1.0f, bool small = false) {
     cases++;
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> wv(n * k), xv(rows * k), bv(n);
@@ -102,8 +103,8 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
     }
     Buffer w(x_dtype, wv), x(x_dtype, xv), b(x_dtype, bv);
     char tag[200];
-    std::snprintf(tag, sizeof tag, "[%zu x %zu]·[%zu x %zu]ᵀ x=%d y=%d t=%g bias=%d round=%d outliers=%d", rows, k, n, k,
-                  x_dtype, y_dtype, threshold, with_bias, round, outlier_cols);
+    std::snprintf(tag, sizeof tag, "[%zu x %zu]·[%zu x %zu]ᵀ x=%d y=%d t=%g bias=%d round=%d outliers=%d small=%d", rows,
+                  k, n, k, x_dtype, y_dtype, threshold, with_bias, round, outlier_cols, small);
 
     // The CPU backend.
     check(llmint8_context_set_input_rounding(cpu, round), "set_input_rounding");
@@ -133,21 +134,34 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
     for (size_t j = 0; j < n; j++)
         bias32[j] = x_dtype == LLMINT8_F32 ? bv[j] : (x_dtype == LLMINT8_F16 ? f16_to_f32(b.h[j]) : bf16_to_f32(b.h[j]));
 
-    std::vector<i8> q(mp * kp, 0);
+    // Poisoned scratch: every part the kernels must write is written.
+    std::vector<i8> q(mp * kp, 0x55);
     std::vector<float> sa(rows), x_out(rows * MAX_G), w_out(n * MAX_G);
-    std::vector<u32> flags(k, 0);
+    std::vector<u32> flags(k, 0x77);
     std::vector<int> list(k, 0);
-    int count = 0;
-    emu::launch(XK::quantize(), (unsigned)std::min<size_t>(rows, 3), 256u, (const typename XK::T *)x.data(), (i64)rows,
-                (int)k, (int)kp, threshold, round, 0, q.data(), sa.data(), flags.data(), (int *)nullptr);
-    if (threshold > 0) {
-        emu::launch(&llmint8_outlier_list, 1u, 1024u, (const u32 *)flags.data(), (int)k, list.data(), &count);
-        emu::launch(XK::gather(), grid_for(rows * MAX_G), EW_BLOCK, (const typename XK::T *)x.data(), (i64)rows, (int)k,
-                    (const int *)list.data(), (const int *)&count, MAX_G, q.data(), (int)kp, x_out.data());
+    int count = -1;
+    if (small) {
+        // Few rows: the one-block prep kernel.
+        emu::launch(XK::prep_small(), 1u, 1024u, (const typename XK::T *)x.data(), (i64)rows, (int)k, (int)kp,
+                    (i64)mp, threshold, round, q.data(), sa.data(), flags.data(), list.data(), &count, MAX_G,
+                    x_out.data());
+    } else {
+        std::fill(flags.begin(), flags.end(), 0u);
+        std::fill(q.begin() + rows * kp, q.end(), 0);
+        count = 0;
+        emu::launch(XK::quantize(), (unsigned)std::min<size_t>(rows, 3), 256u, (const typename XK::T *)x.data(),
+                    (i64)rows, (int)k, (int)kp, threshold, round, 0, q.data(), sa.data(), flags.data(), (int *)nullptr);
+        if (threshold > 0) {
+            emu::launch(&llmint8_outlier_list, 1u, 1024u, (const u32 *)flags.data(), (int)k, list.data(), &count);
+            emu::launch(XK::gather(), grid_for(rows * MAX_G), EW_BLOCK, (const typename XK::T *)x.data(), (i64)rows,
+                        (int)k, (const int *)list.data(), (const int *)&count, MAX_G, q.data(), (int)kp,
+                        x_out.data());
+        }
+    }
+    if (threshold > 0)
         emu::launch(&llmint8_gather_weight_columns, grid_for(n * 8), EW_BLOCK, (const i8 *)cb.data(), (int)kp,
                     (const float *)scb.data(), (i64)n, (const int *)list.data(), (const int *)&count, MAX_G,
                     w_out.data());
-    }
     if (count != (int)stats.outlier_columns) return fail(std::string("outlier count differs ") + tag);
     // cuBLASLt's part, in chunks of weight rows as ops.rs takes them (here 32).
     const size_t chunk = 32;
@@ -202,8 +216,11 @@ static void run_all(llmint8_context *cpu, int x_dtype, std::mt19937 &rng) {
             // nothing for float16 inputs), over the shapes in turn.
             const int y = ys[i % 3], round = x_dtype != LLMINT8_F16 && i % 2 == 1;
             i++;
-            run_case<XK>(cpu, s.rows, s.k, s.n, s.outliers, t, (s.n % 2) == 1, y, round, rng, x_dtype,
-                         epilogue_for<XK>(y));
+            // Both ways before the GEMM: separate launches, and the one-block
+            // prep kernel that src/cuda/ops.rs takes for few rows.
+            for (bool small : {false, true})
+                run_case<XK>(cpu, s.rows, s.k, s.n, s.outliers, t, (s.n % 2) == 1, y, round, rng, x_dtype,
+                             epilogue_for<XK>(y), 1.0f, small);
         }
 }
 
