@@ -242,26 +242,22 @@ extern "C" __global__ void llmint8_gather_weight_columns(const i8 *cb, int ld_w,
 // rows of `ld_acc` int32; `y` is the whole `[rows, n]` output.
 template <class X, class Y>
 __device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa, const float *scb,
-                         const float *bias, const int *list, const int *count, int max_gathered, const float *x_out,
-                         const float *w_out, const typename X::T *x, int cols, const i8 *cb, int ld_w,
-                         typename Y::T *y) {
+                         const float *bias, const int *list, const int *count, int max_gathered, int w_gathered,
+                         const float *x_out, const float *w_out, const typename X::T *x, int cols, const i8 *cb,
+                         int ld_w, typename Y::T *y) {
     const int n_out = *count;
     const bool gathered = n_out <= max_gathered;
+    // Few rows skip the weight-column gather (a launch): the epilogue reads CB.
+    const bool w_from_gather = gathered && w_gathered;
     const i64 total = rows * (i64)nc;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const i64 i = t / nc;
         const int j = j0 + (int)(t % nc);
         float outlier = 0.0f;
         for (int k = 0; k < n_out; k++) {
-            float xv, wv;
-            if (gathered) {
-                xv = x_out[i * n_out + k];
-                wv = w_out[(i64)j * n_out + k];
-            } else {
-                const int c = list[k];
-                xv = X::load(x, i * (i64)cols + c);
-                wv = dequantize_weight(cb[(i64)j * ld_w + c], scb[j]);
-            }
+            const int c = list[k];
+            const float xv = gathered ? x_out[i * n_out + k] : X::load(x, i * (i64)cols + c);
+            const float wv = w_from_gather ? w_out[(i64)j * n_out + k] : dequantize_weight(cb[(i64)j * ld_w + c], scb[j]);
             outlier = add_rn(outlier, mul_rn(xv, wv));
         }
         const double a =
@@ -316,10 +312,10 @@ GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
 #define EPILOGUE(NAME, X, Y)                                                                                         \
     extern "C" __global__ void NAME(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa,   \
                                     const float *scb, const float *bias, const int *list, const int *count,         \
-                                    int max_gathered, const float *x_out, const float *w_out, const X::T *x,        \
-                                    int cols, const i8 *cb, int ld_w, Y::T *y) {                                    \
-        epilogue<X, Y>(acc, ld_acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, x_out, w_out, x,     \
-                       cols, cb, ld_w, y);                                                                          \
+                                    int max_gathered, int w_gathered, const float *x_out, const float *w_out,       \
+                                    const X::T *x, int cols, const i8 *cb, int ld_w, Y::T *y) {                     \
+        epilogue<X, Y>(acc, ld_acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, w_gathered, x_out,   \
+                       w_out, x, cols, cb, ld_w, y);                                                                \
     }
 EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
 EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)

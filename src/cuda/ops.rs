@@ -329,7 +329,8 @@ pub(crate) unsafe fn matmul(
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
     unsafe {
         let decompose = threshold > 0.0;
-        if rows <= SMALL_ROWS && one_block_prep() {
+        let small = rows <= SMALL_ROWS && one_block_prep();
+        if small {
             // Few rows (decode): flags, quantization, outlier list, gathers and
             // q's padding in one launch (launches dominate at this size).
             let mp_i64 = mp as i64;
@@ -370,7 +371,10 @@ pub(crate) unsafe fn matmul(
                 )?;
             }
         }
-        if decompose {
+        // Few rows: the epilogue reads the weight's outlier columns from CB
+        // instead (one launch fewer; each is read by at most 16 rows).
+        let w_gathered = i32::from(!small);
+        if decompose && !small {
             let n_i64 = n as i64;
             gpu.launch(
                 "llmint8_gather_weight_columns",
@@ -395,8 +399,8 @@ pub(crate) unsafe fn matmul(
                 BLOCK,
                 stream,
                 &mut args![
-                    acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, x_out, w_out, x,
-                    k_i, w.cb.ptr, kp_i, y
+                    acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, w_gathered, x_out,
+                    w_out, x, k_i, w.cb.ptr, kp_i, y
                 ],
             )?;
             j0 += nc_padded;

@@ -84,8 +84,8 @@ KERNELS(F16, f16)
 KERNELS(BF16, bf16)
 
 using Epilogue = void (*)(const int *, int, i64, int, int, int, const float *, const float *, const float *,
-                          const int *, const int *, int, const float *, const float *, const void *, int, const i8 *,
-                          int, void *);
+                          const int *, const int *, int, int, const float *, const float *, const void *, int,
+                          const i8 *, int, void *);
 
 template <class XK>
 static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int outlier_cols, float threshold,
@@ -158,7 +158,9 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
                         x_out.data());
         }
     }
-    if (threshold > 0)
+    // Few rows: the epilogue reads the weight's outlier columns from CB.
+    const int w_gathered = small ? 0 : 1;
+    if (threshold > 0 && w_gathered)
         emu::launch(&llmint8_gather_weight_columns, grid_for(n * 8), EW_BLOCK, (const i8 *)cb.data(), (int)kp,
                     (const float *)scb.data(), (i64)n, (const int *)list.data(), (const int *)&count, MAX_G,
                     w_out.data());
@@ -177,7 +179,7 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
         emu::launch(epilogue, grid_for(rows * nc), EW_BLOCK, (const int *)acc.data(), (int)nc_padded, (i64)rows, (int)nc,
                     (int)j0, (int)n, (const float *)sa.data(), (const float *)scb.data(),
                     (const float *)(with_bias ? bias32.data() : nullptr), (const int *)list.data(),
-                    (const int *)&count, MAX_G, (const float *)x_out.data(), (const float *)w_out.data(),
+                    (const int *)&count, MAX_G, w_gathered, (const float *)x_out.data(), (const float *)w_out.data(),
                     (const void *)x.data(), (int)k, (const i8 *)cb.data(), (int)kp, (void *)y_dev.data());
     }
     if (y_cpu != y_dev) {
