@@ -50,7 +50,6 @@ pub struct MatmulStats {
 /// A backend instance. Shareable across threads: every method takes `&self`.
 #[derive(Debug)]
 pub struct Context {
-    backend: Backend,
     /// 0 means [`cpu::default_num_threads`].
     num_threads: AtomicUsize,
     /// Whether inputs are rounded to float16 before quantization ([`InputRounding::Float16`]).
@@ -84,13 +83,12 @@ impl Context {
     }
 
     fn on_gpu(gpu: Arc<Gpu>) -> Context {
-        Context { backend: Backend::Cuda, gpu: Some(gpu), ..Context::cpu() }
+        Context { gpu: Some(gpu), ..Context::cpu() }
     }
 
     /// A CPU context using the default number of threads.
     pub fn cpu() -> Context {
         Context {
-            backend: Backend::Cpu,
             num_threads: AtomicUsize::new(0),
             round_inputs_to_f16: AtomicBool::new(false),
             cpu_path: AtomicU8::new(CpuPath::default_for_process() as u8),
@@ -101,14 +99,6 @@ impl Context {
     /// The CUDA device of this context, or an `Unsupported` error naming `what`.
     fn gpu(&self, what: &str) -> Result<&Arc<Gpu>> {
         self.gpu.as_ref().ok_or_else(|| Error::unsupported(format!("{what} needs a CUDA context")))
-    }
-
-    /// "NVIDIA H100 80GB HBM3 (CUDA device 0, sm_90)" or "CPU (avx512vnni)".
-    pub fn device_name(&self) -> String {
-        match &self.gpu {
-            Some(g) => format!("{} (CUDA device {}, sm_{})", g.name, g.ordinal, g.arch),
-            None => format!("CPU ({})", self.cpu_path().name()),
-        }
     }
 
     /// Sends this context's later device work to `stream` (a `CUstream` of the
@@ -133,7 +123,11 @@ impl Context {
 
     /// The backend this context runs on (never `Auto`).
     pub fn backend(&self) -> Backend {
-        self.backend
+        if self.gpu.is_some() {
+            Backend::Cuda
+        } else {
+            Backend::Cpu
+        }
     }
 
     /// Threads a call may use: the value set last, or the default
@@ -197,10 +191,14 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        let weight = Weight::quantize(Backend::Cpu, self.settings(), w, out_features, in_features, bias)?;
+        // On a CUDA context: quantized on the host (the same bytes as the device
+        // kernel), then only the int8 values go up, half the bytes of float16.
+        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias)?)
+    }
+
+    /// A weight built on the host, moved to this context's device if it has one.
+    fn place(&self, weight: Weight) -> Result<Weight> {
         match &self.gpu {
-            // Quantized on the host (the same bytes as the device kernel), then
-            // only the int8 values go up: half the bytes of a float16 upload.
             Some(gpu) => weight.into_device(gpu),
             None => Ok(weight),
         }
@@ -241,20 +239,16 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        let weight = Weight::from_int8(Backend::Cpu, cb, scb, out_features, in_features, bias)?;
-        match &self.gpu {
-            Some(gpu) => weight.into_device(gpu),
-            None => Ok(weight),
-        }
+        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias)?)
     }
 
     /// Checks that `w` belongs to this context's backend (and device).
     fn check_weight(&self, w: &Weight) -> Result<()> {
-        if w.backend() != self.backend {
+        if w.backend() != self.backend() {
             return Err(Error::invalid(format!(
                 "the weight lives on the {:?} backend, the context on {:?}",
                 w.backend(),
-                self.backend
+                self.backend()
             )));
         }
         if let (Some(gpu), Some(dw)) = (&self.gpu, w.on_device()) {
@@ -284,14 +278,13 @@ impl Context {
             return Ok(MatmulStats::default());
         }
         if let Some(gpu) = &self.gpu {
-            let dw = w.on_device().expect("a CUDA context's weight is on its device (checked above)");
             let (x_dtype, y_dtype) = (x.dtype(), y.dtype());
             let outlier_columns = with_data!(x, x => with_data_mut!(y, y => {
                 let (x_bytes, y_bytes) = (std::mem::size_of_val(x), std::mem::size_of_val(y));
                 // SAFETY: the slices hold exactly these bytes.
                 unsafe {
-                    crate::cuda::host_matmul(gpu, dw, w.out_features(), w.in_features(), x.as_ptr().cast(), x_bytes,
-                        x_dtype, rows, threshold, self.input_rounding(), y.as_mut_ptr().cast(), y_bytes, y_dtype)
+                    let (x_ptr, y_ptr, rounding) = (x.as_ptr().cast(), y.as_mut_ptr().cast(), self.input_rounding());
+                    crate::cuda::host_matmul(gpu, w, x_ptr, x_bytes, x_dtype, rows, threshold, rounding, y_ptr, y_bytes, y_dtype)
                 }
             }))?;
             return Ok(MatmulStats { outlier_columns });
@@ -335,14 +328,11 @@ impl Context {
         }
         gpu.check_device_pointer(x, "x")?;
         gpu.check_device_pointer(y, "y")?;
-        let dw = w.on_device().expect("a CUDA context's weight is on its device (checked above)");
         // SAFETY: as the caller promises.
         let outlier_columns = unsafe {
             crate::cuda::device_matmul(
                 gpu,
-                dw,
-                w.out_features(),
-                w.in_features(),
+                w,
                 x as u64,
                 x_dtype,
                 rows,

@@ -56,6 +56,16 @@ impl InputRounding {
     }
 }
 
+/// The error for a weight holding a non-finite value (as read through
+/// `rounding`), naming the first such row (and its column when known).
+pub fn non_finite_weight(row: usize, column: Option<usize>, rounding: InputRounding) -> Error {
+    Error::invalid(format!(
+        "weight row {row} holds a non-finite value{}{}; a weight must be finite",
+        column.map_or(String::new(), |c| format!(" (column {c})")),
+        if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
+    ))
+}
+
 /// Checks an outlier threshold: 0 turns the decomposition off, +Inf leaves only
 /// non-finite values as outliers; negative or NaN is refused.
 pub fn check_threshold(threshold: f32) -> Result<()> {

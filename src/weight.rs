@@ -27,7 +27,6 @@ use crate::with_data;
 pub struct Weight {
     out_features: usize,
     in_features: usize,
-    backend: Backend,
     int8: Int8Storage,
     /// Row absmax `[out_features]` (bitsandbytes' `SCB`).
     scb: Vec<f32>,
@@ -76,7 +75,6 @@ impl Weight {
     /// Quantizes a row-major `[out_features, in_features]` weight row by row.
     /// A non-finite weight value is refused with a message naming its row.
     pub(crate) fn quantize(
-        backend: Backend,
         settings: cpu::Settings,
         w: Data<'_>,
         out_features: usize,
@@ -87,13 +85,12 @@ impl Weight {
         check_len("weight", w.len(), len)?;
         let bias = convert_bias(bias, out_features)?;
         let (packed, scb) = with_data!(w, w => cpu::quantize_weight_rows(settings, w, out_features, in_features))?;
-        Ok(Weight { out_features, in_features, backend, int8: Int8Storage::Cpu(packed), scb, bias })
+        Ok(Weight { out_features, in_features, int8: Int8Storage::Cpu(packed), scb, bias })
     }
 
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it is.
     /// Scales must be finite and non-negative.
     pub(crate) fn from_int8(
-        backend: Backend,
         cb: &[i8],
         scb: &[f32],
         out_features: usize,
@@ -109,7 +106,7 @@ impl Weight {
         let bias = convert_bias(bias, out_features)?;
         let packed = PackedWeight::from_row_major(cb, out_features, in_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
-        Ok(Weight { out_features, in_features, backend, int8: Int8Storage::Cpu(packed), scb, bias })
+        Ok(Weight { out_features, in_features, int8: Int8Storage::Cpu(packed), scb, bias })
     }
 
     /// Moves a weight built on the host to a CUDA device: the int8 values go
@@ -121,7 +118,7 @@ impl Weight {
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
         packed.unpack_into(&mut cb);
         let device = DeviceWeight::upload(gpu, &cb, &self.scb, self.bias.as_deref(), n, k)?;
-        Ok(Weight { int8: Int8Storage::Cuda(device), backend: Backend::Cuda, ..self })
+        Ok(Weight { int8: Int8Storage::Cuda(device), ..self })
     }
 
     /// A weight quantized on the device from device memory (see
@@ -145,7 +142,7 @@ impl Weight {
         let (device, scb) = unsafe {
             DeviceWeight::quantize_on_device(gpu, w, dtype, out_features, in_features, rounding, bias.as_deref())?
         };
-        Ok(Weight { out_features, in_features, backend: Backend::Cuda, int8: Int8Storage::Cuda(device), scb, bias })
+        Ok(Weight { out_features, in_features, int8: Int8Storage::Cuda(device), scb, bias })
     }
 
     /// The device copy of a CUDA context's weight.
@@ -163,7 +160,10 @@ impl Weight {
         self.in_features
     }
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.int8 {
+            Int8Storage::Cpu(_) => Backend::Cpu,
+            Int8Storage::Cuda(_) => Backend::Cuda,
+        }
     }
     /// A row-major copy of the int8 values `[out_features, in_features]`
     /// (bitsandbytes' `CB`). For a weight on a CUDA device this copies it down

@@ -101,10 +101,7 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     }
     match bad {
         None => Ok((packed, scb)),
-        Some((row, col)) => Err(Error::invalid(format!(
-            "weight row {row} holds a non-finite value (column {col}){}; a weight must be finite",
-            if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
-        ))),
+        Some((row, col)) => Err(quant::non_finite_weight(row, Some(col), rounding)),
     }
 }
 
@@ -422,9 +419,21 @@ isa::multiversion! {
     }
 }
 
-/// One thread's scratch for a block's dequantized outlier weight columns.
-fn outlier_block_scratch(outliers: usize) -> Result<Vec<f32>> {
-    try_zeroed_vec::<f32>(PANELS_PER_BLOCK * outliers * PANEL, "dequantized outlier weight columns")
+/// Runs `compute` on each part on the worker pool, each with its own scratch
+/// for a block's dequantized outlier weight columns (`outliers` of them).
+fn compute_parts<P: Send>(
+    parts: impl Iterator<Item = P>,
+    outliers: usize,
+    compute: impl Fn(P, &mut [f32]) + Sync,
+) -> Result<()> {
+    run_parts(parts, |part| -> Result<()> {
+        let mut w_outliers =
+            try_zeroed_vec::<f32>(PANELS_PER_BLOCK * outliers * PANEL, "dequantized outlier weight columns")?;
+        compute(part, &mut w_outliers);
+        Ok(())
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Which microkernel a call uses.
@@ -553,42 +562,33 @@ fn multiply<X: Element, Y: Element>(
         let parts: Vec<Range<usize>> =
             tiles.iter().map(|t| t.start * kernel::VNNI_ROWS..(t.end * kernel::VNNI_ROWS).min(rows)).collect();
         let y_parts = split_slice_mut(y, &parts, n);
-        let done = run_parts(parts.into_iter().zip(y_parts), |(range, y)| -> Result<()> {
-            let mut w_outliers = outlier_block_scratch(no)?;
-            compute_block(path, &ops, range, 0..panels, y, n, 0, &mut w_outliers);
-            Ok(())
-        });
-        done.into_iter().collect::<Result<()>>()?;
+        compute_parts(parts.into_iter().zip(y_parts), no, |(range, y), w_outliers| {
+            compute_block(path, &ops, range, 0..panels, y, n, 0, w_outliers)
+        })?;
     } else {
         // Few rows (decode, short prompts): split the weight panels, so every
         // thread streams only its share of W from memory.
         let parts = split_ranges(panels, threads);
-        let cols_of = |p: &Range<usize>| p.start * PANEL..(p.end * PANEL).min(n);
+        let col_parts: Vec<Range<usize>> = parts.iter().map(|p| p.start * PANEL..(p.end * PANEL).min(n)).collect();
         if rows == 1 {
             // One row: each thread's columns are a contiguous piece of y.
-            let col_parts: Vec<Range<usize>> = parts.iter().map(cols_of).collect();
             let y_parts = split_slice_mut(y, &col_parts, 1);
-            let done = run_parts(parts.iter().cloned().zip(y_parts), |(p, y)| -> Result<()> {
-                let col0 = p.start * PANEL;
-                let mut w_outliers = outlier_block_scratch(no)?;
-                compute_block(path, &ops, 0..1, p, y, n, col0, &mut w_outliers);
-                Ok(())
-            });
-            done.into_iter().collect::<Result<()>>()?;
+            compute_parts(parts.iter().cloned().zip(y_parts).zip(&col_parts), no, |((p, y), cols), w_outliers| {
+                compute_block(path, &ops, 0..1, p, y, n, cols.start, w_outliers)
+            })?;
         } else {
             // Each thread writes a [rows, its columns] block of float32 (the
             // epilogue's value before conversion), converted into y after:
             // the same values as writing y directly.
-            let col_parts: Vec<Range<usize>> = parts.iter().map(cols_of).collect();
             let blocks = scratch::zeroed(&mut scratch.blocks, rows * n, "output blocks")?;
             let block_parts = split_slice_mut(blocks, &col_parts, rows);
-            let done = run_parts(parts.iter().cloned().zip(block_parts), |(p, block)| -> Result<()> {
-                let cols = cols_of(&p);
-                let mut w_outliers = outlier_block_scratch(no)?;
-                compute_block(path, &ops, 0..rows, p, block, cols.len(), cols.start, &mut w_outliers);
-                Ok(())
-            });
-            done.into_iter().collect::<Result<()>>()?;
+            compute_parts(
+                parts.iter().cloned().zip(block_parts).zip(&col_parts),
+                no,
+                |((p, block), cols), w_outliers| {
+                    compute_block(path, &ops, 0..rows, p, block, cols.len(), cols.start, w_outliers)
+                },
+            )?;
             for cols in &col_parts {
                 let block = &blocks[rows * cols.start..rows * cols.end];
                 for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {

@@ -21,6 +21,13 @@ use sys::CUdeviceptr;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::quant::InputRounding;
+use crate::weight::Weight;
+
+/// A CUDA context's weight: its device part and `(out_features, in_features)`.
+fn on_device(w: &Weight) -> (&DeviceWeight, usize, usize) {
+    let dw = w.on_device().expect("a CUDA context's weights live on its device (Context::check_weight)");
+    (dw, w.out_features(), w.in_features())
+}
 
 /// Copies the outlier count at `count` (device) to the host, waiting for the stream.
 fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
@@ -46,9 +53,7 @@ fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usiz
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn device_matmul(
     gpu: &Arc<Gpu>,
-    w: &DeviceWeight,
-    n: usize,
-    k: usize,
+    w: &Weight,
     x: CUdeviceptr,
     x_dtype: DType,
     rows: usize,
@@ -58,10 +63,11 @@ pub(crate) unsafe fn device_matmul(
     y_dtype: DType,
     want_stats: bool,
 ) -> Result<usize> {
+    let (dw, n, k) = on_device(w);
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul(gpu, w, n, k, x, x_dtype, rows, threshold, rounding, y, y_dtype, &mut state)? };
+    let count = unsafe { ops::matmul(gpu, dw, n, k, x, x_dtype, rows, threshold, rounding, y, y_dtype, &mut state)? };
     if want_stats {
         read_count(gpu, &state, count)
     } else {
@@ -101,9 +107,7 @@ impl Drop for StreamBuffer<'_> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn host_matmul(
     gpu: &Arc<Gpu>,
-    w: &DeviceWeight,
-    n: usize,
-    k: usize,
+    w: &Weight,
     x: *const std::ffi::c_void,
     x_bytes: usize,
     x_dtype: DType,
@@ -114,6 +118,7 @@ pub(crate) unsafe fn host_matmul(
     y_bytes: usize,
     y_dtype: DType,
 ) -> Result<usize> {
+    let (dw, n, k) = on_device(w);
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     let d = &gpu.rt.driver;
@@ -125,7 +130,7 @@ pub(crate) unsafe fn host_matmul(
     unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x, x_bytes, state.stream), "copying x to the device")?;
         let count =
-            ops::matmul(gpu, w, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
+            ops::matmul(gpu, dw, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
         gpu.check((d.cuMemcpyDtoHAsync)(y, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
         read_count(gpu, &state, count)
     }

@@ -146,8 +146,6 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
 }
 
 impl DeviceWeight {
-    /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
-    /// Synchronous: the host buffers may be reused when it returns.
     /// Checks the shape and allocates a weight's device buffers, bias copied
     /// up and `CB` zeroed (its padding must hold 0), queued on the stream.
     fn allocate(gpu: &Arc<Gpu>, n: usize, k: usize, bias: Option<&[f32]>) -> Result<DeviceWeight> {
@@ -171,6 +169,8 @@ impl DeviceWeight {
         Ok(DeviceWeight { gpu: gpu.clone(), cb, scb, bias: bias_dev, kp })
     }
 
+    /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
+    /// Synchronous: the host buffers may be reused when it returns.
     pub(crate) fn upload(
         gpu: &Arc<Gpu>,
         cb: &[i8],
@@ -184,18 +184,17 @@ impl DeviceWeight {
         let _current = gpu.make_current()?;
         let d = &gpu.rt.driver;
         let stream = gpu.state().stream;
+        // Rows of k bytes go into rows of kp: straight when equal, else through a
+        // staging buffer padded on the device (kept until the stream is waited on).
+        let staging = if kp == k { None } else { Some(gpu.alloc(n * k, "cuMemAlloc (staging)")?) };
         // SAFETY (this block): every copy's device side was allocated with at
         // least the bytes copied; the host slices hold them.
         unsafe {
-            if kp == k {
-                gpu.check((d.cuMemcpyHtoDAsync)(cb_dev.ptr, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
-            } else {
-                // Rows of k bytes into rows of kp: upload, then pad on the device.
-                let staging = gpu.alloc(n * k, "cuMemAlloc (staging)")?;
-                gpu.check((d.cuMemcpyHtoDAsync)(staging.ptr, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
+            let target = staging.as_ref().map_or(cb_dev.ptr, |s| s.ptr);
+            gpu.check((d.cuMemcpyHtoDAsync)(target, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
+            if let Some(staging) = &staging {
                 let (src, rows, cols, ld, dst) = (staging.ptr, n as i64, k as i32, kp as i32, cb_dev.ptr);
                 gpu.launch("llmint8_pad_rows", grid_for(n * kp), BLOCK, stream, &mut args![src, rows, cols, ld, dst])?;
-                gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
             }
             gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
@@ -252,10 +251,7 @@ impl DeviceWeight {
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
         }
         if bad_row != i32::MAX {
-            return Err(Error::invalid(format!(
-                "weight row {bad_row} holds a non-finite value{}; a weight must be finite",
-                if rounding == InputRounding::Float16 { " once rounded to float16" } else { "" }
-            )));
+            return Err(crate::quant::non_finite_weight(bad_row as usize, None, rounding));
         }
         Ok((weight, scb))
     }
