@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
+mod common;
+
 /// target/<profile>, the directory holding this test's `deps/`.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -49,6 +51,11 @@ fn compile_and_run(source: &str) -> String {
 
 /// [`compile_and_run`] with another language standard and extra flags.
 fn compile_and_run_with(source: &str, standard: &str, extra: &[&str]) -> String {
+    run(source, &compile(source, standard, extra), &[])
+}
+
+/// Compiles `source` (see [`compile_and_run`]) and returns the executable.
+fn compile(source: &str, standard: &str, extra: &[&str]) -> PathBuf {
     let lib = built_library();
     let dir = lib.parent().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -80,9 +87,14 @@ fn compile_and_run_with(source: &str, standard: &str, extra: &[&str]) -> String 
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
     assert!(status.success(), "compiling {source} failed");
+    exe
+}
 
+/// Runs a compiled test program with extra environment variables; returns its
+/// stdout, failing on a non-zero exit.
+fn run(source: &str, exe: &Path, env: &[(&str, &std::ffi::OsStr)]) -> String {
     // The program finds the library through its SONAME, libllmint8.so.1.
-    let output = Command::new(&exe).output().unwrap();
+    let output = Command::new(exe).envs(env.iter().copied()).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
@@ -104,6 +116,22 @@ fn c_program_exercises_the_whole_abi() {
 fn cuda_kernels_emulated_on_the_cpu_match_the_cpu_backend() {
     let stdout = compile_and_run_with("tests/cuda_emu/check_kernels.cpp", "-std=c++20", &["-ffp-contract=off"]);
     assert!(stdout.contains("63 cases, 0 failures"), "{stdout}");
+}
+
+/// The CUDA entry points of the C ABI as an engine calls them (device
+/// pointers, its own stream, weights quantized from device memory) on the
+/// emulated GPU of tests/cuda_emu/fake_cuda.cpp, against the CPU backend.
+#[test]
+fn c_program_drives_the_cuda_backend_on_the_emulated_gpu() {
+    let fake = common::fake_cuda_library();
+    let exe = compile("tests/c/cuda_device.c", "-std=c11", &[]);
+    let env: Vec<(&str, &std::ffi::OsStr)> = ["LLMINT8_LIBCUDA", "LLMINT8_LIBNVRTC", "LLMINT8_LIBCUBLASLT"]
+        .into_iter()
+        .map(|v| (v, fake.as_os_str()))
+        .chain([("LLMINT8_FAKE_CUDA_DEVICES", std::ffi::OsStr::new("2"))])
+        .collect();
+    let stdout = run("tests/c/cuda_device.c", &exe, &env);
+    assert!(stdout.contains(" checks, 0 failures"), "{stdout}");
 }
 
 #[test]

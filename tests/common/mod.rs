@@ -17,16 +17,90 @@ pub fn data_dir() -> PathBuf {
         .join("tests/data")
 }
 
-/// The context the result tests run on: the CPU, or CUDA device 0 when
+/// The context the result tests run on: the CPU; CUDA device 0 when
 /// `LLMINT8_TEST_BACKEND=cuda` (scripts/gpu-check.sh runs the golden and
-/// reference tests so on a GPU; they take host memory either way).
+/// reference tests so on a GPU; they take host memory either way); or device 0
+/// of the emulated GPU (tests/cuda_emu/fake_cuda.cpp) when
+/// `LLMINT8_TEST_BACKEND=emulated-cuda` (scripts/test.sh runs them so).
 pub fn test_context() -> llmint8::Context {
     match std::env::var("LLMINT8_TEST_BACKEND").as_deref() {
-        Ok("cuda") => llmint8::Context::new(llmint8::Backend::Cuda, 0)
-            .unwrap_or_else(|e| panic!("LLMINT8_TEST_BACKEND=cuda but no CUDA context: {e}")),
+        Ok("cuda") | Ok("emulated-cuda") => cuda_context(0),
         Ok("cpu") | Err(_) => llmint8::Context::cpu(),
-        Ok(other) => panic!("LLMINT8_TEST_BACKEND={other}: expected cpu or cuda"),
+        Ok(other) => panic!("LLMINT8_TEST_BACKEND={other}: expected cpu, cuda or emulated-cuda"),
     }
+}
+
+/// Whether the CUDA tests run on a real GPU (`LLMINT8_TEST_BACKEND=cuda`)
+/// rather than the emulated one.
+pub fn real_gpu() -> bool {
+    std::env::var("LLMINT8_TEST_BACKEND").as_deref() == Ok("cuda")
+}
+
+/// A CUDA context on `device`: of the machine's GPU when
+/// `LLMINT8_TEST_BACKEND=cuda`, else of the emulated GPU, two devices
+/// (built and selected by [`use_emulated_gpu`]).
+pub fn cuda_context(device: i32) -> llmint8::Context {
+    if !real_gpu() {
+        use_emulated_gpu();
+    }
+    llmint8::Context::new(llmint8::Backend::Cuda, device)
+        .unwrap_or_else(|e| panic!("no CUDA context on device {device} ({}): {e}", backend_description()))
+}
+
+fn backend_description() -> &'static str {
+    if real_gpu() {
+        "LLMINT8_TEST_BACKEND=cuda: the machine's GPU"
+    } else {
+        "the emulated GPU of tests/cuda_emu/fake_cuda.cpp"
+    }
+}
+
+/// Builds the emulated GPU (once per test process) and points llmint8's CUDA
+/// library discovery at it, with two devices. Must run before the first CUDA
+/// context of the process (the runtime is loaded once).
+pub fn use_emulated_gpu() -> PathBuf {
+    static LIBRARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIBRARY
+        .get_or_init(|| {
+            let library = fake_cuda_library();
+            for variable in ["LLMINT8_LIBCUDA", "LLMINT8_LIBNVRTC", "LLMINT8_LIBCUBLASLT"] {
+                std::env::set_var(variable, &library);
+            }
+            std::env::set_var("LLMINT8_FAKE_CUDA_DEVICES", "2");
+            library
+        })
+        .clone()
+}
+
+/// tests/cuda_emu/fake_cuda.cpp compiled into target/<profile>/fake-cuda
+/// (again when a source is newer than the library).
+pub fn fake_cuda_library() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources =
+        ["tests/cuda_emu/fake_cuda.cpp", "tests/cuda_emu/emu.hpp", "kernels/llmint8.cu"].map(|s| root.join(s));
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().join("fake-cuda");
+    std::fs::create_dir_all(&dir).unwrap();
+    let library = dir.join("libfakecuda.so");
+    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+    let newest = sources.iter().filter_map(|s| modified(s)).max();
+    if modified(&library).is_some() && modified(&library) >= newest {
+        return library;
+    }
+    // Built under a name of its own, then renamed: test processes may race.
+    let partial = dir.join(format!("libfakecuda.so.{}", std::process::id()));
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let status = std::process::Command::new(&cxx)
+        .args(["-std=c++20", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"])
+        .args(["-Wall", "-Wextra", "-Werror"])
+        .arg(&sources[0])
+        .arg("-o")
+        .arg(&partial)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
+    assert!(status.success(), "compiling tests/cuda_emu/fake_cuda.cpp failed");
+    std::fs::rename(&partial, &library).unwrap();
+    library
 }
 
 /// An owned float buffer of one of the three dtypes.
