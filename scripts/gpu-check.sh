@@ -8,8 +8,9 @@
 #
 # 1. `llmint8 cuda-info`: the libraries found, the driver, each device with
 #    the kernels compiled by NVRTC and loaded.
-# 2. The golden tests (bitsandbytes' outputs) and the reference/property tests
-#    on CUDA device 0 (LLMINT8_TEST_BACKEND=cuda: host memory through
+# 2. The golden tests (bitsandbytes' outputs), the reference/property tests
+#    and tests/cuda_backend.rs (CUDA against the CPU backend, bit for bit) on
+#    CUDA device 0 (LLMINT8_TEST_BACKEND=cuda: host memory through
 #    llmint8_matmul_host's path).
 # 3. scripts/gpu_check.py: GPU against the CPU backend bit for bit (every
 #    dtype pair, thresholds 6 and 0, weights quantized on the host and on the

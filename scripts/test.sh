@@ -4,7 +4,9 @@
 #    make, clang-14 with its sanitizer runtime (Debian packages, when run as root) and the aarch64 Rust target (best effort);
 #    NVRTC 12 and 13 from PyPI into target/nvrtc-venv (the CUDA kernels' compile test).
 # 2. Builds the shared library (the C, C++ and Go tests link it) and runs the
-#    Rust unit, reference, golden, header, C ABI and C++ tests.
+#    Rust unit, reference, golden, header, C ABI and C++ tests; the CUDA
+#    backend's tests on an emulated GPU (tests/cuda_emu/fake_cuda.cpp), and the
+#    golden and reference tests again on it.
 # 3. Checks that the crate builds for aarch64.
 # 4. Runs the Go binding's vet and tests (also with a GC before every C call)
 #    and the Go example.
@@ -56,6 +58,10 @@ export LLMINT8_REQUIRE_NVRTC=1
 
 cargo build --release --locked
 cargo test --release --locked
+# The golden (bitsandbytes) and reference tests again, on the emulated GPU
+# (tests/cuda_emu/fake_cuda.cpp): llmint8's CUDA backend end to end, its
+# kernels executed on the CPU. (tests/cuda_backend.rs ran there above.)
+LLMINT8_TEST_BACKEND=emulated-cuda cargo test --release --locked --test golden --test reference
 
 # The portable code must build for aarch64 too.
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then

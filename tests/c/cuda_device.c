@@ -211,6 +211,29 @@ int main(void) {
     must(cu.dtoh(y_seen, y_dev, sizeof y_seen, other_stream), "cuMemcpyDtoHAsync");
     CHECK(memcmp(y_seen, y_cpu, sizeof y_cpu) == 0, "matmul with stats differs from the CPU's");
 
+    /* A second context on the same device, on another stream, shares the
+     * weight: both calls queued, then both streams waited for. */
+    llmint8_context *gpu2 = NULL;
+    CHECK(llmint8_context_create(LLMINT8_BACKEND_CUDA, 0, &gpu2) == LLMINT8_OK, "second CUDA context");
+    if (!gpu2) return 1;
+    CHECK(llmint8_context_set_stream(gpu2, other_stream) == LLMINT8_OK, "set_stream (second context)");
+    uint64_t y_dev2 = device_copy(poison, sizeof poison, stream);
+    must(cu.htod(y_dev, poison, sizeof poison, stream), "cuMemcpyHtoDAsync");
+    CHECK(llmint8_matmul(gpu2, w_gpu, (const void *)(uintptr_t)x_dev, LLMINT8_F16, ROWS, 6.0f,
+                         (void *)(uintptr_t)y_dev2, LLMINT8_BF16, NULL) == LLMINT8_OK,
+          "matmul on the second context");
+    CHECK(llmint8_matmul(gpu, w_gpu, (const void *)(uintptr_t)x_dev, LLMINT8_F16, ROWS, 6.0f, (void *)(uintptr_t)y_dev,
+                         LLMINT8_BF16, NULL) == LLMINT8_OK,
+          "matmul on the first context");
+    CHECK(llmint8_context_synchronize(gpu2) == LLMINT8_OK && llmint8_context_synchronize(gpu) == LLMINT8_OK,
+          "synchronize both");
+    must(cu.dtoh(y_seen, y_dev2, sizeof y_seen, NULL), "cuMemcpyDtoHAsync");
+    CHECK(memcmp(y_seen, y_cpu, sizeof y_cpu) == 0, "the second context's result differs from the CPU's");
+    must(cu.dtoh(y_seen, y_dev, sizeof y_seen, NULL), "cuMemcpyDtoHAsync");
+    CHECK(memcmp(y_seen, y_cpu, sizeof y_cpu) == 0, "the first context's result differs from the CPU's");
+    llmint8_context_destroy(gpu2);
+    must(cu.free(y_dev2), "cuMemFree");
+
     /* Host arrays: refused by llmint8_matmul, taken by llmint8_matmul_host. */
     CHECK(llmint8_matmul(gpu, w_gpu, x_host, LLMINT8_F16, ROWS, 6.0f, y_seen, LLMINT8_BF16, NULL) ==
               LLMINT8_ERR_INVALID_ARGUMENT,
