@@ -8,8 +8,8 @@
 #    backend's tests on an emulated GPU (tests/cuda_emu/fake_cuda.cpp), and the
 #    golden and reference tests again on it.
 # 3. Checks that the crate builds for aarch64.
-# 4. Runs the Go binding's vet and tests (also with a GC before every C call)
-#    and the Go example.
+# 4. Runs the Go binding's vet and tests (also with a GC before every C call),
+#    its device-memory test on the emulated GPU, and the Go example.
 # 5. Installs into a temporary prefix (make install) and builds a C consumer
 #    through pkg-config, a C++ consumer through CMake's find_package, and the Go
 #    example from a copy outside the repository.
@@ -71,6 +71,10 @@ else
 fi
 
 (cd bindings/go && go vet ./... && go test -count=1 ./... && go test -count=1 -tags llmint8debug ./...)
+# The Go binding's device-memory calls on the emulated GPU (built by cargo test above).
+fake_cuda="$PWD/target/release/fake-cuda/libfakecuda.so"
+(cd bindings/go && LLMINT8_LIBCUDA="$fake_cuda" LLMINT8_LIBNVRTC="$fake_cuda" LLMINT8_LIBCUBLASLT="$fake_cuda" \
+  go test -count=1 -tags llmint8debug -run OnTheEmulatedGPU -v ./... | grep -- "--- PASS: TestDeviceMemoryOnTheEmulatedGPU")
 (cd examples/go && go vet ./... && go run . | grep -q "outlier columns: 1")
 
 prefix=$(mktemp -d)

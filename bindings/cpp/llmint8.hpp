@@ -244,6 +244,17 @@ public:
         return quantize(w.data(), out_features, in_features, bias.empty() ? nullptr : bias.data());
     }
 
+    /// CUDA: quantizes a row-major [out_features, in_features] weight already in
+    /// the context's device memory (`w_device` a device pointer), on the device;
+    /// `bias` nullptr or *host* memory of out_features elements. Waits for it.
+    template <typename T>
+    Weight quantize_device(const T* w_device, size_t out_features, size_t in_features, const T* bias = nullptr) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_quantize_device(handle_.get(), w_device, detail::DTypeOf<T>::value, out_features,
+                                                     in_features, bias, detail::DTypeOf<T>::value, &h));
+        return Weight(h);
+    }
+
     /// Takes bitsandbytes' CB (row-major int8) and SCB as they are (copied).
     Weight from_int8(const std::vector<int8_t>& cb, const std::vector<float>& scb, size_t in_features,
                      const std::vector<float>& bias = {}) {

@@ -94,6 +94,7 @@ int main() {
     CHECK(raw.outlier_columns == 1);
     ctx.synchronize();
     CHECK_THROWS(ctx.set_stream(nullptr), LLMINT8_ERR_UNSUPPORTED, "CUDA");
+    CHECK_THROWS(ctx.quantize_device(w.data(), out, in), LLMINT8_ERR_UNSUPPORTED, "CUDA");
 
     // bitsandbytes' CB/SCB in, the same results out.
     llmint8::Weight again = ctx.from_int8(cb, scb, in, bias);

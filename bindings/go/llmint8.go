@@ -15,8 +15,12 @@ package llmint8
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../include
 #cgo LDFLAGS: -L${SRCDIR}/../../target/release -Wl,-rpath,${SRCDIR}/../../target/release -lllmint8
+#include <stdint.h>
 #include <stdlib.h>
 #include "llmint8.h"
+
+// A device address (never Go memory) as the pointer the C ABI takes.
+static inline void *llmint8_go_device(uintptr_t address) { return (void *)address; }
 */
 import "C"
 
@@ -88,6 +92,15 @@ const (
 	f32  dtype = C.LLMINT8_F32
 	f16  dtype = C.LLMINT8_F16
 	bf16 dtype = C.LLMINT8_BF16
+)
+
+// DType is the element type of a device buffer (slices carry their own).
+type DType int32
+
+const (
+	DTypeF32  DType = C.LLMINT8_F32
+	DTypeF16  DType = C.LLMINT8_F16
+	DTypeBF16 DType = C.LLMINT8_BF16
 )
 
 // call runs one C call and, on failure, reads the message on the same OS
@@ -329,6 +342,59 @@ func (c *Context) MatmulBF16(w *Weight, x, y []uint16, threshold float32) (int, 
 	runtime.KeepAlive(x)
 	runtime.KeepAlive(y)
 	return n, err
+}
+
+// QuantizeDevice quantizes a row-major [out, in] weight of wType that is
+// already in the device memory of a CUDA context (w a device address, e.g.
+// from a CUDA library), on the device; bias is nil or host float32 [out].
+// Waits for the quantization. ErrUnsupported on a CPU context;
+// ErrInvalidArgument when w is not device memory of the context's device.
+func (c *Context) QuantizeDevice(w uintptr, wType DType, out, in int, bias []float32) (*Weight, error) {
+	if out <= 0 || in <= 0 {
+		return nil, shapeError("weight shape %d × %d", out, in)
+	}
+	if bias != nil && len(bias) != out {
+		return nil, shapeError("bias has %d elements, expected %d", len(bias), out)
+	}
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_quantize_device(c.p, C.llmint8_go_device(C.uintptr_t(w)), C.int32_t(wType),
+			C.size_t(out), C.size_t(in), ptr(bias), C.LLMINT8_F32, &p)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(bias)
+	if err != nil {
+		return nil, err
+	}
+	return newWeight(p, out, in), nil
+}
+
+// MatmulDevice computes y = x · Wᵀ + b on a CUDA context's device memory: x
+// and y are device addresses of row-major [rows, in] xType and [rows, out]
+// yType. The work is only queued on the context's stream (SetStream): wait
+// with Synchronize, or on the stream, before reading y, and keep x unchanged
+// until then. ErrUnsupported on a CPU context (use MatmulF32 and friends);
+// ErrInvalidArgument when x or y is not device memory of the context's device.
+func (c *Context) MatmulDevice(w *Weight, x uintptr, xType DType, rows int, y uintptr, yType DType, threshold float32) error {
+	if rows < 0 {
+		return shapeError("rows = %d", rows)
+	}
+	// On a CPU context llmint8_matmul would read the addresses as host memory.
+	var backend C.int32_t
+	if err := call(func() C.int32_t { return C.llmint8_context_backend(c.p, &backend) }); err != nil {
+		return err
+	}
+	if backend != C.LLMINT8_BACKEND_CUDA {
+		return &Error{Status: StatusUnsupported,
+			Message: "MatmulDevice takes device memory and needs a CUDA context (MatmulF32 and friends take slices)"}
+	}
+	err := call(func() C.int32_t {
+		return C.llmint8_matmul(c.p, w.p, C.llmint8_go_device(C.uintptr_t(x)), C.int32_t(xType), C.size_t(rows),
+			C.float(threshold), C.llmint8_go_device(C.uintptr_t(y)), C.int32_t(yType), nil)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(w)
+	return err
 }
 
 // TensorKind says what a checkpoint tensor is for (LLMINT8_KIND_*).

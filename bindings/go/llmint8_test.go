@@ -3,12 +3,15 @@ package llmint8
 import (
 	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+
+	"llmint8.dev/llmint8/internal/cudadriver"
 )
 
 func f16Exact(f float32) uint16 { // float16 bits of a value float16 holds exactly
@@ -148,6 +151,9 @@ func TestErrorsAreGoErrors(t *testing.T) {
 	}
 	if err := ctx.Synchronize(); err != nil {
 		t.Errorf("Synchronize on a CPU context: %v", err)
+	}
+	if _, err := ctx.QuantizeDevice(1<<40, DTypeF32, out, in, nil); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("QuantizeDevice on a CPU context: %v", err)
 	}
 	if _, err := ctx.QuantizeF32(w, out+1, in, nil); !errors.Is(err, ErrShape) {
 		t.Errorf("wrong weight length: %v", err)
@@ -322,5 +328,94 @@ func TestCheckpoints(t *testing.T) {
 	ck.Close()
 	if _, err := ck.Tensors(); err == nil {
 		t.Error("a closed checkpoint must refuse calls")
+	}
+}
+
+// On the emulated GPU of the test command (tests/cuda_emu/fake_cuda.cpp, named
+// by LLMINT8_LIBCUDA; scripts/test.sh runs this test so): a weight quantized
+// from device memory and a matmul on device buffers give the CPU's results
+// bit for bit.
+func TestDeviceMemoryOnTheEmulatedGPU(t *testing.T) {
+	if os.Getenv("LLMINT8_LIBCUDA") == "" {
+		t.Skip("LLMINT8_LIBCUDA is not set: scripts/test.sh runs this test on the emulated GPU")
+	}
+	d, err := cudadriver.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	gpu, err := NewContext(BackendCUDA, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gpu.Close()
+	cpu, err := NewContext(BackendCPU, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	w, bias, x, out, in, rows := fixture()
+
+	wDev, err := cudadriver.Upload(d, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(wDev)
+	wg, err := gpu.QuantizeDevice(wDev, DTypeF32, out, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wg.Close()
+	wc, err := cpu.QuantizeF32(w, out, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	cbG, scbG, err1 := wg.Export()
+	cbC, scbC, err2 := wc.Export()
+	if err1 != nil || err2 != nil || !reflect.DeepEqual(cbG, cbC) || !reflect.DeepEqual(scbG, scbC) {
+		t.Fatalf("weights differ: %v %v", err1, err2)
+	}
+
+	xDev, err := cudadriver.Upload(d, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(xDev)
+	got := make([]float32, rows*out)
+	yDev, err := cudadriver.Upload(d, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(yDev)
+	if err := gpu.MatmulDevice(wg, xDev, DTypeF32, rows, yDev, DTypeF32, DefaultThreshold); err != nil {
+		t.Fatal(err)
+	}
+	if err := gpu.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cudadriver.Download(d, got, yDev); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, rows*out)
+	if _, err := cpu.MatmulF32(wc, x, want, DefaultThreshold); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("y[%d] = %v on the GPU, %v on the CPU", i, got[i], want[i])
+		}
+	}
+	// Slices through the host entry point agree too.
+	host := make([]float32, rows*out)
+	if n, err := gpu.MatmulF32(wg, x, host, DefaultThreshold); err != nil || n != 1 || !reflect.DeepEqual(host, want) {
+		t.Fatalf("MatmulF32 on the GPU: %v, %d outliers", err, n)
+	}
+	// A CPU weight on the GPU context is refused; so is a matmul on a CPU context.
+	if err := gpu.MatmulDevice(wc, xDev, DTypeF32, rows, yDev, DTypeF32, DefaultThreshold); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("CPU weight on a CUDA context: %v", err)
+	}
+	if err := cpu.MatmulDevice(wc, xDev, DTypeF32, rows, yDev, DTypeF32, DefaultThreshold); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("MatmulDevice on a CPU context: %v", err)
 	}
 }

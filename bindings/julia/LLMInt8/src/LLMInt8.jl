@@ -322,4 +322,59 @@ function save_safetensors(w::Int8Weight, path::AbstractString, prefix::AbstractS
     return path
 end
 
+# ---- CUDA contexts: device memory (e.g. CUDA.jl arrays) ----
+# Addresses are given as UInt (`UInt(pointer(A))` for a CuArray `A`), with the
+# element type. The C ABI is row-major: a column-major `in × rows` array is the
+# row-major `[rows, in]` it takes, and an `in × out` one a weight `[out, in]`.
+
+function require_cuda(ctx::Context, what::AbstractString)
+    backend = Ref{Int32}(0)
+    check(ccall((:llmint8_context_backend, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Int32}), ctx, backend))
+    # On a CPU context the C call would read the addresses as host memory.
+    backend[] == 2 || throw(LLMInt8Error(3, "LLMINT8_ERR_UNSUPPORTED", "$what takes device memory and needs a CUDA context"))
+    return nothing
+end
+
+"""
+    quantize_device(ctx, w_address::UInt, T, out, in; bias = nothing)
+
+Quantizes a weight already in the CUDA context's device memory: `w_address` holds
+row-major `[out, in]` elements of `T` (an `in × out` CuArray). `bias` is `nothing`
+or a host vector of `out` elements. Waits for the quantization.
+"""
+function quantize_device(ctx::Context, w_address::UInt, ::Type{T}, out::Integer, in::Integer;
+                         bias::Union{Nothing,AbstractVector{T}} = nothing) where {T}
+    require_cuda(ctx, "quantize_device")
+    code = dtype_code(T)
+    b = bias === nothing ? nothing : Vector{T}(bias)
+    b === nothing || length(b) == out || throw(DimensionMismatch("bias has $(length(b)) elements, the weight $out rows"))
+    handle = Ref{Ptr{Cvoid}}(C_NULL)
+    GC.@preserve b begin
+        check(ccall((:llmint8_weight_quantize_device, libllmint8), Int32,
+                    (Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Csize_t, Ptr{Cvoid}, Int32, Ptr{Ptr{Cvoid}}),
+                    ctx, Ptr{Cvoid}(w_address), code, out, in, b === nothing ? C_NULL : pointer(b), code, handle))
+    end
+    w = Int8Weight(handle[], ctx, Int(out), Int(in))
+    finalizer(close, w)
+    return w
+end
+
+"""
+    matmul_device!(ctx, y_address::UInt, TY, w, x_address::UInt, TX, rows; threshold = 6.0)
+
+`y = x · Wᵀ + b` on device memory: `x_address` holds row-major `[rows, in]` of `TX`
+(an `in × rows` CuArray), `y_address` `[rows, out]` of `TY`. Only queued on the
+context's stream (`set_stream!`): `synchronize(ctx)`, or wait on the stream,
+before reading `y`.
+"""
+function matmul_device!(ctx::Context, y_address::UInt, ::Type{TY}, w::Int8Weight, x_address::UInt, ::Type{TX},
+                        rows::Integer; threshold::Real = DEFAULT_THRESHOLD) where {TX,TY}
+    require_cuda(ctx, "matmul_device!")
+    check(ccall((:llmint8_matmul, libllmint8), Int32,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Cvoid}, Int32, Ptr{MatmulStats}),
+                ctx, w, Ptr{Cvoid}(x_address), dtype_code(TX), rows, threshold, Ptr{Cvoid}(y_address),
+                dtype_code(TY), C_NULL))  # no stats: the call stays asynchronous
+    return nothing
+end
+
 end # module
