@@ -583,9 +583,11 @@ int32_t llmint8_context_create(int32_t backend,
 /**
  * Destroys a context. NULL is fine (does nothing).
  *
- * On a CUDA context this waits for the work it queued. Weights built on the
- * context stay valid (they keep the device open) and must still be destroyed
- * with `llmint8_weight_destroy`. No other call may use `ctx` during or after this
+ * On a CUDA context this waits for the work it queued and frees its scratch
+ * space; the stream given to `llmint8_context_set_stream` is not used after
+ * it returns (the engine may destroy it next). Weights built on the context
+ * stay valid (they keep the device open) and must still be destroyed with
+ * `llmint8_weight_destroy`. No other call may use `ctx` during or after this
  * one; destroying the same context twice is not allowed.
  *
  * # Safety

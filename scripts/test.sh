@@ -62,6 +62,8 @@ cargo test --release --locked
 # (tests/cuda_emu/fake_cuda.cpp): llmint8's CUDA backend end to end, its
 # kernels executed on the CPU. (tests/cuda_backend.rs ran there above.)
 LLMINT8_TEST_BACKEND=emulated-cuda cargo test --release --locked --test golden --test reference
+# Few-row calls through the separate launches instead of the one-block prep kernel.
+LLMINT8_CUDA_PREP=separate cargo test --release --locked --test cuda_backend
 
 # The portable code must build for aarch64 too.
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then

@@ -60,6 +60,17 @@ pub struct Context {
     gpu: Option<Arc<Gpu>>,
 }
 
+/// A CUDA context waits for the work it queued and gives up the engine's
+/// stream and its scratch space: its weights may keep the device open after
+/// it, and the engine may destroy the stream next.
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Some(gpu) = &self.gpu {
+            gpu.release_stream();
+        }
+    }
+}
+
 impl Context {
     /// Creates a context. `Cuda` opens CUDA device `device` (`NoDevice` when no
     /// driver, library or device is usable, saying what was looked for);
@@ -83,7 +94,9 @@ impl Context {
     }
 
     fn on_gpu(gpu: Arc<Gpu>) -> Context {
-        Context { gpu: Some(gpu), ..Context::cpu() }
+        let mut context = Context::cpu();
+        context.gpu = Some(gpu);
+        context
     }
 
     /// A CPU context using the default number of threads.

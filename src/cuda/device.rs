@@ -260,6 +260,26 @@ impl Gpu {
         self.check(unsafe { (self.rt.driver.cuStreamSynchronize)(stream) }, "cuStreamSynchronize")
     }
 
+    /// Waits for the work queued on the stream, frees the scratch space and
+    /// returns to the default stream: what the context's end does (errors
+    /// have nowhere to go then and are ignored).
+    pub(crate) fn release_stream(&self) {
+        let Ok(_current) = self.make_current() else { return };
+        let mut state = self.state();
+        let d = &self.rt.driver;
+        // SAFETY: the stream belongs to this context (or is the default
+        // stream); the scratch was allocated on it and is freed once.
+        unsafe {
+            if state.scratch != 0 {
+                (d.cuMemFreeAsync)(state.scratch, state.stream);
+            }
+            (d.cuStreamSynchronize)(state.stream);
+        }
+        state.scratch = 0;
+        state.scratch_bytes = 0;
+        state.stream = std::ptr::null_mut();
+    }
+
     /// Grows the scratch space to `bytes` (stream-ordered: the old space is
     /// freed after the work queued before on the stream).
     pub(crate) fn ensure_scratch(&self, state: &mut StreamState, bytes: usize) -> Result<CUdeviceptr> {

@@ -269,11 +269,22 @@ int main(void) {
           "x on device 1 taken by a context on device 0");
     CHECK(strstr(llmint8_last_error(), "device 1") != NULL, "the message names the device");
 
-    /* Teardown in the order an engine might: weights, then the context (which
-     * waits for its work), then the engine's buffers and stream. */
+    /* Teardown: the context first, with work still queued on the engine's
+     * stream and its weight alive — destroying it waits for that work and
+     * lets go of the stream, which the engine then destroys; the weight
+     * outlives both. */
+    CHECK(llmint8_context_set_stream(gpu, stream) == LLMINT8_OK, "set_stream");
+    must(cu.htod(y_dev, poison, sizeof poison, stream), "cuMemcpyHtoDAsync");
+    CHECK(llmint8_matmul(gpu, w_gpu, (const void *)(uintptr_t)x_dev, LLMINT8_F16, ROWS, 6.0f, (void *)(uintptr_t)y_dev,
+                         LLMINT8_BF16, NULL) == LLMINT8_OK,
+          "matmul before destroying the context");
+    llmint8_context_destroy(gpu);
+    must(cu.dtoh(y_seen, y_dev, sizeof y_seen, other_stream), "cuMemcpyDtoHAsync");
+    CHECK(memcmp(y_seen, y_cpu, sizeof y_cpu) == 0, "destroying the context did not wait for its work");
+    must(cu.stream_destroy(stream), "cuStreamDestroy");
+    must(cu.stream_destroy(other_stream), "cuStreamDestroy");
     llmint8_weight_destroy(w_gpu);
     llmint8_weight_destroy(w_cpu);
-    llmint8_context_destroy(gpu);
     llmint8_context_destroy(cpu);
     must(cu.free(x_dev), "cuMemFree");
     must(cu.free(y_dev), "cuMemFree");
@@ -281,8 +292,20 @@ int main(void) {
     must(cu.push(primary1), "cuCtxPushCurrent(1)");
     must(cu.free(x_dev1), "cuMemFree");
     must(cu.pop(&popped), "cuCtxPopCurrent");
-    must(cu.stream_destroy(stream), "cuStreamDestroy");
-    must(cu.stream_destroy(other_stream), "cuStreamDestroy");
+
+    /* Nothing of llmint8's is left on the device: no allocation, and the
+     * primary contexts retained only by this program. */
+    int (*live_allocations)(void) = NULL;
+    int (*retained)(int) = NULL;
+    *(void **)&live_allocations = dlsym(lib, "llmint8_fake_cuda_live_allocations");
+    *(void **)&retained = dlsym(lib, "llmint8_fake_cuda_retained");
+    if (live_allocations && retained) {
+        CHECK(live_allocations() == 0, "%d device allocations left", live_allocations());
+        CHECK(retained(0) == 1 && retained(1) == 1, "primary contexts retained %d and %d times", retained(0),
+              retained(1));
+    } else {
+        CHECK(0, "the emulated driver lacks its inspection functions");
+    }
     printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -665,6 +665,20 @@ EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy, unsigned gz,
     return SUCCESS;
 }
 
+// ==== for tests: what is still held ====
+
+// Live device allocations, all devices (after everything is released: 0).
+EXPORT int llmint8_fake_cuda_live_allocations() {
+    Guard g(lock);
+    return (int)allocations.size();
+}
+
+// How many times device's primary context is retained.
+EXPORT int llmint8_fake_cuda_retained(int device) {
+    Guard g(lock);
+    return device >= 0 && device < 16 ? contexts[device].retained : -1;
+}
+
 // ==== NVRTC ====
 
 namespace fake {
