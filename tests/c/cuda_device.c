@@ -192,6 +192,61 @@ int main(void) {
     must(cu.dtoh(y_seen, y_dev, sizeof y_seen, other_stream), "cuMemcpyDtoHAsync");
     CHECK(memcmp(y_seen, y_cpu, sizeof y_cpu) == 0, "device-pointer matmul differs from the CPU's");
 
+    /* The work of one call, as the emulated driver counts it. Decode-sized (5
+     * rows): two launches (prep, epilogue) and the GEMM; the scratch space
+     * reused (no allocation), no synchronization, no host copy. */
+    void (*counters)(uint64_t *) = NULL;
+    *(void **)&counters = dlsym(lib, "llmint8_fake_cuda_counters");
+    if (!counters) {
+        printf("the emulated driver lacks llmint8_fake_cuda_counters\n");
+        return 2;
+    }
+    uint64_t before[6], after[6];
+    counters(before);
+    CHECK(llmint8_matmul(gpu, w_gpu, (const void *)(uintptr_t)x_dev, LLMINT8_F16, ROWS, 6.0f, (void *)(uintptr_t)y_dev,
+                         LLMINT8_BF16, NULL) == LLMINT8_OK,
+          "matmul, counted");
+    counters(after);
+#define WORK(launches, gemms, memsets) \
+    (after[0] - before[0] == (launches) && after[1] - before[1] == (gemms) && after[2] - before[2] == (memsets) && \
+     after[3] == before[3] && after[4] == before[4] && after[5] == before[5])
+#define COUNTS                                                                                                        \
+    "%d launches, %d GEMMs, %d memsets, %d allocations, %d synchronizations, %d host copies", (int)(after[0] - before[0]), \
+        (int)(after[1] - before[1]), (int)(after[2] - before[2]), (int)(after[3] - before[3]),                           \
+        (int)(after[4] - before[4]), (int)(after[5] - before[5])
+    CHECK(WORK(2, 1, 0), "decode call: " COUNTS);
+    /* Prefill-sized (64 rows), once the scratch has grown: threshold 6 is five
+     * launches (quantize, outlier list, gather X's and W's outlier columns,
+     * epilogue), a memset of the column flags and the GEMM; threshold 0 skips
+     * the outlier launches. */
+    enum { BIG = 64 };
+    static uint16_t x_big[BIG * K];
+    for (int r = 0; r < BIG; r++) memcpy(x_big + r * K, x_host + (r % ROWS) * K, K * sizeof(uint16_t));
+    uint64_t x_big_dev = device_copy(x_big, sizeof x_big, stream);
+    uint64_t y_big_dev = device_copy(NULL, BIG * N * sizeof(uint16_t), stream);
+    for (int pass = 0; pass < 2; pass++) {
+        counters(before);
+        CHECK(llmint8_matmul(gpu, w_gpu, (const void *)(uintptr_t)x_big_dev, LLMINT8_F16, BIG, 6.0f,
+                             (void *)(uintptr_t)y_big_dev, LLMINT8_BF16, NULL) == LLMINT8_OK,
+              "prefill matmul");
+        counters(after);
+    }
+    CHECK(WORK(5, 1, 1), "prefill call, threshold 6: " COUNTS);
+    counters(before);
+    CHECK(llmint8_matmul(gpu, w_gpu, (const void *)(uintptr_t)x_big_dev, LLMINT8_F16, BIG, 0.0f,
+                         (void *)(uintptr_t)y_big_dev, LLMINT8_BF16, NULL) == LLMINT8_OK,
+          "prefill matmul, threshold 0");
+    counters(after);
+    CHECK(WORK(2, 1, 1), "prefill call, threshold 0: " COUNTS);
+    CHECK(llmint8_context_synchronize(gpu) == LLMINT8_OK, "synchronize");
+    static uint16_t y_big[BIG * N], y_big_cpu[BIG * N];
+    must(cu.dtoh(y_big, y_big_dev, sizeof y_big, stream), "cuMemcpyDtoHAsync");
+    CHECK(llmint8_matmul_host(cpu, w_cpu, x_big, LLMINT8_F16, BIG, 0.0f, y_big_cpu, LLMINT8_BF16, NULL) == LLMINT8_OK,
+          "CPU prefill");
+    CHECK(memcmp(y_big, y_big_cpu, sizeof y_big) == 0, "prefill differs from the CPU's");
+    must(cu.free(x_big_dev), "cuMemFree");
+    must(cu.free(y_big_dev), "cuMemFree");
+
     /* Waiting on the engine's stream is as good as llmint8_context_synchronize. */
     must(cu.htod(y_dev, poison, sizeof poison, stream), "cuMemcpyHtoDAsync");
     CHECK(llmint8_matmul(gpu, w_gpu, (const void *)(uintptr_t)x_dev, LLMINT8_F16, ROWS, 6.0f, (void *)(uintptr_t)y_dev,

@@ -24,7 +24,9 @@
 // - streams, events, modules and functions are checked handles;
 // - cuBLASLt's int8 requirements (TN, CUBLAS_COMPUTE_32I with int32 scales,
 //   leading dimensions and m, k multiples of 4, 4-byte aligned pointers), and
-//   int32 overflow of an accumulator aborts.
+//   int32 overflow of an accumulator aborts;
+// - and it counts what it was asked to do (launches, GEMMs, memsets,
+//   allocations, synchronizations, host copies) for tests of the work per call.
 //
 // A violation of device memory rules aborts with a message ("fake CUDA: ...")
 // — on a GPU it would be an illegal address, or silent corruption. Not
@@ -87,6 +89,11 @@ int device_count() { return env_int("LLMINT8_FAKE_CUDA_DEVICES", 1); }
 }
 
 bool initialized = false;
+
+// What the library asked of the device, for tests of its work per call.
+struct Counters {
+    uint64_t launches, gemms, memsets, allocations, synchronizations, host_copies;
+} counters;
 
 // ---- contexts: each device's primary context, a per-thread stack ----
 struct Context {
@@ -427,6 +434,7 @@ EXPORT int cuMemAlloc_v2(uint64_t *ptr, size_t bytes) {
     Guard g(lock);
     NEED_CONTEXT;
     if (!ptr) return INVALID_VALUE;
+    counters.allocations++;
     uintptr_t p = 0;
     int r = allocate(&p, bytes, current()->device);
     if (r == SUCCESS) *ptr = p;
@@ -447,6 +455,7 @@ EXPORT int cuMemAllocAsync(uint64_t *ptr, size_t bytes, void *stream) {
     NEED_CONTEXT;
     if (!ptr) return INVALID_VALUE;
     if (!stream_of(stream)) return INVALID_HANDLE;
+    counters.allocations++;
     uintptr_t p = 0;
     int r = allocate(&p, bytes, current()->device);
     if (r == SUCCESS) *ptr = p;
@@ -468,6 +477,7 @@ EXPORT int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, voi
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    counters.host_copies++;
     if (bytes == 0) return SUCCESS;
     if (!src) return INVALID_VALUE;
     // Pageable host memory: the data is taken now, written in stream order.
@@ -485,6 +495,7 @@ EXPORT int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *str
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    counters.host_copies++;
     if (bytes == 0) return SUCCESS;
     if (!dst) return INVALID_VALUE;
     // Pageable host memory: returns once the copy is done.
@@ -500,6 +511,7 @@ EXPORT int cuMemsetD32Async(uint64_t dst, unsigned value, size_t count, void *st
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    counters.memsets++;
     if (dst % 4 != 0) return INVALID_VALUE;
     const int device = current()->device;
     enqueue(s, [=] {
@@ -549,6 +561,7 @@ EXPORT int cuStreamSynchronize(void *stream) {
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    counters.synchronizations++;
     if (s->legacy) run_all_of_device(s->device);
     else run(s);
     return SUCCESS;
@@ -557,6 +570,7 @@ EXPORT int cuStreamSynchronize(void *stream) {
 EXPORT int cuCtxSynchronize() {
     Guard g(lock);
     NEED_CONTEXT;
+    counters.synchronizations++;
     run_all_of_device(current()->device);
     return SUCCESS;
 }
@@ -661,6 +675,7 @@ EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy, unsigned gz,
     if (bx % 32 != 0) violation("kernel %s launched with %u threads per block, not whole warps", f->name.c_str(), bx);
     if (shared_bytes != 0 || extra != nullptr) return INVALID_VALUE;
     if (!params) return INVALID_VALUE;
+    counters.launches++;
     enqueue(s, f->bind(gx, bx, params, current()->device));
     return SUCCESS;
 }
@@ -671,6 +686,16 @@ EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy, unsigned gz,
 EXPORT int llmint8_fake_cuda_live_allocations() {
     Guard g(lock);
     return (int)allocations.size();
+}
+
+// The counters so far: launches, GEMMs, memsets, allocations (cuMemAlloc
+// and cuMemAllocAsync), synchronizations (of a stream or the context) and
+// copies between host and device, in that order.
+EXPORT void llmint8_fake_cuda_counters(uint64_t out[6]) {
+    Guard g(lock);
+    const Counters c = counters;
+    const uint64_t values[6] = {c.launches, c.gemms, c.memsets, c.allocations, c.synchronizations, c.host_copies};
+    std::memcpy(out, values, sizeof values);
 }
 
 // How many times device's primary context is retained.
@@ -985,6 +1010,7 @@ EXPORT int cublasLtMatmul(void *handle, void *desc, const void *alpha, const voi
     const uint64_t m = A->cols, k = A->rows, n = B->cols;
     const int64_t lda = A->ld, ldb = B->ld, ldc = C->ld;
     const int device = current()->device;
+    counters.gemms++;
     enqueue(s, [=] {
         require_device_range((uintptr_t)a, lda * (m - 1) + k, device, "cublasLtMatmul A");
         require_device_range((uintptr_t)b, ldb * (n - 1) + k, device, "cublasLtMatmul B");
