@@ -25,6 +25,27 @@ fn raw_bytes(v: &Owned) -> Vec<u8> {
     }
 }
 
+/// Runs the matmul on both backends and checks every output byte and the
+/// outlier count agree; returns the count.
+fn assert_same_matmul(
+    (cuda, cpu): (&Context, &Context),
+    (w_gpu, w_cpu): (&llmint8::Weight, &llmint8::Weight),
+    x: &Owned,
+    rows: usize,
+    threshold: f32,
+    y_dtype: DType,
+    what: &str,
+) -> usize {
+    let n = w_gpu.out_features();
+    let mut y_gpu = Owned::zeros(y_dtype, rows * n);
+    let mut y_cpu = Owned::zeros(y_dtype, rows * n);
+    let s_gpu = cuda.matmul(w_gpu, x.data(), rows, threshold, y_gpu.data_mut()).unwrap();
+    let s_cpu = cpu.matmul(w_cpu, x.data(), rows, threshold, y_cpu.data_mut()).unwrap();
+    assert_eq!(s_gpu.outlier_columns, s_cpu.outlier_columns, "outlier count, {what}");
+    assert!(raw_bytes(&y_gpu) == raw_bytes(&y_cpu), "outputs differ, {what}");
+    s_gpu.outlier_columns
+}
+
 struct Case {
     rows: usize,
     k: usize,
@@ -50,13 +71,8 @@ fn compare(cuda: &Context, cpu: &Context, case: &Case, w_dtype: DType, with_bias
         let x = Owned::from_f32(x_dtype, &xv);
         for y_dtype in [DTYPES[(i + rows) % 3], DTYPES[(i + rows + 1) % 3]] {
             for threshold in [6.0f32, 0.0] {
-                let mut y_gpu = Owned::zeros(y_dtype, rows * n);
-                let mut y_cpu = Owned::zeros(y_dtype, rows * n);
-                let s_gpu = cuda.matmul(&w_gpu, x.data(), rows, threshold, y_gpu.data_mut()).unwrap();
-                let s_cpu = cpu.matmul(&w_cpu, x.data(), rows, threshold, y_cpu.data_mut()).unwrap();
                 let what = format!("{tag}, x {x_dtype:?}, y {y_dtype:?}, threshold {threshold}");
-                assert_eq!(s_gpu.outlier_columns, s_cpu.outlier_columns, "outlier count, {what}");
-                assert!(raw_bytes(&y_gpu) == raw_bytes(&y_cpu), "outputs differ, {what}");
+                assert_same_matmul((cuda, cpu), (&w_gpu, &w_cpu), &x, rows, threshold, y_dtype, &what);
                 compared += 1;
             }
         }
@@ -114,12 +130,8 @@ fn a_gemm_too_large_for_one_accumulator_buffer_is_chunked_exactly() {
     let x = Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, 1));
     let w_gpu = cuda.quantize_weight(w.data(), n, k, None).unwrap();
     let w_cpu = cpu.quantize_weight(w.data(), n, k, None).unwrap();
-    let mut y_gpu = Owned::zeros(DType::F16, rows * n);
-    let mut y_cpu = Owned::zeros(DType::F16, rows * n);
-    let s_gpu = cuda.matmul(&w_gpu, x.data(), rows, 6.0, y_gpu.data_mut()).unwrap();
-    let s_cpu = cpu.matmul(&w_cpu, x.data(), rows, 6.0, y_cpu.data_mut()).unwrap();
-    assert_eq!((s_gpu.outlier_columns, s_cpu.outlier_columns), (1, 1));
-    assert!(raw_bytes(&y_gpu) == raw_bytes(&y_cpu));
+    let outliers = assert_same_matmul((&cuda, &cpu), (&w_gpu, &w_cpu), &x, rows, 6.0, DType::F16, "chunked GEMM");
+    assert_eq!(outliers, 1);
 }
 
 #[test]
@@ -137,11 +149,7 @@ fn checkpoint_weights_upload_and_export_unchanged() {
     w_gpu.export(&mut cb_out, &mut scb_out).unwrap();
     assert_eq!((cb_out, common::bits(&scb_out)), (cb, common::bits(&scb)));
     let x = Owned::from_f32(DType::BF16, &activations_with_outliers(&mut rng, 9, k, 1));
-    let mut y_gpu = Owned::zeros(DType::F32, 9 * n);
-    let mut y_cpu = Owned::zeros(DType::F32, 9 * n);
-    cuda.matmul(&w_gpu, x.data(), 9, 6.0, y_gpu.data_mut()).unwrap();
-    cpu.matmul(&w_cpu, x.data(), 9, 6.0, y_cpu.data_mut()).unwrap();
-    assert!(raw_bytes(&y_gpu) == raw_bytes(&y_cpu));
+    assert_same_matmul((&cuda, &cpu), (&w_gpu, &w_cpu), &x, 9, 6.0, DType::F32, "checkpoint weight");
 }
 
 #[test]
@@ -211,11 +219,8 @@ fn threads_sharing_a_context_and_a_weight_get_the_cpu_results() {
             let (cuda, cpu, w_gpu, w_cpu) = (&cuda, &cpu, &w_gpu, &w_cpu);
             s.spawn(move || {
                 for _ in 0..3 {
-                    let mut y_gpu = Owned::zeros(DType::BF16, rows * n);
-                    let mut y_cpu = Owned::zeros(DType::BF16, rows * n);
-                    cuda.matmul(w_gpu, x.data(), *rows, 6.0, y_gpu.data_mut()).unwrap();
-                    cpu.matmul(w_cpu, x.data(), *rows, 6.0, y_cpu.data_mut()).unwrap();
-                    assert!(raw_bytes(&y_gpu) == raw_bytes(&y_cpu), "rows {rows}");
+                    let what = format!("rows {rows}");
+                    assert_same_matmul((cuda, cpu), (w_gpu, w_cpu), x, *rows, 6.0, DType::BF16, &what);
                 }
             });
         }

@@ -95,6 +95,28 @@ struct Counters {
     uint64_t launches, gemms, memsets, allocations, synchronizations, host_copies;
 } counters;
 
+// Objects handed out as opaque handles by a create call, checked on every use
+// and valid until destroyed.
+template <class T>
+struct Handles {
+    std::set<T *> live;
+    void *make(T *object) {
+        live.insert(object);
+        return object;
+    }
+    T *get(const void *handle) const {
+        T *object = static_cast<T *>(const_cast<void *>(handle));
+        return live.count(object) ? object : nullptr;
+    }
+    bool destroy(const void *handle) {
+        T *object = get(handle);
+        if (!object) return false;
+        live.erase(object);
+        delete object;
+        return true;
+    }
+};
+
 // ---- contexts: each device's primary context, a per-thread stack ----
 struct Context {
     int device;
@@ -169,7 +191,7 @@ std::set<Stream *> streams;  // created by cuStreamCreate
 struct Event {
     Stream *stream = nullptr;  // where it was last recorded
 };
-std::set<Event *> events;
+Handles<Event> events;
 
 const uintptr_t CU_STREAM_LEGACY = 1, CU_STREAM_PER_THREAD = 2;
 
@@ -580,18 +602,16 @@ EXPORT int cuEventCreate(void **event, unsigned flags) {
     NEED_CONTEXT;
     if (!event) return INVALID_VALUE;
     (void)flags;
-    Event *e = new Event;
-    events.insert(e);
-    *event = e;
+    *event = events.make(new Event);
     return SUCCESS;
 }
 
 EXPORT int cuEventRecord(void *event, void *stream) {
     Guard g(lock);
     NEED_CONTEXT;
-    Event *e = static_cast<Event *>(event);
+    Event *e = events.get(event);
     Stream *s = stream_of(stream);
-    if (!events.count(e) || !s) return INVALID_HANDLE;
+    if (!e || !s) return INVALID_HANDLE;
     e->stream = s;
     return SUCCESS;
 }
@@ -599,9 +619,9 @@ EXPORT int cuEventRecord(void *event, void *stream) {
 EXPORT int cuStreamWaitEvent(void *stream, void *event, unsigned flags) {
     Guard g(lock);
     NEED_CONTEXT;
-    Event *e = static_cast<Event *>(event);
+    Event *e = events.get(event);
     Stream *s = stream_of(stream);
-    if (!events.count(e) || !s || flags != 0) return INVALID_HANDLE;
+    if (!e || !s || flags != 0) return INVALID_HANDLE;
     // Everything recorded before the event completes before the stream's later
     // work: done by running the recording stream's queue now.
     if (e->stream && (e->stream->legacy || streams.count(e->stream))) run(e->stream);
@@ -611,11 +631,7 @@ EXPORT int cuStreamWaitEvent(void *stream, void *event, unsigned flags) {
 EXPORT int cuEventDestroy_v2(void *event) {
     Guard g(lock);
     NEED_INIT;
-    Event *e = static_cast<Event *>(event);
-    if (!events.count(e)) return INVALID_HANDLE;
-    events.erase(e);
-    delete e;
-    return SUCCESS;
+    return events.destroy(event) ? SUCCESS : INVALID_HANDLE;
 }
 
 EXPORT int cuModuleLoadData(void **module, const void *image) {
@@ -713,7 +729,7 @@ struct Program {
     std::string log;
     std::string cubin;
 };
-std::set<Program *> programs;
+Handles<Program> programs;
 }  // namespace fake
 
 EXPORT int nvrtcVersion(int *major, int *minor) {
@@ -742,8 +758,7 @@ EXPORT int nvrtcCreateProgram(void **program, const char *source, const char *na
     if (!program || !source || headers != 0) return 3;
     Program *p = new Program;
     p->source = source;
-    programs.insert(p);
-    *program = p;
+    *program = programs.make(p);
     return 0;
 }
 
@@ -751,8 +766,8 @@ EXPORT int nvrtcCreateProgram(void **program, const char *source, const char *na
 // defines every kernel of the table; the CUBIN carries the names.
 EXPORT int nvrtcCompileProgram(void *program, int count, const char *const *options) {
     Guard g(lock);
-    Program *p = static_cast<Program *>(program);
-    if (!programs.count(p)) return 4;
+    Program *p = programs.get(program);
+    if (!p) return 4;
     for (int i = 0; i < count; i++) {
         const std::string o = options[i];
         const std::string arch_option = "--gpu-architecture=sm_";
@@ -774,32 +789,32 @@ EXPORT int nvrtcCompileProgram(void *program, int count, const char *const *opti
 
 EXPORT int nvrtcGetProgramLogSize(void *program, size_t *size) {
     Guard g(lock);
-    Program *p = static_cast<Program *>(program);
-    if (!programs.count(p) || !size) return 4;
+    Program *p = programs.get(program);
+    if (!p || !size) return 4;
     *size = p->log.size() + 1;
     return 0;
 }
 
 EXPORT int nvrtcGetProgramLog(void *program, char *log) {
     Guard g(lock);
-    Program *p = static_cast<Program *>(program);
-    if (!programs.count(p) || !log) return 4;
+    Program *p = programs.get(program);
+    if (!p || !log) return 4;
     std::memcpy(log, p->log.c_str(), p->log.size() + 1);
     return 0;
 }
 
 EXPORT int nvrtcGetCUBINSize(void *program, size_t *size) {
     Guard g(lock);
-    Program *p = static_cast<Program *>(program);
-    if (!programs.count(p) || !size || p->cubin.empty()) return 4;
+    Program *p = programs.get(program);
+    if (!p || !size || p->cubin.empty()) return 4;
     *size = p->cubin.size();
     return 0;
 }
 
 EXPORT int nvrtcGetCUBIN(void *program, char *cubin) {
     Guard g(lock);
-    Program *p = static_cast<Program *>(program);
-    if (!programs.count(p) || !cubin || p->cubin.empty()) return 4;
+    Program *p = programs.get(program);
+    if (!p || !cubin || p->cubin.empty()) return 4;
     std::memcpy(cubin, p->cubin.data(), p->cubin.size());
     return 0;
 }
@@ -807,10 +822,7 @@ EXPORT int nvrtcGetCUBIN(void *program, char *cubin) {
 EXPORT int nvrtcDestroyProgram(void **program) {
     Guard g(lock);
     if (!program) return 4;
-    Program *p = static_cast<Program *>(*program);
-    if (!programs.count(p)) return 4;
-    programs.erase(p);
-    delete p;
+    if (!programs.destroy(*program)) return 4;
     *program = nullptr;
     return 0;
 }
@@ -831,17 +843,18 @@ struct Layout {
 struct Preference {
     uint64_t max_workspace = 0;
 };
-std::set<LtHandle *> lt_handles;
-std::set<MatmulDesc *> descs;
-std::set<Layout *> layouts;
-std::set<Preference *> preferences;
+Handles<LtHandle> lt_handles;
+Handles<MatmulDesc> descs;
+Handles<Layout> layouts;
+Handles<Preference> preferences;
 const uint64_t ALGO_MAGIC = 0x6c6c6d696e7438ull;  // "llmint8"
 
 // cuBLASLt's requirements for its int8 (IMMA) kernels on ordinary column-major
 // layouts, and our one supported combination: int32 results from int8 inputs.
-int check_int8_problem(MatmulDesc *d, Layout *a, Layout *b, Layout *c, Layout *dd) {
-    if (!descs.count(d) || !layouts.count(a) || !layouts.count(b) || !layouts.count(c) || !layouts.count(dd))
-        return LT_INVALID_VALUE;
+int check_int8_problem(const void *desc, const void *la, const void *lb, const void *lc, const void *ld) {
+    MatmulDesc *d = descs.get(desc);
+    Layout *a = layouts.get(la), *b = layouts.get(lb), *c = layouts.get(lc), *dd = layouts.get(ld);
+    if (!d || !a || !b || !c || !dd) return LT_INVALID_VALUE;
     if (d->compute != 72 || d->scale != 10) return LT_NOT_SUPPORTED;  // CUBLAS_COMPUTE_32I, CUDA_R_32I
     if (a->type != 3 || b->type != 3 || c->type != 10 || dd->type != 10) return LT_NOT_SUPPORTED;
     if (d->transa != 1 || d->transb != 0) return LT_NOT_SUPPORTED;  // "TN" only
@@ -860,34 +873,26 @@ EXPORT size_t cublasLtGetVersion() { return 120805; }
 EXPORT int cublasLtCreate(void **handle) {
     Guard g(lock);
     if (!handle) return LT_INVALID_VALUE;
-    auto *h = new LtHandle;
-    lt_handles.insert(h);
-    *handle = h;
+    *handle = lt_handles.make(new LtHandle);
     return LT_SUCCESS;
 }
 
 EXPORT int cublasLtDestroy(void *handle) {
     Guard g(lock);
-    auto *h = static_cast<LtHandle *>(handle);
-    if (!lt_handles.count(h)) return LT_NOT_INITIALIZED;
-    lt_handles.erase(h);
-    delete h;
-    return LT_SUCCESS;
+    return lt_handles.destroy(handle) ? LT_SUCCESS : LT_NOT_INITIALIZED;
 }
 
 EXPORT int cublasLtMatmulDescCreate(void **desc, int compute, int scale) {
     Guard g(lock);
     if (!desc) return LT_INVALID_VALUE;
-    auto *d = new MatmulDesc{compute, scale};
-    descs.insert(d);
-    *desc = d;
+    *desc = descs.make(new MatmulDesc{compute, scale});
     return LT_SUCCESS;
 }
 
 EXPORT int cublasLtMatmulDescSetAttribute(void *desc, int attribute, const void *buffer, size_t bytes) {
     Guard g(lock);
-    auto *d = static_cast<MatmulDesc *>(desc);
-    if (!descs.count(d) || !buffer) return LT_INVALID_VALUE;
+    MatmulDesc *d = descs.get(desc);
+    if (!d || !buffer) return LT_INVALID_VALUE;
     switch (attribute) {
         case 3:  // CUBLASLT_MATMUL_DESC_TRANSA (int32)
         case 4:  // TRANSB
@@ -905,45 +910,32 @@ EXPORT int cublasLtMatmulDescSetAttribute(void *desc, int attribute, const void 
 
 EXPORT int cublasLtMatmulDescDestroy(void *desc) {
     Guard g(lock);
-    auto *d = static_cast<MatmulDesc *>(desc);
-    if (!descs.count(d)) return LT_INVALID_VALUE;
-    descs.erase(d);
-    delete d;
-    return LT_SUCCESS;
+    return descs.destroy(desc) ? LT_SUCCESS : LT_INVALID_VALUE;
 }
 
 EXPORT int cublasLtMatrixLayoutCreate(void **layout, int type, uint64_t rows, uint64_t cols, int64_t ld) {
     Guard g(lock);
-    if (!layout) return LT_INVALID_VALUE;
-    if (ld < (int64_t)rows || ld <= 0) return LT_INVALID_VALUE;
-    auto *l = new Layout{type, rows, cols, ld};
-    layouts.insert(l);
-    *layout = l;
+    if (!layout || ld <= 0 || ld < (int64_t)rows) return LT_INVALID_VALUE;
+    *layout = layouts.make(new Layout{type, rows, cols, ld});
     return LT_SUCCESS;
 }
 
 EXPORT int cublasLtMatrixLayoutDestroy(void *layout) {
     Guard g(lock);
-    auto *l = static_cast<Layout *>(layout);
-    if (!layouts.count(l)) return LT_INVALID_VALUE;
-    layouts.erase(l);
-    delete l;
-    return LT_SUCCESS;
+    return layouts.destroy(layout) ? LT_SUCCESS : LT_INVALID_VALUE;
 }
 
 EXPORT int cublasLtMatmulPreferenceCreate(void **pref) {
     Guard g(lock);
     if (!pref) return LT_INVALID_VALUE;
-    auto *p = new Preference;
-    preferences.insert(p);
-    *pref = p;
+    *pref = preferences.make(new Preference);
     return LT_SUCCESS;
 }
 
 EXPORT int cublasLtMatmulPreferenceSetAttribute(void *pref, int attribute, const void *buffer, size_t bytes) {
     Guard g(lock);
-    auto *p = static_cast<Preference *>(pref);
-    if (!preferences.count(p) || !buffer) return LT_INVALID_VALUE;
+    Preference *p = preferences.get(pref);
+    if (!p || !buffer) return LT_INVALID_VALUE;
     if (attribute != 1 || bytes != 8) return LT_INVALID_VALUE;  // MAX_WORKSPACE_BYTES (uint64)
     std::memcpy(&p->max_workspace, buffer, 8);
     return LT_SUCCESS;
@@ -951,11 +943,7 @@ EXPORT int cublasLtMatmulPreferenceSetAttribute(void *pref, int attribute, const
 
 EXPORT int cublasLtMatmulPreferenceDestroy(void *pref) {
     Guard g(lock);
-    auto *p = static_cast<Preference *>(pref);
-    if (!preferences.count(p)) return LT_INVALID_VALUE;
-    preferences.erase(p);
-    delete p;
-    return LT_SUCCESS;
+    return preferences.destroy(pref) ? LT_SUCCESS : LT_INVALID_VALUE;
 }
 
 // cublasLtMatmulHeuristicResult_t: algo (8 × u64), workspaceSize, state,
@@ -971,16 +959,15 @@ struct HeuristicResult {
 EXPORT int cublasLtMatmulAlgoGetHeuristic(void *handle, void *desc, void *a, void *b, void *c, void *d, void *pref,
                                           int requested, HeuristicResult *results, int *found) {
     Guard g(lock);
-    if (!lt_handles.count(static_cast<LtHandle *>(handle))) return LT_NOT_INITIALIZED;
-    if (!preferences.count(static_cast<Preference *>(pref)) || requested < 1 || !results || !found)
-        return LT_INVALID_VALUE;
-    const int r = check_int8_problem(static_cast<MatmulDesc *>(desc), static_cast<Layout *>(a),
-                                     static_cast<Layout *>(b), static_cast<Layout *>(c), static_cast<Layout *>(d));
+    if (!lt_handles.get(handle)) return LT_NOT_INITIALIZED;
+    Preference *preference = preferences.get(pref);
+    if (!preference || requested < 1 || !results || !found) return LT_INVALID_VALUE;
+    const int r = check_int8_problem(desc, a, b, c, d);
     if (r != LT_SUCCESS) return r;
     std::memset(results, 0, sizeof(HeuristicResult));
     results->algo[0] = ALGO_MAGIC;
     // Ask for some workspace, within what the preference allows.
-    results->workspace = std::min<uint64_t>(static_cast<Preference *>(pref)->max_workspace, 1 << 20);
+    results->workspace = std::min<uint64_t>(preference->max_workspace, 1 << 20);
     results->algo[1] = results->workspace;
     results->waves = 1.0f;
     *found = 1;
@@ -991,12 +978,10 @@ EXPORT int cublasLtMatmul(void *handle, void *desc, const void *alpha, const voi
                           void *lb, const void *beta, const void *c, void *lc, void *d, void *ld,
                           const uint64_t *algo, void *workspace, size_t workspace_bytes, void *stream) {
     Guard g(lock);
-    if (!lt_handles.count(static_cast<LtHandle *>(handle))) return LT_NOT_INITIALIZED;
-    auto *md = static_cast<MatmulDesc *>(desc);
-    auto *A = static_cast<Layout *>(la), *B = static_cast<Layout *>(lb), *C = static_cast<Layout *>(lc),
-         *D = static_cast<Layout *>(ld);
-    const int r = check_int8_problem(md, A, B, C, D);
+    if (!lt_handles.get(handle)) return LT_NOT_INITIALIZED;
+    const int r = check_int8_problem(desc, la, lb, lc, ld);
     if (r != LT_SUCCESS) return r;
+    const Layout *A = layouts.get(la), *B = layouts.get(lb), *C = layouts.get(lc);
     if (!alpha || !beta || !algo || algo[0] != ALGO_MAGIC) return LT_INVALID_VALUE;
     if (workspace_bytes < algo[1]) return LT_INVALID_VALUE;
     if (!current()) return LT_NOT_INITIALIZED;
