@@ -315,7 +315,8 @@ impl Gpu {
         self.kernels.iter().find(|(n, _)| *n == name).map(|(_, f)| *f).expect("every kernel was loaded in `open`")
     }
 
-    /// Launches kernel `name` on `stream` with `grid × block` threads.
+    /// Launches kernel `name` on `stream` with `grid` blocks of its
+    /// [`nvrtc::threads_per_block`].
     ///
     /// # Safety
     /// `args` points to one value per kernel parameter, of the parameter's exact
@@ -324,11 +325,11 @@ impl Gpu {
         &self,
         name: &str,
         grid: u32,
-        block: u32,
         stream: CUstream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
         let f = self.kernel(name);
+        let block = nvrtc::threads_per_block(name);
         // SAFETY: as the caller promises; grid and block are within limits.
         let r = unsafe {
             (self.rt.driver.cuLaunchKernel)(

@@ -35,6 +35,20 @@ pub(crate) const KERNEL_NAMES: &[&str] = &[
     "llmint8_epilogue_bf16_bf16",
 ];
 
+/// Threads per block of every kernel but the one-block ones (the row
+/// quantizer's `QUANT_THREADS`; grid-stride element-wise kernels otherwise).
+pub(crate) const BLOCK_THREADS: u32 = 256;
+
+/// Threads per block a kernel is launched with: the one-block kernels take
+/// 1024 (their `__launch_bounds__`), every other kernel [`BLOCK_THREADS`].
+pub(crate) fn threads_per_block(kernel: &str) -> u32 {
+    if kernel == "llmint8_outlier_list" || kernel.starts_with("llmint8_prep_small_") {
+        1024
+    } else {
+        BLOCK_THREADS
+    }
+}
+
 /// NVRTC's version, `(major, minor)`.
 pub(crate) fn version(nvrtc: &Nvrtc) -> Result<(i32, i32), String> {
     let (mut major, mut minor) = (0, 0);
@@ -61,6 +75,17 @@ fn check(nvrtc: &Nvrtc, result: sys::nvrtcResult, what: &str) -> Result<(), Stri
 /// Compiles `source` for `sm_{arch}` (e.g. 90) and returns the CUBIN, or
 /// NVRTC's error with its log.
 pub(crate) fn compile(nvrtc: &Nvrtc, source: &str, name: &str, arch: u32) -> Result<Vec<u8>, String> {
+    compile_with(nvrtc, source, name, arch, &[]).map(|(cubin, _log)| cubin)
+}
+
+/// [`compile`] with extra NVRTC options; returns the CUBIN and the log.
+fn compile_with(
+    nvrtc: &Nvrtc,
+    source: &str,
+    name: &str,
+    arch: u32,
+    extra: &[&str],
+) -> Result<(Vec<u8>, String), String> {
     let source = CString::new(source).map_err(|_| "a NUL byte in the kernel source".to_string())?;
     let name = CString::new(name).map_err(|_| "a NUL byte in the program name".to_string())?;
     let mut program: sys::nvrtcProgram = std::ptr::null_mut();
@@ -69,18 +94,19 @@ pub(crate) fn compile(nvrtc: &Nvrtc, source: &str, name: &str, arch: u32) -> Res
         (nvrtc.nvrtcCreateProgram)(&mut program, source.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null())
     };
     check(nvrtc, created, "nvrtcCreateProgram")?;
-    let result = compile_program(nvrtc, program, arch);
+    let result = compile_program(nvrtc, program, arch, extra).map(|cubin| (cubin, log(nvrtc, program)));
     // SAFETY: `program` was created above and is destroyed once.
     unsafe { (nvrtc.nvrtcDestroyProgram)(&mut program) };
     result
 }
 
-fn compile_program(nvrtc: &Nvrtc, program: sys::nvrtcProgram, arch: u32) -> Result<Vec<u8>, String> {
+fn compile_program(nvrtc: &Nvrtc, program: sys::nvrtcProgram, arch: u32, extra: &[&str]) -> Result<Vec<u8>, String> {
     // --fmad=false: no contraction of a·b + c (the kernels also spell out each
     // rounding step in PTX); the rest is NVRTC's default (IEEE division,
     // square root and denormals).
     let options: Vec<CString> = [format!("--gpu-architecture=sm_{arch}"), "--fmad=false".into(), "--std=c++17".into()]
         .into_iter()
+        .chain(extra.iter().map(|o| o.to_string()))
         .map(|o| CString::new(o).expect("options hold no NUL"))
         .collect();
     let pointers: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
@@ -182,6 +208,37 @@ mod tests {
                     cubin.len(),
                     KERNEL_NAMES.len()
                 );
+            }
+        }
+    }
+
+    /// ptxas' resource report for every kernel: no register spills, and the
+    /// registers of a block within an SM's 65 536 at the launch size
+    /// (else the launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
+    #[test]
+    fn every_kernel_fits_its_launch_without_spilling() {
+        for nvrtc in nvrtc_libraries() {
+            let (major, minor) = version(&nvrtc).unwrap();
+            for arch in [80, 90] {
+                let (_, log) = compile_with(&nvrtc, KERNELS, "llmint8.cu", arch, &["--ptxas-options=-v"])
+                    .unwrap_or_else(|e| panic!("NVRTC {major}.{minor}, sm_{arch}: {e}"));
+                for name in KERNEL_NAMES {
+                    let what = format!("NVRTC {major}.{minor}, sm_{arch}, {name}");
+                    let start = log
+                        .find(&format!("Compiling entry function '{name}'"))
+                        .unwrap_or_else(|| panic!("{what}: not in the ptxas report:\n{log}"));
+                    // This kernel's lines, up to the next kernel's.
+                    let rest = &log[start + 1..];
+                    let report = &rest[..rest.find("Compiling entry function").unwrap_or(rest.len())];
+                    assert!(report.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{what}: {report}");
+                    let registers: u32 = report
+                        .split("Used ")
+                        .nth(1)
+                        .and_then(|r| r.split(' ').next())
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or_else(|| panic!("{what}: no register count in {report}"));
+                    assert!(registers * threads_per_block(name) <= 65536, "{what}: {registers} registers");
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::device::{DeviceBuffer, Gpu, StreamState, WORKSPACE_BYTES};
+use super::nvrtc::BLOCK_THREADS;
 use super::sys::{self, CUdeviceptr};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -66,9 +67,7 @@ fn one_block_prep() -> bool {
 /// `rows × chunk × 4` stays near this, bounding the scratch space.
 const ACC_BUDGET_BYTES: usize = 64 << 20;
 
-/// Threads per block of the element-wise kernels, and the most blocks a grid-
-/// stride launch uses.
-const BLOCK: u32 = 256;
+/// The most blocks a grid-stride launch uses.
 const MAX_BLOCKS: usize = 8192;
 
 /// Packs kernel arguments: a pointer to a local copy of each value.
@@ -90,7 +89,7 @@ pub(crate) struct DeviceWeight {
 }
 
 fn grid_for(total: usize) -> u32 {
-    total.div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32
+    total.div_ceil(BLOCK_THREADS as usize).clamp(1, MAX_BLOCKS) as u32
 }
 
 fn dtype_suffix(dtype: DType) -> &'static str {
@@ -194,7 +193,7 @@ impl DeviceWeight {
             gpu.check((d.cuMemcpyHtoDAsync)(target, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
             if let Some(staging) = &staging {
                 let (src, rows, cols, ld, dst) = (staging.ptr, n as i64, k as i32, kp as i32, cb_dev.ptr);
-                gpu.launch("llmint8_pad_rows", grid_for(n * kp), BLOCK, stream, &mut args![src, rows, cols, ld, dst])?;
+                gpu.launch("llmint8_pad_rows", grid_for(n * kp), stream, &mut args![src, rows, cols, ld, dst])?;
             }
             gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
@@ -239,7 +238,6 @@ impl DeviceWeight {
             gpu.launch(
                 &name,
                 grid,
-                BLOCK,
                 stream,
                 &mut args![w, rows, cols, ld, threshold, round, mode, cb_dev.ptr, scb_dev.ptr, flags, first_bad.ptr],
             )?;
@@ -333,7 +331,6 @@ pub(crate) unsafe fn matmul(
             gpu.launch(
                 &format!("llmint8_prep_small_{suffix}"),
                 1,
-                1024,
                 stream,
                 &mut args![x, rows_i, k_i, kp_i, mp_i64, threshold, round, q, sa, flags, list, count, max_g, x_out],
             )?;
@@ -352,16 +349,14 @@ pub(crate) unsafe fn matmul(
             gpu.launch(
                 &format!("llmint8_quantize_rows_{suffix}"),
                 rows.clamp(1, 65535) as u32,
-                BLOCK,
                 stream,
                 &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
             )?;
             if decompose {
-                gpu.launch("llmint8_outlier_list", 1, 1024, stream, &mut args![flags, k_i, list, count])?;
+                gpu.launch("llmint8_outlier_list", 1, stream, &mut args![flags, k_i, list, count])?;
                 gpu.launch(
                     &format!("llmint8_gather_outliers_{suffix}"),
                     grid_for(rows * MAX_GATHERED),
-                    BLOCK,
                     stream,
                     &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
                 )?;
@@ -375,7 +370,6 @@ pub(crate) unsafe fn matmul(
             gpu.launch(
                 "llmint8_gather_weight_columns",
                 grid_for(n * 8),
-                BLOCK,
                 stream,
                 &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, w_out],
             )?;
@@ -392,7 +386,6 @@ pub(crate) unsafe fn matmul(
             gpu.launch(
                 &epilogue,
                 grid_for(rows * nc),
-                BLOCK,
                 stream,
                 &mut args![
                     acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, w_gathered, x_out,

@@ -1,20 +1,27 @@
-// Runs CUDA kernels on the CPU, one block at a time, each CUDA thread a host
-// thread: enough of the CUDA programming model for kernels/llmint8.cu
-// (threadIdx/blockIdx, __syncthreads, __shared__, warp shuffles and ballots,
-// atomics) that its logic can be checked on machines without a GPU
-// (tests/cuda_emulation.rs). Not a performance or memory-model emulator: the
-// PTX arithmetic helpers are replaced by their host versions in the kernel
-// file itself.
+// Runs CUDA kernels on the CPU, one block at a time, each CUDA thread a
+// cooperative fiber (ucontext) of the calling host thread: enough of the CUDA
+// programming model for kernels/llmint8.cu (threadIdx/blockIdx,
+// __syncthreads, __shared__, warp shuffles and ballots, atomics) that its
+// logic can be checked on machines without a GPU (tests/cuda_emu/
+// check_kernels.cpp, and the emulated GPU of tests/cuda_emu/fake_cuda.cpp).
+// Not a performance or memory-model emulator: the PTX arithmetic helpers are
+// replaced by their host versions in the kernel file itself.
+//
+// Scheduling: the threads of a block run in rounds, in order; in each round
+// every thread runs until its next synchronization point (__syncthreads, or
+// the two halves of a warp exchange) or its end. So everything written before
+// a barrier is seen after it, and a missing barrier shows deterministically:
+// a thread then reads before the later threads of its block have written.
 #pragma once
 
+#include <ucontext.h>
+
 #include <atomic>
-#include <barrier>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <map>
 #include <memory>
-#include <thread>
 #include <vector>
 
 struct dim3 {
@@ -22,7 +29,7 @@ struct dim3 {
 };
 
 inline thread_local dim3 threadIdx, blockIdx;
-inline dim3 blockDim, gridDim;
+inline thread_local dim3 blockDim, gridDim;
 
 #define __global__
 #define __device__
@@ -32,90 +39,94 @@ inline dim3 blockDim, gridDim;
 #define __shared__ static
 
 namespace emu {
-inline std::unique_ptr<std::barrier<>> block_barrier;
-inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-inline uint32_t warp_exchange[32][32];
 
-inline void warp_sync() { warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
+// One CUDA thread: its context and stack (reused across blocks and launches).
+struct Fiber {
+    ucontext_t context;
+    std::unique_ptr<char[]> stack;
+    bool done = false;
+};
+
+const size_t STACK_BYTES = 256 << 10;
+
+struct Scheduler {
+    ucontext_t main;
+    std::vector<Fiber> fibers;
+    unsigned current = 0;
+    std::function<void()> job;
+};
+inline thread_local Scheduler scheduler;
+
+inline void fiber_entry() {
+    scheduler.job();
+    scheduler.fibers[scheduler.current].done = true;
+    // Returning resumes `main` (uc_link).
+}
+
+// Gives the turn back until the next round.
+inline void yield() {
+    Scheduler &s = scheduler;
+    swapcontext(&s.fibers[s.current].context, &s.main);
+}
+
+inline thread_local uint32_t warp_exchange[32][32];
 
 // Each emulated thread publishes its value, then reads its partner's.
 inline uint32_t exchange(uint32_t v, unsigned partner) {
     const unsigned w = threadIdx.x / 32, l = threadIdx.x % 32;
     warp_exchange[w][l] = v;
-    warp_sync();
+    yield();
     const uint32_t r = warp_exchange[w][partner];
-    warp_sync();
+    yield();
     return r;
 }
 
-// The host threads standing in for one block's CUDA threads, created once
-// per block size and reused for every block of every launch.
-struct Team {
-    unsigned size;
-    std::barrier<> start, done;
-    std::function<void()> job;
-    unsigned block = 0;
-    bool quit = false;
-    std::vector<std::thread> threads;
-
-    explicit Team(unsigned size) : size(size), start(size + 1), done(size + 1) {
-        for (unsigned t = 0; t < size; t++) {
-            threads.emplace_back([this, t] {
-                for (;;) {
-                    start.arrive_and_wait();
-                    if (quit) return;
-                    threadIdx = dim3{t, 0, 0};
-                    blockIdx = dim3{block, 0, 0};
-                    job();
-                    done.arrive_and_wait();
-                }
-            });
-        }
-    }
-    ~Team() {
-        quit = true;
-        start.arrive_and_wait();
-        for (auto &t : threads) t.join();
-    }
-};
-
-inline Team &team(unsigned size) {
-    static std::map<unsigned, std::unique_ptr<Team>> teams;
-    auto &t = teams[size];
-    if (!t) t = std::make_unique<Team>(size);
-    return *t;
-}
-
 // Launches `kernel<<<grid, block>>>(args...)`: blocks one after another, the
-// threads of a block as host threads.
+// threads of a block as fibers run in rounds.
 template <class... P, class... A>
 void launch(void (*kernel)(P...), unsigned grid, unsigned block, A... args) {
+    Scheduler &s = scheduler;
     gridDim = dim3{grid, 1, 1};
     blockDim = dim3{block, 1, 1};
-    Team &t = team(block);
-    t.job = [=] { kernel(static_cast<P>(args)...); };
+    s.job = [=] { kernel(static_cast<P>(args)...); };
+    if (s.fibers.size() < block) s.fibers.resize(block);
     for (unsigned b = 0; b < grid; b++) {
-        block_barrier = std::make_unique<std::barrier<>>(block);
-        warp_barriers.clear();
-        for (unsigned w = 0; w < (block + 31) / 32; w++) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-        t.block = b;
-        t.start.arrive_and_wait();
-        t.done.arrive_and_wait();
+        blockIdx = dim3{b, 0, 0};
+        for (unsigned t = 0; t < block; t++) {
+            Fiber &f = s.fibers[t];
+            if (!f.stack) f.stack.reset(new char[STACK_BYTES]);
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = f.stack.get();
+            f.context.uc_stack.ss_size = STACK_BYTES;
+            f.context.uc_link = &s.main;
+            makecontext(&f.context, fiber_entry, 0);
+            f.done = false;
+        }
+        for (unsigned running = block; running > 0;) {
+            running = 0;
+            for (unsigned t = 0; t < block; t++) {
+                if (s.fibers[t].done) continue;
+                s.current = t;
+                threadIdx = dim3{t, 0, 0};
+                swapcontext(&s.main, &s.fibers[t].context);
+                running += s.fibers[t].done ? 0 : 1;
+            }
+        }
     }
 }
 }  // namespace emu
 
-inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { emu::yield(); }
 inline unsigned __shfl_xor_sync(unsigned, unsigned v, int offset) {
     return emu::exchange(v, (threadIdx.x % 32) ^ (unsigned)offset);
 }
 inline unsigned __ballot_sync(unsigned, bool predicate) {
     const unsigned w = threadIdx.x / 32, l = threadIdx.x % 32;
     emu::warp_exchange[w][l] = predicate ? 1u : 0u;
-    emu::warp_sync();
+    emu::yield();
     unsigned mask = 0;
     for (unsigned i = 0; i < 32; i++) mask |= emu::warp_exchange[w][i] << i;
-    emu::warp_sync();
+    emu::yield();
     return mask;
 }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
