@@ -120,7 +120,8 @@ fn cuda_kernels_emulated_on_the_cpu_match_the_cpu_backend() {
 
 /// The CUDA entry points of the C ABI as an engine calls them (device
 /// pointers, its own stream, weights quantized from device memory) on the
-/// emulated GPU of tests/cuda_emu/fake_cuda.cpp, against the CPU backend.
+/// emulated GPU of tests/cuda_emu/fake_cuda.cpp, against the CPU backend;
+/// then the C++ binding's device calls.
 #[test]
 fn c_program_drives_the_cuda_backend_on_the_emulated_gpu() {
     let fake = common::fake_cuda_library();
@@ -131,6 +132,10 @@ fn c_program_drives_the_cuda_backend_on_the_emulated_gpu() {
         .chain([("LLMINT8_FAKE_CUDA_DEVICES", std::ffi::OsStr::new("2"))])
         .collect();
     let stdout = run("tests/c/cuda_device.c", &exe, &env);
+    assert!(stdout.contains(" checks, 0 failures"), "{stdout}");
+    // The C++ binding's device calls, the same way.
+    let exe = compile("bindings/cpp/test_cuda.cpp", "-std=c++17", &[]);
+    let stdout = run("bindings/cpp/test_cuda.cpp", &exe, &env);
     assert!(stdout.contains(" checks, 0 failures"), "{stdout}");
 }
 
