@@ -3,6 +3,7 @@
 // as an engine holding device buffers uses them; run by tests/c_abi.rs with
 // LLMINT8_LIBCUDA (and _LIBNVRTC, _LIBCUBLASLT) naming the emulated driver.
 #include "llmint8.hpp"
+#include "test_support.hpp"
 
 #include <dlfcn.h>
 
@@ -10,16 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-static int failures = 0, checks = 0;
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        ++checks;                                                                         \
-        if (!(cond)) {                                                                    \
-            ++failures;                                                                   \
-            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                                 \
-    } while (0)
 
 // The driver calls the engine makes itself, on device 0's primary context.
 struct Driver {

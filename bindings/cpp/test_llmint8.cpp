@@ -1,37 +1,11 @@
 // Tests of the C++ binding (bindings/cpp/llmint8.hpp); run by tests/c_abi.rs.
 #include "llmint8.hpp"
+#include "test_support.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <utility>
-
-static int failures = 0, checks = 0;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        ++checks;                                                                    \
-        if (!(cond)) {                                                               \
-            ++failures;                                                              \
-            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-
-// Expects `expr` to throw llmint8::Error with `status` and a message containing `needle`.
-#define CHECK_THROWS(expr, want_status, needle)                                      \
-    do {                                                                             \
-        ++checks;                                                                    \
-        bool thrown_ = false;                                                        \
-        try {                                                                        \
-            (void)(expr);                                                            \
-        } catch (const llmint8::Error& e_) {                                         \
-            thrown_ = e_.status() == (want_status) && std::strstr(e_.what(), (needle)) != nullptr; \
-            if (!thrown_) std::fprintf(stderr, "%s:%d: wrong error: %s\n", __FILE__, __LINE__, e_.what()); \
-        }                                                                            \
-        if (!thrown_) {                                                              \
-            ++failures;                                                              \
-            std::fprintf(stderr, "%s:%d: %s did not throw %s\n", __FILE__, __LINE__, #expr, #want_status); \
-        }                                                                            \
-    } while (0)
 
 static uint16_t f16_exact(float f) {  // float16 bits of a value float16 holds exactly
     uint32_t u;

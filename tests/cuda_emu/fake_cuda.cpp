@@ -187,7 +187,7 @@ struct Stream {
     std::deque<std::function<void()>> queue;
 };
 Stream legacy_streams[16];
-std::set<Stream *> streams;  // created by cuStreamCreate
+Handles<Stream> streams;  // created by cuStreamCreate
 
 struct Event {
     Stream *stream = nullptr;  // where it was last recorded
@@ -207,8 +207,8 @@ Stream *stream_of(void *handle) {
         s.legacy = true;
         return &s;
     }
-    Stream *s = static_cast<Stream *>(handle);
-    if (!streams.count(s) || s->device != c->device) return nullptr;
+    Stream *s = streams.get(handle);
+    if (!s || s->device != c->device) return nullptr;
     return s;
 }
 
@@ -222,7 +222,7 @@ void run(Stream *s) {
 
 void run_all_of_device(int device) {
     run(&legacy_streams[device]);
-    for (Stream *s : streams)
+    for (Stream *s : streams.live)
         if (s->device == device) run(s);
 }
 
@@ -235,7 +235,7 @@ void run_everything() {
 // first keeps that order (running work early is always allowed).
 void enqueue(Stream *s, std::function<void()> work) {
     if (s->legacy) {
-        for (Stream *other : streams)
+        for (Stream *other : streams.live)
             if (other->device == s->device) run(other);
     } else {
         run(&legacy_streams[s->device]);
@@ -256,7 +256,7 @@ struct Module {
     int device;
     std::vector<std::unique_ptr<Function>> functions;
 };
-std::set<Module *> modules;
+Handles<Module> modules;
 std::set<Function *> functions;
 
 template <class P>
@@ -562,20 +562,17 @@ EXPORT int cuStreamCreate(void **stream, unsigned flags) {
     Guard g(lock);
     NEED_CONTEXT;
     if (!stream || flags > 1) return INVALID_VALUE;
-    Stream *s = new Stream{current()->device, false, {}};
-    streams.insert(s);
-    *stream = s;
+    *stream = streams.make(new Stream{current()->device, false, {}});
     return SUCCESS;
 }
 
 EXPORT int cuStreamDestroy_v2(void *stream) {
     Guard g(lock);
     NEED_CONTEXT;
-    Stream *s = static_cast<Stream *>(stream);
-    if (!streams.count(s)) return INVALID_HANDLE;
+    Stream *s = streams.get(stream);
+    if (!s) return INVALID_HANDLE;
     run(s);  // queued work still completes
-    streams.erase(s);
-    delete s;
+    streams.destroy(s);
     return SUCCESS;
 }
 
@@ -625,7 +622,7 @@ EXPORT int cuStreamWaitEvent(void *stream, void *event, unsigned flags) {
     if (!e || !s || flags != 0) return INVALID_HANDLE;
     // Everything recorded before the event completes before the stream's later
     // work: done by running the recording stream's queue now.
-    if (e->stream && (e->stream->legacy || streams.count(e->stream))) run(e->stream);
+    if (e->stream && (e->stream->legacy || streams.get(e->stream))) run(e->stream);
     return SUCCESS;
 }
 
@@ -641,30 +638,27 @@ EXPORT int cuModuleLoadData(void **module, const void *image) {
     if (!module || !image) return INVALID_VALUE;
     const std::string expected = make_cubin(env_int("LLMINT8_FAKE_CUDA_ARCH", 90));
     if (std::memcmp(image, expected.data(), expected.size()) != 0) return INVALID_IMAGE;
-    Module *m = new Module{current()->device, {}};
-    modules.insert(m);
-    *module = m;
+    *module = modules.make(new Module{current()->device, {}});
     return SUCCESS;
 }
 
 EXPORT int cuModuleUnload(void *module) {
     Guard g(lock);
     NEED_CONTEXT;
-    Module *m = static_cast<Module *>(module);
-    if (!modules.count(m)) return INVALID_HANDLE;
+    Module *m = modules.get(module);
+    if (!m) return INVALID_HANDLE;
     run_all_of_device(m->device);
     for (auto &f : m->functions) functions.erase(f.get());
-    modules.erase(m);
-    delete m;
+    modules.destroy(m);
     return SUCCESS;
 }
 
 EXPORT int cuModuleGetFunction(void **function, void *module, const char *name) {
     Guard g(lock);
     NEED_CONTEXT;
-    Module *m = static_cast<Module *>(module);
+    Module *m = modules.get(module);
     if (!function || !name) return INVALID_VALUE;
-    if (!modules.count(m)) return INVALID_HANDLE;
+    if (!m) return INVALID_HANDLE;
     for (auto &[n, bind] : kernel_table()) {
         if (n == name) {
             m->functions.push_back(std::make_unique<Function>(Function{n, m, bind}));
