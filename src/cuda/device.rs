@@ -178,8 +178,8 @@ impl Gpu {
             // SAFETY: `cubin` is a complete CUBIN image; out-pointer valid.
             let loaded = unsafe { (d.cuModuleLoadData)(&mut gpu.module, cubin.as_ptr().cast()) };
             gpu.check(loaded, "cuModuleLoadData")?;
-            for name in nvrtc::KERNEL_NAMES {
-                let c_name = CString::new(*name).expect("kernel names hold no NUL");
+            for name in nvrtc::kernel_names() {
+                let c_name = CString::new(name).expect("kernel names hold no NUL");
                 let mut f: CUfunction = std::ptr::null_mut();
                 // SAFETY: module loaded above; valid out-pointer and C string.
                 gpu.check(unsafe { (d.cuModuleGetFunction)(&mut f, gpu.module, c_name.as_ptr()) }, name)?;
@@ -390,15 +390,13 @@ impl Gpu {
 
 impl Drop for Gpu {
     fn drop(&mut self) {
+        // Normally done already by the context's end (weights, which may
+        // outlive it, queue no work on its stream).
+        self.release_stream();
         let d = &self.rt.driver;
         // SAFETY: each handle was made by `open` (or is null/0) and is released once.
         unsafe {
             if (d.cuCtxPushCurrent)(self.ctx) == sys::CUDA_SUCCESS {
-                let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-                if state.scratch != 0 {
-                    (d.cuMemFreeAsync)(state.scratch, state.stream);
-                    (d.cuStreamSynchronize)(state.stream);
-                }
                 if self.workspace != 0 {
                     (d.cuMemFree)(self.workspace);
                 }

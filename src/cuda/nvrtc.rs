@@ -10,30 +10,31 @@ use super::sys::{self, Nvrtc};
 /// The kernels' source (kernels/llmint8.cu), embedded in the library.
 pub(crate) const KERNELS: &str = include_str!("../../kernels/llmint8.cu");
 
-/// Every kernel the backend launches.
-pub(crate) const KERNEL_NAMES: &[&str] = &[
-    "llmint8_quantize_rows_f32",
-    "llmint8_quantize_rows_f16",
-    "llmint8_quantize_rows_bf16",
-    "llmint8_outlier_list",
-    "llmint8_prep_small_f32",
-    "llmint8_prep_small_f16",
-    "llmint8_prep_small_bf16",
-    "llmint8_gather_outliers_f32",
-    "llmint8_gather_outliers_f16",
-    "llmint8_gather_outliers_bf16",
-    "llmint8_gather_weight_columns",
-    "llmint8_pad_rows",
-    "llmint8_epilogue_f32_f32",
-    "llmint8_epilogue_f32_f16",
-    "llmint8_epilogue_f32_bf16",
-    "llmint8_epilogue_f16_f32",
-    "llmint8_epilogue_f16_f16",
-    "llmint8_epilogue_f16_bf16",
-    "llmint8_epilogue_bf16_f32",
-    "llmint8_epilogue_bf16_f16",
-    "llmint8_epilogue_bf16_bf16",
+/// The kernels, by name. Those per element type are indexed by `DType as
+/// usize` (f32, f16, bf16); the epilogue by X's type, then Y's.
+pub(crate) const QUANTIZE_ROWS: [&str; 3] =
+    ["llmint8_quantize_rows_f32", "llmint8_quantize_rows_f16", "llmint8_quantize_rows_bf16"];
+pub(crate) const PREP_SMALL: [&str; 3] =
+    ["llmint8_prep_small_f32", "llmint8_prep_small_f16", "llmint8_prep_small_bf16"];
+pub(crate) const GATHER_OUTLIERS: [&str; 3] =
+    ["llmint8_gather_outliers_f32", "llmint8_gather_outliers_f16", "llmint8_gather_outliers_bf16"];
+pub(crate) const EPILOGUE: [[&str; 3]; 3] = [
+    ["llmint8_epilogue_f32_f32", "llmint8_epilogue_f32_f16", "llmint8_epilogue_f32_bf16"],
+    ["llmint8_epilogue_f16_f32", "llmint8_epilogue_f16_f16", "llmint8_epilogue_f16_bf16"],
+    ["llmint8_epilogue_bf16_f32", "llmint8_epilogue_bf16_f16", "llmint8_epilogue_bf16_bf16"],
 ];
+pub(crate) const OUTLIER_LIST: &str = "llmint8_outlier_list";
+pub(crate) const GATHER_WEIGHT_COLUMNS: &str = "llmint8_gather_weight_columns";
+pub(crate) const PAD_ROWS: &str = "llmint8_pad_rows";
+
+/// Every kernel the backend launches.
+pub(crate) fn kernel_names() -> impl Iterator<Item = &'static str> {
+    QUANTIZE_ROWS.into_iter().chain(PREP_SMALL).chain(GATHER_OUTLIERS).chain(EPILOGUE.into_iter().flatten()).chain([
+        OUTLIER_LIST,
+        GATHER_WEIGHT_COLUMNS,
+        PAD_ROWS,
+    ])
+}
 
 /// Threads per block of every kernel but the one-block ones (the row
 /// quantizer's `QUANT_THREADS`; grid-stride element-wise kernels otherwise).
@@ -42,7 +43,7 @@ pub(crate) const BLOCK_THREADS: u32 = 256;
 /// Threads per block a kernel is launched with: the one-block kernels take
 /// 1024 (their `__launch_bounds__`), every other kernel [`BLOCK_THREADS`].
 pub(crate) fn threads_per_block(kernel: &str) -> u32 {
-    if kernel == "llmint8_outlier_list" || kernel.starts_with("llmint8_prep_small_") {
+    if kernel == OUTLIER_LIST || PREP_SMALL.contains(&kernel) {
         1024
     } else {
         BLOCK_THREADS
@@ -156,7 +157,7 @@ pub(crate) fn check_cubin(cubin: &[u8], arch: u32) -> Result<(), String> {
     if !has_arch(arch) {
         return Err(format!("ELF flags {flags:#x} do not name sm_{arch}"));
     }
-    for name in KERNEL_NAMES {
+    for name in kernel_names() {
         let needle = format!("\0{name}\0");
         if !cubin.windows(needle.len()).any(|w| w == needle.as_bytes()) {
             return Err(format!("the CUBIN lacks the kernel {name}"));
@@ -206,7 +207,7 @@ mod tests {
                 eprintln!(
                     "NVRTC {major}.{minor}: sm_{arch} CUBIN of {} bytes, {} kernels",
                     cubin.len(),
-                    KERNEL_NAMES.len()
+                    kernel_names().count()
                 );
             }
         }
@@ -222,7 +223,7 @@ mod tests {
             for arch in [80, 90] {
                 let (_, log) = compile_with(&nvrtc, KERNELS, "llmint8.cu", arch, &["--ptxas-options=-v"])
                     .unwrap_or_else(|e| panic!("NVRTC {major}.{minor}, sm_{arch}: {e}"));
-                for name in KERNEL_NAMES {
+                for name in kernel_names() {
                     let what = format!("NVRTC {major}.{minor}, sm_{arch}, {name}");
                     let start = log
                         .find(&format!("Compiling entry function '{name}'"))

@@ -9,7 +9,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::device::{DeviceBuffer, Gpu, StreamState, WORKSPACE_BYTES};
-use super::nvrtc::BLOCK_THREADS;
+use super::nvrtc::{self, BLOCK_THREADS};
 use super::sys::{self, CUdeviceptr};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -90,14 +90,6 @@ pub(crate) struct DeviceWeight {
 
 fn grid_for(total: usize) -> u32 {
     total.div_ceil(BLOCK_THREADS as usize).clamp(1, MAX_BLOCKS) as u32
-}
-
-fn dtype_suffix(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-    }
 }
 
 /// Offsets of the scratch regions of one matmul, each 256-byte aligned.
@@ -193,7 +185,7 @@ impl DeviceWeight {
             gpu.check((d.cuMemcpyHtoDAsync)(target, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
             if let Some(staging) = &staging {
                 let (src, rows, cols, ld, dst) = (staging.ptr, n as i64, k as i32, kp as i32, cb_dev.ptr);
-                gpu.launch("llmint8_pad_rows", grid_for(n * kp), stream, &mut args![src, rows, cols, ld, dst])?;
+                gpu.launch(nvrtc::PAD_ROWS, grid_for(n * kp), stream, &mut args![src, rows, cols, ld, dst])?;
             }
             gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
@@ -233,10 +225,9 @@ impl DeviceWeight {
             let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
             let round = i32::from(rounding == InputRounding::Float16);
             let (mode, flags) = (1i32, 0u64);
-            let name = format!("llmint8_quantize_rows_{}", dtype_suffix(dtype));
             let grid = n.clamp(1, 65535) as u32;
             gpu.launch(
-                &name,
+                nvrtc::QUANTIZE_ROWS[dtype as usize],
                 grid,
                 stream,
                 &mut args![w, rows, cols, ld, threshold, round, mode, cb_dev.ptr, scb_dev.ptr, flags, first_bad.ptr],
@@ -314,7 +305,7 @@ pub(crate) unsafe fn matmul(
     let (x_out, w_out, acc) = (at(layout.x_out), at(layout.w_out), at(layout.acc));
     let stream = state.stream;
     let d = &gpu.rt.driver;
-    let suffix = dtype_suffix(x_dtype);
+    let (xi, yi) = (x_dtype as usize, y_dtype as usize);
     let (rows_i, k_i, kp_i, n_i, max_g) = (rows as i64, k as i32, kp as i32, n as i32, MAX_GATHERED as i32);
     let round = i32::from(rounding == InputRounding::Float16);
     let (mode, no_bad_row) = (0i32, 0u64);
@@ -329,7 +320,7 @@ pub(crate) unsafe fn matmul(
             // q's padding in one launch (launches dominate at this size).
             let mp_i64 = mp as i64;
             gpu.launch(
-                &format!("llmint8_prep_small_{suffix}"),
+                nvrtc::PREP_SMALL[xi],
                 1,
                 stream,
                 &mut args![x, rows_i, k_i, kp_i, mp_i64, threshold, round, q, sa, flags, list, count, max_g, x_out],
@@ -347,15 +338,15 @@ pub(crate) unsafe fn matmul(
                 gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
             }
             gpu.launch(
-                &format!("llmint8_quantize_rows_{suffix}"),
+                nvrtc::QUANTIZE_ROWS[xi],
                 rows.clamp(1, 65535) as u32,
                 stream,
                 &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
             )?;
             if decompose {
-                gpu.launch("llmint8_outlier_list", 1, stream, &mut args![flags, k_i, list, count])?;
+                gpu.launch(nvrtc::OUTLIER_LIST, 1, stream, &mut args![flags, k_i, list, count])?;
                 gpu.launch(
-                    &format!("llmint8_gather_outliers_{suffix}"),
+                    nvrtc::GATHER_OUTLIERS[xi],
                     grid_for(rows * MAX_GATHERED),
                     stream,
                     &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
@@ -368,14 +359,14 @@ pub(crate) unsafe fn matmul(
         if decompose && !small {
             let n_i64 = n as i64;
             gpu.launch(
-                "llmint8_gather_weight_columns",
+                nvrtc::GATHER_WEIGHT_COLUMNS,
                 grid_for(n * 8),
                 stream,
                 &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, w_out],
             )?;
         }
         let bias = w.bias.as_ref().map_or(0u64, |b| b.ptr);
-        let epilogue = format!("llmint8_epilogue_{suffix}_{}", dtype_suffix(y_dtype));
+        let epilogue = nvrtc::EPILOGUE[xi][yi];
         // Chunks of the weight's rows (multiples of 16, as `np` and `chunk` are).
         let mut j0 = 0usize;
         while j0 < n {
@@ -384,7 +375,7 @@ pub(crate) unsafe fn matmul(
             int8_gemm(gpu, state, w.cb.ptr + (j0 * kp) as u64, q, acc, nc_padded, mp, kp)?;
             let (ld_acc, nc_i, j0_i) = (nc_padded as i32, nc as i32, j0 as i32);
             gpu.launch(
-                &epilogue,
+                epilogue,
                 grid_for(rows * nc),
                 stream,
                 &mut args![

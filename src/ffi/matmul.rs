@@ -80,11 +80,7 @@ pub unsafe extern "C" fn llmint8_matmul(
             if ctx.inner.backend() == crate::Backend::Cuda {
                 let result =
                     ctx.inner.matmul_on_device(w, x, x_dtype, rows, threshold, y, y_dtype, !stats.is_null())?;
-                if !stats.is_null() {
-                    let s =
-                        llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
-                    stats.write_unaligned(s);
-                }
+                write_stats(stats, result);
                 return Ok(());
             }
             host_matmul(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
@@ -174,12 +170,21 @@ unsafe fn host_matmul(
         let x = data_in(x, x_dtype, x_len, "x")?;
         let y = data_out(y, y_dtype, y_len, "y")?;
         let result = ctx.inner.matmul(w, x, rows, threshold, y)?;
-        if !stats.is_null() {
-            let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
-            stats.write_unaligned(s);
-        }
+        write_stats(stats, result);
     }
     Ok(())
+}
+
+/// Writes a call's stats to `stats` unless it is NULL.
+///
+/// # Safety
+/// `stats` is NULL or writable.
+unsafe fn write_stats(stats: *mut llmint8_matmul_stats, result: crate::MatmulStats) {
+    if !stats.is_null() {
+        let s = llmint8_matmul_stats { outlier_columns: result.outlier_columns as u64, ..Default::default() };
+        // SAFETY: as the caller promises.
+        unsafe { stats.write_unaligned(s) };
+    }
 }
 
 /// Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as

@@ -230,6 +230,13 @@ void run_everything() {
     for (int d = 0; d < 16; d++) run_all_of_device(d);
 }
 
+// Everything a host wait on `s` waits for: the legacy default stream also
+// waits for every other stream of its device.
+void wait_for(Stream *s) {
+    if (s->legacy) run_all_of_device(s->device);
+    else run(s);
+}
+
 // Queues work on a stream. The legacy default stream waits for every other
 // stream of its device, and they wait for it: running the others' queues
 // first keeps that order (running work early is always allowed).
@@ -522,8 +529,7 @@ EXPORT int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *str
     if (bytes == 0) return SUCCESS;
     if (!dst) return INVALID_VALUE;
     // Pageable host memory: returns once the copy is done.
-    run(s);
-    if (s->legacy) run_all_of_device(s->device);
+    wait_for(s);
     require_device_range(src, bytes, current()->device, "cuMemcpyDtoHAsync");
     std::memcpy(dst, (const void *)src, bytes);
     return SUCCESS;
@@ -582,8 +588,7 @@ EXPORT int cuStreamSynchronize(void *stream) {
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
     counters.synchronizations++;
-    if (s->legacy) run_all_of_device(s->device);
-    else run(s);
+    wait_for(s);
     return SUCCESS;
 }
 
