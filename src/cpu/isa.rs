@@ -1,9 +1,10 @@
-//! Which instructions the CPU kernels use, chosen at run time. The kernels are
-//! written once, in safe Rust; each path compiles the same code with more
-//! instruction-set extensions enabled, so the compiler vectorizes the int8 dot
-//! products with them (on AVX-512 VNNI, `vpdpwssd`). Integer products are exact
-//! and the float epilogue has one fixed order (Rust never fuses a multiply and an
-//! add on its own), so every path gives bit-identical results.
+//! Which instructions the CPU kernels use, chosen at run time. The pipeline
+//! around the int8 product is written once in safe Rust and compiled per path
+//! with that path's instruction-set extensions; the int8 product itself has a
+//! hand-written microkernel per path (`kernel.rs`: portable, AVX2, AVX-512
+//! VNNI; `amx.rs`: AMX tiles). Integer products are exact and the float
+//! epilogue has one fixed order (Rust never fuses a multiply and an add on its
+//! own), so every path gives bit-identical results.
 
 use std::sync::OnceLock;
 
@@ -16,16 +17,26 @@ pub enum CpuPath {
     Avx2,
     /// x86-64 with AVX-512 F/BW and VNNI.
     Avx512Vnni,
+    /// Intel AMX int8 tiles for the int8 product of calls with many rows
+    /// (prefill), AVX-512 VNNI for the rest (see `AMX_MIN_ROWS`).
+    Amx,
+    /// The AMX path's blocking and layouts with the six tile instructions in
+    /// software (`amx::Model`): runs anywhere, slowly; for tests.
+    AmxModel,
 }
 
 impl CpuPath {
-    pub const ALL: [CpuPath; 3] = [CpuPath::Portable, CpuPath::Avx2, CpuPath::Avx512Vnni];
+    /// Every path, in the order of their discriminants (a context stores the index).
+    pub const ALL: [CpuPath; 5] =
+        [CpuPath::Portable, CpuPath::Avx2, CpuPath::Avx512Vnni, CpuPath::Amx, CpuPath::AmxModel];
 
     pub fn name(self) -> &'static str {
         match self {
             CpuPath::Portable => "portable",
             CpuPath::Avx2 => "avx2",
             CpuPath::Avx512Vnni => "avx512vnni",
+            CpuPath::Amx => "amx",
+            CpuPath::AmxModel => "amx-model",
         }
     }
 
@@ -36,7 +47,8 @@ impl CpuPath {
     /// Whether this processor can run the path.
     pub fn is_available(self) -> bool {
         match self {
-            CpuPath::Portable => true,
+            CpuPath::Portable | CpuPath::AmxModel => true,
+            CpuPath::Amx => super::amx::is_available(),
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
@@ -50,13 +62,14 @@ impl CpuPath {
         }
     }
 
-    /// The fastest path this processor runs.
+    /// The fastest path this processor runs (never the software model).
     pub fn best() -> CpuPath {
-        CpuPath::ALL.into_iter().rev().find(|p| p.is_available()).unwrap_or(CpuPath::Portable)
+        let fastest_first = [CpuPath::Amx, CpuPath::Avx512Vnni, CpuPath::Avx2];
+        fastest_first.into_iter().find(|p| p.is_available()).unwrap_or(CpuPath::Portable)
     }
 
-    /// The path new contexts use: `LLMINT8_CPU_PATH` (`portable`, `avx2` or
-    /// `avx512vnni`) when it names one this processor runs, else the fastest.
+    /// The path new contexts use: `LLMINT8_CPU_PATH` (`portable`, `avx2`,
+    /// `avx512vnni`, `amx` or `amx-model`) when it names one this processor runs, else the fastest.
     pub fn default_for_process() -> CpuPath {
         static DEFAULT: OnceLock<CpuPath> = OnceLock::new();
         *DEFAULT.get_or_init(|| {
@@ -95,7 +108,9 @@ macro_rules! multiversion {
                 $crate::cpu::isa::CpuPath::Avx2 if path.is_available() => unsafe { avx2($($arg),*) },
                 // SAFETY: the processor has AVX-512 F/BW/VNNI (checked in the guard).
                 #[cfg(target_arch = "x86_64")]
-                $crate::cpu::isa::CpuPath::Avx512Vnni if path.is_available() => unsafe { avx512vnni($($arg),*) },
+                // (AMX machines have AVX-512: `amx::is_available` checks it.)
+                #[cfg(target_arch = "x86_64")]
+                $crate::cpu::isa::CpuPath::Avx512Vnni | $crate::cpu::isa::CpuPath::Amx if path.is_available() => unsafe { avx512vnni($($arg),*) },
                 _ => body($($arg),*),
             }
         }

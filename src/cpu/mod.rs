@@ -4,6 +4,7 @@
 //! Every output element is computed by exactly one thread, in the same order
 //! whatever the number of threads, so results are bit-identical for any count.
 
+mod amx;
 pub(crate) mod isa;
 mod kernel;
 pub(crate) mod pack;
@@ -35,6 +36,11 @@ const ROWS_TO_SPLIT_ROWS: usize = 64;
 /// Weight panels per block of the GEMM: 8 panels (128 rows) of a 4096-wide
 /// weight, 512 KiB, stay in L2 while every tile of X passes over them.
 const PANELS_PER_BLOCK: usize = 8;
+
+/// From this many activation rows on, the AMX path multiplies on the tiles;
+/// below it, on AVX-512 VNNI: a 16-row tile for a few rows wastes most of it,
+/// and few-row calls are bound by reading W, not by multiplying (docs/PERF.md).
+const AMX_MIN_ROWS: usize = 16;
 
 /// What a call takes from its context, read once at its start.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +84,7 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     let Settings { path, threads, .. } = settings;
     let rounding = settings.rounding_for::<T>();
     // Rows read as they are can take the AVX-512 quantizer (bit-identical).
-    let avx512 = path == CpuPath::Avx512Vnni && path.is_available() && rounding == InputRounding::Exact;
+    let avx512 = matches!(path, CpuPath::Avx512Vnni | CpuPath::Amx) && path.is_available() && rounding == InputRounding::Exact;
     let mut packed = PackedWeight::zeroed(n, k)?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
     // Threads take whole panels, so each writes only its own bytes.
@@ -211,6 +217,10 @@ enum ActivationTile<'a> {
     /// kernel (see `kernel::pack_vnni_activations`).
     #[cfg(target_arch = "x86_64")]
     Vnni { x: &'a [i8], sums: &'a [i32] },
+    /// Signed int8 rows padded to `kp` columns and followed by 32 zero rows
+    /// (a tile block may start at any multiple of 8 rows), for the AMX tiles
+    /// (`model`: the software model of the tile instructions).
+    Amx { x: &'a [i8], model: bool },
 }
 
 impl ActivationTile<'_> {
@@ -218,7 +228,7 @@ impl ActivationTile<'_> {
     /// kernel for this layout keeps in registers.
     fn tile_shape(&self) -> (&'static [usize], usize) {
         match self {
-            ActivationTile::Signed(_) => (&[4, 2, 1], 1),
+            ActivationTile::Signed(_) | ActivationTile::Amx { .. } => (&[4, 2, 1], 1),
             #[cfg(target_arch = "x86_64")]
             ActivationTile::Wide(_) => (&[2, 1], 1),
             #[cfg(target_arch = "x86_64")]
@@ -259,6 +269,16 @@ impl Operands<'_> {
         col0: usize,
         w_outliers: &mut [f32],
     ) {
+        if let ActivationTile::Amx { x, model } = self.x {
+            #[cfg(target_arch = "x86_64")]
+            if !model {
+                if let Some(mut tiles) = amx::Hardware::configure() {
+                    return self.compute_tiles(&mut tiles, x, rows, panels, out, stride, col0, w_outliers);
+                }
+            }
+            let _ = model; // where the processor lacks AMX, the model computes the same sums
+            return self.compute_tiles(&mut amx::Model::new(), x, rows, panels, out, stride, col0, w_outliers);
+        }
         let (heights, max_np) = self.x.tile_shape();
         let mut p0 = panels.start;
         while p0 < panels.end {
@@ -292,6 +312,102 @@ impl Operands<'_> {
         }
     }
 
+    /// [`Self::compute`] on AMX tiles: blocks of 32 rows × 2 panels (2 × 2
+    /// accumulator tiles), the exact sums then the shared epilogue.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn compute_tiles<U: amx::TileUnit, Y: Element>(
+        &self,
+        unit: &mut U,
+        x: &[i8],
+        rows: Range<usize>,
+        panels: Range<usize>,
+        out: &mut [Y],
+        stride: usize,
+        col0: usize,
+        w_outliers: &mut [f32],
+    ) {
+        let (packed, kp) = (self.w.packed(), self.kp);
+        let ps = packed.panel_stride();
+        let mut p0 = panels.start;
+        while p0 < panels.end {
+            let p1 = (p0 + PANELS_PER_BLOCK).min(panels.end);
+            self.dequantize_outlier_columns(p0..p1, w_outliers);
+            let w_outliers = &*w_outliers;
+            let mut i = rows.start;
+            while i < rows.end {
+                let mr = (rows.end - i).min(amx::BLOCK_ROWS);
+                let xs = &x[i * kp..];
+                let mut p = p0;
+                while p < p1 {
+                    let np = (p1 - p).min(2);
+                    let w = &packed.data()[p * ps..];
+                    let at = Tile { i, p, p0, row0: rows.start, stride, col0 };
+                    let t = amx::TILE_ROWS;
+                    match (mr > t, np) {
+                        (true, 2) => {
+                            let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
+                            self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                        }
+                        (true, _) => {
+                            let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
+                            self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                        }
+                        (false, 2) => {
+                            let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
+                            self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                        }
+                        (false, _) => {
+                            let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
+                            self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                        }
+                    }
+                    p += np;
+                }
+                i += mr;
+            }
+            p0 = p1;
+        }
+    }
+
+    /// The epilogue of `mr` rows from `at.i` (any count up to 32), in pieces
+    /// of 16, 8, 4, 2 and 1 rows; `acc(r, …)` indexes rows from `at.i`.
+    #[inline(always)]
+    fn epilogue_rows<const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        mr: usize,
+        out: &mut [Y],
+        w_outliers: &[f32],
+        acc: impl Fn(usize, usize, usize) -> f64,
+    ) {
+        let mut r0 = 0;
+        while r0 < mr {
+            let piece = Tile { i: at.i + r0, ..at };
+            let acc = |r, p, l| acc(r0 + r, p, l);
+            r0 += match mr - r0 {
+                16.. => self.epilogue_n::<16, NP, Y>(piece, out, w_outliers, acc),
+                8.. => self.epilogue_n::<8, NP, Y>(piece, out, w_outliers, acc),
+                4.. => self.epilogue_n::<4, NP, Y>(piece, out, w_outliers, acc),
+                2.. => self.epilogue_n::<2, NP, Y>(piece, out, w_outliers, acc),
+                _ => self.epilogue_n::<1, NP, Y>(piece, out, w_outliers, acc),
+            };
+        }
+    }
+
+    /// [`Self::epilogue`], returning the rows it wrote.
+    #[inline(always)]
+    fn epilogue_n<const MR: usize, const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+        acc: impl Fn(usize, usize, usize) -> f64,
+    ) -> usize {
+        self.epilogue::<MR, NP, Y>(at, out, w_outliers, acc);
+        MR
+    }
+
     /// One tile: `MR` rows from `at.i`, `NP` panels from `at.p`.
     #[inline(always)]
     fn tile<const MR: usize, const NP: usize, Y: Element>(&self, at: Tile, out: &mut [Y], w_outliers: &[f32]) {
@@ -299,7 +415,7 @@ impl Operands<'_> {
         let (stride, kp) = (packed.panel_stride(), self.kp);
         let w = &packed.data()[at.p * stride..];
         match &self.x {
-            ActivationTile::Signed(x) => {
+            ActivationTile::Signed(x) | ActivationTile::Amx { x, .. } => {
                 let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
@@ -442,6 +558,8 @@ enum Kernel {
     Portable,
     Avx2,
     Vnni,
+    /// AMX tiles (`model`: in software).
+    Amx { model: bool },
 }
 
 /// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
@@ -475,11 +593,15 @@ fn activation_tile<'a>(
         kernel::pack_vnni_activations(q, k, kp, x, sums);
         return Ok(ActivationTile::Vnni { x, sums });
     }
-    let x = scratch::zeroed(i8s, rows * kp, "padded activations")?;
+    let pad_rows = if matches!(kernel, Kernel::Amx { .. }) { amx::BLOCK_ROWS } else { 0 };
+    let x = scratch::zeroed(i8s, (rows + pad_rows) * kp, "padded activations")?;
     for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
         dst[..k].copy_from_slice(src);
     }
-    Ok(ActivationTile::Signed(x))
+    Ok(match kernel {
+        Kernel::Amx { model } => ActivationTile::Amx { x, model },
+        _ => ActivationTile::Signed(x),
+    })
 }
 
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
@@ -545,7 +667,9 @@ fn multiply<X: Element, Y: Element>(
     // longer rows take the portable kernel, which chunks.
     let kernel = match path {
         _ if kp > quant::EXACT_I32_CHUNK || !path.is_available() => Kernel::Portable,
-        CpuPath::Avx512Vnni => Kernel::Vnni,
+        CpuPath::AmxModel => Kernel::Amx { model: true },
+        CpuPath::Amx if rows >= AMX_MIN_ROWS => Kernel::Amx { model: false },
+        CpuPath::Avx512Vnni | CpuPath::Amx => Kernel::Vnni,
         CpuPath::Avx2 => Kernel::Avx2,
         CpuPath::Portable => Kernel::Portable,
     };
