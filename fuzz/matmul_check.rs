@@ -46,7 +46,7 @@ pub fn check_matmul_input(data: &[u8]) {
     let (x_dtype, w_dtype, y_dtype) = (dtype(kinds), dtype(kinds / 3), dtype(kinds / 9));
     let has_bias = kinds & 0x80 != 0;
     let mode = b.byte();
-    let path = CpuPath::ALL[(mode % 3) as usize];
+    let path = CpuPath::ALL[(mode & 0x0f) as usize % CpuPath::ALL.len()];
     let rounding = if mode & 0x10 != 0 { InputRounding::Float16 } else { InputRounding::Exact };
     let threshold = match b.byte() % 8 {
         0 => 0.0,

@@ -5,7 +5,9 @@
 //! The weight's packed panels (see [`super::pack`]) are already the B operand:
 //! a panel's 16 consecutive column groups are 16 rows of 64 bytes (4 bytes of
 //! each of the 16 output rows), loaded with a stride of 64. The activations are
-//! row-major int8 with rows padded to `kp` bytes, loaded with a stride of `kp`.
+//! packed per call into the A tiles' own layout ([`pack_activations`]): a
+//! row-major load with a stride of K would put the 16 rows of a tile 4 KiB
+//! apart at K = 4096, in one L1 set (measured: the tile loads then dominated).
 //!
 //! The six instructions sit behind [`TileUnit`], implemented by the processor
 //! ([`Hardware`], inline `asm!`: the AMX intrinsics are unstable in Rust) and by
@@ -218,13 +220,36 @@ impl Default for Model {
     }
 }
 
+/// Bytes of one A tile (16 rows × 64 bytes).
+const A_TILE: usize = TILE_ROWS * TILE_K;
+
+/// Bytes of the packed activations of `rows` rows with `kp` columns
+/// ([`pack_activations`]), with room for a block of 32 rows at any multiple of
+/// 32 below `rows`.
+pub fn packed_activation_len(rows: usize, kp: usize) -> usize {
+    rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS * kp.div_ceil(TILE_K) * TILE_K
+}
+
+/// Packs quantized activations `q` `[rows, k]` as A tiles: for each 16 rows,
+/// for each 64 columns, 16 × 64 bytes (row-major within the tile), columns
+/// past `k` and rows past `rows` zero (`x` arrives zeroed,
+/// [`packed_activation_len`] bytes).
+pub fn pack_activations(q: &[i8], k: usize, x: &mut [i8]) {
+    let kblocks = k.div_ceil(TILE_K);
+    for (r, row) in q.chunks_exact(k).enumerate() {
+        let tile = &mut x[(r / TILE_ROWS) * kblocks * A_TILE + (r % TILE_ROWS) * TILE_K..];
+        for (b, cols) in row.chunks(TILE_K).enumerate() {
+            tile[b * A_TILE..][..cols.len()].copy_from_slice(cols);
+        }
+    }
+}
+
 /// Exact products of `MT` × 16 activation rows with `NP` weight panels over
 /// K = `0..kp`: `sums[mt][p]` is the tile of rows `16·mt..16·mt + 16`, panel
-/// `p`. `x` starts at the first activation row (row stride `kp`, at least
-/// `16·MT` rows present, rows past the call's end zero); `w` at the first
-/// panel (`panel_stride` apart). The first `kp` rounded down to 64 columns run
-/// on the tiles in a 2 × 2 register block; the rest (under 64, a multiple of 4)
-/// are added here. Exact when `kp <= 65536` (as every i32 path).
+/// `p`. `x` starts at the first A tile of the rows ([`pack_activations`]); `w`
+/// at the first panel (`panel_stride` apart). The first `kp` rounded down to
+/// 64 columns run on the tiles in a 2 × 2 register block; the rest (under 64,
+/// a multiple of 4) are added here. Exact when `kp <= 65536` (as every i32 path).
 #[inline(always)]
 pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
     unit: &mut U,
@@ -233,8 +258,9 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
     panel_stride: usize,
     kp: usize,
 ) -> [[Sums; NP]; MT] {
+    let kblocks = kp.div_ceil(TILE_K);
     assert!((1..=2).contains(&MT) && (1..=2).contains(&NP) && kp.is_multiple_of(GROUP));
-    assert!(x.len() >= MT * TILE_ROWS * kp && w.len() >= (NP - 1) * panel_stride + PANEL * kp);
+    assert!(x.len() >= MT * kblocks * A_TILE && w.len() >= (NP - 1) * panel_stride + PANEL * kp);
     let main = kp / TILE_K * TILE_K;
     unit.zero::<0>();
     unit.zero::<1>();
@@ -244,14 +270,15 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
         // 16 column groups of a panel: 16 × 64 contiguous bytes.
         let b_at = (k0 / GROUP) * BLOCK;
         unit.load::<6>(&w[b_at..], BLOCK);
-        unit.load::<4>(&x[k0..], kp);
+        let a_at = (k0 / TILE_K) * A_TILE;
+        unit.load::<4>(&x[a_at..], TILE_K);
         unit.dot::<0, 4, 6>();
         if NP == 2 {
             unit.load::<7>(&w[panel_stride + b_at..], BLOCK);
             unit.dot::<1, 4, 7>();
         }
         if MT == 2 {
-            unit.load::<5>(&x[TILE_ROWS * kp + k0..], kp);
+            unit.load::<5>(&x[kblocks * A_TILE + a_at..], TILE_K);
             unit.dot::<2, 5, 6>();
             if NP == 2 {
                 unit.dot::<3, 5, 7>();
@@ -274,7 +301,7 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
             for (p, tile) in sums_m.iter_mut().enumerate() {
                 let panel = &w[p * panel_stride..];
                 for (m, row) in tile.iter_mut().enumerate() {
-                    let xs = &x[(mt * TILE_ROWS + m) * kp..][main..kp];
+                    let xs = &x[(mt * kblocks + main / TILE_K) * A_TILE + m * TILE_K..][..kp - main];
                     for (lane, v) in row.iter_mut().enumerate() {
                         for (g, four) in xs.chunks_exact(GROUP).enumerate() {
                             let ws = &panel[(main / GROUP + g) * BLOCK + lane * GROUP..][..GROUP];
@@ -316,11 +343,8 @@ mod tests {
             x[0] = -127;
             let packed = PackedWeight::from_row_major(&cb, n, k).unwrap();
             let kp = packed.k_padded();
-            // Activations as the CPU backend lays them out: rows padded to kp, 32 rows.
-            let mut xp = vec![0i8; BLOCK_ROWS * kp];
-            for (dst, src) in xp.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
-                dst[..k].copy_from_slice(src);
-            }
+            let mut xp = vec![0i8; packed_activation_len(rows, kp)];
+            pack_activations(&x, k, &mut xp);
             let want = naive(&x, &cb, rows, n, k);
             for p in (0..packed.panels()).step_by(2) {
                 let w = &packed.data()[p * packed.panel_stride()..];

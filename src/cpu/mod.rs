@@ -84,7 +84,8 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     let Settings { path, threads, .. } = settings;
     let rounding = settings.rounding_for::<T>();
     // Rows read as they are can take the AVX-512 quantizer (bit-identical).
-    let avx512 = matches!(path, CpuPath::Avx512Vnni | CpuPath::Amx) && path.is_available() && rounding == InputRounding::Exact;
+    let avx512 =
+        matches!(path, CpuPath::Avx512Vnni | CpuPath::Amx) && path.is_available() && rounding == InputRounding::Exact;
     let mut packed = PackedWeight::zeroed(n, k)?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
     // Threads take whole panels, so each writes only its own bytes.
@@ -217,9 +218,9 @@ enum ActivationTile<'a> {
     /// kernel (see `kernel::pack_vnni_activations`).
     #[cfg(target_arch = "x86_64")]
     Vnni { x: &'a [i8], sums: &'a [i32] },
-    /// Signed int8 rows padded to `kp` columns and followed by 32 zero rows
-    /// (a tile block may start at any multiple of 8 rows), for the AMX tiles
-    /// (`model`: the software model of the tile instructions).
+    /// Packed as AMX A tiles (`amx::pack_activations`; calls split rows at
+    /// multiples of 32), for the AMX tiles (`model`: the software model of the
+    /// tile instructions).
     Amx { x: &'a [i8], model: bool },
 }
 
@@ -337,7 +338,7 @@ impl Operands<'_> {
             let mut i = rows.start;
             while i < rows.end {
                 let mr = (rows.end - i).min(amx::BLOCK_ROWS);
-                let xs = &x[i * kp..];
+                let xs = &x[amx::packed_activation_len(i, kp)..];
                 let mut p = p0;
                 while p < p1 {
                     let np = (p1 - p).min(2);
@@ -415,7 +416,7 @@ impl Operands<'_> {
         let (stride, kp) = (packed.panel_stride(), self.kp);
         let w = &packed.data()[at.p * stride..];
         match &self.x {
-            ActivationTile::Signed(x) | ActivationTile::Amx { x, .. } => {
+            ActivationTile::Signed(x) => {
                 let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
@@ -434,6 +435,7 @@ impl Operands<'_> {
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
+            ActivationTile::Amx { .. } => unreachable!("AMX calls run `compute_tiles` (see `compute`)"),
             #[cfg(target_arch = "x86_64")]
             _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
         }
@@ -559,7 +561,9 @@ enum Kernel {
     Avx2,
     Vnni,
     /// AMX tiles (`model`: in software).
-    Amx { model: bool },
+    Amx {
+        model: bool,
+    },
 }
 
 /// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
@@ -593,15 +597,16 @@ fn activation_tile<'a>(
         kernel::pack_vnni_activations(q, k, kp, x, sums);
         return Ok(ActivationTile::Vnni { x, sums });
     }
-    let pad_rows = if matches!(kernel, Kernel::Amx { .. }) { amx::BLOCK_ROWS } else { 0 };
-    let x = scratch::zeroed(i8s, (rows + pad_rows) * kp, "padded activations")?;
+    if let Kernel::Amx { model } = kernel {
+        let x = scratch::zeroed(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
+        amx::pack_activations(q, k, x);
+        return Ok(ActivationTile::Amx { x, model });
+    }
+    let x = scratch::zeroed(i8s, rows * kp, "padded activations")?;
     for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
         dst[..k].copy_from_slice(src);
     }
-    Ok(match kernel {
-        Kernel::Amx { model } => ActivationTile::Amx { x, model },
-        _ => ActivationTile::Signed(x),
-    })
+    Ok(ActivationTile::Signed(x))
 }
 
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
@@ -681,10 +686,10 @@ fn multiply<X: Element, Y: Element>(
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);
     if rows >= ROWS_TO_SPLIT_ROWS || threads == 1 {
         // Many rows: each thread owns whole output rows (in groups of 8, the VNNI
-        // tile) and writes them in place.
-        let tiles = split_ranges(rows.div_ceil(kernel::VNNI_ROWS), threads);
-        let parts: Vec<Range<usize>> =
-            tiles.iter().map(|t| t.start * kernel::VNNI_ROWS..(t.end * kernel::VNNI_ROWS).min(rows)).collect();
+        // tile, or 32, the AMX block) and writes them in place.
+        let group = if matches!(kernel, Kernel::Amx { .. }) { amx::BLOCK_ROWS } else { kernel::VNNI_ROWS };
+        let tiles = split_ranges(rows.div_ceil(group), threads);
+        let parts: Vec<Range<usize>> = tiles.iter().map(|t| t.start * group..(t.end * group).min(rows)).collect();
         let y_parts = split_slice_mut(y, &parts, n);
         compute_parts(parts.into_iter().zip(y_parts), no, |(range, y), w_outliers| {
             compute_block(path, &ops, range, 0..panels, y, n, 0, w_outliers)
