@@ -29,6 +29,7 @@ pub type Sums = [[i32; PANEL]; TILE_ROWS];
 /// Tile registers: 0..4 accumulators (16 rows × 64 bytes of i32), 4..6 the
 /// activation tiles (16 × 64 bytes), 6..8 the weight tiles (16 × 64 bytes).
 /// One configuration serves every tile product, so it is loaded once per call.
+#[cfg(target_arch = "x86_64")]
 const TILE_CONFIG: [u8; 64] = {
     let mut cfg = [0u8; 64];
     cfg[0] = 1; // palette 1
