@@ -53,6 +53,9 @@ pub trait TileUnit {
     fn dot<const C: u8, const A: u8, const B: u8>(&mut self);
     /// `tilestored`: the 16 × 16 i32 sums of `tmm{T}`.
     fn store<const T: u8>(&mut self, dst: &mut Sums);
+    /// A hint that the 16 rows of 64 bytes at `src` (`stride` apart) are
+    /// loaded soon: brings them into L1 (none of them need be in bounds).
+    fn prefetch(&mut self, _src: *const i8, _stride: usize) {}
 }
 
 /// Whether this processor and kernel run AMX int8: CPUID leaf 7 (AMX-TILE,
@@ -90,8 +93,7 @@ fn detect() -> bool {
     const XFEATURE_XTILEDATA: libc::c_long = 18;
     // SAFETY: arch_prctl with these arguments only changes the permission of
     // this process to use the tile state; it reads and writes no memory.
-    let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0;
-    granted
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -154,6 +156,14 @@ impl TileUnit for Hardware {
             std::arch::asm!("tdpbssd tmm{c}, tmm{a}, tmm{b}", c = const C, a = const A, b = const B,
                 options(nostack, nomem))
         };
+    }
+    #[inline(always)]
+    fn prefetch(&mut self, src: *const i8, stride: usize) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for r in 0..TILE_ROWS {
+            // SAFETY: a prefetch reads nothing and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(r * stride)) };
+        }
     }
     #[inline(always)]
     fn store<const T: u8>(&mut self, dst: &mut Sums) {
@@ -221,6 +231,9 @@ impl Default for Model {
     }
 }
 
+/// How many steps of K (64 columns) ahead the products prefetch their tiles.
+const PREFETCH_STEPS: usize = 2;
+
 /// Bytes of one A tile (16 rows × 64 bytes).
 const A_TILE: usize = TILE_ROWS * TILE_K;
 
@@ -268,10 +281,21 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
     unit.zero::<2>();
     unit.zero::<3>();
     for k0 in (0..main).step_by(TILE_K) {
+        let a_at = (k0 / TILE_K) * A_TILE;
         // 16 column groups of a panel: 16 × 64 contiguous bytes.
         let b_at = (k0 / GROUP) * BLOCK;
+        // The tiles PREFETCH_STEPS on, from L2 into L1: the hardware
+        // prefetchers do not keep up with tile loads (measured, docs/PERF.md).
+        let (a_ahead, b_ahead) = (a_at + PREFETCH_STEPS * A_TILE, b_at + PREFETCH_STEPS * TILE_K / GROUP * BLOCK);
+        unit.prefetch(x.as_ptr().wrapping_add(a_ahead), TILE_K);
+        unit.prefetch(w.as_ptr().wrapping_add(b_ahead), BLOCK);
+        if MT == 2 {
+            unit.prefetch(x.as_ptr().wrapping_add(kblocks * A_TILE + a_ahead), TILE_K);
+        }
+        if NP == 2 {
+            unit.prefetch(w.as_ptr().wrapping_add(panel_stride + b_ahead), BLOCK);
+        }
         unit.load::<6>(&w[b_at..], BLOCK);
-        let a_at = (k0 / TILE_K) * A_TILE;
         unit.load::<4>(&x[a_at..], TILE_K);
         unit.dot::<0, 4, 6>();
         if NP == 2 {

@@ -62,6 +62,12 @@ impl CpuPath {
         }
     }
 
+    /// Whether the path runs on this processor with AVX-512 F/BW/VNNI (the
+    /// multiversioned code is compiled with them; see [`multiversion`]).
+    pub fn has_avx512(self) -> bool {
+        matches!(self, CpuPath::Avx512Vnni | CpuPath::Amx) && self.is_available()
+    }
+
     /// The fastest path this processor runs (never the software model).
     pub fn best() -> CpuPath {
         let fastest_first = [CpuPath::Amx, CpuPath::Avx512Vnni, CpuPath::Avx2];

@@ -178,12 +178,139 @@ pub unsafe fn tile_avx2<const MR: usize>(x: &[i16], x_stride: usize, w: &[i8], k
     out
 }
 
-/// [`crate::quant::quantize_weight_row`] for float32 and float16 rows with
-/// AVX-512: the same absmax (an integer maximum of |w|'s bits), the same scale,
-/// and per element the same float32 product rounded half to even
-/// (`vrndscaleps` with round-to-nearest-even, independent of the rounding
-/// mode), so the bytes are identical. Returns `None` for a dtype it does not
-/// handle or a subnormal absmax, which the caller then quantizes as usual.
+/// 16 values of `row` from `i` as float32, exactly as `Element::to_f32` reads
+/// them; `None` for a dtype it does not handle.
+///
+/// # Safety
+/// The processor must support AVX-512 F and BW; `i + 16 <= row.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn load16<T: crate::dtype::Element>(row: &[T], i: usize) -> std::arch::x86_64::__m512 {
+    use crate::dtype::DType;
+    use std::arch::x86_64::*;
+    debug_assert!(i + 16 <= row.len());
+    let ptr = row.as_ptr().add(i);
+    // SAFETY (caller): 16 elements from `ptr` lie in `row`; every T is a plain
+    // bit pattern of its size.
+    match T::DTYPE {
+        DType::F32 => _mm512_loadu_ps(ptr.cast()),
+        DType::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast())),
+        // bfloat16 is the top half of a float32.
+        DType::BF16 => {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(ptr.cast()))))
+        }
+    }
+}
+
+/// `round_half_even(v · scale)` of 16 values as int8, 0 where `zero` is set
+/// (`vrndscaleps` rounds to nearest even whatever the rounding mode; the
+/// values are integral and within ±127.5, so the conversions are exact, and
+/// `vpmovdb` keeps the low byte as `as i32 as i8` does).
+///
+/// # Safety
+/// The processor must support AVX-512 F and BW; `i + 16 <= q.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn store_quantized16(
+    q: &mut [i8],
+    i: usize,
+    v: std::arch::x86_64::__m512,
+    scale: std::arch::x86_64::__m512,
+    zero: std::arch::x86_64::__mmask16,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(i + 16 <= q.len());
+    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(v, scale));
+    let ints = _mm512_maskz_mov_epi32(!zero, _mm512_cvtps_epi32(r));
+    // SAFETY (caller): 16 bytes from `i` lie in `q`.
+    _mm_storeu_si128(q.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi8(ints));
+}
+
+/// [`crate::quant::quantize_activation_row`] with AVX-512, for rows read as
+/// they are (no rounding to float16): the same outlier rule, the same absmax
+/// (an integer maximum of the bits of |x| over the non-outliers), the same
+/// scale and the same rounding, so the bytes and the absmax are identical.
+/// Returns `None` for a subnormal absmax, which the caller then quantizes as
+/// usual (the outlier columns it marked are marked again).
+///
+/// # Safety
+/// The processor must support AVX-512 F, BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
+    row: &[T],
+    threshold: f32,
+    q: &mut [i8],
+    outlier_columns: &mut [bool],
+) -> Option<f32> {
+    use crate::quant;
+    use std::arch::x86_64::*;
+    assert!(row.len() == q.len() && row.len() == outlier_columns.len());
+    let full = row.len() / 16 * 16;
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    let decompose = threshold > 0.0;
+    let t = _mm512_set1_ps(threshold);
+    // `!(|v| < t)`, true for NaN, as `quant::is_outlier`.
+    let outliers = |abs: __m512| -> __mmask16 {
+        if decompose {
+            _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(abs, t)
+        } else {
+            0
+        }
+    };
+    let mut max = _mm512_setzero_si512();
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= full <= row.len().
+        let abs = _mm512_and_si512(_mm512_castps_si512(unsafe { load16(row, i) }), abs_mask);
+        let out = outliers(_mm512_castsi512_ps(abs));
+        if out != 0 {
+            // Outliers are few: mark their columns one by one.
+            let mut bits = out;
+            while bits != 0 {
+                outlier_columns[i + bits.trailing_zeros() as usize] = true;
+                bits &= bits - 1;
+            }
+        }
+        max = _mm512_mask_max_epu32(max, !out, max, abs);
+    }
+    let mut bits = _mm512_reduce_max_epu32(max);
+    for (v, is_out) in row[full..].iter().zip(&mut outlier_columns[full..]) {
+        let v = v.to_f32();
+        let out = quant::is_outlier(v, threshold);
+        *is_out |= out;
+        if !out {
+            bits = bits.max(v.abs().to_bits());
+        }
+    }
+    if bits >= quant::INF_BITS {
+        q.fill(0);
+        return Some(f32::NAN);
+    }
+    let absmax = f32::from_bits(bits);
+    let scale = quant::row_scale(absmax)?;
+    let s = _mm512_set1_ps(scale);
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= full, the length of `row` and `q`.
+        unsafe {
+            let v = load16(row, i);
+            let abs = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+            store_quantized16(q, i, v, s, outliers(abs));
+        }
+    }
+    for (d, v) in q[full..].iter_mut().zip(&row[full..]) {
+        let v = v.to_f32();
+        *d = if quant::is_outlier(v, threshold) { 0 } else { quant::quantize_value(v, scale) };
+    }
+    Some(absmax)
+}
+
+/// [`crate::quant::quantize_weight_row`] for rows read as they are with
+/// AVX-512: the same absmax (an integer maximum of |w|'s bits), the same
+/// scale, and per element the same float32 product rounded half to even, so
+/// the bytes are identical. Returns `None` for a subnormal absmax, which the
+/// caller then quantizes as usual.
 ///
 /// # Safety
 /// The processor must support AVX-512 F, BW and VNNI.
@@ -193,29 +320,15 @@ pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
     row: &[T],
     q: &mut [i8],
 ) -> Option<std::result::Result<f32, usize>> {
-    use crate::dtype::DType;
     use crate::quant;
     use std::arch::x86_64::*;
     assert_eq!(row.len(), q.len());
     let full = row.len() / 16 * 16;
-    let ptr = row.as_ptr();
-    let load = |i: usize| -> __m512 {
-        // SAFETY: i + 16 <= full <= row.len(); T is f32 or f16 (checked below),
-        // both plain bit patterns of their size.
-        unsafe {
-            match T::DTYPE {
-                DType::F32 => _mm512_loadu_ps(ptr.add(i).cast()),
-                _ => _mm512_cvtph_ps(_mm256_loadu_si256(ptr.add(i).cast())),
-            }
-        }
-    };
-    if !matches!(T::DTYPE, DType::F32 | DType::F16) {
-        return None;
-    }
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let mut max = _mm512_setzero_si512();
     for i in (0..full).step_by(16) {
-        max = _mm512_max_epu32(max, _mm512_and_si512(_mm512_castps_si512(load(i)), abs_mask));
+        // SAFETY: i + 16 <= full <= row.len().
+        max = _mm512_max_epu32(max, _mm512_and_si512(_mm512_castps_si512(unsafe { load16(row, i) }), abs_mask));
     }
     let mut bits = _mm512_reduce_max_epu32(max);
     for v in &row[full..] {
@@ -228,14 +341,95 @@ pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
     let scale = quant::row_scale(absmax)?;
     let s = _mm512_set1_ps(scale);
     for i in (0..full).step_by(16) {
-        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(load(i), s));
-        // Integral and within ±127.5: the conversions are exact.
-        let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
-        // SAFETY: i + 16 <= q.len().
-        unsafe { _mm_storeu_si128(q.as_mut_ptr().add(i).cast(), bytes) };
+        // SAFETY: i + 16 <= full, the length of `row` and `q`.
+        unsafe { store_quantized16(q, i, load16(row, i), s, 0) };
     }
     for (d, v) in q[full..].iter_mut().zip(&row[full..]) {
         *d = quant::quantize_value(v.to_f32(), scale);
     }
     Some(Ok(absmax))
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::dtype::Element;
+    use crate::quant::{self, InputRounding};
+    use half::{bf16, f16};
+
+    /// Rows of every kind the quantizers meet: tails of every length, outliers
+    /// below and above the threshold, ±Inf, NaN, −0, an all-zero row, a row
+    /// whose absmax is subnormal (the f64 fallback).
+    fn rows() -> Vec<Vec<f32>> {
+        let mut seed = 99u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut rows = Vec::new();
+        for len in [1, 5, 15, 16, 17, 31, 32, 33, 64, 70, 100] {
+            let base: Vec<f32> = (0..len).map(|_| next() * 3.0).collect();
+            rows.push(base.clone());
+            let mut outliers = base.clone();
+            outliers[len / 2] = 40.0;
+            outliers[len - 1] = -5.999;
+            rows.push(outliers.clone());
+            for special in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 6.0, -6.0] {
+                let mut r = outliers.clone();
+                r[len / 3] = special;
+                rows.push(r);
+            }
+            rows.push(vec![0.0; len]);
+            rows.push(base.iter().map(|v| v * 1e-40).collect());
+        }
+        rows
+    }
+
+    fn check<T: Element>() {
+        for row in rows() {
+            let row: Vec<T> = row.iter().map(|&v| T::from_f32(v)).collect();
+            for threshold in [0.0, 6.0, f32::INFINITY] {
+                let (mut q, mut mask) = (vec![0i8; row.len()], vec![false; row.len()]);
+                let (mut q_ref, mut mask_ref) = (vec![0i8; row.len()], vec![false; row.len()]);
+                // SAFETY: called only where the processor has AVX-512 F/BW/VNNI.
+                let fast = unsafe { quantize_activation_row_avx512(&row, threshold, &mut q, &mut mask) };
+                let want =
+                    quant::quantize_activation_row(&row, InputRounding::Exact, threshold, &mut q_ref, &mut mask_ref);
+                if let Some(absmax) = fast {
+                    assert_eq!(absmax.to_bits(), want.to_bits(), "{:?} t {threshold}", T::DTYPE);
+                    assert_eq!(
+                        q,
+                        q_ref,
+                        "{:?} t {threshold}: {:?}",
+                        T::DTYPE,
+                        &row.iter().map(|v| v.to_f32()).collect::<Vec<_>>()
+                    );
+                } else {
+                    assert!(!(1.0 / want * 127.0).is_finite(), "no fast result only for a subnormal absmax");
+                }
+                assert_eq!(mask, mask_ref);
+            }
+            let (mut q, mut q_ref) = (vec![0i8; row.len()], vec![0i8; row.len()]);
+            // SAFETY: as above.
+            let fast = unsafe { quantize_weight_row_avx512(&row, &mut q) };
+            let want = quant::quantize_weight_row(&row, InputRounding::Exact, &mut q_ref);
+            if let Some(got) = fast {
+                assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits));
+                if want.is_ok() {
+                    assert_eq!(q, q_ref);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx512_quantizers_give_the_bytes_of_the_scalar_ones() {
+        if !crate::cpu::CpuPath::Avx512Vnni.is_available() {
+            eprintln!("no AVX-512 VNNI on this machine: nothing to compare");
+            return;
+        }
+        check::<f32>();
+        check::<f16>();
+        check::<bf16>();
+    }
 }

@@ -84,8 +84,7 @@ pub(crate) fn quantize_weight_rows<T: Element>(
     let Settings { path, threads, .. } = settings;
     let rounding = settings.rounding_for::<T>();
     // Rows read as they are can take the AVX-512 quantizer (bit-identical).
-    let avx512 =
-        matches!(path, CpuPath::Avx512Vnni | CpuPath::Amx) && path.is_available() && rounding == InputRounding::Exact;
+    let avx512 = path.has_avx512() && rounding == InputRounding::Exact;
     let mut packed = PackedWeight::zeroed(n, k)?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
     // Threads take whole panels, so each writes only its own bytes.
@@ -146,6 +145,7 @@ isa::multiversion! {
     fn quantize_activation_part<T: Element>(
         x: &[T],
         rounding: InputRounding,
+        avx512: bool,
         threshold: f32,
         cols: usize,
         q: &mut [i8],
@@ -153,7 +153,12 @@ isa::multiversion! {
         mask: &mut [bool]
     ) -> () {
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            *a = quant::quantize_activation_row(row, rounding, threshold, q, mask);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+            let fast = if avx512 { unsafe { kernel::quantize_activation_row_avx512(row, threshold, q, mask) } } else { None };
+            #[cfg(not(target_arch = "x86_64"))]
+            let fast = { let _ = avx512; None };
+            *a = fast.unwrap_or_else(|| quant::quantize_activation_row(row, rounding, threshold, q, mask));
         }
     }
 }
@@ -175,6 +180,7 @@ pub(crate) fn quantize_activations<T: Element>(
 ) -> Result<()> {
     let Settings { path, threads, .. } = settings;
     let rounding = settings.rounding_for::<T>();
+    let avx512 = path.has_avx512() && rounding == InputRounding::Exact;
     let rows = absmax.len();
     let parts = split_ranges(rows, threads_for(x.len(), threads));
     let q_parts = split_slice_mut(q, &parts, cols);
@@ -184,7 +190,7 @@ pub(crate) fn quantize_activations<T: Element>(
     let mask_parts = split_slice_mut(masks, &split_ranges(parts.len(), parts.len()), cols);
     run_parts(parts.iter().cloned().zip(q_parts).zip(a_parts).zip(mask_parts), |(((range, q), a), mask)| {
         let x = &x[range.start * cols..range.end * cols];
-        quantize_activation_part(path, x, rounding, threshold, cols, q, a, mask);
+        quantize_activation_part(path, x, rounding, avx512, threshold, cols, q, a, mask);
     });
     let (union, rest) = masks.split_at_mut(cols);
     for m in rest.chunks_exact(cols) {
@@ -481,15 +487,21 @@ impl Operands<'_> {
         // The outlier part, column by column in ascending order, against the
         // weight columns the block dequantized once (`dequantize_outlier_columns`).
         let no = self.outliers.len();
+        // (Each lane's sum runs over the columns in registers: column-outer
+        // loops kept the whole tile's sums in memory.)
         let mut outlier_part = [[[0.0f32; PANEL]; NP]; MR];
-        for ci in 0..no {
-            for p in 0..NP {
-                let w = &w_outliers[((at.p + p - at.p0) * no + ci) * PANEL..][..PANEL];
-                for (r, part) in outlier_part.iter_mut().enumerate() {
-                    let xv = self.x_outliers[(at.i + r) * no + ci];
-                    for (o, &wv) in part[p].iter_mut().zip(w) {
-                        *o = quant::add_outlier_product(*o, xv, wv);
+        if no > 0 {
+            for (r, part) in outlier_part.iter_mut().enumerate() {
+                let x_outliers = &self.x_outliers[(at.i + r) * no..][..no];
+                for (p, part) in part.iter_mut().enumerate() {
+                    let w = &w_outliers[(at.p + p - at.p0) * no * PANEL..][..no * PANEL];
+                    let mut sum = [0.0f32; PANEL];
+                    for (&xv, w) in x_outliers.iter().zip(w.chunks_exact(PANEL)) {
+                        for (o, &wv) in sum.iter_mut().zip(w) {
+                            *o = quant::add_outlier_product(*o, xv, wv);
+                        }
                     }
+                    *part = sum;
                 }
             }
         }
