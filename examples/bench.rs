@@ -282,7 +282,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps =
         args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(9);
-    let ctx = Context::cpu();
+    // Context::new refuses an LLMINT8_CPU_PATH this processor cannot run
+    // (Context::cpu would fall back to the fastest path and mislabel the figures).
+    let ctx = Context::new(llmint8::Backend::Cpu, 0).unwrap_or_else(|e| {
+        eprintln!("bench: {}", e.message());
+        std::process::exit(2)
+    });
     match args.iter().find(|a| ["prefill", "decode", "quantize", "sweep"].contains(&a.as_str())).map(String::as_str) {
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),

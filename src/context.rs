@@ -75,7 +75,12 @@ impl Context {
     /// Creates a context. `Cuda` opens CUDA device `device` (`NoDevice` when no
     /// driver, library or device is usable, saying what was looked for);
     /// `Auto` takes CUDA device `device` when it is usable, else the CPU.
+    ///
+    /// Refuses an `LLMINT8_CPU_PATH` that names no CPU path or one this
+    /// processor cannot run (`InvalidArgument`, `Unsupported`), whatever the
+    /// backend: a forced path is never silently replaced.
     pub fn new(backend: Backend, device: i32) -> Result<Context> {
+        CpuPath::from_environment()?;
         let cpu = |device: i32| {
             if device != 0 {
                 return Err(Error::invalid(format!("the CPU backend has only device 0, got {device}")));
@@ -99,7 +104,9 @@ impl Context {
         context
     }
 
-    /// A CPU context using the default number of threads.
+    /// A CPU context using the default number of threads and the default CPU
+    /// path ([`CpuPath::default_for_process`]; unlike [`Context::new`], it
+    /// falls back to the fastest path when `LLMINT8_CPU_PATH` is refused).
     pub fn cpu() -> Context {
         Context {
             num_threads: AtomicUsize::new(0),

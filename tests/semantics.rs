@@ -183,3 +183,53 @@ fn backends_resolve_as_documented() {
     ctx.set_num_threads(0);
     assert!(ctx.num_threads() >= 1);
 }
+
+/// `LLMINT8_CPU_PATH` is read once per process, so each value is tried in a
+/// child process: this test binary running only this test, told what to expect.
+#[test]
+fn a_forced_cpu_path_is_used_or_refused_with_a_clear_error() {
+    const CHILD: &str = "LLMINT8_TEST_CPU_PATH_EXPECT";
+    if let Ok(expect) = std::env::var(CHILD) {
+        let fastest = llmint8::CpuPath::best();
+        match Context::new(Backend::Cpu, 0) {
+            Ok(ctx) => assert_eq!(format!("ok {}", ctx.cpu_path().name()), expect),
+            Err(e) => {
+                let (status, words) = match expect.as_str() {
+                    "invalid" => (Status::InvalidArgument, "names no CPU path (one of portable, avx2"),
+                    "unsupported" => (Status::Unsupported, "this processor cannot run the"),
+                    _ => panic!("expected {expect}, got {e:?}"),
+                };
+                assert_eq!(e.status(), status, "{e:?}");
+                assert!(e.message().contains(words), "{e:?}");
+                // The infallible constructor takes the fastest path instead.
+                assert_eq!(Context::cpu().cpu_path(), fastest);
+            }
+        }
+        return;
+    }
+    use llmint8::CpuPath;
+    let runs = |p: CpuPath, name: &str| if p.is_available() { format!("ok {name}") } else { "unsupported".into() };
+    let cases = [
+        ("amx-model", "ok amx-model".to_string()),
+        (" Portable ", "ok portable".to_string()),
+        ("", format!("ok {}", CpuPath::best().name())),
+        ("avx2", runs(CpuPath::Avx2, "avx2")),
+        ("avx512vnni", runs(CpuPath::Avx512Vnni, "avx512vnni")),
+        ("amx", runs(CpuPath::Amx, "amx")),
+        ("avx-512", "invalid".to_string()),
+    ];
+    for (value, expect) in cases {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_forced_cpu_path_is_used_or_refused_with_a_clear_error", "--nocapture"])
+            .env("LLMINT8_CPU_PATH", value)
+            .env(CHILD, &expect)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "LLMINT8_CPU_PATH={value:?}, expected {expect}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -8,6 +8,8 @@
 
 use std::sync::OnceLock;
 
+use crate::error::{Error, Result};
+
 /// A compilation target of the CPU kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CpuPath {
@@ -74,17 +76,43 @@ impl CpuPath {
         fastest_first.into_iter().find(|p| p.is_available()).unwrap_or(CpuPath::Portable)
     }
 
-    /// The path new contexts use: `LLMINT8_CPU_PATH` (`portable`, `avx2`,
-    /// `avx512vnni`, `amx` or `amx-model`) when it names one this processor runs, else the fastest.
+    /// The path `LLMINT8_CPU_PATH` forces, read once per process: `None` when
+    /// it is unset or empty; an `InvalidArgument` error when it names no path,
+    /// `Unsupported` when it names one this processor cannot run.
+    pub fn from_environment() -> Result<Option<CpuPath>> {
+        static FORCED: OnceLock<Result<Option<CpuPath>>> = OnceLock::new();
+        FORCED
+            .get_or_init(|| {
+                let Ok(value) = std::env::var("LLMINT8_CPU_PATH") else { return Ok(None) };
+                if value.trim().is_empty() {
+                    return Ok(None);
+                }
+                let names: Vec<&str> = CpuPath::ALL.iter().map(|p| p.name()).collect();
+                let path = CpuPath::from_name(&value).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "LLMINT8_CPU_PATH={value:?} names no CPU path (one of {}, or unset for the fastest)",
+                        names.join(", ")
+                    ))
+                })?;
+                if !path.is_available() {
+                    let runs: Vec<&str> = CpuPath::ALL.iter().filter(|p| p.is_available()).map(|p| p.name()).collect();
+                    return Err(Error::unsupported(format!(
+                        "LLMINT8_CPU_PATH={}: this processor cannot run the {} CPU path (it runs {})",
+                        value.trim(),
+                        path.name(),
+                        runs.join(", ")
+                    )));
+                }
+                Ok(Some(path))
+            })
+            .clone()
+    }
+
+    /// The path new contexts use: the one `LLMINT8_CPU_PATH` forces, else the
+    /// fastest. (A value [`Self::from_environment`] refuses is ignored here;
+    /// `Context::new` reports it.)
     pub fn default_for_process() -> CpuPath {
-        static DEFAULT: OnceLock<CpuPath> = OnceLock::new();
-        *DEFAULT.get_or_init(|| {
-            std::env::var("LLMINT8_CPU_PATH")
-                .ok()
-                .and_then(|v| CpuPath::from_name(&v))
-                .filter(|p| p.is_available())
-                .unwrap_or_else(CpuPath::best)
-        })
+        CpuPath::from_environment().ok().flatten().unwrap_or_else(CpuPath::best)
     }
 }
 

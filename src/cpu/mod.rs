@@ -38,9 +38,9 @@ const ROWS_TO_SPLIT_ROWS: usize = 64;
 const PANELS_PER_BLOCK: usize = 8;
 
 /// From this many activation rows on, the AMX path multiplies on the tiles;
-/// below it, on AVX-512 VNNI: a 16-row tile for a few rows wastes most of it,
-/// and few-row calls are bound by reading W, not by multiplying (docs/PERF.md).
-const AMX_MIN_ROWS: usize = 16;
+/// below it, on AVX-512 VNNI, whose tile is 8 rows: measured at K = N = 4096
+/// (docs/PERF.md), AMX loses at 1 and 4 rows, ties at 8 and wins from 12 on.
+const AMX_MIN_ROWS: usize = kernel::VNNI_ROWS + 1;
 
 /// What a call takes from its context, read once at its start.
 #[derive(Clone, Copy, Debug)]
