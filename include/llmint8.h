@@ -563,8 +563,12 @@ int32_t llmint8_weight_save_safetensors(const struct llmint8_weight *w,
  * On success writes a new context to `*out`; the caller owns it and must
  * eventually pass it to `llmint8_context_destroy`. On failure writes NULL to
  * `*out` (when `out` is not NULL) and returns:
- * - LLMINT8_ERR_INVALID_ARGUMENT: `out` is NULL, `backend` is unknown, or the
- *   CPU backend is asked for a device other than 0;
+ * - LLMINT8_ERR_INVALID_ARGUMENT: `out` is NULL, `backend` is unknown, the
+ *   CPU backend is asked for a device other than 0, or the environment
+ *   variable `LLMINT8_CPU_PATH` names no CPU path;
+ * - LLMINT8_ERR_UNSUPPORTED: `LLMINT8_CPU_PATH` names a CPU path this
+ *   processor cannot run (`portable`, `avx2`, `avx512vnni`, `amx`,
+ *   `amx-model`; unset or empty: the fastest);
  * - LLMINT8_ERR_NO_DEVICE: (CUDA) no driver, no cuBLASLt or NVRTC the driver
  *   can run, no device `device`, or a device older than sm_75 — the message
  *   lists every place looked in;

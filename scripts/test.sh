@@ -84,9 +84,16 @@ trap 'rm -rf "$prefix"' EXIT
 make --no-print-directory install PREFIX="$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 # shellcheck disable=SC2046 # pkg-config's flags are meant to split
-cc -std=c11 -Wall -Wextra -Werror examples/c/hello.c $(pkg-config --cflags --libs llmint8) \
-  -Wl,-rpath,"$prefix/lib" -o "$prefix/hello_c"
-"$prefix/hello_c" | grep -q "outlier columns: 1"
+# No rpath of its own: pkg-config's flags carry it, so the program runs as built.
+cc -std=c11 -Wall -Wextra -Werror examples/c/hello.c $(pkg-config --cflags --libs llmint8) -o "$prefix/hello_c"
+env -u LD_LIBRARY_PATH "$prefix/hello_c" | grep -q "outlier columns: 1"
+# Installed without debug info, with the licenses.
+if readelf -S "$prefix/lib/libllmint8.so.1" | grep -q '\.debug_info'; then
+  echo "the installed libllmint8.so.1 still carries debug info" >&2
+  exit 1
+fi
+test -s "$prefix/share/doc/llmint8/LICENSE-MIT"
+test -s "$prefix/share/doc/llmint8/LICENSE-APACHE"
 "$prefix/bin/llmint8" inspect tests/data/tiny-llama-int8 | grep -q "14 8-bit linear weights"
 cmake -S tests/install -B "$prefix/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/build" >/dev/null
