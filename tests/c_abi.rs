@@ -173,17 +173,17 @@ fn cpp_example_runs() {
 }
 
 /// The hostile-input table: every exported function under misuse, with canaries
-/// around every output. The README carries the table the program prints.
+/// around every output. docs/RELIABILITY.md carries the table the program prints.
 #[test]
-fn hostile_input_table_holds_and_matches_the_readme() {
+fn hostile_input_table_holds_and_matches_the_docs() {
     let stdout = compile_and_run("tests/c/hostile.c");
     assert!(stdout.contains(" rows, 0 failures"), "{stdout}");
     let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
     assert!(table.len() > 100, "only {} rows", table.len());
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/RELIABILITY.md")).unwrap();
     assert!(
-        readme.contains(&table.join("\n")),
-        "README.md does not carry the hostile-input table tests/c/hostile.c prints; paste its output:\n{}",
+        docs.contains(&table.join("\n")),
+        "docs/RELIABILITY.md does not carry the hostile-input table tests/c/hostile.c prints; paste its output:\n{}",
         table.join("\n")
     );
 }

@@ -6,7 +6,7 @@
  * NULL written to a constructor's out-pointer on failure, and intact canary
  * bytes around every buffer the library may write.
  *
- * Prints the table as Markdown (the README carries it; tests/c_abi.rs checks
+ * Prints the table as Markdown (docs/RELIABILITY.md carries it; tests/c_abi.rs checks
  * the two agree) and "N rows, M failures" last. Run from the repository root
  * (it reads tests/data). tests/c_abi.rs runs it natively, scripts/test.sh under
  * valgrind and AddressSanitizer. */
