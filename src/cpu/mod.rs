@@ -212,9 +212,19 @@ pub(crate) fn quantize_activations<T: Element>(
     Ok(())
 }
 
-/// The activations as the microkernels read them: one row per activation row,
-/// `kp` bytes each (K padded to a multiple of 4 with zeros).
+/// The activations as the microkernels read them.
 enum ActivationTile<'a> {
+    /// Row by row, for the vector microkernels (`kernel.rs`).
+    Rows(RowTile<'a>),
+    /// Packed as AMX A tiles (`amx::pack_activations`; calls split rows at
+    /// multiples of 32), for the AMX tiles (`model`: the software model of the
+    /// tile instructions).
+    Amx { x: &'a [i8], model: bool },
+}
+
+/// The activations of the vector microkernels: one row per activation row,
+/// `kp` bytes each (K padded to a multiple of 4 with zeros).
+enum RowTile<'a> {
     /// Signed int8, for the portable kernel.
     Signed(&'a [i8]),
     /// Widened to i16, for the AVX2 kernel (`vpmaddwd`).
@@ -224,22 +234,18 @@ enum ActivationTile<'a> {
     /// kernel (see `kernel::pack_vnni_activations`).
     #[cfg(target_arch = "x86_64")]
     Vnni { x: &'a [i8], sums: &'a [i32] },
-    /// Packed as AMX A tiles (`amx::pack_activations`; calls split rows at
-    /// multiples of 32), for the AMX tiles (`model`: the software model of the
-    /// tile instructions).
-    Amx { x: &'a [i8], model: bool },
 }
 
-impl ActivationTile<'_> {
+impl RowTile<'_> {
     /// The tile heights (largest first) and the most panels per tile the
     /// kernel for this layout keeps in registers.
     fn tile_shape(&self) -> (&'static [usize], usize) {
         match self {
-            ActivationTile::Signed(_) | ActivationTile::Amx { .. } => (&[4, 2, 1], 1),
+            RowTile::Signed(_) => (&[4, 2, 1], 1),
             #[cfg(target_arch = "x86_64")]
-            ActivationTile::Wide(_) => (&[2, 1], 1),
+            RowTile::Wide(_) => (&[2, 1], 1),
             #[cfg(target_arch = "x86_64")]
-            ActivationTile::Vnni { .. } => (&[8, 4, 2, 1], 2),
+            RowTile::Vnni { .. } => (&[8, 4, 2, 1], 2),
         }
     }
 }
@@ -261,8 +267,8 @@ struct Operands<'a> {
 impl Operands<'_> {
     /// Computes output rows `rows` × weight panels `panels` into `out`, a
     /// row-major block whose row `i` starts at `(i - rows.start) * stride` and
-    /// column `j` at `j - col0`, tile by tile: exact int8 products in the
-    /// microkernel, then the shared epilogue.
+    /// column `j` at `j - col0`, block of panels by block of panels, tile by
+    /// tile: exact int8 products in the microkernel, then the shared epilogue.
     ///
     /// `w_outliers` is scratch for the block's outlier weight columns
     /// (`PANELS_PER_BLOCK · outliers · PANEL` floats).
@@ -276,104 +282,127 @@ impl Operands<'_> {
         col0: usize,
         w_outliers: &mut [f32],
     ) {
-        if let ActivationTile::Amx { x, model } = self.x {
-            #[cfg(target_arch = "x86_64")]
-            if !model {
-                if let Some(mut tiles) = amx::Hardware::configure() {
-                    return self.compute_tiles(&mut tiles, x, rows, panels, out, stride, col0, w_outliers);
+        let at = Tile { i: rows.start, p: panels.start, p0: panels.start, row0: rows.start, stride, col0 };
+        match &self.x {
+            ActivationTile::Rows(x) => self.for_each_block(panels, w_outliers, |block, w_outliers| {
+                self.block_rows(x, rows.clone(), block, at, out, w_outliers)
+            }),
+            &ActivationTile::Amx { x, model } => {
+                #[cfg(target_arch = "x86_64")]
+                if !model {
+                    if let Some(mut tiles) = amx::Hardware::configure() {
+                        return self.for_each_block(panels, w_outliers, |block, w_outliers| {
+                            self.block_tiles(&mut tiles, x, rows.clone(), block, at, out, w_outliers)
+                        });
+                    }
                 }
+                let _ = model; // where the processor lacks AMX, the model computes the same sums
+                let mut model = amx::Model::new();
+                self.for_each_block(panels, w_outliers, |block, w_outliers| {
+                    self.block_tiles(&mut model, x, rows.clone(), block, at, out, w_outliers)
+                })
             }
-            let _ = model; // where the processor lacks AMX, the model computes the same sums
-            return self.compute_tiles(&mut amx::Model::new(), x, rows, panels, out, stride, col0, w_outliers);
         }
-        let (heights, max_np) = self.x.tile_shape();
+    }
+
+    /// Runs `f` on each block of at most [`PANELS_PER_BLOCK`] panels of
+    /// `panels`, with the block's outlier weight columns dequantized.
+    #[inline(always)]
+    fn for_each_block(&self, panels: Range<usize>, w_outliers: &mut [f32], mut f: impl FnMut(Range<usize>, &[f32])) {
         let mut p0 = panels.start;
         while p0 < panels.end {
             let p1 = (p0 + PANELS_PER_BLOCK).min(panels.end);
             self.dequantize_outlier_columns(p0..p1, w_outliers);
-            let w_outliers = &*w_outliers;
-            let mut i = rows.start;
-            while i < rows.end {
-                // Tiles never straddle a group of 8 rows (the packed VNNI layout).
-                let room = (rows.end - i).min(kernel::VNNI_ROWS - i % kernel::VNNI_ROWS);
-                let mr = heights.iter().copied().find(|&m| m <= room).unwrap_or(1);
-                let mut p = p0;
-                while p < p1 {
-                    let np = (p1 - p).min(max_np);
-                    let at = Tile { i, p, p0, row0: rows.start, stride, col0 };
-                    match (mr, np) {
-                        (8, 2) => self.tile::<8, 2, Y>(at, out, w_outliers),
-                        (8, _) => self.tile::<8, 1, Y>(at, out, w_outliers),
-                        (4, 2) => self.tile::<4, 2, Y>(at, out, w_outliers),
-                        (4, _) => self.tile::<4, 1, Y>(at, out, w_outliers),
-                        (2, 2) => self.tile::<2, 2, Y>(at, out, w_outliers),
-                        (2, _) => self.tile::<2, 1, Y>(at, out, w_outliers),
-                        (_, 2) => self.tile::<1, 2, Y>(at, out, w_outliers),
-                        _ => self.tile::<1, 1, Y>(at, out, w_outliers),
-                    }
-                    p += np;
-                }
-                i += mr;
-            }
+            f(p0..p1, w_outliers);
             p0 = p1;
         }
     }
 
-    /// [`Self::compute`] on AMX tiles: blocks of 32 rows × 2 panels (2 × 2
-    /// accumulator tiles), the exact sums then the shared epilogue.
+    /// One block of panels on the vector microkernels: tiles of the heights
+    /// the layout allows, each over at most two panels.
+    #[inline(always)]
+    fn block_rows<Y: Element>(
+        &self,
+        x: &RowTile<'_>,
+        rows: Range<usize>,
+        block: Range<usize>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+    ) {
+        let (heights, max_np) = x.tile_shape();
+        let mut i = rows.start;
+        while i < rows.end {
+            // Tiles never straddle a group of 8 rows (the packed VNNI layout).
+            let room = (rows.end - i).min(kernel::VNNI_ROWS - i % kernel::VNNI_ROWS);
+            let mr = heights.iter().copied().find(|&m| m <= room).unwrap_or(1);
+            let mut p = block.start;
+            while p < block.end {
+                let np = (block.end - p).min(max_np);
+                let at = Tile { i, p, p0: block.start, ..at };
+                match (mr, np) {
+                    (8, 2) => self.tile::<8, 2, Y>(x, at, out, w_outliers),
+                    (8, _) => self.tile::<8, 1, Y>(x, at, out, w_outliers),
+                    (4, 2) => self.tile::<4, 2, Y>(x, at, out, w_outliers),
+                    (4, _) => self.tile::<4, 1, Y>(x, at, out, w_outliers),
+                    (2, 2) => self.tile::<2, 2, Y>(x, at, out, w_outliers),
+                    (2, _) => self.tile::<2, 1, Y>(x, at, out, w_outliers),
+                    (_, 2) => self.tile::<1, 2, Y>(x, at, out, w_outliers),
+                    _ => self.tile::<1, 1, Y>(x, at, out, w_outliers),
+                }
+                p += np;
+            }
+            i += mr;
+        }
+    }
+
+    /// One block of panels on AMX tiles: 32 rows × 2 panels (2 × 2
+    /// accumulator tiles) at a time, the exact sums then the shared epilogue.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn compute_tiles<U: amx::TileUnit, Y: Element>(
+    fn block_tiles<U: amx::TileUnit, Y: Element>(
         &self,
         unit: &mut U,
         x: &[i8],
         rows: Range<usize>,
-        panels: Range<usize>,
+        block: Range<usize>,
+        at: Tile,
         out: &mut [Y],
-        stride: usize,
-        col0: usize,
-        w_outliers: &mut [f32],
+        w_outliers: &[f32],
     ) {
         let (packed, kp) = (self.w.packed(), self.kp);
         let ps = packed.panel_stride();
-        let mut p0 = panels.start;
-        while p0 < panels.end {
-            let p1 = (p0 + PANELS_PER_BLOCK).min(panels.end);
-            self.dequantize_outlier_columns(p0..p1, w_outliers);
-            let w_outliers = &*w_outliers;
-            let mut i = rows.start;
-            while i < rows.end {
-                let mr = (rows.end - i).min(amx::BLOCK_ROWS);
-                let xs = &x[amx::packed_activation_len(i, kp)..];
-                let mut p = p0;
-                while p < p1 {
-                    let np = (p1 - p).min(2);
-                    let w = &packed.data()[p * ps..];
-                    let at = Tile { i, p, p0, row0: rows.start, stride, col0 };
-                    let t = amx::TILE_ROWS;
-                    match (mr > t, np) {
-                        (true, 2) => {
-                            let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
-                            self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
-                        }
-                        (true, _) => {
-                            let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
-                            self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
-                        }
-                        (false, 2) => {
-                            let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
-                            self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
-                        }
-                        (false, _) => {
-                            let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
-                            self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
-                        }
+        let mut i = rows.start;
+        while i < rows.end {
+            let mr = (rows.end - i).min(amx::BLOCK_ROWS);
+            let xs = &x[amx::packed_activation_len(i, kp)..];
+            let mut p = block.start;
+            while p < block.end {
+                let np = (block.end - p).min(2);
+                let w = &packed.data()[p * ps..];
+                let at = Tile { i, p, p0: block.start, ..at };
+                let t = amx::TILE_ROWS;
+                match (mr > t, np) {
+                    (true, 2) => {
+                        let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
-                    p += np;
+                    (true, _) => {
+                        let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                    }
+                    (false, 2) => {
+                        let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                    }
+                    (false, _) => {
+                        let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                    }
                 }
-                i += mr;
+                p += np;
             }
-            p0 = p1;
+            i += mr;
         }
     }
 
@@ -417,23 +446,29 @@ impl Operands<'_> {
 
     /// One tile: `MR` rows from `at.i`, `NP` panels from `at.p`.
     #[inline(always)]
-    fn tile<const MR: usize, const NP: usize, Y: Element>(&self, at: Tile, out: &mut [Y], w_outliers: &[f32]) {
+    fn tile<const MR: usize, const NP: usize, Y: Element>(
+        &self,
+        x: &RowTile<'_>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+    ) {
         let packed = self.w.packed();
         let (stride, kp) = (packed.panel_stride(), self.kp);
         let w = &packed.data()[at.p * stride..];
-        match &self.x {
-            ActivationTile::Signed(x) => {
+        match x {
+            RowTile::Signed(x) => {
                 let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
-            ActivationTile::Wide(x) if NP == 1 => {
+            RowTile::Wide(x) if NP == 1 => {
                 // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
                 let acc = unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, w, kp) };
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, _, l| acc[r][0][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
-            ActivationTile::Vnni { x, sums } => {
+            RowTile::Vnni { x, sums } => {
                 let tile = &x[(at.i / kernel::VNNI_ROWS) * kp * kernel::VNNI_ROWS..];
                 let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * GROUP..], &sums[at.i..]);
                 // SAFETY: `Vnni` is only built when the processor has AVX-512
@@ -441,7 +476,6 @@ impl Operands<'_> {
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
-            ActivationTile::Amx { .. } => unreachable!("AMX calls run `compute_tiles` (see `compute`)"),
             #[cfg(target_arch = "x86_64")]
             _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
         }
@@ -599,7 +633,7 @@ fn activation_tile<'a>(
                 *d = v as i16;
             }
         }
-        return Ok(ActivationTile::Wide(x));
+        return Ok(ActivationTile::Rows(RowTile::Wide(x)));
     }
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni {
@@ -607,7 +641,7 @@ fn activation_tile<'a>(
         let x = scratch::zeroed(i8s, tiles * kernel::VNNI_ROWS * kp, "packed activations")?;
         let sums = scratch::zeroed(sums, rows, "activation row sums")?;
         kernel::pack_vnni_activations(q, k, kp, x, sums);
-        return Ok(ActivationTile::Vnni { x, sums });
+        return Ok(ActivationTile::Rows(RowTile::Vnni { x, sums }));
     }
     if let Kernel::Amx { model } = kernel {
         let x = scratch::zeroed(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
@@ -618,7 +652,7 @@ fn activation_tile<'a>(
     for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
         dst[..k].copy_from_slice(src);
     }
-    Ok(ActivationTile::Signed(x))
+    Ok(ActivationTile::Rows(RowTile::Signed(x)))
 }
 
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
