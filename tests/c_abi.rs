@@ -140,7 +140,7 @@ fn c_program_drives_the_cuda_backend_on_the_emulated_gpu() {
 }
 
 #[test]
-fn readme_c_example_runs() {
+fn c_example_runs_under_strict_warnings() {
     let stdout = compile_and_run("examples/c/hello.c");
     // x row 0 · W row 0 + bias = 0.1 - 0.4 + 0.9 + 1.6 + 0.01 = 2.21; column 1 of x holds 9.0.
     assert!(stdout.contains("y[0] =   2.2"), "{stdout}");
@@ -166,7 +166,7 @@ fn cpp_binding_tests_pass() {
 }
 
 #[test]
-fn cpp_example_runs() {
+fn cpp_example_runs_under_strict_warnings() {
     let stdout = compile_and_run("examples/cpp/hello.cpp");
     assert!(stdout.contains("y[0] =   2.2"), "{stdout}");
     assert!(stdout.contains("outlier columns: 1"), "{stdout}");
@@ -193,4 +193,65 @@ fn checkpoint_c_example_runs() {
     let stdout = compile_and_run("examples/c/load_checkpoint.c");
     assert!(stdout.contains("49 tensors, 14 linear layers loaded, 1581056 bytes of int8 weights"), "{stdout}");
     assert!(stdout.contains("outlier columns: 1"), "{stdout}");
+}
+
+/// The fenced code blocks of a Markdown text: (language, text).
+fn code_blocks(markdown: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in markdown.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(lang)) => open = Some((lang.trim().to_string(), String::new())),
+            (Some(_), Some(_)) => blocks.push(open.take().unwrap()),
+            (Some((_, text)), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// The README's C and C++ sections show the example files whole, and the lines
+/// it gives to build and run them work as written, from the repository root.
+#[test]
+fn the_readme_shows_the_c_and_cpp_examples_whole_and_its_lines_build_and_run_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = built_library();
+    if lib.parent() != Some(&root.join("target/release")) {
+        eprintln!("the library is not in target/release (CARGO_TARGET_DIR?): the README's lines name that folder");
+        return;
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = code_blocks(&readme);
+    for (lang, file) in [("c", "examples/c/hello.c"), ("cpp", "examples/cpp/hello.cpp")] {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(
+            blocks.iter().any(|(l, text)| l == lang && text.trim_end() == source.trim_end()),
+            "README.md does not show {file} whole in a ```{lang} block"
+        );
+    }
+    let sh: Vec<&str> = blocks.iter().filter(|(l, _)| l == "sh").map(|(_, t)| t.as_str()).collect();
+    assert!(
+        sh.iter().any(|t| t.lines().any(|l| l.trim() == "cargo build --release")),
+        "README.md: no `cargo build --release`"
+    );
+    for (compiler, exe) in [("cc ", "target/hello-c"), ("c++ ", "target/hello-cpp")] {
+        let block = sh
+            .iter()
+            .find(|t| t.lines().any(|l| l.starts_with(compiler) && l.ends_with(exe)))
+            .unwrap_or_else(|| panic!("README.md: no `{compiler}… -o {exe}` line"));
+        let script: Vec<&str> = block.lines().filter(|l| l.starts_with(compiler) || l.trim() == exe).collect();
+        assert_eq!(script.len(), 2, "README.md: the build and the run line of {exe}: {script:?}");
+        let _ = std::fs::remove_file(root.join(exe));
+        let out =
+            Command::new("sh").arg("-ec").arg(script.join("\n")).current_dir(root).env("PWD", root).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("outlier columns: 1"),
+            "{script:?} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
