@@ -58,9 +58,10 @@ fn usage_errors_exit_2_with_a_message() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = text(&out.stderr);
         assert!(
-            err.starts_with("llmint8: ") && (err.contains("Usage:") || err.contains("Options:")),
+            err.starts_with("llmint8: ") && err.contains("\nUsage: llmint8 ") && err.contains("--help` for more"),
             "{args:?}: {err}"
         );
+        assert!(err.lines().count() <= 4, "{args:?}: the error and the synopsis, not the whole help: {err}");
     }
 }
 
@@ -80,6 +81,12 @@ fn failures_exit_1_naming_what_failed() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("LLMINT8_ERR_FORMAT") && err.contains("bad.safetensors"), "{err}");
+
+    // Another kind of file is named as such (not as a huge header length).
+    let text_file = dir.join("notes.txt");
+    std::fs::write(&text_file, "these are not tensors, just some words\n").unwrap();
+    let err = text(&llmint8(&["inspect", s(&text_file)]).stderr);
+    assert!(err.contains("LLMINT8_ERR_FORMAT") && err.contains("not a safetensors file"), "{err}");
 
     // No GPU where the tests run: cuda-info says what it looked for.
     let out = Command::new(env!("CARGO_BIN_EXE_llmint8"))
@@ -171,4 +178,38 @@ fn convert_shows_progress_on_a_terminal() {
     assert!(screen.contains("] 100% 21/21 tensors"), "no finished progress bar in:\n{screen}");
     assert!(screen.contains('\r'), "the bar redraws in place");
     assert!(screen.contains("14 layers quantized"), "{screen}");
+}
+
+/// Mistakes that used to convert anyway: a --skip that names no module (a
+/// typo would have quantized everything and been written into the config),
+/// and a model with nothing to quantize (an 8-bit one). Each is refused with
+/// a message and leaves nothing behind.
+#[test]
+fn convert_refuses_a_skip_that_matches_nothing_and_a_model_already_8_bit() {
+    let dir = scratch("mistakes");
+    let cases = [
+        (vec!["--skip", "self_atn"], "tiny-llama-fp16", "--skip \"self_atn\" matches no module"),
+        (vec!["--skip", "mlp", "--skip", "layers.9"], "tiny-llama-fp16", "--skip \"layers.9\" matches no module"),
+        (vec![], "tiny-llama-int8", "already an 8-bit checkpoint (14 int8 linear weights)"),
+        (vec!["--skip", "model"], "tiny-llama-fp16", "no 16/32-bit linear weight to quantize"),
+    ];
+    for (i, (options, model, words)) in cases.into_iter().enumerate() {
+        let out_dir = dir.join(format!("out{i}"));
+        let (input, output) = (data_dir().join(model), out_dir.clone());
+        let mut args = vec!["convert", "-q", s(&input), s(&output)];
+        args.extend(options);
+        let out = llmint8(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("LLMINT8_ERR_INVALID_ARGUMENT") && err.contains(words), "{args:?}: {err}");
+        assert!(!out_dir.exists(), "{args:?} left {}", out_dir.display());
+    }
+    // A --skip that matches converts, and says what the error columns measure.
+    let out = llmint8(&["convert", s(&data_dir().join("tiny-llama-fp16")), s(&dir.join("ok")), "--skip", "mlp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("8 layers quantized") && report.contains("rel error = ||w - dequantized w|| / ||w||"),
+        "{report}"
+    );
 }

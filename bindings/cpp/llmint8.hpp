@@ -103,23 +103,29 @@ public:
         auto [out, in] = shape();
         cb.resize(out * in);
         scb.resize(out);
-        detail::check(llmint8_weight_export(handle_.get(), cb.data(), scb.data()));
+        detail::check(llmint8_weight_export(live(), cb.data(), scb.data()));
     }
 
     /// Writes this weight to a safetensors file as transformers + bitsandbytes save
     /// a Linear8bitLt: PREFIX.weight (int8), PREFIX.SCB, PREFIX.weight_format (+ PREFIX.bias).
     void save_safetensors(const std::string& path, const std::string& prefix) const {
-        detail::check(llmint8_weight_save_safetensors(handle_.get(), path.c_str(), prefix.c_str()));
+        detail::check(llmint8_weight_save_safetensors(live(), path.c_str(), prefix.c_str()));
     }
 
     const llmint8_weight* get() const noexcept { return handle_.get(); }
+    /// The handle; throws llmint8::Error (LLMINT8_ERR_INVALID_ARGUMENT) when this
+    /// weight was moved from.
+    llmint8_weight* live() const {
+        detail::require(handle_ != nullptr, LLMINT8_ERR_INVALID_ARGUMENT, "this llmint8::Weight was moved from");
+        return handle_.get();
+    }
 
 private:
     friend class Context;
     explicit Weight(llmint8_weight* w) : handle_(w) {}
     std::pair<size_t, size_t> shape() const {
         size_t out = 0, in = 0;
-        detail::check(llmint8_weight_shape(handle_.get(), &out, &in));
+        detail::check(llmint8_weight_shape(live(), &out, &in));
         return {out, in};
     }
     std::unique_ptr<llmint8_weight, detail::WeightDelete> handle_;
@@ -159,12 +165,12 @@ public:
     }
     size_t size() const {
         size_t n = 0;
-        detail::check(llmint8_checkpoint_num_tensors(handle_.get(), &n));
+        detail::check(llmint8_checkpoint_num_tensors(live(), &n));
         return n;
     }
     TensorInfo tensor(size_t index) const {
         llmint8_tensor_info info{};
-        detail::check(llmint8_checkpoint_tensor_info(handle_.get(), index, &info));
+        detail::check(llmint8_checkpoint_tensor_info(live(), index, &info));
         TensorInfo t;
         t.name = info.name;
         t.dtype_name = info.dtype_name;
@@ -184,7 +190,7 @@ public:
     /// The index of the tensor called `name`, or nothing.
     std::optional<size_t> find(const std::string& name) const {
         size_t index = 0;
-        int32_t status = llmint8_checkpoint_find(handle_.get(), name.c_str(), &index);
+        int32_t status = llmint8_checkpoint_find(live(), name.c_str(), &index);
         if (status == LLMINT8_ERR_NOT_FOUND) return std::nullopt;
         detail::check(status);
         return index;
@@ -192,11 +198,17 @@ public:
     /// The raw little-endian bytes of tensor `index`, as stored.
     std::vector<uint8_t> read(size_t index) const {
         std::vector<uint8_t> bytes(tensor(index).num_bytes);
-        detail::check(llmint8_checkpoint_read(handle_.get(), index, bytes.data(), bytes.size()));
+        detail::check(llmint8_checkpoint_read(live(), index, bytes.data(), bytes.size()));
         return bytes;
     }
 
     const llmint8_checkpoint* get() const noexcept { return handle_.get(); }
+    /// The handle; throws llmint8::Error (LLMINT8_ERR_INVALID_ARGUMENT) when this
+    /// checkpoint was moved from.
+    llmint8_checkpoint* live() const {
+        detail::require(handle_ != nullptr, LLMINT8_ERR_INVALID_ARGUMENT, "this llmint8::Checkpoint was moved from");
+        return handle_.get();
+    }
 
 private:
     std::unique_ptr<llmint8_checkpoint, detail::CheckpointDelete> handle_;
@@ -213,25 +225,25 @@ public:
 
     Backend backend() const {
         int32_t b = 0;
-        detail::check(llmint8_context_backend(handle_.get(), &b));
+        detail::check(llmint8_context_backend(live(), &b));
         return static_cast<Backend>(b);
     }
-    void set_num_threads(size_t n) { detail::check(llmint8_context_set_num_threads(handle_.get(), n)); }
+    void set_num_threads(size_t n) { detail::check(llmint8_context_set_num_threads(live(), n)); }
     size_t num_threads() const {
         size_t n = 0;
-        detail::check(llmint8_context_num_threads(handle_.get(), &n));
+        detail::check(llmint8_context_num_threads(live(), &n));
         return n;
     }
     /// true: round inputs to float16 before quantizing, as bitsandbytes' Linear8bitLt does.
     void set_round_inputs_to_f16(bool on) {
-        detail::check(llmint8_context_set_input_rounding(handle_.get(), on ? LLMINT8_INPUT_ROUND_F16 : LLMINT8_INPUT_EXACT));
+        detail::check(llmint8_context_set_input_rounding(live(), on ? LLMINT8_INPUT_ROUND_F16 : LLMINT8_INPUT_EXACT));
     }
 
     /// Quantizes a row-major [out_features, in_features] weight; bias is nullptr or [out_features].
     template <typename T>
     Weight quantize(const T* w, size_t out_features, size_t in_features, const T* bias = nullptr) {
         llmint8_weight* h = nullptr;
-        detail::check(llmint8_weight_quantize(handle_.get(), w, detail::DTypeOf<T>::value, out_features, in_features, bias,
+        detail::check(llmint8_weight_quantize(live(), w, detail::DTypeOf<T>::value, out_features, in_features, bias,
                                               detail::DTypeOf<T>::value, &h));
         return Weight(h);
     }
@@ -250,7 +262,7 @@ public:
     template <typename T>
     Weight quantize_device(const T* w_device, size_t out_features, size_t in_features, const T* bias = nullptr) {
         llmint8_weight* h = nullptr;
-        detail::check(llmint8_weight_quantize_device(handle_.get(), w_device, detail::DTypeOf<T>::value, out_features,
+        detail::check(llmint8_weight_quantize_device(live(), w_device, detail::DTypeOf<T>::value, out_features,
                                                      in_features, bias, detail::DTypeOf<T>::value, &h));
         return Weight(h);
     }
@@ -262,7 +274,7 @@ public:
                         "CB size differs from SCB size * in_features");
         detail::require(bias.empty() || bias.size() == scb.size(), LLMINT8_ERR_SHAPE, "bias size differs from SCB size");
         llmint8_weight* h = nullptr;
-        detail::check(llmint8_weight_from_int8(handle_.get(), cb.data(), scb.data(), scb.size(), in_features,
+        detail::check(llmint8_weight_from_int8(live(), cb.data(), scb.data(), scb.size(), in_features,
                                                bias.empty() ? nullptr : bias.data(), LLMINT8_F32, &h));
         return Weight(h);
     }
@@ -271,13 +283,13 @@ public:
     /// 16/32-bit, taken as it is when bitsandbytes' int8 (+ SCB); with its bias.
     Weight load(const Checkpoint& checkpoint, const std::string& prefix) {
         llmint8_weight* h = nullptr;
-        detail::check(llmint8_weight_load(handle_.get(), checkpoint.get(), prefix.c_str(), &h));
+        detail::check(llmint8_weight_load(live(), checkpoint.live(), prefix.c_str(), &h));
         return Weight(h);
     }
     /// The same from a path (file, shard index or model directory), for one layer.
     Weight load_safetensors(const std::string& path, const std::string& prefix) {
         llmint8_weight* h = nullptr;
-        detail::check(llmint8_weight_load_safetensors(handle_.get(), path.c_str(), prefix.c_str(), &h));
+        detail::check(llmint8_weight_load_safetensors(live(), path.c_str(), prefix.c_str(), &h));
         return Weight(h);
     }
 
@@ -289,7 +301,7 @@ public:
     void matmul(const Weight& w, const X* x, size_t rows, Y* y, float threshold = LLMINT8_DEFAULT_THRESHOLD,
                 MatmulStats* stats = nullptr) {
         llmint8_matmul_stats s{};
-        detail::check(llmint8_matmul(handle_.get(), w.get(), x, detail::DTypeOf<X>::value, rows, threshold, y,
+        detail::check(llmint8_matmul(live(), w.live(), x, detail::DTypeOf<X>::value, rows, threshold, y,
                                      detail::DTypeOf<Y>::value, stats ? &s : nullptr));
         if (stats) *stats = MatmulStats{s.outlier_columns};
     }
@@ -300,22 +312,24 @@ public:
     MatmulStats matmul_host(const Weight& w, const X* x, size_t rows, Y* y,
                             float threshold = LLMINT8_DEFAULT_THRESHOLD) {
         llmint8_matmul_stats stats{};
-        detail::check(llmint8_matmul_host(handle_.get(), w.get(), x, detail::DTypeOf<X>::value, rows, threshold, y,
+        detail::check(llmint8_matmul_host(live(), w.live(), x, detail::DTypeOf<X>::value, rows, threshold, y,
                                           detail::DTypeOf<Y>::value, &stats));
         return MatmulStats{stats.outlier_columns};
     }
 
     /// CUDA: later work goes to `stream` (a cudaStream_t of the context's device).
-    void set_stream(void* stream) { detail::check(llmint8_context_set_stream(handle_.get(), stream)); }
+    void set_stream(void* stream) { detail::check(llmint8_context_set_stream(live(), stream)); }
     /// Waits for the work this context queued (nothing to do on the CPU).
-    void synchronize() { detail::check(llmint8_context_synchronize(handle_.get())); }
+    void synchronize() { detail::check(llmint8_context_synchronize(live())); }
 
     /// The same with vectors: rows = x.size() / in_features; returns float y [rows, out].
     template <typename X>
     std::vector<float> matmul(const Weight& w, const std::vector<X>& x, float threshold = LLMINT8_DEFAULT_THRESHOLD,
                               MatmulStats* stats = nullptr) {
         const size_t in = w.in_features(), out = w.out_features();
-        detail::require(x.size() % in == 0, LLMINT8_ERR_SHAPE, "x size is not a multiple of in_features");
+        if (x.size() % in != 0)
+            throw Error(LLMINT8_ERR_SHAPE, "x holds " + std::to_string(x.size()) +
+                                               " values, not a multiple of in_features = " + std::to_string(in));
         const size_t rows = x.size() / in;
         std::vector<float> y(rows * out);
         MatmulStats s = matmul_host(w, x.data(), rows, y.data(), threshold);
@@ -324,6 +338,12 @@ public:
     }
 
     const llmint8_context* get() const noexcept { return handle_.get(); }
+    /// The handle; throws llmint8::Error (LLMINT8_ERR_INVALID_ARGUMENT) when this
+    /// context was moved from.
+    llmint8_context* live() const {
+        detail::require(handle_ != nullptr, LLMINT8_ERR_INVALID_ARGUMENT, "this llmint8::Context was moved from");
+        return handle_.get();
+    }
 
 private:
     std::unique_ptr<llmint8_context, detail::ContextDelete> handle_;

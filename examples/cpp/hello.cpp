@@ -8,7 +8,7 @@
 
 int main() {
     try {
-        llmint8::Context ctx;  // the CPU, all cores
+        llmint8::Context ctx;  // a GPU when one is usable, else the CPU (Backend::Auto), all cores
         const size_t out = 3, in = 4;
         std::vector<float> w = {0.1f, -0.2f, 0.3f, 0.4f, 0.5f, 0.6f, -0.7f, 0.8f, -0.9f, 1.0f, 1.1f, 1.2f};
         std::vector<float> bias = {0.01f, 0.02f, 0.03f};

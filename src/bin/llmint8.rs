@@ -32,14 +32,15 @@ row scales) and PREFIX.weight_format (uint8 0). Embeddings, lm_head, norms,
 biases and skipped modules are kept as they are; other files (tokenizer,
 generation config, ...) are copied; config.json gets the quantization_config
 transformers writes. OUT_DIR must not exist or be empty; on failure nothing is
-left there.
+left there. A model with no 16/32-bit linear weight (an 8-bit one) is refused.
 
 Options:
   --threshold T         llm_int8_threshold written to config.json (default 6.0;
                         0 turns the outlier decomposition off)
   --skip PATTERN        keep module PATTERN and the modules inside it unquantized;
                         matches whole dotted components (`mlp`, `layers.0.self_attn`,
-                        `model.layers.3.mlp.down_proj`); repeat for more
+                        `model.layers.3.mlp.down_proj`); repeat for more; a
+                        PATTERN that matches no module is refused
   --max-shard-size S    largest output shard, e.g. 5GB (default), 500MB, 2GiB
   --exact               quantize bfloat16/float32 weights from their stored
                         values; by default they are rounded to float16 first,
@@ -63,8 +64,14 @@ Options:
 /// A failure: message and exit code (2 for usage errors, 1 otherwise).
 struct Failure(String, u8);
 
+/// A usage error: the message, the command's synopsis and where its help is
+/// (not the whole help text).
 fn usage(msg: impl Into<String>, help: &str) -> Failure {
-    Failure(format!("{}\n\n{help}", msg.into()), 2)
+    let synopsis = if help == USAGE { "llmint8 COMMAND [ARGS]" } else { help.lines().next().unwrap_or("llmint8") };
+    // "llmint8 convert IN_DIR …" → "llmint8 convert"
+    let command: Vec<&str> =
+        synopsis.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-')).collect();
+    Failure(format!("{}\nUsage: {synopsis}\nRun `{} --help` for more.", msg.into(), command.join(" ")), 2)
 }
 
 impl From<llmint8::Error> for Failure {
@@ -260,6 +267,9 @@ fn print_report(r: &ConvertReport, output: &std::path::Path) {
     let (before, after): (usize, usize) =
         r.layers.iter().fold((0, 0), |(b, a), l| (b + l.bytes_before, a + l.bytes_after));
     let worst = r.layers.iter().map(|l| l.relative_error).fold(0.0, f64::max);
+    println!(
+        "(weight quantization error: max error = max |w - dequantized w|, rel error = ||w - dequantized w|| / ||w||)"
+    );
     println!(
         "\n{} layers quantized: {} -> {} ({:.1}%), worst relative error {worst:.3e}",
         r.layers.len(),

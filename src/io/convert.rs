@@ -176,6 +176,29 @@ pub fn convert(
             plans.push(Plan::Copy { out: push(&mut specs, t.name.clone(), t.dtype, t.shape.clone()) });
         }
     }
+    // A --skip that names nothing is a typo, not a choice: refuse it before
+    // anything is written (it would otherwise land in llm_int8_skip_modules).
+    for pattern in &options.skip {
+        if !checkpoint.tensors().iter().any(|t| matches_module(pattern, t.prefix())) {
+            let example = checkpoint.tensors().iter().find(|t| t.kind == TensorKind::LinearWeight).map(|t| t.prefix());
+            return Err(Error::invalid(format!(
+                "{}: --skip {pattern:?} matches no module of this model{}",
+                input.display(),
+                example.map_or(String::new(), |e| format!(" (a linear module is named {e:?})"))
+            )));
+        }
+    }
+    if !plans.iter().any(|p| matches!(p, Plan::Quantize { .. })) {
+        let int8 = checkpoint.tensors().iter().filter(|t| t.kind == TensorKind::Int8Weight).count();
+        return Err(Error::invalid(if int8 > 0 {
+            format!("{}: already an 8-bit checkpoint ({int8} int8 linear weights): nothing to convert", input.display())
+        } else {
+            format!(
+                "{}: no 16/32-bit linear weight to quantize (none in the model, or every one skipped)",
+                input.display()
+            )
+        }));
+    }
     if let Some(clash) = duplicate_name(&specs) {
         return Err(Error::new(
             Status::Format,

@@ -198,12 +198,19 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Header> {
     };
     let n = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
     if n > MAX_HEADER_BYTES {
-        return Err(format_error(file, format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")));
+        // Any other kind of file lands here (its first 8 bytes as a length).
+        return Err(format_error(
+            file,
+            format!("not a safetensors file: its first 8 bytes give a header length of {n}, which exceeds the {MAX_HEADER_BYTES}-byte limit"),
+        ));
     }
     let n = n as usize; // <= MAX_HEADER_BYTES, fits
     let data_start = 8 + n;
     if data_start > len {
-        return Err(format_error(file, format!("header length {n} runs past the end of the file ({len} bytes)")));
+        return Err(format_error(
+            file,
+            format!("not a safetensors file, or a truncated one: header length {n} runs past the end of the file ({len} bytes)"),
+        ));
     }
     let text = std::str::from_utf8(&bytes[8..data_start])
         .map_err(|e| format_error(file, format!("header is not UTF-8: {e}")))?;
