@@ -103,8 +103,14 @@ mkdir -p "$prefix/go"
 cp -r bindings/go "$prefix/go/binding"
 cp -r examples/go "$prefix/go/example"
 sed -i 's|=> ../../bindings/go|=> ../binding|' "$prefix/go/example/go.mod"
-(cd "$prefix/go/example" && CGO_CFLAGS="-I$prefix/include" CGO_LDFLAGS="-L$prefix/lib -Wl,-rpath,$prefix/lib" \
-  go run . | grep -q "outlier columns: 1")
+# Through pkg-config (build tag llmint8_system): no flags of its own, nothing
+# pointing into the repository, and it runs as built.
+(cd "$prefix/go/example" && go build -tags llmint8_system -o "$prefix/go/hello" . && \
+  env -u LD_LIBRARY_PATH "$prefix/go/hello" | grep -q "outlier columns: 1")
+if readelf -d "$prefix/go/hello" | grep -q "$PWD/target"; then
+  echo "the Go program built against the install tree points into the repository" >&2
+  exit 1
+fi
 echo "install tree: pkg-config (C), CMake (C++) and Go consumers built and ran"
 
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate

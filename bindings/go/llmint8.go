@@ -2,9 +2,12 @@
 // 2022) matrix multiplication with an int8 weight and the mixed-precision
 // decomposition of outlier features.
 //
-// Build: cgo finds the header and library in the repository (include/ and
-// target/release/, after `cargo build --release`). From an install tree, set
-// CGO_CFLAGS="-I$PREFIX/include" and CGO_LDFLAGS="-L$PREFIX/lib -lllmint8".
+// Build: by default cgo finds the header and library in the repository this
+// package sits in (include/ and target/release/, after `cargo build --release`;
+// cgo_repository.go). With the build tag llmint8_system it takes them from an
+// install tree through pkg-config instead (`make install`, then
+// PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig if the prefix is not a system one;
+// cgo_system.go), and nothing points into the repository.
 //
 // Matrices are row-major slices. A Context and a Weight may be used by many
 // goroutines at once; Close must not race with other calls on the same handle.
@@ -13,8 +16,6 @@
 package llmint8
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -Wl,-rpath,${SRCDIR}/../../target/release -lllmint8
 #include <stdint.h>
 #include <stdlib.h>
 #include "llmint8.h"
