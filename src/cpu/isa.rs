@@ -64,8 +64,8 @@ impl CpuPath {
         }
     }
 
-    /// Whether the path runs on this processor with AVX-512 F/BW/VNNI (the
-    /// multiversioned code is compiled with them; see [`multiversion`]).
+    /// Whether the path runs on this processor with AVX-512 F/BW/VNNI: the
+    /// multiversioned code ([`multiversion`]) and the AVX-512 quantizers.
     pub fn has_avx512(self) -> bool {
         matches!(self, CpuPath::Avx512Vnni | CpuPath::Amx) && self.is_available()
     }
@@ -140,11 +140,10 @@ macro_rules! multiversion {
                 // SAFETY: the processor has AVX2 (checked in the guard).
                 #[cfg(target_arch = "x86_64")]
                 $crate::cpu::isa::CpuPath::Avx2 if path.is_available() => unsafe { avx2($($arg),*) },
-                // SAFETY: the processor has AVX-512 F/BW/VNNI (checked in the guard).
+                // SAFETY: the processor has AVX-512 F/BW/VNNI (`has_avx512`, the guard;
+                // AMX machines have it: `amx::is_available` checks it).
                 #[cfg(target_arch = "x86_64")]
-                // (AMX machines have AVX-512: `amx::is_available` checks it.)
-                #[cfg(target_arch = "x86_64")]
-                $crate::cpu::isa::CpuPath::Avx512Vnni | $crate::cpu::isa::CpuPath::Amx if path.is_available() => unsafe { avx512vnni($($arg),*) },
+                _ if path.has_avx512() => unsafe { avx512vnni($($arg),*) },
                 _ => body($($arg),*),
             }
         }

@@ -179,7 +179,7 @@ pub unsafe fn tile_avx2<const MR: usize>(x: &[i16], x_stride: usize, w: &[i8], k
 }
 
 /// 16 values of `row` from `i` as float32, exactly as `Element::to_f32` reads
-/// them; `None` for a dtype it does not handle.
+/// them (every dtype).
 ///
 /// # Safety
 /// The processor must support AVX-512 F and BW; `i + 16 <= row.len()`.

@@ -521,8 +521,8 @@ impl Operands<'_> {
         // The outlier part, column by column in ascending order, against the
         // weight columns the block dequantized once (`dequantize_outlier_columns`).
         let no = self.outliers.len();
-        // (Each lane's sum runs over the columns in registers: column-outer
-        // loops kept the whole tile's sums in memory.)
+        // Per row and panel, the 16 lanes' sums stay in registers across the
+        // columns (a column-outer loop would keep the whole tile's in memory).
         let mut outlier_part = [[[0.0f32; PANEL]; NP]; MR];
         if no > 0 {
             for (r, part) in outlier_part.iter_mut().enumerate() {

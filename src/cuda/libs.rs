@@ -16,7 +16,7 @@
 //! the newest one the driver can run is taken (a CUDA 12 driver cannot run the
 //! CUDA 13 libraries). Every failure lists what was tried and why it failed.
 //!
-//! (cudarc, named in the design card, chooses one CUDA major version when it is
+//! (Why not the cudarc crate: it chooses one CUDA major version when it is
 //! compiled, loads libraries by bare name only, and panics when one is missing;
 //! these three needs are the point of this module, so the few entry points the
 //! backend calls are bound here, with `dlsym`.)
