@@ -5,15 +5,17 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::call::Matmul;
 use crate::cpu::{self, CpuPath};
-use crate::cuda::device::Gpu;
+use crate::cuda::{self, device::Gpu, DeviceMatrix};
 use crate::dtype::{DType, Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
 use crate::quant::{self, InputRounding};
-use crate::weight::Weight;
+use crate::weight::{Location, Storage, Weight};
 use crate::{with_data, with_data_mut};
 
-/// Where the work runs. Codes are part of ABI version 1.
+/// Where a caller asks the work to run (a context then runs at one
+/// [`Location`]). Codes are part of ABI version 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum Backend {
@@ -24,6 +26,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend that runs at `location` (never `Auto`).
+    pub fn of(location: Location) -> Backend {
+        match location {
+            Location::Cpu => Backend::Cpu,
+            Location::Cuda { .. } => Backend::Cuda,
+        }
+    }
+
     pub fn from_code(code: i32) -> Result<Backend> {
         match code {
             0 => Ok(Backend::Auto),
@@ -56,8 +66,14 @@ pub struct Context {
     round_inputs_to_f16: AtomicBool,
     /// Index into [`CpuPath::ALL`]; always a path this processor runs.
     cpu_path: AtomicU8,
-    /// The device of a CUDA context.
-    gpu: Option<Arc<Gpu>>,
+    place: Place,
+}
+
+/// Where a context runs: the one thing the rest of this file matches on.
+#[derive(Debug)]
+enum Place {
+    Cpu,
+    Cuda(Arc<Gpu>),
 }
 
 /// A CUDA context waits for the work it queued and gives up the engine's
@@ -65,7 +81,7 @@ pub struct Context {
 /// it, and the engine may destroy the stream next.
 impl Drop for Context {
     fn drop(&mut self) {
-        if let Some(gpu) = &self.gpu {
+        if let Place::Cuda(gpu) = &self.place {
             gpu.release_stream();
         }
     }
@@ -100,7 +116,7 @@ impl Context {
 
     fn on_gpu(gpu: Arc<Gpu>) -> Context {
         let mut context = Context::cpu();
-        context.gpu = Some(gpu);
+        context.place = Place::Cuda(gpu);
         context
     }
 
@@ -112,13 +128,16 @@ impl Context {
             num_threads: AtomicUsize::new(0),
             round_inputs_to_f16: AtomicBool::new(false),
             cpu_path: AtomicU8::new(CpuPath::default_for_process() as u8),
-            gpu: None,
+            place: Place::Cpu,
         }
     }
 
     /// The CUDA device of this context, or an `Unsupported` error naming `what`.
     fn gpu(&self, what: &str) -> Result<&Arc<Gpu>> {
-        self.gpu.as_ref().ok_or_else(|| Error::unsupported(format!("{what} needs a CUDA context")))
+        match &self.place {
+            Place::Cuda(gpu) => Ok(gpu),
+            Place::Cpu => Err(Error::unsupported(format!("{what} needs a CUDA context"))),
+        }
     }
 
     /// Sends this context's later device work to `stream` (a `CUstream` of the
@@ -135,18 +154,17 @@ impl Context {
     /// Waits until all work queued by this context has finished (nothing to do
     /// on the CPU).
     pub fn synchronize(&self) -> Result<()> {
-        match &self.gpu {
-            Some(g) => g.synchronize(),
-            None => Ok(()),
+        match &self.place {
+            Place::Cuda(gpu) => gpu.synchronize(),
+            Place::Cpu => Ok(()),
         }
     }
 
-    /// The backend this context runs on (never `Auto`).
-    pub fn backend(&self) -> Backend {
-        if self.gpu.is_some() {
-            Backend::Cuda
-        } else {
-            Backend::Cpu
+    /// Where this context runs its work and keeps its weights.
+    pub fn location(&self) -> Location {
+        match &self.place {
+            Place::Cpu => Location::Cpu,
+            Place::Cuda(gpu) => Location::Cuda { device: gpu.ordinal },
         }
     }
 
@@ -218,9 +236,9 @@ impl Context {
 
     /// A weight built on the host, moved to this context's device if it has one.
     fn place(&self, weight: Weight) -> Result<Weight> {
-        match &self.gpu {
-            Some(gpu) => weight.into_device(gpu),
-            None => Ok(weight),
+        match &self.place {
+            Place::Cuda(gpu) => weight.into_device(gpu),
+            Place::Cpu => Ok(weight),
         }
     }
 
@@ -262,24 +280,22 @@ impl Context {
         self.place(Weight::from_int8(cb, scb, out_features, in_features, bias)?)
     }
 
-    /// Checks that `w` belongs to this context's backend (and device).
+    /// Checks that `w` lives where this context runs (backend and device).
     fn check_weight(&self, w: &Weight) -> Result<()> {
-        if w.backend() != self.backend() {
-            return Err(Error::invalid(format!(
-                "the weight lives on the {:?} backend, the context on {:?}",
-                w.backend(),
-                self.backend()
-            )));
+        if w.location() == self.location() {
+            Ok(())
+        } else {
+            Err(self.foreign_weight(w))
         }
-        if let (Some(gpu), Some(dw)) = (&self.gpu, w.on_device()) {
-            if dw.gpu.ordinal != gpu.ordinal {
-                return Err(Error::invalid(format!(
-                    "the weight lives on CUDA device {}, the context on device {}",
-                    dw.gpu.ordinal, gpu.ordinal
-                )));
-            }
-        }
-        Ok(())
+    }
+
+    /// The error for a weight that lives elsewhere than this context.
+    fn foreign_weight(&self, w: &Weight) -> Error {
+        let name = |l: Location| match l {
+            Location::Cpu => "the CPU".to_string(),
+            Location::Cuda { device } => format!("CUDA device {device}"),
+        };
+        Error::invalid(format!("the weight lives on {}, the context on {}", name(w.location()), name(self.location())))
     }
 
     /// `y = x · Wᵀ + b` with LLM.int8(): `x` is row-major `[rows, in_features]`,
@@ -297,21 +313,17 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
-        if let Some(gpu) = &self.gpu {
-            let (x_dtype, y_dtype) = (x.dtype(), y.dtype());
-            let outlier_columns = with_data!(x, x => with_data_mut!(y, y => {
-                let (x_bytes, y_bytes) = (std::mem::size_of_val(x), std::mem::size_of_val(y));
-                // SAFETY: the slices hold exactly these bytes.
-                unsafe {
-                    let (x_ptr, y_ptr, rounding) = (x.as_ptr().cast(), y.as_mut_ptr().cast(), self.input_rounding());
-                    crate::cuda::host_matmul(gpu, w, x_ptr, x_bytes, x_dtype, rows, threshold, rounding, y_ptr, y_bytes, y_dtype)
-                }
-            }))?;
-            return Ok(MatmulStats { outlier_columns });
-        }
-        let settings = self.settings();
-        let outlier_columns =
-            with_data!(x, x => with_data_mut!(y, y => cpu::matmul(settings, w, x, rows, threshold, y)))?;
+        let outlier_columns = match (&self.place, w.storage()) {
+            (Place::Cpu, Storage::Cpu(weight)) => {
+                let settings = self.settings();
+                with_data!(x, x => with_data_mut!(y, y => cpu::matmul(Matmul { weight, x, rows, threshold, y, settings })))?
+            }
+            (Place::Cuda(gpu), Storage::Cuda(weight)) if weight.gpu.ordinal == gpu.ordinal => {
+                let settings = self.input_rounding();
+                cuda::matmul_host_memory(gpu, Matmul { weight, x, rows, threshold, y, settings })?
+            }
+            _ => return Err(self.foreign_weight(w)),
+        };
         Ok(MatmulStats { outlier_columns })
     }
 
@@ -349,20 +361,17 @@ impl Context {
         gpu.check_device_pointer(x, "x")?;
         gpu.check_device_pointer(y, "y")?;
         // SAFETY: as the caller promises.
-        let outlier_columns = unsafe {
-            crate::cuda::device_matmul(
-                gpu,
-                w,
-                x as u64,
-                x_dtype,
-                rows,
-                threshold,
-                self.input_rounding(),
-                y as u64,
-                y_dtype,
-                want_stats,
-            )?
+        let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
+        let call = Matmul {
+            weight,
+            x: DeviceMatrix { ptr: x as u64, dtype: x_dtype },
+            rows,
+            threshold,
+            y: DeviceMatrix { ptr: y as u64, dtype: y_dtype },
+            settings: self.input_rounding(),
         };
+        // SAFETY: as the caller promises.
+        let outlier_columns = unsafe { cuda::matmul_device_memory(gpu, &call, want_stats)? };
         Ok(MatmulStats { outlier_columns })
     }
 

@@ -19,6 +19,7 @@
 //! assert!((y[0] - 4.5).abs() < 0.05 && (y[1] - 0.75).abs() < 0.05);
 //! ```
 
+mod call;
 mod context;
 mod cpu;
 mod cuda;
@@ -35,7 +36,7 @@ pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};
 pub use error::{Error, Result, Status};
 pub use half::{bf16, f16};
-pub use weight::Weight;
+pub use weight::{Location, Weight};
 
 /// Version of the C ABI; the shared library's SONAME is `libllmint8.so.<this>`.
 pub const ABI_VERSION: u32 = 1;

@@ -1,11 +1,12 @@
-//! A quantized weight: what stays resident after a 16/32-bit weight is handed over.
+//! A quantized weight: what stays resident after a 16/32-bit weight is handed
+//! over. The checks every backend shares live here; what a backend's kernels
+//! read is its own type (`cpu::Weight`, `cuda::Weight`).
 
 use std::sync::Arc;
 
-use crate::context::Backend;
-use crate::cpu::{self, pack::PackedWeight};
-use crate::cuda::{device::Gpu, ops::DeviceWeight};
-use crate::dtype::{Data, Element};
+use crate::cpu;
+use crate::cuda::{self, device::Gpu};
+use crate::dtype::{DType, Data, Element};
 use crate::error::{check_len, try_copied_vec, try_zeroed_vec, Error, Result};
 use crate::quant;
 use crate::with_data;
@@ -14,32 +15,34 @@ use crate::with_data;
 /// (bitsandbytes' `CB` and `SCB`) and an optional f32 bias. Immutable once built,
 /// so it can be shared by any number of threads.
 ///
-/// It holds `out·in` bytes of int8 (plus at most 15 rows and 3 columns of
-/// padding) and `4·out` bytes of scales (and `4·out` of bias): no copy of the
-/// 16/32-bit weight survives quantization. The int8 data is kept packed for the
-/// CPU microkernels (`cpu::pack`); bitsandbytes' row-major `CB` comes back out
-/// through [`Weight::export`] and [`Weight::cb`].
+/// On the CPU it holds `out·in` bytes of int8 (plus at most 15 rows and 3
+/// columns of padding), packed for the microkernels, and `4·out` bytes of
+/// scales (and `4·out` of bias): no copy of the 16/32-bit weight survives
+/// quantization. bitsandbytes' row-major `CB` comes back out through
+/// [`Weight::export`] and [`Weight::cb`].
 ///
 /// A weight of a CUDA context keeps its int8 values, scales and bias in the
 /// device's memory (`CB` rows padded to 16 bytes, as cuBLASLt wants), and a
 /// host copy of the scales and bias (8 bytes per output row).
 #[derive(Debug)]
 pub struct Weight {
-    out_features: usize,
-    in_features: usize,
-    int8: Int8Storage,
-    /// Row absmax `[out_features]` (bitsandbytes' `SCB`).
-    scb: Vec<f32>,
-    bias: Option<Vec<f32>>,
+    storage: Storage,
 }
 
-/// Where the int8 values live.
+/// The backend's own weight.
 #[derive(Debug)]
-enum Int8Storage {
-    /// Packed for the CPU microkernels (`cpu::pack`).
-    Cpu(PackedWeight),
-    /// On a CUDA device.
-    Cuda(DeviceWeight),
+pub(crate) enum Storage {
+    Cpu(cpu::Weight),
+    Cuda(cuda::Weight),
+}
+
+/// Where a weight (or a context's work) lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// Host memory, computed by the CPU backend.
+    Cpu,
+    /// The memory of CUDA device `device`.
+    Cuda { device: i32 },
 }
 
 /// Checks `out_features, in_features` and returns their product.
@@ -72,8 +75,9 @@ fn convert_bias(bias: Option<Data<'_>>, out_features: usize) -> Result<Option<Ve
 }
 
 impl Weight {
-    /// Quantizes a row-major `[out_features, in_features]` weight row by row.
-    /// A non-finite weight value is refused with a message naming its row.
+    /// Quantizes a row-major `[out_features, in_features]` weight row by row
+    /// on the CPU. A non-finite weight value is refused with a message naming
+    /// its row.
     pub(crate) fn quantize(
         settings: cpu::Settings,
         w: Data<'_>,
@@ -84,12 +88,12 @@ impl Weight {
         let len = check_weight_shape(out_features, in_features)?;
         check_len("weight", w.len(), len)?;
         let bias = convert_bias(bias, out_features)?;
-        let (packed, scb) = with_data!(w, w => cpu::quantize_weight_rows(settings, w, out_features, in_features))?;
-        Ok(Weight { out_features, in_features, int8: Int8Storage::Cpu(packed), scb, bias })
+        let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
+        Ok(Weight { storage: Storage::Cpu(weight) })
     }
 
-    /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it is.
-    /// Scales must be finite and non-negative.
+    /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it
+    /// is, on the CPU. Scales must be finite and non-negative.
     pub(crate) fn from_int8(
         cb: &[i8],
         scb: &[f32],
@@ -104,25 +108,29 @@ impl Weight {
             return Err(Error::invalid(format!("SCB[{row}] = {s}: a row scale must be finite and >= 0")));
         }
         let bias = convert_bias(bias, out_features)?;
-        let packed = PackedWeight::from_row_major(cb, out_features, in_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
-        Ok(Weight { out_features, in_features, int8: Int8Storage::Cpu(packed), scb, bias })
+        let weight = cpu::Weight::from_int8(cb, scb, out_features, in_features, bias)?;
+        Ok(Weight { storage: Storage::Cpu(weight) })
     }
 
     /// Moves a weight built on the host to a CUDA device: the int8 values go
-    /// up row-major (padded), the host's packed copy is dropped.
+    /// up row-major (padded), the host's packed copy is dropped. A weight
+    /// already on a device stays where it is.
     pub(crate) fn into_device(self, gpu: &Arc<Gpu>) -> Result<Weight> {
-        let Int8Storage::Cpu(packed) = &self.int8 else { return Ok(self) };
-        let (n, k) = (self.out_features, self.in_features);
-        crate::cuda::ops::check_in_features(k)?;
+        let Storage::Cpu(host) = self.storage else { return Ok(self) };
+        let (n, k) = (host.out_features(), host.in_features());
+        cuda::check_in_features(k)?;
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
-        packed.unpack_into(&mut cb);
-        let device = DeviceWeight::upload(gpu, &cb, &self.scb, self.bias.as_deref(), n, k)?;
-        Ok(Weight { int8: Int8Storage::Cuda(device), ..self })
+        host.packed().unpack_into(&mut cb);
+        let scb = try_copied_vec(host.scb(), "weight scales")?;
+        let bias = host.bias().map(|b| try_copied_vec(b, "bias")).transpose()?;
+        drop(host);
+        let device = cuda::Weight::upload(gpu, &cb, scb, bias, n, k)?;
+        Ok(Weight { storage: Storage::Cuda(device) })
     }
 
     /// A weight quantized on the device from device memory (see
-    /// [`DeviceWeight::quantize_on_device`]).
+    /// [`cuda::Weight::quantize_on_device`]).
     ///
     /// # Safety
     /// `w` must be device memory of `gpu` holding `out_features · in_features`
@@ -131,7 +139,7 @@ impl Weight {
         gpu: &Arc<Gpu>,
         rounding: quant::InputRounding,
         w: u64,
-        dtype: crate::DType,
+        dtype: DType,
         out_features: usize,
         in_features: usize,
         bias: Option<Data<'_>>,
@@ -139,89 +147,98 @@ impl Weight {
         check_weight_shape(out_features, in_features)?;
         let bias = convert_bias(bias, out_features)?;
         // SAFETY: as the caller promises.
-        let (device, scb) = unsafe {
-            DeviceWeight::quantize_on_device(gpu, w, dtype, out_features, in_features, rounding, bias.as_deref())?
-        };
-        Ok(Weight { out_features, in_features, int8: Int8Storage::Cuda(device), scb, bias })
+        let device =
+            unsafe { cuda::Weight::quantize_on_device(gpu, w, dtype, out_features, in_features, rounding, bias)? };
+        Ok(Weight { storage: Storage::Cuda(device) })
     }
 
-    /// The device copy of a CUDA context's weight.
-    pub(crate) fn on_device(&self) -> Option<&DeviceWeight> {
-        match &self.int8 {
-            Int8Storage::Cuda(d) => Some(d),
-            Int8Storage::Cpu(_) => None,
-        }
+    /// The backend's weight, for the context to dispatch on.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     pub fn out_features(&self) -> usize {
-        self.out_features
-    }
-    pub fn in_features(&self) -> usize {
-        self.in_features
-    }
-    pub fn backend(&self) -> Backend {
-        match self.int8 {
-            Int8Storage::Cpu(_) => Backend::Cpu,
-            Int8Storage::Cuda(_) => Backend::Cuda,
+        match &self.storage {
+            Storage::Cpu(w) => w.out_features(),
+            Storage::Cuda(w) => w.out_features,
         }
     }
+    pub fn in_features(&self) -> usize {
+        match &self.storage {
+            Storage::Cpu(w) => w.in_features(),
+            Storage::Cuda(w) => w.in_features,
+        }
+    }
+    /// Where the int8 values live.
+    pub fn location(&self) -> Location {
+        match &self.storage {
+            Storage::Cpu(_) => Location::Cpu,
+            Storage::Cuda(w) => Location::Cuda { device: w.gpu.ordinal },
+        }
+    }
+
     /// A row-major copy of the int8 values `[out_features, in_features]`
-    /// (bitsandbytes' `CB`). For a weight on a CUDA device this copies it down
-    /// and panics if the device fails; [`Weight::export`] reports that instead.
-    pub fn cb(&self) -> Vec<i8> {
-        let mut cb = vec![0i8; self.out_features * self.in_features];
-        self.copy_cb(&mut cb).unwrap_or_else(|e| panic!("copying CB from the device: {e}"));
-        cb
+    /// (bitsandbytes' `CB`); for a weight on a CUDA device, copied down.
+    pub fn cb(&self) -> Result<Vec<i8>> {
+        let mut cb = try_zeroed_vec::<i8>(self.out_features() * self.in_features(), "CB")?;
+        self.copy_cb(&mut cb)?;
+        Ok(cb)
     }
 
     fn copy_cb(&self, cb: &mut [i8]) -> Result<()> {
-        match &self.int8 {
-            Int8Storage::Cpu(packed) => {
-                packed.unpack_into(cb);
+        match &self.storage {
+            Storage::Cpu(w) => {
+                w.packed().unpack_into(cb);
                 Ok(())
             }
-            Int8Storage::Cuda(device) => device.download_cb(self.out_features, self.in_features, cb),
+            Storage::Cuda(w) => w.download_cb(cb),
         }
     }
 
-    /// The packed int8 values of a CPU weight. The CPU kernels only ever get
-    /// CPU weights: [`crate::Context::matmul`] checks the backend first.
-    pub(crate) fn packed(&self) -> &PackedWeight {
-        match &self.int8 {
-            Int8Storage::Cpu(packed) => packed,
-            Int8Storage::Cuda(_) => unreachable!("a CUDA weight reached the CPU kernels"),
-        }
-    }
     /// Row absmax `[out_features]`.
     pub fn scb(&self) -> &[f32] {
-        &self.scb
+        match &self.storage {
+            Storage::Cpu(w) => w.scb(),
+            Storage::Cuda(w) => w.scb(),
+        }
     }
     pub fn bias(&self) -> Option<&[f32]> {
-        self.bias.as_deref()
+        match &self.storage {
+            Storage::Cpu(w) => w.bias(),
+            Storage::Cuda(w) => w.bias(),
+        }
     }
-    /// Bytes this weight keeps resident.
+    /// Bytes this weight keeps resident (on a CUDA device: device memory plus
+    /// the host copy of the scales and bias).
     pub fn resident_bytes(&self) -> usize {
-        let host_extras = 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, |b| b.len());
-        match &self.int8 {
-            Int8Storage::Cpu(packed) => packed.resident_bytes() + host_extras,
-            // Device memory (CB, SCB, bias) and the host copy of SCB and bias.
-            Int8Storage::Cuda(d) => d.cb.bytes + d.scb.bytes + d.bias.as_ref().map_or(0, |b| b.bytes) + host_extras,
+        match &self.storage {
+            Storage::Cpu(w) => w.resident_bytes(),
+            Storage::Cuda(w) => w.resident_bytes(),
         }
     }
 
     /// Writes bitsandbytes' layout: row-major `CB [out, in]` and `SCB [out]`.
     pub fn export(&self, cb: &mut [i8], scb: &mut [f32]) -> Result<()> {
-        check_len("CB buffer", cb.len(), self.out_features * self.in_features)?;
-        check_len("SCB buffer", scb.len(), self.scb.len())?;
+        check_len("CB buffer", cb.len(), self.out_features() * self.in_features())?;
+        check_len("SCB buffer", scb.len(), self.out_features())?;
         self.copy_cb(cb)?;
-        scb.copy_from_slice(&self.scb);
+        scb.copy_from_slice(self.scb());
         Ok(())
     }
 
-    /// The dequantized weight element `[row, col]`: `cb · scb / 127` (a CPU
-    /// weight; for a CUDA one, use [`Weight::export`]).
-    #[inline]
-    pub fn dequantized(&self, row: usize, col: usize) -> f32 {
-        quant::dequantize_weight(self.packed().get(row, col), self.scb[row])
+    /// The dequantized weight element `[row, col]`: `cb · scb / 127`. Refuses
+    /// an index outside the shape (`InvalidArgument`) and a weight on a CUDA
+    /// device (`Unsupported`: [`Weight::export`] copies it down).
+    pub fn dequantized(&self, row: usize, col: usize) -> Result<f32> {
+        let (n, k) = (self.out_features(), self.in_features());
+        if row >= n || col >= k {
+            return Err(Error::invalid(format!("element [{row}, {col}] is outside the weight's shape [{n}, {k}]")));
+        }
+        match &self.storage {
+            Storage::Cpu(w) => Ok(quant::dequantize_weight(w.packed().get(row, col), w.scb()[row])),
+            Storage::Cuda(_) => {
+                Err(Error::unsupported("dequantized reads a CPU weight; export copies a CUDA one down"))
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use llmint8::{Backend, Context, Status};
+use llmint8::{Backend, Context, Location, Status};
 
 const VARIABLES: [&str; 8] = [
     "LLMINT8_LIBCUDA",
@@ -27,7 +27,7 @@ fn no_device() -> String {
     let e = Context::new(Backend::Cuda, 0).expect_err("no GPU here, yet a CUDA context was made");
     assert_eq!(e.status(), Status::NoDevice, "{e}");
     // AUTO falls back to the CPU for the same reason.
-    assert_eq!(Context::new(Backend::Auto, 0).unwrap().backend(), Backend::Cpu);
+    assert_eq!(Context::new(Backend::Auto, 0).unwrap().location(), Location::Cpu);
     e.to_string()
 }
 

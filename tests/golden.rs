@@ -171,7 +171,7 @@ fn float16_input_rounding_reproduces_linear8bitlt_for_every_dtype() {
         let bias = case.bias.then(|| t.float(&format!("{name}.bias")));
         let weight =
             ctx.quantize_weight(t.float(&format!("{name}.w")).data(), n, k, bias.as_ref().map(Owned::data)).unwrap();
-        assert_eq!(weight.cb(), t.i8s(&format!("{name}.CB")), "{name}: CB");
+        assert_eq!(weight.cb().unwrap(), t.i8s(&format!("{name}.CB")), "{name}: CB");
         assert_eq!(bits(weight.scb()), bits(&t.f32s(&format!("{name}.SCB"))), "{name}: SCB");
         let x = t.float(&format!("{name}.x"));
         let mut y = Owned::zeros(case.dtype, m * n);

@@ -63,8 +63,15 @@ fn matmul_matches_the_f64_reference() {
             for threshold in THRESHOLDS {
                 let mut y = Owned::zeros(y_dtype, s.rows * s.n);
                 let stats = ctx.matmul(&weight, x.data(), s.rows, threshold, y.data_mut()).unwrap();
-                let want =
-                    reference::matmul(&x32, s.rows, &weight.cb(), weight.scb(), bias32.as_deref(), s.k, threshold);
+                let want = reference::matmul(
+                    &x32,
+                    s.rows,
+                    &weight.cb().unwrap(),
+                    weight.scb(),
+                    bias32.as_deref(),
+                    s.k,
+                    threshold,
+                );
                 assert_eq!(stats.outlier_columns, want.outlier_cols);
                 let got = y.to_f32();
                 #[allow(clippy::needless_range_loop)] // e indexes three arrays
@@ -177,7 +184,7 @@ fn results_are_bit_identical_for_any_thread_count() {
         for threads in [2, 3, 4, 7] {
             ctx.set_num_threads(threads);
             let w2 = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
-            assert_eq!(w2.cb(), weight.cb());
+            assert_eq!(w2.cb().unwrap(), weight.cb().unwrap());
             let mut y = vec![0.0f32; rows * n];
             ctx.matmul(&weight, Data::F32(&x), rows, 6.0, DataMut::F32(&mut y)).unwrap();
             let same = y.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -270,7 +277,7 @@ fn every_cpu_path_is_bit_identical_to_the_portable_one() {
         let mut q = vec![0i8; s.rows * s.k];
         let mut a = vec![0.0f32; s.rows];
         ctx.quantize_rows(x.data(), s.rows, s.k, t, &mut q, &mut a, None).unwrap();
-        (weight.cb(), weight.scb().to_vec(), y.bytes(), q, common::bits(&a))
+        (weight.cb().unwrap(), weight.scb().to_vec(), y.bytes(), q, common::bits(&a))
     };
     let mut rng = Rng::new(77);
     let mut all = shapes(&mut rng);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use llmint8::{bf16, f16, Backend, Context, DType, Data, DataMut, Status};
+use llmint8::{bf16, f16, Backend, Context, DType, Data, DataMut, Location, Status};
 
 fn weight(ctx: &Context, n: usize, k: usize, bias: Option<&[f32]>) -> llmint8::Weight {
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 23) as f32 - 11.0) / 10.0).collect();
@@ -49,7 +49,7 @@ fn nan_and_inf_in_x_propagate_like_a_float_matmul() {
         assert!(y[..n].iter().all(|v| v.is_nan()), "NaN row: {:?}", &y[..n]);
         // Inf · w is ±Inf, or NaN where the dequantized weight is 0.
         for j in 0..n {
-            let wv = w.dequantized(j, 2);
+            let wv = w.dequantized(j, 2).unwrap();
             let v = y[n + j];
             if wv == 0.0 {
                 assert!(v.is_nan());
@@ -154,7 +154,15 @@ fn export_round_trips_and_from_int8_keeps_values() {
     let mut scb = vec![0.0f32; 5];
     w.export(&mut cb, &mut scb).unwrap();
     let w2 = ctx.weight_from_int8(&cb, &scb, 5, 7, Some(Data::F32(w.bias().unwrap()))).unwrap();
-    assert_eq!((w2.cb(), w2.scb(), w2.bias()), (w.cb(), w.scb(), w.bias()));
+    assert_eq!((w2.cb().unwrap(), w2.scb(), w2.bias()), (w.cb().unwrap(), w.scb(), w.bias()));
+    assert_eq!(w.cb().unwrap(), cb);
+    assert_eq!(w.location(), Location::Cpu);
+    // The dequantized element is CB · SCB / 127; an index outside the shape is
+    // an error, not a panic.
+    let want = (cb[3 * 7 + 6] as f64 * scb[3] as f64 / 127.0) as f32;
+    assert_eq!(w.dequantized(3, 6).unwrap().to_bits(), want.to_bits());
+    assert_eq!(w.dequantized(5, 0).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(w.dequantized(0, 7).unwrap_err().status(), Status::InvalidArgument);
     // Resident: the int8 values (padded to 16 rows × 4 columns for the kernels),
     // and per output row a scale and a bias — no 16/32-bit copy.
     assert_eq!(w.resident_bytes(), 16 * 8 + 4 * 5 + 4 * 5);
@@ -165,12 +173,12 @@ fn export_round_trips_and_from_int8_keeps_values() {
 
 #[test]
 fn backends_resolve_as_documented() {
-    assert_eq!(Context::new(Backend::Auto, 0).unwrap().backend(), Backend::Cpu);
+    assert_eq!(Context::new(Backend::Auto, 0).unwrap().location(), Location::Cpu);
     assert_eq!(Context::new(Backend::Cpu, 1).unwrap_err().status(), Status::InvalidArgument);
     // Without a usable GPU a CUDA context is refused with NO_DEVICE, saying
     // what was looked for (tests/cuda_discovery.rs checks each case).
     match Context::new(Backend::Cuda, 0) {
-        Ok(ctx) => assert_eq!(ctx.backend(), Backend::Cuda),
+        Ok(ctx) => assert_eq!(ctx.location(), Location::Cuda { device: 0 }),
         Err(e) => {
             assert_eq!(e.status(), Status::NoDevice, "{e}");
             assert!(e.to_string().contains("tried:") || e.to_string().contains("CUDA"), "{e}");

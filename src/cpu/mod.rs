@@ -11,19 +11,21 @@ pub(crate) mod pack;
 mod pool;
 mod scratch;
 mod threads;
+mod weight;
 
 use std::ops::Range;
 
+use crate::call::Matmul;
 use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding};
-use crate::weight::Weight;
 use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
 use pool::run_parts;
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
+pub(crate) use weight::Weight;
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
 /// handing a part to a worker and waiting for it costs microseconds.
@@ -75,7 +77,7 @@ fn threads_for(work: usize, threads: usize) -> usize {
 /// Quantizes the rows of a weight `[n, k]` into the packed int8 layout and the
 /// row scales (`SCB`). Refuses a non-finite value, naming the first row (lowest
 /// index) that holds one.
-pub(crate) fn quantize_weight_rows<T: Element>(
+fn quantize_weight_rows<T: Element>(
     settings: Settings,
     w: &[T],
     n: usize,
@@ -657,15 +659,9 @@ fn activation_tile<'a>(
 
 /// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
 /// Returns the number of outlier columns. Shapes are checked by the caller.
-pub(crate) fn matmul<X: Element, Y: Element>(
-    settings: Settings,
-    w: &Weight,
-    x: &[X],
-    rows: usize,
-    threshold: f32,
-    y: &mut [Y],
-) -> Result<usize> {
-    scratch::with_scratch(|scratch| matmul_in(settings, w, x, rows, threshold, y, scratch))
+pub(crate) fn matmul<X: Element, Y: Element>(call: Matmul<'_, Weight, &[X], &mut [Y], Settings>) -> Result<usize> {
+    let Matmul { weight, x, rows, threshold, y, settings } = call;
+    scratch::with_scratch(|scratch| matmul_in(settings, weight, x, rows, threshold, y, scratch))
 }
 
 fn matmul_in<X: Element, Y: Element>(

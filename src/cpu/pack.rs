@@ -28,14 +28,14 @@ pub struct PackedWeight {
 }
 
 /// `k` rounded up to a multiple of [`GROUP`].
-pub fn padded_k(k: usize) -> usize {
+pub fn k_padded_to_group(k: usize) -> usize {
     k.div_ceil(GROUP) * GROUP
 }
 
 impl PackedWeight {
     /// An all-zero packed weight of `n` rows and `k` columns.
     pub fn zeroed(n: usize, k: usize) -> Result<PackedWeight> {
-        let kp = padded_k(k);
+        let kp = k_padded_to_group(k);
         let panels = n.div_ceil(PANEL);
         let len = panels
             .checked_mul(PANEL)
@@ -45,6 +45,14 @@ impl PackedWeight {
         Ok(PackedWeight { n, k, kp, data })
     }
 
+    /// Output rows (the weight's `out_features`).
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+    /// Input columns (the weight's `in_features`).
+    pub fn cols(&self) -> usize {
+        self.k
+    }
     pub fn k_padded(&self) -> usize {
         self.kp
     }
@@ -156,7 +164,7 @@ mod tests {
         for (n, k) in [(1, 1), (3, 5), (16, 4), (17, 9), (40, 33)] {
             let cb: Vec<i8> = (0..n * k).map(|i| ((i * 7919) % 255) as i8).collect();
             let p = PackedWeight::from_row_major(&cb, n, k).unwrap();
-            assert_eq!(p.data().len(), n.div_ceil(PANEL) * PANEL * padded_k(k));
+            assert_eq!(p.data().len(), n.div_ceil(PANEL) * PANEL * k_padded_to_group(k));
             let mut back = vec![0i8; n * k];
             p.unpack_into(&mut back);
             assert_eq!(back, cb);

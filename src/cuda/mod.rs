@@ -5,29 +5,46 @@
 //! builds and every CPU test passes on machines without CUDA, and a CUDA
 //! context there fails with `NoDevice`, saying what was looked for.
 
+/// Packs kernel arguments: a pointer to a local copy of each value.
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        [$( (&$value as *const _ as *mut std::ffi::c_void), )*]
+    };
+}
+
 pub(crate) mod device;
 pub(crate) mod libs;
 pub(crate) mod nvrtc;
 pub(crate) mod ops;
 pub(crate) mod runtime;
 pub(crate) mod sys;
+mod weight;
 
 use std::sync::Arc;
 
 use device::{Gpu, StreamState};
-use ops::DeviceWeight;
 use sys::CUdeviceptr;
 
-use crate::dtype::DType;
+use crate::call::Matmul;
+use crate::dtype::{DType, Data, DataMut};
 use crate::error::Result;
 use crate::quant::InputRounding;
-use crate::weight::Weight;
+use crate::{with_data, with_data_mut};
 
-/// A CUDA context's weight: its device part and `(out_features, in_features)`.
-fn on_device(w: &Weight) -> (&DeviceWeight, usize, usize) {
-    let dw = w.on_device().expect("a CUDA context's weights live on its device (Context::check_weight)");
-    (dw, w.out_features(), w.in_features())
+pub(crate) use ops::check_in_features;
+pub(crate) use weight::Weight;
+
+/// A matrix in device memory: its address and element type.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeviceMatrix {
+    pub ptr: CUdeviceptr,
+    pub dtype: DType,
 }
+
+/// A matmul on device memory; `settings` is how the inputs are read.
+pub(crate) type DeviceMatmul<'a> = Matmul<'a, Weight, DeviceMatrix, DeviceMatrix, InputRounding>;
+/// A matmul on host memory on a CUDA context.
+pub(crate) type HostMatmul<'a, 'x, 'y> = Matmul<'a, Weight, Data<'x>, DataMut<'y>, InputRounding>;
 
 /// Copies the outlier count at `count` (device) to the host, waiting for the stream.
 fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
@@ -44,30 +61,18 @@ fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usiz
     Ok(value.max(0) as usize)
 }
 
-/// The matmul on device memory (see [`crate::Context::matmul_on_device`]):
-/// queued on the context's stream; waits only when `want_stats`. Returns the
-/// outlier count when `want_stats`, else 0.
+/// The matmul on device memory (see [`crate::Context::matmul_on_device`]),
+/// on `gpu`, the context's device: queued on its stream; waits only when
+/// `want_stats`. Returns the outlier count when `want_stats`, else 0.
 ///
 /// # Safety
-/// `x` and `y` are device memory of `gpu`'s device of the sizes the shapes give.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn device_matmul(
-    gpu: &Arc<Gpu>,
-    w: &Weight,
-    x: CUdeviceptr,
-    x_dtype: DType,
-    rows: usize,
-    threshold: f32,
-    rounding: InputRounding,
-    y: CUdeviceptr,
-    y_dtype: DType,
-    want_stats: bool,
-) -> Result<usize> {
-    let (dw, n, k) = on_device(w);
+/// `call.x` and `call.y` are device memory of `gpu`'s device of the sizes the
+/// shapes give.
+pub(crate) unsafe fn matmul_device_memory(gpu: &Arc<Gpu>, call: &DeviceMatmul<'_>, want_stats: bool) -> Result<usize> {
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul(gpu, dw, n, k, x, x_dtype, rows, threshold, rounding, y, y_dtype, &mut state)? };
+    let count = unsafe { ops::matmul(gpu, call, &mut state)? };
     if want_stats {
         read_count(gpu, &state, count)
     } else {
@@ -98,42 +103,36 @@ impl Drop for StreamBuffer<'_> {
     }
 }
 
-/// The matmul on host memory on a CUDA context: copies `x` up, runs, copies
-/// `y` down, and waits. Returns the outlier count.
-///
-/// # Safety
-/// `x` holds `x_bytes` readable bytes and `y` `y_bytes` writable ones, matching
-/// the shapes.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn host_matmul(
-    gpu: &Arc<Gpu>,
-    w: &Weight,
-    x: *const std::ffi::c_void,
-    x_bytes: usize,
-    x_dtype: DType,
-    rows: usize,
-    threshold: f32,
-    rounding: InputRounding,
-    y: *mut std::ffi::c_void,
-    y_bytes: usize,
-    y_dtype: DType,
-) -> Result<usize> {
-    let (dw, n, k) = on_device(w);
-    let _current = gpu.make_current()?;
-    let mut state = gpu.state();
-    let d = &gpu.rt.driver;
-    let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
-    let y_dev = StreamBuffer::new(gpu, &state, y_bytes, "cuMemAllocAsync (y)")?;
-    // SAFETY (this block): the device buffers hold the bytes copied; the host
-    // pointers are as the caller promises; the stream is waited on before the
-    // host buffers are released to the caller.
-    unsafe {
-        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x, x_bytes, state.stream), "copying x to the device")?;
-        let count =
-            ops::matmul(gpu, dw, n, k, x_dev.ptr, x_dtype, rows, threshold, rounding, y_dev.ptr, y_dtype, &mut state)?;
-        gpu.check((d.cuMemcpyDtoHAsync)(y, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
-        read_count(gpu, &state, count)
-    }
+/// The matmul on host memory on a CUDA context (`gpu`): copies `x` up, runs,
+/// copies `y` down, and waits. Returns the outlier count.
+pub(crate) fn matmul_host_memory(gpu: &Arc<Gpu>, call: HostMatmul<'_, '_, '_>) -> Result<usize> {
+    let Matmul { weight, x, rows, threshold, y, settings } = call;
+    let (x_dtype, y_dtype) = (x.dtype(), y.dtype());
+    with_data!(x, x => with_data_mut!(y, y => {
+        let (x_bytes, y_bytes) = (std::mem::size_of_val(x), std::mem::size_of_val(y));
+        let _current = gpu.make_current()?;
+        let mut state = gpu.state();
+        let d = &gpu.rt.driver;
+        let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
+        let y_dev = StreamBuffer::new(gpu, &state, y_bytes, "cuMemAllocAsync (y)")?;
+        let on_device = Matmul {
+            weight,
+            x: DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype },
+            rows,
+            threshold,
+            y: DeviceMatrix { ptr: y_dev.ptr, dtype: y_dtype },
+            settings,
+        };
+        // SAFETY (this block): the device buffers hold the bytes copied; the
+        // host slices hold them too; the stream is waited on before the slices
+        // go back to the caller.
+        unsafe {
+            gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x.as_ptr().cast(), x_bytes, state.stream), "copying x to the device")?;
+            let count = ops::matmul(gpu, &on_device, &mut state)?;
+            gpu.check((d.cuMemcpyDtoHAsync)(y.as_mut_ptr().cast(), y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
+            read_count(gpu, &state, count)
+        }
+    }))
 }
 
 /// What the CUDA backend finds on this machine, one fact per line: where each

@@ -6,24 +6,24 @@
 //! host: the outlier count stays on the device.
 
 use std::ffi::c_void;
-use std::sync::Arc;
 
-use super::device::{DeviceBuffer, Gpu, StreamState, WORKSPACE_BYTES};
+use super::device::{Gpu, StreamState, WORKSPACE_BYTES};
 use super::nvrtc::{self, BLOCK_THREADS};
 use super::sys::{self, CUdeviceptr};
-use crate::dtype::DType;
+use super::DeviceMatmul;
+use crate::call::Matmul;
 use crate::error::{Error, Result};
 use crate::quant::InputRounding;
 
 /// Row stride of the int8 matrices on the device: in_features rounded up to 16
 /// bytes, as cuBLASLt's int8 tensor-core kernels want (the padding is zero).
-pub(crate) fn padded_k(k: usize) -> usize {
+pub(crate) fn cb_row_stride(k: usize) -> usize {
     k.div_ceil(16) * 16
 }
 
 /// Weight rows on the device: out_features rounded up to 16 (zero rows), so
 /// that every GEMM's m is a multiple of 16.
-fn padded_n(n: usize) -> usize {
+pub(crate) fn padded_n(n: usize) -> usize {
     n.div_ceil(16) * 16
 }
 
@@ -70,25 +70,7 @@ const ACC_BUDGET_BYTES: usize = 64 << 20;
 /// The most blocks a grid-stride launch uses.
 const MAX_BLOCKS: usize = 8192;
 
-/// Packs kernel arguments: a pointer to a local copy of each value.
-macro_rules! args {
-    ($($value:expr),* $(,)?) => {
-        [$( (&$value as *const _ as *mut c_void), )*]
-    };
-}
-
-/// A quantized weight on a device: `CB` `[padded_n(n), padded_k(k)]` int8
-/// (zero-padded), `SCB` `[n]` float32, and the bias `[n]` float32.
-#[derive(Debug)]
-pub(crate) struct DeviceWeight {
-    pub gpu: Arc<Gpu>,
-    pub cb: DeviceBuffer,
-    pub scb: DeviceBuffer,
-    pub bias: Option<DeviceBuffer>,
-    pub kp: usize,
-}
-
-fn grid_for(total: usize) -> u32 {
+pub(crate) fn grid_for(total: usize) -> u32 {
     total.div_ceil(BLOCK_THREADS as usize).clamp(1, MAX_BLOCKS) as u32
 }
 
@@ -136,165 +118,21 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
     n.min(fit.max(256))
 }
 
-impl DeviceWeight {
-    /// Checks the shape and allocates a weight's device buffers, bias copied
-    /// up and `CB` zeroed (its padding must hold 0), queued on the stream.
-    fn allocate(gpu: &Arc<Gpu>, n: usize, k: usize, bias: Option<&[f32]>) -> Result<DeviceWeight> {
-        check_in_features(k)?;
-        let kp = padded_k(k);
-        let cb_bytes = padded_n(n).checked_mul(kp).ok_or_else(|| Error::shape("the padded weight overflows size_t"))?;
-        let cb = gpu.alloc(cb_bytes, "cuMemAlloc (int8 weight)")?;
-        let scb = gpu.alloc(4 * n, "cuMemAlloc (weight scales)")?;
-        let bias_dev = bias.map(|_| gpu.alloc(4 * n, "cuMemAlloc (bias)")).transpose()?;
-        let _current = gpu.make_current()?;
-        let d = &gpu.rt.driver;
-        let stream = gpu.state().stream;
-        // SAFETY: the buffers were allocated above with these sizes; the bias
-        // slice holds n values (checked by the caller).
-        unsafe {
-            gpu.check((d.cuMemsetD32Async)(cb.ptr, 0, cb_bytes / 4, stream), "cuMemsetD32Async")?;
-            if let (Some(b), Some(dev)) = (bias, &bias_dev) {
-                gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, b.as_ptr().cast(), 4 * n, stream), "copying the bias")?;
-            }
-        }
-        Ok(DeviceWeight { gpu: gpu.clone(), cb, scb, bias: bias_dev, kp })
-    }
-
-    /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
-    /// Synchronous: the host buffers may be reused when it returns.
-    pub(crate) fn upload(
-        gpu: &Arc<Gpu>,
-        cb: &[i8],
-        scb: &[f32],
-        bias: Option<&[f32]>,
-        n: usize,
-        k: usize,
-    ) -> Result<DeviceWeight> {
-        let weight = DeviceWeight::allocate(gpu, n, k, bias)?;
-        let (kp, cb_dev, scb_dev) = (weight.kp, &weight.cb, &weight.scb);
-        let _current = gpu.make_current()?;
-        let d = &gpu.rt.driver;
-        let stream = gpu.state().stream;
-        // Rows of k bytes go into rows of kp: straight when equal, else through a
-        // staging buffer padded on the device (kept until the stream is waited on).
-        let staging = if kp == k { None } else { Some(gpu.alloc(n * k, "cuMemAlloc (staging)")?) };
-        // SAFETY (this block): every copy's device side was allocated with at
-        // least the bytes copied; the host slices hold them.
-        unsafe {
-            let target = staging.as_ref().map_or(cb_dev.ptr, |s| s.ptr);
-            gpu.check((d.cuMemcpyHtoDAsync)(target, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
-            if let Some(staging) = &staging {
-                let (src, rows, cols, ld, dst) = (staging.ptr, n as i64, k as i32, kp as i32, cb_dev.ptr);
-                gpu.launch(nvrtc::PAD_ROWS, grid_for(n * kp), stream, &mut args![src, rows, cols, ld, dst])?;
-            }
-            gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
-        Ok(weight)
-    }
-
-    /// Quantizes a row-major weight `[n, k]` of `dtype` that is already in
-    /// device memory at `w`; returns the weight and its scales (copied to the
-    /// host, for `SCB` accessors). A non-finite value is refused, naming the
-    /// first row that holds one. Synchronous.
-    ///
-    /// # Safety
-    /// `w` must be device memory of this context's device holding `n · k`
-    /// elements of `dtype`.
-    pub(crate) unsafe fn quantize_on_device(
-        gpu: &Arc<Gpu>,
-        w: CUdeviceptr,
-        dtype: DType,
-        n: usize,
-        k: usize,
-        rounding: InputRounding,
-        bias: Option<&[f32]>,
-    ) -> Result<(DeviceWeight, Vec<f32>)> {
-        let weight = DeviceWeight::allocate(gpu, n, k, bias)?;
-        let (kp, cb_dev, scb_dev) = (weight.kp, &weight.cb, &weight.scb);
-        let first_bad = gpu.alloc(4, "cuMemAlloc")?;
-        let _current = gpu.make_current()?;
-        let d = &gpu.rt.driver;
-        let stream = gpu.state().stream;
-        let mut scb = vec![0f32; n];
-        let mut bad_row: i32 = 0;
-        // SAFETY (this block): the buffers were allocated above with the sizes
-        // the kernel and copies use; `w` is as the caller promises.
-        unsafe {
-            gpu.check((d.cuMemsetD32Async)(first_bad.ptr, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
-            let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
-            let round = i32::from(rounding == InputRounding::Float16);
-            let (mode, flags) = (1i32, 0u64);
-            let grid = n.clamp(1, 65535) as u32;
-            gpu.launch(
-                nvrtc::QUANTIZE_ROWS[dtype as usize],
-                grid,
-                stream,
-                &mut args![w, rows, cols, ld, threshold, round, mode, cb_dev.ptr, scb_dev.ptr, flags, first_bad.ptr],
-            )?;
-            gpu.check((d.cuMemcpyDtoHAsync)(scb.as_mut_ptr().cast(), scb_dev.ptr, 4 * n, stream), "copying SCB")?;
-            gpu.check(
-                (d.cuMemcpyDtoHAsync)((&mut bad_row as *mut i32).cast(), first_bad.ptr, 4, stream),
-                "copying the check",
-            )?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
-        if bad_row != i32::MAX {
-            return Err(crate::quant::non_finite_weight(bad_row as usize, None, rounding));
-        }
-        Ok((weight, scb))
-    }
-
-    /// Copies `CB` back to the host, row-major `[n, k]` (bitsandbytes' layout).
-    /// Synchronous.
-    pub(crate) fn download_cb(&self, n: usize, k: usize, cb: &mut [i8]) -> Result<()> {
-        let gpu = &self.gpu;
-        let _current = gpu.make_current()?;
-        let d = &gpu.rt.driver;
-        let stream = gpu.state().stream;
-        let mut padded = vec![0i8; n * self.kp];
-        // SAFETY: `padded` holds the first n rows of the device buffer.
-        unsafe {
-            gpu.check(
-                (d.cuMemcpyDtoHAsync)(padded.as_mut_ptr().cast(), self.cb.ptr, n * self.kp, stream),
-                "copying CB",
-            )?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
-        for (dst, src) in cb.chunks_exact_mut(k).zip(padded.chunks_exact(self.kp)) {
-            dst.copy_from_slice(&src[..k]);
-        }
-        Ok(())
-    }
-}
-
 /// `y = x · Wᵀ + b` on the device, queued on the stream of `gpu` (the
 /// context's device, which `state` belongs to).
 /// Returns the device address of the outlier count (valid until the next call
 /// on this context's stream) so that a caller that wants it can copy it.
 ///
 /// # Safety
-/// `x` and `y` must be device memory of the weight's device holding
-/// `rows · k` elements of `x_dtype` and `rows · n` of `y_dtype`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul(
-    gpu: &Gpu,
-    w: &DeviceWeight,
-    n: usize,
-    k: usize,
-    x: CUdeviceptr,
-    x_dtype: DType,
-    rows: usize,
-    threshold: f32,
-    rounding: InputRounding,
-    y: CUdeviceptr,
-    y_dtype: DType,
-    state: &mut StreamState,
-) -> Result<CUdeviceptr> {
+/// `call.x` and `call.y` must be device memory of the weight's device holding
+/// `rows · k` and `rows · n` elements of their dtypes.
+pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut StreamState) -> Result<CUdeviceptr> {
     // The context's device (its kernels, cuBLASLt handle and workspace, used
     // under its stream lock), not the one that built the weight: two contexts
     // on one device share weights, not workspaces.
-    let kp = w.kp;
+    let &Matmul { weight: w, x, rows, threshold, y, settings: rounding } = call;
+    let (x, x_dtype, y, y_dtype) = (x.ptr, x.dtype, y.ptr, y.dtype);
+    let (n, k, kp) = (w.out_features, w.in_features, w.row_stride);
     let (mp, np) = (padded_rows(rows), padded_n(n));
     let chunk = chunk_rows(mp, np);
     let layout = ScratchLayout::new(mp, k, kp, n, chunk)?;
@@ -540,7 +378,7 @@ mod tests {
 
     #[test]
     fn gemm_shapes_are_padded_and_chunked_as_cublaslt_wants() {
-        assert_eq!((padded_k(1), padded_k(16), padded_k(4097)), (16, 16, 4112));
+        assert_eq!((cb_row_stride(1), cb_row_stride(16), cb_row_stride(4097)), (16, 16, 4112));
         assert_eq!((padded_n(77), padded_rows(1), padded_rows(16)), (80, 4, 16));
         for rows in [4, 64, 4096, 1 << 20] {
             for n in [16, 4096, 28672] {

@@ -134,7 +134,7 @@ pub unsafe extern "C" fn llmint8_context_backend(ctx: *const llmint8_context, ba
         // SAFETY: the caller promises a non-NULL ctx is live.
         let ctx = unsafe { non_null(ctx, "ctx") }?;
         // SAFETY: the caller promises a non-NULL backend is writable.
-        unsafe { write_out(backend, ctx.inner.backend() as i32, "backend") }
+        unsafe { write_out(backend, crate::Backend::of(ctx.inner.location()) as i32, "backend") }
     })
 }
 

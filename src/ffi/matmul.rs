@@ -77,13 +77,13 @@ pub unsafe extern "C" fn llmint8_matmul(
         // SAFETY (this block): pointers are as the caller promises in `# Safety`.
         unsafe {
             let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
-            if ctx.inner.backend() == crate::Backend::Cuda {
+            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
                 let result =
                     ctx.inner.matmul_on_device(w, x, x_dtype, rows, threshold, y, y_dtype, !stats.is_null())?;
                 write_stats(stats, result);
                 return Ok(());
             }
-            host_matmul(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
+            matmul_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
         }
     })
 }
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn llmint8_matmul_host(
         // SAFETY (this block): pointers are as the caller promises in `# Safety`.
         unsafe {
             let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
-            host_matmul(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
+            matmul_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
         }
     })
 }
@@ -143,7 +143,7 @@ unsafe fn matmul_arguments<'a>(
 /// # Safety
 /// As `llmint8_matmul_host`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn host_matmul(
+unsafe fn matmul_host_memory(
     ctx: &llmint8_context,
     w: &crate::Weight,
     x: *const c_void,

@@ -1,0 +1,56 @@
+//! The CPU backend's weight: int8 values packed for the microkernels, with the
+//! row scales and bias the epilogue reads.
+
+use super::pack::PackedWeight;
+use super::{quantize_weight_rows, Settings};
+use crate::dtype::Element;
+use crate::error::Result;
+
+/// A weight `[out_features, in_features]` in host memory. Shape, scales and
+/// bias were validated by the caller (`crate::Weight`).
+#[derive(Debug)]
+pub(crate) struct Weight {
+    packed: PackedWeight,
+    /// Row absmax `[out_features]` (bitsandbytes' `SCB`).
+    scb: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Weight {
+    /// Quantizes a row-major `[n, k]` weight row by row (`w.len() == n · k`).
+    pub(crate) fn quantize<T: Element>(
+        settings: Settings,
+        w: &[T],
+        n: usize,
+        k: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Weight> {
+        let (packed, scb) = quantize_weight_rows(settings, w, n, k)?;
+        Ok(Weight { packed, scb, bias })
+    }
+
+    /// Packs bitsandbytes' row-major `CB [n, k]` with its scales.
+    pub(crate) fn from_int8(cb: &[i8], scb: Vec<f32>, n: usize, k: usize, bias: Option<Vec<f32>>) -> Result<Weight> {
+        Ok(Weight { packed: PackedWeight::from_row_major(cb, n, k)?, scb, bias })
+    }
+
+    pub(crate) fn out_features(&self) -> usize {
+        self.packed.rows()
+    }
+    pub(crate) fn in_features(&self) -> usize {
+        self.packed.cols()
+    }
+    pub(crate) fn packed(&self) -> &PackedWeight {
+        &self.packed
+    }
+    pub(crate) fn scb(&self) -> &[f32] {
+        &self.scb
+    }
+    pub(crate) fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+    /// Packed int8 values, scales and bias.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        self.packed.resident_bytes() + 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, Vec::len)
+    }
+}
