@@ -12,7 +12,7 @@ LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 DOCDIR ?= $(PREFIX)/share/doc/llmint8
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-ABI := $(shell sed -n 's/^pub const ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/lib.rs)
+ABI := $(shell sed -n 's/^abi-version = \([0-9]*\)$$/\1/p' Cargo.toml)
 
 .PHONY: build install
 

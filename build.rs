@@ -3,20 +3,31 @@
 
 use std::path::{Path, PathBuf};
 
-/// Must equal `llmint8::ABI_VERSION` (a test checks the SONAME).
-const ABI_VERSION: u32 = 1;
+/// The C ABI's major version: `abi-version` under `[package.metadata.llmint8]`
+/// in Cargo.toml, the one place it is written.
+fn abi_version(root: &Path) -> u32 {
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let value = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("abi-version = "))
+        .expect("Cargo.toml has no `abi-version = N` under [package.metadata.llmint8]");
+    value.trim().parse().expect("abi-version is a whole number")
+}
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=Cargo.toml");
     println!("cargo:rerun-if-env-changed=LLMINT8_WRITE_HEADER");
 
-    generate_header(&root, &out_dir);
+    let abi = abi_version(&root);
+    println!("cargo:rustc-env=LLMINT8_ABI_VERSION={abi}");
+    generate_header(&root, &out_dir, abi);
 
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        let soname = format!("libllmint8.so.{ABI_VERSION}");
+        let soname = format!("libllmint8.so.{abi}");
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
         link_soname(&out_dir, &soname);
     }
@@ -24,8 +35,12 @@ fn main() {
 
 /// Writes the header to OUT_DIR (where the freshness test reads it) and, when
 /// LLMINT8_WRITE_HEADER is set, over include/llmint8.h.
-fn generate_header(root: &Path, out_dir: &Path) {
-    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+fn generate_header(root: &Path, out_dir: &Path, abi: u32) {
+    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    // The version's #define, from Cargo.toml (the Rust constant is not a literal).
+    config.after_includes = Some(format!(
+        "\n/**\n * Major version of this C ABI. The shared library's SONAME is `libllmint8.so.{abi}`.\n */\n#define LLMINT8_ABI_VERSION {abi}"
+    ));
     // Parse only the C ABI module: cbindgen follows its `mod` declarations to the
     // other files of src/ffi (naming them again would declare everything twice).
     let header = cbindgen::Builder::new()

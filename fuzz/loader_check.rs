@@ -28,7 +28,7 @@ pub fn check_loader_input(data: &[u8]) {
         assert_eq!(bytes.len(), t.num_bytes());
         total += bytes.len();
         if matches!(t.kind, TensorKind::LinearWeight | TensorKind::Int8Weight) {
-            match ckpt.load_weight(&ctx, t.prefix()) {
+            match ctx.load_weight(&ckpt, t.prefix()) {
                 Ok(w) => {
                     assert_eq!([w.out_features(), w.in_features()], [t.shape[0], t.shape[1]]);
                     // The loaded weight must be usable.

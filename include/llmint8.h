@@ -25,6 +25,11 @@
 #include <stdint.h>
 
 /**
+ * Major version of this C ABI. The shared library's SONAME is `libllmint8.so.1`.
+ */
+#define LLMINT8_ABI_VERSION 1
+
+/**
  * float32 tensor (same code as `LLMINT8_F32`).
  */
 #define LLMINT8_TENSOR_F32 0
@@ -174,11 +179,6 @@
  * Dimensions `llmint8_tensor_info.shape` holds.
  */
 #define LLMINT8_MAX_DIMS 8
-
-/**
- * Major version of this C ABI. The shared library's SONAME is `libllmint8.so.1`.
- */
-#define LLMINT8_ABI_VERSION 1
 
 /**
  * Success.

@@ -21,6 +21,7 @@
 
 mod call;
 mod context;
+pub mod convert;
 mod cpu;
 mod cuda;
 mod dtype;
@@ -30,7 +31,7 @@ pub mod io;
 pub mod quant;
 mod weight;
 
-pub use context::{Backend, Context, MatmulStats};
+pub use context::{save_weight, Backend, Context, MatmulStats};
 pub use cpu::CpuPath;
 pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};
@@ -39,4 +40,18 @@ pub use half::{bf16, f16};
 pub use weight::{Location, Weight};
 
 /// Version of the C ABI; the shared library's SONAME is `libllmint8.so.<this>`.
-pub const ABI_VERSION: u32 = 1;
+/// Written once, as `abi-version` in Cargo.toml (build.rs passes it on).
+pub const ABI_VERSION: u32 = parse_version(env!("LLMINT8_ABI_VERSION"));
+
+/// A decimal number at compile time (`env!` gives text).
+const fn parse_version(text: &str) -> u32 {
+    let bytes = text.as_bytes();
+    assert!(!bytes.is_empty(), "empty ABI version");
+    let (mut value, mut i) = (0u32, 0);
+    while i < bytes.len() {
+        assert!(bytes[i].is_ascii_digit(), "the ABI version is not a whole number");
+        value = value * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    value
+}

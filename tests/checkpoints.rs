@@ -7,8 +7,8 @@ use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
 use common::{data_dir, rel_err, Owned, Tensors};
+use llmint8::convert::{convert, matches_module, ConvertOptions};
 use llmint8::ffi::*;
-use llmint8::io::convert::{convert, matches_module, ConvertOptions};
 use llmint8::io::{Checkpoint, SafetensorsWriter, TensorDtype, TensorKind, TensorSpec};
 use llmint8::quant::InputRounding;
 use llmint8::{Context, DType, Status};
@@ -199,12 +199,12 @@ fn loading_a_16_bit_checkpoint_quantizes_as_bitsandbytes_does() {
             .tensors()
             .iter()
             .filter(|t| t.kind == TensorKind::LinearWeight)
-            .filter(|t| !llmint8::io::convert::stored_transposed(model_type.as_deref(), t.prefix()))
+            .filter(|t| !llmint8::convert::stored_transposed(model_type.as_deref(), t.prefix()))
             .collect();
         assert!(!linear.is_empty() || model_type.as_deref() == Some("gpt2"), "{}", src.display());
         for t in linear {
             let prefix = t.prefix();
-            let (a, b) = (s.load_weight(&ctx, prefix).unwrap(), q.load_weight(&ctx, prefix).unwrap());
+            let (a, b) = (ctx.load_weight(&s, prefix).unwrap(), ctx.load_weight(&q, prefix).unwrap());
             assert_eq!(a.cb().unwrap(), b.cb().unwrap(), "{prefix}");
             assert_eq!(a.scb(), b.scb(), "{prefix}");
             assert_eq!(a.bias(), b.bias(), "{prefix}");
@@ -387,26 +387,26 @@ fn a_saved_weight_loads_back_identically_and_in_the_reference_reader() {
     let bias = rng.normals(n, 1.0);
     let weight = ctx.quantize_weight(llmint8::Data::F32(&w), n, k, Some(llmint8::Data::F32(&bias))).unwrap();
     let path = scratch("save").join("layer.safetensors");
-    llmint8::io::save_weight(&weight, &path, "encoder.fc").unwrap();
+    llmint8::save_weight(&weight, &path, "encoder.fc").unwrap();
     let t = Tensors::open(&path);
     assert_eq!(t.i8s("encoder.fc.weight"), weight.cb().unwrap());
     assert_eq!(t.f32s("encoder.fc.SCB"), weight.scb());
     assert_eq!(t.f32s("encoder.fc.bias"), bias);
     assert_eq!(t.shape("encoder.fc.weight_format"), Vec::<usize>::new());
-    let back = Checkpoint::open(&path).unwrap().load_weight(&ctx, "encoder.fc").unwrap();
+    let back = ctx.load_weight(&Checkpoint::open(&path).unwrap(), "encoder.fc").unwrap();
     assert_eq!((back.cb().unwrap(), back.scb(), back.bias()), (weight.cb().unwrap(), weight.scb(), weight.bias()));
     // A path that cannot take the file (an existing directory) fails and leaves no temporary file.
     let dir = path.parent().unwrap();
     let occupied = dir.join("occupied");
     std::fs::create_dir(&occupied).unwrap();
-    let err = llmint8::io::save_weight(&weight, &occupied, "encoder.fc").unwrap_err();
+    let err = llmint8::save_weight(&weight, &occupied, "encoder.fc").unwrap_err();
     assert_eq!(err.status(), Status::Io, "{err}");
     let names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains(".partial-")), "temporary file left behind: {names:?}");
     // Saving again replaces the file whole.
     let w2 = ctx.quantize_weight(llmint8::Data::F32(&w[..k]), 1, k, None).unwrap();
-    llmint8::io::save_weight(&w2, &path, "encoder.fc").unwrap();
+    llmint8::save_weight(&w2, &path, "encoder.fc").unwrap();
     assert_eq!(Checkpoint::open(&path).unwrap().tensors().len(), 3);
 }
 
@@ -612,7 +612,7 @@ fn hostile_files_give_clear_errors_through_the_c_abi() {
             assert!(message.contains(n), "{what}: {message:?} lacks {n:?}");
         }
         // The same bytes in memory fail the same way, without a panic.
-        let parsed = Checkpoint::from_bytes(file, bytes.clone()).and_then(|c| c.load_weight(&Context::cpu(), "l"));
+        let parsed = Checkpoint::from_bytes(file, bytes.clone()).and_then(|c| Context::cpu().load_weight(&c, "l"));
         assert_eq!(parsed.unwrap_err().status() as i32, *status, "{what} (from bytes)");
     }
     // The valid file loads, and a missing tensor is NOT_FOUND.

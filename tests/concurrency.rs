@@ -103,7 +103,7 @@ fn many_threads_load_layers_from_one_checkpoint() {
         })
         .collect();
     let want: Vec<Vec<i8>> =
-        layers.iter().map(|(c, p)| checkpoints[*c].load_weight(&ctx, p).unwrap().cb().unwrap()).collect();
+        layers.iter().map(|(c, p)| ctx.load_weight(&checkpoints[*c], p).unwrap().cb().unwrap()).collect();
     std::thread::scope(|s| {
         for t in 0..8 {
             let (ctx, checkpoints, layers, want) = (&ctx, &checkpoints, &layers, &want);
@@ -111,7 +111,7 @@ fn many_threads_load_layers_from_one_checkpoint() {
                 for round in 0..20 {
                     let i = (t * 7 + round * 3) % layers.len();
                     let (c, prefix) = &layers[i];
-                    let w = checkpoints[*c].load_weight(ctx, prefix).unwrap();
+                    let w = ctx.load_weight(&checkpoints[*c], prefix).unwrap();
                     assert_eq!(&w.cb().unwrap(), &want[i], "thread {t}, {prefix}");
                 }
             });

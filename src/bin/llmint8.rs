@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use llmint8::io::convert::{self, ConvertOptions, ConvertReport, Progress};
+use llmint8::convert::{self, ConvertOptions, ConvertReport, Progress};
 use llmint8::io::{Checkpoint, TensorKind};
 use llmint8::quant::InputRounding;
 

@@ -464,10 +464,14 @@ impl Operands<'_> {
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
-            RowTile::Wide(x) if NP == 1 => {
-                // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
-                let acc = unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, w, kp) };
-                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, _, l| acc[r][0][l] as f64);
+            RowTile::Wide(x) => {
+                // The AVX2 kernel computes one panel (`tile_shape` asks for one
+                // at a time); a wider tile would take its panels one by one.
+                let acc: [_; NP] = std::array::from_fn(|p| {
+                    // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
+                    unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, &w[p * stride..], kp) }
+                });
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[p][r][0][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
             RowTile::Vnni { x, sums } => {
@@ -478,8 +482,6 @@ impl Operands<'_> {
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
-            #[cfg(target_arch = "x86_64")]
-            _ => unreachable!("tile shapes and layouts are chosen together in `matmul`"),
         }
     }
 

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::{Error, Result, Status};
-use crate::io::{self, Checkpoint, TensorKind};
+use crate::io::{Checkpoint, TensorKind};
 
 use super::weight::hand_out;
 use super::{clear_out, guard, guard_void, llmint8_context, llmint8_weight, non_null, slice_out, write_out};
@@ -389,7 +389,7 @@ pub unsafe extern "C" fn llmint8_weight_load(
             let ctx = non_null(ctx, "ctx")?;
             let ckpt = non_null(ckpt, "ckpt")?;
             let prefix = c_text(prefix, "prefix")?;
-            hand_out(out, ckpt.inner.load_weight(&ctx.inner, prefix)?);
+            hand_out(out, ctx.inner.load_weight(&ckpt.inner, prefix)?);
         }
         Ok(())
     })
@@ -417,7 +417,7 @@ pub unsafe extern "C" fn llmint8_weight_load_safetensors(
             let ctx = non_null(ctx, "ctx")?;
             let path = c_path(path, "path")?;
             let prefix = c_text(prefix, "prefix")?;
-            hand_out(out, Checkpoint::open(path)?.load_weight(&ctx.inner, prefix)?);
+            hand_out(out, ctx.inner.load_weight(&Checkpoint::open(path)?, prefix)?);
         }
         Ok(())
     })
@@ -449,7 +449,7 @@ pub unsafe extern "C" fn llmint8_weight_save_safetensors(
             let w = &non_null(w, "w")?.inner;
             let path = c_path(path, "path")?;
             let prefix = c_text(prefix, "prefix")?;
-            io::save_weight(w, path, prefix)
+            crate::save_weight(w, path, prefix)
         }
     })
 }

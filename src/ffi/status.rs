@@ -4,8 +4,10 @@ use std::ffi::c_char;
 
 use crate::error::Status;
 
-/// Major version of this C ABI. The shared library's SONAME is `libllmint8.so.1`.
-pub const LLMINT8_ABI_VERSION: i32 = 1;
+/// Major version of this C ABI: [`crate::ABI_VERSION`] (Cargo.toml's
+/// `abi-version`); build.rs writes the header's `#define` from the same value.
+/// cbindgen:ignore
+pub const LLMINT8_ABI_VERSION: i32 = crate::ABI_VERSION as i32;
 
 /// Success.
 pub const LLMINT8_OK: i32 = 0;
@@ -119,7 +121,6 @@ mod tests {
         assert_eq!(LLMINT8_BACKEND_AUTO, crate::Backend::Auto as i32);
         assert_eq!(LLMINT8_BACKEND_CPU, crate::Backend::Cpu as i32);
         assert_eq!(LLMINT8_BACKEND_CUDA, crate::Backend::Cuda as i32);
-        assert_eq!(LLMINT8_ABI_VERSION as u32, crate::ABI_VERSION);
         assert_eq!(LLMINT8_INPUT_EXACT, crate::quant::InputRounding::Exact as i32);
         assert_eq!(LLMINT8_INPUT_ROUND_F16, crate::quant::InputRounding::Float16 as i32);
         assert_eq!(LLMINT8_DEFAULT_THRESHOLD, crate::quant::DEFAULT_THRESHOLD);

@@ -7,9 +7,8 @@
 //! straight from the mapping, whose pages are then released.
 
 mod bytes;
-pub mod convert;
 pub mod format;
-mod pyjson;
+pub(crate) mod pyjson;
 mod write;
 
 use std::collections::HashMap;
@@ -20,14 +19,26 @@ use serde_json::Value;
 
 pub use bytes::FileBytes;
 pub use format::{TensorDtype, TensorSpec};
-pub use write::{save_weight, SafetensorsWriter};
+pub use write::SafetensorsWriter;
 
-use crate::context::Context;
 use crate::dtype::Data;
 use crate::error::{Error, Result, Status};
-use crate::weight::Weight;
 
 pub(crate) use bytes::io_error;
+pub(crate) use write::{f32_bytes, int8_layer_specs, pytorch_metadata, temp_path_beside};
+
+/// The tensors of one linear layer (see [`Checkpoint::linear_layer`]).
+#[derive(Debug)]
+pub struct LinearLayer<'a> {
+    /// `PREFIX.weight`, `[out_features, in_features]`.
+    pub weight: &'a Tensor,
+    pub out_features: usize,
+    pub in_features: usize,
+    /// `PREFIX.bias`, `[out_features]`, a float tensor (read with [`Checkpoint::with_floats`]).
+    pub bias: Option<&'a Tensor>,
+    /// bitsandbytes' `PREFIX.SCB` when the weight is int8; `None` for a 16/32-bit one.
+    pub int8_scales: Option<Vec<f32>>,
+}
 
 /// The single-file model name transformers writes.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -353,10 +364,11 @@ impl Checkpoint {
         }
     }
 
-    /// Loads the linear layer `prefix`: `prefix.weight` quantized on `ctx` when
-    /// it is 16/32-bit, or taken as it is with `prefix.SCB` when it is int8;
-    /// `prefix.bias` when present.
-    pub fn load_weight(&self, ctx: &Context, prefix: &str) -> Result<Weight> {
+    /// The tensors of the linear layer `prefix`, checked against each other:
+    /// `prefix.weight` 2-D `[out, in]` of int8 (then with `prefix.SCB` and
+    /// a row-major `prefix.weight_format`) or float16/bfloat16/float32, and
+    /// `prefix.bias` `[out]` when present.
+    pub fn linear_layer(&self, prefix: &str) -> Result<LinearLayer<'_>> {
         let w = self.require(&format!("{prefix}.weight")).map_err(|e| {
             let hint =
                 if prefix.ends_with(".weight") { " (the prefix names the layer, without \".weight\")" } else { "" };
@@ -373,32 +385,30 @@ impl Checkpoint {
                 return Err(self.tensor_error(b, format!("shape {:?}, expected [{out_features}]", b.shape)));
             }
         }
-        let with_bias = |f: &mut dyn FnMut(Option<Data<'_>>) -> Result<Weight>| match bias {
-            Some(b) => self.with_floats(b, |d| f(Some(d))),
-            None => f(None),
-        };
-        let weight = match w.dtype {
+        let int8_scales = match w.dtype {
             TensorDtype::I8 => {
                 let scb = self.int8_scales(prefix, w, out_features)?;
                 self.check_weight_format(prefix, w)?;
-                let cb = as_i8(self.bytes(w));
-                with_bias(&mut |b| ctx.weight_from_int8(cb, &scb, out_features, in_features, b))
+                Some(scb)
             }
-            TensorDtype::F16 | TensorDtype::BF16 | TensorDtype::F32 => {
-                self.with_floats(w, |data| with_bias(&mut |b| ctx.quantize_weight(data, out_features, in_features, b)))
+            TensorDtype::F16 | TensorDtype::BF16 | TensorDtype::F32 => None,
+            other => {
+                return Err(self.tensor_error(
+                    w,
+                    format!("dtype {} cannot be a linear weight (int8, float16, bfloat16 or float32)", other.name()),
+                ))
             }
-            other => Err(self.tensor_error(
-                w,
-                format!("dtype {} cannot be a linear weight (int8, float16, bfloat16 or float32)", other.name()),
-            )),
-        }
-        .map_err(|e| self.locate(e, w))?;
-        self.release(w);
-        Ok(weight)
+        };
+        Ok(LinearLayer { weight: w, out_features, in_features, bias, int8_scales })
+    }
+
+    /// The values of an int8 tensor, in place.
+    pub fn int8_values(&self, t: &Tensor) -> &[i8] {
+        as_i8(self.bytes(t))
     }
 
     /// Adds the file and tensor to an error from the core that does not know them.
-    fn locate(&self, e: Error, t: &Tensor) -> Error {
+    pub fn locate(&self, e: Error, t: &Tensor) -> Error {
         let path = self.file_path(t).display().to_string();
         if e.message().starts_with(&path) {
             return e;

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::format::{self, TensorDtype, TensorSpec};
 use super::io_error;
 use crate::error::{Error, Result, Status};
-use crate::weight::Weight;
 
 /// The `__metadata__` transformers writes (`{"format": "pt"}`), which its loader expects.
 pub fn pytorch_metadata() -> Vec<(String, String)> {
@@ -107,15 +106,17 @@ impl Drop for SafetensorsWriter {
     }
 }
 
-/// The tensors of one quantized weight in bitsandbytes' 8-bit form under `prefix`.
-pub(crate) fn weight_specs(weight: &Weight, prefix: &str) -> Vec<TensorSpec> {
-    let (out, inn) = (weight.out_features(), weight.in_features());
+/// The tensors of one linear layer in bitsandbytes' 8-bit form under `prefix`:
+/// `prefix.weight` int8 `[out, in]`, `prefix.SCB` float32 `[out]`,
+/// `prefix.weight_format` uint8 (0: row-major) and, `with_bias`, `prefix.bias`
+/// float32 `[out]`.
+pub(crate) fn int8_layer_specs(prefix: &str, out: usize, inn: usize, with_bias: bool) -> Vec<TensorSpec> {
     let mut specs = vec![
         TensorSpec { name: format!("{prefix}.weight"), dtype: TensorDtype::I8, shape: vec![out, inn] },
         TensorSpec { name: format!("{prefix}.SCB"), dtype: TensorDtype::F32, shape: vec![out] },
         TensorSpec { name: format!("{prefix}.weight_format"), dtype: TensorDtype::U8, shape: vec![] },
     ];
-    if weight.bias().is_some() {
+    if with_bias {
         specs.push(TensorSpec { name: format!("{prefix}.bias"), dtype: TensorDtype::F32, shape: vec![out] });
     }
     specs
@@ -124,25 +125,4 @@ pub(crate) fn weight_specs(weight: &Weight, prefix: &str) -> Vec<TensorSpec> {
 /// Little-endian bytes of f32 values.
 pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// Writes `weight` to the safetensors file `path` as transformers + bitsandbytes
-/// save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`, row-major),
-/// `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0) and, when
-/// the weight has one, `prefix.bias` (float32 `[out]`). Replaces `path` atomically.
-pub fn save_weight(weight: &Weight, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
-    if prefix.is_empty() || prefix.contains('\0') {
-        return Err(Error::invalid("the tensor name prefix must be non-empty text"));
-    }
-    let mut writer = SafetensorsWriter::create(path, weight_specs(weight, prefix), &pytorch_metadata())?;
-    let mut cb = crate::error::try_zeroed_vec::<i8>(weight.out_features() * weight.in_features(), "int8 weight")?;
-    let mut scb = crate::error::try_zeroed_vec::<f32>(weight.out_features(), "weight scales")?;
-    weight.export(&mut cb, &mut scb)?;
-    writer.write(&format!("{prefix}.weight"), super::as_u8(&cb))?;
-    writer.write(&format!("{prefix}.SCB"), &f32_bytes(&scb))?;
-    writer.write(&format!("{prefix}.weight_format"), &[0])?;
-    if let Some(bias) = weight.bias() {
-        writer.write(&format!("{prefix}.bias"), &f32_bytes(bias))?;
-    }
-    writer.finish()
 }

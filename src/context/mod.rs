@@ -1,6 +1,10 @@
 //! The safe API: a context chooses where the work runs; it builds weights and
 //! runs the matmul and the row quantizer on them.
 
+mod checkpoint;
+
+pub use checkpoint::save_weight;
+
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;

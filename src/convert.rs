@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::format::{byte_count, TensorDtype, TensorSpec};
-use super::write::{f32_bytes, pytorch_metadata, temp_path_beside, SafetensorsWriter};
-use super::{as_u8, io_error, pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
 use crate::context::Context;
 use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result, Status};
+use crate::io::format::{byte_count, element_count, TensorDtype, TensorSpec};
+use crate::io::{as_u8, f32_bytes, io_error, pytorch_metadata, temp_path_beside, SafetensorsWriter};
+use crate::io::{pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
 use crate::quant::{self, InputRounding};
 
 /// transformers' default `max_shard_size` ("5GB", decimal).
@@ -523,7 +523,7 @@ fn write_index(dir: &Path, specs: &[TensorSpec], shard_of: &[usize], shard_names
     let parameters: u64 = specs
         .iter()
         .filter(|s| !s.name.ends_with(".SCB") && !s.name.ends_with(".weight_format"))
-        .map(|s| super::format::element_count(&s.shape).unwrap_or(0) as u64)
+        .map(|s| element_count(&s.shape).unwrap_or(0) as u64)
         .sum();
     let index = json!({
         "metadata": { "total_parameters": parameters, "total_size": total },

@@ -1,0 +1,190 @@
+//! The module graph of `src/` runs one way (docs/ARCHITECTURE.md): every
+//! `crate::…` (and `$crate::…`, and `super::…` from a top-level file) that a
+//! module names must be one of the modules below it. A new import back up the
+//! layers fails here, naming the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What each top-level module of `src/` may use. Everything may use the crate
+/// root's own items (`ABI_VERSION`) and the external crates.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("error", &[]),
+    ("call", &[]),
+    ("dtype", &["error"]),
+    ("quant", &["dtype", "error"]),
+    ("cpu", &["call", "dtype", "error", "quant"]),
+    ("cuda", &["call", "dtype", "error", "quant"]),
+    ("weight", &["cpu", "cuda", "dtype", "error", "quant"]),
+    ("io", &["dtype", "error"]),
+    ("context", &["call", "cpu", "cuda", "dtype", "error", "io", "quant", "weight"]),
+    ("convert", &["context", "dtype", "error", "io", "quant"]),
+    ("ffi", &["context", "convert", "cpu", "cuda", "dtype", "error", "io", "quant", "weight"]),
+    // The command-line tool is a client of the public API.
+    ("bin", &["context", "convert", "cpu", "cuda", "dtype", "error", "io", "quant", "weight"]),
+];
+
+/// Items of the crate root: the modules they come from (lib.rs re-exports them;
+/// the two macros are `#[macro_export]`ed from dtype.rs).
+fn root_items() -> BTreeMap<String, String> {
+    let lib = std::fs::read_to_string("src/lib.rs").unwrap();
+    let mut items = BTreeMap::new();
+    for line in lib.lines().filter(|l| l.starts_with("pub use ")) {
+        let rest = line.trim_start_matches("pub use ").trim_end_matches(';');
+        let (module, names) = rest.split_once("::").unwrap();
+        let names = names.trim_start_matches('{').trim_end_matches('}');
+        for name in names.split(',') {
+            let name = name.trim();
+            let name = name.rsplit(" as ").next().unwrap().trim();
+            items.insert(name.to_string(), module.to_string());
+        }
+    }
+    for (name, module) in [("with_data", "dtype"), ("with_data_mut", "dtype"), ("ABI_VERSION", "lib")] {
+        items.insert(name.to_string(), module.to_string());
+    }
+    items
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The first identifier of each item of a `use` tree that starts at `text`
+/// (after `crate::`): `cpu` for `cpu::X`, `cpu` and `dtype` for
+/// `{cpu::{self, X}, dtype::Y}`.
+fn first_segments(text: &str) -> Vec<String> {
+    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let Some(group) = text.strip_prefix('{') else { return vec![ident(text)] };
+    let (mut depth, mut items, mut at_item_start) = (1, Vec::new(), true);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            ',' if depth == 1 => at_item_start = true,
+            c if c.is_whitespace() => {}
+            _ if at_item_start && depth == 1 => {
+                items.push(ident(&group[i..]));
+                at_item_start = false;
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
+/// The crate-level names `source` refers to, with their 1-based line numbers.
+/// `//` comments (docs included) are left out: a link in a doc comment is not
+/// a dependency. A `use` group may span lines, so it is read from the joined text.
+fn references(source: &str, top_level_file: bool) -> Vec<(usize, String)> {
+    let mut text = String::new();
+    for line in source.lines() {
+        let code = if line.trim_start().starts_with("//") { "" } else { line.split(" // ").next().unwrap() };
+        text.push_str(code);
+        text.push('\n');
+    }
+    let mut found = Vec::new();
+    let mut prefixes = vec!["crate::"];
+    if top_level_file {
+        prefixes.push("super::"); // the crate root, from src/x.rs
+    }
+    for prefix in prefixes {
+        for (at, _) in text.match_indices(prefix) {
+            let before = text[..at].chars().last();
+            if prefix == "crate::" && before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue; // `some_crate::`, not `crate::`
+            }
+            let line = text[..at].matches('\n').count() + 1;
+            for name in first_segments(&text[at + prefix.len()..]) {
+                if name != "self" && !name.is_empty() {
+                    found.push((line, name));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn module_dependencies_run_one_way() {
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let root = root_items();
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    files.sort();
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let relative = file.strip_prefix("src").unwrap();
+        let mut parts = relative.iter().map(|p| p.to_string_lossy().into_owned());
+        let first = parts.next().unwrap();
+        if first == "lib.rs" {
+            continue;
+        }
+        let module = first.trim_end_matches(".rs").to_string();
+        let Some(may_use) = allowed.get(module.as_str()) else {
+            violations.push(format!("{}: module `{module}` has no row in ALLOWED", file.display()));
+            continue;
+        };
+        let top_level_file = relative.components().count() == 1;
+        for (line, name) in references(&std::fs::read_to_string(file).unwrap(), top_level_file) {
+            checked += 1;
+            let target = if allowed.contains_key(name.as_str()) {
+                name.clone()
+            } else if let Some(m) = root.get(&name) {
+                m.clone()
+            } else {
+                violations
+                    .push(format!("{}:{line}: `crate::{name}` is neither a module nor a root item", file.display()));
+                continue;
+            };
+            if target != module && target != "lib" && target != "half" && !may_use.contains(&target.as_str()) {
+                violations.push(format!("{}:{line}: `{module}` uses `{target}` (crate::{name})", file.display()));
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} references found: is the scanner still reading src/?");
+    assert!(violations.is_empty(), "imports against the layers:\n{}", violations.join("\n"));
+}
+
+#[test]
+fn the_scanner_sees_nested_groups_and_skips_comments() {
+    let source = "use crate::{cpu::{self, X}, dtype::Y};\n// crate::context in a comment\nlet a = crate::io::f(); // crate::ffi\nuse other_crate::z;\n";
+    let names: Vec<(usize, String)> = references(source, false);
+    assert_eq!(names, vec![(1, "cpu".to_string()), (1, "dtype".to_string()), (3, "io".to_string())], "{names:?}");
+    assert_eq!(references("use super::quant;\n", true), vec![(1, "quant".to_string())]);
+    assert!(references("use super::pack;\n", false).is_empty());
+}
+
+#[test]
+fn no_unreachable_in_the_library() {
+    // What the types cannot say is not checked at run time by a panic; the one
+    // exception is the worker pool's bookkeeping (every part ran before the
+    // count reached 0), which is an invariant of its own code, not of a caller's input.
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        let code = source.split("#[cfg(test)]").next().unwrap();
+        for (i, line) in code.lines().enumerate() {
+            if line.contains("unreachable!(") && !line.trim_start().starts_with("//") {
+                found.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    let expected = ["src/cpu/pool.rs"];
+    found.retain(|f| !expected.iter().any(|e| f.starts_with(e)));
+    assert!(found.is_empty(), "unreachable! in the library:\n{}", found.join("\n"));
+}
