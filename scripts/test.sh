@@ -61,7 +61,12 @@ cargo test --release --locked
 # The golden (bitsandbytes) and reference tests again, on the emulated GPU
 # (tests/cuda_emu/fake_cuda.cpp): llmint8's CUDA backend end to end, its
 # kernels executed on the CPU. (tests/cuda_backend.rs ran there above.)
-LLMINT8_TEST_BACKEND=emulated-cuda cargo test --release --locked --test golden --test reference
+# The process starts with the emulated GPU's environment (tests never change it
+# while running: other test threads read it).
+fake_cuda="$PWD/target/release/fake-cuda/libfakecuda.so"
+LLMINT8_TEST_BACKEND=emulated-cuda LLMINT8_LIBCUDA="$fake_cuda" LLMINT8_LIBNVRTC="$fake_cuda" \
+  LLMINT8_LIBCUBLASLT="$fake_cuda" LLMINT8_FAKE_CUDA_DEVICES=2 \
+  cargo test --release --locked --test golden --test reference
 # Few-row calls through the separate launches instead of the one-block prep kernel.
 LLMINT8_CUDA_PREP=separate cargo test --release --locked --test cuda_backend
 
@@ -74,7 +79,6 @@ fi
 
 (cd bindings/go && go vet ./... && go test -count=1 ./... && go test -count=1 -tags llmint8debug ./...)
 # The Go binding's device-memory calls on the emulated GPU (built by cargo test above).
-fake_cuda="$PWD/target/release/fake-cuda/libfakecuda.so"
 (cd bindings/go && LLMINT8_LIBCUDA="$fake_cuda" LLMINT8_LIBNVRTC="$fake_cuda" LLMINT8_LIBCUBLASLT="$fake_cuda" \
   go test -count=1 -tags llmint8debug -run OnTheEmulatedGPU -v ./... | grep -- "--- PASS: TestDeviceMemoryOnTheEmulatedGPU")
 (cd examples/go && go vet ./... && go run . | grep -q "outlier columns: 1")

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{activations_with_outliers, cuda_context, Owned, Rng};
+use common::{activations_with_outliers, cuda_context, on_cuda, Owned, Rng};
 use llmint8::quant::InputRounding;
 use llmint8::{Context, DType, Status};
 
@@ -82,147 +82,162 @@ fn compare(cuda: &Context, cpu: &Context, case: &Case, w_dtype: DType, with_bias
 
 #[test]
 fn matmul_is_bit_identical_to_the_cpu_backend() {
-    let cuda = cuda_context(0);
-    let cpu = Context::cpu();
-    let mut rng = Rng::new(11);
-    // Rows 1…16 take the one-block decode path, more the separate launches;
-    // 70 outlier columns exceed the 64 that are gathered.
-    let cases = [
-        Case { rows: 1, k: 16, n: 16, outliers: 1 },
-        Case { rows: 1, k: 5, n: 7, outliers: 0 },
-        Case { rows: 2, k: 1000, n: 33, outliers: 3 },
-        Case { rows: 4, k: 256, n: 300, outliers: 2 },
-        Case { rows: 16, k: 130, n: 77, outliers: 70 },
-        Case { rows: 17, k: 61, n: 48, outliers: 1 },
-        Case { rows: 33, k: 512, n: 100, outliers: 4 },
-        Case { rows: 40, k: 200, n: 130, outliers: 70 },
-    ];
-    let mut compared = 0;
-    for (i, case) in cases.iter().enumerate() {
-        compared += compare(&cuda, &cpu, case, DTYPES[i % 3], i % 2 == 0, &mut rng);
-    }
-    assert_eq!(compared, cases.len() * 12);
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        let mut rng = Rng::new(11);
+        // Rows 1…16 take the one-block decode path, more the separate launches;
+        // 70 outlier columns exceed the 64 that are gathered.
+        let cases = [
+            Case { rows: 1, k: 16, n: 16, outliers: 1 },
+            Case { rows: 1, k: 5, n: 7, outliers: 0 },
+            Case { rows: 2, k: 1000, n: 33, outliers: 3 },
+            Case { rows: 4, k: 256, n: 300, outliers: 2 },
+            Case { rows: 16, k: 130, n: 77, outliers: 70 },
+            Case { rows: 17, k: 61, n: 48, outliers: 1 },
+            Case { rows: 33, k: 512, n: 100, outliers: 4 },
+            Case { rows: 40, k: 200, n: 130, outliers: 70 },
+        ];
+        let mut compared = 0;
+        for (i, case) in cases.iter().enumerate() {
+            compared += compare(&cuda, &cpu, case, DTYPES[i % 3], i % 2 == 0, &mut rng);
+        }
+        assert_eq!(compared, cases.len() * 12);
+    });
 }
 
 #[test]
 fn float16_input_rounding_is_bit_identical_to_the_cpu_backend() {
-    let cuda = cuda_context(0);
-    let cpu = Context::cpu();
-    cuda.set_input_rounding(InputRounding::Float16);
-    cpu.set_input_rounding(InputRounding::Float16);
-    let mut rng = Rng::new(12);
-    for (i, case) in
-        [Case { rows: 3, k: 100, n: 20, outliers: 2 }, Case { rows: 20, k: 64, n: 40, outliers: 1 }].iter().enumerate()
-    {
-        compare(&cuda, &cpu, case, DType::F32, i == 0, &mut rng);
-    }
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        cuda.set_input_rounding(InputRounding::Float16);
+        cpu.set_input_rounding(InputRounding::Float16);
+        let mut rng = Rng::new(12);
+        for (i, case) in [Case { rows: 3, k: 100, n: 20, outliers: 2 }, Case { rows: 20, k: 64, n: 40, outliers: 1 }]
+            .iter()
+            .enumerate()
+        {
+            compare(&cuda, &cpu, case, DType::F32, i == 0, &mut rng);
+        }
+    });
 }
 
 /// Many rows against many weight rows: the int32 accumulators exceed the
 /// budget for one GEMM, so the weight's rows are taken in chunks.
 #[test]
 fn a_gemm_too_large_for_one_accumulator_buffer_is_chunked_exactly() {
-    let cuda = cuda_context(0);
-    let cpu = Context::cpu();
-    let mut rng = Rng::new(13);
-    let (rows, k, n) = (4100, 8, 4200);
-    let w = Owned::from_f32(DType::F16, &rng.normals(n * k, 0.05));
-    let x = Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, 1));
-    let w_gpu = cuda.quantize_weight(w.data(), n, k, None).unwrap();
-    let w_cpu = cpu.quantize_weight(w.data(), n, k, None).unwrap();
-    let outliers = assert_same_matmul((&cuda, &cpu), (&w_gpu, &w_cpu), &x, rows, 6.0, DType::F16, "chunked GEMM");
-    assert_eq!(outliers, 1);
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        let mut rng = Rng::new(13);
+        let (rows, k, n) = (4100, 8, 4200);
+        let w = Owned::from_f32(DType::F16, &rng.normals(n * k, 0.05));
+        let x = Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, 1));
+        let w_gpu = cuda.quantize_weight(w.data(), n, k, None).unwrap();
+        let w_cpu = cpu.quantize_weight(w.data(), n, k, None).unwrap();
+        let outliers = assert_same_matmul((&cuda, &cpu), (&w_gpu, &w_cpu), &x, rows, 6.0, DType::F16, "chunked GEMM");
+        assert_eq!(outliers, 1);
+    });
 }
 
 #[test]
 fn checkpoint_weights_upload_and_export_unchanged() {
-    let cuda = cuda_context(0);
-    let cpu = Context::cpu();
-    let mut rng = Rng::new(14);
-    let (n, k) = (37, 50);
-    let cb: Vec<i8> = (0..n * k).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
-    let scb: Vec<f32> = (0..n).map(|_| 0.01 + rng.uniform() as f32).collect();
-    let w_gpu = cuda.weight_from_int8(&cb, &scb, n, k, None).unwrap();
-    let w_cpu = cpu.weight_from_int8(&cb, &scb, n, k, None).unwrap();
-    assert_eq!(w_gpu.cb().unwrap(), cb);
-    let (mut cb_out, mut scb_out) = (vec![0i8; n * k], vec![0f32; n]);
-    w_gpu.export(&mut cb_out, &mut scb_out).unwrap();
-    assert_eq!((cb_out, common::bits(&scb_out)), (cb, common::bits(&scb)));
-    let x = Owned::from_f32(DType::BF16, &activations_with_outliers(&mut rng, 9, k, 1));
-    assert_same_matmul((&cuda, &cpu), (&w_gpu, &w_cpu), &x, 9, 6.0, DType::F32, "checkpoint weight");
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        let mut rng = Rng::new(14);
+        let (n, k) = (37, 50);
+        let cb: Vec<i8> = (0..n * k).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
+        let scb: Vec<f32> = (0..n).map(|_| 0.01 + rng.uniform() as f32).collect();
+        let w_gpu = cuda.weight_from_int8(&cb, &scb, n, k, None).unwrap();
+        let w_cpu = cpu.weight_from_int8(&cb, &scb, n, k, None).unwrap();
+        assert_eq!(w_gpu.cb().unwrap(), cb);
+        let (mut cb_out, mut scb_out) = (vec![0i8; n * k], vec![0f32; n]);
+        w_gpu.export(&mut cb_out, &mut scb_out).unwrap();
+        assert_eq!((cb_out, common::bits(&scb_out)), (cb, common::bits(&scb)));
+        let x = Owned::from_f32(DType::BF16, &activations_with_outliers(&mut rng, 9, k, 1));
+        assert_same_matmul((&cuda, &cpu), (&w_gpu, &w_cpu), &x, 9, 6.0, DType::F32, "checkpoint weight");
+    });
 }
 
 #[test]
 fn bad_weights_and_shapes_get_the_cpu_backends_errors() {
-    let cuda = cuda_context(0);
-    let cpu = Context::cpu();
-    let mut w = vec![0.5f32; 8 * 20];
-    w[5 * 20 + 3] = f32::NAN;
-    let e_gpu = cuda.quantize_weight(llmint8::Data::F32(&w), 8, 20, None).unwrap_err();
-    let e_cpu = cpu.quantize_weight(llmint8::Data::F32(&w), 8, 20, None).unwrap_err();
-    assert_eq!(e_gpu.status(), e_cpu.status());
-    assert!(e_gpu.to_string().contains("row 5"), "{e_gpu}");
-    // Rows too long for int32 accumulation are refused on CUDA only.
-    let k = (1 << 17) + 1;
-    let cb = vec![1i8; k];
-    let e = cuda.weight_from_int8(&cb, &[1.0], 1, k, None).unwrap_err();
-    assert_eq!(e.status(), Status::Unsupported, "{e}");
-    assert!(cpu.weight_from_int8(&cb, &[1.0], 1, k, None).is_ok());
-    // A CPU weight on a CUDA context, and the other way round.
-    let w_cpu = cpu.quantize_weight(llmint8::Data::F32(&[1.0; 4]), 1, 4, None).unwrap();
-    let w_gpu = cuda.quantize_weight(llmint8::Data::F32(&[1.0; 4]), 1, 4, None).unwrap();
-    let mut y = [0f32; 1];
-    let e = cuda.matmul(&w_cpu, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap_err();
-    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
-    let e = cpu.matmul(&w_gpu, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap_err();
-    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
-    // Zero rows: nothing to do.
-    let stats = cuda.matmul(&w_gpu, llmint8::Data::F32(&[]), 0, 6.0, llmint8::DataMut::F32(&mut [])).unwrap();
-    assert_eq!(stats.outlier_columns, 0);
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        let mut w = vec![0.5f32; 8 * 20];
+        w[5 * 20 + 3] = f32::NAN;
+        let e_gpu = cuda.quantize_weight(llmint8::Data::F32(&w), 8, 20, None).unwrap_err();
+        let e_cpu = cpu.quantize_weight(llmint8::Data::F32(&w), 8, 20, None).unwrap_err();
+        assert_eq!(e_gpu.status(), e_cpu.status());
+        assert!(e_gpu.to_string().contains("row 5"), "{e_gpu}");
+        // Rows too long for int32 accumulation are refused on CUDA only.
+        let k = (1 << 17) + 1;
+        let cb = vec![1i8; k];
+        let e = cuda.weight_from_int8(&cb, &[1.0], 1, k, None).unwrap_err();
+        assert_eq!(e.status(), Status::Unsupported, "{e}");
+        assert!(cpu.weight_from_int8(&cb, &[1.0], 1, k, None).is_ok());
+        // A CPU weight on a CUDA context, and the other way round.
+        let w_cpu = cpu.quantize_weight(llmint8::Data::F32(&[1.0; 4]), 1, 4, None).unwrap();
+        let w_gpu = cuda.quantize_weight(llmint8::Data::F32(&[1.0; 4]), 1, 4, None).unwrap();
+        let mut y = [0f32; 1];
+        let e = cuda.matmul(&w_cpu, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        let e = cpu.matmul(&w_gpu, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        // Zero rows: nothing to do.
+        let stats = cuda.matmul(&w_gpu, llmint8::Data::F32(&[]), 0, 6.0, llmint8::DataMut::F32(&mut [])).unwrap();
+        assert_eq!(stats.outlier_columns, 0);
+    });
 }
 
 #[test]
 fn a_weight_on_one_device_is_refused_by_a_context_on_another() {
-    if common::real_gpu() && llmint8::Context::new(llmint8::Backend::Cuda, 1).is_err() {
-        println!("one GPU: nothing to check");
-        return;
-    }
-    let (d0, d1) = (cuda_context(0), cuda_context(1));
-    let w0 = d0.quantize_weight(llmint8::Data::F32(&[1.0; 4]), 1, 4, None).unwrap();
-    let mut y = [0f32; 1];
-    let e = d1.matmul(&w0, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap_err();
-    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
-    assert!(e.to_string().contains("device 0"), "{e}");
-    // Each device computes with its own weights.
-    let w1 = d1.quantize_weight(llmint8::Data::F32(&[1.0, 2.0, 3.0, 4.0]), 1, 4, None).unwrap();
-    d1.matmul(&w1, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap();
-    assert!((y[0] - 10.0).abs() < 0.1, "{}", y[0]);
+    on_cuda(|| {
+        if common::real_gpu() && llmint8::Context::new(llmint8::Backend::Cuda, 1).is_err() {
+            println!("one GPU: nothing to check");
+            return;
+        }
+        let (d0, d1) = (cuda_context(0), cuda_context(1));
+        let w0 = d0.quantize_weight(llmint8::Data::F32(&[1.0; 4]), 1, 4, None).unwrap();
+        let mut y = [0f32; 1];
+        let e = d1.matmul(&w0, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("device 0"), "{e}");
+        // Each device computes with its own weights.
+        let w1 = d1.quantize_weight(llmint8::Data::F32(&[1.0, 2.0, 3.0, 4.0]), 1, 4, None).unwrap();
+        d1.matmul(&w1, llmint8::Data::F32(&[1.0; 4]), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap();
+        assert!((y[0] - 10.0).abs() < 0.1, "{}", y[0]);
+    });
 }
 
 #[test]
 fn threads_sharing_a_context_and_a_weight_get_the_cpu_results() {
-    let cuda = cuda_context(0);
-    let cpu = Context::cpu();
-    let mut rng = Rng::new(15);
-    let (k, n) = (96, 40);
-    let w = Owned::from_f32(DType::F16, &rng.normals(n * k, 0.05));
-    let w_gpu = cuda.quantize_weight(w.data(), n, k, None).unwrap();
-    let w_cpu = cpu.quantize_weight(w.data(), n, k, None).unwrap();
-    let inputs: Vec<(usize, Owned)> = (0..6)
-        .map(|t| {
-            let rows = 1 + t * 7;
-            (rows, Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, t % 3)))
-        })
-        .collect();
-    std::thread::scope(|s| {
-        for (rows, x) in &inputs {
-            let (cuda, cpu, w_gpu, w_cpu) = (&cuda, &cpu, &w_gpu, &w_cpu);
-            s.spawn(move || {
-                for _ in 0..3 {
-                    let what = format!("rows {rows}");
-                    assert_same_matmul((cuda, cpu), (w_gpu, w_cpu), x, *rows, 6.0, DType::BF16, &what);
-                }
-            });
-        }
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        let mut rng = Rng::new(15);
+        let (k, n) = (96, 40);
+        let w = Owned::from_f32(DType::F16, &rng.normals(n * k, 0.05));
+        let w_gpu = cuda.quantize_weight(w.data(), n, k, None).unwrap();
+        let w_cpu = cpu.quantize_weight(w.data(), n, k, None).unwrap();
+        let inputs: Vec<(usize, Owned)> = (0..6)
+            .map(|t| {
+                let rows = 1 + t * 7;
+                (rows, Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, t % 3)))
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for (rows, x) in &inputs {
+                let (cuda, cpu, w_gpu, w_cpu) = (&cuda, &cpu, &w_gpu, &w_cpu);
+                s.spawn(move || {
+                    for _ in 0..3 {
+                        let what = format!("rows {rows}");
+                        assert_same_matmul((cuda, cpu), (w_gpu, w_cpu), x, *rows, 6.0, DType::BF16, &what);
+                    }
+                });
+            }
+        });
     });
 }

@@ -21,7 +21,8 @@ pub fn data_dir() -> PathBuf {
 /// `LLMINT8_TEST_BACKEND=cuda` (scripts/gpu-check.sh runs the golden and
 /// reference tests so on a GPU; they take host memory either way); or device 0
 /// of the emulated GPU (tests/cuda_emu/fake_cuda.cpp) when
-/// `LLMINT8_TEST_BACKEND=emulated-cuda` (scripts/test.sh runs them so).
+/// `LLMINT8_TEST_BACKEND=emulated-cuda`, whose process must have been started
+/// with [`emulated_gpu_env`] (scripts/test.sh does).
 pub fn test_context() -> llmint8::Context {
     match std::env::var("LLMINT8_TEST_BACKEND").as_deref() {
         Ok("cuda") | Ok("emulated-cuda") => cuda_context(0),
@@ -37,11 +38,15 @@ pub fn real_gpu() -> bool {
 }
 
 /// A CUDA context on `device`: of the machine's GPU when
-/// `LLMINT8_TEST_BACKEND=cuda`, else of the emulated GPU, two devices
-/// (built and selected by [`use_emulated_gpu`]).
+/// `LLMINT8_TEST_BACKEND=cuda`, else of the emulated GPU (two devices), in a
+/// process started with [`emulated_gpu_env`] (see [`on_cuda`]).
 pub fn cuda_context(device: i32) -> llmint8::Context {
-    if !real_gpu() {
-        use_emulated_gpu();
+    if !real_gpu() && !in_emulated_gpu_env() {
+        panic!(
+            "this process's environment does not point llmint8 at the emulated GPU: run the test body \
+             inside common::on_cuda, or start the process with {:?}",
+            emulated_gpu_env()
+        );
     }
     llmint8::Context::new(llmint8::Backend::Cuda, device)
         .unwrap_or_else(|e| panic!("no CUDA context on device {device} ({}): {e}", backend_description()))
@@ -55,21 +60,47 @@ fn backend_description() -> &'static str {
     }
 }
 
-/// Builds the emulated GPU (once per test process) and points llmint8's CUDA
-/// library discovery at it, with two devices. Must run before the first CUDA
-/// context of the process (the runtime is loaded once).
-pub fn use_emulated_gpu() -> PathBuf {
-    static LIBRARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    LIBRARY
-        .get_or_init(|| {
-            let library = fake_cuda_library();
-            for variable in ["LLMINT8_LIBCUDA", "LLMINT8_LIBNVRTC", "LLMINT8_LIBCUBLASLT"] {
-                std::env::set_var(variable, &library);
-            }
-            std::env::set_var("LLMINT8_FAKE_CUDA_DEVICES", "2");
-            library
-        })
-        .clone()
+/// The environment that points llmint8's CUDA library discovery at the
+/// emulated GPU (built on first use), with two devices. It is given to a
+/// process when it starts, never set from a running test: the other test
+/// threads read the environment meanwhile.
+pub fn emulated_gpu_env() -> Vec<(&'static str, std::ffi::OsString)> {
+    let library = fake_cuda_library().into_os_string();
+    let mut env: Vec<(&'static str, std::ffi::OsString)> =
+        ["LLMINT8_LIBCUDA", "LLMINT8_LIBNVRTC", "LLMINT8_LIBCUBLASLT"].map(|v| (v, library.clone())).into();
+    env.push(("LLMINT8_FAKE_CUDA_DEVICES", "2".into()));
+    env
+}
+
+/// Whether this process was started with [`emulated_gpu_env`].
+fn in_emulated_gpu_env() -> bool {
+    let library = fake_cuda_library();
+    ["LLMINT8_LIBCUDA", "LLMINT8_LIBNVRTC", "LLMINT8_LIBCUBLASLT"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_some_and(|p| Path::new(&p) == library))
+        && std::env::var("LLMINT8_FAKE_CUDA_DEVICES").as_deref() == Ok("2")
+}
+
+/// Runs the body of a CUDA test: here on a real GPU (`LLMINT8_TEST_BACKEND=cuda`)
+/// or when this process already has [`emulated_gpu_env`]; else the calling
+/// test runs again, alone, in a child process of this test binary started
+/// with that environment, and must pass there.
+pub fn on_cuda(body: impl FnOnce()) {
+    if real_gpu() || in_emulated_gpu_env() {
+        return body();
+    }
+    let thread = std::thread::current();
+    let name = thread.name().expect("libtest names each test's thread after the test");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .envs(emulated_gpu_env())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} on the emulated GPU (a child process):\n{stdout}{stderr}"
+    );
 }
 
 /// tests/cuda_emu/fake_cuda.cpp compiled into target/<profile>/fake-cuda
