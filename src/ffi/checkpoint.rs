@@ -457,3 +457,51 @@ pub unsafe extern "C" fn llmint8_weight_save_safetensors(
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<llmint8_tensor_info>() == 3 * 8 + 4 * 4 + 8 * 8 + 8 + 4 * 8);
 const _: () = assert!(TensorKind::Bias as i32 == LLMINT8_KIND_BIAS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::TensorDtype;
+
+    /// The header's constants (literals, for cbindgen) against the one dtype
+    /// list (`io::format`), and that list against the safetensors crate's names.
+    #[test]
+    fn tensor_dtype_constants_match_the_dtype_list_and_the_crate() {
+        let constants = [
+            (LLMINT8_TENSOR_F32, "F32"),
+            (LLMINT8_TENSOR_F16, "F16"),
+            (LLMINT8_TENSOR_BF16, "BF16"),
+            (LLMINT8_TENSOR_I8, "I8"),
+            (LLMINT8_TENSOR_U8, "U8"),
+            (LLMINT8_TENSOR_BOOL, "BOOL"),
+            (LLMINT8_TENSOR_I16, "I16"),
+            (LLMINT8_TENSOR_U16, "U16"),
+            (LLMINT8_TENSOR_I32, "I32"),
+            (LLMINT8_TENSOR_U32, "U32"),
+            (LLMINT8_TENSOR_I64, "I64"),
+            (LLMINT8_TENSOR_U64, "U64"),
+            (LLMINT8_TENSOR_F64, "F64"),
+            (LLMINT8_TENSOR_F8_E4M3, "F8_E4M3"),
+            (LLMINT8_TENSOR_F8_E5M2, "F8_E5M2"),
+            (LLMINT8_TENSOR_F8_E8M0, "F8_E8M0"),
+            (LLMINT8_TENSOR_F8_E4M3FNUZ, "F8_E4M3FNUZ"),
+            (LLMINT8_TENSOR_F8_E5M2FNUZ, "F8_E5M2FNUZ"),
+            (LLMINT8_TENSOR_F4, "F4"),
+            (LLMINT8_TENSOR_F6_E2M3, "F6_E2M3"),
+            (LLMINT8_TENSOR_F6_E3M2, "F6_E3M2"),
+            (LLMINT8_TENSOR_C64, "C64"),
+        ];
+        assert_eq!(constants.len(), TensorDtype::ALL.len());
+        for (dtype, (code, name)) in TensorDtype::ALL.into_iter().zip(constants) {
+            assert_eq!((dtype.code(), dtype.name()), (code, name));
+            // The crate writes and reads the same name, and agrees on the size.
+            let st = dtype.to_safetensors();
+            assert_eq!(st.to_string(), name);
+            assert_eq!(TensorDtype::from_safetensors(st), Some(dtype));
+            assert_eq!(dtype.bits(), st.bitsize());
+        }
+        assert_eq!(LLMINT8_TENSOR_F32, crate::DType::F32 as i32);
+        assert_eq!(LLMINT8_TENSOR_F16, crate::DType::F16 as i32);
+        assert_eq!(LLMINT8_TENSOR_BF16, crate::DType::BF16 as i32);
+    }
+}

@@ -1,106 +1,101 @@
 //! The safetensors container: an 8-byte little-endian header length, a JSON
 //! header naming each tensor's dtype, shape and byte range, then the data.
-//! Parsing checks everything a reader will rely on, so that every later access
-//! is in bounds: known dtypes, sizes that match dtype × shape without overflow,
-//! ranges that tile the data section exactly (no overlap, no gap, nothing past
-//! the end — the rules of the reference `safetensors` parser).
+//!
+//! The `safetensors` crate reads and writes it: its verdict is the one on
+//! whether a file is valid (known dtypes, sizes that match dtype × shape
+//! without overflow, ranges that tile the data section exactly), so every
+//! later access is in bounds. What this file adds is what the crate lacks:
+//! the dtype codes of the C ABI, byte ranges in file coordinates, names
+//! without NUL (they cross the C ABI), and — for a file the crate refuses — a
+//! message naming the tensor and the rule it breaks.
 
+use std::collections::HashMap;
+use std::ffi::CStr;
 use std::ops::Range;
 
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 use crate::error::{Error, Result, Status};
 
-/// The reference parser refuses headers above 100 MB; so do we.
+/// The crate refuses headers above 100 MB; the diagnosis says so.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
-/// Element types of a safetensors file, in the reference implementation's order
-/// (increasing alignment), which is also the order a writer sorts by.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TensorDtype {
-    BOOL,
-    F4,
-    F6_E2M3,
-    F6_E3M2,
-    U8,
-    I8,
-    F8_E5M2,
-    F8_E4M3,
-    F8_E8M0,
-    F8_E4M3FNUZ,
-    F8_E5M2FNUZ,
-    I16,
-    U16,
-    F16,
-    BF16,
-    I32,
-    U32,
-    F32,
-    C64,
-    F64,
-    I64,
-    U64,
+/// The dtype list, once: each name is the crate's `Dtype` of the same name
+/// (the build fails on a name it lacks) and the code its `LLMINT8_TENSOR_*`
+/// constant in the C ABI (fixed by ABI version 1; ffi checks the constants).
+macro_rules! tensor_dtypes {
+    ($($name:ident = $code:literal,)*) => {
+        /// Element types of a safetensors file; the discriminant is the C ABI code.
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(i32)]
+        pub enum TensorDtype {
+            $($name = $code,)*
+        }
+
+        impl TensorDtype {
+            /// Every dtype, by code.
+            pub const ALL: [TensorDtype; [$($code),*].len()] = [$(TensorDtype::$name,)*];
+
+            /// The crate's dtype.
+            pub fn to_safetensors(self) -> Dtype {
+                match self {
+                    $(TensorDtype::$name => Dtype::$name,)*
+                }
+            }
+
+            /// Ours for the crate's, `None` for one a later crate version added.
+            pub fn from_safetensors(dtype: Dtype) -> Option<TensorDtype> {
+                match dtype {
+                    $(Dtype::$name => Some(TensorDtype::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// The name in a safetensors header, e.g. `"F16"`, as a C string.
+            pub fn c_name(self) -> &'static CStr {
+                match self {
+                    $(TensorDtype::$name => match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                        Ok(name) => name,
+                        Err(_) => c"",
+                    },)*
+                }
+            }
+        }
+    };
+}
+
+tensor_dtypes! {
+    F32 = 0,
+    F16 = 1,
+    BF16 = 2,
+    I8 = 3,
+    U8 = 4,
+    BOOL = 5,
+    I16 = 6,
+    U16 = 7,
+    I32 = 8,
+    U32 = 9,
+    I64 = 10,
+    U64 = 11,
+    F64 = 12,
+    F8_E4M3 = 13,
+    F8_E5M2 = 14,
+    F8_E8M0 = 15,
+    F8_E4M3FNUZ = 16,
+    F8_E5M2FNUZ = 17,
+    F4 = 18,
+    F6_E2M3 = 19,
+    F6_E3M2 = 20,
+    C64 = 21,
 }
 
 impl TensorDtype {
-    pub const ALL: [TensorDtype; 22] = [
-        TensorDtype::BOOL,
-        TensorDtype::F4,
-        TensorDtype::F6_E2M3,
-        TensorDtype::F6_E3M2,
-        TensorDtype::U8,
-        TensorDtype::I8,
-        TensorDtype::F8_E5M2,
-        TensorDtype::F8_E4M3,
-        TensorDtype::F8_E8M0,
-        TensorDtype::F8_E4M3FNUZ,
-        TensorDtype::F8_E5M2FNUZ,
-        TensorDtype::I16,
-        TensorDtype::U16,
-        TensorDtype::F16,
-        TensorDtype::BF16,
-        TensorDtype::I32,
-        TensorDtype::U32,
-        TensorDtype::F32,
-        TensorDtype::C64,
-        TensorDtype::F64,
-        TensorDtype::I64,
-        TensorDtype::U64,
-    ];
-
     /// The name in a safetensors header, e.g. `"F16"`.
     pub fn name(self) -> &'static str {
         self.c_name().to_str().unwrap_or_default()
-    }
-
-    /// [`TensorDtype::name`] as a C string, for the C ABI.
-    pub fn c_name(self) -> &'static std::ffi::CStr {
-        use TensorDtype::*;
-        match self {
-            BOOL => c"BOOL",
-            F4 => c"F4",
-            F6_E2M3 => c"F6_E2M3",
-            F6_E3M2 => c"F6_E3M2",
-            U8 => c"U8",
-            I8 => c"I8",
-            F8_E5M2 => c"F8_E5M2",
-            F8_E4M3 => c"F8_E4M3",
-            F8_E8M0 => c"F8_E8M0",
-            F8_E4M3FNUZ => c"F8_E4M3FNUZ",
-            F8_E5M2FNUZ => c"F8_E5M2FNUZ",
-            I16 => c"I16",
-            U16 => c"U16",
-            F16 => c"F16",
-            BF16 => c"BF16",
-            I32 => c"I32",
-            U32 => c"U32",
-            F32 => c"F32",
-            C64 => c"C64",
-            F64 => c"F64",
-            I64 => c"I64",
-            U64 => c"U64",
-        }
     }
 
     pub fn from_name(name: &str) -> Option<TensorDtype> {
@@ -109,45 +104,13 @@ impl TensorDtype {
 
     /// Bits per element.
     pub fn bits(self) -> usize {
-        use TensorDtype::*;
-        match self {
-            F4 => 4,
-            F6_E2M3 | F6_E3M2 => 6,
-            BOOL | U8 | I8 | F8_E5M2 | F8_E4M3 | F8_E8M0 | F8_E4M3FNUZ | F8_E5M2FNUZ => 8,
-            I16 | U16 | F16 | BF16 => 16,
-            I32 | U32 | F32 => 32,
-            C64 | F64 | I64 | U64 => 64,
-        }
+        self.to_safetensors().bitsize()
     }
 
     /// The C ABI code (`LLMINT8_TENSOR_*`). The three float codes equal the
-    /// `LLMINT8_F32/_F16/_BF16` element codes; the others are fixed by ABI version 1.
+    /// `LLMINT8_F32/_F16/_BF16` element codes.
     pub fn code(self) -> i32 {
-        use TensorDtype::*;
-        match self {
-            F32 => 0,
-            F16 => 1,
-            BF16 => 2,
-            I8 => 3,
-            U8 => 4,
-            BOOL => 5,
-            I16 => 6,
-            U16 => 7,
-            I32 => 8,
-            U32 => 9,
-            I64 => 10,
-            U64 => 11,
-            F64 => 12,
-            F8_E4M3 => 13,
-            F8_E5M2 => 14,
-            F8_E8M0 => 15,
-            F8_E4M3FNUZ => 16,
-            F8_E5M2FNUZ => 17,
-            F4 => 18,
-            F6_E2M3 => 19,
-            F6_E3M2 => 20,
-            C64 => 21,
-        }
+        self as i32
     }
 }
 
@@ -186,9 +149,47 @@ pub fn byte_count(dtype: TensorDtype, shape: &[usize]) -> Option<usize> {
     bits.is_multiple_of(8).then_some(bits / 8)
 }
 
-/// Parses and validates the header of the safetensors file `bytes`; `file`
-/// names it in messages. Every tensor's byte range is then inside `bytes`.
+/// Parses and validates the header of the safetensors file `bytes` with the
+/// crate; `file` names it in messages. Every tensor's byte range is then
+/// inside `bytes`.
 pub fn parse(bytes: &[u8], file: &str) -> Result<Header> {
+    let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| diagnose(bytes, file, &e))?;
+    let data_start = 8 + n;
+    let mut tensors = Vec::with_capacity(metadata.tensors().len());
+    for (name, info) in metadata.tensors() {
+        let bad = |what: &str| format_error(file, format!("tensor {name:?}: {what}"));
+        if name.contains('\0') {
+            return Err(bad("the name holds a NUL byte"));
+        }
+        let dtype = TensorDtype::from_safetensors(info.dtype)
+            .ok_or_else(|| bad(&format!("dtype {} is not one this version of llmint8 knows", info.dtype)))?;
+        let (begin, end) = info.data_offsets;
+        tensors.push(TensorEntry {
+            name,
+            dtype,
+            shape: info.shape.clone(),
+            bytes: data_start + begin..data_start + end,
+        });
+    }
+    tensors.sort_by(|a, b| (a.bytes.start, a.bytes.end, &a.name).cmp(&(b.bytes.start, b.bytes.end, &b.name)));
+    let mut metadata: Vec<(String, String)> = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
+    metadata.sort();
+    Ok(Header { tensors, metadata })
+}
+
+/// The error for a file the crate refused (`refusal`): the first rule it
+/// breaks, found by reading the header again field by field, naming the
+/// tensor; the crate's own words if none is found.
+fn diagnose(bytes: &[u8], file: &str, refusal: &safetensors::SafeTensorError) -> Error {
+    match explain(bytes, file) {
+        Err(e) => e,
+        Ok(()) => format_error(file, format!("not a valid safetensors file: {refusal}")),
+    }
+}
+
+/// Reads the header field by field and returns the first rule it breaks, in
+/// the order a reader meets them.
+fn explain(bytes: &[u8], file: &str) -> Result<()> {
     let len = bytes.len();
     let Some(prefix) = bytes.get(..8) else {
         return Err(format_error(
@@ -219,28 +220,25 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Header> {
         return Err(format_error(file, "header is not a JSON object"));
     };
 
-    let mut header = Header::default();
+    let mut tensors = Vec::new();
     for (name, value) in map {
         if name == "__metadata__" {
-            header.metadata = parse_metadata(value, file)?;
+            parse_metadata(value, file)?;
             continue;
         }
-        header.tensors.push(parse_tensor(name, value, data_start, file)?);
+        tensors.push(parse_tensor(name, value, data_start, file)?);
     }
-    check_layout(&mut header.tensors, data_start, len, file)?;
-    Ok(header)
+    check_layout(&mut tensors, data_start, len, file)
 }
 
-fn parse_metadata(value: Value, file: &str) -> Result<Vec<(String, String)>> {
+fn parse_metadata(value: Value, file: &str) -> Result<()> {
     let Value::Object(map) = value else {
         return Err(format_error(file, "__metadata__ is not an object of strings"));
     };
-    map.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            _ => Err(format_error(file, format!("__metadata__[{k:?}] is not a string"))),
-        })
-        .collect()
+    match map.into_iter().find(|(_, v)| !v.is_string()) {
+        Some((k, _)) => Err(format_error(file, format!("__metadata__[{k:?}] is not a string"))),
+        None => Ok(()),
+    }
 }
 
 fn as_usize(v: &Value) -> Option<usize> {
@@ -335,27 +333,19 @@ pub struct TensorSpec {
 }
 
 /// The header bytes of a file holding `specs`, and each spec's byte range in
-/// the file (indexed like `specs`). The layout is the reference writer's: tensors
-/// sorted by dtype (widest first) then name, packed from offset 0, header padded
-/// with spaces to a multiple of 8 bytes — so a file written here is byte for byte
-/// the one `safetensors.torch.save_file` writes for the same tensors.
+/// the file (indexed like `specs`). The layout and the header are the crate's
+/// own (the writer of `safetensors.torch.save_file`): tensors sorted by dtype
+/// (widest first) then name, packed from offset 0, the header JSON of its
+/// `Metadata` padded with spaces to a multiple of 8 bytes — so a file written
+/// here is byte for byte the one the reference writes for the same tensors.
 pub fn layout(specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
     let mut order: Vec<usize> = (0..specs.len()).collect();
-    order.sort_by(|&a, &b| specs[b].dtype.cmp(&specs[a].dtype).then(specs[a].name.cmp(&specs[b].name)));
-    let mut json = String::from("{");
-    if !metadata.is_empty() {
-        json.push_str("\"__metadata__\":{");
-        for (i, (k, v)) in metadata.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&format!("{}:{}", json_string(k), json_string(v)));
-        }
-        json.push('}');
-    }
+    let dtype = |i: usize| specs[i].dtype.to_safetensors();
+    order.sort_by(|&a, &b| dtype(b).cmp(&dtype(a)).then(specs[a].name.cmp(&specs[b].name)));
     let mut offset = 0usize;
     let mut relative = vec![0..0; specs.len()];
-    for (i, &s) in order.iter().enumerate() {
+    let mut infos = Vec::with_capacity(specs.len());
+    for &s in &order {
         let spec = &specs[s];
         let size = byte_count(spec.dtype, &spec.shape).ok_or_else(|| {
             Error::new(Status::Shape, format!("tensor {:?}: shape {:?} overflows", spec.name, spec.shape))
@@ -363,21 +353,16 @@ pub fn layout(specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(Ve
         let end = offset
             .checked_add(size)
             .ok_or_else(|| Error::new(Status::Shape, "file size overflows size_t".to_string()))?;
-        if i > 0 || !metadata.is_empty() {
-            json.push(',');
-        }
-        let dims: Vec<String> = spec.shape.iter().map(|d| d.to_string()).collect();
-        json.push_str(&format!(
-            "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
-            json_string(&spec.name),
-            spec.dtype.name(),
-            dims.join(",")
-        ));
+        let info =
+            TensorInfo { dtype: spec.dtype.to_safetensors(), shape: spec.shape.clone(), data_offsets: (offset, end) };
+        infos.push((spec.name.clone(), info));
         relative[s] = offset..end;
         offset = end;
     }
-    json.push('}');
-    let mut header = json.into_bytes();
+    let metadata: Option<HashMap<String, String>> = (!metadata.is_empty()).then(|| metadata.iter().cloned().collect());
+    let refused = |e: &dyn std::fmt::Display| Error::internal(format!("the safetensors crate refused a header: {e}"));
+    let header = Metadata::new(metadata, infos).map_err(|e| refused(&e))?;
+    let mut header = serde_json::to_vec(&header).map_err(|e| refused(&e))?;
     header.resize(header.len().next_multiple_of(8), b' ');
     let data_start = 8 + header.len();
     let mut bytes = Vec::with_capacity(data_start);
@@ -385,8 +370,4 @@ pub fn layout(specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(Ve
     bytes.extend_from_slice(&header);
     let ranges = relative.into_iter().map(|r| data_start + r.start..data_start + r.end).collect();
     Ok((bytes, ranges))
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string always serializes")
 }
