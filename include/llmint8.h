@@ -740,8 +740,9 @@ int32_t llmint8_context_synchronize(struct llmint8_context *ctx);
  * invalid argument.
  *
  * Thread safety: may be called concurrently on the same context and weight;
- * the result is bit-identical whatever the number of threads (and on the CPU
- * and CUDA backends alike).
+ * the result is bit-identical whatever the number of threads. The CUDA
+ * backend is built to give the CPU backend's bits; that is tested on an
+ * emulated GPU, not yet on a GPU (docs/CUDA.md).
  *
  * # Safety
  * `x` must hold `rows · in_features` readable elements, `y` be writable for
@@ -849,8 +850,8 @@ const char *llmint8_last_error(void);
  *
  * Memory: `w` and `bias` are host memory, read during the call only, never
  * kept; the weight holds `out·in` bytes of int8 plus `4·out` of scales and bias.
- * On a CUDA context the weight is quantized on the host (the same bytes the
- * device kernel gives) and its int8 values, scales and bias are copied to the
+ * On a CUDA context the weight is quantized on the host (the bytes the device
+ * kernel gives on the emulated GPU) and its int8 values, scales and bias are copied to the
  * device (rows padded to 16 bytes); the call returns when they are there.
  * On success writes a new weight to `*out`; the caller owns it and must
  * eventually pass it to `llmint8_weight_destroy`. On failure writes NULL to

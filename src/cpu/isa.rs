@@ -1,10 +1,12 @@
 //! Which instructions the CPU kernels use, chosen at run time. The pipeline
-//! around the int8 product is written once in safe Rust and compiled per path
-//! with that path's instruction-set extensions; the int8 product itself has a
-//! hand-written microkernel per path (`kernel.rs`: portable, AVX2, AVX-512
-//! VNNI; `amx.rs`: AMX tiles). Integer products are exact and the float
-//! epilogue has one fixed order (Rust never fuses a multiply and an add on its
-//! own), so every path gives bit-identical results.
+//! around the int8 product (quantization, gathering the outliers, the
+//! epilogue) is Rust compiled once per path with that path's instruction-set
+//! extensions; hand-written intrinsics do the int8 product (`kernel.rs`:
+//! portable, AVX2, AVX-512 VNNI; `amx.rs`: AMX tiles) and, on the AVX-512
+//! paths, the row quantizers (`kernel::quantize_*_row_avx512`, tested byte for
+//! byte against the scalar rule of `quant`). Integer products are exact and
+//! the float epilogue has one fixed order (Rust never fuses a multiply and an
+//! add on its own), so every path gives bit-identical results.
 
 use std::sync::OnceLock;
 

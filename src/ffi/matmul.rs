@@ -55,8 +55,9 @@ pub struct llmint8_matmul_stats {
 /// invalid argument.
 ///
 /// Thread safety: may be called concurrently on the same context and weight;
-/// the result is bit-identical whatever the number of threads (and on the CPU
-/// and CUDA backends alike).
+/// the result is bit-identical whatever the number of threads. The CUDA
+/// backend is built to give the CPU backend's bits; that is tested on an
+/// emulated GPU, not yet on a GPU (docs/CUDA.md).
 ///
 /// # Safety
 /// `x` must hold `rows · in_features` readable elements, `y` be writable for

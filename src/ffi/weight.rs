@@ -49,8 +49,8 @@ unsafe fn optional_bias<'a>(bias: *const c_void, dtype_code: i32, len: usize) ->
 ///
 /// Memory: `w` and `bias` are host memory, read during the call only, never
 /// kept; the weight holds `out·in` bytes of int8 plus `4·out` of scales and bias.
-/// On a CUDA context the weight is quantized on the host (the same bytes the
-/// device kernel gives) and its int8 values, scales and bias are copied to the
+/// On a CUDA context the weight is quantized on the host (the bytes the device
+/// kernel gives on the emulated GPU) and its int8 values, scales and bias are copied to the
 /// device (rows padded to 16 bytes); the call returns when they are there.
 /// On success writes a new weight to `*out`; the caller owns it and must
 /// eventually pass it to `llmint8_weight_destroy`. On failure writes NULL to
