@@ -213,10 +213,12 @@ fn code_blocks(markdown: &str) -> Vec<(String, String)> {
     blocks
 }
 
-/// The README's C and C++ sections show the example files whole, and the lines
-/// it gives to build and run them work as written, from the repository root.
+/// The README's C, C++, Go and Julia sections show the example files whole, and
+/// the lines it gives to build and run the C, C++ and Go ones work as written,
+/// from the repository root (Julia cannot be installed on these machines:
+/// tests/julia_signatures.rs checks its binding against the header).
 #[test]
-fn the_readme_shows_the_c_and_cpp_examples_whole_and_its_lines_build_and_run_them() {
+fn the_readme_shows_the_examples_whole_and_its_lines_build_and_run_them() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = built_library();
     if lib.parent() != Some(&root.join("target/release")) {
@@ -225,7 +227,12 @@ fn the_readme_shows_the_c_and_cpp_examples_whole_and_its_lines_build_and_run_the
     }
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = code_blocks(&readme);
-    for (lang, file) in [("c", "examples/c/hello.c"), ("cpp", "examples/cpp/hello.cpp")] {
+    for (lang, file) in [
+        ("c", "examples/c/hello.c"),
+        ("cpp", "examples/cpp/hello.cpp"),
+        ("go", "examples/go/main.go"),
+        ("julia", "examples/julia/hello.jl"),
+    ] {
         let source = std::fs::read_to_string(root.join(file)).unwrap();
         assert!(
             blocks.iter().any(|(l, text)| l == lang && text.trim_end() == source.trim_end()),
@@ -254,4 +261,22 @@ fn the_readme_shows_the_c_and_cpp_examples_whole_and_its_lines_build_and_run_the
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Go: the README's run line, and its go.mod lines are the file's.
+    let go_mod = std::fs::read_to_string(root.join("examples/go/go.mod")).unwrap();
+    for line in ["require llmint8.dev/llmint8 v0.0.0", "replace llmint8.dev/llmint8 => ../../bindings/go"] {
+        assert!(go_mod.lines().any(|l| l == line) && readme.contains(&format!("`{line}`")), "go.mod: {line}");
+    }
+    let go_line = "(cd examples/go && go run .)";
+    assert!(sh.iter().any(|t| t.lines().any(|l| l == go_line)), "README.md: no `{go_line}` line");
+    if Command::new("go").arg("version").output().is_err() {
+        eprintln!("note: no Go toolchain here; the README's Go line was not run (scripts/test.sh installs Go)");
+        return;
+    }
+    let out = Command::new("sh").arg("-ec").arg(go_line).current_dir(root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("outlier columns: 1"),
+        "{go_line} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
