@@ -106,6 +106,12 @@ pub fn on_cuda(body: impl FnOnce()) {
 /// tests/cuda_emu/fake_cuda.cpp compiled into target/<profile>/fake-cuda
 /// (again when a source is newer than the library).
 pub fn fake_cuda_library() -> PathBuf {
+    // Once per process: the test threads of one binary all ask for it.
+    static LIBRARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIBRARY.get_or_init(build_fake_cuda_library).clone()
+}
+
+fn build_fake_cuda_library() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sources =
         ["tests/cuda_emu/fake_cuda.cpp", "tests/cuda_emu/emu.hpp", "kernels/llmint8.cu"].map(|s| root.join(s));
