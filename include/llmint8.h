@@ -278,6 +278,18 @@
 #define LLMINT8_INPUT_ROUND_F16 1
 
 /**
+ * Row scale rule (`llmint8_context_set_row_scale`): bitsandbytes' — an
+ * activation row's absmax over its values below the threshold (the default).
+ */
+#define LLMINT8_ROW_SCALE_BITSANDBYTES 0
+
+/**
+ * Row scale rule: the absmax over the columns the int8 product uses (every
+ * outlier column of the call left out).
+ */
+#define LLMINT8_ROW_SCALE_INT8_PART 1
+
+/**
  * The outlier threshold of the paper and of bitsandbytes; 0 turns the
  * mixed-precision decomposition off.
  */
@@ -671,6 +683,61 @@ int32_t llmint8_context_set_input_rounding(struct llmint8_context *ctx,
  */
 int32_t llmint8_context_input_rounding(const struct llmint8_context *ctx,
                                        int32_t *rounding);
+
+/**
+ * Sets which values give an activation row its scale in later `llmint8_matmul`
+ * and `llmint8_quantize_rows` calls on `ctx` when outliers are decomposed
+ * (threshold > 0; at threshold 0 both rules are the same):
+ * - `LLMINT8_ROW_SCALE_BITSANDBYTES` (the default): bitsandbytes' rule, the
+ *   absmax over the row's values below the threshold — a value of an outlier
+ *   column that is below the threshold in this row still sets the scale,
+ *   though the int8 product does not use it;
+ * - `LLMINT8_ROW_SCALE_INT8_PART`: the absmax over the columns the int8
+ *   product uses (every outlier column of the call left out), so no row is
+ *   quantized coarser than its int8 part needs. It reads the activations one
+ *   more time (the outlier columns before the row scales).
+ *
+ * Every backend computes both rules alike (the CUDA kernels checked against
+ * the CPU on the emulated GPU).
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL or `rule` unknown.
+ * Thread safety: may be called concurrently with any other call on `ctx`;
+ * calls already running keep the setting they started with.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+int32_t llmint8_context_set_row_scale(struct llmint8_context *ctx,
+                                      int32_t rule);
+
+/**
+ * Writes the row scale rule of `ctx` (`LLMINT8_ROW_SCALE_*`) to `*rule`.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+ * Thread safety: may be called concurrently with any other call on `ctx`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context; `rule` NULL or writable.
+ */
+int32_t llmint8_context_row_scale(const struct llmint8_context *ctx,
+                                  int32_t *rule);
+
+/**
+ * Makes later calls on `ctx` compute what bitsandbytes' `Linear8bitLt`
+ * computes: inputs rounded to float16 (`LLMINT8_INPUT_ROUND_F16`) and
+ * bitsandbytes' row scale (`LLMINT8_ROW_SCALE_BITSANDBYTES`) — its `CB`,
+ * `SCB`, `CA`, `SCA` and outlier columns bit for bit (tests/golden.rs), its
+ * outputs up to the dequantization's rounding (docs/SEMANTICS.md). One call
+ * for the two settings, which stay readable and settable one by one.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL.
+ * Thread safety: may be called concurrently with any other call on `ctx`;
+ * calls already running keep the settings they started with.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+int32_t llmint8_context_match_bitsandbytes(struct llmint8_context *ctx);
 
 /**
  * Makes all later device work of a CUDA context run on `stream` (a

@@ -95,15 +95,24 @@ __device__ __forceinline__ u32 block_max(u32 v) {
 
 // ---- row quantization (quant::quantize_activation_row / quantize_weight_row) ----
 //
-// One block per row. `mode` 0: activations — outlier elements are left out of
-// the absmax and quantized to 0, their columns flagged in `col_flags`; a
-// non-finite value that is not an outlier gives absmax NaN and a zero row.
-// `mode` 1: weights — every value counts; a non-finite one sets `first_bad_row`
-// (atomic minimum) and leaves the row zero. Columns `cols..ld_q` of `q` get 0.
+// One block per row. `mode` 0: activations, bitsandbytes' row scale — outlier
+// elements are left out of the absmax and quantized to 0, their columns
+// flagged in `col_flags`; a non-finite value that is not an outlier gives
+// absmax NaN and a zero row. `mode` 1: weights — every value counts; a
+// non-finite one sets `first_bad_row` (atomic minimum) and leaves the row
+// zero. `mode` 2: only flags the outlier columns (the first pass of the
+// int8-part row scale). `mode` 3: activations, int8-part row scale — the
+// columns flagged in `col_flags` (every row's outliers) are left out of the
+// absmax and quantized to 0. Columns `cols..ld_q` of `q` get 0.
 template <class E>
 __device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q, float threshold, int round_f16,
                              int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
     const i64 base = row * (i64)cols;
+    if (mode == 2) {
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            if (is_outlier(load_rounded(E::load(x, base + c), round_f16), threshold)) col_flags[c] = 1u;
+        return;
+    }
     u32 bits = 0;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = load_rounded(E::load(x, base + c), round_f16);
@@ -112,6 +121,7 @@ __device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q
             col_flags[c] = 1u;  // the same value from every writer
             a = 0.0f;
         }
+        if (mode == 3 && col_flags[c] != 0u) a = 0.0f;
         u32 b = f32_to_bits(a);
         bits = b > bits ? b : bits;
     }
@@ -135,7 +145,8 @@ __device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q
         i8 value = 0;
         if (c < cols) {
             float v = load_rounded(E::load(x, base + c), round_f16);
-            if (!(mode == 0 && is_outlier(v, threshold))) {
+            const bool zero = mode == 0 ? is_outlier(v, threshold) : mode == 3 && col_flags[c] != 0u;
+            if (!zero) {
                 value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
             }
         }
@@ -199,18 +210,24 @@ __device__ void gather_outliers(const typename E::T *x, i64 rows, int cols, cons
 
 // ---- few rows (decode): everything before the GEMM in one block ----
 // One block of 1024 threads does, in order, what the separate launches do for
-// many rows: zero the column flags, quantize every row (flagging outliers),
-// list the outlier columns, zero them in q and gather them, and zero q's
-// padding rows `rows .. rows_padded` — one launch instead of six.
+// many rows: zero the column flags, quantize every row (flagging outliers;
+// with `int8_part`, flagging every row's first, then quantizing), list the
+// outlier columns, zero them in q and gather them, and zero q's padding rows
+// `rows .. rows_padded` — one launch instead of six.
 template <class E>
 __device__ void prep_small(const typename E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold,
-                           int round_f16, i8 *q, float *absmax, u32 *col_flags, int *list, int *count,
-                           int max_gathered, float *x_out) {
+                           int round_f16, int int8_part, i8 *q, float *absmax, u32 *col_flags, int *list,
+                           int *count, int max_gathered, float *x_out) {
     for (int c = threadIdx.x; c < cols; c += blockDim.x) col_flags[c] = 0u;
     for (i64 t = rows * (i64)ld_q + threadIdx.x; t < rows_padded * (i64)ld_q; t += blockDim.x) q[t] = 0;
     __syncthreads();
+    if (int8_part) {
+        for (i64 row = 0; row < rows; row++)
+            quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, 2, q, absmax, col_flags, (int *)0);
+        __syncthreads();
+    }
     for (i64 row = 0; row < rows; row++)
-        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, 0, q, absmax, col_flags, (int *)0);
+        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, int8_part ? 3 : 0, q, absmax, col_flags, (int *)0);
     __syncthreads();
     outlier_list(col_flags, cols, list, count);
     __syncthreads();
@@ -291,10 +308,11 @@ QUANTIZE_ROWS(llmint8_quantize_rows_bf16, BF16)
 
 #define PREP_SMALL(NAME, E)                                                                                          \
     extern "C" __global__ void __launch_bounds__(1024)                                                               \
-        NAME(const E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold, int round_f16, i8 *q,    \
-             float *absmax, u32 *col_flags, int *list, int *count, int max_gathered, float *x_out) {               \
-        prep_small<E>(x, rows, cols, ld_q, rows_padded, threshold, round_f16, q, absmax, col_flags, list, count,    \
-                      max_gathered, x_out);                                                                         \
+        NAME(const E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold, int round_f16,          \
+             int int8_part, i8 *q, float *absmax, u32 *col_flags, int *list, int *count, int max_gathered,          \
+             float *x_out) {                                                                                        \
+        prep_small<E>(x, rows, cols, ld_q, rows_padded, threshold, round_f16, int8_part, q, absmax, col_flags,      \
+                      list, count, max_gathered, x_out);                                                            \
     }
 PREP_SMALL(llmint8_prep_small_f32, F32)
 PREP_SMALL(llmint8_prep_small_f16, F16)

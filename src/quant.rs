@@ -56,6 +56,34 @@ impl InputRounding {
     }
 }
 
+/// Which values of an activation row set its scale when outlier columns are
+/// decomposed (threshold > 0; at threshold 0 both rules are the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum RowScale {
+    /// bitsandbytes' rule: the absmax over the row's values below the
+    /// threshold. A value of an outlier column that is itself below the
+    /// threshold (an outlier in another row) still sets the scale, though the
+    /// int8 product never uses it.
+    #[default]
+    BitsAndBytes = 0,
+    /// The absmax over the columns the int8 product uses: every outlier column
+    /// is left out, so each row's scale fits the values it quantizes.
+    Int8Part = 1,
+}
+
+impl RowScale {
+    pub fn from_code(code: i32) -> Result<RowScale> {
+        match code {
+            0 => Ok(RowScale::BitsAndBytes),
+            1 => Ok(RowScale::Int8Part),
+            _ => Err(Error::invalid(format!(
+                "unknown row scale rule {code} (expected LLMINT8_ROW_SCALE_BITSANDBYTES=0 or LLMINT8_ROW_SCALE_INT8_PART=1)"
+            ))),
+        }
+    }
+}
+
 /// The error for a weight holding a non-finite value (as read through
 /// `rounding`), naming the first such row (and its column when known).
 pub fn non_finite_weight(row: usize, column: Option<usize>, rounding: InputRounding) -> Error {
@@ -120,27 +148,28 @@ fn abs_max_bits(abs_values: impl Iterator<Item = f32>) -> u32 {
     abs_values.fold(0u32, |m, a| m.max(a.to_bits()))
 }
 
-/// Quantizes `row` into `q` with the given absmax, writing 0 where `zero(value)`.
+/// Quantizes `row` into `q` with the given absmax, writing 0 where
+/// `zero(column, value)`.
 #[inline(always)]
 fn quantize_row_with<T: Element>(
     row: &[T],
     rounding: InputRounding,
     absmax: f32,
     q: &mut [i8],
-    zero: impl Fn(f32) -> bool,
+    zero: impl Fn(usize, f32) -> bool,
 ) {
     match row_scale(absmax) {
         Some(scale) => {
-            for (qc, &v) in q.iter_mut().zip(row) {
+            for (c, (qc, &v)) in q.iter_mut().zip(row).enumerate() {
                 let v = rounding.load(v);
-                *qc = if zero(v) { 0 } else { quantize_value(v, scale) };
+                *qc = if zero(c, v) { 0 } else { quantize_value(v, scale) };
             }
         }
         None => {
             let absmax = absmax as f64;
-            for (qc, &v) in q.iter_mut().zip(row) {
+            for (c, (qc, &v)) in q.iter_mut().zip(row).enumerate() {
                 let v = rounding.load(v);
-                *qc = if zero(v) { 0 } else { (v as f64 * 127.0 / absmax).round_ties_even() as i8 };
+                *qc = if zero(c, v) { 0 } else { (v as f64 * 127.0 / absmax).round_ties_even() as i8 };
             }
         }
     }
@@ -160,7 +189,7 @@ pub fn quantize_weight_row<T: Element>(
         return Err(row.iter().position(|&v| !rounding.load(v).is_finite()).unwrap_or(0));
     }
     let absmax = f32::from_bits(bits);
-    quantize_row_with(row, rounding, absmax, q, |_| false);
+    quantize_row_with(row, rounding, absmax, q, |_, _| false);
     Ok(absmax)
 }
 
@@ -197,7 +226,45 @@ pub fn quantize_activation_row<T: Element>(
         return f32::NAN;
     }
     let absmax = f32::from_bits(bits);
-    quantize_row_with(row, rounding, absmax, q, |v| is_outlier(v, threshold));
+    quantize_row_with(row, rounding, absmax, q, |_, v| is_outlier(v, threshold));
+    absmax
+}
+
+/// Sets `outlier_columns[c]` for every column where `row` holds an outlier
+/// ([`is_outlier`]): the first pass of [`RowScale::Int8Part`].
+#[inline(always)]
+pub fn mark_outlier_columns<T: Element>(
+    row: &[T],
+    rounding: InputRounding,
+    threshold: f32,
+    outlier_columns: &mut [bool],
+) {
+    for (is_out, &v) in outlier_columns.iter_mut().zip(row) {
+        *is_out |= is_outlier(rounding.load(v), threshold);
+    }
+}
+
+/// Quantizes one activation row under [`RowScale::Int8Part`], once every
+/// row's outliers are marked in `outlier_columns` (the union over the call):
+/// the absmax is taken over the other columns only, and the outlier columns
+/// are quantized to 0. A non-finite value outside them (possible only where
+/// nothing is marked) gives absmax NaN and an all-zero `q`, as in
+/// [`quantize_activation_row`]. Returns the row's absmax.
+#[inline(always)]
+pub fn quantize_activation_row_int8_part<T: Element>(
+    row: &[T],
+    rounding: InputRounding,
+    outlier_columns: &[bool],
+    q: &mut [i8],
+) -> f32 {
+    let bits =
+        abs_max_bits(row.iter().zip(outlier_columns).map(|(&v, &out)| if out { 0.0 } else { rounding.load(v).abs() }));
+    if bits >= INF_BITS {
+        q.fill(0);
+        return f32::NAN;
+    }
+    let absmax = f32::from_bits(bits);
+    quantize_row_with(row, rounding, absmax, q, |c, _| outlier_columns[c]);
     absmax
 }
 

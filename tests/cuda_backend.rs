@@ -12,7 +12,7 @@
 mod common;
 
 use common::{activations_with_outliers, cuda_context, on_cuda, Owned, Rng};
-use llmint8::quant::InputRounding;
+use llmint8::quant::{InputRounding, RowScale};
 use llmint8::{Context, DType, Status};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
@@ -70,8 +70,13 @@ fn compare(cuda: &Context, cpu: &Context, case: &Case, w_dtype: DType, with_bias
     for (i, &x_dtype) in DTYPES.iter().enumerate() {
         let x = Owned::from_f32(x_dtype, &xv);
         for y_dtype in [DTYPES[(i + rows) % 3], DTYPES[(i + rows + 1) % 3]] {
-            for threshold in [6.0f32, 0.0] {
-                let what = format!("{tag}, x {x_dtype:?}, y {y_dtype:?}, threshold {threshold}");
+            // Both row scale rules (at threshold 0 they are one).
+            for (threshold, rule) in
+                [(6.0f32, RowScale::BitsAndBytes), (6.0, RowScale::Int8Part), (0.0, RowScale::Int8Part)]
+            {
+                cuda.set_row_scale(rule);
+                cpu.set_row_scale(rule);
+                let what = format!("{tag}, x {x_dtype:?}, y {y_dtype:?}, threshold {threshold}, {rule:?}");
                 assert_same_matmul((cuda, cpu), (&w_gpu, &w_cpu), &x, rows, threshold, y_dtype, &what);
                 compared += 1;
             }
@@ -102,7 +107,7 @@ fn matmul_is_bit_identical_to_the_cpu_backend() {
         for (i, case) in cases.iter().enumerate() {
             compared += compare(&cuda, &cpu, case, DTYPES[i % 3], i % 2 == 0, &mut rng);
         }
-        assert_eq!(compared, cases.len() * 12);
+        assert_eq!(compared, cases.len() * 18);
     });
 }
 

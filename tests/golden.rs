@@ -29,6 +29,24 @@ fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
         let diffs = q.iter().zip(&want_q).filter(|(a, b)| a != b).count();
         assert_eq!(diffs, 0, "{name}: {diffs} of {} CA values differ", q.len());
     });
+    // The int8-part rule differs from bitsandbytes' only in the scales of rows
+    // whose outlier-column values are below the threshold: the same outlier
+    // columns, never a larger scale, and somewhere in the set a smaller one.
+    let int8_part = common::test_context();
+    int8_part.set_row_scale(llmint8::quant::RowScale::Int8Part);
+    let mut smaller = 0;
+    for_each_case("quant.safetensors", |t, case| {
+        let (name, m, k) = (&case.name, case.m, case.k);
+        let x = t.float(&format!("{name}.x"));
+        let (mut q, mut absmax, mut cols) = (vec![0i8; m * k], vec![0.0f32; m], vec![0u32; k]);
+        let n = int8_part.quantize_rows(x.data(), m, k, case.threshold, &mut q, &mut absmax, Some(&mut cols)).unwrap();
+        assert_eq!(n, case.outlier_cols, "{name}: outlier column count");
+        for (a, b) in absmax.iter().zip(t.f32s(&format!("{name}.SCA"))) {
+            assert!(*a <= b || (a.is_nan() && b.is_nan()), "{name}: int8-part scale {a} above bitsandbytes' {b}");
+            smaller += usize::from(*a < b);
+        }
+    });
+    assert!(smaller > 0, "no row of the reference set got a smaller scale");
 }
 
 #[test]
@@ -164,7 +182,11 @@ fn deliberate_differences_cost_no_accuracy() {
 #[test]
 fn float16_input_rounding_reproduces_linear8bitlt_for_every_dtype() {
     let ctx = common::test_context();
-    ctx.set_input_rounding(llmint8::quant::InputRounding::Float16);
+    // The one-call mode sets what this needs, whatever was set before.
+    ctx.set_row_scale(llmint8::quant::RowScale::Int8Part);
+    ctx.match_bitsandbytes();
+    assert_eq!(ctx.input_rounding(), llmint8::quant::InputRounding::Float16);
+    assert_eq!(ctx.row_scale(), llmint8::quant::RowScale::BitsAndBytes);
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;
         let (m, k, n) = (case.m, case.k, case.n);

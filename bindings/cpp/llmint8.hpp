@@ -35,6 +35,8 @@ struct BFloat16 {
 static_assert(sizeof(Half) == 2 && sizeof(BFloat16) == 2, "16-bit element types must be 2 bytes");
 
 enum class Backend : int32_t { Auto = LLMINT8_BACKEND_AUTO, Cpu = LLMINT8_BACKEND_CPU, Cuda = LLMINT8_BACKEND_CUDA };
+/// Which values set an activation row's scale when outliers are decomposed (llmint8_context_set_row_scale).
+enum class RowScale : int32_t { BitsAndBytes = LLMINT8_ROW_SCALE_BITSANDBYTES, Int8Part = LLMINT8_ROW_SCALE_INT8_PART };
 
 /// A failed llmint8 call: the status code and the library's message.
 class Error : public std::runtime_error {
@@ -238,6 +240,14 @@ public:
     void set_round_inputs_to_f16(bool on) {
         detail::check(llmint8_context_set_input_rounding(live(), on ? LLMINT8_INPUT_ROUND_F16 : LLMINT8_INPUT_EXACT));
     }
+    void set_row_scale(RowScale rule) { detail::check(llmint8_context_set_row_scale(live(), static_cast<int32_t>(rule))); }
+    RowScale row_scale() const {
+        int32_t r = 0;
+        detail::check(llmint8_context_row_scale(live(), &r));
+        return static_cast<RowScale>(r);
+    }
+    /// bitsandbytes' input rounding and row scale together (llmint8_context_match_bitsandbytes).
+    void match_bitsandbytes() { detail::check(llmint8_context_match_bitsandbytes(live())); }
 
     /// Quantizes a row-major [out_features, in_features] weight; bias is nullptr or [out_features].
     template <typename T>

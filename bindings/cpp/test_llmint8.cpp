@@ -30,6 +30,7 @@ int main() {
     for (size_t j = 0; j < out; ++j) bias[j] = 0.25f * static_cast<float>(j);
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 17) - 8) / 4.0f;
     x[1 * in + 6] = 9.0f;  // one outlier feature
+    x[0 * in + 6] = 5.0f;  // below the threshold in another row: row 0's largest value
 
     llmint8::Weight weight = ctx.quantize(w, out, in, bias);
     CHECK(weight.out_features() == out && weight.in_features() == in);
@@ -76,6 +77,16 @@ int main() {
     ctx.set_round_inputs_to_f16(true);
     CHECK(ctx.matmul(again, x) == y);  // x holds float16-exact values
     ctx.set_round_inputs_to_f16(false);
+    // The row scale rule: set, read back, and matched to bitsandbytes in one call.
+    CHECK(ctx.row_scale() == llmint8::RowScale::BitsAndBytes);
+    ctx.set_row_scale(llmint8::RowScale::Int8Part);
+    CHECK(ctx.row_scale() == llmint8::RowScale::Int8Part);
+    CHECK(ctx.matmul(again, x) != y);  // x's outlier column holds values below the threshold too
+    ctx.match_bitsandbytes();
+    CHECK(ctx.row_scale() == llmint8::RowScale::BitsAndBytes);
+    CHECK(ctx.matmul(again, x) == y);
+    ctx.set_round_inputs_to_f16(false);
+    CHECK_THROWS(ctx.set_row_scale(static_cast<llmint8::RowScale>(7)), LLMINT8_ERR_INVALID_ARGUMENT, "row scale");
 
     // Bad input is an exception, never a crash.
     CHECK_THROWS(ctx.quantize(w, out + 1, in), LLMINT8_ERR_SHAPE, "out_features");

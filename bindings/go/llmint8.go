@@ -199,6 +199,42 @@ func (c *Context) SetRoundInputsToF16(on bool) error {
 	return err
 }
 
+// RowScale says which values set an activation row's scale when outliers
+// are decomposed (see llmint8_context_set_row_scale).
+type RowScale int32
+
+const (
+	// RowScaleBitsAndBytes is bitsandbytes' rule: the absmax over the row's
+	// values below the threshold (the default).
+	RowScaleBitsAndBytes RowScale = C.LLMINT8_ROW_SCALE_BITSANDBYTES
+	// RowScaleInt8Part is the absmax over the columns the int8 product uses
+	// (every outlier column of the call left out).
+	RowScaleInt8Part RowScale = C.LLMINT8_ROW_SCALE_INT8_PART
+)
+
+// SetRowScale sets the row scale rule of later calls.
+func (c *Context) SetRowScale(rule RowScale) error {
+	err := call(func() C.int32_t { return C.llmint8_context_set_row_scale(c.p, C.int32_t(rule)) })
+	runtime.KeepAlive(c)
+	return err
+}
+
+// RowScale returns the context's row scale rule.
+func (c *Context) RowScale() (RowScale, error) {
+	var r C.int32_t
+	err := call(func() C.int32_t { return C.llmint8_context_row_scale(c.p, &r) })
+	runtime.KeepAlive(c)
+	return RowScale(r), err
+}
+
+// MatchBitsAndBytes makes later calls compute what bitsandbytes'
+// Linear8bitLt computes: inputs rounded to float16 and its row scale.
+func (c *Context) MatchBitsAndBytes() error {
+	err := call(func() C.int32_t { return C.llmint8_context_match_bitsandbytes(c.p) })
+	runtime.KeepAlive(c)
+	return err
+}
+
 // Weight is a quantized weight [out, in]: int8 values, one scale per row, an optional bias.
 type Weight struct {
 	p       *C.llmint8_weight

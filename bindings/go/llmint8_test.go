@@ -252,6 +252,21 @@ func TestVersionAndThreads(t *testing.T) {
 	if err := ctx.SetRoundInputsToF16(true); err != nil {
 		t.Fatal(err)
 	}
+	if err := ctx.SetRowScale(RowScaleInt8Part); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := ctx.RowScale(); r != RowScaleInt8Part {
+		t.Errorf("row scale %d", r)
+	}
+	if err := ctx.MatchBitsAndBytes(); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := ctx.RowScale(); r != RowScaleBitsAndBytes {
+		t.Errorf("row scale after MatchBitsAndBytes %d", r)
+	}
+	if err := ctx.SetRowScale(RowScale(7)); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("row scale 7: %v", err)
+	}
 	if StatusShape.String() != "LLMINT8_ERR_SHAPE" {
 		t.Errorf("status name %q", StatusShape.String())
 	}

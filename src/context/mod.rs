@@ -14,7 +14,7 @@ use crate::cpu::{self, CpuPath};
 use crate::cuda::{self, device::Gpu, DeviceMatrix};
 use crate::dtype::{DType, Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
-use crate::quant::{self, InputRounding};
+use crate::quant::{self, InputRounding, RowScale};
 use crate::weight::{Location, Storage, Weight};
 use crate::{with_data, with_data_mut};
 
@@ -68,6 +68,8 @@ pub struct Context {
     num_threads: AtomicUsize,
     /// Whether inputs are rounded to float16 before quantization ([`InputRounding::Float16`]).
     round_inputs_to_f16: AtomicBool,
+    /// Whether activation rows take the int8-part scale ([`RowScale::Int8Part`]).
+    int8_part_row_scale: AtomicBool,
     /// Index into [`CpuPath::ALL`]; always a path this processor runs.
     cpu_path: AtomicU8,
     place: Place,
@@ -131,6 +133,7 @@ impl Context {
         Context {
             num_threads: AtomicUsize::new(0),
             round_inputs_to_f16: AtomicBool::new(false),
+            int8_part_row_scale: AtomicBool::new(false),
             cpu_path: AtomicU8::new(CpuPath::default_for_process() as u8),
             place: Place::Cpu,
         }
@@ -220,9 +223,42 @@ impl Context {
         self.round_inputs_to_f16.store(rounding == InputRounding::Float16, Ordering::Relaxed);
     }
 
-    /// The settings a call runs with, read once at its start.
+    /// Which values set an activation row's scale when outliers are
+    /// decomposed (the matmul and `quantize_rows`). Default:
+    /// [`RowScale::BitsAndBytes`].
+    pub fn row_scale(&self) -> RowScale {
+        if self.int8_part_row_scale.load(Ordering::Relaxed) {
+            RowScale::Int8Part
+        } else {
+            RowScale::BitsAndBytes
+        }
+    }
+
+    /// Sets the row scale rule of later calls.
+    pub fn set_row_scale(&self, rule: RowScale) {
+        self.int8_part_row_scale.store(rule == RowScale::Int8Part, Ordering::Relaxed);
+    }
+
+    /// Computes what bitsandbytes' `Linear8bitLt` computes, bit for bit where
+    /// its outputs are: inputs rounded to float16 and bitsandbytes' row scale.
+    pub fn match_bitsandbytes(&self) {
+        self.set_input_rounding(InputRounding::Float16);
+        self.set_row_scale(RowScale::BitsAndBytes);
+    }
+
+    /// The settings a CPU call runs with, read once at its start.
     fn settings(&self) -> cpu::Settings {
-        cpu::Settings { path: self.cpu_path(), rounding: self.input_rounding(), threads: self.num_threads() }
+        cpu::Settings {
+            path: self.cpu_path(),
+            rounding: self.input_rounding(),
+            row_scale: self.row_scale(),
+            threads: self.num_threads(),
+        }
+    }
+
+    /// The settings a CUDA call runs with, read once at its start.
+    fn cuda_settings(&self) -> cuda::Settings {
+        cuda::Settings { rounding: self.input_rounding(), row_scale: self.row_scale() }
     }
 
     /// Quantizes a row-major 16/32-bit weight `[out_features, in_features]`.
@@ -323,7 +359,7 @@ impl Context {
                 with_data!(x, x => with_data_mut!(y, y => cpu::matmul(Matmul { weight, x, rows, threshold, y, settings })))?
             }
             (Place::Cuda(gpu), Storage::Cuda(weight)) if weight.gpu.ordinal == gpu.ordinal => {
-                let settings = self.input_rounding();
+                let settings = self.cuda_settings();
                 cuda::matmul_host_memory(gpu, Matmul { weight, x, rows, threshold, y, settings })?
             }
             _ => return Err(self.foreign_weight(w)),
@@ -372,7 +408,7 @@ impl Context {
             rows,
             threshold,
             y: DeviceMatrix { ptr: y as u64, dtype: y_dtype },
-            settings: self.input_rounding(),
+            settings: self.cuda_settings(),
         };
         // SAFETY: as the caller promises.
         let outlier_columns = unsafe { cuda::matmul_device_memory(gpu, &call, want_stats)? };

@@ -18,7 +18,7 @@ use std::ops::Range;
 use crate::call::Matmul;
 use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Error, Result};
-use crate::quant::{self, InputRounding};
+use crate::quant::{self, InputRounding, RowScale};
 use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
@@ -49,6 +49,7 @@ const AMX_MIN_ROWS: usize = kernel::VNNI_ROWS + 1;
 pub(crate) struct Settings {
     pub path: CpuPath,
     pub rounding: InputRounding,
+    pub row_scale: RowScale,
     pub threads: usize,
 }
 
@@ -165,6 +166,38 @@ isa::multiversion! {
     }
 }
 
+isa::multiversion! {
+    /// Marks the outlier columns of whole activation rows in `mask`.
+    fn mark_outlier_part<T: Element>(
+        x: &[T],
+        rounding: InputRounding,
+        threshold: f32,
+        cols: usize,
+        mask: &mut [bool]
+    ) -> () {
+        for row in x.chunks_exact(cols) {
+            quant::mark_outlier_columns(row, rounding, threshold, mask);
+        }
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole activation rows under the int8-part rule, the outlier
+    /// columns of the whole call marked in `outlier_columns`.
+    fn quantize_int8_part<T: Element>(
+        x: &[T],
+        rounding: InputRounding,
+        outlier_columns: &[bool],
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32]
+    ) -> () {
+        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
+            *a = quant::quantize_activation_row_int8_part(row, rounding, outlier_columns, q);
+        }
+    }
+}
+
 /// Vector-wise quantization of activations (`int8_vectorwise_quant`): fills `q`
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
 /// and fills `outliers` with those columns in ascending order. `masks` is
@@ -183,22 +216,39 @@ pub(crate) fn quantize_activations<T: Element>(
     let Settings { path, threads, .. } = settings;
     let rounding = settings.rounding_for::<T>();
     let avx512 = path.has_avx512() && rounding == InputRounding::Exact;
+    // The int8-part rule needs every row's outliers before any row's scale:
+    // a first pass over X marks them (at threshold 0 the rules agree).
+    let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
     let rows = absmax.len();
     let parts = split_ranges(rows, threads_for(x.len(), threads));
-    let q_parts = split_slice_mut(q, &parts, cols);
-    let a_parts = split_slice_mut(absmax, &parts, 1);
+    let row_slice = |range: &Range<usize>| &x[range.start * cols..range.end * cols];
     // One mask per part, then their union in the first.
     let masks = scratch::zeroed(masks, parts.len().max(1) * cols, "outlier column masks")?;
     let mask_parts = split_slice_mut(masks, &split_ranges(parts.len(), parts.len()), cols);
-    run_parts(parts.iter().cloned().zip(q_parts).zip(a_parts).zip(mask_parts), |(((range, q), a), mask)| {
-        let x = &x[range.start * cols..range.end * cols];
-        quantize_activation_part(path, x, rounding, avx512, threshold, cols, q, a, mask);
-    });
+    if int8_part {
+        run_parts(parts.iter().zip(mask_parts), |(range, mask)| {
+            mark_outlier_part(path, row_slice(range), rounding, threshold, cols, mask)
+        });
+    } else {
+        let q_parts = split_slice_mut(&mut *q, &parts, cols);
+        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
+        run_parts(parts.iter().zip(q_parts).zip(a_parts).zip(mask_parts), |(((range, q), a), mask)| {
+            quantize_activation_part(path, row_slice(range), rounding, avx512, threshold, cols, q, a, mask);
+        });
+    }
     let (union, rest) = masks.split_at_mut(cols);
     for m in rest.chunks_exact(cols) {
         for (acc, &v) in union.iter_mut().zip(m) {
             *acc |= v;
         }
+    }
+    if int8_part {
+        let union = &*union;
+        let q_parts = split_slice_mut(&mut *q, &parts, cols);
+        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
+        run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+            quantize_int8_part(path, row_slice(range), rounding, union, cols, q, a)
+        });
     }
     let count = union.iter().filter(|m| **m).count();
     outliers.clear();

@@ -28,7 +28,7 @@ use sys::CUdeviceptr;
 use crate::call::Matmul;
 use crate::dtype::{DType, Data, DataMut};
 use crate::error::Result;
-use crate::quant::InputRounding;
+use crate::quant::{InputRounding, RowScale};
 use crate::{with_data, with_data_mut};
 
 pub(crate) use ops::check_in_features;
@@ -41,10 +41,17 @@ pub(crate) struct DeviceMatrix {
     pub dtype: DType,
 }
 
-/// A matmul on device memory; `settings` is how the inputs are read.
-pub(crate) type DeviceMatmul<'a> = Matmul<'a, Weight, DeviceMatrix, DeviceMatrix, InputRounding>;
+/// What a CUDA call takes from its context.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub rounding: InputRounding,
+    pub row_scale: RowScale,
+}
+
+/// A matmul on device memory.
+pub(crate) type DeviceMatmul<'a> = Matmul<'a, Weight, DeviceMatrix, DeviceMatrix, Settings>;
 /// A matmul on host memory on a CUDA context.
-pub(crate) type HostMatmul<'a, 'x, 'y> = Matmul<'a, Weight, Data<'x>, DataMut<'y>, InputRounding>;
+pub(crate) type HostMatmul<'a, 'x, 'y> = Matmul<'a, Weight, Data<'x>, DataMut<'y>, Settings>;
 
 /// Copies the outlier count at `count` (device) to the host, waiting for the stream.
 fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {

@@ -13,7 +13,7 @@ use super::sys::{self, CUdeviceptr};
 use super::DeviceMatmul;
 use crate::call::Matmul;
 use crate::error::{Error, Result};
-use crate::quant::InputRounding;
+use crate::quant::{InputRounding, RowScale};
 
 /// Row stride of the int8 matrices on the device: in_features rounded up to 16
 /// bytes, as cuBLASLt's int8 tensor-core kernels want (the padding is zero).
@@ -130,7 +130,7 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
     // The context's device (its kernels, cuBLASLt handle and workspace, used
     // under its stream lock), not the one that built the weight: two contexts
     // on one device share weights, not workspaces.
-    let &Matmul { weight: w, x, rows, threshold, y, settings: rounding } = call;
+    let &Matmul { weight: w, x, rows, threshold, y, settings } = call;
     let (x, x_dtype, y, y_dtype) = (x.ptr, x.dtype, y.ptr, y.dtype);
     let (n, k, kp) = (w.out_features, w.in_features, w.row_stride);
     let (mp, np) = (padded_rows(rows), padded_n(n));
@@ -145,8 +145,12 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
     let d = &gpu.rt.driver;
     let (xi, yi) = (x_dtype as usize, y_dtype as usize);
     let (rows_i, k_i, kp_i, n_i, max_g) = (rows as i64, k as i32, kp as i32, n as i32, MAX_GATHERED as i32);
-    let round = i32::from(rounding == InputRounding::Float16);
-    let (mode, no_bad_row) = (0i32, 0u64);
+    let round = i32::from(settings.rounding == InputRounding::Float16);
+    // The int8-part row scale needs every row's outlier columns first: a pass
+    // that only flags them (mode 2), then the quantization that reads them
+    // (mode 3). At threshold 0 the two rules agree.
+    let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
+    let (mode, no_bad_row) = (if int8_part { 3i32 } else { 0i32 }, 0u64);
     // SAFETY (this block): every device pointer below lies in the scratch space
     // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
@@ -156,12 +160,14 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
         if small {
             // Few rows (decode): flags, quantization, outlier list, gathers and
             // q's padding in one launch (launches dominate at this size).
-            let mp_i64 = mp as i64;
+            let (mp_i64, int8_part) = (mp as i64, i32::from(int8_part));
             gpu.launch(
                 nvrtc::PREP_SMALL[xi],
                 1,
                 stream,
-                &mut args![x, rows_i, k_i, kp_i, mp_i64, threshold, round, q, sa, flags, list, count, max_g, x_out],
+                &mut args![
+                    x, rows_i, k_i, kp_i, mp_i64, threshold, round, int8_part, q, sa, flags, list, count, max_g, x_out
+                ],
             )?;
         } else {
             // Threshold 0: no outliers; the count is 0 and two launches are skipped.
@@ -175,9 +181,19 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
                 let pad = q + (rows * kp) as u64;
                 gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
             }
+            let grid = rows.clamp(1, 65535) as u32;
+            if int8_part {
+                let flag_only = 2i32;
+                gpu.launch(
+                    nvrtc::QUANTIZE_ROWS[xi],
+                    grid,
+                    stream,
+                    &mut args![x, rows_i, k_i, kp_i, threshold, round, flag_only, q, sa, flags, no_bad_row],
+                )?;
+            }
             gpu.launch(
                 nvrtc::QUANTIZE_ROWS[xi],
-                rows.clamp(1, 65535) as u32,
+                grid,
                 stream,
                 &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
             )?;

@@ -3,7 +3,7 @@
 use std::ffi::c_void;
 
 use crate::context::{Backend, Context};
-use crate::quant::InputRounding;
+use crate::quant::{InputRounding, RowScale};
 
 use super::{clear_out, guard, guard_void, non_null, write_out};
 
@@ -177,6 +177,77 @@ pub unsafe extern "C" fn llmint8_context_input_rounding(ctx: *const llmint8_cont
         let ctx = unsafe { non_null(ctx, "ctx") }?;
         // SAFETY: the caller promises a non-NULL rounding is writable.
         unsafe { write_out(rounding, ctx.inner.input_rounding() as i32, "rounding") }
+    })
+}
+
+/// Sets which values give an activation row its scale in later `llmint8_matmul`
+/// and `llmint8_quantize_rows` calls on `ctx` when outliers are decomposed
+/// (threshold > 0; at threshold 0 both rules are the same):
+/// - `LLMINT8_ROW_SCALE_BITSANDBYTES` (the default): bitsandbytes' rule, the
+///   absmax over the row's values below the threshold — a value of an outlier
+///   column that is below the threshold in this row still sets the scale,
+///   though the int8 product does not use it;
+/// - `LLMINT8_ROW_SCALE_INT8_PART`: the absmax over the columns the int8
+///   product uses (every outlier column of the call left out), so no row is
+///   quantized coarser than its int8 part needs. It reads the activations one
+///   more time (the outlier columns before the row scales).
+///
+/// Every backend computes both rules alike (the CUDA kernels checked against
+/// the CPU on the emulated GPU).
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL or `rule` unknown.
+/// Thread safety: may be called concurrently with any other call on `ctx`;
+/// calls already running keep the setting they started with.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_set_row_scale(ctx: *mut llmint8_context, rule: i32) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        ctx.inner.set_row_scale(RowScale::from_code(rule)?);
+        Ok(())
+    })
+}
+
+/// Writes the row scale rule of `ctx` (`LLMINT8_ROW_SCALE_*`) to `*rule`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL.
+/// Thread safety: may be called concurrently with any other call on `ctx`.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context; `rule` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_row_scale(ctx: *const llmint8_context, rule: *mut i32) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        // SAFETY: the caller promises a non-NULL rule is writable.
+        unsafe { write_out(rule, ctx.inner.row_scale() as i32, "rule") }
+    })
+}
+
+/// Makes later calls on `ctx` compute what bitsandbytes' `Linear8bitLt`
+/// computes: inputs rounded to float16 (`LLMINT8_INPUT_ROUND_F16`) and
+/// bitsandbytes' row scale (`LLMINT8_ROW_SCALE_BITSANDBYTES`) — its `CB`,
+/// `SCB`, `CA`, `SCA` and outlier columns bit for bit (tests/golden.rs), its
+/// outputs up to the dequantization's rounding (docs/SEMANTICS.md). One call
+/// for the two settings, which stay readable and settable one by one.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL.
+/// Thread safety: may be called concurrently with any other call on `ctx`;
+/// calls already running keep the settings they started with.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_context_match_bitsandbytes(ctx: *mut llmint8_context) -> i32 {
+    guard(|| {
+        // SAFETY: the caller promises a non-NULL ctx is live.
+        let ctx = unsafe { non_null(ctx, "ctx") }?;
+        ctx.inner.match_bitsandbytes();
+        Ok(())
     })
 }
 

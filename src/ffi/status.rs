@@ -53,6 +53,13 @@ pub const LLMINT8_INPUT_EXACT: i32 = 0;
 /// does: float32 inputs then reproduce its `CB`, `SCB` and outputs.
 pub const LLMINT8_INPUT_ROUND_F16: i32 = 1;
 
+/// Row scale rule (`llmint8_context_set_row_scale`): bitsandbytes' — an
+/// activation row's absmax over its values below the threshold (the default).
+pub const LLMINT8_ROW_SCALE_BITSANDBYTES: i32 = 0;
+/// Row scale rule: the absmax over the columns the int8 product uses (every
+/// outlier column of the call left out).
+pub const LLMINT8_ROW_SCALE_INT8_PART: i32 = 1;
+
 /// The outlier threshold of the paper and of bitsandbytes; 0 turns the
 /// mixed-precision decomposition off.
 pub const LLMINT8_DEFAULT_THRESHOLD: f32 = 6.0;
@@ -123,6 +130,8 @@ mod tests {
         assert_eq!(LLMINT8_BACKEND_CUDA, crate::Backend::Cuda as i32);
         assert_eq!(LLMINT8_INPUT_EXACT, crate::quant::InputRounding::Exact as i32);
         assert_eq!(LLMINT8_INPUT_ROUND_F16, crate::quant::InputRounding::Float16 as i32);
+        assert_eq!(LLMINT8_ROW_SCALE_BITSANDBYTES, crate::quant::RowScale::BitsAndBytes as i32);
+        assert_eq!(LLMINT8_ROW_SCALE_INT8_PART, crate::quant::RowScale::Int8Part as i32);
         assert_eq!(LLMINT8_DEFAULT_THRESHOLD, crate::quant::DEFAULT_THRESHOLD);
     }
 }

@@ -125,6 +125,12 @@ int main(void) {
     ROW(llmint8_context_set_input_rounding, "rounding -1", llmint8_context_set_input_rounding(ctx, -1), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_input_rounding, "`ctx` NULL", llmint8_context_input_rounding(NULL, code), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_input_rounding, "`rounding` NULL", llmint8_context_input_rounding(ctx, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_set_row_scale, "`ctx` NULL", llmint8_context_set_row_scale(NULL, LLMINT8_ROW_SCALE_INT8_PART), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_set_row_scale, "rule 2", llmint8_context_set_row_scale(ctx, 2), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_set_row_scale, "rule -1", llmint8_context_set_row_scale(ctx, -1), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_row_scale, "`ctx` NULL", llmint8_context_row_scale(NULL, code), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_row_scale, "`rule` NULL", llmint8_context_row_scale(ctx, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_match_bitsandbytes, "`ctx` NULL", llmint8_context_match_bitsandbytes(NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_set_stream, "`ctx` NULL", llmint8_context_set_stream(NULL, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_set_stream, "a CPU context", llmint8_context_set_stream(ctx, (void *)threads), LLMINT8_ERR_UNSUPPORTED);
     ROW(llmint8_context_synchronize, "`ctx` NULL", llmint8_context_synchronize(NULL), LLMINT8_ERR_INVALID_ARGUMENT);

@@ -365,10 +365,12 @@ pub fn activations_with_outliers(rng: &mut Rng, rows: usize, cols: usize, outlie
     for _ in 0..outlier_features {
         let c = rng.below(cols);
         for r in 0..rows {
-            if rng.uniform() < 0.8 {
-                let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
-                x[r * cols + c] = (sign * (8.0 + 12.0 * rng.uniform())) as f32;
-            }
+            let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+            // Most rows hold an outlier there; the others a large value below
+            // the threshold of 6, as real models do (where the row scale rules
+            // differ: bitsandbytes' counts it, the int8-part rule does not).
+            let magnitude = if rng.uniform() < 0.8 { 8.0 + 12.0 * rng.uniform() } else { 3.0 + 2.9 * rng.uniform() };
+            x[r * cols + c] = (sign * magnitude) as f32;
         }
     }
     x

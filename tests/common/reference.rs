@@ -3,11 +3,30 @@
 //! bitsandbytes does it, everything after it in f64. No dependencies, so the
 //! fuzz targets (fuzz/checks.rs) use it too.
 
-/// Row quantization: returns (q, absmax, outlier columns).
+/// Row quantization with bitsandbytes' row scale: returns (q, absmax, outlier columns).
 pub fn quantize_rows(x: &[f32], rows: usize, cols: usize, threshold: f32) -> (Vec<i8>, Vec<f32>, Vec<usize>) {
+    quantize_rows_with(x, rows, cols, threshold, false)
+}
+
+/// Row quantization; `int8_part`: each row's absmax over the columns that
+/// hold no outlier in any row (the int8-part row scale), else over the row's
+/// values that are not outliers (bitsandbytes').
+pub fn quantize_rows_with(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    threshold: f32,
+    int8_part: bool,
+) -> (Vec<i8>, Vec<f32>, Vec<usize>) {
     let decompose = threshold > 0.0;
     let outlier = |v: f32| decompose && (v.is_nan() || v.abs() >= threshold);
     let mut is_outlier_col = vec![false; cols];
+    for (i, &v) in x[..rows * cols].iter().enumerate() {
+        if outlier(v) {
+            is_outlier_col[i % cols] = true;
+        }
+    }
+    let left_out = |c: usize, v: f32| if int8_part { is_outlier_col[c] } else { outlier(v) };
     let mut absmax = vec![0.0f32; rows];
     let mut q = vec![0i8; rows * cols];
     for r in 0..rows {
@@ -15,8 +34,7 @@ pub fn quantize_rows(x: &[f32], rows: usize, cols: usize, threshold: f32) -> (Ve
         let mut m = 0.0f32;
         let mut poisoned = false;
         for (c, &v) in row.iter().enumerate() {
-            if outlier(v) {
-                is_outlier_col[c] = true;
+            if left_out(c, v) {
             } else if !v.is_finite() {
                 poisoned = true;
             } else if v.abs() > m {
@@ -33,7 +51,7 @@ pub fn quantize_rows(x: &[f32], rows: usize, cols: usize, threshold: f32) -> (Ve
         }
         let scale: f32 = (1.0f32 / m) * 127.0f32;
         for (c, &v) in row.iter().enumerate() {
-            let v = if outlier(v) { 0.0 } else { v };
+            let v = if left_out(c, v) { 0.0 } else { v };
             if scale.is_finite() {
                 q[r * cols + c] = (v * scale).round_ties_even() as i8;
             } else {
@@ -71,6 +89,21 @@ pub fn matmul(
     matmul_rounded(x, x, rows, cb, scb, bias, k, threshold)
 }
 
+/// [`matmul`] with the int8-part row scale when `int8_part`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    x: &[f32],
+    rows: usize,
+    cb: &[i8],
+    scb: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    threshold: f32,
+    int8_part: bool,
+) -> Output {
+    product(quantize_rows_with(x, rows, k, threshold, int8_part), x, rows, cb, scb, bias, k)
+}
+
 /// [`matmul`] where the activations are quantized (and outliers detected) from
 /// `x_quantized` — e.g. rounded to float16 first, as bitsandbytes' Linear8bitLt
 /// does — while the outlier product uses `x` as given.
@@ -85,8 +118,21 @@ pub fn matmul_rounded(
     k: usize,
     threshold: f32,
 ) -> Output {
+    product(quantize_rows(x_quantized, rows, k, threshold), x, rows, cb, scb, bias, k)
+}
+
+/// The product of quantized activations `(q, sa, outlier columns)` with the
+/// int8 weight, the outlier columns of `x` against the dequantized weight.
+fn product(
+    (q, sa, cols): (Vec<i8>, Vec<f32>, Vec<usize>),
+    x: &[f32],
+    rows: usize,
+    cb: &[i8],
+    scb: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+) -> Output {
     let n = scb.len();
-    let (q, sa, cols) = quantize_rows(x_quantized, rows, k, threshold);
     let mut y = vec![0.0f64; rows * n];
     let mut slack = vec![0.0f64; rows * n];
     let eps = f32::EPSILON as f64;

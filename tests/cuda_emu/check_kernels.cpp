@@ -143,7 +143,8 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
     if (small) {
         // Few rows: the one-block prep kernel.
         emu::launch(XK::prep_small(), 1u, 1024u, (const typename XK::T *)x.data(), (i64)rows, (int)k, (int)kp,
-                    (i64)mp, threshold, round, q.data(), sa.data(), flags.data(), list.data(), &count, MAX_G,
+                    (i64)mp, threshold, round, 0 /* bitsandbytes' row scale */, q.data(), sa.data(), flags.data(),
+                    list.data(), &count, MAX_G,
                     x_out.data());
     } else {
         std::fill(flags.begin(), flags.end(), 0u);

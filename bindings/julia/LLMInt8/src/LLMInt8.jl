@@ -88,6 +88,29 @@ function set_num_threads!(ctx::Context, n::Integer)
     return ctx
 end
 
+# Which values set an activation row's scale when outliers are decomposed:
+# `:bitsandbytes` (the default: the row's values below the threshold) or
+# `:int8_part` (the columns the int8 product uses).
+const ROW_SCALES = (bitsandbytes = Int32(0), int8_part = Int32(1))
+
+function set_row_scale!(ctx::Context, rule::Symbol)
+    haskey(ROW_SCALES, rule) || throw(ArgumentError("row scale rule must be :bitsandbytes or :int8_part, got :$rule"))
+    check(ccall((:llmint8_context_set_row_scale, libllmint8), Int32, (Ptr{Cvoid}, Int32), ctx, ROW_SCALES[rule]))
+    return ctx
+end
+
+function row_scale(ctx::Context)
+    r = Ref{Int32}(0)
+    check(ccall((:llmint8_context_row_scale, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Int32}), ctx, r))
+    return r[] == ROW_SCALES.int8_part ? :int8_part : :bitsandbytes
+end
+
+# bitsandbytes' input rounding and row scale together.
+function match_bitsandbytes!(ctx::Context)
+    check(ccall((:llmint8_context_match_bitsandbytes, libllmint8), Int32, (Ptr{Cvoid},), ctx))
+    return ctx
+end
+
 # CUDA contexts: later work on `stream` (a CuStream's handle, e.g. `CUDA.stream().handle`).
 function set_stream!(ctx::Context, stream::Ptr{Cvoid})
     check(ccall((:llmint8_context_set_stream, libllmint8), Int32, (Ptr{Cvoid}, Ptr{Cvoid}), ctx, stream))
