@@ -221,14 +221,14 @@ __device__ void prep_small(const typename E::T *x, i64 rows, int cols, int ld_q,
     for (int c = threadIdx.x; c < cols; c += blockDim.x) col_flags[c] = 0u;
     for (i64 t = rows * (i64)ld_q + threadIdx.x; t < rows_padded * (i64)ld_q; t += blockDim.x) q[t] = 0;
     __syncthreads();
-    if (int8_part) {
+    // One call site for both passes (flag, then quantize): a second inlined
+    // copy of quantize_row would spill registers at 1024 threads.
+    for (int pass = int8_part ? 0 : 1; pass < 2; pass++) {
+        const int mode = pass == 0 ? 2 : (int8_part ? 3 : 0);
         for (i64 row = 0; row < rows; row++)
-            quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, 2, q, absmax, col_flags, (int *)0);
+            quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, (int *)0);
         __syncthreads();
     }
-    for (i64 row = 0; row < rows; row++)
-        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, int8_part ? 3 : 0, q, absmax, col_flags, (int *)0);
-    __syncthreads();
     outlier_list(col_flags, cols, list, count);
     __syncthreads();
     gather_outliers<E>(x, rows, cols, list, count, max_gathered, q, ld_q, x_out);
