@@ -182,21 +182,16 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
                 gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
             }
             let grid = rows.clamp(1, 65535) as u32;
-            if int8_part {
-                let flag_only = 2i32;
+            // The int8-part rule flags every row's outliers (mode 2) before quantizing.
+            let modes: &[i32] = if int8_part { &[2, mode] } else { &[mode] };
+            for &mode in modes {
                 gpu.launch(
                     nvrtc::QUANTIZE_ROWS[xi],
                     grid,
                     stream,
-                    &mut args![x, rows_i, k_i, kp_i, threshold, round, flag_only, q, sa, flags, no_bad_row],
+                    &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
                 )?;
             }
-            gpu.launch(
-                nvrtc::QUANTIZE_ROWS[xi],
-                grid,
-                stream,
-                &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
-            )?;
             if decompose {
                 gpu.launch(nvrtc::OUTLIER_LIST, 1, stream, &mut args![flags, k_i, list, count])?;
                 gpu.launch(
