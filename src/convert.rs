@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result, Status};
 use crate::io::format::{byte_count, element_count, TensorDtype, TensorSpec};
-use crate::io::{as_u8, f32_bytes, io_error, pytorch_metadata, temp_path_beside, SafetensorsWriter};
+use crate::io::{as_u8, f32_bytes, int8_layer_specs, io_error, pytorch_metadata, temp_path_beside, SafetensorsWriter};
 use crate::io::{pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
 use crate::quant::{self, InputRounding};
 
@@ -166,12 +166,10 @@ pub fn convert(
             let p = t.prefix();
             let transposed = stored_transposed(model_type, p);
             let (out_features, in_features) = linear_shape(t, transposed);
-            plans.push(Plan::Quantize {
-                weight: push(&mut specs, format!("{p}.weight"), TensorDtype::I8, vec![out_features, in_features]),
-                scb: push(&mut specs, format!("{p}.SCB"), TensorDtype::F32, vec![out_features]),
-                format: push(&mut specs, format!("{p}.weight_format"), TensorDtype::U8, vec![]),
-                transposed,
-            });
+            // int8_layer_specs gives weight, SCB, weight_format in that order.
+            let weight = specs.len();
+            specs.extend(int8_layer_specs(p, out_features, in_features, false));
+            plans.push(Plan::Quantize { weight, scb: weight + 1, format: weight + 2, transposed });
         } else {
             plans.push(Plan::Copy { out: push(&mut specs, t.name.clone(), t.dtype, t.shape.clone()) });
         }

@@ -41,17 +41,7 @@ pub use weight::{Location, Weight};
 
 /// Version of the C ABI; the shared library's SONAME is `libllmint8.so.<this>`.
 /// Written once, as `abi-version` in Cargo.toml (build.rs passes it on).
-pub const ABI_VERSION: u32 = parse_version(env!("LLMINT8_ABI_VERSION"));
-
-/// A decimal number at compile time (`env!` gives text).
-const fn parse_version(text: &str) -> u32 {
-    let bytes = text.as_bytes();
-    assert!(!bytes.is_empty(), "empty ABI version");
-    let (mut value, mut i) = (0u32, 0);
-    while i < bytes.len() {
-        assert!(bytes[i].is_ascii_digit(), "the ABI version is not a whole number");
-        value = value * 10 + (bytes[i] - b'0') as u32;
-        i += 1;
-    }
-    value
-}
+pub const ABI_VERSION: u32 = match u32::from_str_radix(env!("LLMINT8_ABI_VERSION"), 10) {
+    Ok(version) => version,
+    Err(_) => panic!("abi-version in Cargo.toml is not a whole number"),
+};

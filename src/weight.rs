@@ -121,10 +121,9 @@ impl Weight {
         let (n, k) = (host.out_features(), host.in_features());
         cuda::check_in_features(k)?;
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
-        host.packed().unpack_into(&mut cb);
-        let scb = try_copied_vec(host.scb(), "weight scales")?;
-        let bias = host.bias().map(|b| try_copied_vec(b, "bias")).transpose()?;
-        drop(host);
+        let (packed, scb, bias) = host.into_parts();
+        packed.unpack_into(&mut cb);
+        drop(packed);
         let device = cuda::Weight::upload(gpu, &cb, scb, bias, n, k)?;
         Ok(Weight { storage: Storage::Cuda(device) })
     }

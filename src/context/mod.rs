@@ -358,7 +358,7 @@ impl Context {
                 let settings = self.settings();
                 with_data!(x, x => with_data_mut!(y, y => cpu::matmul(Matmul { weight, x, rows, threshold, y, settings })))?
             }
-            (Place::Cuda(gpu), Storage::Cuda(weight)) if weight.gpu.ordinal == gpu.ordinal => {
+            (Place::Cuda(gpu), Storage::Cuda(weight)) => {
                 let settings = self.cuda_settings();
                 cuda::matmul_host_memory(gpu, Matmul { weight, x, rows, threshold, y, settings })?
             }
@@ -400,7 +400,6 @@ impl Context {
         }
         gpu.check_device_pointer(x, "x")?;
         gpu.check_device_pointer(y, "y")?;
-        // SAFETY: as the caller promises.
         let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
         let call = Matmul {
             weight,

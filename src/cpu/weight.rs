@@ -49,6 +49,10 @@ impl Weight {
     pub(crate) fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()
     }
+    /// Its parts by value (a move to another backend keeps scales and bias).
+    pub(crate) fn into_parts(self) -> (PackedWeight, Vec<f32>, Option<Vec<f32>>) {
+        (self.packed, self.scb, self.bias)
+    }
     /// Packed int8 values, scales and bias.
     pub(crate) fn resident_bytes(&self) -> usize {
         self.packed.resident_bytes() + 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, Vec::len)

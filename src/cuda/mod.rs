@@ -115,31 +115,32 @@ impl Drop for StreamBuffer<'_> {
 pub(crate) fn matmul_host_memory(gpu: &Arc<Gpu>, call: HostMatmul<'_, '_, '_>) -> Result<usize> {
     let Matmul { weight, x, rows, threshold, y, settings } = call;
     let (x_dtype, y_dtype) = (x.dtype(), y.dtype());
-    with_data!(x, x => with_data_mut!(y, y => {
-        let (x_bytes, y_bytes) = (std::mem::size_of_val(x), std::mem::size_of_val(y));
-        let _current = gpu.make_current()?;
-        let mut state = gpu.state();
-        let d = &gpu.rt.driver;
-        let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
-        let y_dev = StreamBuffer::new(gpu, &state, y_bytes, "cuMemAllocAsync (y)")?;
-        let on_device = Matmul {
-            weight,
-            x: DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype },
-            rows,
-            threshold,
-            y: DeviceMatrix { ptr: y_dev.ptr, dtype: y_dtype },
-            settings,
-        };
-        // SAFETY (this block): the device buffers hold the bytes copied; the
-        // host slices hold them too; the stream is waited on before the slices
-        // go back to the caller.
-        unsafe {
-            gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x.as_ptr().cast(), x_bytes, state.stream), "copying x to the device")?;
-            let count = ops::matmul(gpu, &on_device, &mut state)?;
-            gpu.check((d.cuMemcpyDtoHAsync)(y.as_mut_ptr().cast(), y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
-            read_count(gpu, &state, count)
-        }
-    }))
+    // Only addresses and byte counts cross to the device: no per-dtype body.
+    let (x_host, x_bytes) = with_data!(x, x => (x.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(x)));
+    let (y_host, y_bytes) =
+        with_data_mut!(y, y => (y.as_mut_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(y)));
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    let d = &gpu.rt.driver;
+    let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
+    let y_dev = StreamBuffer::new(gpu, &state, y_bytes, "cuMemAllocAsync (y)")?;
+    let on_device = Matmul {
+        weight,
+        x: DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype },
+        rows,
+        threshold,
+        y: DeviceMatrix { ptr: y_dev.ptr, dtype: y_dtype },
+        settings,
+    };
+    // SAFETY (this block): the device buffers hold the bytes copied; `x` and
+    // `y` are borrowed for this whole function, so the host addresses stay
+    // valid; the stream is waited on (read_count) before they go back.
+    unsafe {
+        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
+        let count = ops::matmul(gpu, &on_device, &mut state)?;
+        gpu.check((d.cuMemcpyDtoHAsync)(y_host, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
+        read_count(gpu, &state, count)
+    }
 }
 
 /// What the CUDA backend finds on this machine, one fact per line: where each

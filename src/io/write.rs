@@ -109,7 +109,7 @@ impl Drop for SafetensorsWriter {
 /// The tensors of one linear layer in bitsandbytes' 8-bit form under `prefix`:
 /// `prefix.weight` int8 `[out, in]`, `prefix.SCB` float32 `[out]`,
 /// `prefix.weight_format` uint8 (0: row-major) and, `with_bias`, `prefix.bias`
-/// float32 `[out]`.
+/// float32 `[out]` — in that order, which callers index by.
 pub(crate) fn int8_layer_specs(prefix: &str, out: usize, inn: usize, with_bias: bool) -> Vec<TensorSpec> {
     let mut specs = vec![
         TensorSpec { name: format!("{prefix}.weight"), dtype: TensorDtype::I8, shape: vec![out, inn] },
