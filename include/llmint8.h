@@ -1036,6 +1036,23 @@ int32_t llmint8_weight_shape(const struct llmint8_weight *w,
                              size_t *in_features);
 
 /**
+ * Writes the bytes `w` holds to `*host_bytes` (host memory: a CPU weight's
+ * packed values, scales and bias; a CUDA weight's host copy of its scales and
+ * bias) and `*device_bytes` (device memory: a CUDA weight's values, scales and
+ * bias; 0 on the CPU) — what an engine budgets for the layer. Buffers a
+ * matmul allocates while it runs are not counted.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
+ * Thread safety: may be called concurrently with any call that uses `w`.
+ *
+ * # Safety
+ * `w` must be NULL or live; the out-pointers NULL or writable.
+ */
+int32_t llmint8_weight_memory(const struct llmint8_weight *w,
+                              uint64_t *host_bytes,
+                              uint64_t *device_bytes);
+
+/**
  * Destroys a weight. NULL is fine (does nothing). No other call may use `w`
  * during or after this one; destroying the same weight twice is not allowed.
  *

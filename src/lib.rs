@@ -37,7 +37,7 @@ pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};
 pub use error::{Error, Result, Status};
 pub use half::{bf16, f16};
-pub use weight::{Location, Weight};
+pub use weight::{Location, Weight, WeightMemory};
 
 /// Version of the C ABI; the shared library's SONAME is `libllmint8.so.<this>`.
 /// Written once, as `abi-version` in Cargo.toml (build.rs passes it on).

@@ -74,6 +74,13 @@ fn convert_bias(bias: Option<Data<'_>>, out_features: usize) -> Result<Option<Ve
     Ok(Some(out))
 }
 
+/// What [`Weight::memory`] reports, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WeightMemory {
+    pub host_bytes: usize,
+    pub device_bytes: usize,
+}
+
 impl Weight {
     /// Quantizes a row-major `[out_features, in_features]` weight row by row
     /// on the CPU. A non-finite weight value is refused with a message naming
@@ -207,12 +214,17 @@ impl Weight {
             Storage::Cuda(w) => w.bias(),
         }
     }
-    /// Bytes this weight keeps resident (on a CUDA device: device memory plus
-    /// the host copy of the scales and bias).
+    /// Bytes this weight keeps resident, host and device memory together.
     pub fn resident_bytes(&self) -> usize {
+        let m = self.memory();
+        m.host_bytes + m.device_bytes
+    }
+    /// Bytes this weight keeps in host and in device memory (a CUDA weight
+    /// keeps its values on the device and a host copy of scales and bias).
+    pub fn memory(&self) -> WeightMemory {
         match &self.storage {
-            Storage::Cpu(w) => w.resident_bytes(),
-            Storage::Cuda(w) => w.resident_bytes(),
+            Storage::Cpu(w) => WeightMemory { host_bytes: w.resident_bytes(), device_bytes: 0 },
+            Storage::Cuda(w) => WeightMemory { host_bytes: w.host_bytes(), device_bytes: w.device_bytes() },
         }
     }
 

@@ -158,6 +158,10 @@ fn checkpoint_weights_upload_and_export_unchanged() {
         let w_gpu = cuda.weight_from_int8(&cb, &scb, n, k, None).unwrap();
         let w_cpu = cpu.weight_from_int8(&cb, &scb, n, k, None).unwrap();
         assert_eq!(w_gpu.cb().unwrap(), cb);
+        // Values and scales on the device (CB padded for the kernels); the host keeps the scales.
+        let memory = w_gpu.memory();
+        assert_eq!(memory.host_bytes, 4 * n);
+        assert!(memory.device_bytes >= n * k + 4 * n, "{memory:?}");
         let (mut cb_out, mut scb_out) = (vec![0i8; n * k], vec![0f32; n]);
         w_gpu.export(&mut cb_out, &mut scb_out).unwrap();
         assert_eq!((cb_out, common::bits(&scb_out)), (cb, common::bits(&scb)));

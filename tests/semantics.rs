@@ -168,6 +168,7 @@ fn export_round_trips_and_from_int8_keeps_values() {
     assert_eq!(w.resident_bytes(), 16 * 8 + 4 * 5 + 4 * 5);
     let big = weight(&ctx, 64, 4096, None);
     assert_eq!(big.resident_bytes(), 64 * 4096 + 4 * 64);
+    assert_eq!(big.memory(), llmint8::WeightMemory { host_bytes: 64 * 4096 + 4 * 64, device_bytes: 0 });
     assert_eq!(w.export(&mut cb[..34], &mut scb).unwrap_err().status(), Status::Shape);
 }
 

@@ -99,6 +99,16 @@ class Weight {
 public:
     size_t out_features() const { return shape().first; }
     size_t in_features() const { return shape().second; }
+    /// Bytes this weight holds in host and in device memory (what an engine
+    /// budgets for the layer; a CPU weight's device bytes are 0).
+    struct Memory {
+        uint64_t host_bytes = 0, device_bytes = 0;
+    };
+    Memory memory() const {
+        Memory m;
+        detail::check(llmint8_weight_memory(live(), &m.host_bytes, &m.device_bytes));
+        return m;
+    }
 
     /// bitsandbytes' layout: row-major CB [out, in] and SCB [out].
     void export_int8(std::vector<int8_t>& cb, std::vector<float>& scb) const {

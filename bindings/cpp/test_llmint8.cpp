@@ -34,6 +34,8 @@ int main() {
 
     llmint8::Weight weight = ctx.quantize(w, out, in, bias);
     CHECK(weight.out_features() == out && weight.in_features() == in);
+    const llmint8::Weight::Memory memory = weight.memory();
+    CHECK(memory.host_bytes + memory.device_bytes >= out * in + 8 * out);
     llmint8::MatmulStats stats;
     std::vector<float> y = ctx.matmul(weight, x, LLMINT8_DEFAULT_THRESHOLD, &stats);
     CHECK(y.size() == rows * out);

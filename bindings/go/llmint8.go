@@ -337,6 +337,15 @@ func (w *Weight) Export() (cb []int8, scb []float32, err error) {
 	return cb, scb, nil
 }
 
+// Memory returns the bytes the weight holds in host and in device memory
+// (what an engine budgets for the layer; a CPU weight's device bytes are 0).
+func (w *Weight) Memory() (hostBytes, deviceBytes uint64, err error) {
+	var host, device C.uint64_t
+	err = call(func() C.int32_t { return C.llmint8_weight_memory(w.p, &host, &device) })
+	runtime.KeepAlive(w)
+	return uint64(host), uint64(device), err
+}
+
 func (c *Context) matmul(w *Weight, x unsafe.Pointer, xlen int, xt dtype, y unsafe.Pointer, ylen int, yt dtype, threshold float32) (int, error) {
 	if w.in == 0 || xlen%w.in != 0 {
 		return 0, shapeError("x has %d elements, not a multiple of in_features %d", xlen, w.in)

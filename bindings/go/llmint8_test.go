@@ -59,6 +59,9 @@ func TestMatmulAgainstDenseProduct(t *testing.T) {
 	if o, i := weight.Shape(); o != out || i != in {
 		t.Fatalf("shape %d×%d", o, i)
 	}
+	if host, device, err := weight.Memory(); err != nil || host+device < uint64(out*in+8*out) {
+		t.Fatalf("memory: host %d, device %d bytes, err %v", host, device, err)
+	}
 	y := make([]float32, rows*out)
 	n, err := ctx.MatmulF32(weight, x, y, DefaultThreshold)
 	if err != nil || n != 1 {

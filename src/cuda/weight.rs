@@ -178,9 +178,12 @@ impl Weight {
     pub(crate) fn bias(&self) -> Option<&[f32]> {
         self.host_bias.as_deref()
     }
-    /// Device memory (CB, SCB, bias) and the host copy of SCB and bias.
-    pub(crate) fn resident_bytes(&self) -> usize {
-        let device = self.cb.bytes + self.scb.bytes + self.bias.as_ref().map_or(0, |b| b.bytes);
-        device + 4 * self.host_scb.len() + 4 * self.host_bias.as_ref().map_or(0, Vec::len)
+    /// Device memory: CB, SCB and bias.
+    pub(crate) fn device_bytes(&self) -> usize {
+        self.cb.bytes + self.scb.bytes + self.bias.as_ref().map_or(0, |b| b.bytes)
+    }
+    /// Host memory: the copy of SCB and bias (export and save read it).
+    pub(crate) fn host_bytes(&self) -> usize {
+        4 * self.host_scb.len() + 4 * self.host_bias.as_ref().map_or(0, Vec::len)
     }
 }

@@ -239,6 +239,37 @@ pub unsafe extern "C" fn llmint8_weight_shape(
     })
 }
 
+/// Writes the bytes `w` holds to `*host_bytes` (host memory: a CPU weight's
+/// packed values, scales and bias; a CUDA weight's host copy of its scales and
+/// bias) and `*device_bytes` (device memory: a CUDA weight's values, scales and
+/// bias; 0 on the CPU) — what an engine budgets for the layer. Buffers a
+/// matmul allocates while it runs are not counted.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
+/// Thread safety: may be called concurrently with any call that uses `w`.
+///
+/// # Safety
+/// `w` must be NULL or live; the out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_memory(
+    w: *const llmint8_weight,
+    host_bytes: *mut u64,
+    device_bytes: *mut u64,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let w = &non_null(w, "w")?.inner;
+            if device_bytes.is_null() {
+                return Err(crate::Error::invalid("device_bytes is NULL"));
+            }
+            let memory = w.memory();
+            write_out(host_bytes, memory.host_bytes as u64, "host_bytes")?;
+            write_out(device_bytes, memory.device_bytes as u64, "device_bytes")
+        }
+    })
+}
+
 /// Destroys a weight. NULL is fine (does nothing). No other call may use `w`
 /// during or after this one; destroying the same weight twice is not allowed.
 ///

@@ -221,6 +221,13 @@ int main(void) {
     ROW(llmint8_weight_shape, "`w` NULL", llmint8_weight_shape(NULL, &dims[0], &dims[1]), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_weight_shape, "`out_features` NULL", llmint8_weight_shape(weight, NULL, &dims[1]), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_weight_shape, "`in_features` NULL", llmint8_weight_shape(weight, &dims[0], NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    uint64_t *bytes = guarded(2 * sizeof(uint64_t));
+    ROW(llmint8_weight_memory, "`w` NULL", llmint8_weight_memory(NULL, &bytes[0], &bytes[1]), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_weight_memory, "`host_bytes` NULL", llmint8_weight_memory(weight, NULL, &bytes[1]), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_weight_memory, "`device_bytes` NULL", llmint8_weight_memory(weight, &bytes[0], NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    status = llmint8_weight_memory(weight, &bytes[0], &bytes[1]);
+    report("llmint8_weight_memory", "a CPU weight: its values, scales and bias on the host", status, LLMINT8_OK,
+           bytes[0] >= (uint64_t)N * K + 8 * N && bytes[1] == 0);
     ROW_VOID(llmint8_weight_destroy, "NULL (does nothing)", llmint8_weight_destroy(NULL));
 
     /* ---- matmul ---- */

@@ -17,7 +17,7 @@ module LLMInt8
 
 using LinearAlgebra
 
-export Context, Int8Weight, LLMInt8Error, outlier_columns, Checkpoint, tensors, read_tensor, save_safetensors
+export Context, Int8Weight, LLMInt8Error, outlier_columns, memory, Checkpoint, tensors, read_tensor, save_safetensors
 
 const libllmint8 = get(ENV, "LLMINT8_LIB", "libllmint8")
 
@@ -167,6 +167,17 @@ end
 
 Base.size(w::Int8Weight) = (w.out, w.in)
 Base.size(w::Int8Weight, d::Integer) = size(w)[d]
+
+"""
+    memory(w::Int8Weight) -> (host = bytes, device = bytes)
+
+The bytes `w` holds in host and in device memory (a CPU weight's device bytes are 0).
+"""
+function memory(w::Int8Weight)
+    host, device = Ref{UInt64}(0), Ref{UInt64}(0)
+    check(ccall((:llmint8_weight_memory, libllmint8), Int32, (Ptr{Cvoid}, Ptr{UInt64}, Ptr{UInt64}), w, host, device))
+    return (host = Int(host[]), device = Int(device[]))
+end
 
 # The one call into llmint8_matmul_host (Julia arrays are host memory; it works
 # on CPU and CUDA contexts alike): checks shapes and layout, returns the stats.

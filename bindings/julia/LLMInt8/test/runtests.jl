@@ -13,6 +13,7 @@ using Test
     bias = Float32[0.25 * (j - 1) for j in 1:out]
     W8 = Int8Weight(ctx, W; bias = bias)
     @test size(W8) == (out, in)
+    @test memory(W8).host + memory(W8).device >= out * in + 4 * out
     Y = W8 * X
     @test size(Y) == (out, batch)
     dense = Float64.(W) * Float64.(X) .+ bias
