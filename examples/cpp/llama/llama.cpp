@@ -1,0 +1,698 @@
+// llama.cpp — a reference engine for llmint8: a Llama-architecture language
+// model (Llama, SmolLM2, ...) whose every decoder linear layer is an
+// llmint8::Weight, with a KV-cached decode loop. Written to be read and copied:
+// one file for the model, json.hpp and tokenizer.hpp for the model folder.
+//
+//   llama MODEL_DIR [--prompt TEXT] [--tokens N] [--threshold T]
+//                   [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32]
+//       greedy generation from TEXT with float32 weights and with LLM.int8():
+//       the text, decode tokens/s and the decoder weights' memory of each.
+//   llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]
+//       perplexity, KL divergence and top-1 agreement against float32 of each
+//       LLM.int8() variant on TEXT_FILE, cut into windows of N tokens.
+//   llama MODEL_DIR --tokenize TEXT_FILE
+//       the token ids of TEXT_FILE, one per line.
+//
+// MODEL_DIR is a transformers folder: config.json, tokenizer.json (byte-level
+// BPE) and model.safetensors or a shard index, in float16/bfloat16/float32 or
+// bitsandbytes' 8-bit form (int8 + SCB, as `llmint8 convert` writes it).
+//
+// What llmint8 does here, and what the engine keeps: every q/k/v/o and
+// gate/up/down projection is quantized once at load (llmint8::Context::load)
+// and multiplied with ctx.matmul on float32 activations; embeddings, norms,
+// attention, and the output head stay float32 in this file (bitsandbytes too
+// leaves the head in 16-bit).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "json.hpp"
+#include "llmint8.hpp"
+#include "tokenizer.hpp"
+
+namespace {
+
+// ---- a small persistent thread pool for the float32 work -------------------
+
+class Pool {
+public:
+    explicit Pool(size_t threads) {
+        for (size_t i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+    }
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto& t : workers_) t.join();
+    }
+    size_t size() const { return workers_.size() + 1; }
+    /// Runs task(0..n-1) on every thread, the caller's included; returns when all are done.
+    void run(size_t n, const std::function<void(size_t)>& task) {
+        if (n <= 1 || workers_.empty()) {
+            for (size_t i = 0; i < n; ++i) task(i);
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            task_ = &task, n_ = n, next_ = 0, busy_ = workers_.size(), ++generation_;
+        }
+        wake_.notify_all();
+        drain();
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return busy_ == 0; });
+    }
+
+private:
+    void drain() {
+        for (size_t i; (i = next_.fetch_add(1)) < n_;) (*task_)(i);
+    }
+    void work() {
+        size_t seen = 0;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+            }
+            drain();
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--busy_ == 0) done_.notify_one();
+        }
+    }
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    const std::function<void(size_t)>* task_ = nullptr;
+    std::atomic<size_t> next_{0};
+    size_t n_ = 0, busy_ = 0, generation_ = 0;
+    bool stop_ = false;
+};
+
+// ---- float32 kernels -------------------------------------------------------
+
+typedef float v8 __attribute__((vector_size(32)));  // GCC/Clang vectors: AVX where the compiler may use it
+inline v8 load8(const float* p) {
+    v8 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+inline float sum8(v8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
+inline float dot(const float* a, const float* b, size_t k) {
+    v8 acc = {};
+    size_t i = 0;
+    for (; i + 8 <= k; i += 8) acc += load8(a + i) * load8(b + i);
+    float s = sum8(acc);
+    for (; i < k; ++i) s += a[i] * b[i];
+    return s;
+}
+
+/// y[i, j] = x[i, :k] · w[j, :k] (+ bias[j]) for rows i < m and columns j0 <= j < j1, on this thread;
+/// ldx, ldw, ldy are the row strides.
+void matmul_block(const float* x, size_t ldx, size_t m, size_t k, const float* w, size_t ldw, size_t j0, size_t j1,
+                  const float* bias, float* y, size_t ldy) {
+    size_t i = 0;
+    for (; i + 2 <= m; i += 2) {  // two rows of x against four of w: 8 accumulators
+        const float *x0 = x + i * ldx, *x1 = x0 + ldx;
+        size_t j = j0;
+        for (; j + 4 <= j1; j += 4) {
+            const float *w0 = w + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+            v8 a00 = {}, a01 = {}, a02 = {}, a03 = {}, a10 = {}, a11 = {}, a12 = {}, a13 = {};
+            size_t p = 0;
+            for (; p + 8 <= k; p += 8) {
+                v8 u = load8(x0 + p), v = load8(x1 + p);
+                v8 b0 = load8(w0 + p), b1 = load8(w1 + p), b2 = load8(w2 + p), b3 = load8(w3 + p);
+                a00 += u * b0, a01 += u * b1, a02 += u * b2, a03 += u * b3;
+                a10 += v * b0, a11 += v * b1, a12 += v * b2, a13 += v * b3;
+            }
+            float s[2][4] = {{sum8(a00), sum8(a01), sum8(a02), sum8(a03)}, {sum8(a10), sum8(a11), sum8(a12), sum8(a13)}};
+            for (; p < k; ++p)
+                for (int q = 0; q < 4; ++q) s[0][q] += x0[p] * w[(j + q) * ldw + p], s[1][q] += x1[p] * w[(j + q) * ldw + p];
+            for (int q = 0; q < 4; ++q) {
+                const float b = bias ? bias[j + q] : 0.0f;
+                y[i * ldy + j + q] = s[0][q] + b, y[(i + 1) * ldy + j + q] = s[1][q] + b;
+            }
+        }
+        for (; j < j1; ++j)
+            for (size_t r = i; r < i + 2; ++r) y[r * ldy + j] = dot(x + r * ldx, w + j * ldw, k) + (bias ? bias[j] : 0.0f);
+    }
+    for (; i < m; ++i)
+        for (size_t j = j0; j < j1; ++j) y[i * ldy + j] = dot(x + i * ldx, w + j * ldw, k) + (bias ? bias[j] : 0.0f);
+}
+
+/// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias): the float32 engine's linear layer and the output head.
+void matmul_f32(Pool& pool, const float* x, size_t m, size_t k, const float* w, size_t n, const float* bias, float* y) {
+    const size_t block = 16;  // weight rows per task: 16 · k floats stay in L1/L2 while x streams past
+    const size_t tasks = (n + block - 1) / block;
+    auto task = [&](size_t t) { matmul_block(x, k, m, k, w, k, t * block, std::min(n, (t + 1) * block), bias, y, n); };
+    if (m * n * k < (size_t(1) << 21)) {  // too small to be worth waking the pool
+        for (size_t t = 0; t < tasks; ++t) task(t);
+    } else {
+        pool.run(tasks, task);
+    }
+}
+
+void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* y) {
+    for (size_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * dim;
+        double ss = 0;
+        for (size_t i = 0; i < dim; ++i) ss += double(xr[i]) * xr[i];
+        const float scale = float(1.0 / std::sqrt(ss / double(dim) + eps));
+        for (size_t i = 0; i < dim; ++i) y[r * dim + i] = xr[i] * scale * weight[i];
+    }
+}
+
+float half_to_float(uint16_t h) {
+    uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {  // subnormal: normalize
+        int e = -1;
+        do ++e, mant <<= 1;
+        while (!(mant & 0x400));
+        bits = sign | uint32_t(112 - e) << 23 | ((mant & 0x3FF) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read " + path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// ---- the model -------------------------------------------------------------
+
+struct Config {
+    size_t hidden, intermediate, layers, heads, kv_heads, head_dim, vocab;
+    float eps, rope_theta;
+    bool tied;
+    int64_t eos = -1;
+
+    static Config read(const json::Value& c) {
+        Config k{};
+        auto need = [&](const char* key) {
+            const json::Value* v = c.find(key);
+            if (!v || v->kind != json::Value::Kind::Number)
+                throw std::runtime_error(std::string("config.json: no number \"") + key + "\"");
+            return size_t(v->number);
+        };
+        k.hidden = need("hidden_size");
+        k.intermediate = need("intermediate_size");
+        k.layers = need("num_hidden_layers");
+        k.heads = need("num_attention_heads");
+        k.kv_heads = size_t(c.num("num_key_value_heads", double(k.heads)));
+        k.head_dim = size_t(c.num("head_dim", double(k.hidden / k.heads)));
+        k.vocab = need("vocab_size");
+        k.eps = float(c.num("rms_norm_eps", 1e-6));
+        k.rope_theta = float(c.num("rope_theta", 10000.0));
+        const json::Value* tied = c.find("tie_word_embeddings");
+        k.tied = tied && tied->boolean;
+        if (const json::Value* eos = c.find("eos_token_id"))
+            k.eos = eos->kind == json::Value::Kind::Array ? int64_t(eos->array.at(0).number) : int64_t(eos->number);
+        const json::Value* scaling = c.find("rope_scaling");
+        if (scaling && scaling->kind == json::Value::Kind::Object)
+            throw std::runtime_error("config.json: rope_scaling is not supported by this engine");
+        if (k.heads % k.kv_heads != 0) throw std::runtime_error("config.json: heads not a multiple of kv heads");
+        return k;
+    }
+};
+
+/// How the decoder's linear layers compute.
+struct Variant {
+    std::string name;
+    bool int8 = false;
+    float threshold = 0.0f;
+    llmint8::RowScale row_scale = llmint8::RowScale::BitsAndBytes;
+};
+
+struct Linear {
+    std::string prefix;
+    size_t out = 0, in = 0;
+    std::vector<float> w32, bias32;        // the float32 engine's copy (when loaded)
+    std::optional<llmint8::Weight> int8;   // the LLM.int8() weight (when loaded)
+};
+
+struct Layer {
+    std::vector<float> attn_norm, mlp_norm;
+    Linear q, k, v, o, gate, up, down;
+    Linear* all() { return &q; }  // the seven, in declaration order
+};
+
+class Model {
+public:
+    Model(const std::string& dir, bool want_f32, bool want_int8, llmint8::Context& ctx, Pool& pool)
+        : cfg_(Config::read(json::parse(read_file(dir + "/config.json")))), ctx_(ctx), pool_(pool) {
+        llmint8::Checkpoint ck(dir);
+        embed_ = read_f32(ck, "model.embed_tokens.weight", cfg_.vocab * cfg_.hidden);
+        final_norm_ = read_f32(ck, "model.norm.weight", cfg_.hidden);
+        if (!cfg_.tied) head_ = read_f32(ck, "lm_head.weight", cfg_.vocab * cfg_.hidden);
+        layers_.resize(cfg_.layers);
+        for (size_t l = 0; l < cfg_.layers; ++l) {
+            Layer& L = layers_[l];
+            const std::string p = "model.layers." + std::to_string(l) + ".";
+            L.attn_norm = read_f32(ck, p + "input_layernorm.weight", cfg_.hidden);
+            L.mlp_norm = read_f32(ck, p + "post_attention_layernorm.weight", cfg_.hidden);
+            const size_t H = cfg_.hidden, I = cfg_.intermediate, qd = cfg_.heads * cfg_.head_dim,
+                         kvd = cfg_.kv_heads * cfg_.head_dim;
+            const std::pair<const char*, std::pair<size_t, size_t>> shapes[7] = {
+                {"self_attn.q_proj", {qd, H}}, {"self_attn.k_proj", {kvd, H}}, {"self_attn.v_proj", {kvd, H}},
+                {"self_attn.o_proj", {H, qd}}, {"mlp.gate_proj", {I, H}},      {"mlp.up_proj", {I, H}},
+                {"mlp.down_proj", {H, I}}};
+            for (int i = 0; i < 7; ++i) {
+                Linear& lin = L.all()[i];
+                lin.prefix = p + shapes[i].first;
+                lin.out = shapes[i].second.first, lin.in = shapes[i].second.second;
+                load_linear(ck, lin, want_f32, want_int8);
+            }
+        }
+    }
+
+    const Config& config() const { return cfg_; }
+
+    /// Bytes the decoder's linear layers hold in the float32 engine and as llmint8 weights.
+    std::pair<uint64_t, uint64_t> linear_bytes() {
+        uint64_t f32 = 0, int8 = 0;
+        for (auto& L : layers_)
+            for (int i = 0; i < 7; ++i) {
+                const Linear& lin = L.all()[i];
+                f32 += 4 * uint64_t(lin.out) * (lin.in + (lin.bias32.empty() ? 0 : 1));
+                if (lin.int8) {
+                    auto m = lin.int8->memory();
+                    int8 += m.host_bytes + m.device_bytes;
+                }
+            }
+        return {f32, int8};
+    }
+
+    /// A KV cache for up to `positions` tokens.
+    struct Cache {
+        std::vector<std::vector<float>> k, v;  // per layer [kv_heads, positions, head_dim]
+        size_t positions = 0, used = 0;
+    };
+    Cache cache(size_t positions) const {
+        Cache c;
+        c.positions = positions;
+        const size_t per = positions * cfg_.kv_heads * cfg_.head_dim;
+        c.k.assign(cfg_.layers, std::vector<float>(per));
+        c.v.assign(cfg_.layers, std::vector<float>(per));
+        return c;
+    }
+
+    /// Runs `ids` (continuing the cache) and writes the logits of every row
+    /// (`all_rows`) or of the last one to `logits` [rows, vocab].
+    void forward(const std::vector<int32_t>& ids, Cache& cache, const Variant& variant, bool all_rows,
+                 std::vector<float>& logits) {
+        const size_t T = ids.size(), H = cfg_.hidden, hd = cfg_.head_dim, nh = cfg_.heads, nkv = cfg_.kv_heads;
+        const size_t I = cfg_.intermediate, pos0 = cache.used;
+        if (pos0 + T > cache.positions) throw std::runtime_error("the KV cache is full");
+        if (variant.int8) ctx_.set_row_scale(variant.row_scale);
+        std::vector<float> x(T * H), h(T * H), q(T * nh * hd), k(T * nkv * hd), v(T * nkv * hd), att(T * nh * hd);
+        std::vector<float> g(T * I), u(T * I);
+        for (size_t t = 0; t < T; ++t) {
+            if (ids[t] < 0 || size_t(ids[t]) >= cfg_.vocab) throw std::runtime_error("token id out of range");
+            std::memcpy(&x[t * H], &embed_[size_t(ids[t]) * H], H * sizeof(float));
+        }
+        for (size_t l = 0; l < cfg_.layers; ++l) {
+            Layer& L = layers_[l];
+            rms_norm(x.data(), T, H, L.attn_norm.data(), cfg_.eps, h.data());
+            linear(L.q, h.data(), T, q.data(), variant);
+            linear(L.k, h.data(), T, k.data(), variant);
+            linear(L.v, h.data(), T, v.data(), variant);
+            for (size_t t = 0; t < T; ++t) {
+                rope(&q[t * nh * hd], nh, pos0 + t);
+                rope(&k[t * nkv * hd], nkv, pos0 + t);
+            }
+            for (size_t t = 0; t < T; ++t)  // each head's keys and values contiguous, for attention's products
+                for (size_t kh = 0; kh < nkv; ++kh) {
+                    const size_t at = (kh * cache.positions + pos0 + t) * hd;
+                    std::memcpy(&cache.k[l][at], &k[(t * nkv + kh) * hd], hd * sizeof(float));
+                    std::memcpy(&cache.v[l][at], &v[(t * nkv + kh) * hd], hd * sizeof(float));
+                }
+            attention(q.data(), T, pos0, cache.positions, cache.k[l].data(), cache.v[l].data(), att.data());
+            linear(L.o, att.data(), T, h.data(), variant);
+            for (size_t i = 0; i < T * H; ++i) x[i] += h[i];
+            rms_norm(x.data(), T, H, L.mlp_norm.data(), cfg_.eps, h.data());
+            linear(L.gate, h.data(), T, g.data(), variant);
+            linear(L.up, h.data(), T, u.data(), variant);
+            for (size_t i = 0; i < T * I; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];  // SiLU(gate) · up
+            linear(L.down, g.data(), T, h.data(), variant);
+            for (size_t i = 0; i < T * H; ++i) x[i] += h[i];
+        }
+        cache.used += T;
+        const size_t first = all_rows ? 0 : T - 1, rows = T - first;
+        rms_norm(&x[first * H], rows, H, final_norm_.data(), cfg_.eps, h.data());
+        logits.resize(rows * cfg_.vocab);
+        const std::vector<float>& head = cfg_.tied ? embed_ : head_;
+        matmul_f32(pool_, h.data(), rows, H, head.data(), cfg_.vocab, nullptr, logits.data());
+    }
+
+private:
+    std::vector<float> read_f32(const llmint8::Checkpoint& ck, const std::string& name, size_t count) {
+        auto index = ck.find(name);
+        if (!index) throw std::runtime_error("the checkpoint has no " + name);
+        const llmint8::TensorInfo info = ck.tensor(*index);
+        std::vector<uint8_t> bytes = ck.read(*index);
+        std::vector<float> out(count);
+        const size_t size = info.dtype == LLMINT8_TENSOR_F32 ? 4 : 2;
+        if ((info.dtype != LLMINT8_TENSOR_F32 && info.dtype != LLMINT8_TENSOR_F16 && info.dtype != LLMINT8_TENSOR_BF16) ||
+            bytes.size() != count * size)
+            throw std::runtime_error(name + ": expected " + std::to_string(count) + " float16/bfloat16/float32 values, found " +
+                                     info.dtype_name + " of " + std::to_string(bytes.size()) + " bytes");
+        for (size_t i = 0; i < count; ++i) {
+            if (size == 4) {
+                std::memcpy(&out[i], &bytes[4 * i], 4);
+            } else {
+                uint16_t b;
+                std::memcpy(&b, &bytes[2 * i], 2);
+                if (info.dtype == LLMINT8_TENSOR_F16) {
+                    out[i] = half_to_float(b);
+                } else {
+                    uint32_t bits = uint32_t(b) << 16;
+                    std::memcpy(&out[i], &bits, 4);
+                }
+            }
+        }
+        return out;
+    }
+
+    void load_linear(const llmint8::Checkpoint& ck, Linear& lin, bool want_f32, bool want_int8) {
+        // llmint8 quantizes 16/32-bit weights and takes bitsandbytes' int8 + SCB as they are.
+        llmint8::Weight w = ctx_.load(ck, lin.prefix);
+        if (w.out_features() != lin.out || w.in_features() != lin.in)
+            throw std::runtime_error(lin.prefix + ": shape does not match config.json");
+        auto index = ck.find(lin.prefix + ".weight");
+        const bool stored_int8 = ck.tensor(*index).dtype == LLMINT8_TENSOR_I8;
+        if (want_f32) {
+            if (stored_int8) {  // an 8-bit checkpoint: the float32 engine runs on CB · SCB / 127
+                std::vector<int8_t> cb;
+                std::vector<float> scb;
+                w.export_int8(cb, scb);
+                lin.w32.resize(cb.size());
+                for (size_t r = 0; r < lin.out; ++r)
+                    for (size_t c = 0; c < lin.in; ++c) lin.w32[r * lin.in + c] = float(cb[r * lin.in + c]) * (scb[r] / 127.0f);
+            } else {
+                lin.w32 = read_f32(ck, lin.prefix + ".weight", lin.out * lin.in);
+            }
+            if (ck.find(lin.prefix + ".bias")) lin.bias32 = read_f32(ck, lin.prefix + ".bias", lin.out);
+        }
+        if (want_int8) lin.int8.emplace(std::move(w));
+    }
+
+    void linear(const Linear& lin, const float* x, size_t rows, float* y, const Variant& variant) {
+        if (variant.int8) {
+            ctx_.matmul(*lin.int8, x, rows, y, variant.threshold);
+        } else {
+            matmul_f32(pool_, x, rows, lin.in, lin.w32.data(), lin.out, lin.bias32.empty() ? nullptr : lin.bias32.data(), y);
+        }
+    }
+
+    /// Rotary position embedding in transformers' "rotate half" layout.
+    void rope(float* x, size_t heads, size_t pos) const {
+        const size_t hd = cfg_.head_dim, half = hd / 2;
+        for (size_t i = 0; i < half; ++i) {
+            const float inv_freq = 1.0f / std::pow(cfg_.rope_theta, float(2 * i) / float(hd));
+            const float angle = float(pos) * inv_freq, c = std::cos(angle), s = std::sin(angle);
+            for (size_t hh = 0; hh < heads; ++hh) {
+                float *a = x + hh * hd + i, *b = a + half;
+                const float x1 = *a, x2 = *b;
+                *a = x1 * c - x2 * s, *b = x2 * c + x1 * s;
+            }
+        }
+    }
+
+    /// Causal grouped-query attention of T new rows over the cache's pos0 + T
+    /// positions (`kc`, `vc`: [kv_heads, positions, head_dim]).
+    void attention(const float* q, size_t T, size_t pos0, size_t positions, const float* kc, const float* vc,
+                   float* out) {
+        const size_t hd = cfg_.head_dim, nh = cfg_.heads, group = nh / cfg_.kv_heads;
+        const float scale = 1.0f / std::sqrt(float(hd));
+        const size_t chunk = 16;  // query rows per task
+        const size_t chunks = (T + chunk - 1) / chunk;
+        pool_.run(nh * chunks, [&](size_t task) {
+            const size_t head = task % nh, t0 = task / nh * chunk, rows = std::min(T, t0 + chunk) - t0;
+            const float* keys = kc + head / group * positions * hd;
+            const float* values = vc + head / group * positions * hd;
+            const size_t n = pos0 + t0 + rows;  // keys the last row sees
+            std::vector<float> qb(rows * hd), p(rows * n);
+            for (size_t r = 0; r < rows; ++r) std::memcpy(&qb[r * hd], q + ((t0 + r) * nh + head) * hd, hd * sizeof(float));
+            matmul_block(qb.data(), hd, rows, hd, keys, hd, 0, n, nullptr, p.data(), n);  // scores = Q · Kᵀ
+            for (size_t r = 0; r < rows; ++r) {  // softmax over the keys row r may see; 0 beyond
+                float* pr = &p[r * n];
+                const size_t seen = pos0 + t0 + r + 1;
+                float top = -INFINITY, sum = 0;
+                for (size_t j = 0; j < seen; ++j) top = std::max(top, pr[j] *= scale);
+                for (size_t j = 0; j < seen; ++j) sum += pr[j] = std::exp(pr[j] - top);
+                for (size_t j = 0; j < seen; ++j) pr[j] /= sum;
+                std::fill(pr + seen, pr + n, 0.0f);
+            }
+            size_t r = 0;
+            if (hd % 64 == 0) {  // out = P · V two rows at a time, 64 dims in 16 vector registers
+                for (; r + 2 <= rows; r += 2) {
+                    const float *p0 = &p[r * n], *p1 = p0 + n;
+                    const size_t seen = pos0 + t0 + r + 2;  // row r + 1's; row r's P is 0 at the last key
+                    for (size_t d0 = 0; d0 < hd; d0 += 64) {
+                        v8 a0[8] = {}, a1[8] = {};
+                        for (size_t j = 0; j < seen; ++j) {
+                            const float* vr = values + j * hd + d0;
+                            for (int c = 0; c < 8; ++c) {
+                                const v8 v = load8(vr + 8 * c);
+                                a0[c] += p0[j] * v, a1[c] += p1[j] * v;
+                            }
+                        }
+                        float *o0 = out + ((t0 + r) * nh + head) * hd + d0, *o1 = o0 + nh * hd;
+                        std::memcpy(o0, a0, sizeof a0), std::memcpy(o1, a1, sizeof a1);
+                    }
+                }
+            }
+            for (; r < rows; ++r) {  // any other head size, and an odd last row
+                float* o = out + ((t0 + r) * nh + head) * hd;
+                std::fill(o, o + hd, 0.0f);
+                const float* pr = &p[r * n];
+                for (size_t j = 0, seen = pos0 + t0 + r + 1; j < seen; ++j) {
+                    const float a = pr[j], *vr = values + j * hd;
+                    for (size_t d = 0; d < hd; ++d) o[d] += a * vr[d];
+                }
+            }
+        });
+    }
+
+    Config cfg_;
+    llmint8::Context& ctx_;
+    Pool& pool_;
+    std::vector<float> embed_, final_norm_, head_;
+    std::vector<Layer> layers_;
+};
+
+// ---- generation ------------------------------------------------------------
+
+struct Generation {
+    std::string text;
+    size_t decoded = 0;  // single-token forward passes after the prompt's
+    double decode_seconds = 0;
+};
+
+Generation generate(Model& model, Tokenizer& tok, const std::string& prompt, size_t steps, const Variant& variant) {
+    std::vector<int32_t> ids = tok.encode(prompt);
+    if (ids.empty()) throw std::runtime_error("the prompt has no tokens");
+    Model::Cache cache = model.cache(ids.size() + steps);
+    std::vector<float> logits;
+    Generation g;
+    std::vector<int32_t> out;
+    auto argmax = [&] { return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()); };
+    model.forward(ids, cache, variant, false, logits);  // prefill
+    auto start = std::chrono::steady_clock::now();
+    for (size_t s = 0; s < steps; ++s) {
+        const int32_t next = argmax();
+        out.push_back(next);
+        if (next == model.config().eos) break;
+        if (s + 1 < steps) model.forward({next}, cache, variant, false, logits), ++g.decoded;
+    }
+    g.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    g.text = prompt + tok.decode(out);
+    return g;
+}
+
+// ---- evaluation against float32 --------------------------------------------
+
+/// In place: logits → log-probabilities (one row of `vocab`).
+void log_softmax(float* row, size_t vocab) {
+    const float top = *std::max_element(row, row + vocab);
+    double sum = 0;
+    for (size_t i = 0; i < vocab; ++i) sum += std::exp(row[i] - top);
+    const float log_sum = float(std::log(sum)) + top;
+    for (size_t i = 0; i < vocab; ++i) row[i] -= log_sum;
+}
+
+struct Score {
+    double nll = 0, kld = 0;
+    size_t agree = 0, count = 0;
+};
+
+int evaluate(Model& model, Tokenizer& tok, const std::string& path, size_t window, size_t max_tokens,
+             const std::vector<Variant>& variants) {
+    std::vector<int32_t> ids = tok.encode(read_file(path));
+    if (max_tokens && ids.size() > max_tokens) ids.resize(max_tokens);
+    const size_t windows = ids.size() / window, vocab = model.config().vocab;
+    if (windows == 0) throw std::runtime_error(path + ": fewer tokens than one window");
+    std::printf("%s: %zu tokens, %zu windows of %zu (next-token predictions: %zu)\n", path.c_str(), ids.size(),
+                windows, window, windows * (window - 1));
+    std::vector<Score> scores(variants.size() + 1);  // [0]: float32
+    std::vector<float> ref, got;
+    const auto started = std::chrono::steady_clock::now();
+    for (size_t w = 0; w < windows; ++w) {
+        std::vector<int32_t> chunk(ids.begin() + long(w * window), ids.begin() + long((w + 1) * window));
+        Model::Cache cache = model.cache(window);
+        model.forward(chunk, cache, Variant{"float32"}, true, ref);
+        std::vector<size_t> ref_top(window);
+        std::vector<float> ref_p(ref.size());  // float32's probabilities, for the KL divergence
+        for (size_t t = 0; t + 1 < window; ++t) {
+            float* r = &ref[t * vocab];
+            log_softmax(r, vocab);
+            for (size_t j = 0; j < vocab; ++j) ref_p[t * vocab + j] = std::exp(r[j]);
+            ref_top[t] = size_t(std::max_element(r, r + vocab) - r);
+            scores[0].nll -= r[chunk[t + 1]];
+            scores[0].count++;
+        }
+        for (size_t i = 0; i < variants.size(); ++i) {
+            cache.used = 0;
+            model.forward(chunk, cache, variants[i], true, got);
+            Score& s = scores[i + 1];
+            for (size_t t = 0; t + 1 < window; ++t) {
+                const float *r = &ref[t * vocab], *pr = &ref_p[t * vocab], *g = &got[t * vocab];
+                log_softmax(&got[t * vocab], vocab);
+                double kld = 0;  // Σ p · (log p - log q), float32's p against the variant's q
+                for (size_t j = 0; j < vocab; ++j) kld += double(pr[j]) * (double(r[j]) - double(g[j]));
+                s.kld += kld;
+                s.nll -= g[chunk[t + 1]];
+                s.agree += size_t(std::max_element(g, g + vocab) - g) == ref_top[t];
+                s.count++;
+            }
+        }
+        std::fprintf(stderr, "window %zu/%zu done (%.1f s)\n", w + 1, windows,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    }
+    const double ppl32 = std::exp(scores[0].nll / double(scores[0].count));
+    std::printf("| variant | perplexity | vs float32 | KLD | top-1 agreement |\n|---|---|---|---|---|\n");
+    std::printf("| float32 | %.4f | — | — | — |\n", ppl32);
+    for (size_t i = 0; i < variants.size(); ++i) {
+        const Score& s = scores[i + 1];
+        const double ppl = std::exp(s.nll / double(s.count));
+        std::printf("| %s | %.4f | %+.2f%% | %.5f | %.4f |\n", variants[i].name.c_str(), ppl, 100.0 * (ppl / ppl32 - 1.0),
+                    s.kld / double(s.count), double(s.agree) / double(s.count));
+    }
+    return 0;
+}
+
+// ---- command line ----------------------------------------------------------
+
+[[noreturn]] void usage(const char* why) {
+    std::fprintf(stderr,
+                 "%s\nusage: llama MODEL_DIR [--prompt TEXT] [--tokens N] [--threshold T]\n"
+                 "             [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32]\n"
+                 "       llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]\n"
+                 "       llama MODEL_DIR --tokenize TEXT_FILE\n",
+                 why);
+    std::exit(2);
+}
+
+size_t to_size(const std::string& s, const char* flag) {
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || *end || v == 0) usage((std::string(flag) + " takes a positive whole number").c_str());
+    return size_t(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || argv[1][0] == '-') usage("no model folder given");
+    const std::string dir = argv[1];
+    std::string prompt = "The capital of France is", eval_path, tokenize_path, precision = "both";
+    size_t steps = 24, window = 1024, max_tokens = 0;
+    float threshold = LLMINT8_DEFAULT_THRESHOLD;
+    llmint8::RowScale row_scale = llmint8::RowScale::Int8Part;
+    for (int i = 2; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (i + 1 >= argc) usage(("missing the value of " + a).c_str());
+        const std::string v = argv[++i];
+        if (a == "--prompt") prompt = v;
+        else if (a == "--tokens") steps = to_size(v, "--tokens");
+        else if (a == "--eval") eval_path = v;
+        else if (a == "--tokenize") tokenize_path = v;
+        else if (a == "--window") window = to_size(v, "--window");
+        else if (a == "--max-tokens") max_tokens = to_size(v, "--max-tokens");
+        else if (a == "--threshold") threshold = std::stof(v);
+        else if (a == "--precision" && (v == "both" || v == "int8" || v == "float32")) precision = v;
+        else if (a == "--row-scale" && v == "bitsandbytes") row_scale = llmint8::RowScale::BitsAndBytes;
+        else if (a == "--row-scale" && v == "int8-part") row_scale = llmint8::RowScale::Int8Part;
+        else usage(("unknown option or value: " + a + " " + v).c_str());
+    }
+    try {
+        llmint8::Context ctx(llmint8::Backend::Cpu);
+        Pool pool(std::max(1u, std::thread::hardware_concurrency()));
+        Tokenizer tok(json::parse(read_file(dir + "/tokenizer.json")));
+        if (!tokenize_path.empty()) {  // the token ids of a file, for checking the tokenizer
+            for (int32_t id : tok.encode(read_file(tokenize_path))) std::printf("%d\n", id);
+            return 0;
+        }
+        const bool eval = !eval_path.empty();
+        const bool want_f32 = eval || precision != "int8", want_int8 = eval || precision != "float32";
+        auto t0 = std::chrono::steady_clock::now();
+        Model model(dir, want_f32, want_int8, ctx, pool);
+        const Config& c = model.config();
+        std::printf("%s: %zu layers, hidden %zu, %zu/%zu heads, vocabulary %zu; loaded in %.1f s\n", dir.c_str(),
+                    c.layers, c.hidden, c.heads, c.kv_heads, c.vocab,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        if (eval) {
+            return evaluate(model, tok, eval_path, window, max_tokens,
+                            {{"LLM.int8() threshold 0", true, 0.0f, llmint8::RowScale::BitsAndBytes},
+                             {"LLM.int8() threshold 6, bitsandbytes' row scale", true, 6.0f, llmint8::RowScale::BitsAndBytes},
+                             {"LLM.int8() threshold 6, int8-part row scale", true, 6.0f, llmint8::RowScale::Int8Part}});
+        }
+        const auto [f32_bytes, int8_bytes] = model.linear_bytes();
+        std::vector<std::pair<Variant, uint64_t>> runs;
+        if (want_f32) runs.push_back({Variant{"float32"}, f32_bytes});
+        if (want_int8) {
+            char name[96];
+            std::snprintf(name, sizeof name, "LLM.int8() (threshold %g, %s row scale)", double(threshold),
+                          row_scale == llmint8::RowScale::Int8Part ? "int8-part" : "bitsandbytes'");
+            runs.push_back({Variant{name, true, threshold, row_scale}, int8_bytes});
+        }
+        for (const auto& [variant, bytes] : runs) {
+            Generation g = generate(model, tok, prompt, steps, variant);
+            std::printf("%s: %.1f tokens/s, decoder weights %.1f MiB\n", variant.name.c_str(),
+                        double(g.decoded) / g.decode_seconds, double(bytes) / 1048576.0);
+            std::string indented = "| " + g.text;  // the text, each line marked
+            for (size_t at = 0; (at = indented.find('\n', at)) != std::string::npos; at += 3) indented.replace(at, 1, "\n| ");
+            std::printf("%s\n", indented.c_str());
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "llama: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
