@@ -34,7 +34,7 @@ impl Bytes<'_> {
 /// reference of LLM.int8() (tests/common/reference.rs) — or, where the exact
 /// result is not finite or beyond f32 range, not a finite value that contradicts it.
 pub fn check_matmul_input(data: &[u8]) {
-    use llmint8::quant::InputRounding;
+    use llmint8::quant::{InputRounding, RowScale};
     use llmint8::{bf16, f16, Context, CpuPath, DType, Data, Status};
 
     let mut b = Bytes(data);
@@ -48,6 +48,7 @@ pub fn check_matmul_input(data: &[u8]) {
     let mode = b.byte();
     let path = CpuPath::ALL[(mode & 0x0f) as usize % CpuPath::ALL.len()];
     let rounding = if mode & 0x10 != 0 { InputRounding::Float16 } else { InputRounding::Exact };
+    let int8_part = mode & 0x40 != 0;
     let threshold = match b.byte() % 8 {
         0 => 0.0,
         1 => 6.0,
@@ -65,6 +66,7 @@ pub fn check_matmul_input(data: &[u8]) {
         return; // a path this processor lacks
     }
     ctx.set_input_rounding(rounding);
+    ctx.set_row_scale(if int8_part { RowScale::Int8Part } else { RowScale::BitsAndBytes });
 
     // Values, stored in their dtype; the reference sees exactly the stored values.
     let store = |dt: DType, v: Vec<f32>| -> (Vec<f32>, Owned) {
@@ -117,7 +119,7 @@ pub fn check_matmul_input(data: &[u8]) {
     }
     let stats = result.unwrap();
     let want =
-        reference::matmul_rounded(&load(&x_vals), &x_vals, rows, &cb_ref, &scb_ref, bias.as_deref(), k, threshold);
+        reference::matmul_rounded(&load(&x_vals), &x_vals, rows, &cb_ref, &scb_ref, bias.as_deref(), k, threshold, int8_part);
     assert_eq!(stats.outlier_columns, want.outlier_cols);
     let got = y.to_f32();
     // One rounding to the output dtype: half an ulp relative, or its smallest

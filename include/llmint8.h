@@ -279,13 +279,13 @@
 
 /**
  * Row scale rule (`llmint8_context_set_row_scale`): bitsandbytes' — an
- * activation row's absmax over its values below the threshold (the default).
+ * activation row's absmax over its values below the threshold.
  */
 #define LLMINT8_ROW_SCALE_BITSANDBYTES 0
 
 /**
  * Row scale rule: the absmax over the columns the int8 product uses (every
- * outlier column of the call left out).
+ * outlier column of the call left out). The default.
  */
 #define LLMINT8_ROW_SCALE_INT8_PART 1
 
@@ -688,14 +688,17 @@ int32_t llmint8_context_input_rounding(const struct llmint8_context *ctx,
  * Sets which values give an activation row its scale in later `llmint8_matmul`
  * and `llmint8_quantize_rows` calls on `ctx` when outliers are decomposed
  * (threshold > 0; at threshold 0 both rules are the same):
- * - `LLMINT8_ROW_SCALE_BITSANDBYTES` (the default): bitsandbytes' rule, the
+ * - `LLMINT8_ROW_SCALE_BITSANDBYTES`: bitsandbytes' rule, the
  *   absmax over the row's values below the threshold — a value of an outlier
  *   column that is below the threshold in this row still sets the scale,
  *   though the int8 product does not use it;
- * - `LLMINT8_ROW_SCALE_INT8_PART`: the absmax over the columns the int8
- *   product uses (every outlier column of the call left out), so no row is
- *   quantized coarser than its int8 part needs. It reads the activations one
- *   more time (the outlier columns before the row scales).
+ * - `LLMINT8_ROW_SCALE_INT8_PART` (the default): the absmax over the columns
+ *   the int8 product uses (every outlier column of the call left out), so no
+ *   row is quantized coarser than its int8 part needs. It reads the
+ *   activations one more time (the outlier columns before the row scales).
+ *   On SmolLM2-135M it takes 11% off the KL divergence from float32
+ *   (docs/SEMANTICS.md); `llmint8_context_match_bitsandbytes` sets
+ *   bitsandbytes' rule with its input rounding.
  *
  * Every backend computes both rules alike (the CUDA kernels checked against
  * the CPU on the emulated GPU).
@@ -847,11 +850,14 @@ int32_t llmint8_matmul_host(struct llmint8_context *ctx,
                             struct llmint8_matmul_stats *stats);
 
 /**
- * Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as
- * bitsandbytes' `int8_vectorwise_quant`: `q` `[rows, cols]` int8, `absmax`
- * `[rows]` float (the row scales, bitsandbytes' `SCA`). With `threshold > 0`,
- * values with |x| >= threshold (and NaN/Inf) are outliers: left out of the row
- * absmax, and their whole columns set to 0 in `q`; the outlier columns are
+ * Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, the
+ * first step of a matmul: `q` `[rows, cols]` int8, `absmax` `[rows]` float
+ * (the row scales, bitsandbytes' `SCA`). With `threshold > 0`, values with
+ * |x| >= threshold (and NaN/Inf) are outliers and their whole columns are set
+ * to 0 in `q`; the row absmax follows the context's row scale rule
+ * (`llmint8_context_set_row_scale`): the columns the int8 product uses (the
+ * default), or, with `LLMINT8_ROW_SCALE_BITSANDBYTES`, the values below the
+ * threshold — then exactly bitsandbytes' `int8_vectorwise_quant`. The outlier columns are
  * written in ascending order to `outlier_cols` (capacity `cols` entries; NULL if
  * not wanted) and their count to `*n_outlier_cols` (NULL if not wanted).
  * A row of zeros has absmax 0 and q 0; with threshold 0 a row holding NaN/Inf

@@ -65,10 +65,10 @@ pub enum RowScale {
     /// threshold. A value of an outlier column that is itself below the
     /// threshold (an outlier in another row) still sets the scale, though the
     /// int8 product never uses it.
-    #[default]
     BitsAndBytes = 0,
     /// The absmax over the columns the int8 product uses: every outlier column
     /// is left out, so each row's scale fits the values it quantizes.
+    #[default]
     Int8Part = 1,
 }
 

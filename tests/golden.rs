@@ -9,6 +9,7 @@ use llmint8::DType;
 #[test]
 fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
     let ctx = common::test_context();
+    ctx.set_row_scale(llmint8::quant::RowScale::BitsAndBytes);
     for_each_case("quant.safetensors", |t, case| {
         let name = &case.name;
         let x = t.float(&format!("{name}.x"));
@@ -91,6 +92,7 @@ fn tolerance(dtype: DType) -> f64 {
 #[test]
 fn linear_forward_matches_bitsandbytes() {
     let ctx = common::test_context();
+    ctx.set_row_scale(llmint8::quant::RowScale::BitsAndBytes);
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;
         let (m, k, n) = (case.m, case.k, case.n);
@@ -119,6 +121,7 @@ fn linear_forward_matches_bitsandbytes() {
 #[test]
 fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
     let ctx = common::test_context();
+    ctx.set_row_scale(llmint8::quant::RowScale::BitsAndBytes);
     let dir = data_dir().join("tiny-llama-int8");
     let model = Tensors::open(dir.join("model.safetensors"));
     let io = Tensors::open(dir.join("reference_io.safetensors"));
@@ -144,8 +147,9 @@ fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
 }
 
 /// Where we deliberately differ from bitsandbytes (float32 and bfloat16 inputs
-/// quantized from their own values, not rounded to float16 first; exact 1/127²),
-/// our output is as close to the exact product as theirs (within 5%).
+/// quantized from their own values, not rounded to float16 first; exact 1/127²;
+/// the int8-part row scale), our output is as close to the exact product as
+/// theirs (within 5%).
 #[test]
 fn deliberate_differences_cost_no_accuracy() {
     let ctx = common::test_context();

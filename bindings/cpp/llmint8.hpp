@@ -35,7 +35,8 @@ struct BFloat16 {
 static_assert(sizeof(Half) == 2 && sizeof(BFloat16) == 2, "16-bit element types must be 2 bytes");
 
 enum class Backend : int32_t { Auto = LLMINT8_BACKEND_AUTO, Cpu = LLMINT8_BACKEND_CPU, Cuda = LLMINT8_BACKEND_CUDA };
-/// Which values set an activation row's scale when outliers are decomposed (llmint8_context_set_row_scale).
+/// Which values set an activation row's scale when outliers are decomposed (llmint8_context_set_row_scale;
+/// default Int8Part, match_bitsandbytes() sets BitsAndBytes).
 enum class RowScale : int32_t { BitsAndBytes = LLMINT8_ROW_SCALE_BITSANDBYTES, Int8Part = LLMINT8_ROW_SCALE_INT8_PART };
 
 /// A failed llmint8 call: the status code and the library's message.

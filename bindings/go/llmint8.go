@@ -205,10 +205,10 @@ type RowScale int32
 
 const (
 	// RowScaleBitsAndBytes is bitsandbytes' rule: the absmax over the row's
-	// values below the threshold (the default).
+	// values below the threshold.
 	RowScaleBitsAndBytes RowScale = C.LLMINT8_ROW_SCALE_BITSANDBYTES
 	// RowScaleInt8Part is the absmax over the columns the int8 product uses
-	// (every outlier column of the call left out).
+	// (every outlier column of the call left out). The default.
 	RowScaleInt8Part RowScale = C.LLMINT8_ROW_SCALE_INT8_PART
 )
 

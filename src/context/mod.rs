@@ -133,7 +133,7 @@ impl Context {
         Context {
             num_threads: AtomicUsize::new(0),
             round_inputs_to_f16: AtomicBool::new(false),
-            int8_part_row_scale: AtomicBool::new(false),
+            int8_part_row_scale: AtomicBool::new(RowScale::default() == RowScale::Int8Part),
             cpu_path: AtomicU8::new(CpuPath::default_for_process() as u8),
             place: Place::Cpu,
         }
@@ -225,7 +225,8 @@ impl Context {
 
     /// Which values set an activation row's scale when outliers are
     /// decomposed (the matmul and `quantize_rows`). Default:
-    /// [`RowScale::BitsAndBytes`].
+    /// [`RowScale::Int8Part`] (closer to float32 on a real model; see
+    /// docs/SEMANTICS.md); [`Context::match_bitsandbytes`] sets bitsandbytes' rule.
     pub fn row_scale(&self) -> RowScale {
         if self.int8_part_row_scale.load(Ordering::Relaxed) {
             RowScale::Int8Part

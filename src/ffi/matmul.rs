@@ -188,11 +188,14 @@ unsafe fn write_stats(stats: *mut llmint8_matmul_stats, result: crate::MatmulSta
     }
 }
 
-/// Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, exactly as
-/// bitsandbytes' `int8_vectorwise_quant`: `q` `[rows, cols]` int8, `absmax`
-/// `[rows]` float (the row scales, bitsandbytes' `SCA`). With `threshold > 0`,
-/// values with |x| >= threshold (and NaN/Inf) are outliers: left out of the row
-/// absmax, and their whole columns set to 0 in `q`; the outlier columns are
+/// Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, the
+/// first step of a matmul: `q` `[rows, cols]` int8, `absmax` `[rows]` float
+/// (the row scales, bitsandbytes' `SCA`). With `threshold > 0`, values with
+/// |x| >= threshold (and NaN/Inf) are outliers and their whole columns are set
+/// to 0 in `q`; the row absmax follows the context's row scale rule
+/// (`llmint8_context_set_row_scale`): the columns the int8 product uses (the
+/// default), or, with `LLMINT8_ROW_SCALE_BITSANDBYTES`, the values below the
+/// threshold — then exactly bitsandbytes' `int8_vectorwise_quant`. The outlier columns are
 /// written in ascending order to `outlier_cols` (capacity `cols` entries; NULL if
 /// not wanted) and their count to `*n_outlier_cols` (NULL if not wanted).
 /// A row of zeros has absmax 0 and q 0; with threshold 0 a row holding NaN/Inf

@@ -54,10 +54,10 @@ pub const LLMINT8_INPUT_EXACT: i32 = 0;
 pub const LLMINT8_INPUT_ROUND_F16: i32 = 1;
 
 /// Row scale rule (`llmint8_context_set_row_scale`): bitsandbytes' — an
-/// activation row's absmax over its values below the threshold (the default).
+/// activation row's absmax over its values below the threshold.
 pub const LLMINT8_ROW_SCALE_BITSANDBYTES: i32 = 0;
 /// Row scale rule: the absmax over the columns the int8 product uses (every
-/// outlier column of the call left out).
+/// outlier column of the call left out). The default.
 pub const LLMINT8_ROW_SCALE_INT8_PART: i32 = 1;
 
 /// The outlier threshold of the paper and of bitsandbytes; 0 turns the

@@ -86,7 +86,7 @@ pub fn matmul(
     k: usize,
     threshold: f32,
 ) -> Output {
-    matmul_rounded(x, x, rows, cb, scb, bias, k, threshold)
+    matmul_rounded(x, x, rows, cb, scb, bias, k, threshold, false)
 }
 
 /// [`matmul`] with the int8-part row scale when `int8_part`.
@@ -101,12 +101,13 @@ pub fn matmul_with(
     threshold: f32,
     int8_part: bool,
 ) -> Output {
-    product(quantize_rows_with(x, rows, k, threshold, int8_part), x, rows, cb, scb, bias, k)
+    matmul_rounded(x, x, rows, cb, scb, bias, k, threshold, int8_part)
 }
 
 /// [`matmul`] where the activations are quantized (and outliers detected) from
 /// `x_quantized` — e.g. rounded to float16 first, as bitsandbytes' Linear8bitLt
-/// does — while the outlier product uses `x` as given.
+/// does — while the outlier product uses `x` as given; the int8-part row
+/// scale when `int8_part`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_rounded(
     x_quantized: &[f32],
@@ -117,8 +118,9 @@ pub fn matmul_rounded(
     bias: Option<&[f32]>,
     k: usize,
     threshold: f32,
+    int8_part: bool,
 ) -> Output {
-    product(quantize_rows(x_quantized, rows, k, threshold), x, rows, cb, scb, bias, k)
+    product(quantize_rows_with(x_quantized, rows, k, threshold, int8_part), x, rows, cb, scb, bias, k)
 }
 
 /// The product of quantized activations `(q, sa, outlier columns)` with the

@@ -230,6 +230,9 @@ static void run_all(llmint8_context *cpu, int x_dtype, std::mt19937 &rng) {
 int main() {
     llmint8_context *cpu = nullptr;
     check(llmint8_context_create(LLMINT8_BACKEND_CPU, 0, &cpu), "context_create");
+    // These cases drive the kernels with bitsandbytes' row rule; the int8-part
+    // rule (the default) goes through the whole backend in tests/cuda_backend.rs.
+    check(llmint8_context_set_row_scale(cpu, LLMINT8_ROW_SCALE_BITSANDBYTES), "set_row_scale");
     std::mt19937 rng(42);
     run_all<F32K>(cpu, LLMINT8_F32, rng);
     run_all<F16K>(cpu, LLMINT8_F16, rng);

@@ -89,8 +89,8 @@ function set_num_threads!(ctx::Context, n::Integer)
 end
 
 # Which values set an activation row's scale when outliers are decomposed:
-# `:bitsandbytes` (the default: the row's values below the threshold) or
-# `:int8_part` (the columns the int8 product uses).
+# `:int8_part` (the default: the columns the int8 product uses) or
+# `:bitsandbytes` (the row's values below the threshold, as bitsandbytes).
 const ROW_SCALES = (bitsandbytes = Int32(0), int8_part = Int32(1))
 
 function set_row_scale!(ctx::Context, rule::Symbol)
