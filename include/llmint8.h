@@ -952,6 +952,42 @@ int32_t llmint8_weight_quantize(struct llmint8_context *ctx,
                                 struct llmint8_weight **out);
 
 /**
+ * As `llmint8_weight_quantize`, the weight also keeping the columns
+ * `keep_columns[0..n_keep]` of `w` in `w_dtype` — the paper's Figure 2: a
+ * matmul's outlier column that is kept is multiplied by these 16/32-bit
+ * values, every other outlier column by the dequantized int8 one as
+ * bitsandbytes does. Which columns to keep is the engine's calibration (the
+ * outlier columns a layer saw on a calibration text; see
+ * examples/cpp/llama). `keep_columns` may be in any order; NULL is fine when
+ * `n_keep` is 0 (then the call is `llmint8_weight_quantize`).
+ *
+ * Memory: as `llmint8_weight_quantize`, plus `n_keep · out_features`
+ * elements of `w_dtype` (`llmint8_weight_memory` counts them); `keep_columns`
+ * is host memory, read during the call only.
+ * Ownership and `*out` as for `llmint8_weight_quantize`. Returns:
+ * - LLMINT8_ERR_INVALID_ARGUMENT: as `llmint8_weight_quantize`; `keep_columns`
+ *   NULL with `n_keep` > 0, or misaligned; a column >= `in_features`, or one
+ *   listed twice (the message names it);
+ * - LLMINT8_ERR_UNSUPPORTED: a CUDA context (kept columns are CPU-only);
+ * - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as `llmint8_weight_quantize`.
+ *
+ * Thread safety: may be called concurrently on the same context.
+ *
+ * # Safety
+ * As `llmint8_weight_quantize`; `keep_columns` NULL or `n_keep` readable `uint32_t`.
+ */
+int32_t llmint8_weight_quantize_keep(struct llmint8_context *ctx,
+                                     const void *w,
+                                     int32_t w_dtype,
+                                     size_t out_features,
+                                     size_t in_features,
+                                     const void *bias,
+                                     int32_t bias_dtype,
+                                     const uint32_t *keep_columns,
+                                     size_t n_keep,
+                                     struct llmint8_weight **out);
+
+/**
  * Quantizes a 16/32-bit weight that is already in device memory — how an
  * engine holding its float16 weights on the GPU hands them over: `w` a device
  * pointer (of the context's device) to row-major `[out_features, in_features]`

@@ -99,6 +99,33 @@ impl Weight {
         Ok(Weight { storage: Storage::Cpu(weight) })
     }
 
+    /// [`Weight::quantize`], keeping the columns `keep` of `w` in its dtype
+    /// for the outlier product (see `cpu::KeptColumns`). CPU only.
+    pub(crate) fn quantize_keep(
+        settings: cpu::Settings,
+        w: Data<'_>,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+        keep: &[u32],
+    ) -> Result<Weight> {
+        let len = check_weight_shape(out_features, in_features)?;
+        check_len("weight", w.len(), len)?;
+        let kept = cpu::KeptColumns::gather(w, out_features, in_features, keep)?;
+        let bias = convert_bias(bias, out_features)?;
+        let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
+        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
+    }
+
+    /// The columns the weight keeps in their source dtype, ascending (none
+    /// unless made by [`Context::quantize_weight_keep`](crate::Context::quantize_weight_keep)).
+    pub fn kept_columns(&self) -> &[usize] {
+        match &self.storage {
+            Storage::Cpu(w) => w.kept().map_or(&[], |k| k.columns()),
+            Storage::Cuda(_) => &[],
+        }
+    }
+
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it
     /// is, on the CPU. Scales must be finite and non-negative.
     pub(crate) fn from_int8(
@@ -125,6 +152,9 @@ impl Weight {
     /// already on a device stays where it is.
     pub(crate) fn into_device(self, gpu: &Arc<Gpu>) -> Result<Weight> {
         let Storage::Cpu(host) = self.storage else { return Ok(self) };
+        if host.kept().is_some() {
+            return Err(Error::unsupported("kept 16/32-bit weight columns are supported on the CPU backend only"));
+        }
         let (n, k) = (host.out_features(), host.in_features());
         cuda::check_in_features(k)?;
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;

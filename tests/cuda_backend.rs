@@ -181,6 +181,9 @@ fn bad_weights_and_shapes_get_the_cpu_backends_errors() {
         let e_cpu = cpu.quantize_weight(llmint8::Data::F32(&w), 8, 20, None).unwrap_err();
         assert_eq!(e_gpu.status(), e_cpu.status());
         assert!(e_gpu.to_string().contains("row 5"), "{e_gpu}");
+        // Kept 16/32-bit columns are CPU-only: a clear refusal, not a silent plain weight.
+        let e = cuda.quantize_weight_keep(llmint8::Data::F32(&[0.5; 8 * 20]), 8, 20, None, &[3]).unwrap_err();
+        assert_eq!(e.status(), llmint8::Status::Unsupported, "{e}");
         // Rows too long for int32 accumulation are refused on CUDA only.
         let k = (1 << 17) + 1;
         let cb = vec![1i8; k];

@@ -100,6 +100,84 @@ fn matmul_matches_the_f64_reference() {
     assert_eq!(checked, 12 * 3 * 3 * 2);
 }
 
+/// A weight that keeps columns in their source dtype: a kept outlier column is
+/// multiplied by its source values, every other outlier column by the
+/// dequantized int8 one (the f64 reference of both), the int8 values and
+/// scales are those of the plain weight, a kept column that is no outlier of
+/// the call changes nothing, the kept values are counted in its memory, and
+/// the product is closer to the exact one than without them.
+#[test]
+fn kept_weight_columns_multiply_the_outlier_columns_they_hold() {
+    let ctx = Context::cpu(); // kept columns are CPU-only (a CUDA context refuses: tests/cuda_backend.rs)
+    let mut rng = Rng::new(23);
+    let (mut err_kept, mut err_plain) = (0.0f64, 0.0f64);
+    for s in shapes(&mut rng) {
+        for &w_dtype in &DTYPES {
+            let x32 = activations_with_outliers(&mut rng, s.rows, s.k, 1 + s.k / 100);
+            let w = Owned::from_f32(w_dtype, &rng.normals(s.n * s.k, 0.05));
+            let w32 = w.to_f32();
+            let outliers: Vec<usize> =
+                (0..s.k).filter(|&c| (0..s.rows).any(|i| x32[i * s.k + c].abs() >= 6.0)).collect();
+            // Every other outlier column, and one column that is never an outlier; in descending order.
+            let mut keep: Vec<u32> = outliers.iter().step_by(2).map(|&c| c as u32).collect();
+            keep.extend((0..s.k).find(|c| !outliers.contains(c)).map(|c| c as u32));
+            keep.reverse();
+            let kept = ctx.quantize_weight_keep(w.data(), s.n, s.k, None, &keep).unwrap();
+            let plain = ctx.quantize_weight(w.data(), s.n, s.k, None).unwrap();
+            let mut sorted: Vec<usize> = keep.iter().map(|&c| c as usize).collect();
+            sorted.sort_unstable();
+            assert_eq!(kept.kept_columns(), sorted);
+            assert_eq!(
+                (kept.cb().unwrap(), common::bits(kept.scb())),
+                (plain.cb().unwrap(), common::bits(plain.scb()))
+            );
+            assert_eq!(kept.resident_bytes(), plain.resident_bytes() + keep.len() * s.n * w_dtype.size());
+            let exact: Vec<f64> = (0..s.rows * s.n)
+                .map(|e| (0..s.k).map(|c| x32[e / s.n * s.k + c] as f64 * w32[e % s.n * s.k + c] as f64).sum())
+                .collect();
+            for rule in RULES {
+                ctx.set_row_scale(rule);
+                let (mut y, mut y_plain) = (vec![0.0f32; s.rows * s.n], vec![0.0f32; s.rows * s.n]);
+                ctx.matmul(&kept, Data::F32(&x32), s.rows, 6.0, DataMut::F32(&mut y)).unwrap();
+                ctx.matmul(&plain, Data::F32(&x32), s.rows, 6.0, DataMut::F32(&mut y_plain)).unwrap();
+                let source = |j: usize, c: usize| sorted.binary_search(&c).is_ok().then(|| w32[j * s.k + c]);
+                let cb = kept.cb().unwrap();
+                let want = reference::matmul_kept(
+                    &x32,
+                    s.rows,
+                    &cb,
+                    kept.scb(),
+                    None,
+                    s.k,
+                    6.0,
+                    rule == RowScale::Int8Part,
+                    &source,
+                );
+                for (e, (&g, &r)) in y.iter().zip(&want.y).enumerate() {
+                    let allowed = want.slack[e] * 1.01 + output_rounding(DType::F32) * r.abs() * 1.0001 + 1e-30;
+                    assert!((g as f64 - r).abs() <= allowed, "element {e}: {g} vs reference {r} (allowed {allowed:e})");
+                }
+                let dist = |y: &[f32]| y.iter().zip(&exact).map(|(&a, &b)| (a as f64 - b).powi(2)).sum::<f64>();
+                err_kept += dist(&y);
+                err_plain += dist(&y_plain);
+                // At threshold 0 no column is an outlier: the kept values are not read.
+                let (mut y0, mut y0_plain) = (vec![0.0f32; s.rows * s.n], vec![0.0f32; s.rows * s.n]);
+                ctx.matmul(&kept, Data::F32(&x32), s.rows, 0.0, DataMut::F32(&mut y0)).unwrap();
+                ctx.matmul(&plain, Data::F32(&x32), s.rows, 0.0, DataMut::F32(&mut y0_plain)).unwrap();
+                assert_eq!(common::bits(&y0), common::bits(&y0_plain));
+            }
+        }
+    }
+    assert!(err_kept < 0.9 * err_plain, "squared error with kept columns {err_kept:e}, without {err_plain:e}");
+    // A column outside the shape, or listed twice, is refused.
+    let w = vec![0.5f32; 4 * 8];
+    for (keep, says) in [(&[8u32][..], "column 8"), (&[3, 1, 3][..], "column 3 twice")] {
+        let e = ctx.quantize_weight_keep(Data::F32(&w), 4, 8, None, keep).unwrap_err();
+        assert_eq!(e.status(), llmint8::Status::InvalidArgument);
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
+
 #[test]
 fn quantize_rows_matches_the_reference() {
     let ctx = common::test_context();

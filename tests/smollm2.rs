@@ -98,22 +98,29 @@ fn row(table: &str, name: &str) -> Fidelity {
 /// Measured on AMD EPYC Zen 2 (AVX2), 9 windows of 1024 tokens (9207 next-token
 /// predictions): threshold 0 +2.65% / KLD 0.0235 / top-1 0.906; threshold 6
 /// with bitsandbytes' row scale +1.65% / 0.0130 / 0.933; with the int8-part
-/// row scale +1.29% / 0.0116 / 0.935. The margins leave room for the float32
-/// parts compiled for another processor; the order is the claim.
+/// row scale +1.29% / 0.0116 / 0.935; keeping in 16-bit the outlier columns
+/// seen on LICENSE-APACHE (6.3 MiB) +1.28% / 0.0103 / 0.939. The margins leave
+/// room for the float32 parts compiled for another processor; the order is the claim.
 #[test]
 fn each_step_of_llm_int8_is_closer_to_float32_on_a_real_model() {
     let Some(p) = prepared() else { return };
-    let table = engine(p, &["--eval", TEXT, "--window", "1024"]);
+    let table = engine(p, &["--eval", TEXT, "--window", "1024", "--calibrate", "LICENSE-APACHE"]);
     println!("{table}");
     assert!(table.contains("9 windows of 1024"), "{table}");
     let t0 = row(&table, "LLM.int8() threshold 0");
     let bnb = row(&table, "LLM.int8() threshold 6, bitsandbytes' row scale");
     let part = row(&table, "LLM.int8() threshold 6, int8-part row scale");
+    let kept = row(&table, "LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns");
     // KL divergence: the outlier decomposition takes off over a third, the
     // int8-part row scale at least another 5%.
     assert!(t0.kld > 1.5 * bnb.kld, "threshold 0 {t0:?} against threshold 6 {bnb:?}");
     assert!(part.kld < 0.95 * bnb.kld, "int8-part {part:?} against bitsandbytes' rule {bnb:?}");
     assert!(bnb.kld < 0.02 && part.kld < 0.015, "{bnb:?} {part:?}");
+    // The outlier columns seen on another text (LICENSE-APACHE), kept in
+    // 16-bit: at least another 5% off.
+    assert!(kept.kld < 0.95 * part.kld, "calibrated 16-bit columns {kept:?} against {part:?}");
+    // Perplexity moved by only 0.01 points here, below its noise: not worse by more than that noise.
+    assert!(kept.top1 >= part.top1 && kept.ppl_change < part.ppl_change + 0.25, "{kept:?} {part:?}");
     // Top-1 agreement and perplexity in the same order.
     assert!(t0.top1 < bnb.top1 - 0.01 && bnb.top1 <= part.top1 && part.top1 > 0.92, "{t0:?} {bnb:?} {part:?}");
     assert!(t0.ppl_change > bnb.ppl_change && bnb.ppl_change > part.ppl_change, "{t0:?} {bnb:?} {part:?}");

@@ -277,6 +277,17 @@ public:
         return quantize(w.data(), out_features, in_features, bias.empty() ? nullptr : bias.data());
     }
 
+    /// quantize(), the weight also keeping the columns `keep` of `w` in T for the
+    /// outlier product (the paper's 16-bit outlier weights; CPU contexts only).
+    template <typename T>
+    Weight quantize_keep(const T* w, size_t out_features, size_t in_features, const std::vector<uint32_t>& keep,
+                         const T* bias = nullptr) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_quantize_keep(live(), w, detail::DTypeOf<T>::value, out_features, in_features,
+                                                   bias, detail::DTypeOf<T>::value, keep.data(), keep.size(), &h));
+        return Weight(h);
+    }
+
     /// CUDA: quantizes a row-major [out_features, in_features] weight already in
     /// the context's device memory (`w_device` a device pointer), on the device;
     /// `bias` nullptr or *host* memory of out_features elements. Waits for it.

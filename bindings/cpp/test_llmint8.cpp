@@ -36,6 +36,13 @@ int main() {
     CHECK(weight.out_features() == out && weight.in_features() == in);
     const llmint8::Weight::Memory memory = weight.memory();
     CHECK(memory.host_bytes + memory.device_bytes >= out * in + 8 * out);
+    if (ctx.backend() == llmint8::Backend::Cpu) {  // kept columns: the outlier column 6 multiplied by its float32 values
+        llmint8::Weight kept = ctx.quantize_keep(w.data(), out, in, {6}, bias.data());
+        CHECK(kept.memory().host_bytes == memory.host_bytes + 4 * out);
+        std::vector<float> y_kept = ctx.matmul(kept, x), y_plain = ctx.matmul(weight, x);
+        CHECK(y_kept != y_plain);
+        CHECK_THROWS(ctx.quantize_keep(w.data(), out, in, {6, 6}), LLMINT8_ERR_INVALID_ARGUMENT, "twice");
+    }
     llmint8::MatmulStats stats;
     std::vector<float> y = ctx.matmul(weight, x, LLMINT8_DEFAULT_THRESHOLD, &stats);
     CHECK(y.size() == rows * out);

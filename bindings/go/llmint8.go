@@ -261,6 +261,10 @@ func (w *Weight) Close() error {
 func (w *Weight) Shape() (out, in int) { return w.out, w.in }
 
 func (c *Context) quantize(w unsafe.Pointer, wlen int, dt dtype, out, in int, bias unsafe.Pointer, blen int) (*Weight, error) {
+	return c.quantizeKeep(w, wlen, dt, out, in, bias, blen, nil)
+}
+
+func (c *Context) quantizeKeep(w unsafe.Pointer, wlen int, dt dtype, out, in int, bias unsafe.Pointer, blen int, keep []uint32) (*Weight, error) {
 	if out <= 0 || in <= 0 || wlen != out*in {
 		return nil, shapeError("weight has %d elements, expected %d × %d", wlen, out, in)
 	}
@@ -269,9 +273,14 @@ func (c *Context) quantize(w unsafe.Pointer, wlen int, dt dtype, out, in int, bi
 	}
 	var p *C.llmint8_weight
 	err := call(func() C.int32_t {
-		return C.llmint8_weight_quantize(c.p, w, C.int32_t(dt), C.size_t(out), C.size_t(in), bias, C.int32_t(dt), &p)
+		if len(keep) == 0 {
+			return C.llmint8_weight_quantize(c.p, w, C.int32_t(dt), C.size_t(out), C.size_t(in), bias, C.int32_t(dt), &p)
+		}
+		return C.llmint8_weight_quantize_keep(c.p, w, C.int32_t(dt), C.size_t(out), C.size_t(in), bias, C.int32_t(dt),
+			(*C.uint32_t)(ptr(keep)), C.size_t(len(keep)), &p)
 	})
 	runtime.KeepAlive(c)
+	runtime.KeepAlive(keep)
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +290,24 @@ func (c *Context) quantize(w unsafe.Pointer, wlen int, dt dtype, out, in int, bi
 // QuantizeF32 quantizes a row-major [out, in] float32 weight; bias is nil or [out].
 func (c *Context) QuantizeF32(w []float32, out, in int, bias []float32) (*Weight, error) {
 	r, err := c.quantize(ptr(w), len(w), f32, out, in, ptr(bias), len(bias))
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(bias)
+	return r, err
+}
+
+// QuantizeKeepF32 is QuantizeF32, the weight also keeping the columns keep of w
+// in float32 for the outlier product (the paper's 16-bit outlier weights; CPU
+// contexts only).
+func (c *Context) QuantizeKeepF32(w []float32, out, in int, bias []float32, keep []uint32) (*Weight, error) {
+	r, err := c.quantizeKeep(ptr(w), len(w), f32, out, in, ptr(bias), len(bias), keep)
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(bias)
+	return r, err
+}
+
+// QuantizeKeepF16 is QuantizeF16 keeping the columns keep of w in float16.
+func (c *Context) QuantizeKeepF16(w []uint16, out, in int, bias []uint16, keep []uint32) (*Weight, error) {
+	r, err := c.quantizeKeep(ptr(w), len(w), f16, out, in, ptr(bias), len(bias), keep)
 	runtime.KeepAlive(w)
 	runtime.KeepAlive(bias)
 	return r, err

@@ -59,8 +59,22 @@ func TestMatmulAgainstDenseProduct(t *testing.T) {
 	if o, i := weight.Shape(); o != out || i != in {
 		t.Fatalf("shape %d×%d", o, i)
 	}
-	if host, device, err := weight.Memory(); err != nil || host+device < uint64(out*in+8*out) {
+	host, device, err := weight.Memory()
+	if err != nil || host+device < uint64(out*in+8*out) {
 		t.Fatalf("memory: host %d, device %d bytes, err %v", host, device, err)
+	}
+	if device == 0 { // a CPU context: a weight keeping two float32 columns holds 2·out floats more
+		kept, err := ctx.QuantizeKeepF32(w, out, in, bias, []uint32{1, 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, _, _ := kept.Memory(); h != host+uint64(8*out) {
+			t.Fatalf("kept weight: host %d bytes, plain %d", h, host)
+		}
+		kept.Close()
+		if _, err := ctx.QuantizeKeepF32(w, out, in, bias, []uint32{1, 1}); err == nil {
+			t.Fatal("a column kept twice was accepted")
+		}
 	}
 	y := make([]float32, rows*out)
 	n, err := ctx.MatmulF32(weight, x, y, DefaultThreshold)

@@ -275,6 +275,26 @@ impl Context {
         self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias)?)
     }
 
+    /// [`Context::quantize_weight`], the weight also keeping the columns `keep`
+    /// of `w` in its dtype: a matmul's outlier column that is kept is
+    /// multiplied by those values instead of the dequantized int8 column (the
+    /// paper's 16-bit outlier weights). `keep` may be in any order; a column
+    /// outside the shape or listed twice is refused. CPU contexts only
+    /// (`Unsupported` on CUDA).
+    pub fn quantize_weight_keep(
+        &self,
+        w: Data<'_>,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+        keep: &[u32],
+    ) -> Result<Weight> {
+        if let Place::Cuda(_) = self.place {
+            return Err(Error::unsupported("kept 16/32-bit weight columns are supported on the CPU backend only"));
+        }
+        Weight::quantize_keep(self.settings(), w, out_features, in_features, bias, keep)
+    }
+
     /// A weight built on the host, moved to this context's device if it has one.
     fn place(&self, weight: Weight) -> Result<Weight> {
         match &self.place {

@@ -25,7 +25,7 @@ pub use isa::CpuPath;
 use pool::run_parts;
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
-pub(crate) use weight::Weight;
+pub(crate) use weight::{KeptColumns, Weight};
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
 /// handing a part to a worker and waiting for it costs microseconds.
@@ -536,7 +536,8 @@ impl Operands<'_> {
     }
 
     /// Dequantizes the outlier columns of the weight panels `panels` into
-    /// `w_outliers` as `[panel - panels.start][outlier][lane]`: once per block
+    /// `w_outliers` as `[panel - panels.start][outlier][lane]` (a column the
+    /// weight keeps in its source dtype is copied from there): once per block
     /// of panels instead of once per tile (at M = 512 that was 64 times over,
     /// ~7% of a call with 6 outlier columns).
     #[inline(always)]
@@ -545,13 +546,21 @@ impl Operands<'_> {
         if no == 0 {
             return;
         }
-        let (scb, packed) = (self.w.scb(), self.w.packed());
+        let (scb, packed, kept) = (self.w.scb(), self.w.packed(), self.w.kept());
+        let n = self.w.out_features();
         for (pi, p) in panels.enumerate() {
             let j0 = p * PANEL;
             let sb: [f32; PANEL] = std::array::from_fn(|l| scb.get(j0 + l).copied().unwrap_or(0.0)); // padding rows: 0
             for (ci, &c) in self.outliers.iter().enumerate() {
-                let block = &packed.data()[p * packed.panel_stride() + (c / GROUP) * BLOCK..][..BLOCK];
                 let dst = &mut w_outliers[(pi * no + ci) * PANEL..][..PANEL];
+                // A kept column: its source values (the paper's 16-bit outlier weights).
+                if let Some((kept, slot)) = kept.and_then(|k| k.slot(c).map(|s| (k, s))) {
+                    for (l, d) in dst.iter_mut().enumerate() {
+                        *d = if j0 + l < n { kept.value(slot, j0 + l) } else { 0.0 };
+                    }
+                    continue;
+                }
+                let block = &packed.data()[p * packed.panel_stride() + (c / GROUP) * BLOCK..][..BLOCK];
                 for (l, d) in dst.iter_mut().enumerate() {
                     *d = quant::dequantize_weight(block[l * GROUP + c % GROUP], sb[l]);
                 }

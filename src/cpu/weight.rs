@@ -3,8 +3,9 @@
 
 use super::pack::PackedWeight;
 use super::{quantize_weight_rows, Settings};
-use crate::dtype::Element;
-use crate::error::Result;
+use crate::dtype::{Data, Element};
+use crate::error::{try_zeroed_vec, Error, Result};
+use half::{bf16, f16};
 
 /// A weight `[out_features, in_features]` in host memory. Shape, scales and
 /// bias were validated by the caller (`crate::Weight`).
@@ -14,6 +15,89 @@ pub(crate) struct Weight {
     /// Row absmax `[out_features]` (bitsandbytes' `SCB`).
     scb: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// Columns kept in their 16/32-bit source form for the outlier product.
+    kept: Option<KeptColumns>,
+}
+
+/// Weight columns kept in their source dtype (the paper's Figure 2: outlier
+/// columns multiplied by 16-bit weights, not by dequantized int8 ones). A
+/// matmul whose outlier columns include a kept column multiplies it by these
+/// values; every other outlier column by `CB · SCB / 127`, as bitsandbytes.
+#[derive(Debug)]
+pub(crate) struct KeptColumns {
+    /// Ascending, distinct.
+    columns: Vec<usize>,
+    /// Column-major: kept column `s` is `values[s · n ..][.. n]`.
+    values: KeptValues,
+    n: usize,
+}
+
+#[derive(Debug)]
+enum KeptValues {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+impl KeptColumns {
+    /// Copies columns `columns` (any order, distinct, each < k) of the
+    /// row-major `[n, k]` weight `w`.
+    pub(crate) fn gather(w: Data<'_>, n: usize, k: usize, columns: &[u32]) -> Result<KeptColumns> {
+        let mut sorted: Vec<usize> = Vec::new();
+        sorted
+            .try_reserve_exact(columns.len())
+            .map_err(|_| Error::out_of_memory("cannot allocate the kept columns"))?;
+        for &c in columns {
+            if c as usize >= k {
+                return Err(Error::invalid(format!("keep_columns holds column {c}, outside the {k} in_features")));
+            }
+            sorted.push(c as usize);
+        }
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|p| p[0] == p[1]) {
+            return Err(Error::invalid(format!("keep_columns lists column {} twice", pair[0])));
+        }
+        fn column_major<T: Copy + Default>(w: &[T], n: usize, k: usize, columns: &[usize]) -> Result<Vec<T>> {
+            let mut out = try_zeroed_vec::<T>(columns.len() * n, "kept weight columns")?;
+            for (s, &c) in columns.iter().enumerate() {
+                for (j, o) in out[s * n..][..n].iter_mut().enumerate() {
+                    *o = w[j * k + c];
+                }
+            }
+            Ok(out)
+        }
+        let values = match w {
+            Data::F32(w) => KeptValues::F32(column_major(w, n, k, &sorted)?),
+            Data::F16(w) => KeptValues::F16(column_major(w, n, k, &sorted)?),
+            Data::BF16(w) => KeptValues::BF16(column_major(w, n, k, &sorted)?),
+        };
+        Ok(KeptColumns { columns: sorted, values, n })
+    }
+
+    /// The kept columns, ascending.
+    pub(crate) fn columns(&self) -> &[usize] {
+        &self.columns
+    }
+    /// Where column `c` is kept, if it is.
+    pub(crate) fn slot(&self, c: usize) -> Option<usize> {
+        self.columns.binary_search(&c).ok()
+    }
+    /// Kept column `slot`'s value in output row `j`, widened to f32 (exact).
+    pub(crate) fn value(&self, slot: usize, j: usize) -> f32 {
+        let at = slot * self.n + j;
+        match &self.values {
+            KeptValues::F32(v) => v[at],
+            KeptValues::F16(v) => v[at].to_f32(),
+            KeptValues::BF16(v) => v[at].to_f32(),
+        }
+    }
+    fn bytes(&self) -> usize {
+        match &self.values {
+            KeptValues::F32(v) => 4 * v.len(),
+            KeptValues::F16(v) => 2 * v.len(),
+            KeptValues::BF16(v) => 2 * v.len(),
+        }
+    }
 }
 
 impl Weight {
@@ -26,12 +110,12 @@ impl Weight {
         bias: Option<Vec<f32>>,
     ) -> Result<Weight> {
         let (packed, scb) = quantize_weight_rows(settings, w, n, k)?;
-        Ok(Weight { packed, scb, bias })
+        Ok(Weight { packed, scb, bias, kept: None })
     }
 
     /// Packs bitsandbytes' row-major `CB [n, k]` with its scales.
     pub(crate) fn from_int8(cb: &[i8], scb: Vec<f32>, n: usize, k: usize, bias: Option<Vec<f32>>) -> Result<Weight> {
-        Ok(Weight { packed: PackedWeight::from_row_major(cb, n, k)?, scb, bias })
+        Ok(Weight { packed: PackedWeight::from_row_major(cb, n, k)?, scb, bias, kept: None })
     }
 
     pub(crate) fn out_features(&self) -> usize {
@@ -49,12 +133,22 @@ impl Weight {
     pub(crate) fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()
     }
+    pub(crate) fn kept(&self) -> Option<&KeptColumns> {
+        self.kept.as_ref()
+    }
+    /// The same weight, its outlier product reading `kept` where it holds a column.
+    pub(crate) fn with_kept(self, kept: KeptColumns) -> Weight {
+        Weight { kept: Some(kept), ..self }
+    }
     /// Its parts by value (a move to another backend keeps scales and bias).
     pub(crate) fn into_parts(self) -> (PackedWeight, Vec<f32>, Option<Vec<f32>>) {
         (self.packed, self.scb, self.bias)
     }
-    /// Packed int8 values, scales and bias.
+    /// Packed int8 values, scales, bias and kept columns.
     pub(crate) fn resident_bytes(&self) -> usize {
-        self.packed.resident_bytes() + 4 * self.scb.len() + 4 * self.bias.as_ref().map_or(0, Vec::len)
+        self.packed.resident_bytes()
+            + 4 * self.scb.len()
+            + 4 * self.bias.as_ref().map_or(0, Vec::len)
+            + self.kept.as_ref().map_or(0, KeptColumns::bytes)
     }
 }

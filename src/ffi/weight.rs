@@ -94,6 +94,59 @@ pub unsafe extern "C" fn llmint8_weight_quantize(
     })
 }
 
+/// As `llmint8_weight_quantize`, the weight also keeping the columns
+/// `keep_columns[0..n_keep]` of `w` in `w_dtype` — the paper's Figure 2: a
+/// matmul's outlier column that is kept is multiplied by these 16/32-bit
+/// values, every other outlier column by the dequantized int8 one as
+/// bitsandbytes does. Which columns to keep is the engine's calibration (the
+/// outlier columns a layer saw on a calibration text; see
+/// examples/cpp/llama). `keep_columns` may be in any order; NULL is fine when
+/// `n_keep` is 0 (then the call is `llmint8_weight_quantize`).
+///
+/// Memory: as `llmint8_weight_quantize`, plus `n_keep · out_features`
+/// elements of `w_dtype` (`llmint8_weight_memory` counts them); `keep_columns`
+/// is host memory, read during the call only.
+/// Ownership and `*out` as for `llmint8_weight_quantize`. Returns:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: as `llmint8_weight_quantize`; `keep_columns`
+///   NULL with `n_keep` > 0, or misaligned; a column >= `in_features`, or one
+///   listed twice (the message names it);
+/// - LLMINT8_ERR_UNSUPPORTED: a CUDA context (kept columns are CPU-only);
+/// - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as `llmint8_weight_quantize`.
+///
+/// Thread safety: may be called concurrently on the same context.
+///
+/// # Safety
+/// As `llmint8_weight_quantize`; `keep_columns` NULL or `n_keep` readable `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_quantize_keep(
+    ctx: *mut llmint8_context,
+    w: *const c_void,
+    w_dtype: i32,
+    out_features: usize,
+    in_features: usize,
+    bias: *const c_void,
+    bias_dtype: i32,
+    keep_columns: *const u32,
+    n_keep: usize,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let w_dtype = DType::from_code(w_dtype)?;
+            let len = check_weight_shape(out_features, in_features)?;
+            let w = data_in(w, w_dtype, len, "w")?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let keep = slice_in(keep_columns, n_keep, "keep_columns")?;
+            let inner = ctx.inner.quantize_weight_keep(w, out_features, in_features, bias, keep)?;
+            hand_out(out, inner);
+        }
+        Ok(())
+    })
+}
+
 /// Quantizes a 16/32-bit weight that is already in device memory — how an
 /// engine holding its float16 weights on the GPU hands them over: `w` a device
 /// pointer (of the context's device) to row-major `[out_features, in_features]`

@@ -167,6 +167,20 @@ int main(void) {
     bias[2] = nan;
     ROW_NEW(llmint8_weight_quantize, "a NaN in `bias`", wout, QUANT(w, LLMINT8_F32, N, K, bias, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
     bias[2] = 1.0f;
+
+    uint32_t *keep = guarded(4 * sizeof(uint32_t));
+    keep[0] = 3, keep[1] = 0, keep[2] = 3, keep[3] = (uint32_t)K;
+#define KEEP(cols, n) llmint8_weight_quantize_keep(ctx, w, LLMINT8_F32, N, K, bias, LLMINT8_F32, cols, n, &wout)
+    ROW_NEW(llmint8_weight_quantize_keep, "valid (columns 3 and 0)", wout, KEEP(keep, 2), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "`keep_columns` NULL, `n_keep` 0", wout, KEEP(NULL, 0), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "`keep_columns` NULL, `n_keep` 1", wout, KEEP(NULL, 1), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "`keep_columns` misaligned", wout, KEEP((uint32_t *)((char *)keep + 1), 1), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "a column listed twice", wout, KEEP(keep, 3), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "a column >= `in_features`", wout, KEEP(keep + 3, 1), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "`ctx` NULL", wout, llmint8_weight_quantize_keep(NULL, w, LLMINT8_F32, N, K, NULL, 0, keep, 1, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_keep, "`w` NULL", wout, llmint8_weight_quantize_keep(ctx, NULL, LLMINT8_F32, N, K, NULL, 0, keep, 1, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW(llmint8_weight_quantize_keep, "`out` NULL", llmint8_weight_quantize_keep(ctx, w, LLMINT8_F32, N, K, NULL, 0, keep, 1, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+#undef KEEP
     /* An absurd size backed by real (reserved, never touched) memory: the int8
      * copy cannot be allocated. Skipped where 1 TiB of address space cannot be
      * reserved (valgrind); tests/c_abi.rs runs it natively. */

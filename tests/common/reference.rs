@@ -120,11 +120,31 @@ pub fn matmul_rounded(
     threshold: f32,
     int8_part: bool,
 ) -> Output {
-    product(quantize_rows_with(x_quantized, rows, k, threshold, int8_part), x, rows, cb, scb, bias, k)
+    product(quantize_rows_with(x_quantized, rows, k, threshold, int8_part), x, rows, cb, scb, bias, k, &|_, _| None)
+}
+
+/// [`matmul_with`] for a weight that keeps columns in their source form: an
+/// outlier column `c` with `kept(j, c) = Some(v)` is multiplied by `v` in
+/// output row `j` instead of by the dequantized int8 weight.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_kept(
+    x: &[f32],
+    rows: usize,
+    cb: &[i8],
+    scb: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    threshold: f32,
+    int8_part: bool,
+    kept: &dyn Fn(usize, usize) -> Option<f32>,
+) -> Output {
+    product(quantize_rows_with(x, rows, k, threshold, int8_part), x, rows, cb, scb, bias, k, kept)
 }
 
 /// The product of quantized activations `(q, sa, outlier columns)` with the
-/// int8 weight, the outlier columns of `x` against the dequantized weight.
+/// int8 weight, the outlier columns of `x` against the dequantized weight (or
+/// the value `kept(j, c)` gives).
+#[allow(clippy::too_many_arguments)]
 fn product(
     (q, sa, cols): (Vec<i8>, Vec<f32>, Vec<usize>),
     x: &[f32],
@@ -133,6 +153,7 @@ fn product(
     scb: &[f32],
     bias: Option<&[f32]>,
     k: usize,
+    kept: &dyn Fn(usize, usize) -> Option<f32>,
 ) -> Output {
     let n = scb.len();
     let mut y = vec![0.0f64; rows * n];
@@ -148,7 +169,8 @@ fn product(
             // 2⁻¹⁵⁰ absolute, not by a relative epsilon: |x| times that.
             let mut subnormal = 0.0f64;
             for &c in &cols {
-                let t = x[i * k + c] as f64 * (cb[j * k + c] as f64 * scb[j] as f64 / 127.0);
+                let w = kept(j, c).map_or(cb[j * k + c] as f64 * scb[j] as f64 / 127.0, |v| v as f64);
+                let t = x[i * k + c] as f64 * w;
                 outl += t;
                 outl_abs += t.abs();
                 subnormal += (x[i * k + c] as f64).abs() * 2f64.powi(-150);

@@ -8,8 +8,11 @@
 //       greedy generation from TEXT with float32 weights and with LLM.int8():
 //       the text, decode tokens/s and the decoder weights' memory of each.
 //   llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]
+//                   [--calibrate TEXT_FILE [--calibration-tokens N]]
 //       perplexity, KL divergence and top-1 agreement against float32 of each
-//       LLM.int8() variant on TEXT_FILE, cut into windows of N tokens.
+//       LLM.int8() variant on TEXT_FILE, cut into windows of N tokens; with
+//       --calibrate, also the weights keeping in 16-bit the outlier columns
+//       each layer saw on the first N (2048) tokens of another text.
 //   llama MODEL_DIR --tokenize TEXT_FILE
 //       the token ids of TEXT_FILE, one per line.
 //
@@ -247,6 +250,8 @@ struct Variant {
     bool int8 = false;
     float threshold = 0.0f;
     llmint8::RowScale row_scale = llmint8::RowScale::BitsAndBytes;
+    bool kept = false;    // the weights that keep calibrated 16-bit outlier columns
+    bool record = false;  // calibration: note each layer's outlier columns (|x| >= threshold)
 };
 
 struct Linear {
@@ -254,6 +259,8 @@ struct Linear {
     size_t out = 0, in = 0;
     std::vector<float> w32, bias32;        // the float32 engine's copy (when loaded)
     std::optional<llmint8::Weight> int8;   // the LLM.int8() weight (when loaded)
+    std::optional<llmint8::Weight> kept;   // the same keeping the calibrated columns in 16-bit
+    std::vector<uint8_t> outlier_seen;     // calibration: [in] columns that held an outlier
 };
 
 struct Layer {
@@ -306,6 +313,52 @@ public:
                 }
             }
         return {f32, int8};
+    }
+
+    /// Calibration, the engine's part of the paper's 16-bit outlier columns:
+    /// runs float32 over `ids` (windows of `window`), notes which input
+    /// columns of each linear layer hold a value >= `threshold`, and builds
+    /// each layer's weight again with llmint8_weight_quantize_keep, keeping
+    /// those columns in the checkpoint's 16/32-bit values. Returns the kept
+    /// columns' bytes. An 8-bit checkpoint has no 16-bit columns to keep.
+    uint64_t calibrate(const std::string& dir, const std::vector<int32_t>& ids, size_t window, float threshold) {
+        Variant record{"calibration", false, threshold};
+        record.record = true;
+        for (size_t at = 0; at < ids.size(); at += window) {
+            std::vector<int32_t> chunk(ids.begin() + long(at), ids.begin() + long(std::min(ids.size(), at + window)));
+            Cache cache = this->cache(chunk.size());
+            std::vector<float> logits;
+            forward(chunk, cache, record, false, logits);
+        }
+        llmint8::Checkpoint ck(dir);
+        uint64_t before = 0, after = 0;
+        for (auto& L : layers_)
+            for (int i = 0; i < 7; ++i) {
+                Linear& lin = L.all()[i];
+                std::vector<uint32_t> keep;
+                for (size_t c = 0; c < lin.outlier_seen.size(); ++c)
+                    if (lin.outlier_seen[c]) keep.push_back(uint32_t(c));
+                const llmint8::TensorInfo info = ck.tensor(*ck.find(lin.prefix + ".weight"));
+                if (info.dtype == LLMINT8_TENSOR_I8)
+                    throw std::runtime_error(lin.prefix + ": an 8-bit checkpoint has no 16-bit columns to keep");
+                const std::vector<uint8_t> raw = ck.read(*ck.find(lin.prefix + ".weight"));
+                std::vector<uint8_t> bias;
+                if (auto b = ck.find(lin.prefix + ".bias")) {
+                    if (ck.tensor(*b).dtype != info.dtype) throw std::runtime_error(lin.prefix + ": bias dtype differs");
+                    bias = ck.read(*b);
+                }
+                auto keep_as = [&](auto tag) {
+                    using T = decltype(tag);
+                    const T* b = bias.empty() ? nullptr : reinterpret_cast<const T*>(bias.data());
+                    return ctx_.quantize_keep(reinterpret_cast<const T*>(raw.data()), lin.out, lin.in, keep, b);
+                };
+                lin.kept.emplace(info.dtype == LLMINT8_TENSOR_F16    ? keep_as(llmint8::Half{})
+                                 : info.dtype == LLMINT8_TENSOR_BF16 ? keep_as(llmint8::BFloat16{})
+                                                                     : keep_as(float{}));
+                auto m = lin.int8->memory(), k = lin.kept->memory();
+                before += m.host_bytes + m.device_bytes, after += k.host_bytes + k.device_bytes;
+            }
+        return after - before;
     }
 
     /// A KV cache for up to `positions` tokens.
@@ -422,8 +475,15 @@ private:
         if (want_int8) lin.int8.emplace(std::move(w));
     }
 
-    void linear(const Linear& lin, const float* x, size_t rows, float* y, const Variant& variant) {
-        if (variant.int8) {
+    void linear(Linear& lin, const float* x, size_t rows, float* y, const Variant& variant) {
+        if (variant.record) {  // the columns llmint8 would decompose: |x| >= threshold, or not finite
+            lin.outlier_seen.resize(lin.in);
+            for (size_t i = 0; i < rows * lin.in; ++i)
+                if (!(std::fabs(x[i]) < variant.threshold)) lin.outlier_seen[i % lin.in] = 1;
+        }
+        if (variant.kept) {
+            ctx_.matmul(*lin.kept, x, rows, y, variant.threshold);
+        } else if (variant.int8) {
             ctx_.matmul(*lin.int8, x, rows, y, variant.threshold);
         } else {
             matmul_f32(pool_, x, rows, lin.in, lin.w32.data(), lin.out, lin.bias32.empty() ? nullptr : lin.bias32.data(), y);
@@ -614,6 +674,7 @@ int evaluate(Model& model, Tokenizer& tok, const std::string& path, size_t windo
                  "%s\nusage: llama MODEL_DIR [--prompt TEXT] [--tokens N] [--threshold T]\n"
                  "             [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32]\n"
                  "       llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]\n"
+                 "                       [--calibrate TEXT_FILE [--calibration-tokens N]]\n"
                  "       llama MODEL_DIR --tokenize TEXT_FILE\n",
                  why);
     std::exit(2);
@@ -631,8 +692,8 @@ size_t to_size(const std::string& s, const char* flag) {
 int main(int argc, char** argv) {
     if (argc < 2 || argv[1][0] == '-') usage("no model folder given");
     const std::string dir = argv[1];
-    std::string prompt = "The capital of France is", eval_path, tokenize_path, precision = "both";
-    size_t steps = 24, window = 1024, max_tokens = 0;
+    std::string prompt = "The capital of France is", eval_path, tokenize_path, calibrate_path, precision = "both";
+    size_t steps = 24, window = 1024, max_tokens = 0, calibration_tokens = 2048;
     float threshold = LLMINT8_DEFAULT_THRESHOLD;
     llmint8::RowScale row_scale = llmint8::RowScale::Int8Part;
     for (int i = 2; i < argc; ++i) {
@@ -643,6 +704,8 @@ int main(int argc, char** argv) {
         else if (a == "--tokens") steps = to_size(v, "--tokens");
         else if (a == "--eval") eval_path = v;
         else if (a == "--tokenize") tokenize_path = v;
+        else if (a == "--calibrate") calibrate_path = v;
+        else if (a == "--calibration-tokens") calibration_tokens = to_size(v, "--calibration-tokens");
         else if (a == "--window") window = to_size(v, "--window");
         else if (a == "--max-tokens") max_tokens = to_size(v, "--max-tokens");
         else if (a == "--threshold") threshold = std::stof(v);
@@ -668,10 +731,22 @@ int main(int argc, char** argv) {
                     c.layers, c.hidden, c.heads, c.kv_heads, c.vocab,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (eval) {
-            return evaluate(model, tok, eval_path, window, max_tokens,
-                            {{"LLM.int8() threshold 0", true, 0.0f, llmint8::RowScale::BitsAndBytes},
-                             {"LLM.int8() threshold 6, bitsandbytes' row scale", true, 6.0f, llmint8::RowScale::BitsAndBytes},
-                             {"LLM.int8() threshold 6, int8-part row scale", true, 6.0f, llmint8::RowScale::Int8Part}});
+            std::vector<Variant> variants = {
+                {"LLM.int8() threshold 0", true, 0.0f, llmint8::RowScale::BitsAndBytes},
+                {"LLM.int8() threshold 6, bitsandbytes' row scale", true, 6.0f, llmint8::RowScale::BitsAndBytes},
+                {"LLM.int8() threshold 6, int8-part row scale", true, 6.0f, llmint8::RowScale::Int8Part}};
+            if (!calibrate_path.empty()) {
+                std::vector<int32_t> ids = tok.encode(read_file(calibrate_path));
+                if (ids.size() > calibration_tokens) ids.resize(calibration_tokens);
+                const uint64_t bytes = model.calibrate(dir, ids, window, 6.0f);
+                std::printf("calibration: %zu tokens of %s; the outlier columns seen kept in 16-bit, %.2f MiB\n",
+                            ids.size(), calibrate_path.c_str(), double(bytes) / 1048576.0);
+                Variant kept{"LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns", true, 6.0f,
+                             llmint8::RowScale::Int8Part};
+                kept.kept = true;
+                variants.push_back(kept);
+            }
+            return evaluate(model, tok, eval_path, window, max_tokens, variants);
         }
         const auto [f32_bytes, int8_bytes] = model.linear_bytes();
         std::vector<std::pair<Variant, uint64_t>> runs;

@@ -124,11 +124,13 @@ function synchronize(ctx::Context)
 end
 
 """
-    Int8Weight(ctx, W::AbstractMatrix; bias = nothing)
+    Int8Weight(ctx, W::AbstractMatrix; bias = nothing, keep = Int[])
 
 Quantizes an `out × in` weight (`Float32`, `Float16`, or `BFloat16` with BFloat16s
 loaded) to int8, row by row. The weight is transposed once into the C API's
-row-major layout; nothing of it is kept but the int8 values and scales.
+row-major layout; nothing of it is kept but the int8 values and scales — and the
+columns `keep` (1-based input features) in `T`, which the outlier product then
+multiplies instead of their dequantized int8 values (CPU contexts only).
 """
 mutable struct Int8Weight
     ptr::Ptr{Cvoid}
@@ -137,17 +139,27 @@ mutable struct Int8Weight
     in::Int
 end
 
-function Int8Weight(ctx::Context, W::AbstractMatrix{T}; bias::Union{Nothing,AbstractVector{T}} = nothing) where {T}
+function Int8Weight(ctx::Context, W::AbstractMatrix{T}; bias::Union{Nothing,AbstractVector{T}} = nothing,
+                    keep::AbstractVector{<:Integer} = Int[]) where {T}
     code = dtype_code(T)
     out, in = size(W)
     rowmajor = Matrix{T}(permutedims(W))  # in × out column-major == [out, in] row-major
     b = bias === nothing ? nothing : Vector{T}(bias)
     b === nothing || length(b) == out || throw(DimensionMismatch("bias has $(length(b)) elements, the weight $out rows"))
+    all(c -> 1 <= c <= in, keep) || throw(ArgumentError("keep holds a column outside 1:$in"))
+    keep0 = UInt32[c - 1 for c in keep]  # the C ABI counts columns from 0
     handle = Ref{Ptr{Cvoid}}(C_NULL)
-    GC.@preserve rowmajor b begin
-        check(ccall((:llmint8_weight_quantize, libllmint8), Int32,
-                    (Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Csize_t, Ptr{Cvoid}, Int32, Ptr{Ptr{Cvoid}}),
-                    ctx, rowmajor, code, out, in, b === nothing ? C_NULL : pointer(b), code, handle))
+    GC.@preserve rowmajor b keep0 begin
+        bp = b === nothing ? C_NULL : pointer(b)
+        if isempty(keep0)
+            check(ccall((:llmint8_weight_quantize, libllmint8), Int32,
+                        (Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Csize_t, Ptr{Cvoid}, Int32, Ptr{Ptr{Cvoid}}),
+                        ctx, rowmajor, code, out, in, bp, code, handle))
+        else
+            check(ccall((:llmint8_weight_quantize_keep, libllmint8), Int32,
+                        (Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Csize_t, Ptr{Cvoid}, Int32, Ptr{UInt32}, Csize_t, Ptr{Ptr{Cvoid}}),
+                        ctx, rowmajor, code, out, in, bp, code, pointer(keep0), length(keep0), handle))
+        end
     end
     w = Int8Weight(handle[], ctx, out, in)
     finalizer(close, w)

@@ -14,6 +14,7 @@ using Test
     W8 = Int8Weight(ctx, W; bias = bias)
     @test size(W8) == (out, in)
     @test memory(W8).host + memory(W8).device >= out * in + 4 * out
+    @test memory(Int8Weight(ctx, W; bias = bias, keep = [7])).host == memory(W8).host + 4 * out
     Y = W8 * X
     @test size(Y) == (out, batch)
     dense = Float64.(W) * Float64.(X) .+ bias
