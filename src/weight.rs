@@ -83,25 +83,10 @@ pub struct WeightMemory {
 
 impl Weight {
     /// Quantizes a row-major `[out_features, in_features]` weight row by row
-    /// on the CPU. A non-finite weight value is refused with a message naming
-    /// its row.
+    /// on the CPU, keeping the columns `keep` of `w` in its dtype for the
+    /// outlier product (see `cpu::KeptColumns`; none when empty). A non-finite
+    /// weight value is refused with a message naming its row.
     pub(crate) fn quantize(
-        settings: cpu::Settings,
-        w: Data<'_>,
-        out_features: usize,
-        in_features: usize,
-        bias: Option<Data<'_>>,
-    ) -> Result<Weight> {
-        let len = check_weight_shape(out_features, in_features)?;
-        check_len("weight", w.len(), len)?;
-        let bias = convert_bias(bias, out_features)?;
-        let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
-        Ok(Weight { storage: Storage::Cpu(weight) })
-    }
-
-    /// [`Weight::quantize`], keeping the columns `keep` of `w` in its dtype
-    /// for the outlier product (see `cpu::KeptColumns`). CPU only.
-    pub(crate) fn quantize_keep(
         settings: cpu::Settings,
         w: Data<'_>,
         out_features: usize,
@@ -111,10 +96,16 @@ impl Weight {
     ) -> Result<Weight> {
         let len = check_weight_shape(out_features, in_features)?;
         check_len("weight", w.len(), len)?;
-        let kept = cpu::KeptColumns::gather(w, out_features, in_features, keep)?;
+        let kept =
+            if keep.is_empty() { None } else { Some(cpu::KeptColumns::gather(w, out_features, in_features, keep)?) };
         let bias = convert_bias(bias, out_features)?;
         let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
-        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
+        Ok(Weight {
+            storage: Storage::Cpu(match kept {
+                Some(kept) => weight.with_kept(kept),
+                None => weight,
+            }),
+        })
     }
 
     /// The columns the weight keeps in their source dtype, ascending (none

@@ -272,7 +272,7 @@ impl Context {
     ) -> Result<Weight> {
         // On a CUDA context: quantized on the host (the same bytes as the device
         // kernel), then only the int8 values go up, half the bytes of float16.
-        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias)?)
+        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias, &[])?)
     }
 
     /// [`Context::quantize_weight`], the weight also keeping the columns `keep`
@@ -280,7 +280,7 @@ impl Context {
     /// multiplied by those values instead of the dequantized int8 column (the
     /// paper's 16-bit outlier weights). `keep` may be in any order; a column
     /// outside the shape or listed twice is refused. CPU contexts only
-    /// (`Unsupported` on CUDA).
+    /// (`Unsupported` on CUDA, unless `keep` is empty).
     pub fn quantize_weight_keep(
         &self,
         w: Data<'_>,
@@ -289,10 +289,13 @@ impl Context {
         bias: Option<Data<'_>>,
         keep: &[u32],
     ) -> Result<Weight> {
+        if keep.is_empty() {
+            return self.quantize_weight(w, out_features, in_features, bias);
+        }
         if let Place::Cuda(_) = self.place {
             return Err(Error::unsupported("kept 16/32-bit weight columns are supported on the CPU backend only"));
         }
-        Weight::quantize_keep(self.settings(), w, out_features, in_features, bias, keep)
+        Weight::quantize(self.settings(), w, out_features, in_features, bias, keep)
     }
 
     /// A weight built on the host, moved to this context's device if it has one.

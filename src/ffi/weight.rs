@@ -78,20 +78,21 @@ pub unsafe extern "C" fn llmint8_weight_quantize(
     bias_dtype: i32,
     out: *mut *mut llmint8_weight,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            clear_out(out)?;
-            let ctx = non_null(ctx, "ctx")?;
-            let w_dtype = DType::from_code(w_dtype)?;
-            let len = check_weight_shape(out_features, in_features)?;
-            let w = data_in(w, w_dtype, len, "w")?;
-            let bias = optional_bias(bias, bias_dtype, out_features)?;
-            let inner = ctx.inner.quantize_weight(w, out_features, in_features, bias)?;
-            hand_out(out, inner);
-        }
-        Ok(())
-    })
+    // SAFETY: as the caller promises; no kept columns.
+    unsafe {
+        llmint8_weight_quantize_keep(
+            ctx,
+            w,
+            w_dtype,
+            out_features,
+            in_features,
+            bias,
+            bias_dtype,
+            std::ptr::null(),
+            0,
+            out,
+        )
+    }
 }
 
 /// As `llmint8_weight_quantize`, the weight also keeping the columns
