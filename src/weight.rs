@@ -100,12 +100,7 @@ impl Weight {
             if keep.is_empty() { None } else { Some(cpu::KeptColumns::gather(w, out_features, in_features, keep)?) };
         let bias = convert_bias(bias, out_features)?;
         let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
-        Ok(Weight {
-            storage: Storage::Cpu(match kept {
-                Some(kept) => weight.with_kept(kept),
-                None => weight,
-            }),
-        })
+        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
     }
 
     /// The columns the weight keeps in their source dtype, ascending (none

@@ -270,9 +270,7 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        // On a CUDA context: quantized on the host (the same bytes as the device
-        // kernel), then only the int8 values go up, half the bytes of float16.
-        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias, &[])?)
+        self.quantize_weight_keep(w, out_features, in_features, bias, &[])
     }
 
     /// [`Context::quantize_weight`], the weight also keeping the columns `keep`
@@ -289,13 +287,12 @@ impl Context {
         bias: Option<Data<'_>>,
         keep: &[u32],
     ) -> Result<Weight> {
-        if keep.is_empty() {
-            return self.quantize_weight(w, out_features, in_features, bias);
-        }
-        if let Place::Cuda(_) = self.place {
+        if let (Place::Cuda(_), false) = (&self.place, keep.is_empty()) {
             return Err(Error::unsupported("kept 16/32-bit weight columns are supported on the CPU backend only"));
         }
-        Weight::quantize(self.settings(), w, out_features, in_features, bias, keep)
+        // On a CUDA context: quantized on the host (the same bytes as the device
+        // kernel), then only the int8 values go up, half the bytes of float16.
+        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias, keep)?)
     }
 
     /// A weight built on the host, moved to this context's device if it has one.

@@ -137,8 +137,8 @@ impl Weight {
         self.kept.as_ref()
     }
     /// The same weight, its outlier product reading `kept` where it holds a column.
-    pub(crate) fn with_kept(self, kept: KeptColumns) -> Weight {
-        Weight { kept: Some(kept), ..self }
+    pub(crate) fn with_kept(self, kept: Option<KeptColumns>) -> Weight {
+        Weight { kept, ..self }
     }
     /// Its parts by value (a move to another backend keeps scales and bias).
     pub(crate) fn into_parts(self) -> (PackedWeight, Vec<f32>, Option<Vec<f32>>) {

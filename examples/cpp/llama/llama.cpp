@@ -338,10 +338,11 @@ public:
                 std::vector<uint32_t> keep;
                 for (size_t c = 0; c < lin.outlier_seen.size(); ++c)
                     if (lin.outlier_seen[c]) keep.push_back(uint32_t(c));
-                const llmint8::TensorInfo info = ck.tensor(*ck.find(lin.prefix + ".weight"));
+                const size_t index = *ck.find(lin.prefix + ".weight");
+                const llmint8::TensorInfo info = ck.tensor(index);
                 if (info.dtype == LLMINT8_TENSOR_I8)
                     throw std::runtime_error(lin.prefix + ": an 8-bit checkpoint has no 16-bit columns to keep");
-                const std::vector<uint8_t> raw = ck.read(*ck.find(lin.prefix + ".weight"));
+                const std::vector<uint8_t> raw = ck.read(index);
                 std::vector<uint8_t> bias;
                 if (auto b = ck.find(lin.prefix + ".bias")) {
                     if (ck.tensor(*b).dtype != info.dtype) throw std::runtime_error(lin.prefix + ": bias dtype differs");
