@@ -2,6 +2,8 @@
 //! well-kept crate (matrixmultiply, threaded), measured in the same run.
 //!
 //!     cargo run --release --example bench [-- prefill | decode | quantize | sweep] [--reps N]
+//!         [--row-scale bitsandbytes | int8-part]
+//!     cargo run --release --example bench -- shape M K N [--threshold T] [--reps N]   # one shape, for profiling
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -15,6 +17,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use llmint8::quant::RowScale;
 use llmint8::{bf16, Context, Data, DataMut, Element};
 
 mod support;
@@ -111,9 +114,10 @@ fn measure(ctx: &Context, reps: usize, shapes: &[(usize, usize, usize)]) -> Vec<
 
 fn prefill(ctx: &Context, reps: usize) {
     println!(
-        "## Prefill: GOPS (2·M·K·N / time), median of {reps}; {} threads, {} kernels",
+        "## Prefill: GOPS (2·M·K·N / time), median of {reps}; {} threads, {} kernels, row scale {}",
         ctx.num_threads(),
-        ctx.cpu_path().name()
+        ctx.cpu_path().name(),
+        row_scale_name(ctx.row_scale())
     );
     println!();
     println!("| M | K | N | llmint8 t = 6 | llmint8 t = 0 | f32 (matrixmultiply) | t = 6 / f32 |");
@@ -278,6 +282,36 @@ fn sweep(ctx: &Context, reps: usize) {
     }
 }
 
+/// One shape at thresholds 6 and 0, for a profiler (`perf record`): the
+/// inputs are made once and the calls repeated `reps` times.
+fn shape(ctx: &Context, reps: usize, args: &[String]) {
+    let dims: Vec<usize> = args.iter().take(3).filter_map(|a| a.parse().ok()).collect();
+    let [m, k, n] = dims[..] else {
+        eprintln!("bench shape: give M K N");
+        std::process::exit(2)
+    };
+    let (w, x) = inputs(m, k, n);
+    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    let mut y = vec![0.0f32; m * n];
+    let thresholds = match args.iter().position(|a| a == "--threshold").and_then(|i| args.get(i + 1)) {
+        Some(t) => vec![t.parse::<f32>().expect("--threshold takes a number")],
+        None => vec![6.0, 0.0],
+    };
+    for t in thresholds {
+        let s = time(reps, || {
+            ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
+        });
+        println!("M {m} K {k} N {n} t {t}: {:.0} µs, {:.0} GOPS", s * 1e6, 2.0 * (m * k * n) as f64 / s / 1e9);
+    }
+}
+
+fn row_scale_name(rule: RowScale) -> &'static str {
+    match rule {
+        RowScale::BitsAndBytes => "bitsandbytes",
+        RowScale::Int8Part => "int8-part",
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps =
@@ -288,7 +322,27 @@ fn main() {
         eprintln!("bench: {}", e.message());
         std::process::exit(2)
     });
-    match args.iter().find(|a| ["prefill", "decode", "quantize", "sweep"].contains(&a.as_str())).map(String::as_str) {
+    // The row rule of threshold 6 (the library's default unless given).
+    let row_scale = args.iter().position(|a| a == "--row-scale").map(|i| match args.get(i + 1).map(String::as_str) {
+        Some("bitsandbytes") => RowScale::BitsAndBytes,
+        Some("int8-part") => RowScale::Int8Part,
+        other => {
+            eprintln!("bench: --row-scale takes bitsandbytes or int8-part, not {other:?}");
+            std::process::exit(2)
+        }
+    });
+    if let Some(rule) = row_scale {
+        ctx.set_row_scale(rule);
+    }
+    match args
+        .iter()
+        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape"].contains(&a.as_str()))
+        .map(String::as_str)
+    {
+        Some("shape") => {
+            let at = args.iter().position(|a| a == "shape").unwrap();
+            shape(&ctx, reps, &args[at + 1..])
+        }
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
         Some("quantize") => quantize(&ctx, reps),
@@ -299,6 +353,7 @@ fn main() {
             for section in ["prefill", "decode", "quantize"] {
                 let status = std::process::Command::new(std::env::current_exe().unwrap())
                     .args([section, "--reps", &reps.to_string()])
+                    .args(row_scale.map(|r| ["--row-scale", row_scale_name(r)]).into_iter().flatten())
                     .status()
                     .unwrap();
                 assert!(status.success(), "bench {section} failed");

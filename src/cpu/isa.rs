@@ -3,7 +3,7 @@
 //! epilogue) is Rust compiled once per path with that path's instruction-set
 //! extensions; hand-written intrinsics do the int8 product (`kernel.rs`:
 //! portable, AVX2, AVX-512 VNNI; `amx.rs`: AMX tiles) and, on the AVX-512
-//! paths, the row quantizers (`kernel::quantize_*_row_avx512`, tested byte for
+//! paths, the row quantizers (`kernel::quantize_*_avx512`, both row rules, tested byte for
 //! byte against the scalar rule of `quant`). Integer products are exact and
 //! the float epilogue has one fixed order (Rust never fuses a multiply and an
 //! add on its own), so every path gives bit-identical results.

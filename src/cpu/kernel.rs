@@ -306,6 +306,62 @@ pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
     Some(absmax)
 }
 
+/// [`crate::quant::quantize_activation_row_int8_part`] with AVX-512, for rows
+/// read as they are: the absmax over the columns not marked in
+/// `outlier_columns` (an integer maximum of |x|'s bits, as the scalar rule),
+/// the same scale and rounding, the marked columns 0 — identical bytes and
+/// absmax. Returns `None` for a subnormal absmax, which the caller then
+/// quantizes as usual.
+///
+/// # Safety
+/// The processor must support AVX-512 F, BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>(
+    row: &[T],
+    outlier_columns: &[bool],
+    q: &mut [i8],
+) -> Option<f32> {
+    use crate::quant;
+    use std::arch::x86_64::*;
+    assert!(row.len() == q.len() && row.len() == outlier_columns.len());
+    let full = row.len() / 16 * 16;
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    // The 16 flags from `i` as a lane mask (a `bool` is one byte, 0 or 1).
+    let marked = |i: usize| -> __mmask16 {
+        // SAFETY: i + 16 <= full <= outlier_columns.len().
+        let flags = unsafe { _mm_loadu_si128(outlier_columns.as_ptr().add(i).cast()) };
+        !(_mm_movemask_epi8(_mm_cmpeq_epi8(flags, _mm_setzero_si128())) as u16)
+    };
+    let mut max = _mm512_setzero_si512();
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= full <= row.len().
+        let abs = _mm512_and_si512(_mm512_castps_si512(unsafe { load16(row, i) }), abs_mask);
+        max = _mm512_mask_max_epu32(max, !marked(i), max, abs);
+    }
+    let mut bits = _mm512_reduce_max_epu32(max);
+    for (v, &out) in row[full..].iter().zip(&outlier_columns[full..]) {
+        if !out {
+            bits = bits.max(v.to_f32().abs().to_bits());
+        }
+    }
+    if bits >= quant::INF_BITS {
+        q.fill(0);
+        return Some(f32::NAN);
+    }
+    let absmax = f32::from_bits(bits);
+    let scale = quant::row_scale(absmax)?;
+    let s = _mm512_set1_ps(scale);
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= full, the length of `row` and `q`.
+        unsafe { store_quantized16(q, i, load16(row, i), s, marked(i)) };
+    }
+    for ((d, v), &out) in q[full..].iter_mut().zip(&row[full..]).zip(&outlier_columns[full..]) {
+        *d = if out { 0 } else { quant::quantize_value(v.to_f32(), scale) };
+    }
+    Some(absmax)
+}
+
 /// [`crate::quant::quantize_weight_row`] for rows read as they are with
 /// AVX-512: the same absmax (an integer maximum of |w|'s bits), the same
 /// scale, and per element the same float32 product rounded half to even, so
@@ -408,6 +464,26 @@ mod tests {
                     assert!(!(1.0 / want * 127.0).is_finite(), "no fast result only for a subnormal absmax");
                 }
                 assert_eq!(mask, mask_ref);
+            }
+            // The int8-part rule, with the columns bitsandbytes' rule marked
+            // at 6 and a few more (a column an outlier only in another row).
+            let (mut q, mut mask) = (vec![0i8; row.len()], vec![false; row.len()]);
+            quant::quantize_activation_row(&row, InputRounding::Exact, 6.0, &mut q, &mut mask);
+            for c in (0..row.len()).step_by(7) {
+                mask[c] = true;
+            }
+            for mask in [mask.clone(), vec![false; row.len()], vec![true; row.len()]] {
+                let (mut q, mut q_ref) = (vec![1i8; row.len()], vec![1i8; row.len()]);
+                // SAFETY: as above.
+                let fast = unsafe { quantize_activation_row_int8_part_avx512(&row, &mask, &mut q) };
+                let want = quant::quantize_activation_row_int8_part(&row, InputRounding::Exact, &mask, &mut q_ref);
+                match fast {
+                    Some(absmax) => {
+                        assert_eq!(absmax.to_bits(), want.to_bits(), "{:?} int8 part", T::DTYPE);
+                        assert_eq!(q, q_ref, "{:?} int8 part", T::DTYPE);
+                    }
+                    None => assert!(!(1.0 / want * 127.0).is_finite(), "no fast result only for a subnormal absmax"),
+                }
             }
             let (mut q, mut q_ref) = (vec![0i8; row.len()], vec![0i8; row.len()]);
             // SAFETY: as above.

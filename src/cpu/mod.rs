@@ -187,13 +187,19 @@ isa::multiversion! {
     fn quantize_int8_part<T: Element>(
         x: &[T],
         rounding: InputRounding,
+        avx512: bool,
         outlier_columns: &[bool],
         cols: usize,
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> () {
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            *a = quant::quantize_activation_row_int8_part(row, rounding, outlier_columns, q);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+            let fast = if avx512 { unsafe { kernel::quantize_activation_row_int8_part_avx512(row, outlier_columns, q) } } else { None };
+            #[cfg(not(target_arch = "x86_64"))]
+            let fast = { let _ = avx512; None };
+            *a = fast.unwrap_or_else(|| quant::quantize_activation_row_int8_part(row, rounding, outlier_columns, q));
         }
     }
 }
@@ -247,7 +253,7 @@ pub(crate) fn quantize_activations<T: Element>(
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
         run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-            quantize_int8_part(path, row_slice(range), rounding, union, cols, q, a)
+            quantize_int8_part(path, row_slice(range), rounding, avx512, union, cols, q, a)
         });
     }
     let count = union.iter().filter(|m| **m).count();
