@@ -284,6 +284,39 @@ pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
             bits = bits.max(v.abs().to_bits());
         }
     }
+    // SAFETY: the processor has AVX-512 F/BW (this function's contract).
+    unsafe {
+        quantize_with_absmax_avx512(
+            row,
+            bits,
+            q,
+            |_, v| outliers(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask))),
+            |_, v| quant::is_outlier(v, threshold),
+        )
+    }
+}
+
+/// The second pass of the AVX-512 activation quantizers, from the bits of
+/// the row's absmax: NaN or ±Inf among them give absmax NaN and an all-zero
+/// `q` (as the scalar rules); otherwise the row quantized with the scale of
+/// that absmax, 0 in the lanes `zero16(i, values)` sets (16 columns from `i`)
+/// and in the tail's columns where `zero(column, value)`. Returns `None` for a
+/// subnormal absmax (the caller quantizes the row as usual).
+///
+/// # Safety
+/// The processor must support AVX-512 F and BW; `row` and `q` are as long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn quantize_with_absmax_avx512<T: crate::dtype::Element>(
+    row: &[T],
+    bits: u32,
+    q: &mut [i8],
+    zero16: impl Fn(usize, std::arch::x86_64::__m512) -> std::arch::x86_64::__mmask16,
+    zero: impl Fn(usize, f32) -> bool,
+) -> Option<f32> {
+    use crate::quant;
+    use std::arch::x86_64::*;
     if bits >= quant::INF_BITS {
         q.fill(0);
         return Some(f32::NAN);
@@ -291,17 +324,15 @@ pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
     let absmax = f32::from_bits(bits);
     let scale = quant::row_scale(absmax)?;
     let s = _mm512_set1_ps(scale);
+    let full = row.len() / 16 * 16;
     for i in (0..full).step_by(16) {
-        // SAFETY: i + 16 <= full, the length of `row` and `q`.
-        unsafe {
-            let v = load16(row, i);
-            let abs = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
-            store_quantized16(q, i, v, s, outliers(abs));
-        }
+        // SAFETY (caller): i + 16 <= full, the length of `row` and `q`.
+        let v = load16(row, i);
+        store_quantized16(q, i, v, s, zero16(i, v));
     }
-    for (d, v) in q[full..].iter_mut().zip(&row[full..]) {
+    for (c, (d, v)) in q[full..].iter_mut().zip(&row[full..]).enumerate() {
         let v = v.to_f32();
-        *d = if quant::is_outlier(v, threshold) { 0 } else { quant::quantize_value(v, scale) };
+        *d = if zero(full + c, v) { 0 } else { quant::quantize_value(v, scale) };
     }
     Some(absmax)
 }
@@ -322,7 +353,6 @@ pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>
     outlier_columns: &[bool],
     q: &mut [i8],
 ) -> Option<f32> {
-    use crate::quant;
     use std::arch::x86_64::*;
     assert!(row.len() == q.len() && row.len() == outlier_columns.len());
     let full = row.len() / 16 * 16;
@@ -345,21 +375,8 @@ pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>
             bits = bits.max(v.to_f32().abs().to_bits());
         }
     }
-    if bits >= quant::INF_BITS {
-        q.fill(0);
-        return Some(f32::NAN);
-    }
-    let absmax = f32::from_bits(bits);
-    let scale = quant::row_scale(absmax)?;
-    let s = _mm512_set1_ps(scale);
-    for i in (0..full).step_by(16) {
-        // SAFETY: i + 16 <= full, the length of `row` and `q`.
-        unsafe { store_quantized16(q, i, load16(row, i), s, marked(i)) };
-    }
-    for ((d, v), &out) in q[full..].iter_mut().zip(&row[full..]).zip(&outlier_columns[full..]) {
-        *d = if out { 0 } else { quant::quantize_value(v.to_f32(), scale) };
-    }
-    Some(absmax)
+    // SAFETY: the processor has AVX-512 F/BW (this function's contract).
+    unsafe { quantize_with_absmax_avx512(row, bits, q, |i, _| marked(i), |c, _| outlier_columns[c]) }
 }
 
 /// [`crate::quant::quantize_weight_row`] for rows read as they are with

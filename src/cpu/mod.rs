@@ -355,20 +355,31 @@ impl Operands<'_> {
                 #[cfg(target_arch = "x86_64")]
                 if !model {
                     if let Some(mut tiles) = amx::Hardware::configure() {
-                        for block in blocks(panels) {
-                            self.dequantize_outlier_columns(block.clone(), w_outliers);
-                            self.block_tiles(&mut tiles, x, rows.clone(), block, at, out, w_outliers);
-                        }
-                        return;
+                        return self.blocks_tiles(&mut tiles, x, rows, panels, at, out, w_outliers);
                     }
                 }
                 let _ = model; // where the processor lacks AMX, the model computes the same sums
-                let mut model = amx::Model::new();
-                for block in blocks(panels) {
-                    self.dequantize_outlier_columns(block.clone(), w_outliers);
-                    self.block_tiles(&mut model, x, rows.clone(), block, at, out, w_outliers);
-                }
+                self.blocks_tiles(&mut amx::Model::new(), x, rows, panels, at, out, w_outliers)
             }
+        }
+    }
+
+    /// Every block of `panels` on AMX tiles ([`Self::block_tiles`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn blocks_tiles<U: amx::TileUnit, Y: Element>(
+        &self,
+        unit: &mut U,
+        x: &[i8],
+        rows: Range<usize>,
+        panels: Range<usize>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &mut [f32],
+    ) {
+        for block in blocks(panels) {
+            self.dequantize_outlier_columns(block.clone(), w_outliers);
+            self.block_tiles(unit, x, rows.clone(), block, at, out, w_outliers);
         }
     }
 
