@@ -176,6 +176,21 @@
 #define LLMINT8_KIND_BIAS 5
 
 /**
+ * `PREFIX.llmint8_kept_columns` (int32 `[n_keep]`): the weight columns the
+ * layer keeps in 16/32-bit, which `llmint8_weight_load` reads with
+ * `PREFIX.llmint8_kept_values` (`llmint8 convert --keep-columns` and
+ * `llmint8_weight_save` write them; transformers + bitsandbytes leave both
+ * unused).
+ */
+#define LLMINT8_KIND_KEPT_COLUMNS 6
+
+/**
+ * `PREFIX.llmint8_kept_values` (float16/bfloat16/float32 `[n_keep, out]`,
+ * row `s` the weight's column `kept_columns[s]`; loaded with the weight).
+ */
+#define LLMINT8_KIND_KEPT_VALUES 7
+
+/**
  * Dimensions `llmint8_tensor_info.shape` holds.
  */
 #define LLMINT8_MAX_DIMS 8
@@ -497,7 +512,11 @@ int32_t llmint8_checkpoint_read(const struct llmint8_checkpoint *ckpt,
  * float16/bfloat16/float32 (as `llmint8_weight_quantize` would), or taken as it
  * is with `prefix.SCB` when it is int8 (bitsandbytes' 8-bit form; a
  * `prefix.weight_format` other than 0 is refused); `prefix.bias` is added when
- * present. The weight is read straight from the mapped file — no 16-bit copy is
+ * present. When the checkpoint holds `prefix.llmint8_kept_columns` and
+ * `prefix.llmint8_kept_values` (`LLMINT8_KIND_KEPT_COLUMNS`), the weight keeps
+ * those columns in 16/32-bit as `llmint8_weight_quantize_keep` would: beside
+ * an int8 weight their values are read, beside a 16/32-bit one the columns
+ * are kept from the weight itself. The weight is read straight from the mapped file — no 16-bit copy is
  * made unless the tensor is misaligned in the file — and its pages are released
  * afterwards, so loading a model layer by layer does not grow resident memory.
  *
@@ -505,10 +524,13 @@ int32_t llmint8_checkpoint_read(const struct llmint8_checkpoint *ckpt,
  * it does not depend on the checkpoint). On failure writes NULL to `*out` (when
  * not NULL) and returns:
  * - LLMINT8_ERR_INVALID_ARGUMENT: a NULL pointer, `prefix` not UTF-8, a NaN/Inf
- *   in the weight or bias, a negative or non-finite scale;
+ *   in the weight, bias or kept column values, a negative or non-finite scale;
  * - LLMINT8_ERR_NOT_FOUND: no `prefix.weight`;
  * - LLMINT8_ERR_FORMAT: the weight is not 2-D or of another dtype; `SCB`
- *   missing, not F32 or not `[out]`; a bias not `[out]` floats;
+ *   missing, not F32 or not `[out]`; a bias not `[out]` floats; one of the two
+ *   kept-column tensors without the other, the columns not int32 `[n_keep]`,
+ *   one outside `[0, in)` or listed twice, the values not
+ *   float16/bfloat16/float32 `[n_keep, out]`;
  * - LLMINT8_ERR_UNSUPPORTED: a `weight_format` other than row-major;
  * - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as for `llmint8_weight_quantize`.
  *
@@ -541,7 +563,12 @@ int32_t llmint8_weight_load_safetensors(struct llmint8_context *ctx,
  * Saves `w` to the safetensors file `path` in the form transformers +
  * bitsandbytes save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`,
  * row-major), `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0)
- * and, when the weight has a bias, `prefix.bias` (float32 `[out]`). The file is
+ * and, when the weight has a bias, `prefix.bias` (float32 `[out]`); a weight
+ * that keeps 16/32-bit columns (`llmint8_weight_quantize_keep`) adds
+ * `prefix.llmint8_kept_columns` and `prefix.llmint8_kept_values`
+ * (`LLMINT8_KIND_KEPT_COLUMNS`), which `llmint8_weight_load` reads back and
+ * transformers + bitsandbytes leave unused. A weight on a CUDA device is
+ * copied down first. The file is
  * written beside `path` under a temporary name and renamed when complete, so
  * `path` is either replaced whole or left as it was.
  *
@@ -962,13 +989,13 @@ int32_t llmint8_weight_quantize(struct llmint8_context *ctx,
  * `n_keep` is 0 (then the call is `llmint8_weight_quantize`).
  *
  * Memory: as `llmint8_weight_quantize`, plus `n_keep · out_features`
- * elements of `w_dtype` (`llmint8_weight_memory` counts them); `keep_columns`
- * is host memory, read during the call only.
+ * elements of `w_dtype` (on a CUDA context in device memory, with a table of
+ * `4 · in_features` bytes; `llmint8_weight_memory` counts them);
+ * `keep_columns` is host memory, read during the call only.
  * Ownership and `*out` as for `llmint8_weight_quantize`. Returns:
  * - LLMINT8_ERR_INVALID_ARGUMENT: as `llmint8_weight_quantize`; `keep_columns`
  *   NULL with `n_keep` > 0, or misaligned; a column >= `in_features`, or one
  *   listed twice (the message names it);
- * - LLMINT8_ERR_UNSUPPORTED: a CUDA context (kept columns are CPU-only);
  * - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as `llmint8_weight_quantize`.
  *
  * Thread safety: may be called concurrently on the same context.

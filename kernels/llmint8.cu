@@ -239,17 +239,41 @@ __device__ __forceinline__ float dequantize_weight(i8 cb, float scb) {
     return d2f_rn(dmul_rn(dmul_rn((double)cb, (double)scb), INV_127));
 }
 
-// The weight's outlier columns, dequantized: `[n, count]` f32.
+// Weight columns kept in their source dtype (the paper's 16-bit outlier
+// weights): `slot[c]` is column c's place in `values` (`[slots, n]` of
+// `dtype` 0 f32, 1 f16, 2 bf16) or -1; `slot` NULL when none is kept.
+struct Kept {
+    const int *slot;
+    const void *values;
+    int dtype;
+};
+
+// Weight element [j, c] of an outlier column: the kept value where the column
+// is kept (widened exactly), else the dequantized int8 value.
+__device__ __forceinline__ float outlier_weight(const i8 *cb, int ld_w, const float *scb, i64 n, i64 j, int c,
+                                                Kept kept) {
+    const int s = kept.slot ? kept.slot[c] : -1;
+    if (s >= 0) {
+        const i64 at = s * n + j;
+        if (kept.dtype == 0) return F32::load((const float *)kept.values, at);
+        if (kept.dtype == 1) return F16::load((const u16 *)kept.values, at);
+        return BF16::load((const u16 *)kept.values, at);
+    }
+    return dequantize_weight(cb[j * (i64)ld_w + c], scb[j]);
+}
+
+// The weight's outlier columns (`outlier_weight`): `[n, count]` f32.
 extern "C" __global__ void llmint8_gather_weight_columns(const i8 *cb, int ld_w, const float *scb, i64 n,
                                                           const int *list, const int *count, int max_gathered,
+                                                          const int *kept_slot, const void *kept, int kept_dtype,
                                                           float *w_out) {
     const int n_out = *count;
     if (n_out > max_gathered) return;
+    const Kept k = {kept_slot, kept, kept_dtype};
     const i64 total = n * (i64)n_out;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const i64 j = t / n_out;
-        const int c = list[t % n_out];
-        w_out[t] = dequantize_weight(cb[j * (i64)ld_w + c], scb[j]);
+        w_out[t] = outlier_weight(cb, ld_w, scb, n, j, list[t % n_out], k);
     }
 }
 
@@ -261,7 +285,7 @@ template <class X, class Y>
 __device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa, const float *scb,
                          const float *bias, const int *list, const int *count, int max_gathered, int w_gathered,
                          const float *x_out, const float *w_out, const typename X::T *x, int cols, const i8 *cb,
-                         int ld_w, typename Y::T *y) {
+                         int ld_w, Kept kept, typename Y::T *y) {
     const int n_out = *count;
     const bool gathered = n_out <= max_gathered;
     // Few rows skip the weight-column gather (a launch): the epilogue reads CB.
@@ -274,7 +298,7 @@ __device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, i
         for (int k = 0; k < n_out; k++) {
             const int c = list[k];
             const float xv = gathered ? x_out[i * n_out + k] : X::load(x, i * (i64)cols + c);
-            const float wv = w_from_gather ? w_out[(i64)j * n_out + k] : dequantize_weight(cb[(i64)j * ld_w + c], scb[j]);
+            const float wv = w_from_gather ? w_out[(i64)j * n_out + k] : outlier_weight(cb, ld_w, scb, n, j, c, kept);
             outlier = add_rn(outlier, mul_rn(xv, wv));
         }
         const double a =
@@ -331,9 +355,10 @@ GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
     extern "C" __global__ void NAME(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa,   \
                                     const float *scb, const float *bias, const int *list, const int *count,         \
                                     int max_gathered, int w_gathered, const float *x_out, const float *w_out,       \
-                                    const X::T *x, int cols, const i8 *cb, int ld_w, Y::T *y) {                     \
+                                    const X::T *x, int cols, const i8 *cb, int ld_w, const int *kept_slot,          \
+                                    const void *kept, int kept_dtype, Y::T *y) {                                    \
         epilogue<X, Y>(acc, ld_acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, w_gathered, x_out,   \
-                       w_out, x, cols, cb, ld_w, y);                                                                \
+                       w_out, x, cols, cb, ld_w, Kept{kept_slot, kept, kept_dtype}, y);                             \
     }
 EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
 EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)

@@ -14,7 +14,10 @@ tests/data/bnb-models/ (committed; tests/checkpoints.rs reads them).
 `check LLMINT8_BIN`: converts each `<name>-src/` (and ../shared's tiny-llama-fp16)
 with `llmint8 convert`, loads the result in transformers + bitsandbytes, and
 compares it with bitsandbytes' own conversion of the same model: every int8
-weight and SCB, and the logits of one forward pass. Prints a table.
+weight and SCB, and the logits of one forward pass. Then converts with
+`--keep-columns` (columns 0 and 3 of every layer) and checks that transformers
++ bitsandbytes load that too, with the same state and logits as the plain
+conversion (the `--keep-columns` rows compare with it). Prints a table.
 
 Needs torch, transformers, accelerate and bitsandbytes (CPU backend):
     python3 -m venv /tmp/bnbenv && /tmp/bnbenv/bin/pip install torch bitsandbytes safetensors transformers accelerate
@@ -151,6 +154,23 @@ def check(binary):
                 rel = float((la - lb).norm() / lb.norm())
                 rows.append((name + (" --exact" if flag else ""), len(int8_keys), cb_diff, cb_max,
                              scb_same, other_same, rel))
+                if flag:
+                    continue
+                # With kept 16-bit columns for every layer: transformers + bitsandbytes
+                # load it, leave llmint8_kept_* unused, and compute exactly as before.
+                keep = os.path.join(tmp, name + "-keep.json")
+                with open(keep, "w") as f:
+                    json.dump({k[: -len(".weight")]: [0, 3] for k in int8_keys}, f)
+                kept_dir = out + "-kept"
+                subprocess.run([binary, "convert", src, kept_dir, "--quiet", "--keep-columns", keep], check=True)
+                kept = load_8bit(kept_dir)
+                c = state(kept)
+                assert c.keys() == a.keys(), (set(c) ^ set(a))
+                same = all(torch.equal(c[k], a[k]) for k in a)
+                with torch.no_grad():
+                    lc = kept(INPUT_IDS).logits.float()
+                rows.append((name + " --keep-columns", len(int8_keys), 0 if same else -1, 0, same, same,
+                             float((lc - la).norm() / la.norm())))
     print(f"{'model':<36} {'int8 layers':>11} {'CB diffs':>8} {'max':>4} {'SCB equal':>9} "
           f"{'rest equal':>10} {'logits rel diff':>16}")
     for r in rows:

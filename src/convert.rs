@@ -14,8 +14,9 @@ use crate::context::Context;
 use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result, Status};
 use crate::io::format::{byte_count, element_count, TensorDtype, TensorSpec};
-use crate::io::{as_u8, f32_bytes, int8_layer_specs, io_error, pytorch_metadata, temp_path_beside, SafetensorsWriter};
+use crate::io::{as_u8, f32_bytes, i32_bytes, int8_layer_specs, io_error, kept_column_specs, pytorch_metadata};
 use crate::io::{pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
+use crate::io::{temp_path_beside, SafetensorsWriter};
 use crate::quant::{self, InputRounding};
 
 /// transformers' default `max_shard_size` ("5GB", decimal).
@@ -34,6 +35,12 @@ pub struct ConvertOptions {
     /// quantizing, as bitsandbytes does, so the output is bit for bit its
     /// conversion; `Exact` quantizes the stored values (no difference for float16).
     pub rounding: InputRounding,
+    /// Weight columns to keep in 16/32-bit, by module name (an engine's
+    /// calibration: the outlier columns each layer saw). Written beside the
+    /// 8-bit layer as `llmint8_kept_columns` and `llmint8_kept_values`
+    /// (`io::KeptColumnTensors`), in the source weight's dtype; transformers +
+    /// bitsandbytes load the result as they would without them.
+    pub keep_columns: BTreeMap<String, Vec<u32>>,
 }
 
 impl Default for ConvertOptions {
@@ -43,8 +50,33 @@ impl Default for ConvertOptions {
             skip: Vec::new(),
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
             rounding: InputRounding::Float16,
+            keep_columns: BTreeMap::new(),
         }
     }
+}
+
+/// Reads a list of weight columns to keep ([`ConvertOptions::keep_columns`])
+/// from the JSON file `path`: an object mapping module names to arrays of
+/// column indices, `{"model.layers.0.mlp.down_proj": [12, 300]}`.
+pub fn read_keep_columns(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<u32>>> {
+    let path = path.as_ref();
+    let text = std::fs::read(path).map_err(|e| io_error(path, "cannot read", e))?;
+    let bad = |what: String| Error::new(Status::Format, format!("{}: {what}", path.display()));
+    let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("expected an object {\"MODULE\": [COLUMN, ...]}".into()));
+    };
+    let mut out = BTreeMap::new();
+    for (module, columns) in map {
+        let list = columns.as_array().ok_or_else(|| bad(format!("{module:?}: expected an array of columns")))?;
+        let columns = list
+            .iter()
+            .map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()).filter(|&c| c <= i32::MAX as u32))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| bad(format!("{module:?}: columns must be integers from 0 to 2^31 - 1")))?;
+        out.insert(module, columns);
+    }
+    Ok(out)
 }
 
 /// Whether `pattern` names module `prefix` or a module above or inside it, on
@@ -69,7 +101,7 @@ pub struct LayerReport {
     pub in_features: usize,
     /// The source weight's bytes.
     pub bytes_before: usize,
-    /// int8 weight + scales + format marker.
+    /// int8 weight + scales + format marker (+ kept columns and their values).
     pub bytes_after: usize,
     /// max |w − dequantized| over the layer.
     pub max_error: f64,
@@ -109,11 +141,13 @@ enum Plan {
         out: usize,
     },
     /// `transposed`: the source is stored `[in, out]` (see [`stored_transposed`]).
+    /// `kept`: the spec of the kept column list (its values the next one).
     Quantize {
         weight: usize,
         scb: usize,
         format: usize,
         transposed: bool,
+        kept: Option<usize>,
     },
 }
 
@@ -169,7 +203,11 @@ pub fn convert(
             // int8_layer_specs gives weight, SCB, weight_format in that order.
             let weight = specs.len();
             specs.extend(int8_layer_specs(p, out_features, in_features, false));
-            plans.push(Plan::Quantize { weight, scb: weight + 1, format: weight + 2, transposed });
+            let kept = options.keep_columns.get(p).filter(|c| !c.is_empty()).map(|columns| {
+                specs.extend(kept_column_specs(p, out_features, columns.len(), t.dtype));
+                weight + 3
+            });
+            plans.push(Plan::Quantize { weight, scb: weight + 1, format: weight + 2, transposed, kept });
         } else {
             plans.push(Plan::Copy { out: push(&mut specs, t.name.clone(), t.dtype, t.shape.clone()) });
         }
@@ -183,6 +221,20 @@ pub fn convert(
                 "{}: --skip {pattern:?} matches no module of this model{}",
                 input.display(),
                 example.map_or(String::new(), |e| format!(" (a linear module is named {e:?})"))
+            )));
+        }
+    }
+    // Kept columns for a module that is not quantized here: a typo or a stale list.
+    for name in options.keep_columns.keys() {
+        let quantized = checkpoint
+            .tensors()
+            .iter()
+            .zip(&plans)
+            .any(|(t, p)| matches!(p, Plan::Quantize { .. }) && t.prefix() == name);
+        if !quantized {
+            return Err(Error::invalid(format!(
+                "{}: --keep-columns names {name:?}, which is not a linear layer this conversion quantizes",
+                input.display()
             )));
         }
     }
@@ -390,11 +442,16 @@ fn write_model(
                 write(&mut writers, out, checkpoint.bytes(t))?;
                 report.copied_tensors += 1;
             }
-            Plan::Quantize { weight, scb, format, transposed } => {
-                let (layer, cb, scales) = quantize_layer(checkpoint, &ctx, t, transposed)?;
+            Plan::Quantize { weight, scb, format, transposed, kept } => {
+                let keep = options.keep_columns.get(t.prefix()).map_or(&[][..], Vec::as_slice);
+                let (layer, cb, scales, kept_bytes) = quantize_layer(checkpoint, &ctx, t, transposed, keep)?;
                 write(&mut writers, weight, as_u8(&cb))?;
                 write(&mut writers, scb, &f32_bytes(&scales))?;
                 write(&mut writers, format, &[0])?;
+                if let (Some(spec), Some((columns, values))) = (kept, kept_bytes) {
+                    write(&mut writers, spec, &i32_bytes(&columns))?;
+                    write(&mut writers, spec + 1, &values)?;
+                }
                 report.layers.push(layer);
             }
         }
@@ -410,20 +467,30 @@ fn write_model(
     Ok(report)
 }
 
-/// Quantizes one linear weight (transposing a `[in, out]` one first); returns
-/// its report line, `CB` and `SCB`.
+/// The kept columns of a layer, ascending, and their values' bytes.
+type KeptBytes = Option<(Vec<i32>, Vec<u8>)>;
+
+/// Quantizes one linear weight (transposing a `[in, out]` one first),
+/// keeping the columns `keep`; returns its report line, `CB`, `SCB` and the
+/// kept columns (none when `keep` is empty).
 fn quantize_layer(
     checkpoint: &Checkpoint,
     ctx: &Context,
     t: &Tensor,
     transposed: bool,
-) -> Result<(LayerReport, Vec<i8>, Vec<f32>)> {
+    keep: &[u32],
+) -> Result<(LayerReport, Vec<i8>, Vec<f32>, KeptBytes)> {
     let (out_features, in_features) = linear_shape(t, transposed);
     let mut cb = try_zeroed_vec::<i8>(out_features * in_features, "int8 weight")?;
     let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
+    let mut kept: KeptBytes = None;
     let mut quantize = |data: Data<'_>| {
-        let weight = ctx.quantize_weight(data, out_features, in_features, None)?;
+        let weight = ctx.quantize_weight_keep(data, out_features, in_features, None, keep)?;
         weight.export(&mut cb, &mut scb)?;
+        if !keep.is_empty() {
+            let columns = weight.kept_columns().iter().map(|&c| c as i32).collect();
+            kept = Some((columns, weight.kept_values_bytes()?));
+        }
         drop(weight);
         Ok(quantization_error(data, &cb, &scb, in_features))
     };
@@ -451,11 +518,11 @@ fn quantize_layer(
         out_features,
         in_features,
         bytes_before: t.num_bytes(),
-        bytes_after: cb.len() + 4 * scb.len() + 1,
+        bytes_after: cb.len() + 4 * scb.len() + 1 + kept.as_ref().map_or(0, |(c, v)| 4 * c.len() + v.len()),
         max_error,
         relative_error,
     };
-    Ok((layer, cb, scb))
+    Ok((layer, cb, scb, kept))
 }
 
 /// `(out_features, in_features)` of a 2-D linear weight stored `[out, in]`, or

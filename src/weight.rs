@@ -108,18 +108,43 @@ impl Weight {
     pub fn kept_columns(&self) -> &[usize] {
         match &self.storage {
             Storage::Cpu(w) => w.kept().map_or(&[], |k| k.columns()),
-            Storage::Cuda(_) => &[],
+            Storage::Cuda(w) => w.kept.as_ref().map_or(&[], |k| &k.columns),
+        }
+    }
+
+    /// The dtype of the kept columns' values, when the weight keeps any.
+    pub fn kept_dtype(&self) -> Option<DType> {
+        match &self.storage {
+            Storage::Cpu(w) => w.kept().map(|k| k.values().dtype()),
+            Storage::Cuda(w) => w.kept.as_ref().map(|k| k.dtype),
+        }
+    }
+
+    /// The kept columns' values as little-endian bytes of [`Weight::kept_dtype`],
+    /// `[kept_columns().len(), out_features]` (row `s` is column
+    /// `kept_columns()[s]`); empty when none is kept. Copied down from a
+    /// CUDA device.
+    pub fn kept_values_bytes(&self) -> Result<Vec<u8>> {
+        match &self.storage {
+            Storage::Cpu(w) => Ok(w.kept().map_or_else(
+                Vec::new,
+                |k| with_data!(k.values(), v => v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            )),
+            Storage::Cuda(w) => w.download_kept(),
         }
     }
 
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it
-    /// is, on the CPU. Scales must be finite and non-negative.
+    /// is, on the CPU. Scales must be finite and non-negative. `kept`: columns
+    /// kept in 16/32-bit with their values `[columns, out_features]` (see
+    /// `cpu::KeptColumns::from_columns`).
     pub(crate) fn from_int8(
         cb: &[i8],
         scb: &[f32],
         out_features: usize,
         in_features: usize,
         bias: Option<Data<'_>>,
+        kept: Option<(&[u32], Data<'_>)>,
     ) -> Result<Weight> {
         let len = check_weight_shape(out_features, in_features)?;
         check_len("CB", cb.len(), len)?;
@@ -127,10 +152,13 @@ impl Weight {
         if let Some((row, s)) = scb.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s >= 0.0)) {
             return Err(Error::invalid(format!("SCB[{row}] = {s}: a row scale must be finite and >= 0")));
         }
+        let kept = kept
+            .map(|(columns, values)| cpu::KeptColumns::from_columns(values, out_features, in_features, columns))
+            .transpose()?;
         let bias = convert_bias(bias, out_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
         let weight = cpu::Weight::from_int8(cb, scb, out_features, in_features, bias)?;
-        Ok(Weight { storage: Storage::Cpu(weight) })
+        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
     }
 
     /// Moves a weight built on the host to a CUDA device: the int8 values go
@@ -138,16 +166,16 @@ impl Weight {
     /// already on a device stays where it is.
     pub(crate) fn into_device(self, gpu: &Arc<Gpu>) -> Result<Weight> {
         let Storage::Cpu(host) = self.storage else { return Ok(self) };
-        if host.kept().is_some() {
-            return Err(Error::unsupported("kept 16/32-bit weight columns are supported on the CPU backend only"));
-        }
         let (n, k) = (host.out_features(), host.in_features());
         cuda::check_in_features(k)?;
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
-        let (packed, scb, bias) = host.into_parts();
+        let (packed, scb, bias, kept) = host.into_parts();
         packed.unpack_into(&mut cb);
         drop(packed);
-        let device = cuda::Weight::upload(gpu, &cb, scb, bias, n, k)?;
+        let mut device = cuda::Weight::upload(gpu, &cb, scb, bias, n, k)?;
+        if let Some(kept) = kept {
+            device = device.with_kept(kept.columns(), kept.values())?;
+        }
         Ok(Weight { storage: Storage::Cuda(device) })
     }
 

@@ -410,6 +410,135 @@ fn a_saved_weight_loads_back_identically_and_in_the_reference_reader() {
     assert_eq!(Checkpoint::open(&path).unwrap().tensors().len(), 3);
 }
 
+/// A weight that keeps 16/32-bit columns goes out with them
+/// (`llmint8_kept_columns`, `llmint8_kept_values`) and comes back keeping the
+/// same columns and values, on the test backend (the emulated GPU too): same
+/// int8 values, same matmul bits.
+#[test]
+fn a_weight_keeping_columns_saves_and_loads_back_with_them() {
+    let ctx = common::test_context();
+    let mut rng = common::Rng::new(12);
+    let (n, k, rows) = (37, 53, 5);
+    for dtype in [DType::F16, DType::BF16, DType::F32] {
+        let w = Owned::from_f32(dtype, &rng.normals(n * k, 0.5));
+        let bias = rng.normals(n, 1.0);
+        let keep = [40u32, 2, 5];
+        let weight = ctx.quantize_weight_keep(w.data(), n, k, Some(llmint8::Data::F32(&bias)), &keep).unwrap();
+        let path = scratch(&format!("save-kept-{dtype:?}")).join("layer.safetensors");
+        llmint8::save_weight(&weight, &path, "enc.fc").unwrap();
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let kind = |name: &str| ckpt.tensor(name).unwrap_or_else(|| panic!("{name}")).kind;
+        assert_eq!(kind("enc.fc.llmint8_kept_columns"), TensorKind::KeptColumns);
+        assert_eq!(kind("enc.fc.llmint8_kept_values"), TensorKind::KeptValues);
+        let columns: Vec<i32> = tensor_bytes(&ckpt, "enc.fc.llmint8_kept_columns")
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(columns, [2, 5, 40]);
+        let values = ckpt.tensor("enc.fc.llmint8_kept_values").unwrap();
+        assert_eq!((values.dtype, values.shape.clone()), (TensorDtype::from(dtype), vec![3, n]));
+        // Row s holds the weight's column columns[s], in the source's bytes.
+        let src = w.bytes();
+        let size = dtype.size();
+        let want: Vec<u8> = [2usize, 5, 40]
+            .iter()
+            .flat_map(|&c| (0..n).flat_map(move |j| (j * k + c) * size..(j * k + c + 1) * size))
+            .map(|i| src[i])
+            .collect();
+        assert!(ckpt.bytes(values) == want, "{dtype:?}: kept values");
+        let back = ctx.load_weight(&ckpt, "enc.fc").unwrap();
+        assert_eq!(back.kept_columns(), [2, 5, 40]);
+        assert_eq!(back.kept_dtype(), Some(dtype));
+        assert_eq!(back.kept_values_bytes().unwrap(), want);
+        assert_eq!((back.cb().unwrap(), back.scb(), back.bias()), (weight.cb().unwrap(), weight.scb(), weight.bias()));
+        assert_eq!(back.memory(), weight.memory());
+        let x = common::activations_with_outliers(&mut rng, rows, k, 3);
+        let (mut y, mut y_back) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+        ctx.matmul(&weight, llmint8::Data::F32(&x), rows, 6.0, llmint8::DataMut::F32(&mut y)).unwrap();
+        ctx.matmul(&back, llmint8::Data::F32(&x), rows, 6.0, llmint8::DataMut::F32(&mut y_back)).unwrap();
+        assert_eq!(common::bits(&y), common::bits(&y_back), "{dtype:?}");
+    }
+}
+
+/// `convert` with `keep_columns` writes the listed columns beside their 8-bit
+/// layers — in the source dtype, from `[in, out]` Conv1D weights too — and
+/// nothing else changes; the layers load keeping them. Lists that name no
+/// quantized layer, or columns outside it, are refused with nothing written.
+#[test]
+fn converting_with_kept_columns_writes_them_beside_the_8_bit_layers() {
+    let dir = scratch("convert-kept");
+    let ctx = Context::cpu();
+    ctx.set_input_rounding(InputRounding::Float16);
+    for (model, layer, transposed) in
+        [("opt-f32", "model.decoder.layers.0.fc2", false), ("gpt2-f16", "transformer.h.0.attn.c_attn", true)]
+    {
+        let src = bnb_models().join(format!("{model}-src"));
+        let (plain, kept) = (dir.join(format!("{model}-plain")), dir.join(format!("{model}-kept")));
+        convert(&src, &plain, &ConvertOptions::default(), &mut |_| {}).unwrap();
+        let mut options = ConvertOptions::default();
+        options.keep_columns.insert(layer.to_string(), vec![9, 1, 30]);
+        let report = convert(&src, &kept, &options, &mut |_| {}).unwrap();
+        let (p, q, s) =
+            (Checkpoint::open(&plain).unwrap(), Checkpoint::open(&kept).unwrap(), Checkpoint::open(&src).unwrap());
+        let extra = [format!("{layer}.llmint8_kept_columns"), format!("{layer}.llmint8_kept_values")];
+        let names = |c: &Checkpoint| c.tensors().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let mut want_names = names(&p);
+        want_names.extend(extra.iter().cloned());
+        want_names.sort();
+        assert_eq!(names(&q), want_names, "{model}");
+        for t in p.tensors() {
+            assert!(p.bytes(t) == tensor_bytes(&q, &t.name), "{model}: {} changed", t.name);
+        }
+        // The values: the source's own bytes, column by column.
+        let w = s.tensor(&format!("{layer}.weight")).unwrap();
+        let (out, inn) = if transposed { (w.shape[1], w.shape[0]) } else { (w.shape[0], w.shape[1]) };
+        let size = w.dtype.bits() / 8;
+        let at = |c: usize, j: usize| if transposed { c * out + j } else { j * inn + c };
+        let want: Vec<u8> = [1usize, 9, 30]
+            .iter()
+            .flat_map(|&c| (0..out).flat_map(move |j| at(c, j) * size..(at(c, j) + 1) * size))
+            .map(|i| s.bytes(w)[i])
+            .collect();
+        let values = q.tensor(&extra[1]).unwrap();
+        assert_eq!((values.dtype, values.shape.clone()), (w.dtype, vec![3, out]), "{model}");
+        assert!(q.bytes(values) == want, "{model}: kept values");
+        let loaded = ctx.load_weight(&q, layer).unwrap();
+        assert_eq!(loaded.kept_columns(), [1, 9, 30], "{model}");
+        assert_eq!(loaded.kept_values_bytes().unwrap(), want, "{model}");
+        let line = report.layers.iter().find(|l| l.name == layer).unwrap();
+        assert_eq!(line.bytes_after, out * inn + 4 * out + 1 + 4 * 3 + want.len(), "{model}");
+        // Every other layer keeps nothing.
+        let other = q.tensors().iter().find(|t| t.kind == TensorKind::Int8Weight && t.prefix() != layer).unwrap();
+        assert!(ctx.load_weight(&q, other.prefix()).unwrap().kept_columns().is_empty());
+    }
+    let src = bnb_models().join("opt-f32-src");
+    for (module, columns, says) in [
+        ("model.decoder.layers.0.fc9", vec![1], "fc9"),
+        ("model.decoder.embed_tokens", vec![1], "embed_tokens"),
+        ("model.decoder.layers.0.fc2", vec![128], "column 128"),
+        ("model.decoder.layers.0.fc2", vec![3, 3], "column 3 twice"),
+    ] {
+        let out = dir.join("refused");
+        let mut options = ConvertOptions::default();
+        options.keep_columns.insert(module.to_string(), columns);
+        let e = convert(&src, &out, &options, &mut |_| {}).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(!out.exists(), "{module}: a refused conversion left {}", out.display());
+    }
+    // The list's file format.
+    let list = dir.join("keep.json");
+    std::fs::write(&list, r#"{"a.b": [3, 1], "c": []}"#).unwrap();
+    let read = llmint8::convert::read_keep_columns(&list).unwrap();
+    assert_eq!(read.into_iter().collect::<Vec<_>>(), [("a.b".to_string(), vec![3, 1]), ("c".to_string(), vec![])]);
+    for bad in [r#"[1]"#, r#"{"a": 3}"#, r#"{"a": [-1]}"#, r#"{"a": [1.5]}"#, r#"{"a": [4294967296]}"#, "{"] {
+        std::fs::write(&list, bad).unwrap();
+        let e = llmint8::convert::read_keep_columns(&list).unwrap_err();
+        assert_eq!(e.status(), Status::Format, "{bad}: {e}");
+        assert!(e.to_string().contains("keep.json"), "{e}");
+    }
+}
+
 // ---- Through the C ABI -------------------------------------------------------
 
 fn last_error() -> String {
@@ -472,6 +601,31 @@ fn int8_layer(scb_entry: &str, scb_bytes: usize, extra: &str, extra_bytes: usize
     let mut data = vec![1u8, 2, 3, 0xff, 0xfe, 0xfd];
     data.extend(std::iter::repeat_n(0u8, scb_bytes + extra_bytes));
     raw_file(&header, &data)
+}
+
+/// The header entries of a layer's kept columns after an `int8_layer`'s SCB
+/// (data from offset 14): the column list, `list_bytes` long, then the values.
+fn kept_entries(
+    list_dtype: &str,
+    list_shape: &str,
+    list_bytes: usize,
+    dtype: &str,
+    shape: &str,
+    bytes: usize,
+) -> String {
+    let (a, b, c) = (14, 14 + list_bytes, 14 + list_bytes + bytes);
+    format!(
+        r#","l.llmint8_kept_columns":{{"dtype":"{list_dtype}","shape":{list_shape},"data_offsets":[{a},{b}]}},"l.llmint8_kept_values":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{b},{c}]}}"#
+    )
+}
+
+/// A valid int8 layer with one kept column whose index is `column` (4 bytes).
+fn with_kept_column_bytes(column: &[u8]) -> Vec<u8> {
+    let ok_scb = r#"{"dtype":"F32","shape":[2],"data_offsets":[6,14]}"#;
+    let mut file = int8_layer(ok_scb, 8, &kept_entries("I32", "[1]", 4, "F16", "[1,2]", 4), 8);
+    let at = file.len() - 8; // the list, then 4 bytes of values
+    file[at..at + 4].copy_from_slice(column);
+    file
 }
 
 #[test]
@@ -600,6 +754,70 @@ fn hostile_files_give_clear_errors_through_the_c_abi() {
             &["\"l.weight_format\"", "row-major"],
         ),
         ("a NaN in a 16-bit weight", f16_weight, LLMINT8_ERR_INVALID_ARGUMENT, &["\"l.weight\"", "non-finite"]),
+        (
+            "kept columns without their values",
+            int8_layer(ok_scb, 8, r#","l.llmint8_kept_columns":{"dtype":"I32","shape":[1],"data_offsets":[14,18]}"#, 4),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_columns\"", "l.llmint8_kept_values"],
+        ),
+        (
+            "kept values without their columns",
+            int8_layer(
+                ok_scb,
+                8,
+                r#","l.llmint8_kept_values":{"dtype":"F16","shape":[1,2],"data_offsets":[14,18]}"#,
+                4,
+            ),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_values\"", "l.llmint8_kept_columns"],
+        ),
+        (
+            "kept columns of the wrong dtype",
+            int8_layer(ok_scb, 8, &kept_entries("I64", "[1]", 8, "F16", "[1,2]", 4), 12),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_columns\"", "I32"],
+        ),
+        (
+            "kept values of the wrong shape",
+            int8_layer(ok_scb, 8, &kept_entries("I32", "[1]", 4, "F16", "[2,2]", 8), 12),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_values\"", "expected [1, 2]"],
+        ),
+        (
+            "kept values of an integer dtype",
+            int8_layer(ok_scb, 8, &kept_entries("I32", "[1]", 4, "I16", "[1,2]", 4), 8),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_values\"", "F16, BF16 or F32"],
+        ),
+        (
+            "a kept column outside the weight",
+            with_kept_column_bytes(&(3i32).to_le_bytes()),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_columns\"", "column 3 is outside the 3 in_features"],
+        ),
+        (
+            "a negative kept column",
+            with_kept_column_bytes(&(-1i32).to_le_bytes()),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_columns\"", "column -1"],
+        ),
+        (
+            "a kept column listed twice",
+            int8_layer(ok_scb, 8, &kept_entries("I32", "[2]", 8, "F16", "[2,2]", 8), 16),
+            LLMINT8_ERR_FORMAT,
+            &["\"l.llmint8_kept_columns\"", "column 0 is listed twice"],
+        ),
+        (
+            "a NaN among the kept values",
+            {
+                // Value [0, 1], the file's last two bytes: float16 NaN 0x7e00.
+                let mut file = with_kept_column_bytes(&0i32.to_le_bytes());
+                *file.last_mut().unwrap() = 0x7e;
+                file
+            },
+            LLMINT8_ERR_INVALID_ARGUMENT,
+            &["\"l.weight\"", "kept column value [0, 1] is not finite"],
+        ),
     ];
     for (what, bytes, status, needles) in &cases {
         let path = dir.join(format!("{}.safetensors", what.replace(' ', "_")));
@@ -615,7 +833,10 @@ fn hostile_files_give_clear_errors_through_the_c_abi() {
         let parsed = Checkpoint::from_bytes(file, bytes.clone()).and_then(|c| Context::cpu().load_weight(&c, "l"));
         assert_eq!(parsed.unwrap_err().status() as i32, *status, "{what} (from bytes)");
     }
-    // The valid file loads, and a missing tensor is NOT_FOUND.
+    // The valid file loads, with kept columns too, and a missing tensor is NOT_FOUND.
+    let path = dir.join("valid-kept.safetensors");
+    std::fs::write(&path, with_kept_column_bytes(&2i32.to_le_bytes())).unwrap();
+    assert_eq!(load_through_c(&path, "l").0, LLMINT8_OK);
     let path = dir.join("valid.safetensors");
     std::fs::write(&path, &valid).unwrap();
     assert_eq!(load_through_c(&path, "l").0, LLMINT8_OK);

@@ -55,17 +55,38 @@ struct Case {
 
 /// One weight, quantized by both backends from the same values; checks the
 /// quantized weights agree, then every (x dtype, y dtype) pair of matmuls at
-/// each threshold. Returns the number of matmuls compared.
-fn compare(cuda: &Context, cpu: &Context, case: &Case, w_dtype: DType, with_bias: bool, rng: &mut Rng) -> usize {
+/// each threshold. With `keep`, the weight keeps every other outlier column
+/// of X and one column that is none in its source dtype. Returns the number
+/// of matmuls compared.
+fn compare(
+    (cuda, cpu): (&Context, &Context),
+    case: &Case,
+    w_dtype: DType,
+    with_bias: bool,
+    keep: bool,
+    rng: &mut Rng,
+) -> usize {
     let Case { rows, k, n, outliers } = *case;
     let tag = format!("[{rows} x {k}]·[{n} x {k}]ᵀ, {outliers} outlier columns, W {w_dtype:?}, bias {with_bias}");
     let w = Owned::from_f32(w_dtype, &rng.normals(n * k, 0.05));
     let bias = with_bias.then(|| Owned::from_f32(w_dtype, &rng.normals(n, 0.1)));
-    let w_gpu = cuda.quantize_weight(w.data(), n, k, bias.as_ref().map(Owned::data)).unwrap();
-    let w_cpu = cpu.quantize_weight(w.data(), n, k, bias.as_ref().map(Owned::data)).unwrap();
+    let xv = activations_with_outliers(rng, rows, k, outliers);
+    let outlier_columns: Vec<u32> =
+        (0..k as u32).filter(|&c| (0..rows).any(|i| xv[i * k + c as usize].abs() >= 6.0)).collect();
+    let mut kept: Vec<u32> = if keep { outlier_columns.iter().copied().step_by(2).collect() } else { Vec::new() };
+    kept.extend((0..k as u32).find(|c| keep && !outlier_columns.contains(c)));
+    let bias_data = bias.as_ref().map(Owned::data);
+    let w_gpu = cuda.quantize_weight_keep(w.data(), n, k, bias_data, &kept).unwrap();
+    let w_cpu = cpu.quantize_weight_keep(w.data(), n, k, bias_data, &kept).unwrap();
     assert_eq!(w_gpu.cb().unwrap(), w_cpu.cb().unwrap(), "CB, {tag}");
     assert_eq!(common::bits(w_gpu.scb()), common::bits(w_cpu.scb()), "SCB, {tag}");
-    let xv = activations_with_outliers(rng, rows, k, outliers);
+    assert_eq!(w_gpu.kept_columns(), w_cpu.kept_columns(), "kept columns, {tag}");
+    if keep {
+        // The kept values are on the device (and its slot table, 4 bytes per column of W).
+        let plain = cuda.quantize_weight(w.data(), n, k, bias_data).unwrap();
+        let extra = kept.len() * n * w_dtype.size() + 4 * k;
+        assert_eq!(w_gpu.memory().device_bytes, plain.memory().device_bytes + extra, "memory, {tag}");
+    }
     let mut compared = 0;
     for (i, &x_dtype) in DTYPES.iter().enumerate() {
         let x = Owned::from_f32(x_dtype, &xv);
@@ -105,9 +126,46 @@ fn matmul_is_bit_identical_to_the_cpu_backend() {
         ];
         let mut compared = 0;
         for (i, case) in cases.iter().enumerate() {
-            compared += compare(&cuda, &cpu, case, DTYPES[i % 3], i % 2 == 0, &mut rng);
+            compared += compare((&cuda, &cpu), case, DTYPES[i % 3], i % 2 == 0, false, &mut rng);
         }
         assert_eq!(compared, cases.len() * 18);
+    });
+}
+
+/// Weights that keep columns in their source dtype: the kept values replace
+/// the dequantized int8 columns on the device as on the CPU — in the one-block
+/// decode path (the epilogue reads them), the separate launches (gathered
+/// into `w_out`) and past the gathered limit (read in the epilogue).
+#[test]
+fn kept_weight_columns_are_bit_identical_to_the_cpu_backend() {
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let cpu = Context::cpu();
+        let mut rng = Rng::new(14);
+        let cases = [
+            Case { rows: 1, k: 100, n: 40, outliers: 3 },
+            Case { rows: 16, k: 130, n: 77, outliers: 70 },
+            Case { rows: 17, k: 61, n: 48, outliers: 4 },
+            Case { rows: 40, k: 200, n: 130, outliers: 70 },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            compare((&cuda, &cpu), case, DTYPES[i % 3], i % 2 == 1, true, &mut rng);
+        }
+        // The kept values are read: a kept weight's output differs from the plain one's.
+        let (k, n) = (64, 32);
+        let w = rng.normals(n * k, 0.05);
+        let x = Owned::from_f32(DType::F32, &activations_with_outliers(&mut rng, 2, k, 2));
+        let kept: Vec<u32> = (0..k as u32).collect();
+        let outputs: Vec<Vec<u8>> = [&kept[..], &[]]
+            .iter()
+            .map(|keep| {
+                let weight = cuda.quantize_weight_keep(llmint8::Data::F32(&w), n, k, None, keep).unwrap();
+                let mut y = Owned::zeros(DType::F32, 2 * n);
+                cuda.matmul(&weight, x.data(), 2, 6.0, y.data_mut()).unwrap();
+                raw_bytes(&y)
+            })
+            .collect();
+        assert_ne!(outputs[0], outputs[1]);
     });
 }
 
@@ -123,7 +181,7 @@ fn float16_input_rounding_is_bit_identical_to_the_cpu_backend() {
             .iter()
             .enumerate()
         {
-            compare(&cuda, &cpu, case, DType::F32, i == 0, &mut rng);
+            compare((&cuda, &cpu), case, DType::F32, i == 0, false, &mut rng);
         }
     });
 }
@@ -181,9 +239,11 @@ fn bad_weights_and_shapes_get_the_cpu_backends_errors() {
         let e_cpu = cpu.quantize_weight(llmint8::Data::F32(&w), 8, 20, None).unwrap_err();
         assert_eq!(e_gpu.status(), e_cpu.status());
         assert!(e_gpu.to_string().contains("row 5"), "{e_gpu}");
-        // Kept 16/32-bit columns are CPU-only: a clear refusal, not a silent plain weight.
-        let e = cuda.quantize_weight_keep(llmint8::Data::F32(&[0.5; 8 * 20]), 8, 20, None, &[3]).unwrap_err();
-        assert_eq!(e.status(), llmint8::Status::Unsupported, "{e}");
+        // Kept columns outside the shape, or listed twice: the CPU's refusal.
+        for keep in [&[20u32][..], &[3, 3]] {
+            let e = cuda.quantize_weight_keep(llmint8::Data::F32(&[0.5; 8 * 20]), 8, 20, None, keep).unwrap_err();
+            assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        }
         // Rows too long for int32 accumulation are refused on CUDA only.
         let k = (1 << 17) + 1;
         let cb = vec![1i8; k];

@@ -108,7 +108,7 @@ fn matmul_matches_the_f64_reference() {
 /// the product is closer to the exact one than without them.
 #[test]
 fn kept_weight_columns_multiply_the_outlier_columns_they_hold() {
-    let ctx = Context::cpu(); // kept columns are CPU-only (a CUDA context refuses: tests/cuda_backend.rs)
+    let ctx = common::test_context(); // the emulated GPU too (scripts/test.sh runs this suite on it)
     let mut rng = Rng::new(23);
     let (mut err_kept, mut err_plain) = (0.0f64, 0.0f64);
     for s in shapes(&mut rng) {

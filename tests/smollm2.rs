@@ -38,7 +38,12 @@ fn prepared() -> Option<&'static Prepared> {
 
 /// Runs the engine on the model with `args`; its stdout, failing on an error.
 fn engine(p: &Prepared, args: &[&str]) -> String {
-    let out = Command::new(&p.engine).arg(&p.model).args(args).current_dir(root()).output().unwrap();
+    engine_on(p, &p.model, args)
+}
+
+/// Runs the engine on the model folder `model`.
+fn engine_on(p: &Prepared, model: &Path, args: &[&str]) -> String {
+    let out = Command::new(&p.engine).arg(model).args(args).current_dir(root()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "llama {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -66,15 +71,9 @@ fn both_engines_generate_the_answer_and_int8_holds_a_quarter_of_the_float32_byte
     let Some(p) = prepared() else { return };
     let stdout = engine(p, &["--prompt", "The capital of France is", "--tokens", "4"]);
     println!("{stdout}");
-    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} line"));
-    let mib = |l: &str| -> f64 {
-        let before = &l[..l.find(" MiB").unwrap()];
-        before.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    let (f32_line, int8_line) = (line("float32:"), line("LLM.int8() (threshold 6, int8-part row scale):"));
     assert_eq!(stdout.matches("\n| The capital of France is Paris").count(), 2, "{stdout}");
     // int8 values plus a float scale per output row: a little over a quarter.
-    let ratio = mib(int8_line) / mib(f32_line);
+    let ratio = mib(&stdout, "LLM.int8() (threshold 6, int8-part row scale):") / mib(&stdout, "float32:");
     assert!((0.25..0.26).contains(&ratio), "int8 / float32 weight bytes = {ratio}");
 }
 
@@ -125,4 +124,51 @@ fn each_step_of_llm_int8_is_closer_to_float32_on_a_real_model() {
     assert!(t0.top1 < bnb.top1 - 0.01 && bnb.top1 <= part.top1 && part.top1 > 0.92, "{t0:?} {bnb:?} {part:?}");
     assert!(t0.ppl_change > bnb.ppl_change && bnb.ppl_change > part.ppl_change, "{t0:?} {bnb:?} {part:?}");
     assert!(part.ppl_change > 0.0 && t0.ppl_change < 5.0, "{t0:?} {part:?}");
+}
+
+/// The number before " MiB" on the line starting with `start`.
+fn mib(stdout: &str, start: &str) -> f64 {
+    let line = stdout.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no {start:?} line in {stdout}"));
+    let before = &line[..line.find(" MiB").unwrap()];
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The calibration travels in a checkpoint: the engine writes the outlier
+/// columns it saw, `llmint8 convert --keep-columns` puts them beside the 8-bit
+/// layers, and the engine's loader (`llmint8_weight_load`) reads them back:
+/// the 8-bit folder's weights hold exactly the calibrated bytes more than a
+/// plain conversion's, and still answer.
+#[test]
+fn calibrated_columns_travel_in_an_8_bit_checkpoint() {
+    let Some(p) = prepared() else { return };
+    let dir = root().join("target/smollm2");
+    let list = dir.join("calibration.json");
+    let list_arg = list.to_str().unwrap();
+    let calibration = engine(p, &["--calibrate", "LICENSE-APACHE", "--calibration-out", list_arg]);
+    let kept_mib = mib(&calibration, "calibration:");
+    assert!(kept_mib > 1.0, "{calibration}");
+    let convert = |out: &str, extra: &[&str]| -> PathBuf {
+        let out = dir.join(out);
+        let _ = std::fs::remove_dir_all(&out);
+        let status = Command::new(root().join("target/release/llmint8"))
+            .args(["convert", "--quiet"])
+            .arg(&p.model)
+            .arg(&out)
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success(), "llmint8 convert {extra:?}");
+        out
+    };
+    let plain = convert("model-int8", &[]);
+    let kept = convert("model-int8-kept", &["--keep-columns", list_arg]);
+    let args = ["--precision", "int8", "--prompt", "The capital of France is", "--tokens", "4"];
+    let (a, b) = (engine_on(p, &plain, &args), engine_on(p, &kept, &args));
+    println!("{calibration}\n{a}\n{b}");
+    let line = "LLM.int8() (threshold 6, int8-part row scale):";
+    let extra = mib(&b, line) - mib(&a, line);
+    assert!((extra - kept_mib).abs() < 0.11, "the kept folder holds {extra} MiB more, calibration kept {kept_mib}");
+    for out in [&a, &b] {
+        assert!(out.contains("\n| The capital of France is Paris"), "{out}");
+    }
 }

@@ -152,6 +152,8 @@ enum class TensorKind : int32_t {
     Int8Scales = LLMINT8_KIND_INT8_SCALES,
     WeightFormat = LLMINT8_KIND_WEIGHT_FORMAT,
     Bias = LLMINT8_KIND_BIAS,
+    KeptColumns = LLMINT8_KIND_KEPT_COLUMNS,
+    KeptValues = LLMINT8_KIND_KEPT_VALUES,
 };
 
 /// One tensor of a checkpoint (copied out of the C struct).
@@ -278,7 +280,8 @@ public:
     }
 
     /// quantize(), the weight also keeping the columns `keep` of `w` in T for the
-    /// outlier product (the paper's 16-bit outlier weights; CPU contexts only).
+    /// outlier product (the paper's 16-bit outlier weights; on a CUDA context
+    /// they go to the device with the int8 values).
     template <typename T>
     Weight quantize_keep(const T* w, size_t out_features, size_t in_features, const std::vector<uint32_t>& keep,
                          const T* bias = nullptr) {

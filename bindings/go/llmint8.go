@@ -481,6 +481,8 @@ const (
 	KindInt8Scales   TensorKind = C.LLMINT8_KIND_INT8_SCALES   // the SCB of an int8 weight
 	KindWeightFormat TensorKind = C.LLMINT8_KIND_WEIGHT_FORMAT // the weight_format of an int8 weight
 	KindBias         TensorKind = C.LLMINT8_KIND_BIAS          // the bias of a linear or int8 weight
+	KindKeptColumns  TensorKind = C.LLMINT8_KIND_KEPT_COLUMNS  // the 16/32-bit columns a weight keeps: Load reads them
+	KindKeptValues   TensorKind = C.LLMINT8_KIND_KEPT_VALUES   // the values of those columns: Load reads them
 )
 
 // TensorInfo describes one tensor of a checkpoint.

@@ -42,6 +42,12 @@ Options:
                         `model.layers.3.mlp.down_proj`); repeat for more; a
                         PATTERN that matches no module is refused
   --max-shard-size S    largest output shard, e.g. 5GB (default), 500MB, 2GiB
+  --keep-columns FILE   also write, beside each listed layer, the weight columns
+                        FILE names in the source dtype (PREFIX.llmint8_kept_columns,
+                        PREFIX.llmint8_kept_values), which llmint8 multiplies
+                        the outlier columns by; FILE is JSON {\"MODULE\": [COLUMN, ...]},
+                        as examples/cpp/llama --calibration-out writes it.
+                        transformers + bitsandbytes load the result as before
   --exact               quantize bfloat16/float32 weights from their stored
                         values; by default they are rounded to float16 first,
                         as bitsandbytes does, so the output is bit for bit the
@@ -174,6 +180,7 @@ fn run_convert(args: &[String]) -> Result<(), Failure> {
                     .ok_or_else(|| usage(format!("--max-shard-size {v:?}: expected e.g. 5GB, 500MB"), CONVERT_USAGE))?;
             }
             "--exact" => options.rounding = InputRounding::Exact,
+            "--keep-columns" => options.keep_columns = convert::read_keep_columns(value("--keep-columns")?)?,
             "-q" | "--quiet" => quiet = true,
             s if s.starts_with('-') && s.len() > 1 => {
                 return Err(usage(format!("unknown option {s:?}"), CONVERT_USAGE));
@@ -327,6 +334,8 @@ fn run_inspect(args: &[String]) -> Result<(), Failure> {
             TensorKind::Int8Scales => "int8 scales",
             TensorKind::WeightFormat => "int8 format",
             TensorKind::Bias => "bias",
+            TensorKind::KeptColumns => "kept columns",
+            TensorKind::KeptValues => "kept column values",
         };
         match t.kind {
             TensorKind::LinearWeight => linear += 1,

@@ -277,8 +277,8 @@ impl Context {
     /// of `w` in its dtype: a matmul's outlier column that is kept is
     /// multiplied by those values instead of the dequantized int8 column (the
     /// paper's 16-bit outlier weights). `keep` may be in any order; a column
-    /// outside the shape or listed twice is refused. CPU contexts only
-    /// (`Unsupported` on CUDA, unless `keep` is empty).
+    /// outside the shape or listed twice is refused. On a CUDA context the
+    /// kept columns go to the device with the int8 values.
     pub fn quantize_weight_keep(
         &self,
         w: Data<'_>,
@@ -287,9 +287,6 @@ impl Context {
         bias: Option<Data<'_>>,
         keep: &[u32],
     ) -> Result<Weight> {
-        if let (Place::Cuda(_), false) = (&self.place, keep.is_empty()) {
-            return Err(Error::unsupported("kept 16/32-bit weight columns are supported on the CPU backend only"));
-        }
         // On a CUDA context: quantized on the host (the same bytes as the device
         // kernel), then only the int8 values go up, half the bytes of float16.
         self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias, keep)?)
@@ -338,7 +335,24 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias)?)
+        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, None)?)
+    }
+
+    /// [`Context::weight_from_int8`], the weight also keeping the columns
+    /// `keep` with their 16/32-bit values `kept_values [keep.len(), out_features]`
+    /// (row `s` is column `keep[s]`; see [`Context::quantize_weight_keep`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn weight_from_int8_keep(
+        &self,
+        cb: &[i8],
+        scb: &[f32],
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+        keep: &[u32],
+        kept_values: Data<'_>,
+    ) -> Result<Weight> {
+        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, Some((keep, kept_values)))?)
     }
 
     /// Checks that `w` lives where this context runs (backend and device).

@@ -43,35 +43,60 @@ impl KeptColumns {
     /// Copies columns `columns` (any order, distinct, each < k) of the
     /// row-major `[n, k]` weight `w`.
     pub(crate) fn gather(w: Data<'_>, n: usize, k: usize, columns: &[u32]) -> Result<KeptColumns> {
-        let mut sorted: Vec<usize> = Vec::new();
+        KeptColumns::build(w, n, k, columns, &|_, c, j| j * k + c)
+    }
+
+    /// Takes the values of columns `columns` (any order, distinct, each < k)
+    /// of an `[n, k]` weight as `values [columns.len(), n]`, row `s` holding
+    /// column `columns[s]` (a checkpoint's `llmint8_kept_values`).
+    pub(crate) fn from_columns(values: Data<'_>, n: usize, k: usize, columns: &[u32]) -> Result<KeptColumns> {
+        crate::error::check_len("kept column values", values.len(), columns.len() * n)?;
+        let finite = crate::with_data!(values, v => v.iter().position(|x| !x.to_f32().is_finite()));
+        if let Some(at) = finite {
+            return Err(Error::invalid(format!("kept column value [{}, {}] is not finite", at / n, at % n)));
+        }
+        KeptColumns::build(values, n, k, columns, &|s, _, j| s * n + j)
+    }
+
+    /// The kept columns ascending, each one's values copied from
+    /// `src[at(s, c, j)]` for output row `j` (`s` its place in `columns`).
+    fn build(
+        src: Data<'_>,
+        n: usize,
+        k: usize,
+        columns: &[u32],
+        at: &dyn Fn(usize, usize, usize) -> usize,
+    ) -> Result<KeptColumns> {
+        let mut sorted: Vec<(usize, usize)> = Vec::new();
         sorted
             .try_reserve_exact(columns.len())
             .map_err(|_| Error::out_of_memory("cannot allocate the kept columns"))?;
-        for &c in columns {
+        for (s, &c) in columns.iter().enumerate() {
             if c as usize >= k {
                 return Err(Error::invalid(format!("keep_columns holds column {c}, outside the {k} in_features")));
             }
-            sorted.push(c as usize);
+            sorted.push((c as usize, s));
         }
         sorted.sort_unstable();
-        if let Some(pair) = sorted.windows(2).find(|p| p[0] == p[1]) {
-            return Err(Error::invalid(format!("keep_columns lists column {} twice", pair[0])));
+        if let Some(pair) = sorted.windows(2).find(|p| p[0].0 == p[1].0) {
+            return Err(Error::invalid(format!("keep_columns lists column {} twice", pair[0].0)));
         }
-        fn column_major<T: Copy + Default>(w: &[T], n: usize, k: usize, columns: &[usize]) -> Result<Vec<T>> {
-            let mut out = try_zeroed_vec::<T>(columns.len() * n, "kept weight columns")?;
-            for (s, &c) in columns.iter().enumerate() {
-                for (j, o) in out[s * n..][..n].iter_mut().enumerate() {
-                    *o = w[j * k + c];
+        type At<'a> = &'a dyn Fn(usize, usize, usize) -> usize;
+        fn column_major<T: Copy + Default>(src: &[T], n: usize, sorted: &[(usize, usize)], at: At) -> Result<Vec<T>> {
+            let mut out = try_zeroed_vec::<T>(sorted.len() * n, "kept weight columns")?;
+            for (slot, &(c, s)) in sorted.iter().enumerate() {
+                for (j, o) in out[slot * n..][..n].iter_mut().enumerate() {
+                    *o = src[at(s, c, j)];
                 }
             }
             Ok(out)
         }
-        let values = match w {
-            Data::F32(w) => KeptValues::F32(column_major(w, n, k, &sorted)?),
-            Data::F16(w) => KeptValues::F16(column_major(w, n, k, &sorted)?),
-            Data::BF16(w) => KeptValues::BF16(column_major(w, n, k, &sorted)?),
+        let values = match src {
+            Data::F32(v) => KeptValues::F32(column_major(v, n, &sorted, at)?),
+            Data::F16(v) => KeptValues::F16(column_major(v, n, &sorted, at)?),
+            Data::BF16(v) => KeptValues::BF16(column_major(v, n, &sorted, at)?),
         };
-        Ok(KeptColumns { columns: sorted, values, n })
+        Ok(KeptColumns { columns: sorted.into_iter().map(|(c, _)| c).collect(), values, n })
     }
 
     /// The kept columns, ascending.
@@ -91,7 +116,15 @@ impl KeptColumns {
             KeptValues::BF16(v) => v[at].to_f32(),
         }
     }
-    fn bytes(&self) -> usize {
+    /// The kept values, column-major `[columns, n]`, in their source dtype.
+    pub(crate) fn values(&self) -> Data<'_> {
+        match &self.values {
+            KeptValues::F32(v) => Data::F32(v),
+            KeptValues::F16(v) => Data::F16(v),
+            KeptValues::BF16(v) => Data::BF16(v),
+        }
+    }
+    pub(crate) fn bytes(&self) -> usize {
         match &self.values {
             KeptValues::F32(v) => 4 * v.len(),
             KeptValues::F16(v) => 2 * v.len(),
@@ -140,9 +173,10 @@ impl Weight {
     pub(crate) fn with_kept(self, kept: Option<KeptColumns>) -> Weight {
         Weight { kept, ..self }
     }
-    /// Its parts by value (a move to another backend keeps scales and bias).
-    pub(crate) fn into_parts(self) -> (PackedWeight, Vec<f32>, Option<Vec<f32>>) {
-        (self.packed, self.scb, self.bias)
+    /// Its parts by value (a move to another backend keeps scales, bias and
+    /// kept columns).
+    pub(crate) fn into_parts(self) -> (PackedWeight, Vec<f32>, Option<Vec<f32>>, Option<KeptColumns>) {
+        (self.packed, self.scb, self.bias, self.kept)
     }
     /// Packed int8 values, scales, bias and kept columns.
     pub(crate) fn resident_bytes(&self) -> usize {

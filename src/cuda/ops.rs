@@ -205,13 +205,15 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
         // Few rows: the epilogue reads the weight's outlier columns from CB
         // instead (one launch fewer; each is read by at most 16 rows).
         let w_gathered = i32::from(!small);
+        // Columns the weight keeps in their source dtype replace dequantized ones.
+        let (kept_slot, kept, kept_dtype) = w.kept_args();
         if decompose && !small {
             let n_i64 = n as i64;
             gpu.launch(
                 nvrtc::GATHER_WEIGHT_COLUMNS,
                 grid_for(n * 8),
                 stream,
-                &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, w_out],
+                &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, kept_slot, kept, kept_dtype, w_out],
             )?;
         }
         let bias = w.bias.as_ref().map_or(0u64, |b| b.ptr);
@@ -229,7 +231,7 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
                 stream,
                 &mut args![
                     acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, w_gathered, x_out,
-                    w_out, x, k_i, w.cb.ptr, kp_i, y
+                    w_out, x, k_i, w.cb.ptr, kp_i, kept_slot, kept, kept_dtype, y
                 ],
             )?;
             j0 += nc_padded;

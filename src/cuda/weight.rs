@@ -7,7 +7,7 @@ use super::device::{DeviceBuffer, Gpu};
 use super::nvrtc;
 use super::ops::{cb_row_stride, check_in_features, grid_for, padded_n};
 use super::sys::CUdeviceptr;
-use crate::dtype::DType;
+use crate::dtype::{DType, Data};
 use crate::error::{Error, Result};
 use crate::quant::InputRounding;
 
@@ -28,6 +28,20 @@ pub(crate) struct Weight {
     pub in_features: usize,
     host_scb: Vec<f32>,
     host_bias: Option<Vec<f32>>,
+    /// Columns kept in their source dtype for the outlier product.
+    pub kept: Option<KeptColumns>,
+}
+
+/// Weight columns kept in their 16/32-bit source dtype on the device (the
+/// kernels' `Kept`): `slot [k]` int32, each column's index into `values` or
+/// -1, and `values [columns, n]` column-major.
+#[derive(Debug)]
+pub(crate) struct KeptColumns {
+    pub slot: DeviceBuffer,
+    pub values: DeviceBuffer,
+    pub dtype: DType,
+    /// Ascending (the host's list, for accessors and export).
+    pub columns: Vec<usize>,
 }
 
 impl Weight {
@@ -62,7 +76,60 @@ impl Weight {
             in_features: k,
             host_scb: Vec::new(),
             host_bias: bias,
+            kept: None,
         })
+    }
+
+    /// The weight also keeping `columns` (ascending, each < k) with their
+    /// values `[columns, n]` column-major: copied up. Synchronous.
+    pub(crate) fn with_kept(mut self, columns: &[usize], values: Data<'_>) -> Result<Weight> {
+        let (gpu, n, k) = (&self.gpu, self.out_features, self.in_features);
+        assert!(values.len() == columns.len() * n && columns.iter().all(|&c| c < k));
+        let mut slot = crate::error::try_zeroed_vec::<i32>(k, "kept column slots")?;
+        slot.fill(-1);
+        for (s, &c) in columns.iter().enumerate() {
+            slot[c] = s as i32;
+        }
+        let (host, bytes) =
+            crate::with_data!(values, v => (v.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(v)));
+        let slot_dev = gpu.alloc(4 * k, "cuMemAlloc (kept column slots)")?;
+        let values_dev = gpu.alloc(bytes, "cuMemAlloc (kept weight columns)")?;
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        // SAFETY: both device buffers were allocated above with the bytes copied.
+        unsafe {
+            gpu.check((d.cuMemcpyHtoDAsync)(slot_dev.ptr, slot.as_ptr().cast(), 4 * k, stream), "copying kept slots")?;
+            gpu.check((d.cuMemcpyHtoDAsync)(values_dev.ptr, host, bytes, stream), "copying kept columns")?;
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+        }
+        let columns = crate::error::try_copied_vec(columns, "kept column list")?;
+        self.kept = Some(KeptColumns { slot: slot_dev, values: values_dev, dtype: values.dtype(), columns });
+        Ok(self)
+    }
+
+    /// The kernels' `Kept` arguments: slot table, values, dtype (NULL, NULL, 0
+    /// when no column is kept).
+    pub(crate) fn kept_args(&self) -> (CUdeviceptr, CUdeviceptr, i32) {
+        self.kept.as_ref().map_or((0, 0, 0), |k| (k.slot.ptr, k.values.ptr, k.dtype as i32))
+    }
+
+    /// The kept values `[columns, n]` copied down, as bytes (none when no
+    /// column is kept). Synchronous.
+    pub(crate) fn download_kept(&self) -> Result<Vec<u8>> {
+        let Some(kept) = self.kept.as_ref() else { return Ok(Vec::new()) };
+        let mut out = crate::error::try_zeroed_vec::<u8>(kept.values.bytes, "kept columns")?;
+        let (dst, bytes) = (out.as_mut_ptr().cast::<std::ffi::c_void>(), out.len());
+        let gpu = &self.gpu;
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        // SAFETY: `out` holds the device buffer's bytes.
+        unsafe {
+            gpu.check((d.cuMemcpyDtoHAsync)(dst, kept.values.ptr, bytes, stream), "copying kept columns")?;
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+        }
+        Ok(out)
     }
 
     /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
@@ -178,9 +245,12 @@ impl Weight {
     pub(crate) fn bias(&self) -> Option<&[f32]> {
         self.host_bias.as_deref()
     }
-    /// Device memory: CB, SCB and bias.
+    /// Device memory: CB, SCB, bias and kept columns (with their slot table).
     pub(crate) fn device_bytes(&self) -> usize {
-        self.cb.bytes + self.scb.bytes + self.bias.as_ref().map_or(0, |b| b.bytes)
+        self.cb.bytes
+            + self.scb.bytes
+            + self.bias.as_ref().map_or(0, |b| b.bytes)
+            + self.kept.as_ref().map_or(0, |k| k.slot.bytes + k.values.bytes)
     }
     /// Host memory: the copy of SCB and bias (export and save read it).
     pub(crate) fn host_bytes(&self) -> usize {

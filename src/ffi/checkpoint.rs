@@ -74,6 +74,15 @@ pub const LLMINT8_KIND_INT8_SCALES: i32 = 3;
 pub const LLMINT8_KIND_WEIGHT_FORMAT: i32 = 4;
 /// The `PREFIX.bias` of a linear or int8 weight (loaded with it).
 pub const LLMINT8_KIND_BIAS: i32 = 5;
+/// `PREFIX.llmint8_kept_columns` (int32 `[n_keep]`): the weight columns the
+/// layer keeps in 16/32-bit, which `llmint8_weight_load` reads with
+/// `PREFIX.llmint8_kept_values` (`llmint8 convert --keep-columns` and
+/// `llmint8_weight_save` write them; transformers + bitsandbytes leave both
+/// unused).
+pub const LLMINT8_KIND_KEPT_COLUMNS: i32 = 6;
+/// `PREFIX.llmint8_kept_values` (float16/bfloat16/float32 `[n_keep, out]`,
+/// row `s` the weight's column `kept_columns[s]`; loaded with the weight).
+pub const LLMINT8_KIND_KEPT_VALUES: i32 = 7;
 
 /// Dimensions `llmint8_tensor_info.shape` holds.
 pub const LLMINT8_MAX_DIMS: usize = 8;
@@ -356,7 +365,11 @@ pub unsafe extern "C" fn llmint8_checkpoint_read(
 /// float16/bfloat16/float32 (as `llmint8_weight_quantize` would), or taken as it
 /// is with `prefix.SCB` when it is int8 (bitsandbytes' 8-bit form; a
 /// `prefix.weight_format` other than 0 is refused); `prefix.bias` is added when
-/// present. The weight is read straight from the mapped file — no 16-bit copy is
+/// present. When the checkpoint holds `prefix.llmint8_kept_columns` and
+/// `prefix.llmint8_kept_values` (`LLMINT8_KIND_KEPT_COLUMNS`), the weight keeps
+/// those columns in 16/32-bit as `llmint8_weight_quantize_keep` would: beside
+/// an int8 weight their values are read, beside a 16/32-bit one the columns
+/// are kept from the weight itself. The weight is read straight from the mapped file — no 16-bit copy is
 /// made unless the tensor is misaligned in the file — and its pages are released
 /// afterwards, so loading a model layer by layer does not grow resident memory.
 ///
@@ -364,10 +377,13 @@ pub unsafe extern "C" fn llmint8_checkpoint_read(
 /// it does not depend on the checkpoint). On failure writes NULL to `*out` (when
 /// not NULL) and returns:
 /// - LLMINT8_ERR_INVALID_ARGUMENT: a NULL pointer, `prefix` not UTF-8, a NaN/Inf
-///   in the weight or bias, a negative or non-finite scale;
+///   in the weight, bias or kept column values, a negative or non-finite scale;
 /// - LLMINT8_ERR_NOT_FOUND: no `prefix.weight`;
 /// - LLMINT8_ERR_FORMAT: the weight is not 2-D or of another dtype; `SCB`
-///   missing, not F32 or not `[out]`; a bias not `[out]` floats;
+///   missing, not F32 or not `[out]`; a bias not `[out]` floats; one of the two
+///   kept-column tensors without the other, the columns not int32 `[n_keep]`,
+///   one outside `[0, in)` or listed twice, the values not
+///   float16/bfloat16/float32 `[n_keep, out]`;
 /// - LLMINT8_ERR_UNSUPPORTED: a `weight_format` other than row-major;
 /// - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as for `llmint8_weight_quantize`.
 ///
@@ -426,7 +442,12 @@ pub unsafe extern "C" fn llmint8_weight_load_safetensors(
 /// Saves `w` to the safetensors file `path` in the form transformers +
 /// bitsandbytes save a `Linear8bitLt`: `prefix.weight` (int8 `[out, in]`,
 /// row-major), `prefix.SCB` (float32 `[out]`), `prefix.weight_format` (uint8 0)
-/// and, when the weight has a bias, `prefix.bias` (float32 `[out]`). The file is
+/// and, when the weight has a bias, `prefix.bias` (float32 `[out]`); a weight
+/// that keeps 16/32-bit columns (`llmint8_weight_quantize_keep`) adds
+/// `prefix.llmint8_kept_columns` and `prefix.llmint8_kept_values`
+/// (`LLMINT8_KIND_KEPT_COLUMNS`), which `llmint8_weight_load` reads back and
+/// transformers + bitsandbytes leave unused. A weight on a CUDA device is
+/// copied down first. The file is
 /// written beside `path` under a temporary name and renamed when complete, so
 /// `path` is either replaced whole or left as it was.
 ///
@@ -457,6 +478,8 @@ pub unsafe extern "C" fn llmint8_weight_save_safetensors(
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<llmint8_tensor_info>() == 3 * 8 + 4 * 4 + 8 * 8 + 8 + 4 * 8);
 const _: () = assert!(TensorKind::Bias as i32 == LLMINT8_KIND_BIAS);
+const _: () = assert!(TensorKind::KeptColumns as i32 == LLMINT8_KIND_KEPT_COLUMNS);
+const _: () = assert!(TensorKind::KeptValues as i32 == LLMINT8_KIND_KEPT_VALUES);
 
 #[cfg(test)]
 mod tests {

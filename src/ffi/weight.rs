@@ -105,13 +105,13 @@ pub unsafe extern "C" fn llmint8_weight_quantize(
 /// `n_keep` is 0 (then the call is `llmint8_weight_quantize`).
 ///
 /// Memory: as `llmint8_weight_quantize`, plus `n_keep · out_features`
-/// elements of `w_dtype` (`llmint8_weight_memory` counts them); `keep_columns`
-/// is host memory, read during the call only.
+/// elements of `w_dtype` (on a CUDA context in device memory, with a table of
+/// `4 · in_features` bytes; `llmint8_weight_memory` counts them);
+/// `keep_columns` is host memory, read during the call only.
 /// Ownership and `*out` as for `llmint8_weight_quantize`. Returns:
 /// - LLMINT8_ERR_INVALID_ARGUMENT: as `llmint8_weight_quantize`; `keep_columns`
 ///   NULL with `n_keep` > 0, or misaligned; a column >= `in_features`, or one
 ///   listed twice (the message names it);
-/// - LLMINT8_ERR_UNSUPPORTED: a CUDA context (kept columns are CPU-only);
 /// - LLMINT8_ERR_SHAPE, LLMINT8_ERR_OUT_OF_MEMORY: as `llmint8_weight_quantize`.
 ///
 /// Thread safety: may be called concurrently on the same context.

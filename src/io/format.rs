@@ -92,6 +92,16 @@ tensor_dtypes! {
     C64 = 21,
 }
 
+impl From<crate::dtype::DType> for TensorDtype {
+    fn from(d: crate::dtype::DType) -> TensorDtype {
+        match d {
+            crate::dtype::DType::F32 => TensorDtype::F32,
+            crate::dtype::DType::F16 => TensorDtype::F16,
+            crate::dtype::DType::BF16 => TensorDtype::BF16,
+        }
+    }
+}
+
 impl TensorDtype {
     /// The name in a safetensors header, e.g. `"F16"`.
     pub fn name(self) -> &'static str {

@@ -25,7 +25,7 @@ use crate::dtype::Data;
 use crate::error::{Error, Result, Status};
 
 pub(crate) use bytes::io_error;
-pub(crate) use write::{f32_bytes, int8_layer_specs, pytorch_metadata, temp_path_beside};
+pub(crate) use write::{f32_bytes, i32_bytes, int8_layer_specs, kept_column_specs, pytorch_metadata, temp_path_beside};
 
 /// The tensors of one linear layer (see [`Checkpoint::linear_layer`]).
 #[derive(Debug)]
@@ -38,7 +38,32 @@ pub struct LinearLayer<'a> {
     pub bias: Option<&'a Tensor>,
     /// bitsandbytes' `PREFIX.SCB` when the weight is int8; `None` for a 16/32-bit one.
     pub int8_scales: Option<Vec<f32>>,
+    /// The weight columns the layer keeps in 16/32-bit, when the checkpoint
+    /// holds them (see [`KEPT_COLUMNS`]).
+    pub kept: Option<KeptColumnTensors<'a>>,
 }
+
+/// A layer's kept weight columns in a checkpoint: `PREFIX.llmint8_kept_columns`
+/// (int32 `[n_keep]`, the columns of `PREFIX.weight`) and
+/// `PREFIX.llmint8_kept_values` (float16/bfloat16/float32 `[n_keep, out]`:
+/// row `s` is weight column `columns[s]`). llmint8 writes them beside an
+/// 8-bit weight (`llmint8 convert --keep-columns`, `save_weight` of a weight
+/// that keeps columns); transformers + bitsandbytes load such a checkpoint,
+/// reporting the two as unused.
+#[derive(Debug)]
+pub struct KeptColumnTensors<'a> {
+    /// The values of `list`.
+    pub columns: Vec<u32>,
+    /// `PREFIX.llmint8_kept_columns`.
+    pub list: &'a Tensor,
+    /// `PREFIX.llmint8_kept_values` (read with [`Checkpoint::with_floats`]).
+    pub values: &'a Tensor,
+}
+
+/// The last name component of a layer's kept column list ([`KeptColumnTensors`]).
+pub const KEPT_COLUMNS: &str = "llmint8_kept_columns";
+/// The last name component of a layer's kept column values ([`KeptColumnTensors`]).
+pub const KEPT_VALUES: &str = "llmint8_kept_values";
 
 /// The single-file model name transformers writes.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -67,6 +92,12 @@ pub enum TensorKind {
     WeightFormat = 4,
     /// The `PREFIX.bias` of a linear or int8 weight: `load_weight(PREFIX)` takes it.
     Bias = 5,
+    /// The `PREFIX.llmint8_kept_columns` of a linear or int8 weight
+    /// ([`KeptColumnTensors`]): `load_weight(PREFIX)` takes it.
+    KeptColumns = 6,
+    /// The `PREFIX.llmint8_kept_values` of a linear or int8 weight
+    /// ([`KeptColumnTensors`]): `load_weight(PREFIX)` takes it.
+    KeptValues = 7,
 }
 
 /// Whether the module `prefix` stays 16-bit when a model is quantized, as
@@ -302,6 +333,8 @@ impl Checkpoint {
             "SCB" if weight.is_some_and(is_int8) => TensorKind::Int8Scales,
             "weight_format" if weight.is_some_and(is_int8) => TensorKind::WeightFormat,
             "bias" if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::Bias,
+            KEPT_COLUMNS if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::KeptColumns,
+            KEPT_VALUES if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::KeptValues,
             _ => TensorKind::Other,
         }
     }
@@ -366,8 +399,9 @@ impl Checkpoint {
 
     /// The tensors of the linear layer `prefix`, checked against each other:
     /// `prefix.weight` 2-D `[out, in]` of int8 (then with `prefix.SCB` and
-    /// a row-major `prefix.weight_format`) or float16/bfloat16/float32, and
-    /// `prefix.bias` `[out]` when present.
+    /// a row-major `prefix.weight_format`) or float16/bfloat16/float32,
+    /// `prefix.bias` `[out]` when present, and the kept columns when present
+    /// (both tensors of [`KeptColumnTensors`], or neither).
     pub fn linear_layer(&self, prefix: &str) -> Result<LinearLayer<'_>> {
         let w = self.require(&format!("{prefix}.weight")).map_err(|e| {
             let hint =
@@ -399,7 +433,58 @@ impl Checkpoint {
                 ))
             }
         };
-        Ok(LinearLayer { weight: w, out_features, in_features, bias, int8_scales })
+        let kept = self.kept_columns(prefix, out_features, in_features)?;
+        Ok(LinearLayer { weight: w, out_features, in_features, bias, int8_scales, kept })
+    }
+
+    /// A layer's [`KeptColumnTensors`], checked for dtype and shape, the
+    /// columns for range and repeats.
+    fn kept_columns(
+        &self,
+        prefix: &str,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Option<KeptColumnTensors<'_>>> {
+        let columns = self.tensor(&format!("{prefix}.{KEPT_COLUMNS}"));
+        let values = self.tensor(&format!("{prefix}.{KEPT_VALUES}"));
+        let (columns, values) = match (columns, values) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(v)) => (c, v),
+            (Some(t), None) | (None, Some(t)) => {
+                return Err(self.tensor_error(
+                    t,
+                    format!("kept weight columns need both {prefix}.{KEPT_COLUMNS} and {prefix}.{KEPT_VALUES}"),
+                ))
+            }
+        };
+        let &[n_keep] = columns.shape.as_slice() else {
+            return Err(self.tensor_error(columns, format!("shape {:?}, expected [n_keep]", columns.shape)));
+        };
+        if columns.dtype != TensorDtype::I32 {
+            return Err(self.tensor_error(columns, format!("dtype {}, expected I32", columns.dtype.name())));
+        }
+        if values.shape != [n_keep, out_features] {
+            return Err(
+                self.tensor_error(values, format!("shape {:?}, expected [{n_keep}, {out_features}]", values.shape))
+            );
+        }
+        if !matches!(values.dtype, TensorDtype::F16 | TensorDtype::BF16 | TensorDtype::F32) {
+            return Err(self.tensor_error(values, format!("dtype {}, expected F16, BF16 or F32", values.dtype.name())));
+        }
+        let mut list = Vec::with_capacity(n_keep);
+        for b in self.bytes(columns).chunks_exact(4) {
+            let c = i32::from_le_bytes(b.try_into().expect("4 bytes"));
+            let c = u32::try_from(c).ok().filter(|&c| (c as usize) < in_features).ok_or_else(|| {
+                self.tensor_error(columns, format!("column {c} is outside the {in_features} in_features"))
+            })?;
+            list.push(c);
+        }
+        let mut sorted = list.clone();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|p| p[0] == p[1]) {
+            return Err(self.tensor_error(columns, format!("column {} is listed twice", pair[0])));
+        }
+        Ok(Some(KeptColumnTensors { columns: list, list: columns, values }))
     }
 
     /// The values of an int8 tensor, in place.

@@ -122,6 +122,21 @@ pub(crate) fn int8_layer_specs(prefix: &str, out: usize, inn: usize, with_bias: 
     specs
 }
 
+/// The tensors of a layer's kept weight columns (see
+/// [`super::KEPT_COLUMNS`]): the column list, int32 `[n_keep]`, and their
+/// values `[n_keep, out]` in `dtype`.
+pub(crate) fn kept_column_specs(prefix: &str, out: usize, n_keep: usize, dtype: TensorDtype) -> [TensorSpec; 2] {
+    [
+        TensorSpec { name: format!("{prefix}.{}", super::KEPT_COLUMNS), dtype: TensorDtype::I32, shape: vec![n_keep] },
+        TensorSpec { name: format!("{prefix}.{}", super::KEPT_VALUES), dtype, shape: vec![n_keep, out] },
+    ]
+}
+
+/// Little-endian bytes of int32 values.
+pub(crate) fn i32_bytes(values: &[i32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Little-endian bytes of f32 values.
 pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()

@@ -85,7 +85,7 @@ KERNELS(BF16, bf16)
 
 using Epilogue = void (*)(const int *, int, i64, int, int, int, const float *, const float *, const float *,
                           const int *, const int *, int, int, const float *, const float *, const void *, int,
-                          const i8 *, int, void *);
+                          const i8 *, int, const int *, const void *, int, void *);
 
 template <class XK>
 static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int outlier_cols, float threshold,
@@ -164,7 +164,7 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
     if (threshold > 0 && w_gathered)
         emu::launch(&llmint8_gather_weight_columns, grid_for(n * 8), EW_BLOCK, (const i8 *)cb.data(), (int)kp,
                     (const float *)scb.data(), (i64)n, (const int *)list.data(), (const int *)&count, MAX_G,
-                    w_out.data());
+                    (const int *)nullptr, (const void *)nullptr, 0, w_out.data());
     if (count != (int)stats.outlier_columns) return fail(std::string("outlier count differs ") + tag);
     // cuBLASLt's part, in chunks of weight rows as ops.rs takes them (here 32).
     const size_t chunk = 32;
@@ -181,7 +181,8 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
                     (int)j0, (int)n, (const float *)sa.data(), (const float *)scb.data(),
                     (const float *)(with_bias ? bias32.data() : nullptr), (const int *)list.data(),
                     (const int *)&count, MAX_G, w_gathered, (const float *)x_out.data(), (const float *)w_out.data(),
-                    (const void *)x.data(), (int)k, (const i8 *)cb.data(), (int)kp, (void *)y_dev.data());
+                    (const void *)x.data(), (int)k, (const i8 *)cb.data(), (int)kp, (const int *)nullptr,
+                    (const void *)nullptr, 0, (void *)y_dev.data());
     }
     if (y_cpu != y_dev) {
         size_t first = 0;

@@ -13,6 +13,11 @@
 //       LLM.int8() variant on TEXT_FILE, cut into windows of N tokens; with
 //       --calibrate, also the weights keeping in 16-bit the outlier columns
 //       each layer saw on the first N (2048) tokens of another text.
+//   llama MODEL_DIR --calibrate TEXT_FILE --calibration-out FILE [--calibration-tokens N]
+//       calibration only: writes those columns as JSON {"MODULE": [COLUMN, ...]}
+//       for `llmint8 convert MODEL_DIR OUT_DIR --keep-columns FILE`, whose
+//       8-bit folder then carries them (this engine, like any llmint8 loader,
+//       reads them back with the weights).
 //   llama MODEL_DIR --tokenize TEXT_FILE
 //       the token ids of TEXT_FILE, one per line.
 //
@@ -362,6 +367,22 @@ public:
         return after - before;
     }
 
+    /// The calibrated columns of every layer as JSON {"MODULE": [COLUMN, ...]},
+    /// the list `llmint8 convert --keep-columns` reads.
+    std::string calibration_json() {
+        std::string out = "{";
+        for (auto& L : layers_)
+            for (int i = 0; i < 7; ++i) {
+                const Linear& lin = L.all()[i];
+                out += (out.size() > 1 ? ",\n \"" : "\n \"") + lin.prefix + "\": [";
+                bool first = true;
+                for (size_t c = 0; c < lin.outlier_seen.size(); ++c)
+                    if (lin.outlier_seen[c]) out += (first ? "" : ", ") + std::to_string(c), first = false;
+                out += "]";
+            }
+        return out + "\n}\n";
+    }
+
     /// A KV cache for up to `positions` tokens.
     struct Cache {
         std::vector<std::vector<float>> k, v;  // per layer [kv_heads, positions, head_dim]
@@ -676,6 +697,7 @@ int evaluate(Model& model, Tokenizer& tok, const std::string& path, size_t windo
                  "             [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32]\n"
                  "       llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]\n"
                  "                       [--calibrate TEXT_FILE [--calibration-tokens N]]\n"
+                 "       llama MODEL_DIR --calibrate TEXT_FILE --calibration-out FILE [--calibration-tokens N]\n"
                  "       llama MODEL_DIR --tokenize TEXT_FILE\n",
                  why);
     std::exit(2);
@@ -693,7 +715,8 @@ size_t to_size(const std::string& s, const char* flag) {
 int main(int argc, char** argv) {
     if (argc < 2 || argv[1][0] == '-') usage("no model folder given");
     const std::string dir = argv[1];
-    std::string prompt = "The capital of France is", eval_path, tokenize_path, calibrate_path, precision = "both";
+    std::string prompt = "The capital of France is", eval_path, tokenize_path, calibrate_path, calibration_out,
+                precision = "both";
     size_t steps = 24, window = 1024, max_tokens = 0, calibration_tokens = 2048;
     float threshold = LLMINT8_DEFAULT_THRESHOLD;
     llmint8::RowScale row_scale = llmint8::RowScale::Int8Part;
@@ -706,6 +729,7 @@ int main(int argc, char** argv) {
         else if (a == "--eval") eval_path = v;
         else if (a == "--tokenize") tokenize_path = v;
         else if (a == "--calibrate") calibrate_path = v;
+        else if (a == "--calibration-out") calibration_out = v;
         else if (a == "--calibration-tokens") calibration_tokens = to_size(v, "--calibration-tokens");
         else if (a == "--window") window = to_size(v, "--window");
         else if (a == "--max-tokens") max_tokens = to_size(v, "--max-tokens");
@@ -723,25 +747,39 @@ int main(int argc, char** argv) {
             for (int32_t id : tok.encode(read_file(tokenize_path))) std::printf("%d\n", id);
             return 0;
         }
-        const bool eval = !eval_path.empty();
-        const bool want_f32 = eval || precision != "int8", want_int8 = eval || precision != "float32";
+        const bool eval = !eval_path.empty(), calibrate_only = !calibration_out.empty();
+        if (calibrate_only && (eval || calibrate_path.empty()))
+            usage("--calibration-out takes --calibrate TEXT_FILE and no --eval");
+        const bool full = eval || calibrate_only;
+        const bool want_f32 = full || precision != "int8", want_int8 = full || precision != "float32";
         auto t0 = std::chrono::steady_clock::now();
         Model model(dir, want_f32, want_int8, ctx, pool);
         const Config& c = model.config();
         std::printf("%s: %zu layers, hidden %zu, %zu/%zu heads, vocabulary %zu; loaded in %.1f s\n", dir.c_str(),
                     c.layers, c.hidden, c.heads, c.kv_heads, c.vocab,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        auto calibrate = [&] {
+            std::vector<int32_t> ids = tok.encode(read_file(calibrate_path));
+            if (ids.size() > calibration_tokens) ids.resize(calibration_tokens);
+            const uint64_t bytes = model.calibrate(dir, ids, window, 6.0f);
+            std::printf("calibration: %zu tokens of %s; the outlier columns seen kept in 16-bit, %.2f MiB\n",
+                        ids.size(), calibrate_path.c_str(), double(bytes) / 1048576.0);
+        };
+        if (calibrate_only) {
+            calibrate();
+            std::ofstream file(calibration_out);
+            file << model.calibration_json();
+            if (!file.flush()) throw std::runtime_error("cannot write " + calibration_out);
+            std::printf("wrote the calibrated columns to %s\n", calibration_out.c_str());
+            return 0;
+        }
         if (eval) {
             std::vector<Variant> variants = {
                 {"LLM.int8() threshold 0", true, 0.0f, llmint8::RowScale::BitsAndBytes},
                 {"LLM.int8() threshold 6, bitsandbytes' row scale", true, 6.0f, llmint8::RowScale::BitsAndBytes},
                 {"LLM.int8() threshold 6, int8-part row scale", true, 6.0f, llmint8::RowScale::Int8Part}};
             if (!calibrate_path.empty()) {
-                std::vector<int32_t> ids = tok.encode(read_file(calibrate_path));
-                if (ids.size() > calibration_tokens) ids.resize(calibration_tokens);
-                const uint64_t bytes = model.calibrate(dir, ids, window, 6.0f);
-                std::printf("calibration: %zu tokens of %s; the outlier columns seen kept in 16-bit, %.2f MiB\n",
-                            ids.size(), calibrate_path.c_str(), double(bytes) / 1048576.0);
+                calibrate();
                 Variant kept{"LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns", true, 6.0f,
                              llmint8::RowScale::Int8Part};
                 kept.kept = true;

@@ -130,7 +130,7 @@ Quantizes an `out × in` weight (`Float32`, `Float16`, or `BFloat16` with BFloat
 loaded) to int8, row by row. The weight is transposed once into the C API's
 row-major layout; nothing of it is kept but the int8 values and scales — and the
 columns `keep` (1-based input features) in `T`, which the outlier product then
-multiplies instead of their dequantized int8 values (CPU contexts only).
+multiplies instead of their dequantized int8 values (on a CUDA context they go to the device too).
 """
 mutable struct Int8Weight
     ptr::Ptr{Cvoid}
@@ -249,7 +249,8 @@ struct CTensorInfo
 end
 CTensorInfo() = CTensorInfo(C_NULL, C_NULL, C_NULL, 0, 0, 0, 0, ntuple(_ -> UInt64(0), 8), 0, ntuple(_ -> UInt64(0), 4))
 
-const TENSOR_KINDS = (:other, :linear_weight, :int8_weight, :int8_scales, :weight_format, :bias)
+const TENSOR_KINDS = (:other, :linear_weight, :int8_weight, :int8_scales, :weight_format, :bias, :kept_columns,
+                      :kept_values)
 
 """
 One tensor of a checkpoint: `shape` is as the file stores it (row-major, outermost
