@@ -48,10 +48,18 @@ pub trait Element: Copy + Default + Send + Sync + 'static {
     const DTYPE: DType;
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
+    /// The elements of `d` when they are of this type.
+    fn slice_mut<'b>(d: &'b mut DataMut<'_>) -> Option<&'b mut [Self]>;
 }
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
+    fn slice_mut<'b>(d: &'b mut DataMut<'_>) -> Option<&'b mut [f32]> {
+        match d {
+            DataMut::F32(s) => Some(s),
+            _ => None,
+        }
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -64,6 +72,12 @@ impl Element for f32 {
 
 impl Element for f16 {
     const DTYPE: DType = DType::F16;
+    fn slice_mut<'b>(d: &'b mut DataMut<'_>) -> Option<&'b mut [f16]> {
+        match d {
+            DataMut::F16(s) => Some(s),
+            _ => None,
+        }
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
@@ -76,6 +90,12 @@ impl Element for f16 {
 
 impl Element for bf16 {
     const DTYPE: DType = DType::BF16;
+    fn slice_mut<'b>(d: &'b mut DataMut<'_>) -> Option<&'b mut [bf16]> {
+        match d {
+            DataMut::BF16(s) => Some(s),
+            _ => None,
+        }
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
@@ -145,6 +165,14 @@ impl<'a> Data<'a> {
 }
 
 impl<'a> DataMut<'a> {
+    /// The same elements, borrowed for a shorter time.
+    pub fn reborrow(&mut self) -> DataMut<'_> {
+        match self {
+            DataMut::F32(s) => DataMut::F32(s),
+            DataMut::F16(s) => DataMut::F16(s),
+            DataMut::BF16(s) => DataMut::BF16(s),
+        }
+    }
     pub fn dtype(&self) -> DType {
         match self {
             DataMut::F32(_) => DType::F32,

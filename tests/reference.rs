@@ -131,7 +131,9 @@ fn kept_weight_columns_multiply_the_outlier_columns_they_hold() {
                 (kept.cb().unwrap(), common::bits(kept.scb())),
                 (plain.cb().unwrap(), common::bits(plain.scb()))
             );
-            assert_eq!(kept.resident_bytes(), plain.resident_bytes() + keep.len() * s.n * w_dtype.size());
+            // On a device, also a table of each column's slot (4 bytes per column of W).
+            let table = if kept.location() == llmint8::Location::Cpu { 0 } else { 4 * s.k };
+            assert_eq!(kept.resident_bytes(), plain.resident_bytes() + keep.len() * s.n * w_dtype.size() + table);
             let exact: Vec<f64> = (0..s.rows * s.n)
                 .map(|e| (0..s.k).map(|c| x32[e / s.n * s.k + c] as f64 * w32[e % s.n * s.k + c] as f64).sum())
                 .collect();
@@ -447,4 +449,77 @@ fn the_int8_part_row_scale_is_closer_to_the_exact_product() {
     eprintln!("relative error against the exact product, summed over shapes: bitsandbytes {err_bnb:.4e}, int8 part {err_int8:.4e}");
     // Measured: 0.91 (the weight's own rounding error is the same under both rules).
     assert!(err_int8 < 0.95 * err_bnb, "int8-part {err_int8:.3e} vs bitsandbytes {err_bnb:.3e}");
+}
+
+/// Weights that share an input (q/k/v, gate/up), multiplied in one call:
+/// every output is bit for bit that of a call of its own, with the input's
+/// outlier count, over shapes of the decode and prefill paths, every dtype
+/// pair, thresholds and row rules, a weight keeping 16-bit columns among
+/// them; and misuse is refused. On the test backend (the emulated GPU too).
+#[test]
+fn weights_sharing_an_input_give_the_bits_of_separate_calls() {
+    let ctx = common::test_context();
+    let mut rng = Rng::new(31);
+    let mut compared = 0;
+    for (rows, k) in [(1, 64), (3, 130), (16, 200), (40, 96)] {
+        let ns = [48, 16, 33];
+        for (i, &w_dtype) in DTYPES.iter().enumerate() {
+            let weights: Vec<llmint8::Weight> = ns
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    let w = Owned::from_f32(w_dtype, &rng.normals(n * k, 0.05));
+                    let bias = rng.normals(n, 0.1);
+                    let keep: Vec<u32> = if j == 1 { (0..k as u32).step_by(3).collect() } else { Vec::new() };
+                    ctx.quantize_weight_keep(w.data(), n, k, Some(Data::F32(&bias)), &keep).unwrap()
+                })
+                .collect();
+            let refs: Vec<&llmint8::Weight> = weights.iter().collect();
+            let x = Owned::from_f32(DTYPES[(i + 1) % 3], &activations_with_outliers(&mut rng, rows, k, 1 + k / 50));
+            for &y_dtype in &DTYPES {
+                for (threshold, rule) in
+                    [(6.0f32, RowScale::BitsAndBytes), (6.0, RowScale::Int8Part), (0.0, RowScale::Int8Part)]
+                {
+                    ctx.set_row_scale(rule);
+                    let mut shared: Vec<Owned> = ns.iter().map(|&n| Owned::zeros(y_dtype, rows * n)).collect();
+                    let mut outs: Vec<DataMut<'_>> = shared.iter_mut().map(Owned::data_mut).collect();
+                    let stats = ctx.matmul_shared_input(&refs, x.data(), rows, threshold, &mut outs).unwrap();
+                    for (j, w) in weights.iter().enumerate() {
+                        let mut alone = Owned::zeros(y_dtype, rows * ns[j]);
+                        let s = ctx.matmul(w, x.data(), rows, threshold, alone.data_mut()).unwrap();
+                        assert_eq!(s.outlier_columns, stats.outlier_columns);
+                        let what = format!(
+                            "rows {rows}, k {k}, weight {j}, {w_dtype:?} -> {y_dtype:?}, t {threshold}, {rule:?}"
+                        );
+                        assert!(alone.bytes() == shared[j].bytes(), "{what}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 3 * 3 * 3 * 3);
+    // Misuse: no weights, a count mismatch, another in_features, mixed output dtypes.
+    let w = |n: usize, k: usize| ctx.quantize_weight(Data::F32(&vec![0.25; n * k]), n, k, None).unwrap();
+    let (a, b, c) = (w(4, 8), w(2, 8), w(4, 9));
+    let x = vec![1.0f32; 8];
+    let (mut ya, mut yb) = (vec![0f32; 4], vec![0f32; 2]);
+    let e = ctx.matmul_shared_input(&[], Data::F32(&x), 1, 6.0, &mut []).unwrap_err();
+    assert_eq!(e.status(), llmint8::Status::InvalidArgument, "{e}");
+    let e = ctx.matmul_shared_input(&[&a, &b], Data::F32(&x), 1, 6.0, &mut [DataMut::F32(&mut ya)]).unwrap_err();
+    assert!(e.to_string().contains("2 weights but 1 outputs"), "{e}");
+    let mut yc = vec![0f32; 4];
+    let e = ctx
+        .matmul_shared_input(&[&a, &c], Data::F32(&x), 1, 6.0, &mut [DataMut::F32(&mut ya), DataMut::F32(&mut yc)])
+        .unwrap_err();
+    assert_eq!(e.status(), llmint8::Status::Shape, "{e}");
+    let mut yb16 = vec![llmint8::f16::ZERO; 2];
+    let e = ctx
+        .matmul_shared_input(&[&a, &b], Data::F32(&x), 1, 6.0, &mut [DataMut::F32(&mut ya), DataMut::F16(&mut yb16)])
+        .unwrap_err();
+    assert!(e.to_string().contains("share one dtype"), "{e}");
+    let e = ctx
+        .matmul_shared_input(&[&a, &b], Data::F32(&x), 1, 6.0, &mut [DataMut::F32(&mut ya), DataMut::F32(&mut yb[..1])])
+        .unwrap_err();
+    assert_eq!(e.status(), llmint8::Status::Shape, "{e}");
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::call::Matmul;
 use crate::cpu::{self, CpuPath};
 use crate::cuda::{self, device::Gpu, DeviceMatrix};
-use crate::dtype::{DType, Data, DataMut};
+use crate::dtype::{DType, Data, DataMut, Element};
 use crate::error::{check_len, checked_len, Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
 use crate::weight::{Location, Storage, Weight};
@@ -398,6 +398,89 @@ impl Context {
                 cuda::matmul_host_memory(gpu, Matmul { weight, x, rows, threshold, y, settings })?
             }
             _ => return Err(self.foreign_weight(w)),
+        };
+        Ok(MatmulStats { outlier_columns })
+    }
+
+    /// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input —
+    /// q/k/v, gate/up: X is quantized and its outlier columns found once, then
+    /// each weight's product and epilogue run; every output is bit for bit
+    /// that of [`Context::matmul`] with the same weight. Every weight needs
+    /// `in_features` = the columns of `x`; the outputs share one dtype, each
+    /// `[rows, weights[i].out_features]`. Host memory, as [`Context::matmul`].
+    /// The outlier count is the input's, the same for every weight.
+    pub fn matmul_shared_input(
+        &self,
+        weights: &[&Weight],
+        x: Data<'_>,
+        rows: usize,
+        threshold: f32,
+        ys: &mut [DataMut<'_>],
+    ) -> Result<MatmulStats> {
+        quant::check_threshold(threshold)?;
+        let Some(first) = weights.first() else { return Err(Error::invalid("no weights given")) };
+        if ys.len() != weights.len() {
+            return Err(Error::invalid(format!("{} weights but {} outputs", weights.len(), ys.len())));
+        }
+        let k = first.in_features();
+        check_len("x", x.len(), checked_len(rows, k, "x")?)?;
+        let y_dtype = ys[0].dtype();
+        for (i, (w, y)) in weights.iter().zip(ys.iter()).enumerate() {
+            self.check_weight(w)?;
+            if w.in_features() != k {
+                return Err(Error::shape(format!(
+                    "weights[{i}] has in_features {}, weights[0] {k}: a shared input needs the same",
+                    w.in_features()
+                )));
+            }
+            if y.dtype() != y_dtype {
+                return Err(Error::invalid(format!(
+                    "ys[{i}] is {}, ys[0] {}: the outputs share one dtype",
+                    y.dtype().name(),
+                    y_dtype.name()
+                )));
+            }
+            check_len(&format!("ys[{i}]"), y.len(), checked_len(rows, w.out_features(), "y")?)?;
+        }
+        if rows == 0 {
+            return Ok(MatmulStats::default());
+        }
+        let outlier_columns = match &self.place {
+            Place::Cpu => {
+                let cpu_weights: Vec<&cpu::Weight> = weights
+                    .iter()
+                    .map(|w| match w.storage() {
+                        Storage::Cpu(weight) => Ok(weight),
+                        Storage::Cuda(_) => Err(self.foreign_weight(w)),
+                    })
+                    .collect::<Result<_>>()?;
+                let settings = self.settings();
+                fn run<X: Element, Y: Element>(
+                    settings: cpu::Settings,
+                    weights: &[&cpu::Weight],
+                    x: &[X],
+                    rows: usize,
+                    threshold: f32,
+                    ys: &mut [DataMut<'_>],
+                ) -> Result<usize> {
+                    let mut typed: Vec<&mut [Y]> =
+                        ys.iter_mut().map(|y| Y::slice_mut(y).expect("the outputs' dtypes were checked")).collect();
+                    cpu::matmul_shared_input(settings, weights, x, rows, threshold, &mut typed)
+                }
+                with_data!(x, x => match y_dtype {
+                    DType::F32 => run::<_, f32>(settings, &cpu_weights, x, rows, threshold, ys),
+                    DType::F16 => run::<_, half::f16>(settings, &cpu_weights, x, rows, threshold, ys),
+                    DType::BF16 => run::<_, half::bf16>(settings, &cpu_weights, x, rows, threshold, ys),
+                })?
+            }
+            Place::Cuda(gpu) => {
+                let mut products = Vec::with_capacity(weights.len());
+                for (w, y) in weights.iter().zip(ys.iter_mut()) {
+                    let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
+                    products.push((weight, y.reborrow()));
+                }
+                cuda::matmul_shared_input_host_memory(gpu, &mut products, x, rows, threshold, self.cuda_settings())?
+            }
         };
         Ok(MatmulStats { outlier_columns })
     }

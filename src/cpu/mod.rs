@@ -271,6 +271,7 @@ pub(crate) fn quantize_activations<T: Element>(
 }
 
 /// The activations as the microkernels read them.
+#[derive(Clone, Copy)]
 enum ActivationTile<'a> {
     /// Row by row, for the vector microkernels (`kernel.rs`).
     Rows(RowTile<'a>),
@@ -282,6 +283,7 @@ enum ActivationTile<'a> {
 
 /// The activations of the vector microkernels: one row per activation row,
 /// `kp` bytes each (K padded to a multiple of 4 with zeros).
+#[derive(Clone, Copy)]
 enum RowTile<'a> {
     /// Signed int8, for the portable kernel.
     Signed(&'a [i8]),
@@ -742,47 +744,66 @@ fn activation_tile<'a>(
 /// Returns the number of outlier columns. Shapes are checked by the caller.
 pub(crate) fn matmul<X: Element, Y: Element>(call: Matmul<'_, Weight, &[X], &mut [Y], Settings>) -> Result<usize> {
     let Matmul { weight, x, rows, threshold, y, settings } = call;
-    scratch::with_scratch(|scratch| matmul_in(settings, weight, x, rows, threshold, y, scratch))
+    matmul_shared_input(settings, &[weight], x, rows, threshold, &mut [y])
+}
+
+/// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input (q/k/v,
+/// gate/up): X is quantized, its outlier columns found and gathered and its
+/// int8 rows laid out for the microkernel once, then each weight's product
+/// and epilogue run as in a call of its own — the same bits. Every weight has
+/// `in_features` = `x`'s columns (checked by the caller). Returns the number
+/// of outlier columns.
+pub(crate) fn matmul_shared_input<X: Element, Y: Element>(
+    settings: Settings,
+    weights: &[&Weight],
+    x: &[X],
+    rows: usize,
+    threshold: f32,
+    ys: &mut [&mut [Y]],
+) -> Result<usize> {
+    scratch::with_scratch(|scratch| matmul_in(settings, weights, x, rows, threshold, ys, scratch))
 }
 
 fn matmul_in<X: Element, Y: Element>(
     settings: Settings,
-    w: &Weight,
+    weights: &[&Weight],
     x: &[X],
     rows: usize,
     threshold: f32,
-    y: &mut [Y],
+    ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let k = w.in_features();
+    let k = weights[0].in_features();
     let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
     let sa = scratch::zeroed(&mut scratch.sa, rows, "activation scales")?;
     let mut outliers = std::mem::take(&mut scratch.outliers);
     let result = quantize_activations(settings, x, k, threshold, qx, sa, &mut scratch.masks, &mut outliers)
-        .and_then(|()| multiply(settings, w, x, rows, &outliers, y, scratch));
+        .and_then(|()| multiply(settings, weights, x, rows, &outliers, ys, scratch));
     scratch.outliers = outliers;
     result
 }
 
 /// The rest of [`matmul_in`] once `scratch.qx` and `scratch.sa` hold the
-/// quantized activations and `outliers` their outlier columns.
+/// quantized activations and `outliers` their outlier columns: X's outlier
+/// columns and microkernel layout once, then each weight's product.
 fn multiply<X: Element, Y: Element>(
     settings: Settings,
-    w: &Weight,
+    weights: &[&Weight],
     x: &[X],
     rows: usize,
     outliers: &[usize],
-    y: &mut [Y],
+    ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let (k, n) = (w.in_features(), w.out_features());
-    let (qx, sa) = (&scratch.qx[..], &scratch.sa[..]);
-    let (path, threads) = (settings.path, settings.threads);
+    let k = weights[0].in_features();
+    let scratch::Scratch { qx, sa, x_outliers, tile_i8, tile_i16, tile_sums, blocks, .. } = scratch;
+    let (qx, sa) = (&qx[..], &sa[..]);
+    let path = settings.path;
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns): gather
     // those columns of x once, as given (never rounded, as bitsandbytes does).
-    let x_outliers = scratch::zeroed(&mut scratch.x_outliers, rows * no, "outlier activations")?;
+    let x_outliers = scratch::zeroed(x_outliers, rows * no, "outlier activations")?;
     if no > 0 {
         for (i, dst) in x_outliers.chunks_exact_mut(no).enumerate() {
             for (d, &c) in dst.iter_mut().zip(outliers) {
@@ -790,9 +811,9 @@ fn multiply<X: Element, Y: Element>(
             }
         }
     }
-    let kp = w.packed().k_padded();
-    // The SIMD kernels sum in i32 without chunking: exact up to 65 536 columns;
-    // longer rows take the portable kernel, which chunks.
+    let kp = weights[0].packed().k_padded(); // the same for every weight of this k
+                                             // The SIMD kernels sum in i32 without chunking: exact up to 65 536 columns;
+                                             // longer rows take the portable kernel, which chunks.
     let kernel = match path {
         _ if kp > quant::EXACT_I32_CHUNK || !path.is_available() => Kernel::Portable,
         CpuPath::AmxModel => Kernel::Amx { model: true },
@@ -801,10 +822,27 @@ fn multiply<X: Element, Y: Element>(
         CpuPath::Avx2 => Kernel::Avx2,
         CpuPath::Portable => Kernel::Portable,
     };
-    let x_tile =
-        activation_tile(qx, k, kp, kernel, &mut scratch.tile_i8, &mut scratch.tile_i16, &mut scratch.tile_sums)?;
-    let ops = Operands { w, x: x_tile, kp, sa, outliers, x_outliers };
+    let x_tile = activation_tile(qx, k, kp, kernel, tile_i8, tile_i16, tile_sums)?;
+    for (w, y) in weights.iter().zip(ys.iter_mut()) {
+        let ops = Operands { w, x: x_tile, kp, sa, outliers, x_outliers };
+        product(settings, &ops, kernel, rows, y, blocks)?;
+    }
+    Ok(no)
+}
 
+/// One weight's product with the laid-out activations of `ops`, split over
+/// the threads: by output rows for many rows, else by weight panels.
+fn product<Y: Element>(
+    settings: Settings,
+    ops: &Operands<'_>,
+    kernel: Kernel,
+    rows: usize,
+    y: &mut [Y],
+    blocks: &mut Vec<f32>,
+) -> Result<()> {
+    let (path, threads) = (settings.path, settings.threads);
+    let (w, no) = (ops.w, ops.outliers.len());
+    let (k, n) = (w.in_features(), w.out_features());
     let panels = w.packed().panels();
     let threads = threads_for(rows.saturating_mul(n).saturating_mul(k), threads);
     if rows >= ROWS_TO_SPLIT_ROWS || threads == 1 {
@@ -815,7 +853,7 @@ fn multiply<X: Element, Y: Element>(
         let parts: Vec<Range<usize>> = tiles.iter().map(|t| t.start * group..(t.end * group).min(rows)).collect();
         let y_parts = split_slice_mut(y, &parts, n);
         compute_parts(parts.into_iter().zip(y_parts), no, |(range, y), w_outliers| {
-            compute_block(path, &ops, range, 0..panels, y, n, 0, w_outliers)
+            compute_block(path, ops, range, 0..panels, y, n, 0, w_outliers)
         })?;
     } else {
         // Few rows (decode, short prompts): split the weight panels, so every
@@ -826,19 +864,19 @@ fn multiply<X: Element, Y: Element>(
             // One row: each thread's columns are a contiguous piece of y.
             let y_parts = split_slice_mut(y, &col_parts, 1);
             compute_parts(parts.iter().cloned().zip(y_parts).zip(&col_parts), no, |((p, y), cols), w_outliers| {
-                compute_block(path, &ops, 0..1, p, y, n, cols.start, w_outliers)
+                compute_block(path, ops, 0..1, p, y, n, cols.start, w_outliers)
             })?;
         } else {
             // Each thread writes a [rows, its columns] block of float32 (the
             // epilogue's value before conversion), converted into y after:
             // the same values as writing y directly.
-            let blocks = scratch::zeroed(&mut scratch.blocks, rows * n, "output blocks")?;
+            let blocks = scratch::zeroed(blocks, rows * n, "output blocks")?;
             let block_parts = split_slice_mut(blocks, &col_parts, rows);
             compute_parts(
                 parts.iter().cloned().zip(block_parts).zip(&col_parts),
                 no,
                 |((p, block), cols), w_outliers| {
-                    compute_block(path, &ops, 0..rows, p, block, cols.len(), cols.start, w_outliers)
+                    compute_block(path, ops, 0..rows, p, block, cols.len(), cols.start, w_outliers)
                 },
             )?;
             for cols in &col_parts {
@@ -851,5 +889,5 @@ fn multiply<X: Element, Y: Element>(
             }
         }
     }
-    Ok(no)
+    Ok(())
 }

@@ -114,31 +114,54 @@ impl Drop for StreamBuffer<'_> {
 /// copies `y` down, and waits. Returns the outlier count.
 pub(crate) fn matmul_host_memory(gpu: &Arc<Gpu>, call: HostMatmul<'_, '_, '_>) -> Result<usize> {
     let Matmul { weight, x, rows, threshold, y, settings } = call;
-    let (x_dtype, y_dtype) = (x.dtype(), y.dtype());
+    matmul_shared_input_host_memory(gpu, &mut [(weight, y)], x, rows, threshold, settings)
+}
+
+/// [`ops::matmul_shared_input`] on host memory on a CUDA context: copies `x`
+/// up once, runs every weight's product, copies each `y` down, and waits.
+/// Returns the outlier count.
+pub(crate) fn matmul_shared_input_host_memory(
+    gpu: &Arc<Gpu>,
+    products: &mut [(&Weight, DataMut<'_>)],
+    x: Data<'_>,
+    rows: usize,
+    threshold: f32,
+    settings: Settings,
+) -> Result<usize> {
+    let x_dtype = x.dtype();
     // Only addresses and byte counts cross to the device: no per-dtype body.
     let (x_host, x_bytes) = with_data!(x, x => (x.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(x)));
-    let (y_host, y_bytes) =
-        with_data_mut!(y, y => (y.as_mut_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(y)));
+    let ys: Vec<(*mut std::ffi::c_void, usize, DType)> = products
+        .iter_mut()
+        .map(|(_, y)| {
+            let dtype = y.dtype();
+            with_data_mut!(y, y => (y.as_mut_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(*y), dtype))
+        })
+        .collect();
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     let d = &gpu.rt.driver;
     let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
-    let y_dev = StreamBuffer::new(gpu, &state, y_bytes, "cuMemAllocAsync (y)")?;
-    let on_device = Matmul {
-        weight,
-        x: DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype },
-        rows,
-        threshold,
-        y: DeviceMatrix { ptr: y_dev.ptr, dtype: y_dtype },
-        settings,
-    };
+    let y_devs: Vec<StreamBuffer<'_>> = ys
+        .iter()
+        .map(|&(_, bytes, _)| StreamBuffer::new(gpu, &state, bytes, "cuMemAllocAsync (y)"))
+        .collect::<Result<_>>()?;
+    let on_device: Vec<(&Weight, DeviceMatrix)> = products
+        .iter()
+        .zip(&y_devs)
+        .zip(&ys)
+        .map(|(((w, _), dev), &(_, _, dtype))| (*w, DeviceMatrix { ptr: dev.ptr, dtype }))
+        .collect();
+    let x_matrix = DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype };
     // SAFETY (this block): the device buffers hold the bytes copied; `x` and
-    // `y` are borrowed for this whole function, so the host addresses stay
-    // valid; the stream is waited on (read_count) before they go back.
+    // the outputs are borrowed for this whole function, so the host addresses
+    // stay valid; the stream is waited on (read_count) before they go back.
     unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
-        let count = ops::matmul(gpu, &on_device, &mut state)?;
-        gpu.check((d.cuMemcpyDtoHAsync)(y_host, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
+        let count = ops::matmul_shared_input(gpu, &on_device, x_matrix, rows, threshold, settings, &mut state)?;
+        for (&(y_host, y_bytes, _), y_dev) in ys.iter().zip(&y_devs) {
+            gpu.check((d.cuMemcpyDtoHAsync)(y_host, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
+        }
         read_count(gpu, &state, count)
     }
 }

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 use super::device::{Gpu, StreamState, WORKSPACE_BYTES};
 use super::nvrtc::{self, BLOCK_THREADS};
 use super::sys::{self, CUdeviceptr};
-use super::DeviceMatmul;
+use super::{DeviceMatmul, DeviceMatrix};
 use crate::call::Matmul;
 use crate::error::{Error, Result};
 use crate::quant::{InputRounding, RowScale};
@@ -127,24 +127,48 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
 /// `call.x` and `call.y` must be device memory of the weight's device holding
 /// `rows · k` and `rows · n` elements of their dtypes.
 pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut StreamState) -> Result<CUdeviceptr> {
+    let &Matmul { weight, x, rows, threshold, y, settings } = call;
+    // SAFETY: as the caller promises.
+    unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, settings, state) }
+}
+
+/// `y = x · Wᵀ + b` for each `(W, y)` of `products`, weights that share their
+/// input `x` (q/k/v, gate/up): X is quantized, its outlier columns listed and
+/// gathered once (the launches before the GEMM), then each weight's column
+/// gather, GEMMs and epilogue — the bits of a call of its own. Every weight
+/// has `x`'s columns as `in_features` (checked by the caller). Returns the
+/// device address of the outlier count, as [`matmul`].
+///
+/// # Safety
+/// As [`matmul`], for `x` and every `y`.
+pub(crate) unsafe fn matmul_shared_input(
+    gpu: &Gpu,
+    products: &[(&super::Weight, DeviceMatrix)],
+    x: DeviceMatrix,
+    rows: usize,
+    threshold: f32,
+    settings: super::Settings,
+    state: &mut StreamState,
+) -> Result<CUdeviceptr> {
     // The context's device (its kernels, cuBLASLt handle and workspace, used
     // under its stream lock), not the one that built the weight: two contexts
     // on one device share weights, not workspaces.
-    let &Matmul { weight: w, x, rows, threshold, y, settings } = call;
-    let (x, x_dtype, y, y_dtype) = (x.ptr, x.dtype, y.ptr, y.dtype);
-    let (n, k, kp) = (w.out_features, w.in_features, w.row_stride);
-    let (mp, np) = (padded_rows(rows), padded_n(n));
-    let chunk = chunk_rows(mp, np);
-    let layout = ScratchLayout::new(mp, k, kp, n, chunk)?;
+    let (x, x_dtype) = (x.ptr, x.dtype);
+    let (k, kp) = (products[0].0.in_features, products[0].0.row_stride);
+    let mp = padded_rows(rows);
+    // One scratch layout for the largest weight.
+    let n_max = products.iter().map(|(w, _)| w.out_features).max().unwrap_or(0);
+    let chunk_max = products.iter().map(|(w, _)| chunk_rows(mp, padded_n(w.out_features))).max().unwrap_or(0);
+    let layout = ScratchLayout::new(mp, k, kp, n_max, chunk_max)?;
     let base = gpu.ensure_scratch(state, layout.total)?;
     let at = |offset: usize| base + offset as u64;
     let (q, sa, flags, list, count) =
         (at(layout.q), at(layout.sa), at(layout.flags), at(layout.list), at(layout.count));
-    let (x_out, w_out, acc) = (at(layout.x_out), at(layout.w_out), at(layout.acc));
+    let x_out = at(layout.x_out);
     let stream = state.stream;
     let d = &gpu.rt.driver;
-    let (xi, yi) = (x_dtype as usize, y_dtype as usize);
-    let (rows_i, k_i, kp_i, n_i, max_g) = (rows as i64, k as i32, kp as i32, n as i32, MAX_GATHERED as i32);
+    let xi = x_dtype as usize;
+    let (rows_i, k_i, kp_i, max_g) = (rows as i64, k as i32, kp as i32, MAX_GATHERED as i32);
     let round = i32::from(settings.rounding == InputRounding::Float16);
     // The int8-part row scale needs every row's outlier columns first: a pass
     // that only flags them (mode 2), then the quantization that reads them
@@ -202,6 +226,65 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
                 )?;
             }
         }
+        for &(w, y) in products {
+            weight_product(gpu, state, layout_at(&layout, base), w, x, xi, y, rows, decompose, small)?;
+        }
+    }
+    Ok(count)
+}
+
+/// The scratch regions of `layout` at `base`.
+fn layout_at(layout: &ScratchLayout, base: CUdeviceptr) -> Regions {
+    let at = |offset: usize| base + offset as u64;
+    Regions {
+        q: at(layout.q),
+        sa: at(layout.sa),
+        list: at(layout.list),
+        count: at(layout.count),
+        x_out: at(layout.x_out),
+        w_out: at(layout.w_out),
+        acc: at(layout.acc),
+    }
+}
+
+/// Device addresses of the scratch regions one weight's product reads and writes.
+struct Regions {
+    q: CUdeviceptr,
+    sa: CUdeviceptr,
+    list: CUdeviceptr,
+    count: CUdeviceptr,
+    x_out: CUdeviceptr,
+    w_out: CUdeviceptr,
+    acc: CUdeviceptr,
+}
+
+/// One weight's part of a matmul once X is quantized: its outlier columns
+/// gathered (many rows), its GEMMs in chunks of rows, and the epilogue.
+///
+/// # Safety
+/// As [`matmul`]; the scratch regions hold X's quantized rows and outliers.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_product(
+    gpu: &Gpu,
+    state: &mut StreamState,
+    scratch: Regions,
+    w: &super::Weight,
+    x: CUdeviceptr,
+    xi: usize,
+    y: DeviceMatrix,
+    rows: usize,
+    decompose: bool,
+    small: bool,
+) -> Result<()> {
+    let Regions { q, sa, list, count, x_out, w_out, acc } = scratch;
+    let (y, yi) = (y.ptr, y.dtype as usize);
+    let (n, k, kp) = (w.out_features, w.in_features, w.row_stride);
+    let (mp, np) = (padded_rows(rows), padded_n(n));
+    let chunk = chunk_rows(mp, np);
+    let (rows_i, k_i, kp_i, n_i, max_g) = (rows as i64, k as i32, kp as i32, n as i32, MAX_GATHERED as i32);
+    let stream = state.stream;
+    // SAFETY (this block): as for `matmul_shared_input`'s.
+    unsafe {
         // Few rows: the epilogue reads the weight's outlier columns from CB
         // instead (one launch fewer; each is read by at most 16 rows).
         let w_gathered = i32::from(!small);
@@ -237,7 +320,7 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
             j0 += nc_padded;
         }
     }
-    Ok(count)
+    Ok(())
 }
 
 /// `acc [rows, nc]` (int32, row-major) = `q [rows, kp]` · `w [nc, kp]`ᵀ, exact,
