@@ -313,3 +313,67 @@ fn threads_sharing_a_context_and_a_weight_get_the_cpu_results() {
         });
     });
 }
+
+/// The emulated driver's counters (launches, GEMMs, memsets, allocations,
+/// synchronizations, host copies) so far, read through its own export.
+fn emulated_counters() -> [u64; 6] {
+    let path = std::ffi::CString::new(std::env::var("LLMINT8_LIBCUDA").unwrap()).unwrap();
+    // SAFETY: the emulated driver is already loaded by the context (dlopen
+    // returns the same handle); its export has this signature.
+    unsafe {
+        let lib = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+        assert!(!lib.is_null(), "cannot reach the emulated driver");
+        let f = libc::dlsym(lib, c"llmint8_fake_cuda_counters".as_ptr());
+        assert!(!f.is_null(), "the emulated driver lacks llmint8_fake_cuda_counters");
+        let counters: extern "C" fn(*mut u64) = std::mem::transmute(f);
+        let mut out = [0u64; 6];
+        counters(out.as_mut_ptr());
+        libc::dlclose(lib);
+        out
+    }
+}
+
+/// Weights that share an input save the launches before the GEMM: a decode
+/// step of q/k/v (one-block prep) and a prefill of gate/up (separate
+/// launches) on the emulated GPU, with the bits of separate calls.
+#[test]
+fn weights_sharing_an_input_save_the_launches_before_the_gemm() {
+    if common::real_gpu() {
+        return; // the counters are the emulated driver's
+    }
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let mut rng = Rng::new(15);
+        let k = 96;
+        let weights: Vec<llmint8::Weight> = [64usize, 32, 32]
+            .iter()
+            .map(|&n| cuda.quantize_weight(llmint8::Data::F32(&rng.normals(n * k, 0.05)), n, k, None).unwrap())
+            .collect();
+        let refs: Vec<&llmint8::Weight> = weights.iter().collect();
+        for (rows, prep_launches) in [(1usize, 1u64), (40, 4)] {
+            let x = Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, 2));
+            let before = emulated_counters();
+            let mut separate: Vec<Owned> = Vec::new();
+            for w in &weights {
+                let mut y = Owned::zeros(DType::F32, rows * w.out_features());
+                cuda.matmul(w, x.data(), rows, 6.0, y.data_mut()).unwrap();
+                separate.push(y);
+            }
+            let between = emulated_counters();
+            let mut shared: Vec<Owned> =
+                weights.iter().map(|w| Owned::zeros(DType::F32, rows * w.out_features())).collect();
+            let mut outs: Vec<llmint8::DataMut<'_>> = shared.iter_mut().map(Owned::data_mut).collect();
+            cuda.matmul_shared_input(&refs, x.data(), rows, 6.0, &mut outs).unwrap();
+            let after = emulated_counters();
+            for (a, b) in separate.iter().zip(&shared) {
+                assert!(raw_bytes(a) == raw_bytes(b), "rows {rows}: shared-input outputs differ");
+            }
+            let launches = |from: [u64; 6], to: [u64; 6]| to[0] - from[0];
+            let (alone, together) = (launches(before, between), launches(between, after));
+            // Each weight: its prep, (its column gather,) its epilogue; together the prep once.
+            assert_eq!(alone - together, 2 * prep_launches, "rows {rows}: {alone} launches alone, {together} together");
+            assert_eq!(between[1] - before[1], after[1] - between[1], "the same GEMMs");
+            println!("rows {rows}: {alone} kernel launches as separate calls, {together} sharing the input");
+        }
+    });
+}
