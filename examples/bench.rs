@@ -4,6 +4,7 @@
 //!     cargo run --release --example bench [-- prefill | decode | quantize | sweep] [--reps N]
 //!         [--row-scale bitsandbytes | int8-part]
 //!     cargo run --release --example bench -- shape M K N [--threshold T] [--reps N]   # one shape, for profiling
+//!     cargo run --release --example bench -- shared [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -13,6 +14,9 @@
 //! the weight bytes divided by the memory bandwidth measured in the same run.
 //! Quantize: float16 weight quantization in GB/s of input.
 //! Sweep: GOPS against M as CSV, for the plot in docs/ (scripts/plot_bench.py).
+//! Shared: Llama-7B's q/k/v (4096 → 3 × 4096) and gate/up (4096 → 2 × 11008)
+//! as separate calls and as one `matmul_shared_input`, M = 1, 16, 128, 512,
+//! threshold 6, time per group of weights.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -305,6 +309,43 @@ fn shape(ctx: &Context, reps: usize, args: &[String]) {
     }
 }
 
+/// Separate calls against one shared-input call for the weights of one
+/// Llama-7B input (q/k/v, gate/up), alternating, median of `reps` each.
+fn shared(ctx: &Context, reps: usize) {
+    let k = 4096;
+    println!("weights sharing an input, K = {k}, threshold 6 ({:?} path)", ctx.cpu_path());
+    println!("| weights | M | separate calls (ms) | one shared-input call (ms) | gain |");
+    println!("|---|---|---|---|---|");
+    for (name, ns) in [("q/k/v 3 × 4096", vec![4096usize; 3]), ("gate/up 2 × 11008", vec![11008; 2])] {
+        let mut rng = Rng(k as u64 + ns[0] as u64);
+        let weights: Vec<llmint8::Weight> = ns
+            .iter()
+            .map(|&n| ctx.quantize_weight(Data::F32(&rng.normals(n * k, 1.0 / (k as f32).sqrt())), n, k, None).unwrap())
+            .collect();
+        let refs: Vec<&llmint8::Weight> = weights.iter().collect();
+        for m in [1usize, 16, 128, 512] {
+            let x = activations(&mut rng, m, k);
+            let mut ys: Vec<Vec<f32>> = ns.iter().map(|&n| vec![0.0f32; m * n]).collect();
+            let (mut t_sep, mut t_shared) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                t_sep.push(time(reps, || {
+                    for (w, y) in weights.iter().zip(ys.iter_mut()) {
+                        ctx.matmul(w, Data::F32(&x), m, 6.0, DataMut::F32(y)).unwrap();
+                    }
+                }));
+                t_shared.push(time(reps, || {
+                    let mut outs: Vec<DataMut<'_>> = ys.iter_mut().map(|y| DataMut::F32(y)).collect();
+                    ctx.matmul_shared_input(&refs, Data::F32(&x), m, 6.0, &mut outs).unwrap();
+                }));
+            }
+            let best = |t: &[f64]| t.iter().copied().fold(f64::INFINITY, f64::min);
+            let (a, b) = (best(&t_sep), best(&t_shared));
+            println!("| {name} | {m} | {:.3} | {:.3} | {:.2}× |", a * 1e3, b * 1e3, a / b);
+            black_box(&ys);
+        }
+    }
+}
+
 fn row_scale_name(rule: RowScale) -> &'static str {
     match rule {
         RowScale::BitsAndBytes => "bitsandbytes",
@@ -336,13 +377,14 @@ fn main() {
     }
     match args
         .iter()
-        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape"].contains(&a.as_str()))
+        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape", "shared"].contains(&a.as_str()))
         .map(String::as_str)
     {
         Some("shape") => {
             let at = args.iter().position(|a| a == "shape").unwrap();
             shape(&ctx, reps, &args[at + 1..])
         }
+        Some("shared") => shared(&ctx, reps),
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
         Some("quantize") => quantize(&ctx, reps),

@@ -877,6 +877,70 @@ int32_t llmint8_matmul_host(struct llmint8_context *ctx,
                             struct llmint8_matmul_stats *stats);
 
 /**
+ * `y[i] = x · W[i]ᵀ + bias[i]` for `n_weights` weights that share their
+ * input — q/k/v, gate/up of a Llama layer: `x` is quantized and its outlier
+ * columns found once, then each weight's int8 product and epilogue run.
+ * Every `y[i]` is bit for bit what `llmint8_matmul` writes for `w[i]` (the
+ * same threshold, settings and dtypes). `w` points to `n_weights` weight
+ * handles, all with the same `in_features` (the columns of `x`), and `y` to
+ * `n_weights` outputs, `y[i]` row-major `[rows, out_features of w[i]]` of
+ * `y_dtype`. `rows` 0 writes nothing. `stats` (NULL or not) as in
+ * `llmint8_matmul`: the outlier count is the input's, one for all weights.
+ *
+ * Memory: as `llmint8_matmul` — host memory on a CPU context; on a CUDA
+ * context `x` and every `y[i]` are device memory of the context's device and
+ * the call only queues the work (the launches before the GEMM once, then each
+ * weight's); `llmint8_matmul_shared_input_host` takes host memory on any
+ * context. The arrays `w` and `y` are host memory, read during the call only.
+ * No two of `x`, the `y[i]` and `stats` may overlap.
+ * Returns LLMINT8_OK, or, with every `y[i]` unspecified:
+ * - LLMINT8_ERR_INVALID_ARGUMENT: NULL `ctx`, `w`, `y`, any `w[i]`, or `x` or
+ *   any `y[i]` with rows > 0; `n_weights` 0; an unknown dtype; a misaligned
+ *   or overlapping buffer; a negative or NaN threshold; a weight of another
+ *   context's backend or device;
+ * - LLMINT8_ERR_SHAPE: the weights' `in_features` differ, or a size overflows;
+ * - LLMINT8_ERR_OUT_OF_MEMORY, LLMINT8_ERR_DEVICE: as `llmint8_matmul`.
+ *
+ * Thread safety: as `llmint8_matmul`.
+ *
+ * # Safety
+ * `w` and `y` NULL or readable for `n_weights` pointers; `x` readable for
+ * `rows · in_features` elements, each `y[i]` writable for
+ * `rows · out_features` of its weight; handles NULL or live; `stats` NULL or
+ * writable.
+ */
+int32_t llmint8_matmul_shared_input(struct llmint8_context *ctx,
+                                    const struct llmint8_weight *const *w,
+                                    size_t n_weights,
+                                    const void *x,
+                                    int32_t x_dtype,
+                                    size_t rows,
+                                    float threshold,
+                                    void *const *y,
+                                    int32_t y_dtype,
+                                    struct llmint8_matmul_stats *stats);
+
+/**
+ * `llmint8_matmul_shared_input` on host memory, on a context of any backend
+ * (on a CUDA context `x` is copied up once, every `y[i]` down, and the call
+ * waits): for bindings that hold host arrays. Arguments, errors and thread
+ * safety as in `llmint8_matmul_shared_input`, with `x` and `y[i]` host memory.
+ *
+ * # Safety
+ * As `llmint8_matmul_shared_input`, with `x` and `y[i]` host memory.
+ */
+int32_t llmint8_matmul_shared_input_host(struct llmint8_context *ctx,
+                                         const struct llmint8_weight *const *w,
+                                         size_t n_weights,
+                                         const void *x,
+                                         int32_t x_dtype,
+                                         size_t rows,
+                                         float threshold,
+                                         void *const *y,
+                                         int32_t y_dtype,
+                                         struct llmint8_matmul_stats *stats);
+
+/**
  * Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, the
  * first step of a matmul: `q` `[rows, cols]` int8, `absmax` `[rows]` float
  * (the row scales, bitsandbytes' `SCA`). With `threshold > 0`, values with

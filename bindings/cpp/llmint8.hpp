@@ -352,6 +352,26 @@ public:
         return MatmulStats{stats.outlier_columns};
     }
 
+    /// y[i] [rows, out_i] = x [rows, in] · W[i]ᵀ + b[i] for weights that share
+    /// their input (q/k/v, gate/up): x is quantized and its outlier columns
+    /// found once; each y[i] is bit for bit what matmul(*w[i], x, rows, y[i])
+    /// writes. Every weight has the same in_features. Memory as matmul.
+    template <typename X, typename Y>
+    void matmul_shared_input(const std::vector<const Weight*>& w, const X* x, size_t rows, const std::vector<Y*>& y,
+                             float threshold = LLMINT8_DEFAULT_THRESHOLD, MatmulStats* stats = nullptr) {
+        if (w.size() != y.size())
+            throw Error(LLMINT8_ERR_INVALID_ARGUMENT,
+                        std::to_string(w.size()) + " weights but " + std::to_string(y.size()) + " outputs");
+        std::vector<const llmint8_weight*> handles;
+        for (const Weight* p : w) handles.push_back(p ? p->live() : nullptr);
+        std::vector<void*> outs(y.begin(), y.end());
+        llmint8_matmul_stats s{};
+        detail::check(llmint8_matmul_shared_input(live(), handles.data(), handles.size(), x, detail::DTypeOf<X>::value,
+                                                  rows, threshold, outs.data(), detail::DTypeOf<Y>::value,
+                                                  stats ? &s : nullptr));
+        if (stats) *stats = MatmulStats{s.outlier_columns};
+    }
+
     /// CUDA: later work goes to `stream` (a cudaStream_t of the context's device).
     void set_stream(void* stream) { detail::check(llmint8_context_set_stream(live(), stream)); }
     /// Waits for the work this context queued (nothing to do on the CPU).

@@ -47,6 +47,16 @@ int main() {
     std::vector<float> y = ctx.matmul(weight, x, LLMINT8_DEFAULT_THRESHOLD, &stats);
     CHECK(y.size() == rows * out);
     CHECK(stats.outlier_columns == 1);
+    if (ctx.backend() == llmint8::Backend::Cpu) {  // weights sharing x: the bits of separate calls
+        llmint8::Weight narrow = ctx.quantize(std::vector<float>(w.begin(), w.begin() + 2 * in), 2, in);
+        std::vector<float> y0(rows * out), y1(rows * 2);
+        llmint8::MatmulStats shared;
+        ctx.matmul_shared_input({&weight, &narrow}, x.data(), rows, std::vector<float*>{y0.data(), y1.data()},
+                                LLMINT8_DEFAULT_THRESHOLD, &shared);
+        CHECK(y0 == y && y1 == ctx.matmul(narrow, x) && shared.outlier_columns == 1);
+        CHECK_THROWS(ctx.matmul_shared_input({&weight}, x.data(), rows, std::vector<float*>{}), LLMINT8_ERR_INVALID_ARGUMENT,
+                     "1 weights but 0 outputs");
+    }
     for (size_t i = 0; i < rows; ++i) {
         for (size_t j = 0; j < out; ++j) {
             double dense = bias[j], mag = std::fabs(bias[j]);

@@ -418,21 +418,10 @@ impl Context {
         ys: &mut [DataMut<'_>],
     ) -> Result<MatmulStats> {
         quant::check_threshold(threshold)?;
-        let Some(first) = weights.first() else { return Err(Error::invalid("no weights given")) };
-        if ys.len() != weights.len() {
-            return Err(Error::invalid(format!("{} weights but {} outputs", weights.len(), ys.len())));
-        }
-        let k = first.in_features();
+        let k = self.check_shared_input(weights, ys.len())?;
         check_len("x", x.len(), checked_len(rows, k, "x")?)?;
         let y_dtype = ys[0].dtype();
         for (i, (w, y)) in weights.iter().zip(ys.iter()).enumerate() {
-            self.check_weight(w)?;
-            if w.in_features() != k {
-                return Err(Error::shape(format!(
-                    "weights[{i}] has in_features {}, weights[0] {k}: a shared input needs the same",
-                    w.in_features()
-                )));
-            }
             if y.dtype() != y_dtype {
                 return Err(Error::invalid(format!(
                     "ys[{i}] is {}, ys[0] {}: the outputs share one dtype",
@@ -483,6 +472,79 @@ impl Context {
             }
         };
         Ok(MatmulStats { outlier_columns })
+    }
+
+    /// [`Context::matmul_shared_input`] on device memory, queued on the
+    /// context's stream without waiting — unless `want_stats`. CUDA contexts
+    /// only. `ys[i]` receives `[rows, weights[i].out_features]` of `y_dtype`.
+    ///
+    /// # Safety
+    /// `x` and every `ys[i]` must be device memory of this context's device
+    /// holding `rows · in_features` elements of `x_dtype` and
+    /// `rows · out_features` of `y_dtype`, and stay valid until the work on
+    /// the stream has finished.
+    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul_shared_input
+    pub unsafe fn matmul_shared_input_on_device(
+        &self,
+        weights: &[&Weight],
+        x: *const c_void,
+        x_dtype: DType,
+        rows: usize,
+        threshold: f32,
+        ys: &[*mut c_void],
+        y_dtype: DType,
+        want_stats: bool,
+    ) -> Result<MatmulStats> {
+        let gpu = self.gpu("a matmul on device pointers")?;
+        quant::check_threshold(threshold)?;
+        let k = self.check_shared_input(weights, ys.len())?;
+        checked_len(rows, k, "x")?;
+        for (i, w) in weights.iter().enumerate() {
+            checked_len(rows, w.out_features(), &format!("ys[{i}]"))?;
+        }
+        if rows == 0 {
+            return Ok(MatmulStats::default());
+        }
+        if x.is_null() {
+            return Err(Error::invalid("x is NULL"));
+        }
+        gpu.check_device_pointer(x, "x")?;
+        let mut products = Vec::with_capacity(weights.len());
+        for (i, (w, &y)) in weights.iter().zip(ys).enumerate() {
+            if y.is_null() {
+                return Err(Error::invalid(format!("ys[{i}] is NULL")));
+            }
+            gpu.check_device_pointer(y, &format!("ys[{i}]"))?;
+            let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
+            products.push((weight, DeviceMatrix { ptr: y as u64, dtype: y_dtype }));
+        }
+        let x = DeviceMatrix { ptr: x as u64, dtype: x_dtype };
+        let settings = self.cuda_settings();
+        // SAFETY: as the caller promises.
+        let outlier_columns = unsafe {
+            cuda::matmul_shared_input_device_memory(gpu, &products, x, rows, threshold, settings, want_stats)?
+        };
+        Ok(MatmulStats { outlier_columns })
+    }
+
+    /// Checks a shared-input call's weights against each other and this
+    /// context, and that there are as many outputs; returns their in_features.
+    fn check_shared_input(&self, weights: &[&Weight], outputs: usize) -> Result<usize> {
+        let Some(first) = weights.first() else { return Err(Error::invalid("no weights given")) };
+        if outputs != weights.len() {
+            return Err(Error::invalid(format!("{} weights but {outputs} outputs", weights.len())));
+        }
+        let k = first.in_features();
+        for (i, w) in weights.iter().enumerate() {
+            self.check_weight(w)?;
+            if w.in_features() != k {
+                return Err(Error::shape(format!(
+                    "weights[{i}] has in_features {}, weights[0] {k}: a shared input needs the same",
+                    w.in_features()
+                )));
+            }
+        }
+        Ok(k)
     }
 
     /// The matmul on device memory, queued on the context's stream without

@@ -87,6 +87,34 @@ pub(crate) unsafe fn matmul_device_memory(gpu: &Arc<Gpu>, call: &DeviceMatmul<'_
     }
 }
 
+/// [`ops::matmul_shared_input`] on device memory (see
+/// [`crate::Context::matmul_shared_input_on_device`]), queued on the stream
+/// of `gpu`; waits only when `want_stats`. Returns the outlier count when
+/// `want_stats`, else 0.
+///
+/// # Safety
+/// `x` and every output are device memory of `gpu`'s device of the sizes the
+/// shapes give.
+pub(crate) unsafe fn matmul_shared_input_device_memory(
+    gpu: &Arc<Gpu>,
+    products: &[(&Weight, DeviceMatrix)],
+    x: DeviceMatrix,
+    rows: usize,
+    threshold: f32,
+    settings: Settings,
+    want_stats: bool,
+) -> Result<usize> {
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    // SAFETY: as the caller promises.
+    let count = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, settings, &mut state)? };
+    if want_stats {
+        read_count(gpu, &state, count)
+    } else {
+        Ok(0)
+    }
+}
+
 /// A stream-ordered device allocation, freed in stream order when dropped.
 struct StreamBuffer<'a> {
     gpu: &'a Gpu,

@@ -119,6 +119,179 @@ pub unsafe extern "C" fn llmint8_matmul_host(
     })
 }
 
+/// `y[i] = x · W[i]ᵀ + bias[i]` for `n_weights` weights that share their
+/// input — q/k/v, gate/up of a Llama layer: `x` is quantized and its outlier
+/// columns found once, then each weight's int8 product and epilogue run.
+/// Every `y[i]` is bit for bit what `llmint8_matmul` writes for `w[i]` (the
+/// same threshold, settings and dtypes). `w` points to `n_weights` weight
+/// handles, all with the same `in_features` (the columns of `x`), and `y` to
+/// `n_weights` outputs, `y[i]` row-major `[rows, out_features of w[i]]` of
+/// `y_dtype`. `rows` 0 writes nothing. `stats` (NULL or not) as in
+/// `llmint8_matmul`: the outlier count is the input's, one for all weights.
+///
+/// Memory: as `llmint8_matmul` — host memory on a CPU context; on a CUDA
+/// context `x` and every `y[i]` are device memory of the context's device and
+/// the call only queues the work (the launches before the GEMM once, then each
+/// weight's); `llmint8_matmul_shared_input_host` takes host memory on any
+/// context. The arrays `w` and `y` are host memory, read during the call only.
+/// No two of `x`, the `y[i]` and `stats` may overlap.
+/// Returns LLMINT8_OK, or, with every `y[i]` unspecified:
+/// - LLMINT8_ERR_INVALID_ARGUMENT: NULL `ctx`, `w`, `y`, any `w[i]`, or `x` or
+///   any `y[i]` with rows > 0; `n_weights` 0; an unknown dtype; a misaligned
+///   or overlapping buffer; a negative or NaN threshold; a weight of another
+///   context's backend or device;
+/// - LLMINT8_ERR_SHAPE: the weights' `in_features` differ, or a size overflows;
+/// - LLMINT8_ERR_OUT_OF_MEMORY, LLMINT8_ERR_DEVICE: as `llmint8_matmul`.
+///
+/// Thread safety: as `llmint8_matmul`.
+///
+/// # Safety
+/// `w` and `y` NULL or readable for `n_weights` pointers; `x` readable for
+/// `rows · in_features` elements, each `y[i]` writable for
+/// `rows · out_features` of its weight; handles NULL or live; `stats` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_matmul_shared_input(
+    ctx: *mut llmint8_context,
+    w: *const *const llmint8_weight,
+    n_weights: usize,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    y: *const *mut c_void,
+    y_dtype: i32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let (ctx, weights, ys, x_dtype, y_dtype) = shared_input_arguments(ctx, w, n_weights, y, x_dtype, y_dtype)?;
+            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
+                let result = ctx.inner.matmul_shared_input_on_device(
+                    &weights,
+                    x,
+                    x_dtype,
+                    rows,
+                    threshold,
+                    ys,
+                    y_dtype,
+                    !stats.is_null(),
+                )?;
+                write_stats(stats, result);
+                return Ok(());
+            }
+            shared_input_host_memory(ctx, &weights, x, x_dtype, rows, threshold, ys, y_dtype, stats)
+        }
+    })
+}
+
+/// `llmint8_matmul_shared_input` on host memory, on a context of any backend
+/// (on a CUDA context `x` is copied up once, every `y[i]` down, and the call
+/// waits): for bindings that hold host arrays. Arguments, errors and thread
+/// safety as in `llmint8_matmul_shared_input`, with `x` and `y[i]` host memory.
+///
+/// # Safety
+/// As `llmint8_matmul_shared_input`, with `x` and `y[i]` host memory.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_matmul_shared_input_host(
+    ctx: *mut llmint8_context,
+    w: *const *const llmint8_weight,
+    n_weights: usize,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    y: *const *mut c_void,
+    y_dtype: i32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let (ctx, weights, ys, x_dtype, y_dtype) = shared_input_arguments(ctx, w, n_weights, y, x_dtype, y_dtype)?;
+            shared_input_host_memory(ctx, &weights, x, x_dtype, rows, threshold, ys, y_dtype, stats)
+        }
+    })
+}
+
+/// The context, weights, output pointers and dtypes of a shared-input call, checked.
+///
+/// # Safety
+/// As `llmint8_matmul_shared_input`.
+#[allow(clippy::type_complexity)]
+unsafe fn shared_input_arguments<'a>(
+    ctx: *mut llmint8_context,
+    w: *const *const llmint8_weight,
+    n_weights: usize,
+    y: *const *mut c_void,
+    x_dtype: i32,
+    y_dtype: i32,
+) -> crate::error::Result<(&'a llmint8_context, Vec<&'a crate::Weight>, &'a [*mut c_void], DType, DType)> {
+    // SAFETY (this block): as the caller promises.
+    unsafe {
+        let ctx = non_null(ctx, "ctx")?;
+        if w.is_null() || y.is_null() {
+            return Err(crate::Error::invalid(if w.is_null() { "w is NULL" } else { "y is NULL" }));
+        }
+        if n_weights == 0 {
+            return Err(crate::Error::invalid("n_weights is 0: give at least one weight"));
+        }
+        let handles = super::slice_in(w, n_weights, "w")?;
+        let ys = super::slice_in(y, n_weights, "y")?;
+        let mut weights = Vec::with_capacity(n_weights);
+        for (i, &h) in handles.iter().enumerate() {
+            weights.push(&non_null(h, &format!("w[{i}]"))?.inner);
+        }
+        Ok((ctx, weights, ys, DType::from_code(x_dtype)?, DType::from_code(y_dtype)?))
+    }
+}
+
+/// The host-memory shared-input call behind both entry points: checks every
+/// buffer, then runs on the context's backend.
+///
+/// # Safety
+/// As `llmint8_matmul_shared_input_host`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn shared_input_host_memory(
+    ctx: &llmint8_context,
+    weights: &[&crate::Weight],
+    x: *const c_void,
+    x_dtype: DType,
+    rows: usize,
+    threshold: f32,
+    ys: &[*mut c_void],
+    y_dtype: DType,
+    stats: *mut llmint8_matmul_stats,
+) -> crate::error::Result<()> {
+    let x_len = checked_len(rows, weights[0].in_features(), "x")?;
+    let mut y_lens = Vec::with_capacity(ys.len());
+    for (i, w) in weights.iter().enumerate() {
+        y_lens.push(checked_len(rows, w.out_features(), &format!("y[{i}]"))?);
+    }
+    // SAFETY (this block): pointers are as the caller promises.
+    unsafe {
+        // NULL, alignment and size first; then overlap, before any slice exists.
+        check_data_region(x, x_dtype, x_len, "x")?;
+        let mut regions = vec![("x".to_string(), x, x_len * x_dtype.size())];
+        for (i, (&y, &len)) in ys.iter().zip(&y_lens).enumerate() {
+            check_data_region(y, y_dtype, len, &format!("y[{i}]"))?;
+            regions.push((format!("y[{i}]"), y.cast_const(), len * y_dtype.size()));
+        }
+        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
+        regions.push(("stats".to_string(), stats.cast_const().cast(), stats_bytes));
+        check_disjoint(&regions)?;
+        let x = data_in(x, x_dtype, x_len, "x")?;
+        let mut outs = Vec::with_capacity(ys.len());
+        for (i, (&y, &len)) in ys.iter().zip(&y_lens).enumerate() {
+            outs.push(data_out(y, y_dtype, len, &format!("y[{i}]"))?);
+        }
+        let result = ctx.inner.matmul_shared_input(weights, x, rows, threshold, &mut outs)?;
+        write_stats(stats, result);
+    }
+    Ok(())
+}
+
 /// The handles, dtypes and element counts of a matmul call, checked.
 ///
 /// # Safety

@@ -164,19 +164,18 @@ unsafe fn data_out<'a>(p: *mut c_void, dtype: DType, len: usize, name: &str) -> 
     }
 }
 
-/// A caller buffer: its name, start and size in bytes.
-type Region = (&'static str, *const c_void, usize);
-
 /// Refuses buffers that overlap, where at least one is written: an in-place
-/// call would otherwise read what it has already overwritten.
-fn check_disjoint(regions: &[Region]) -> Result<()> {
-    for (i, &(a, pa, la)) in regions.iter().enumerate() {
-        for &(b, pb, lb) in &regions[i + 1..] {
-            if la == 0 || lb == 0 || pa.is_null() || pb.is_null() {
+/// call would otherwise read what it has already overwritten. Each region is
+/// a caller buffer: its name, start and size in bytes.
+fn check_disjoint<S: AsRef<str>>(regions: &[(S, *const c_void, usize)]) -> Result<()> {
+    for (i, (a, pa, la)) in regions.iter().enumerate() {
+        for (b, pb, lb) in &regions[i + 1..] {
+            if *la == 0 || *lb == 0 || pa.is_null() || pb.is_null() {
                 continue;
             }
-            let (sa, sb) = (pa as usize, pb as usize);
-            if sa < sb.saturating_add(lb) && sb < sa.saturating_add(la) {
+            let (sa, sb) = (*pa as usize, *pb as usize);
+            if sa < sb.saturating_add(*lb) && sb < sa.saturating_add(*la) {
+                let (a, b) = (a.as_ref(), b.as_ref());
                 return Err(Error::invalid(format!("{a} and {b} overlap; they must be separate buffers")));
             }
         }

@@ -278,6 +278,45 @@ int main(void) {
     ROW(llmint8_matmul_host, "`rows` `SIZE_MAX` (overflows)", MMH(x, LLMINT8_F32, SIZE_MAX, 6.0f, y, LLMINT8_F32), LLMINT8_ERR_SHAPE);
     ROW(llmint8_matmul_host, "threshold NaN", MMH(x, LLMINT8_F32, M, nan, y, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_matmul_host, "`y` overlapping `x`", MMH(x, LLMINT8_F32, M, 6.0f, x + 4, LLMINT8_F32), LLMINT8_ERR_INVALID_ARGUMENT);
+    /* ---- matmul_shared_input: weights that share x ---- */
+    llmint8_weight *narrow = NULL, *other_in = NULL; /* [N - 2, K], and [2, K - 1]: another in_features */
+    if (QUANT(w, LLMINT8_F32, N - 2, K, bias, LLMINT8_F32) != LLMINT8_OK) return 2;
+    narrow = wout;
+    if (QUANT(w, LLMINT8_F32, 2, K - 1, bias, LLMINT8_F32) != LLMINT8_OK) return 2;
+    other_in = wout;
+    wout = NULL;
+    float *y2 = guarded(M * (N - 2) * sizeof(float));
+    const llmint8_weight **ws = guarded(2 * sizeof *ws);
+    void **ys = guarded(2 * sizeof *ys);
+    ws[0] = weight, ws[1] = narrow, ys[0] = y, ys[1] = y2;
+#define MS(wp, nw, xp, r, t, yp) llmint8_matmul_shared_input(ctx, wp, nw, xp, LLMINT8_F32, r, t, yp, LLMINT8_F32, stats)
+    ROW(llmint8_matmul_shared_input, "valid (reference row): two weights", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_OK);
+    ROW(llmint8_matmul_shared_input, "`ctx` NULL", llmint8_matmul_shared_input(NULL, ws, 2, x, LLMINT8_F32, M, 6.0f, ys, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_shared_input, "`w` NULL", MS(NULL, 2, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_shared_input, "`y` NULL", MS(ws, 2, x, M, 6.0f, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_shared_input, "`n_weights` 0", MS(ws, 0, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ws[1] = NULL;
+    ROW(llmint8_matmul_shared_input, "`w[1]` NULL", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ws[1] = narrow, ys[1] = NULL;
+    ROW(llmint8_matmul_shared_input, "`y[1]` NULL", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ys[1] = y2;
+    ROW(llmint8_matmul_shared_input, "`x` NULL", MS(ws, 2, NULL, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_shared_input, "`rows` 0 with `x` NULL", MS(ws, 2, NULL, 0, 6.0f, ys), LLMINT8_OK);
+    ROW(llmint8_matmul_shared_input, "`rows` `SIZE_MAX` (overflows)", MS(ws, 2, x, SIZE_MAX, 6.0f, ys), LLMINT8_ERR_SHAPE);
+    ROW(llmint8_matmul_shared_input, "threshold NaN", MS(ws, 2, x, M, nan, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_shared_input, "`x_dtype` 99", llmint8_matmul_shared_input(ctx, ws, 2, x, 99, M, 6.0f, ys, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ws[1] = other_in;
+    ROW(llmint8_matmul_shared_input, "weights of different `in_features`", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_ERR_SHAPE);
+    ws[1] = narrow, ys[1] = y + 2;
+    ROW(llmint8_matmul_shared_input, "`y[1]` overlapping `y[0]`", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ys[1] = (char *)y2 + 1;
+    ROW(llmint8_matmul_shared_input, "`y[1]` misaligned", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ys[1] = y2;
+    ROW(llmint8_matmul_shared_input_host, "valid (reference row)", llmint8_matmul_shared_input_host(ctx, ws, 2, x, LLMINT8_F32, M, 6.0f, ys, LLMINT8_F32, stats), LLMINT8_OK);
+    ROW(llmint8_matmul_shared_input_host, "`n_weights` 0", llmint8_matmul_shared_input_host(ctx, ws, 0, x, LLMINT8_F32, M, 6.0f, ys, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    llmint8_weight_destroy(narrow);
+    llmint8_weight_destroy(other_in);
+
     for (int i = 0; i < M * K; i++) x[i] = nan;
     status = MM(x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32);
     report("llmint8_matmul", "`x` all NaN (rows of NaN out)", status, LLMINT8_OK, isnan(y[0]) && isnan(y[M * N - 1]));

@@ -39,6 +39,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -414,9 +415,7 @@ public:
         for (size_t l = 0; l < cfg_.layers; ++l) {
             Layer& L = layers_[l];
             rms_norm(x.data(), T, H, L.attn_norm.data(), cfg_.eps, h.data());
-            linear(L.q, h.data(), T, q.data(), variant);
-            linear(L.k, h.data(), T, k.data(), variant);
-            linear(L.v, h.data(), T, v.data(), variant);
+            linears({&L.q, &L.k, &L.v}, h.data(), T, {q.data(), k.data(), v.data()}, variant);
             for (size_t t = 0; t < T; ++t) {
                 rope(&q[t * nh * hd], nh, pos0 + t);
                 rope(&k[t * nkv * hd], nkv, pos0 + t);
@@ -431,8 +430,7 @@ public:
             linear(L.o, att.data(), T, h.data(), variant);
             for (size_t i = 0; i < T * H; ++i) x[i] += h[i];
             rms_norm(x.data(), T, H, L.mlp_norm.data(), cfg_.eps, h.data());
-            linear(L.gate, h.data(), T, g.data(), variant);
-            linear(L.up, h.data(), T, u.data(), variant);
+            linears({&L.gate, &L.up}, h.data(), T, {g.data(), u.data()}, variant);
             for (size_t i = 0; i < T * I; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];  // SiLU(gate) · up
             linear(L.down, g.data(), T, h.data(), variant);
             for (size_t i = 0; i < T * H; ++i) x[i] += h[i];
@@ -495,6 +493,21 @@ private:
             if (ck.find(lin.prefix + ".bias")) lin.bias32 = read_f32(ck, lin.prefix + ".bias", lin.out);
         }
         if (want_int8) lin.int8.emplace(std::move(w));
+    }
+
+    /// Layers that share their input x (q/k/v, gate/up): with LLM.int8(), one
+    /// llmint8 call quantizes x once for all of them (the same bits as a call
+    /// per layer); otherwise a call per layer.
+    void linears(std::initializer_list<Linear*> layers, const float* x, size_t rows,
+                 std::initializer_list<float*> ys, const Variant& variant) {
+        if ((variant.int8 || variant.kept) && !variant.record) {
+            std::vector<const llmint8::Weight*> weights;
+            for (Linear* lin : layers) weights.push_back(variant.kept ? &*lin->kept : &*lin->int8);
+            ctx_.matmul_shared_input(weights, x, rows, std::vector<float*>(ys), variant.threshold);
+            return;
+        }
+        auto y = ys.begin();
+        for (Linear* lin : layers) linear(*lin, x, rows, *y++, variant);
     }
 
     void linear(Linear& lin, const float* x, size_t rows, float* y, const Variant& variant) {
