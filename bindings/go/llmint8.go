@@ -401,6 +401,64 @@ func (c *Context) MatmulF32(w *Weight, x, y []float32, threshold float32) (int, 
 	return n, err
 }
 
+// MatmulSharedInputF32 computes ys[i] = x · Ws[i]ᵀ + b[i] for weights that
+// share their input (q/k/v, gate/up) in one call: x is quantized and its
+// outlier columns found once, and every ys[i] holds what MatmulF32 would write
+// for ws[i]. Every weight has the same in_features; x is [rows, in], ys[i] is
+// [rows, out of ws[i]]. It returns the number of outlier columns.
+func (c *Context) MatmulSharedInputF32(ws []*Weight, x []float32, ys [][]float32, threshold float32) (int, error) {
+	if len(ws) == 0 || len(ws) != len(ys) {
+		return 0, &Error{Status: StatusInvalidArgument,
+			Message: fmt.Sprintf("%d weights and %d outputs: give at least one of each, as many outputs as weights", len(ws), len(ys))}
+	}
+	in := ws[0].in
+	if in == 0 || len(x)%in != 0 {
+		return 0, shapeError("x has %d elements, not a multiple of in_features %d", len(x), in)
+	}
+	rows := len(x) / in
+	total := 0
+	for i, w := range ws {
+		if w.in != in {
+			return 0, shapeError("ws[%d] has in_features %d, ws[0] %d: a shared input needs the same", i, w.in, in)
+		}
+		if len(ys[i]) != rows*w.out {
+			return 0, shapeError("ys[%d] has %d elements, expected %d × %d", i, len(ys[i]), rows, w.out)
+		}
+		total += len(ys[i])
+	}
+	// cgo lets C hold no Go pointers: the handle and output arrays, and the
+	// outputs themselves, live in C memory for the call; x is passed as it is.
+	handles := (*[1 << 28]*C.llmint8_weight)(C.malloc(C.size_t(len(ws)) * C.size_t(unsafe.Sizeof(uintptr(0)))))[:len(ws):len(ws)]
+	outs := (*[1 << 28]unsafe.Pointer)(C.malloc(C.size_t(len(ws)) * C.size_t(unsafe.Sizeof(uintptr(0)))))[:len(ws):len(ws)]
+	buffer := (*[1 << 30]float32)(C.malloc(C.size_t(total+1) * 4))[: total+1 : total+1]
+	defer C.free(unsafe.Pointer(&handles[0]))
+	defer C.free(unsafe.Pointer(&outs[0]))
+	defer C.free(unsafe.Pointer(&buffer[0]))
+	at := 0
+	for i, w := range ws {
+		handles[i] = w.p
+		outs[i] = unsafe.Pointer(&buffer[at])
+		at += len(ys[i])
+	}
+	var stats C.llmint8_matmul_stats
+	err := call(func() C.int32_t {
+		return C.llmint8_matmul_shared_input_host(c.p, (**C.llmint8_weight)(unsafe.Pointer(&handles[0])), C.size_t(len(ws)),
+			ptr(x), C.int32_t(f32), C.size_t(rows), C.float(threshold), (*unsafe.Pointer)(unsafe.Pointer(&outs[0])),
+			C.int32_t(f32), &stats)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(ws)
+	runtime.KeepAlive(x)
+	if err != nil {
+		return 0, err
+	}
+	at = 0
+	for i := range ys {
+		at += copy(ys[i], buffer[at:at+len(ys[i])])
+	}
+	return int(stats.outlier_columns), nil
+}
+
 // MatmulF16 is MatmulF32 with raw float16 bits in and out.
 func (c *Context) MatmulF16(w *Weight, x, y []uint16, threshold float32) (int, error) {
 	n, err := c.matmul(w, ptr(x), len(x), f16, ptr(y), len(y), f16, threshold)

@@ -451,3 +451,43 @@ func TestDeviceMemoryOnTheEmulatedGPU(t *testing.T) {
 		t.Errorf("MatmulDevice on a CPU context: %v", err)
 	}
 }
+
+func TestWeightsSharingAnInputGiveTheBitsOfSeparateCalls(t *testing.T) {
+	ctx := mustContext(t)
+	w, bias, x, out, in, rows := fixture()
+	a, err := ctx.QuantizeF32(w, out, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := ctx.QuantizeF32(w[:2*in], 2, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ya, yb := make([]float32, rows*out), make([]float32, rows*2)
+	n, err := ctx.MatmulSharedInputF32([]*Weight{a, b}, x, [][]float32{ya, yb}, DefaultThreshold)
+	if err != nil || n != 1 {
+		t.Fatalf("outliers %d, err %v", n, err)
+	}
+	for i, pair := range []struct {
+		w *Weight
+		y []float32
+	}{{a, ya}, {b, yb}} {
+		alone := make([]float32, len(pair.y))
+		if _, err := ctx.MatmulF32(pair.w, x, alone, DefaultThreshold); err != nil {
+			t.Fatal(err)
+		}
+		for e := range alone {
+			if math.Float32bits(alone[e]) != math.Float32bits(pair.y[e]) {
+				t.Fatalf("weight %d, element %d: shared %v, alone %v", i, e, pair.y[e], alone[e])
+			}
+		}
+	}
+	if _, err := ctx.MatmulSharedInputF32([]*Weight{a, b}, x, [][]float32{ya}, DefaultThreshold); err == nil {
+		t.Fatal("2 weights with 1 output were accepted")
+	}
+	if _, err := ctx.MatmulSharedInputF32([]*Weight{a, b}, x, [][]float32{ya, yb[:1]}, DefaultThreshold); err == nil {
+		t.Fatal("a short output was accepted")
+	}
+}

@@ -17,7 +17,7 @@ module LLMInt8
 
 using LinearAlgebra
 
-export Context, Int8Weight, LLMInt8Error, outlier_columns, memory, Checkpoint, tensors, read_tensor, save_safetensors
+export Context, Int8Weight, LLMInt8Error, outlier_columns, mul_shared_input!, memory, Checkpoint, tensors, read_tensor, save_safetensors
 
 const libllmint8 = get(ENV, "LLMINT8_LIB", "libllmint8")
 
@@ -221,6 +221,40 @@ end
 
 Base.:*(w::Int8Weight, X::StridedMatrix{T}) where {T} = mul!(similar(X, T, w.out, size(X, 2)), w, X)
 Base.:*(w::Int8Weight, x::StridedVector{T}) where {T} = vec(w * reshape(x, :, 1))
+
+"""
+    mul_shared_input!(Ys, Ws, X; threshold = 6) -> Ys
+
+`Ys[i] (out_i × batch) = Ws[i] * X + bias_i` for weights that share their input
+(q/k/v, gate/up) in one llmint8 call: `X` is quantized and its outlier features
+found once, and each `Ys[i]` is what `mul!(Ys[i], Ws[i], X)` writes. All weights
+come from one context, with the same `in`; the outputs share one element type.
+"""
+function mul_shared_input!(Ys::AbstractVector{<:StridedMatrix{TY}}, ws::AbstractVector{Int8Weight},
+                           X::StridedMatrix{TX}; threshold::Real = DEFAULT_THRESHOLD) where {TX,TY}
+    isempty(ws) && throw(ArgumentError("no weights given"))
+    length(Ys) == length(ws) || throw(DimensionMismatch("$(length(ws)) weights but $(length(Ys)) outputs"))
+    ctx = ws[1].ctx
+    for (i, w) in enumerate(ws)
+        w.ctx === ctx || throw(ArgumentError("Ws[$i] belongs to another context"))
+        size(X, 1) == w.in || throw(DimensionMismatch("X has $(size(X, 1)) rows, Ws[$i] $(w.in) columns"))
+        size(Ys[i]) == (w.out, size(X, 2)) ||
+            throw(DimensionMismatch("Ys[$i] is $(size(Ys[i])), expected ($(w.out), $(size(X, 2)))"))
+        stride(Ys[i], 1) == 1 && stride(Ys[i], 2) == w.out || throw(ArgumentError("Ys[$i] must be dense column-major"))
+    end
+    stride(X, 1) == 1 && stride(X, 2) == size(X, 1) || throw(ArgumentError("X must be a dense column-major matrix"))
+    stats = Ref(MatmulStats())
+    GC.@preserve Ys ws X begin
+        handles = Ptr{Cvoid}[Base.unsafe_convert(Ptr{Cvoid}, w) for w in ws]
+        outs = Ptr{Cvoid}[pointer(Y) for Y in Ys]
+        check(ccall((:llmint8_matmul_shared_input_host, libllmint8), Int32,
+                    (Ptr{Cvoid}, Ptr{Ptr{Cvoid}}, Csize_t, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Ptr{Cvoid}}, Int32,
+                     Ref{MatmulStats}),
+                    ctx, handles, length(ws), pointer(X), dtype_code(TX), size(X, 2), threshold, outs, dtype_code(TY),
+                    stats))
+    end
+    return Ys
+end
 
 """
     outlier_columns(W8, X; threshold = 6) -> Int

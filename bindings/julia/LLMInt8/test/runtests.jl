@@ -29,6 +29,13 @@ using Test
     W16 = Int8Weight(ctx, Float16.(W); bias = Float16.(bias))
     @test Float32.(W16 * Float16.(X)) ≈ Y rtol = 1e-2
 
+    # Weights sharing X: one call, the bits of separate ones.
+    Wnarrow = Int8Weight(ctx, W[1:2, :])
+    Ya, Yb = similar(Y), zeros(Float32, 2, batch)
+    mul_shared_input!([Ya, Yb], [W8, Wnarrow], X)
+    @test Ya == Y && Yb == Wnarrow * X
+    @test_throws DimensionMismatch mul_shared_input!([Ya], [W8, Wnarrow], X)
+
     @test_throws DimensionMismatch W8 * zeros(Float32, in + 1, 2)
     @test_throws DimensionMismatch mul!(zeros(Float32, out + 1, batch), W8, X)
     @test_throws LLMInt8Error mul!(Y2, W8, X; threshold = -1)
