@@ -350,7 +350,10 @@ fn weights_sharing_an_input_save_the_launches_before_the_gemm() {
             .map(|&n| cuda.quantize_weight(llmint8::Data::F32(&rng.normals(n * k, 0.05)), n, k, None).unwrap())
             .collect();
         let refs: Vec<&llmint8::Weight> = weights.iter().collect();
-        for (rows, prep_launches) in [(1usize, 1u64), (40, 4)] {
+        // Before the GEMM: one block (decode, unless LLMINT8_CUDA_PREP=separate), else the int8-part
+        // rule's two quantize passes, the outlier list and the gather.
+        let one_block = std::env::var("LLMINT8_CUDA_PREP").as_deref() != Ok("separate");
+        for (rows, prep_launches) in [(1usize, if one_block { 1u64 } else { 4 }), (40, 4)] {
             let x = Owned::from_f32(DType::F16, &activations_with_outliers(&mut rng, rows, k, 2));
             let before = emulated_counters();
             let mut separate: Vec<Owned> = Vec::new();
