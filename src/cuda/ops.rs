@@ -161,10 +161,8 @@ pub(crate) unsafe fn matmul_shared_input(
     let chunk_max = products.iter().map(|(w, _)| chunk_rows(mp, padded_n(w.out_features))).max().unwrap_or(0);
     let layout = ScratchLayout::new(mp, k, kp, n_max, chunk_max)?;
     let base = gpu.ensure_scratch(state, layout.total)?;
-    let at = |offset: usize| base + offset as u64;
-    let (q, sa, flags, list, count) =
-        (at(layout.q), at(layout.sa), at(layout.flags), at(layout.list), at(layout.count));
-    let x_out = at(layout.x_out);
+    let regions = layout_at(&layout, base);
+    let Regions { q, sa, flags, list, count, x_out, .. } = regions;
     let stream = state.stream;
     let d = &gpu.rt.driver;
     let xi = x_dtype as usize;
@@ -227,7 +225,7 @@ pub(crate) unsafe fn matmul_shared_input(
             }
         }
         for &(w, y) in products {
-            weight_product(gpu, state, layout_at(&layout, base), w, x, xi, y, rows, decompose, small)?;
+            weight_product(gpu, state, regions, w, x, xi, y, rows, decompose, small)?;
         }
     }
     Ok(count)
@@ -239,6 +237,7 @@ fn layout_at(layout: &ScratchLayout, base: CUdeviceptr) -> Regions {
     Regions {
         q: at(layout.q),
         sa: at(layout.sa),
+        flags: at(layout.flags),
         list: at(layout.list),
         count: at(layout.count),
         x_out: at(layout.x_out),
@@ -247,10 +246,12 @@ fn layout_at(layout: &ScratchLayout, base: CUdeviceptr) -> Regions {
     }
 }
 
-/// Device addresses of the scratch regions one weight's product reads and writes.
+/// Device addresses of a matmul's scratch regions.
+#[derive(Clone, Copy)]
 struct Regions {
     q: CUdeviceptr,
     sa: CUdeviceptr,
+    flags: CUdeviceptr,
     list: CUdeviceptr,
     count: CUdeviceptr,
     x_out: CUdeviceptr,
@@ -276,7 +277,7 @@ unsafe fn weight_product(
     decompose: bool,
     small: bool,
 ) -> Result<()> {
-    let Regions { q, sa, list, count, x_out, w_out, acc } = scratch;
+    let Regions { q, sa, list, count, x_out, w_out, acc, .. } = scratch;
     let (y, yi) = (y.ptr, y.dtype as usize);
     let (n, k, kp) = (w.out_features, w.in_features, w.row_stride);
     let (mp, np) = (padded_rows(rows), padded_n(n));
