@@ -23,8 +23,29 @@ pub const TILE_ROWS: usize = 16;
 /// Activation rows of one register block (two A tiles).
 pub const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 
-/// A 16 × 16 tile of i32 sums: `[activation row][output lane]`.
-pub type Sums = [[i32; PANEL]; TILE_ROWS];
+/// A 16 × 16 tile of i32 sums: `[activation row][output lane]`, on a cache
+/// line: `tilestored` of rows that straddle two lines is several times slower
+/// (as tile loads, [`super::aligned`]).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub struct Sums(pub [[i32; PANEL]; TILE_ROWS]);
+
+impl Sums {
+    pub const ZERO: Sums = Sums([[0; PANEL]; TILE_ROWS]);
+}
+
+impl std::ops::Index<usize> for Sums {
+    type Output = [i32; PANEL];
+    fn index(&self, row: usize) -> &[i32; PANEL] {
+        &self.0[row]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Sums {
+    fn index_mut(&mut self, row: usize) -> &mut [i32; PANEL] {
+        &mut self.0[row]
+    }
+}
 
 /// Tile registers: 0..4 accumulators (16 rows × 64 bytes of i32), 4..6 the
 /// activation tiles (16 × 64 bytes), 6..8 the weight tiles (16 × 64 bytes).
@@ -169,7 +190,7 @@ impl TileUnit for Hardware {
     fn store<const T: u8>(&mut self, dst: &mut Sums) {
         // SAFETY: `dst` is 16 rows of 64 bytes, stored with a stride of 64.
         unsafe {
-            std::arch::asm!("tilestored [{p} + {s}*1], tmm{t}", t = const T, p = in(reg) dst.as_mut_ptr(),
+            std::arch::asm!("tilestored [{p} + {s}*1], tmm{t}", t = const T, p = in(reg) dst.0.as_mut_ptr(),
                 s = in(reg) 64usize, options(nostack))
         };
     }
@@ -217,7 +238,7 @@ impl TileUnit for Model {
         }
     }
     fn store<const T: u8>(&mut self, dst: &mut Sums) {
-        for (m, row) in dst.iter_mut().enumerate() {
+        for (m, row) in dst.0.iter_mut().enumerate() {
             for (n, v) in row.iter_mut().enumerate() {
                 *v = self.i32_at(T as usize, m, n);
             }
@@ -310,7 +331,7 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
             }
         }
     }
-    let mut sums = [[[[0i32; PANEL]; TILE_ROWS]; NP]; MT];
+    let mut sums = [[Sums::ZERO; NP]; MT];
     unit.store::<0>(&mut sums[0][0]);
     if NP == 2 {
         unit.store::<1>(&mut sums[0][NP - 1]);
@@ -325,7 +346,7 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
         for (mt, sums_m) in sums.iter_mut().enumerate() {
             for (p, tile) in sums_m.iter_mut().enumerate() {
                 let panel = &w[p * panel_stride..];
-                for (m, row) in tile.iter_mut().enumerate() {
+                for (m, row) in tile.0.iter_mut().enumerate() {
                     let xs = &x[(mt * kblocks + main / TILE_K) * A_TILE + m * TILE_K..][..kp - main];
                     for (lane, v) in row.iter_mut().enumerate() {
                         for (g, four) in xs.chunks_exact(GROUP).enumerate() {

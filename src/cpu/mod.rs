@@ -4,6 +4,7 @@
 //! Every output element is computed by exactly one thread, in the same order
 //! whatever the number of threads, so results are bit-identical for any count.
 
+mod aligned;
 mod amx;
 pub(crate) mod isa;
 mod kernel;
@@ -723,13 +724,13 @@ fn activation_tile<'a>(
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Vnni {
         let tiles = rows.div_ceil(kernel::VNNI_ROWS);
-        let x = scratch::zeroed(i8s, tiles * kernel::VNNI_ROWS * kp, "packed activations")?;
+        let x = aligned::zeroed_in(i8s, tiles * kernel::VNNI_ROWS * kp, "packed activations")?;
         let sums = scratch::zeroed(sums, rows, "activation row sums")?;
         kernel::pack_vnni_activations(q, k, kp, x, sums);
         return Ok(ActivationTile::Rows(RowTile::Vnni { x, sums }));
     }
     if let Kernel::Amx { model } = kernel {
-        let x = scratch::zeroed(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
+        let x = aligned::zeroed_in(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
         amx::pack_activations(q, k, x);
         return Ok(ActivationTile::Amx { x, model });
     }

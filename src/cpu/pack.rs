@@ -8,7 +8,8 @@
 //! rows and 3 columns of padding; bitsandbytes' row-major `CB` is recovered by
 //! [`PackedWeight::unpack_into`].
 
-use crate::error::{try_zeroed_vec, Error, Result};
+use super::aligned::AlignedBytes;
+use crate::error::{Error, Result};
 
 /// Output rows per panel.
 pub const PANEL: usize = 16;
@@ -23,8 +24,9 @@ pub struct PackedWeight {
     k: usize,
     /// `k` rounded up to a multiple of [`GROUP`].
     kp: usize,
-    /// `[panels][kp / GROUP][PANEL][GROUP]`.
-    data: Vec<i8>,
+    /// `[panels][kp / GROUP][PANEL][GROUP]`, from a cache line (every tile
+    /// row and vector load of the kernels then reads one line, not two).
+    data: AlignedBytes,
 }
 
 /// `k` rounded up to a multiple of [`GROUP`].
@@ -41,7 +43,7 @@ impl PackedWeight {
             .checked_mul(PANEL)
             .and_then(|rows| rows.checked_mul(kp))
             .ok_or_else(|| Error::shape(format!("weight [{n}, {k}] padded for the kernels overflows size_t")))?;
-        let data = try_zeroed_vec::<i8>(len, "int8 weight")?;
+        let data = AlignedBytes::zeroed(len, "int8 weight")?;
         Ok(PackedWeight { n, k, kp, data })
     }
 
@@ -64,8 +66,9 @@ impl PackedWeight {
         PANEL * self.kp
     }
     pub fn data(&self) -> &[i8] {
-        &self.data
+        self.data.as_slice()
     }
+    /// The layout's bytes (the allocation holds up to 63 more, for the alignment).
     pub fn resident_bytes(&self) -> usize {
         self.data.len()
     }
@@ -79,14 +82,14 @@ impl PackedWeight {
     /// Element `[row, col]`.
     #[inline]
     pub fn get(&self, row: usize, col: usize) -> i8 {
-        self.data[self.offset(row, col)]
+        self.data()[self.offset(row, col)]
     }
 
     /// Splits the weight into disjoint writers of whole panels, one per range of
     /// `panel_ranges` (contiguous, starting at panel 0).
     pub fn panel_writers(&mut self, panel_ranges: &[std::ops::Range<usize>]) -> Vec<PanelWriter<'_>> {
         let (stride, kp) = (self.panel_stride(), self.kp);
-        let mut data: &mut [i8] = &mut self.data;
+        let mut data: &mut [i8] = self.data.as_mut_slice();
         let mut out = Vec::with_capacity(panel_ranges.len());
         for r in panel_ranges {
             let (d, rest) = std::mem::take(&mut data).split_at_mut(r.len() * stride);
