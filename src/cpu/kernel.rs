@@ -379,6 +379,45 @@ pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>
     unsafe { quantize_with_absmax_avx512(row, bits, q, |i, _| marked(i), |c, _| outlier_columns[c]) }
 }
 
+/// [`crate::quant::mark_outlier_columns`] for rows read as they are, 16
+/// columns at a time: `!(|v| < threshold)` (so NaN too), OR-ed into the
+/// flags; a group of 16 with no outlier (nearly all) writes nothing.
+///
+/// # Safety
+/// The processor must support AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // deliberate: a NaN threshold marks nothing, as quant::is_outlier
+pub unsafe fn mark_outlier_columns_avx512<T: crate::dtype::Element>(
+    row: &[T],
+    threshold: f32,
+    outlier_columns: &mut [bool],
+) {
+    use std::arch::x86_64::*;
+    assert_eq!(row.len(), outlier_columns.len());
+    if !(threshold > 0.0) {
+        return; // no decomposition: nothing is an outlier (quant::is_outlier)
+    }
+    let full = row.len() / 16 * 16;
+    let t = _mm512_set1_ps(threshold);
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= full <= row.len().
+        let abs = _mm512_abs_ps(unsafe { load16(row, i) });
+        let outliers = !_mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs, t);
+        if outliers != 0 {
+            // A bool is one byte, 0 or 1: OR in a 1 for each outlier lane.
+            let ones = _mm512_castsi512_si128(_mm512_maskz_set1_epi8(outliers as u64, 1));
+            let at = outlier_columns[i..i + 16].as_mut_ptr().cast::<__m128i>();
+            // SAFETY: `at` points at 16 flags of `outlier_columns`, each 0 or 1,
+            // so the OR of two flags is 0 or 1: a valid bool.
+            unsafe { _mm_storeu_si128(at, _mm_or_si128(_mm_loadu_si128(at), ones)) };
+        }
+    }
+    for (is_out, v) in outlier_columns[full..].iter_mut().zip(&row[full..]) {
+        *is_out |= crate::quant::is_outlier(v.to_f32(), threshold);
+    }
+}
+
 /// [`crate::quant::quantize_weight_row`] for rows read as they are with
 /// AVX-512: the same absmax (an integer maximum of |w|'s bits), the same
 /// scale, and per element the same float32 product rounded half to even, so
@@ -500,6 +539,16 @@ mod tests {
                         assert_eq!(q, q_ref, "{:?} int8 part", T::DTYPE);
                     }
                     None => assert!(!(1.0 / want * 127.0).is_finite(), "no fast result only for a subnormal absmax"),
+                }
+            }
+            // Marking adds to the flags already set, as the scalar rule does.
+            for threshold in [0.0, 6.0, 40.0, f32::INFINITY] {
+                for start in [vec![false; row.len()], (0..row.len()).map(|c| c % 5 == 0).collect()] {
+                    let (mut fast, mut want) = (start.clone(), start);
+                    // SAFETY: as above.
+                    unsafe { mark_outlier_columns_avx512(&row, threshold, &mut fast) };
+                    quant::mark_outlier_columns(&row, InputRounding::Exact, threshold, &mut want);
+                    assert_eq!(fast, want, "{:?} marking at {threshold}", T::DTYPE);
                 }
             }
             let (mut q, mut q_ref) = (vec![0i8; row.len()], vec![0i8; row.len()]);

@@ -172,11 +172,19 @@ isa::multiversion! {
     fn mark_outlier_part<T: Element>(
         x: &[T],
         rounding: InputRounding,
+        avx512: bool,
         threshold: f32,
         cols: usize,
         mask: &mut [bool]
     ) -> () {
         for row in x.chunks_exact(cols) {
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+                unsafe { kernel::mark_outlier_columns_avx512(row, threshold, mask) };
+                continue;
+            }
+            let _ = avx512;
             quant::mark_outlier_columns(row, rounding, threshold, mask);
         }
     }
@@ -234,7 +242,7 @@ pub(crate) fn quantize_activations<T: Element>(
     let mask_parts = split_slice_mut(masks, &split_ranges(parts.len(), parts.len()), cols);
     if int8_part {
         run_parts(parts.iter().zip(mask_parts), |(range, mask)| {
-            mark_outlier_part(path, row_slice(range), rounding, threshold, cols, mask)
+            mark_outlier_part(path, row_slice(range), rounding, avx512, threshold, cols, mask)
         });
     } else {
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
