@@ -545,6 +545,34 @@ int32_t llmint8_weight_load(struct llmint8_context *ctx,
                             struct llmint8_weight **out);
 
 /**
+ * Loads output rows `[row_begin, row_end)` of the linear layer `prefix` of
+ * `ckpt` as a weight of `row_end - row_begin` output features: one rank's
+ * shard of a column-parallel layer (out_features split across the ranks of a
+ * tensor-parallel world; q/k/v, gate/up). As `llmint8_weight_load` in every
+ * other respect (16/32-bit quantized here, or bitsandbytes' 8-bit form taken
+ * as it is; bias and kept columns), but only those rows of the weight, `SCB`,
+ * bias and kept column values are read from the file, and only their pages
+ * are released after. Row scales are per output row, so the outputs of all
+ * ranks' shards side by side are the unsharded layer's output bit for bit.
+ *
+ * On success writes a new weight to `*out` (free with `llmint8_weight_destroy`;
+ * it does not depend on the checkpoint). On failure writes NULL to `*out` (when
+ * not NULL) and returns what `llmint8_weight_load` returns, and
+ * LLMINT8_ERR_SHAPE when `row_begin >= row_end` or `row_end > out_features`.
+ *
+ * Thread safety: may be called concurrently, on the same checkpoint and context.
+ *
+ * # Safety
+ * `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t llmint8_weight_load_rows(struct llmint8_context *ctx,
+                                 const struct llmint8_checkpoint *ckpt,
+                                 const char *prefix,
+                                 size_t row_begin,
+                                 size_t row_end,
+                                 struct llmint8_weight **out);
+
+/**
  * Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
  * `llmint8_weight_load`) and closes it again. For one layer; to load many, open
  * the checkpoint once and call `llmint8_weight_load` for each.

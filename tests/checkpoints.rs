@@ -982,3 +982,137 @@ fn enumerating_a_checkpoint_through_the_c_abi() {
         assert_eq!(llmint8_checkpoint_open(c("").as_ptr(), &mut ckpt), LLMINT8_ERR_INVALID_ARGUMENT);
     }
 }
+
+/// The contiguous parts of `n` output rows for a world of `ranks`, as engines
+/// split them (sizes differing by at most one).
+fn rank_rows(n: usize, ranks: usize) -> Vec<std::ops::Range<usize>> {
+    (0..ranks).map(|r| r * n / ranks..(r + 1) * n / ranks).collect()
+}
+
+/// Column-parallel tensor parallelism: each rank loads only its output rows
+/// of a layer (`load_weight_rows`, `llmint8_weight_load_rows`) from a
+/// 16/32-bit checkpoint or a bitsandbytes 8-bit one (with kept columns), and
+/// the ranks' outputs side by side are the whole layer's output bit for bit,
+/// for world sizes 1–4, thresholds 6 and 0, on the test backend. A NaN in
+/// rows outside a shard does not stop it loading: those rows are not read.
+#[test]
+fn column_parallel_shards_side_by_side_are_the_whole_layer_bit_for_bit() {
+    let ctx = common::test_context();
+    let mut rng = common::Rng::new(21);
+    let (n, k, rows) = (45, 70, 6);
+    let dir = scratch("column-parallel");
+    let x = common::activations_with_outliers(&mut rng, rows, k, 3);
+    let mut checkpoints = Vec::new();
+    for dtype in [DType::F16, DType::BF16, DType::F32] {
+        let w = Owned::from_f32(dtype, &rng.normals(n * k, 0.5));
+        let bias = Owned::from_f32(dtype, &rng.normals(n, 1.0));
+        let path = dir.join(format!("{dtype:?}.safetensors"));
+        let specs = vec![
+            TensorSpec { name: "fc.weight".into(), dtype: TensorDtype::from(dtype), shape: vec![n, k] },
+            TensorSpec { name: "fc.bias".into(), dtype: TensorDtype::from(dtype), shape: vec![n] },
+        ];
+        let mut writer = SafetensorsWriter::create(&path, specs, &[]).unwrap();
+        writer.write("fc.weight", &w.bytes()).unwrap();
+        writer.write("fc.bias", &bias.bytes()).unwrap();
+        writer.finish().unwrap();
+        // bitsandbytes' 8-bit form of the same layer, keeping three columns.
+        let kept = ctx.quantize_weight_keep(w.data(), n, k, Some(bias.data()), &[3, 40, 69]).unwrap();
+        let int8 = dir.join(format!("{dtype:?}-int8.safetensors"));
+        llmint8::save_weight(&kept, &int8, "fc").unwrap();
+        checkpoints.push(path);
+        checkpoints.push(int8);
+    }
+    for path in &checkpoints {
+        let ckpt = Checkpoint::open(path).unwrap();
+        let whole = ctx.load_weight(&ckpt, "fc").unwrap();
+        for ranks in 1..=4 {
+            let shards: Vec<_> = rank_rows(n, ranks)
+                .into_iter()
+                .map(|r| (r.clone(), ctx.load_weight_rows(&ckpt, "fc", r).unwrap()))
+                .collect();
+            for threshold in [6.0, 0.0] {
+                let mut y = vec![0f32; rows * n];
+                ctx.matmul(&whole, llmint8::Data::F32(&x), rows, threshold, llmint8::DataMut::F32(&mut y)).unwrap();
+                for (part, shard) in &shards {
+                    assert_eq!((shard.out_features(), shard.in_features()), (part.len(), k));
+                    assert_eq!(shard.kept_columns(), whole.kept_columns());
+                    let mut ys = vec![0f32; rows * part.len()];
+                    ctx.matmul(shard, llmint8::Data::F32(&x), rows, threshold, llmint8::DataMut::F32(&mut ys)).unwrap();
+                    for r in 0..rows {
+                        assert_eq!(
+                            common::bits(&ys[r * part.len()..(r + 1) * part.len()]),
+                            common::bits(&y[r * n + part.start..r * n + part.end]),
+                            "{}: {ranks} ranks, rows {part:?}, threshold {threshold}, x row {r}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        // Out of range or empty: refused, naming the layer's rows.
+        for bad in [0..0, 5..5, 40..46, 46..47] {
+            let err = ctx.load_weight_rows(&ckpt, "fc", bad.clone()).unwrap_err();
+            assert_eq!(err.status(), Status::Shape, "{bad:?}: {err}");
+            assert!(err.message().contains("45 output rows"), "{err}");
+        }
+    }
+    // A NaN in row 0 refuses the whole layer but not a shard without row 0.
+    let mut w = rng.normals(n * k, 0.5);
+    w[3] = f32::NAN;
+    let path = dir.join("nan-row-0.safetensors");
+    let specs = vec![TensorSpec { name: "fc.weight".into(), dtype: TensorDtype::F32, shape: vec![n, k] }];
+    let mut writer = SafetensorsWriter::create(&path, specs, &[]).unwrap();
+    writer.write("fc.weight", &w.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    writer.finish().unwrap();
+    let ckpt = Checkpoint::open(&path).unwrap();
+    assert_eq!(ctx.load_weight(&ckpt, "fc").unwrap_err().status(), Status::InvalidArgument);
+    let shard = ctx.load_weight_rows(&ckpt, "fc", 1..n).unwrap();
+    assert_eq!(shard.out_features(), n - 1);
+    assert_eq!(ctx.load_weight_rows(&ckpt, "fc", 0..1).unwrap_err().status(), Status::InvalidArgument);
+}
+
+/// `llmint8_weight_load_rows` through the C ABI: a shard's int8 values are
+/// the whole layer's rows; bad ranges and NULLs refused, `*out` set to NULL.
+#[test]
+fn loading_a_shard_through_the_c_abi() {
+    let mut rng = common::Rng::new(22);
+    let (n, k) = (20, 12);
+    let ctx = Context::cpu();
+    let w = ctx.quantize_weight(llmint8::Data::F32(&rng.normals(n * k, 0.5)), n, k, None).unwrap();
+    let path = scratch("c-shard").join("layer.safetensors");
+    llmint8::save_weight(&w, &path, "fc").unwrap();
+    let whole_cb = w.cb().unwrap();
+    // SAFETY: every pointer is live or NULL as each call documents.
+    unsafe {
+        let mut cctx = std::ptr::null_mut();
+        assert_eq!(llmint8_context_create(LLMINT8_BACKEND_CPU, 0, &mut cctx), LLMINT8_OK);
+        let mut ckpt = std::ptr::null_mut();
+        assert_eq!(llmint8_checkpoint_open(c_path(&path).as_ptr(), &mut ckpt), LLMINT8_OK);
+        let prefix = c("fc");
+        let mut shard = std::ptr::null_mut();
+        assert_eq!(llmint8_weight_load_rows(cctx, ckpt, prefix.as_ptr(), 5, 15, &mut shard), LLMINT8_OK);
+        let mut cb = vec![0i8; 10 * k];
+        let mut scb = vec![0f32; 10];
+        assert_eq!(llmint8_weight_export(shard, cb.as_mut_ptr(), scb.as_mut_ptr()), LLMINT8_OK);
+        assert_eq!(cb, whole_cb[5 * k..15 * k]);
+        assert_eq!(scb, w.scb()[5..15]);
+        llmint8_weight_destroy(shard);
+        for (begin, end) in [(3, 3), (7, 2), (0, 21), (usize::MAX, 0)] {
+            let mut out = 1 as *mut llmint8_weight;
+            assert_eq!(llmint8_weight_load_rows(cctx, ckpt, prefix.as_ptr(), begin, end, &mut out), LLMINT8_ERR_SHAPE);
+            assert!(out.is_null());
+            assert!(last_error().contains("20 output rows"), "{}", last_error());
+        }
+        let mut out = std::ptr::null_mut();
+        assert_eq!(
+            llmint8_weight_load_rows(cctx, std::ptr::null(), prefix.as_ptr(), 0, 1, &mut out),
+            LLMINT8_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            llmint8_weight_load_rows(cctx, ckpt, prefix.as_ptr(), 0, 1, std::ptr::null_mut()),
+            LLMINT8_ERR_INVALID_ARGUMENT
+        );
+        llmint8_checkpoint_destroy(ckpt);
+        llmint8_context_destroy(cctx);
+    }
+}

@@ -2,6 +2,7 @@
 //! weight of a context, and a weight goes back out in bitsandbytes' 8-bit form.
 //! (`io` knows the files; this is the one place that joins them to the compute.)
 
+use std::ops::Range;
 use std::path::Path;
 
 use super::Context;
@@ -20,25 +21,88 @@ impl Context {
     /// released once it is read.
     pub fn load_weight(&self, checkpoint: &Checkpoint, prefix: &str) -> Result<Weight> {
         let layer = checkpoint.linear_layer(prefix)?;
-        let (n, k, w) = (layer.out_features, layer.in_features, layer.weight);
+        let rows = 0..layer.out_features;
+        self.load_layer_rows(checkpoint, &layer, rows)
+    }
+
+    /// The output rows `rows` of the linear layer `prefix`, as a weight of
+    /// `rows.len()` output features: a column-parallel tensor-parallel shard
+    /// (rank r of a world of W takes its part of `out_features`; q/k/v,
+    /// gate/up). Only those rows of the weight, `SCB`, bias and kept column
+    /// values are read from the file. Row scales are per output row, so the
+    /// shards' outputs side by side are the whole layer's output bit for bit.
+    /// `rows` must be a non-empty range inside `[0, out_features)`
+    /// (`Status::Shape` otherwise).
+    pub fn load_weight_rows(&self, checkpoint: &Checkpoint, prefix: &str, rows: Range<usize>) -> Result<Weight> {
+        let layer = checkpoint.linear_layer(prefix)?;
+        if rows.is_empty() || rows.end > layer.out_features {
+            return Err(Error::shape(format!(
+                "{}: layer {prefix:?} has {} output rows; rows {}..{} are not a non-empty part of them",
+                checkpoint.path().display(),
+                layer.out_features,
+                rows.start,
+                rows.end
+            )));
+        }
+        self.load_layer_rows(checkpoint, &layer, rows)
+    }
+
+    fn load_layer_rows(
+        &self,
+        checkpoint: &Checkpoint,
+        layer: &io::LinearLayer<'_>,
+        rows: Range<usize>,
+    ) -> Result<Weight> {
+        let (n, k, w) = (rows.len(), layer.in_features, layer.weight);
         let with_bias = |f: &mut dyn FnMut(Option<Data<'_>>) -> Result<Weight>| match layer.bias {
-            Some(b) => checkpoint.with_floats(b, |d| f(Some(d))),
+            Some(b) => checkpoint.with_float_rows(b, &rows, |d| f(Some(d))),
             None => f(None),
         };
         let keep = layer.kept.as_ref().map_or(&[][..], |kept| &kept.columns);
         let weight = match (&layer.int8_scales, &layer.kept) {
-            (Some(scb), None) => with_bias(&mut |b| self.weight_from_int8(checkpoint.int8_values(w), scb, n, k, b)),
-            (Some(scb), Some(kept)) => checkpoint.with_floats(kept.values, |values| {
-                let cb = checkpoint.int8_values(w);
-                with_bias(&mut |b| self.weight_from_int8_keep(cb, scb, n, k, b, keep, values))
-            }),
-            (None, _) => {
-                checkpoint.with_floats(w, |data| with_bias(&mut |b| self.quantize_weight_keep(data, n, k, b, keep)))
+            (Some(scb), kept) => {
+                let (cb, scb) = (checkpoint.int8_rows(w, &rows), &scb[rows.clone()]);
+                match kept {
+                    None => with_bias(&mut |b| self.weight_from_int8(cb, scb, n, k, b)),
+                    Some(kept) => checkpoint.with_floats(kept.values, |values| {
+                        with_columns(values, layer.out_features, &rows, |values| {
+                            with_bias(&mut |b| self.weight_from_int8_keep(cb, scb, n, k, b, keep, values))
+                        })
+                    }),
+                }
             }
+            (None, _) => checkpoint
+                .with_float_rows(w, &rows, |data| with_bias(&mut |b| self.quantize_weight_keep(data, n, k, b, keep))),
         }
         .map_err(|e| checkpoint.locate(e, w))?;
-        checkpoint.release(w);
+        checkpoint.release_rows(w, &rows);
         Ok(weight)
+    }
+}
+
+/// Runs `f` on columns `cols` of the row-major `values` `[_, width]` (the kept
+/// column values `[n_keep, out]` of a shard's output rows); all of them as
+/// they are, without a copy.
+fn with_columns<R>(
+    values: Data<'_>,
+    width: usize,
+    cols: &Range<usize>,
+    f: impl FnOnce(Data<'_>) -> Result<R>,
+) -> Result<R> {
+    fn part<T: Copy>(v: &[T], width: usize, cols: &Range<usize>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(v.len() / width.max(1) * cols.len())
+            .map_err(|_| Error::out_of_memory("cannot allocate the shard's kept column values"))?;
+        out.extend(v.chunks_exact(width).flat_map(|row| row[cols.clone()].iter().copied()));
+        Ok(out)
+    }
+    if *cols == (0..width) {
+        return f(values);
+    }
+    match values {
+        Data::F32(v) => f(Data::F32(&part(v, width, cols)?)),
+        Data::F16(v) => f(Data::F16(&part(v, width, cols)?)),
+        Data::BF16(v) => f(Data::BF16(&part(v, width, cols)?)),
     }
 }
 

@@ -41,9 +41,9 @@ const ROWS_TO_SPLIT_ROWS: usize = 64;
 const PANELS_PER_BLOCK: usize = 8;
 
 /// From this many activation rows on, the AMX path multiplies on the tiles;
-/// below it, on AVX-512 VNNI, whose tile is 8 rows: measured at K = N = 4096
-/// (docs/PERF.md), AMX loses at 1 and 4 rows, ties at 8 and wins from 12 on.
-const AMX_MIN_ROWS: usize = kernel::VNNI_ROWS + 1;
+/// below it, on AVX-512 VNNI: measured at K = N = 4096 with the operands on
+/// cache lines (docs/PERF.md), AMX loses at 1 and 4 rows and wins from 5 on.
+const AMX_MIN_ROWS: usize = 5;
 
 /// What a call takes from its context, read once at its start.
 #[derive(Clone, Copy, Debug)]

@@ -411,6 +411,47 @@ pub unsafe extern "C" fn llmint8_weight_load(
     })
 }
 
+/// Loads output rows `[row_begin, row_end)` of the linear layer `prefix` of
+/// `ckpt` as a weight of `row_end - row_begin` output features: one rank's
+/// shard of a column-parallel layer (out_features split across the ranks of a
+/// tensor-parallel world; q/k/v, gate/up). As `llmint8_weight_load` in every
+/// other respect (16/32-bit quantized here, or bitsandbytes' 8-bit form taken
+/// as it is; bias and kept columns), but only those rows of the weight, `SCB`,
+/// bias and kept column values are read from the file, and only their pages
+/// are released after. Row scales are per output row, so the outputs of all
+/// ranks' shards side by side are the unsharded layer's output bit for bit.
+///
+/// On success writes a new weight to `*out` (free with `llmint8_weight_destroy`;
+/// it does not depend on the checkpoint). On failure writes NULL to `*out` (when
+/// not NULL) and returns what `llmint8_weight_load` returns, and
+/// LLMINT8_ERR_SHAPE when `row_begin >= row_end` or `row_end > out_features`.
+///
+/// Thread safety: may be called concurrently, on the same checkpoint and context.
+///
+/// # Safety
+/// `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_load_rows(
+    ctx: *mut llmint8_context,
+    ckpt: *const llmint8_checkpoint,
+    prefix: *const c_char,
+    row_begin: usize,
+    row_end: usize,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let ckpt = non_null(ckpt, "ckpt")?;
+            let prefix = c_text(prefix, "prefix")?;
+            hand_out(out, ctx.inner.load_weight_rows(&ckpt.inner, prefix, row_begin..row_end)?);
+        }
+        Ok(())
+    })
+}
+
 /// Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
 /// `llmint8_weight_load`) and closes it again. For one layer; to load many, open
 /// the checkpoint once and call `llmint8_weight_load` for each.

@@ -125,6 +125,11 @@ impl Tensor {
     pub fn num_bytes(&self) -> usize {
         self.bytes.len()
     }
+    /// The byte range, within the tensor, of rows `rows` of its first dimension.
+    fn row_bytes(&self, rows: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let per_row = self.bytes.len() / self.shape.first().copied().unwrap_or(1).max(1);
+        rows.start * per_row..rows.end * per_row
+    }
     /// The module name: the tensor name without its last component
     /// (`model.layers.0.mlp.up_proj` for `model.layers.0.mlp.up_proj.weight`).
     pub fn prefix(&self) -> &str {
@@ -388,7 +393,34 @@ impl Checkpoint {
     /// Runs `f` on the elements of a float16/bfloat16/float32 tensor: borrowed
     /// from the mapping when aligned, else from a copy of this one tensor.
     pub fn with_floats<R>(&self, t: &Tensor, f: impl FnOnce(Data<'_>) -> Result<R>) -> Result<R> {
-        let bytes = self.bytes(t);
+        self.with_float_bytes(t, self.bytes(t), f)
+    }
+
+    /// [`Self::with_floats`] on rows `rows` of `t` (its first dimension) only:
+    /// the other rows' bytes are not read (a tensor-parallel shard's part).
+    /// `rows` must lie inside `t`'s first dimension (the caller checks).
+    pub fn with_float_rows<R>(
+        &self,
+        t: &Tensor,
+        rows: &std::ops::Range<usize>,
+        f: impl FnOnce(Data<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let range = t.row_bytes(rows);
+        self.with_float_bytes(t, &self.bytes(t)[range], f)
+    }
+
+    /// The int8 values of rows `rows` of `t` (as [`Self::with_float_rows`]).
+    pub fn int8_rows(&self, t: &Tensor, rows: &std::ops::Range<usize>) -> &[i8] {
+        as_i8(&self.bytes(t)[t.row_bytes(rows)])
+    }
+
+    /// [`Self::release`] for rows `rows` of `t` only.
+    pub fn release_rows(&self, t: &Tensor, rows: &std::ops::Range<usize>) {
+        let range = t.row_bytes(rows);
+        self.files[t.file].bytes.release(t.bytes.start + range.start..t.bytes.start + range.end);
+    }
+
+    fn with_float_bytes<R>(&self, t: &Tensor, bytes: &[u8], f: impl FnOnce(Data<'_>) -> Result<R>) -> Result<R> {
         match t.dtype {
             TensorDtype::F32 => with_elements(bytes, f32::from_le_bytes, |s| f(Data::F32(s))),
             TensorDtype::F16 => with_elements(bytes, |b| f16::from_bits(u16::from_le_bytes(b)), |s| f(Data::F16(s))),
