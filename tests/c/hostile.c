@@ -388,6 +388,15 @@ int main(void) {
     ROW_NEW(llmint8_weight_load, "`prefix` not UTF-8", wout, llmint8_weight_load(ctx, ck, "model.\xff", &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load, "a layer not in the file", wout, llmint8_weight_load(ctx, ck, "model.layers.7.mlp.up_proj", &wout), LLMINT8_ERR_NOT_FOUND, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load, "a 1-D `PREFIX.weight` (a norm)", wout, llmint8_weight_load(ctx, ck, "model.norm", &wout), LLMINT8_ERR_FORMAT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "valid: rows 0..2 (reference row)", wout, llmint8_weight_load_rows(ctx, ck, layer, 0, 2, &wout), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "`ctx` NULL", wout, llmint8_weight_load_rows(NULL, ck, layer, 0, 2, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "`ckpt` NULL", wout, llmint8_weight_load_rows(ctx, NULL, layer, 0, 2, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "`prefix` NULL", wout, llmint8_weight_load_rows(ctx, ck, NULL, 0, 2, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW(llmint8_weight_load_rows, "`out` NULL", llmint8_weight_load_rows(ctx, ck, layer, 0, 2, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW_NEW(llmint8_weight_load_rows, "a layer not in the file", wout, llmint8_weight_load_rows(ctx, ck, "model.layers.7.mlp.up_proj", 0, 2, &wout), LLMINT8_ERR_NOT_FOUND, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "`row_begin` = `row_end` (no rows)", wout, llmint8_weight_load_rows(ctx, ck, layer, 1, 1, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "`row_begin` > `row_end`", wout, llmint8_weight_load_rows(ctx, ck, layer, 2, 1, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_rows, "`row_end` past `out_features` (SIZE_MAX)", wout, llmint8_weight_load_rows(ctx, ck, layer, 0, SIZE_MAX, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_safetensors, "`path` NULL", wout, llmint8_weight_load_safetensors(ctx, NULL, layer, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_safetensors, "a path that does not exist", wout, llmint8_weight_load_safetensors(ctx, "tests/data/absent", layer, &wout), LLMINT8_ERR_NOT_FOUND, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_safetensors, "`prefix` NULL", wout, llmint8_weight_load_safetensors(ctx, model, NULL, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
