@@ -321,6 +321,16 @@ public:
         detail::check(llmint8_weight_load(live(), checkpoint.live(), prefix.c_str(), &h));
         return Weight(h);
     }
+    /// Output rows [row_begin, row_end) of the layer `prefix`: one rank's shard
+    /// of a column-parallel layer, reading only those rows; the ranks' outputs
+    /// side by side are the whole layer's bit for bit. Throws Error(SHAPE) for
+    /// an empty range or one past out_features.
+    Weight load_rows(const Checkpoint& checkpoint, const std::string& prefix, std::size_t row_begin,
+                     std::size_t row_end) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_load_rows(live(), checkpoint.live(), prefix.c_str(), row_begin, row_end, &h));
+        return Weight(h);
+    }
     /// The same from a path (file, shard index or model directory), for one layer.
     Weight load_safetensors(const std::string& path, const std::string& prefix) {
         llmint8_weight* h = nullptr;

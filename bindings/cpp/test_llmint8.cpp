@@ -2,6 +2,7 @@
 #include "llmint8.hpp"
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -157,6 +158,17 @@ int main() {
         std::remove("target/cpp-test-fc1.safetensors");
         CHECK_THROWS(llmint8::Checkpoint("tests/data/none"), LLMINT8_ERR_NOT_FOUND, "tests/data/none");
         CHECK_THROWS(ctx.load(ck, "model.decoder.layers.7.fc1"), LLMINT8_ERR_NOT_FOUND, "layers.7");
+        // A column-parallel shard: rows 3..10 of fc1 are the whole layer's rows.
+        llmint8::Weight whole = ctx.load(ck, "model.decoder.layers.0.fc1");
+        llmint8::Weight shard = ctx.load_rows(ck, "model.decoder.layers.0.fc1", 3, 10);
+        CHECK(shard.out_features() == 7 && shard.in_features() == whole.in_features());
+        std::vector<int8_t> cbw, cbs;
+        std::vector<float> sw, ss;
+        whole.export_int8(cbw, sw);
+        shard.export_int8(cbs, ss);
+        const size_t k = whole.in_features();
+        CHECK(std::equal(cbs.begin(), cbs.end(), cbw.begin() + 3 * k) && std::equal(ss.begin(), ss.end(), sw.begin() + 3));
+        CHECK_THROWS(ctx.load_rows(ck, "model.decoder.layers.0.fc1", 4, 4), LLMINT8_ERR_SHAPE, "output rows");
     }
 
     std::printf("%d checks, %d failures\n", checks, failures);
