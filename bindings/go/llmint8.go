@@ -675,6 +675,29 @@ func (c *Context) Load(ck *Checkpoint, prefix string) (*Weight, error) {
 	return c.weightWithShape(p)
 }
 
+// LoadRows loads output rows [rowBegin, rowEnd) of the linear layer prefix:
+// one rank's shard of a column-parallel layer (out_features split across the
+// ranks of a tensor-parallel world), reading only those rows. The ranks'
+// outputs side by side are the whole layer's bit for bit. An empty range or
+// one past out_features is StatusShape.
+func (c *Context) LoadRows(ck *Checkpoint, prefix string, rowBegin, rowEnd int) (*Weight, error) {
+	if rowBegin < 0 || rowEnd < 0 {
+		return nil, &Error{Status: StatusShape, Message: fmt.Sprintf("rows %d..%d: negative", rowBegin, rowEnd)}
+	}
+	cprefix := C.CString(prefix)
+	defer C.free(unsafe.Pointer(cprefix))
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_load_rows(c.p, ck.p, cprefix, C.size_t(rowBegin), C.size_t(rowEnd), &p)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(ck)
+	if err != nil {
+		return nil, err
+	}
+	return c.weightWithShape(p)
+}
+
 // LoadSafetensors opens path, loads the layer prefix and closes the file again.
 func (c *Context) LoadSafetensors(path, prefix string) (*Weight, error) {
 	cpath, cprefix := C.CString(path), C.CString(prefix)

@@ -335,6 +335,31 @@ func TestCheckpoints(t *testing.T) {
 	if _, err := ctx.Load(ck, "model.layers.5.mlp.up_proj"); !errors.Is(err, &Error{Status: StatusNotFound}) {
 		t.Errorf("Load of a missing layer: %v", err)
 	}
+	// A column-parallel shard: rows 3..10 of up_proj are the whole layer's rows.
+	whole, err := ctx.Load(ck, "model.layers.0.mlp.up_proj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard, err := ctx.LoadRows(ck, "model.layers.0.mlp.up_proj", 3, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, k := whole.Shape()
+	if out, in := shard.Shape(); out != 7 || in != k {
+		t.Errorf("shard shape %d×%d, want 7×%d", out, in, k)
+	}
+	cbw, scbw, _ := whole.Export()
+	cbs, scbs, _ := shard.Export()
+	if !reflect.DeepEqual(cbs, cbw[3*k:10*k]) || !reflect.DeepEqual(scbs, scbw[3:10]) {
+		t.Error("the shard's int8 rows differ from the whole layer's rows 3..10")
+	}
+	whole.Close()
+	shard.Close()
+	for _, r := range [][2]int{{4, 4}, {5, 2}, {-1, 3}, {0, 1 << 30}} {
+		if _, err := ctx.LoadRows(ck, "model.layers.0.mlp.up_proj", r[0], r[1]); !errors.Is(err, &Error{Status: StatusShape}) {
+			t.Errorf("LoadRows(%v): %v", r, err)
+		}
+	}
 	if _, err := OpenCheckpoint("../../tests/data/none"); !errors.Is(err, &Error{Status: StatusNotFound}) {
 		t.Errorf("OpenCheckpoint(none): %v", err)
 	}
