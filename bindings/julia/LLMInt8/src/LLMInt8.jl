@@ -385,6 +385,23 @@ function Int8Weight(ctx::Context, ck::Checkpoint, prefix::AbstractString)
     return weight_from_handle(ctx, handle[])
 end
 
+"""
+    Int8Weight(ctx, checkpoint::Checkpoint, prefix, rows::UnitRange)
+
+Output rows `rows` (1-based, e.g. `1:2048`) of the linear layer `prefix`: one
+rank's shard of a column-parallel layer, reading only those rows
+(`llmint8_weight_load_rows`). The ranks' outputs side by side are the whole
+layer's bit for bit. An empty range or one past `out_features` throws (SHAPE).
+"""
+function Int8Weight(ctx::Context, ck::Checkpoint, prefix::AbstractString, rows::UnitRange{<:Integer})
+    first(rows) >= 1 || throw(ArgumentError("rows start at 1, not $(first(rows))"))
+    handle = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:llmint8_weight_load_rows, libllmint8), Int32,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Cstring, Csize_t, Csize_t, Ptr{Ptr{Cvoid}}),
+                ctx, ck, prefix, first(rows) - 1, max(last(rows), first(rows) - 1), handle))
+    return weight_from_handle(ctx, handle[])
+end
+
 function Int8Weight(ctx::Context, path::AbstractString, prefix::AbstractString)
     handle = Ref{Ptr{Cvoid}}(C_NULL)
     check(ccall((:llmint8_weight_load_safetensors, libllmint8), Int32, (Ptr{Cvoid}, Cstring, Cstring, Ptr{Ptr{Cvoid}}),

@@ -59,6 +59,13 @@ using Test
             W8 = Int8Weight(ctx2, ck, LLMInt8.prefix(t))
             @test size(W8) == (t.shape[1], t.shape[2])
         end
+        # A column-parallel shard: its rows of the layer, nothing else.
+        fc1 = LLMInt8.prefix(first(int8))
+        whole = Int8Weight(ctx2, ck, fc1)
+        shard = Int8Weight(ctx2, ck, fc1, 3:10)
+        @test size(shard) == (8, size(whole, 2))
+        err = try Int8Weight(ctx2, ck, fc1, 5:4); nothing catch e; e end
+        @test err isa LLMInt8Error && err.name == "LLMINT8_ERR_SHAPE"
         @test length(read_tensor(ck, "model.decoder.final_layer_norm.weight")) == 64 * 4
         @test_throws LLMInt8Error read_tensor(ck, "nope")
         W8 = Int8Weight(ctx2, joinpath(data, "tiny-llama-fp16"), "model.layers.0.mlp.up_proj")
