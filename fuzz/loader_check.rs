@@ -6,6 +6,10 @@
 // FORMAT error naming the file, or give tensors whose byte ranges are in bounds;
 // loading any weight it names must succeed with the file's shape or fail with a
 // status that is not INTERNAL — never panic, never read outside the buffer.
+// A column-parallel shard (`load_weight_rows`) of a weight that loads loads
+// too, holding exactly the whole weight's rows; one of a weight that does not
+// load fails the same way or loads; a range that is empty or past the rows is
+// refused with SHAPE.
 
 /// Checks the property on one input; panics when it does not hold.
 pub fn check_loader_input(data: &[u8]) {
@@ -35,8 +39,31 @@ pub fn check_loader_input(data: &[u8]) {
                     let x = vec![0.5f32; w.in_features()];
                     let mut y = vec![0f32; w.out_features()];
                     ctx.matmul(&w, llmint8::Data::F32(&x), 1, 6.0, llmint8::DataMut::F32(&mut y)).unwrap();
+                    let (n, k) = (w.out_features(), w.in_features());
+                    let (cb, scb) = (w.cb().unwrap(), w.scb().to_vec());
+                    for rows in [0..n / 2, n / 2..n, n - 1..n] {
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        let shard = ctx.load_weight_rows(&ckpt, t.prefix(), rows.clone()).unwrap();
+                        assert_eq!(shard.cb().unwrap(), cb[rows.start * k..rows.end * k], "{rows:?}");
+                        assert_eq!(shard.scb(), &scb[rows.clone()], "{rows:?}");
+                    }
+                    for bad in [n..n, 0..n + 1, std::ops::Range { start: n, end: n - 1 }] {
+                        let e = ctx.load_weight_rows(&ckpt, t.prefix(), bad).unwrap_err();
+                        assert_eq!(e.status(), Status::Shape, "{e}");
+                    }
                 }
-                Err(e) => assert_ne!(e.status(), Status::Internal, "{e}"),
+                Err(e) => {
+                    assert_ne!(e.status(), Status::Internal, "{e}");
+                    if let (Some(&n), true) = (t.shape.first(), t.shape.len() == 2) {
+                        if n > 0 {
+                            if let Err(e) = ctx.load_weight_rows(&ckpt, t.prefix(), 0..1) {
+                                assert_ne!(e.status(), Status::Internal, "{e}");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -1098,7 +1098,7 @@ fn loading_a_shard_through_the_c_abi() {
         assert_eq!(scb, w.scb()[5..15]);
         llmint8_weight_destroy(shard);
         for (begin, end) in [(3, 3), (7, 2), (0, 21), (usize::MAX, 0)] {
-            let mut out = 1 as *mut llmint8_weight;
+            let mut out = std::ptr::dangling_mut::<llmint8_weight>();
             assert_eq!(llmint8_weight_load_rows(cctx, ckpt, prefix.as_ptr(), begin, end, &mut out), LLMINT8_ERR_SHAPE);
             assert!(out.is_null());
             assert!(last_error().contains("20 output rows"), "{}", last_error());
