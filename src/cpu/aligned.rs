@@ -20,23 +20,23 @@ pub struct AlignedBytes {
     /// `len + CACHE_LINE - 1` bytes; never resized, so `start` stays valid.
     buf: Vec<i8>,
     start: usize,
-    len: usize,
 }
 
 impl AlignedBytes {
     pub fn zeroed(len: usize, what: &str) -> Result<AlignedBytes> {
         let buf = try_zeroed_vec::<i8>(len.saturating_add(CACHE_LINE - 1), what)?;
         let start = aligned_start(&buf);
-        Ok(AlignedBytes { buf, start, len })
+        Ok(AlignedBytes { buf, start })
     }
     pub fn len(&self) -> usize {
-        self.len
+        self.buf.len() - (CACHE_LINE - 1)
     }
     pub fn as_slice(&self) -> &[i8] {
-        &self.buf[self.start..][..self.len]
+        &self.buf[self.start..][..self.len()]
     }
     pub fn as_mut_slice(&mut self) -> &mut [i8] {
-        &mut self.buf[self.start..][..self.len]
+        let len = self.len();
+        &mut self.buf[self.start..][..len]
     }
 }
 

@@ -177,6 +177,8 @@ isa::multiversion! {
         cols: usize,
         mask: &mut [bool]
     ) -> () {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = avx512;
         for row in x.chunks_exact(cols) {
             #[cfg(target_arch = "x86_64")]
             if avx512 {
@@ -184,7 +186,6 @@ isa::multiversion! {
                 unsafe { kernel::mark_outlier_columns_avx512(row, threshold, mask) };
                 continue;
             }
-            let _ = avx512;
             quant::mark_outlier_columns(row, rounding, threshold, mask);
         }
     }

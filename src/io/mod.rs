@@ -519,11 +519,6 @@ impl Checkpoint {
         Ok(Some(KeptColumnTensors { columns: list, list: columns, values }))
     }
 
-    /// The values of an int8 tensor, in place.
-    pub fn int8_values(&self, t: &Tensor) -> &[i8] {
-        as_i8(self.bytes(t))
-    }
-
     /// Adds the file and tensor to an error from the core that does not know them.
     pub fn locate(&self, e: Error, t: &Tensor) -> Error {
         let path = self.file_path(t).display().to_string();
