@@ -161,6 +161,54 @@ __device__ void quantize_rows(const typename E::T *x, i64 rows, int cols, int ld
         quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, first_bad_row);
 }
 
+// ---- row-parallel (in_features split across ranks) ----
+//
+// quant::given_row_absmax and quant::quantize_activation_row_given_absmax:
+// once `absmax` holds this slice's own row absmax (the quantization above),
+// requantize row `row` with `given[row]`, the MAX over the ranks. +Inf gives
+// absmax NaN and a zero row (an output row of NaN); an entry that is NaN,
+// negative or below the slice's own does too, and sets `bad_row` (atomic
+// minimum) — the host cannot be told otherwise without waiting. The columns
+// flagged in `col_flags` (when `use_flags`) are quantized to 0; columns
+// `cols..ld_q` get 0.
+template <class E>
+__device__ void rescale_row(const typename E::T *x, i64 row, int cols, int ld_q, int round_f16, const float *given,
+                            float *absmax, const u32 *col_flags, int use_flags, i8 *q, int *bad_row) {
+    const float g = given[row], own = absmax[row];
+    __syncthreads();  // every thread has read `own` before thread 0 writes it
+    const u32 g_bits = f32_to_bits(g);
+    const bool bad = g != g || g < 0.0f || (g_bits != INF_BITS && (own != own || g < own));
+    const float m = bad || g_bits == INF_BITS ? bits_to_f32(0x7fc00000u) : g;  // NaN: an output row of NaN
+    if (bad && threadIdx.x == 0) atomicMin(bad_row, (int)(row < 0x7fffffff ? row : 0x7fffffff));
+    if (f32_to_bits(m) == f32_to_bits(own)) return;  // this rank holds the row's MAX: q is right
+    if (threadIdx.x == 0) absmax[row] = m;
+    i8 *q_row = q + row * (i64)ld_q;
+    if (m != m) {
+        for (int c = threadIdx.x; c < ld_q; c += blockDim.x) q_row[c] = 0;
+        return;
+    }
+    const i64 base = row * (i64)cols;
+    float scale = m == 0.0f ? 0.0f : mul_rn(rcp_rn(m), 127.0f);
+    const bool wide = f32_to_bits(abs_f32(scale)) >= INF_BITS;
+    for (int c = threadIdx.x; c < ld_q; c += blockDim.x) {
+        i8 value = 0;
+        if (c < cols && !(use_flags && col_flags[c] != 0u)) {
+            float v = load_rounded(E::load(x, base + c), round_f16);
+            value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
+        }
+        q_row[c] = value;
+    }
+}
+
+// quant::row_statistic: a rank's statistics, NaN (a row the int8 part cannot
+// quantize) reported as +Inf, which a MAX keeps.
+extern "C" __global__ void llmint8_row_statistics(const float *absmax, i64 rows, float *out) {
+    for (i64 r = blockIdx.x * (i64)blockDim.x + threadIdx.x; r < rows; r += (i64)gridDim.x * blockDim.x) {
+        const float a = absmax[r];
+        out[r] = a != a ? bits_to_f32(INF_BITS) : a;
+    }
+}
+
 // ---- the outlier columns, ascending (one block of 1024 threads) ----
 __device__ void outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
     __shared__ int warp_counts[32];
@@ -329,6 +377,17 @@ extern "C" __global__ void llmint8_pad_rows(const i8 *src, i64 rows, int cols, i
 QUANTIZE_ROWS(llmint8_quantize_rows_f32, F32)
 QUANTIZE_ROWS(llmint8_quantize_rows_f16, F16)
 QUANTIZE_ROWS(llmint8_quantize_rows_bf16, BF16)
+
+#define RESCALE_ROWS(NAME, E)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS)                                                       \
+        NAME(const E::T *x, i64 rows, int cols, int ld_q, int round_f16, const float *given, float *absmax,        \
+             const u32 *col_flags, int use_flags, i8 *q, int *bad_row) {                                             \
+        for (i64 row = blockIdx.x; row < rows; row += gridDim.x)                                                    \
+            rescale_row<E>(x, row, cols, ld_q, round_f16, given, absmax, col_flags, use_flags, q, bad_row);         \
+    }
+RESCALE_ROWS(llmint8_rescale_rows_f32, F32)
+RESCALE_ROWS(llmint8_rescale_rows_f16, F16)
+RESCALE_ROWS(llmint8_rescale_rows_bf16, BF16)
 
 #define PREP_SMALL(NAME, E)                                                                                          \
     extern "C" __global__ void __launch_bounds__(1024)                                                               \

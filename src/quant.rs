@@ -193,6 +193,28 @@ pub fn quantize_weight_row<T: Element>(
     Ok(absmax)
 }
 
+/// Quantizes columns `cols` of one weight row into `q` with the absmax of the
+/// whole row: a row-parallel shard's part of the row (in_features split
+/// across ranks), the same int8 values as those columns of the unsharded
+/// row. Returns the absmax, or the column of the first non-finite value of
+/// the whole row (as [`quantize_weight_row`]: the shard refuses what the
+/// layer refuses).
+#[inline(always)]
+pub fn quantize_weight_row_columns<T: Element>(
+    row: &[T],
+    cols: std::ops::Range<usize>,
+    rounding: InputRounding,
+    q: &mut [i8],
+) -> std::result::Result<f32, usize> {
+    let bits = abs_max_bits(row.iter().map(|&v| rounding.load(v).abs()));
+    if bits >= INF_BITS {
+        return Err(row.iter().position(|&v| !rounding.load(v).is_finite()).unwrap_or(0));
+    }
+    let absmax = f32::from_bits(bits);
+    quantize_row_with(&row[cols], rounding, absmax, q, |_, _| false);
+    Ok(absmax)
+}
+
 /// Quantizes one activation row (bitsandbytes' `int8_vectorwise_quant`).
 ///
 /// With `threshold > 0`, outlier elements ([`is_outlier`]) are left out of the
@@ -266,6 +288,61 @@ pub fn quantize_activation_row_int8_part<T: Element>(
     let absmax = f32::from_bits(bits);
     quantize_row_with(row, rounding, absmax, q, |c, _| outlier_columns[c]);
     absmax
+}
+
+/// A row's entry in a row-parallel rank's activation statistics: the absmax
+/// of its slice's int8 part, or `+Inf` for a row the int8 part cannot
+/// quantize (a non-finite value outside the outlier columns, absmax NaN),
+/// which a MAX over the ranks keeps whatever it does with NaN.
+#[inline(always)]
+pub fn row_statistic(absmax: f32) -> f32 {
+    if absmax.is_nan() {
+        f32::INFINITY
+    } else {
+        absmax
+    }
+}
+
+/// The absmax a row-parallel rank quantizes row `row` of its slice with,
+/// given the MAX over every rank's [`row_statistic`] (`global`) and its own
+/// slice's absmax (`own`, NaN for a row it cannot quantize): `global`, NaN
+/// when `global` is `+Inf` (the row's output becomes NaN, as the unsharded
+/// layer's). Refuses a `global` that is NaN, negative, or below what this
+/// slice holds — not a MAX that included this rank.
+pub fn given_row_absmax(row: usize, global: f32, own: f32) -> Result<f32> {
+    if global.is_nan() || global < 0.0 {
+        return Err(Error::invalid(format!(
+            "row_absmax[{row}] = {global}: an all-reduced row absmax is >= 0 (+Inf for a row that cannot be quantized)"
+        )));
+    }
+    if global == f32::INFINITY {
+        return Ok(f32::NAN);
+    }
+    if own.is_nan() || global < own {
+        return Err(Error::invalid(format!(
+            "row_absmax[{row}] = {global}, but this rank's slice of row {row} has {}: pass the MAX over every rank's statistics",
+            if own.is_nan() { "statistic +Inf".to_string() } else { format!("absmax {own}") }
+        )));
+    }
+    Ok(global)
+}
+
+/// Quantizes one activation row with the absmax `absmax` (a row-parallel
+/// slice, its row scale the MAX over the ranks), `outlier_columns` quantized
+/// to 0; `absmax` NaN gives an all-zero row.
+#[inline(always)]
+pub fn quantize_activation_row_given_absmax<T: Element>(
+    row: &[T],
+    rounding: InputRounding,
+    absmax: f32,
+    outlier_columns: &[bool],
+    q: &mut [i8],
+) {
+    if absmax.is_nan() {
+        q.fill(0);
+        return;
+    }
+    quantize_row_with(row, rounding, absmax, q, |c, _| outlier_columns[c]);
 }
 
 /// `1/127` and `1/127²` in f64: multiplying by them (not dividing) keeps the

@@ -2,6 +2,7 @@
 //! over. The checks every backend shares live here; what a backend's kernels
 //! read is its own type (`cpu::Weight`, `cuda::Weight`).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::cpu;
@@ -58,6 +59,18 @@ pub(crate) fn check_weight_shape(out_features: usize, in_features: usize) -> Res
 }
 
 /// Validates a bias of `out_features` finite values and widens it to f32.
+/// Checks the in_features range of a row-parallel shard: non-empty, inside
+/// `[0, in_features)`.
+pub(crate) fn check_shard_columns(columns: &Range<usize>, in_features: usize) -> Result<()> {
+    if columns.is_empty() || columns.end > in_features {
+        return Err(Error::shape(format!(
+            "the weight has {in_features} in_features; columns {}..{} are not a non-empty part of them",
+            columns.start, columns.end
+        )));
+    }
+    Ok(())
+}
+
 fn convert_bias(bias: Option<Data<'_>>, out_features: usize) -> Result<Option<Vec<f32>>> {
     let Some(bias) = bias else { return Ok(None) };
     check_len("bias", bias.len(), out_features)?;
@@ -101,6 +114,60 @@ impl Weight {
         let bias = convert_bias(bias, out_features)?;
         let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
         Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
+    }
+
+    /// The row-parallel shard `columns` (a range of in_features) of a
+    /// row-major `[out_features, in_features]` weight: those columns quantized
+    /// with the absmax of each whole row (`quant::quantize_weight_row_columns`),
+    /// so its int8 values and scales are the unsharded weight's; the columns
+    /// of `keep` (full coordinates, any order) that fall in the shard kept in
+    /// the weight's dtype. A non-finite value anywhere in the weight is
+    /// refused, as the unsharded weight refuses it.
+    pub(crate) fn quantize_columns(
+        settings: cpu::Settings,
+        w: Data<'_>,
+        out_features: usize,
+        in_features: usize,
+        columns: Range<usize>,
+        bias: Option<Data<'_>>,
+        keep: &[u32],
+    ) -> Result<Weight> {
+        let len = check_weight_shape(out_features, in_features)?;
+        check_len("weight", w.len(), len)?;
+        check_shard_columns(&columns, in_features)?;
+        // The whole list is checked as the unsharded weight checks it.
+        cpu::KeptColumns::check_columns(keep, in_features)?;
+        let kept: Vec<u32> =
+            keep.iter().filter(|&&c| columns.contains(&(c as usize))).map(|&c| c - columns.start as u32).collect();
+        fn shard<T: Element>(
+            settings: cpu::Settings,
+            w: &[T],
+            (n, k): (usize, usize),
+            columns: Range<usize>,
+            bias: Option<Data<'_>>,
+            kept: &[u32],
+        ) -> Result<Weight>
+        where
+            for<'a> Data<'a>: From<&'a [T]>,
+        {
+            let (kc, rounding) = (columns.len(), settings.rounding_for::<T>());
+            let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
+            let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
+            for (j, (row, (q, s))) in w.chunks_exact(k).zip(cb.chunks_exact_mut(kc).zip(&mut scb)).enumerate() {
+                *s = quant::quantize_weight_row_columns(row, columns.clone(), rounding, q)
+                    .map_err(|c| quant::non_finite_weight(j, Some(c), rounding))?;
+            }
+            // The kept columns' values as `[kept, n]`, row `s` column `kept[s]`.
+            let mut values = try_zeroed_vec::<T>(kept.len() * n, "kept weight columns")?;
+            for (dst, &c) in values.chunks_exact_mut(n).zip(kept) {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = w[j * k + columns.start + c as usize];
+                }
+            }
+            let kept = (!kept.is_empty()).then(|| (kept, Data::from(&values[..])));
+            Weight::from_int8(&cb, &scb, n, kc, bias, kept)
+        }
+        with_data!(w, w => shard(settings, w, (out_features, in_features), columns, bias, &kept))
     }
 
     /// The columns the weight keeps in their source dtype, ascending (none

@@ -47,6 +47,64 @@ impl Context {
         self.load_layer_rows(checkpoint, &layer, rows)
     }
 
+    /// The input columns `columns` of the linear layer `prefix`, as a weight
+    /// of `columns.len()` in_features: a row-parallel tensor-parallel shard
+    /// (o_proj, down_proj; see [`Context::quantize_weight_columns`]). A
+    /// 16/32-bit weight's rows are read whole, for each row's absmax, and
+    /// only the shard's columns quantized; a bitsandbytes 8-bit weight's
+    /// columns are taken with its whole `SCB`. The shard starting at column
+    /// 0 carries the layer's bias (the engine's SUM adds it once); kept
+    /// columns inside the shard are kept. `columns` must be a non-empty
+    /// range inside `[0, in_features)` (`Status::Shape` otherwise).
+    pub fn load_weight_columns(&self, checkpoint: &Checkpoint, prefix: &str, columns: Range<usize>) -> Result<Weight> {
+        let layer = checkpoint.linear_layer(prefix)?;
+        if columns.is_empty() || columns.end > layer.in_features {
+            return Err(Error::shape(format!(
+                "{}: layer {prefix:?} has {} in_features; columns {}..{} are not a non-empty part of them",
+                checkpoint.path().display(),
+                layer.in_features,
+                columns.start,
+                columns.end
+            )));
+        }
+        let (n, k, kc, w) = (layer.out_features, layer.in_features, columns.len(), layer.weight);
+        let rows = 0..n;
+        let with_bias = |f: &mut dyn FnMut(Option<Data<'_>>) -> Result<Weight>| match layer.bias {
+            Some(b) if columns.start == 0 => checkpoint.with_floats(b, |d| f(Some(d))),
+            _ => f(None),
+        };
+        let keep = layer.kept.as_ref().map_or(&[][..], |kept| &kept.columns);
+        let weight = match &layer.int8_scales {
+            Some(scb) => {
+                let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
+                for (dst, src) in cb.chunks_exact_mut(kc).zip(checkpoint.int8_rows(w, &rows).chunks_exact(k)) {
+                    dst.copy_from_slice(&src[columns.clone()]);
+                }
+                // The kept columns inside the shard, and their rows of the values.
+                let (slots, local): (Vec<usize>, Vec<u32>) = keep
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &c)| columns.contains(&(c as usize)))
+                    .map(|(s, &c)| (s, c - columns.start as u32))
+                    .unzip();
+                match &layer.kept {
+                    Some(kept) if !local.is_empty() => checkpoint.with_floats(kept.values, |values| {
+                        with_rows(values, n, &slots, |values| {
+                            with_bias(&mut |b| self.weight_from_int8_keep(&cb, scb, n, kc, b, &local, values))
+                        })
+                    }),
+                    _ => with_bias(&mut |b| self.weight_from_int8(&cb, scb, n, kc, b)),
+                }
+            }
+            None => checkpoint.with_float_rows(w, &rows, |data| {
+                with_bias(&mut |b| self.quantize_weight_columns(data, n, k, columns.clone(), b, keep))
+            }),
+        }
+        .map_err(|e| checkpoint.locate(e, w))?;
+        checkpoint.release_rows(w, &rows);
+        Ok(weight)
+    }
+
     fn load_layer_rows(
         &self,
         checkpoint: &Checkpoint,
@@ -103,6 +161,25 @@ fn with_columns<R>(
         Data::F32(v) => f(Data::F32(&part(v, width, cols)?)),
         Data::F16(v) => f(Data::F16(&part(v, width, cols)?)),
         Data::BF16(v) => f(Data::BF16(&part(v, width, cols)?)),
+    }
+}
+
+/// Runs `f` on rows `rows` (ascending) of the row-major `values` `[_, width]`
+/// (a shard's kept columns of `llmint8_kept_values`), copied together.
+fn with_rows<R>(values: Data<'_>, width: usize, rows: &[usize], f: impl FnOnce(Data<'_>) -> Result<R>) -> Result<R> {
+    fn pick<T: Copy>(v: &[T], width: usize, rows: &[usize]) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(rows.len() * width)
+            .map_err(|_| Error::out_of_memory("cannot allocate the shard's kept column values"))?;
+        for &r in rows {
+            out.extend_from_slice(&v[r * width..(r + 1) * width]);
+        }
+        Ok(out)
+    }
+    match values {
+        Data::F32(v) => f(Data::F32(&pick(v, width, rows)?)),
+        Data::F16(v) => f(Data::F16(&pick(v, width, rows)?)),
+        Data::BF16(v) => f(Data::BF16(&pick(v, width, rows)?)),
     }
 }
 

@@ -355,6 +355,202 @@ impl Context {
         self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, Some((keep, kept_values)))?)
     }
 
+    /// The row-parallel tensor-parallel shard `columns` (a range of
+    /// in_features: o_proj, down_proj split across ranks) of a row-major
+    /// 16/32-bit weight `[out_features, in_features]`, as a weight of
+    /// `columns.len()` in_features: each row quantized with the absmax of the
+    /// whole row, so its int8 values and `SCB` are the unsharded weight's.
+    /// The columns of `keep` (full coordinates) inside the shard are kept, as
+    /// [`Context::quantize_weight_keep`]. Pass the bias to one rank only: the
+    /// engine's SUM of the partials adds it once. `columns` must be a
+    /// non-empty range inside `[0, in_features)` (`Status::Shape` otherwise).
+    /// Use it with [`Context::row_parallel_statistics`] and
+    /// [`Context::matmul_row_parallel`].
+    pub fn quantize_weight_columns(
+        &self,
+        w: Data<'_>,
+        out_features: usize,
+        in_features: usize,
+        columns: std::ops::Range<usize>,
+        bias: Option<Data<'_>>,
+        keep: &[u32],
+    ) -> Result<Weight> {
+        self.place(Weight::quantize_columns(self.settings(), w, out_features, in_features, columns, bias, keep)?)
+    }
+
+    /// Stage 1 of a row-parallel matmul: the statistics of this rank's slice
+    /// `x` `[rows, w.in_features]` of the activations. `row_absmax[r]` gets
+    /// the absmax of row `r`'s int8 part over the slice — under the
+    /// context's row scale rule, as the unsharded call computes it, `+Inf`
+    /// for a row holding a non-finite value the int8 part would use. The
+    /// engine all-reduces `row_absmax` with MAX across the ranks and passes
+    /// the result to [`Context::matmul_row_parallel`]. Outlier columns need
+    /// no collective: a column's flag depends on that column alone, which
+    /// one rank holds. Returns the slice's outlier column count. Host
+    /// memory, as [`Context::matmul`].
+    pub fn row_parallel_statistics(
+        &self,
+        w: &Weight,
+        x: Data<'_>,
+        rows: usize,
+        threshold: f32,
+        row_absmax: &mut [f32],
+    ) -> Result<usize> {
+        quant::check_threshold(threshold)?;
+        self.check_weight(w)?;
+        check_len("x", x.len(), checked_len(rows, w.in_features(), "x")?)?;
+        check_len("row_absmax", row_absmax.len(), rows)?;
+        if rows == 0 {
+            return Ok(0);
+        }
+        match (&self.place, w.storage()) {
+            (Place::Cpu, Storage::Cpu(_)) => {
+                let settings = self.settings();
+                with_data!(x, x => cpu::row_statistics(settings, x, w.in_features(), threshold, row_absmax))
+            }
+            (Place::Cuda(gpu), Storage::Cuda(weight)) => {
+                cuda::row_statistics_host_memory(gpu, weight, x, rows, threshold, self.cuda_settings(), row_absmax)
+            }
+            _ => Err(self.foreign_weight(w)),
+        }
+    }
+
+    /// Stage 2 of a row-parallel matmul: this rank's partial output
+    /// `y = x · Wᵀ (+ b)` `[rows, out_features]` of its shard `w` and slice
+    /// `x`, each row of X quantized with `row_absmax[r]` — the MAX over the
+    /// ranks of [`Context::row_parallel_statistics`]. The engine all-reduces
+    /// the partials with SUM; the sum equals the unsharded layer's output up
+    /// to float32 rounding: with `m` outlier columns and `W` ranks,
+    /// `|Σ y − y_unsharded| ≤ γ(2m + W + 4) · S`, `γ(n) = n·2⁻²⁴ / (1 − n·2⁻²⁴)`,
+    /// `S = Σ_c (|x_c| + a/254) · |ŵ_c| + |b|` (`a` the row's absmax, `ŵ` the
+    /// dequantized or kept weight) — for float32 partials; a 16-bit `y` rounds
+    /// each partial once more. One rank (a world of 1) gives [`Context::matmul`]'s
+    /// bits. A `row_absmax` entry that is NaN, negative, or below this
+    /// slice's own is refused (`InvalidArgument`). Host memory, as
+    /// [`Context::matmul`].
+    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul_row_parallel_host
+    pub fn matmul_row_parallel(
+        &self,
+        w: &Weight,
+        x: Data<'_>,
+        rows: usize,
+        threshold: f32,
+        row_absmax: &[f32],
+        y: DataMut<'_>,
+    ) -> Result<MatmulStats> {
+        quant::check_threshold(threshold)?;
+        self.check_weight(w)?;
+        check_len("x", x.len(), checked_len(rows, w.in_features(), "x")?)?;
+        check_len("y", y.len(), checked_len(rows, w.out_features(), "y")?)?;
+        check_len("row_absmax", row_absmax.len(), rows)?;
+        for (r, &a) in row_absmax.iter().enumerate() {
+            quant::given_row_absmax(r, a, 0.0)?;
+        }
+        if rows == 0 {
+            return Ok(MatmulStats::default());
+        }
+        let outlier_columns = match (&self.place, w.storage()) {
+            (Place::Cpu, Storage::Cpu(weight)) => {
+                let settings = self.settings();
+                with_data!(x, x => with_data_mut!(y, y => cpu::matmul_row_parallel(Matmul { weight, x, rows, threshold, y, settings }, row_absmax)))?
+            }
+            (Place::Cuda(gpu), Storage::Cuda(weight)) => {
+                let settings = self.cuda_settings();
+                cuda::matmul_row_parallel_host_memory(
+                    gpu,
+                    Matmul { weight, x, rows, threshold, y, settings },
+                    row_absmax,
+                )?
+            }
+            _ => return Err(self.foreign_weight(w)),
+        };
+        Ok(MatmulStats { outlier_columns })
+    }
+
+    /// [`Context::row_parallel_statistics`] on device memory, queued on the
+    /// context's stream without waiting — unless `want_stats`, which waits
+    /// and returns the outlier count (0 otherwise). CUDA contexts only.
+    ///
+    /// # Safety
+    /// `x` must be device memory of this context's device holding
+    /// `rows · in_features` elements of `x_dtype`, `row_absmax` `rows`
+    /// float32, both valid until the work on the stream has finished.
+    #[allow(clippy::too_many_arguments)] // mirrors llmint8_row_parallel_statistics
+    pub unsafe fn row_parallel_statistics_on_device(
+        &self,
+        w: &Weight,
+        x: *const c_void,
+        x_dtype: DType,
+        rows: usize,
+        threshold: f32,
+        row_absmax: *mut c_void,
+        want_stats: bool,
+    ) -> Result<usize> {
+        let gpu = self.gpu("row-parallel statistics on device pointers")?;
+        quant::check_threshold(threshold)?;
+        self.check_weight(w)?;
+        checked_len(rows, w.in_features(), "x")?;
+        if rows == 0 {
+            return Ok(0);
+        }
+        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
+        let out = self.device_matrix(gpu, row_absmax, DType::F32, "row_absmax")?;
+        let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
+        let settings = self.cuda_settings();
+        // SAFETY: as the caller promises.
+        unsafe { cuda::row_statistics_device_memory(gpu, weight, x, rows, threshold, settings, out.ptr, want_stats) }
+    }
+
+    /// [`Context::matmul_row_parallel`] on device memory, queued on the
+    /// context's stream without waiting — unless `want_stats`. CUDA contexts
+    /// only. `row_absmax` (device, `rows` float32) is read on the device: a
+    /// row whose entry is NaN, negative or below this slice's own absmax gets
+    /// NaN in every element of its output row, and `want_stats` turns that
+    /// into an `InvalidArgument` error naming the first such row.
+    ///
+    /// # Safety
+    /// As [`Context::matmul_on_device`], and `row_absmax` device memory of
+    /// `rows` float32 valid until the work on the stream has finished.
+    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul_row_parallel
+    pub unsafe fn matmul_row_parallel_on_device(
+        &self,
+        w: &Weight,
+        x: *const c_void,
+        x_dtype: DType,
+        rows: usize,
+        threshold: f32,
+        row_absmax: *const c_void,
+        y: *mut c_void,
+        y_dtype: DType,
+        want_stats: bool,
+    ) -> Result<MatmulStats> {
+        let gpu = self.gpu("a row-parallel matmul on device pointers")?;
+        quant::check_threshold(threshold)?;
+        self.check_weight(w)?;
+        checked_len(rows, w.in_features(), "x")?;
+        checked_len(rows, w.out_features(), "y")?;
+        if rows == 0 {
+            return Ok(MatmulStats::default());
+        }
+        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
+        let given = self.device_matrix(gpu, row_absmax, DType::F32, "row_absmax")?;
+        let y = self.device_matrix(gpu, y, y_dtype, "y")?;
+        let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
+        let call = Matmul { weight, x, rows, threshold, y, settings: self.cuda_settings() };
+        // SAFETY: as the caller promises.
+        let outlier_columns = unsafe { cuda::matmul_row_parallel_device_memory(gpu, &call, given.ptr, want_stats)? };
+        Ok(MatmulStats { outlier_columns })
+    }
+
+    /// A caller's device pointer, checked: not NULL, memory of this context's device.
+    fn device_matrix(&self, gpu: &Gpu, ptr: *const c_void, dtype: DType, what: &str) -> Result<DeviceMatrix> {
+        if ptr.is_null() {
+            return Err(Error::invalid(format!("{what} is NULL")));
+        }
+        gpu.check_device_pointer(ptr, what)?;
+        Ok(DeviceMatrix { ptr: ptr as u64, dtype })
+    }
+
     /// Checks that `w` lives where this context runs (backend and device).
     fn check_weight(&self, w: &Weight) -> Result<()> {
         if w.location() == self.location() {
@@ -628,7 +824,7 @@ impl Context {
         }
         let settings = self.settings();
         let (mut masks, mut found) = (Vec::new(), Vec::new());
-        with_data!(x, x => cpu::quantize_activations(settings, x, cols, threshold, q, absmax, &mut masks, &mut found))?;
+        with_data!(x, x => cpu::quantize_activations(settings, x, cols, threshold, None, q, absmax, &mut masks, &mut found))?;
         if let Some(out) = outlier_columns {
             for (o, &c) in out.iter_mut().zip(&found) {
                 *o = c as u32; // fits: cols <= u32::MAX was checked above

@@ -58,7 +58,7 @@ impl Settings {
     /// The rounding to apply to elements of `T`: rounding float16 values to
     /// float16 changes nothing, so they take the `Exact` code, which has the
     /// fast paths (same bytes, bit for bit).
-    fn rounding_for<T: Element>(self) -> InputRounding {
+    pub(crate) fn rounding_for<T: Element>(self) -> InputRounding {
         if T::DTYPE == crate::DType::F16 {
             InputRounding::Exact
         } else {
@@ -217,13 +217,16 @@ isa::multiversion! {
 /// Vector-wise quantization of activations (`int8_vectorwise_quant`): fills `q`
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
 /// and fills `outliers` with those columns in ascending order. `masks` is
-/// scratch space (reused across calls).
+/// scratch space (reused across calls). With `row_absmax` (a row-parallel
+/// rank's slice: the MAX over the ranks of [`quant::row_statistic`]) each row
+/// is quantized with that absmax instead of its own ([`quant::given_row_absmax`]).
 #[allow(clippy::too_many_arguments)] // the scratch buffers travel with the data
 pub(crate) fn quantize_activations<T: Element>(
     settings: Settings,
     x: &[T],
     cols: usize,
     threshold: f32,
+    row_absmax: Option<&[f32]>,
     q: &mut [i8],
     absmax: &mut [f32],
     masks: &mut Vec<bool>,
@@ -265,6 +268,27 @@ pub(crate) fn quantize_activations<T: Element>(
         run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
             quantize_int8_part(path, row_slice(range), rounding, avx512, union, cols, q, a)
         });
+    }
+    if let Some(given) = row_absmax {
+        // Each row's own absmax is this slice's share of the MAX; requantize
+        // the rows whose MAX lies on another rank.
+        let union = &*union;
+        let q_parts = split_slice_mut(&mut *q, &parts, cols);
+        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
+        let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| -> Result<()> {
+            for (((r, row), q), a) in
+                range.clone().zip(row_slice(range).chunks_exact(cols)).zip(q.chunks_exact_mut(cols)).zip(a)
+            {
+                let m = quant::given_row_absmax(r, given[r], *a)?;
+                if m.to_bits() != a.to_bits() {
+                    quant::quantize_activation_row_given_absmax(row, rounding, m, union, q);
+                    *a = m;
+                }
+            }
+            Ok(())
+        });
+        // Parts run in row order: the first error names the lowest row.
+        checked.into_iter().collect::<Result<Vec<()>>>()?;
     }
     let count = union.iter().filter(|m| **m).count();
     outliers.clear();
@@ -771,15 +795,60 @@ pub(crate) fn matmul_shared_input<X: Element, Y: Element>(
     threshold: f32,
     ys: &mut [&mut [Y]],
 ) -> Result<usize> {
-    scratch::with_scratch(|scratch| matmul_in(settings, weights, x, rows, threshold, ys, scratch))
+    scratch::with_scratch(|scratch| matmul_in(settings, weights, x, rows, threshold, None, ys, scratch))
 }
 
+/// A row-parallel rank's statistics of its slice `x` `[rows, k]` of the
+/// activations: each row's [`quant::row_statistic`] in `row_absmax`.
+/// Returns the slice's number of outlier columns.
+pub(crate) fn row_statistics<X: Element>(
+    settings: Settings,
+    x: &[X],
+    k: usize,
+    threshold: f32,
+    row_absmax: &mut [f32],
+) -> Result<usize> {
+    scratch::with_scratch(|scratch| {
+        let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
+        quantize_activations(
+            settings,
+            x,
+            k,
+            threshold,
+            None,
+            qx,
+            row_absmax,
+            &mut scratch.masks,
+            &mut scratch.outliers,
+        )?;
+        for a in row_absmax.iter_mut() {
+            *a = quant::row_statistic(*a);
+        }
+        Ok(scratch.outliers.len())
+    })
+}
+
+/// A row-parallel rank's partial product: [`matmul`] with each row of X
+/// quantized with `row_absmax` (the MAX over the ranks of [`row_statistics`]),
+/// so that the ranks' partials sum to the unsharded layer's output.
+pub(crate) fn matmul_row_parallel<X: Element, Y: Element>(
+    call: Matmul<'_, Weight, &[X], &mut [Y], Settings>,
+    row_absmax: &[f32],
+) -> Result<usize> {
+    let Matmul { weight, x, rows, threshold, y, settings } = call;
+    scratch::with_scratch(|scratch| {
+        matmul_in(settings, &[weight], x, rows, threshold, Some(row_absmax), &mut [y], scratch)
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // the call's arguments and its scratch
 fn matmul_in<X: Element, Y: Element>(
     settings: Settings,
     weights: &[&Weight],
     x: &[X],
     rows: usize,
     threshold: f32,
+    row_absmax: Option<&[f32]>,
     ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
@@ -787,7 +856,7 @@ fn matmul_in<X: Element, Y: Element>(
     let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
     let sa = scratch::zeroed(&mut scratch.sa, rows, "activation scales")?;
     let mut outliers = std::mem::take(&mut scratch.outliers);
-    let result = quantize_activations(settings, x, k, threshold, qx, sa, &mut scratch.masks, &mut outliers)
+    let result = quantize_activations(settings, x, k, threshold, row_absmax, qx, sa, &mut scratch.masks, &mut outliers)
         .and_then(|()| multiply(settings, weights, x, rows, &outliers, ys, scratch));
     scratch.outliers = outliers;
     result

@@ -58,15 +58,9 @@ impl KeptColumns {
         KeptColumns::build(values, n, k, columns, &|s, _, j| s * n + j)
     }
 
-    /// The kept columns ascending, each one's values copied from
-    /// `src[at(s, c, j)]` for output row `j` (`s` its place in `columns`).
-    fn build(
-        src: Data<'_>,
-        n: usize,
-        k: usize,
-        columns: &[u32],
-        at: &dyn Fn(usize, usize, usize) -> usize,
-    ) -> Result<KeptColumns> {
+    /// Checks a list of columns to keep (each < k, distinct); returns them
+    /// ascending, each with its place in `columns`.
+    pub(crate) fn check_columns(columns: &[u32], k: usize) -> Result<Vec<(usize, usize)>> {
         let mut sorted: Vec<(usize, usize)> = Vec::new();
         sorted
             .try_reserve_exact(columns.len())
@@ -81,6 +75,19 @@ impl KeptColumns {
         if let Some(pair) = sorted.windows(2).find(|p| p[0].0 == p[1].0) {
             return Err(Error::invalid(format!("keep_columns lists column {} twice", pair[0].0)));
         }
+        Ok(sorted)
+    }
+
+    /// The kept columns ascending, each one's values copied from
+    /// `src[at(s, c, j)]` for output row `j` (`s` its place in `columns`).
+    fn build(
+        src: Data<'_>,
+        n: usize,
+        k: usize,
+        columns: &[u32],
+        at: &dyn Fn(usize, usize, usize) -> usize,
+    ) -> Result<KeptColumns> {
+        let sorted = KeptColumns::check_columns(columns, k)?;
         type At<'a> = &'a dyn Fn(usize, usize, usize) -> usize;
         fn column_major<T: Copy + Default>(src: &[T], n: usize, sorted: &[(usize, usize)], at: At) -> Result<Vec<T>> {
             let mut out = try_zeroed_vec::<T>(sorted.len() * n, "kept weight columns")?;

@@ -107,12 +107,133 @@ pub(crate) unsafe fn matmul_shared_input_device_memory(
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, settings, &mut state)? };
+    let counters = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, None, settings, &mut state)? };
+    if want_stats {
+        read_count(gpu, &state, counters.count)
+    } else {
+        Ok(0)
+    }
+}
+
+/// Reads a row-parallel call's refused row back (the stream is waited on by
+/// `read_count` first); `Ok` when there is none.
+fn check_bad_row(gpu: &Gpu, state: &StreamState, bad_row: CUdeviceptr) -> Result<()> {
+    let d = &gpu.rt.driver;
+    let mut row: i32 = 0;
+    // SAFETY: `bad_row` is 4 bytes of the scratch space; `row` receives them.
+    unsafe {
+        gpu.check(
+            (d.cuMemcpyDtoHAsync)((&mut row as *mut i32).cast(), bad_row, 4, state.stream),
+            "copying the refused row",
+        )?;
+        gpu.check((d.cuStreamSynchronize)(state.stream), "cuStreamSynchronize")?;
+    }
+    if row == i32::MAX {
+        return Ok(());
+    }
+    Err(crate::Error::invalid(format!(
+        "row_absmax[{row}] is NaN, negative or below this rank's slice of row {row}: pass the MAX over every rank's statistics"
+    )))
+}
+
+/// [`ops::matmul_row_parallel`] on device memory (see
+/// [`crate::Context::matmul_row_parallel_on_device`]), queued on the stream of
+/// `gpu`; waits only when `want_stats`, then reports a refused `row_absmax`
+/// entry. Returns the outlier count when `want_stats`, else 0.
+///
+/// # Safety
+/// As [`matmul_device_memory`], and `row_absmax` device memory of `rows` float32.
+pub(crate) unsafe fn matmul_row_parallel_device_memory(
+    gpu: &Arc<Gpu>,
+    call: &DeviceMatmul<'_>,
+    row_absmax: CUdeviceptr,
+    want_stats: bool,
+) -> Result<usize> {
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    // SAFETY: as the caller promises.
+    let counters = unsafe { ops::matmul_row_parallel(gpu, call, row_absmax, &mut state)? };
+    if !want_stats {
+        return Ok(0);
+    }
+    let count = read_count(gpu, &state, counters.count)?;
+    check_bad_row(gpu, &state, counters.bad_row)?;
+    Ok(count)
+}
+
+/// [`ops::row_statistics`] on device memory, queued on the stream of `gpu`;
+/// waits only when `want_stats`. Returns the outlier count when
+/// `want_stats`, else 0.
+///
+/// # Safety
+/// `x` device memory of `rows · in_features` elements of its dtype, `out` of
+/// `rows` float32, on `gpu`'s device.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn row_statistics_device_memory(
+    gpu: &Arc<Gpu>,
+    w: &Weight,
+    x: DeviceMatrix,
+    rows: usize,
+    threshold: f32,
+    settings: Settings,
+    out: CUdeviceptr,
+    want_stats: bool,
+) -> Result<usize> {
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    // SAFETY: as the caller promises.
+    let count = unsafe { ops::row_statistics(gpu, w, x, rows, threshold, settings, out, &mut state)? };
     if want_stats {
         read_count(gpu, &state, count)
     } else {
         Ok(0)
     }
+}
+
+/// [`ops::row_statistics`] on host memory on a CUDA context: copies `x` up,
+/// the statistics down into `out`, and waits. Returns the outlier count.
+pub(crate) fn row_statistics_host_memory(
+    gpu: &Arc<Gpu>,
+    w: &Weight,
+    x: Data<'_>,
+    rows: usize,
+    threshold: f32,
+    settings: Settings,
+    out: &mut [f32],
+) -> Result<usize> {
+    let x_dtype = x.dtype();
+    let (x_host, x_bytes) = with_data!(x, x => (x.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(x)));
+    let out_bytes = std::mem::size_of_val(out);
+    let _current = gpu.make_current()?;
+    let mut state = gpu.state();
+    let d = &gpu.rt.driver;
+    let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
+    let out_dev = StreamBuffer::new(gpu, &state, out_bytes, "cuMemAllocAsync (row_absmax)")?;
+    // SAFETY (this block): the device buffers hold the bytes copied; `x` and
+    // `out` are borrowed for this whole function and the stream is waited on
+    // (read_count) before it returns.
+    unsafe {
+        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
+        let x_matrix = DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype };
+        let count = ops::row_statistics(gpu, w, x_matrix, rows, threshold, settings, out_dev.ptr, &mut state)?;
+        gpu.check(
+            (d.cuMemcpyDtoHAsync)(out.as_mut_ptr().cast(), out_dev.ptr, out_bytes, state.stream),
+            "copying row_absmax from the device",
+        )?;
+        read_count(gpu, &state, count)
+    }
+}
+
+/// [`ops::matmul_row_parallel`] on host memory on a CUDA context: copies `x`
+/// and `row_absmax` up, runs, copies `y` down, and waits. Returns the outlier
+/// count; a `row_absmax` entry below this slice's own is refused.
+pub(crate) fn matmul_row_parallel_host_memory(
+    gpu: &Arc<Gpu>,
+    call: HostMatmul<'_, '_, '_>,
+    row_absmax: &[f32],
+) -> Result<usize> {
+    let Matmul { weight, x, rows, threshold, y, settings } = call;
+    host_memory_products(gpu, &mut [(weight, y)], x, rows, threshold, Some(row_absmax), settings)
 }
 
 /// A stream-ordered device allocation, freed in stream order when dropped.
@@ -156,6 +277,19 @@ pub(crate) fn matmul_shared_input_host_memory(
     threshold: f32,
     settings: Settings,
 ) -> Result<usize> {
+    host_memory_products(gpu, products, x, rows, threshold, None, settings)
+}
+
+/// [`matmul_shared_input_host_memory`], row-parallel when `row_absmax` is given.
+fn host_memory_products(
+    gpu: &Arc<Gpu>,
+    products: &mut [(&Weight, DataMut<'_>)],
+    x: Data<'_>,
+    rows: usize,
+    threshold: f32,
+    row_absmax: Option<&[f32]>,
+    settings: Settings,
+) -> Result<usize> {
     let x_dtype = x.dtype();
     // Only addresses and byte counts cross to the device: no per-dtype body.
     let (x_host, x_bytes) = with_data!(x, x => (x.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(x)));
@@ -174,6 +308,9 @@ pub(crate) fn matmul_shared_input_host_memory(
         .iter()
         .map(|&(_, bytes, _)| StreamBuffer::new(gpu, &state, bytes, "cuMemAllocAsync (y)"))
         .collect::<Result<_>>()?;
+    let given_bytes = row_absmax.map_or(0, std::mem::size_of_val);
+    let given_dev = row_absmax.map(|_| StreamBuffer::new(gpu, &state, given_bytes, "cuMemAllocAsync (row_absmax)"));
+    let given_dev = given_dev.transpose()?;
     let on_device: Vec<(&Weight, DeviceMatrix)> = products
         .iter()
         .zip(&y_devs)
@@ -186,11 +323,21 @@ pub(crate) fn matmul_shared_input_host_memory(
     // stay valid; the stream is waited on (read_count) before they go back.
     unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
-        let count = ops::matmul_shared_input(gpu, &on_device, x_matrix, rows, threshold, settings, &mut state)?;
+        if let (Some(given), Some(dev)) = (row_absmax, &given_dev) {
+            let host = given.as_ptr().cast();
+            gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, host, given_bytes, state.stream), "copying row_absmax up")?;
+        }
+        let given = given_dev.as_ref().map(|dev| dev.ptr);
+        let counters =
+            ops::matmul_shared_input(gpu, &on_device, x_matrix, rows, threshold, given, settings, &mut state)?;
         for (&(y_host, y_bytes, _), y_dev) in ys.iter().zip(&y_devs) {
             gpu.check((d.cuMemcpyDtoHAsync)(y_host, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
         }
-        read_count(gpu, &state, count)
+        let count = read_count(gpu, &state, counters.count)?;
+        if given.is_some() {
+            check_bad_row(gpu, &state, counters.bad_row)?;
+        }
+        Ok(count)
     }
 }
 

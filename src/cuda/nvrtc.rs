@@ -14,6 +14,8 @@ pub(crate) const KERNELS: &str = include_str!("../../kernels/llmint8.cu");
 /// usize` (f32, f16, bf16); the epilogue by X's type, then Y's.
 pub(crate) const QUANTIZE_ROWS: [&str; 3] =
     ["llmint8_quantize_rows_f32", "llmint8_quantize_rows_f16", "llmint8_quantize_rows_bf16"];
+pub(crate) const RESCALE_ROWS: [&str; 3] =
+    ["llmint8_rescale_rows_f32", "llmint8_rescale_rows_f16", "llmint8_rescale_rows_bf16"];
 pub(crate) const PREP_SMALL: [&str; 3] =
     ["llmint8_prep_small_f32", "llmint8_prep_small_f16", "llmint8_prep_small_bf16"];
 pub(crate) const GATHER_OUTLIERS: [&str; 3] =
@@ -26,14 +28,17 @@ pub(crate) const EPILOGUE: [[&str; 3]; 3] = [
 pub(crate) const OUTLIER_LIST: &str = "llmint8_outlier_list";
 pub(crate) const GATHER_WEIGHT_COLUMNS: &str = "llmint8_gather_weight_columns";
 pub(crate) const PAD_ROWS: &str = "llmint8_pad_rows";
+pub(crate) const ROW_STATISTICS: &str = "llmint8_row_statistics";
 
 /// Every kernel the backend launches.
 pub(crate) fn kernel_names() -> impl Iterator<Item = &'static str> {
-    QUANTIZE_ROWS.into_iter().chain(PREP_SMALL).chain(GATHER_OUTLIERS).chain(EPILOGUE.into_iter().flatten()).chain([
-        OUTLIER_LIST,
-        GATHER_WEIGHT_COLUMNS,
-        PAD_ROWS,
-    ])
+    QUANTIZE_ROWS
+        .into_iter()
+        .chain(RESCALE_ROWS)
+        .chain(PREP_SMALL)
+        .chain(GATHER_OUTLIERS)
+        .chain(EPILOGUE.into_iter().flatten())
+        .chain([OUTLIER_LIST, GATHER_WEIGHT_COLUMNS, PAD_ROWS, ROW_STATISTICS])
 }
 
 /// Threads per block of every kernel but the one-block ones (the row

@@ -81,6 +81,7 @@ struct ScratchLayout {
     flags: usize,
     list: usize,
     count: usize,
+    bad_row: usize,
     x_out: usize,
     w_out: usize,
     acc: usize,
@@ -103,6 +104,7 @@ impl ScratchLayout {
             flags: take(k.checked_mul(4))?,
             list: take(k.checked_mul(4))?,
             count: take(Some(4))?,
+            bad_row: take(Some(4))?,
             x_out: take(rows.checked_mul(MAX_GATHERED * 4))?,
             w_out: take(n.checked_mul(MAX_GATHERED * 4))?,
             acc: take(rows.checked_mul(chunk).and_then(|c| c.checked_mul(4)))?,
@@ -129,7 +131,130 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
 pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut StreamState) -> Result<CUdeviceptr> {
     let &Matmul { weight, x, rows, threshold, y, settings } = call;
     // SAFETY: as the caller promises.
-    unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, settings, state) }
+    let counters = unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, None, settings, state)? };
+    Ok(counters.count)
+}
+
+/// Device addresses a caller may copy back once the stream has finished
+/// (valid until the next call on this context's stream).
+#[derive(Clone, Copy)]
+pub(crate) struct Counters {
+    /// The outlier column count (`int`).
+    pub count: CUdeviceptr,
+    /// A row-parallel call's first refused row (`int`, `i32::MAX`: none).
+    pub bad_row: CUdeviceptr,
+}
+
+/// A row-parallel rank's partial product, [`matmul`] with each row of X
+/// quantized with `row_absmax` (device, `rows` float32: the MAX over the
+/// ranks of [`row_statistics`]).
+///
+/// # Safety
+/// As [`matmul`], and `row_absmax` device memory of `rows` float32.
+pub(crate) unsafe fn matmul_row_parallel(
+    gpu: &Gpu,
+    call: &DeviceMatmul<'_>,
+    row_absmax: CUdeviceptr,
+    state: &mut StreamState,
+) -> Result<Counters> {
+    let &Matmul { weight, x, rows, threshold, y, settings } = call;
+    // SAFETY: as the caller promises.
+    unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, Some(row_absmax), settings, state) }
+}
+
+/// A row-parallel rank's statistics of its slice `x` `[rows, w.in_features]`:
+/// X quantized as a matmul quantizes it, then each row's absmax
+/// (`quant::row_statistic`) into `out` (device, `rows` float32). Returns the
+/// device address of the slice's outlier count, as [`matmul`].
+///
+/// # Safety
+/// `x` device memory of `rows · k` elements of its dtype, `out` of `rows` float32.
+#[allow(clippy::too_many_arguments)] // the call's arguments and the context's stream
+pub(crate) unsafe fn row_statistics(
+    gpu: &Gpu,
+    w: &super::Weight,
+    x: DeviceMatrix,
+    rows: usize,
+    threshold: f32,
+    settings: super::Settings,
+    out: CUdeviceptr,
+    state: &mut StreamState,
+) -> Result<CUdeviceptr> {
+    let (k, kp) = (w.in_features, w.row_stride);
+    let layout = ScratchLayout::new(padded_rows(rows), k, kp, 0, 0)?;
+    let regions = layout_at(&layout, gpu.ensure_scratch(state, layout.total)?);
+    // SAFETY (this block): the regions lie in the scratch space sized by
+    // `layout`; `x` and `out` are as the caller promises.
+    unsafe {
+        quantize_input(gpu, state, regions, x, rows, k, kp, threshold, settings)?;
+        if threshold > 0.0 {
+            let k_i = k as i32;
+            let Regions { flags, list, count, .. } = regions;
+            gpu.launch(nvrtc::OUTLIER_LIST, 1, state.stream, &mut args![flags, k_i, list, count])?;
+        }
+        let (sa, rows_i) = (regions.sa, rows as i64);
+        gpu.launch(nvrtc::ROW_STATISTICS, grid_for(rows), state.stream, &mut args![sa, rows_i, out])?;
+    }
+    Ok(regions.count)
+}
+
+/// X's quantization for many rows (the separate launches): the column flags
+/// or the count zeroed, q's padding rows zeroed, the quantizer's pass(es).
+/// Leaves `q`, `sa` and (decomposing) `flags` in the scratch regions.
+///
+/// # Safety
+/// `regions` in a scratch space sized for `rows`, `k`, `kp`; `x` device
+/// memory of `rows · k` elements of its dtype.
+#[allow(clippy::too_many_arguments)]
+unsafe fn quantize_input(
+    gpu: &Gpu,
+    state: &StreamState,
+    regions: Regions,
+    x: DeviceMatrix,
+    rows: usize,
+    k: usize,
+    kp: usize,
+    threshold: f32,
+    settings: super::Settings,
+) -> Result<()> {
+    let Regions { q, sa, flags, count, .. } = regions;
+    let (stream, d) = (state.stream, &gpu.rt.driver);
+    let (xi, x) = (x.dtype as usize, x.ptr);
+    let (rows_i, k_i, kp_i) = (rows as i64, k as i32, kp as i32);
+    let round = i32::from(settings.rounding == InputRounding::Float16);
+    let mp = padded_rows(rows);
+    // The int8-part row scale needs every row's outlier columns first: a pass
+    // that only flags them (mode 2), then the quantization that reads them
+    // (mode 3). At threshold 0 the two rules agree.
+    let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
+    let (mode, no_bad_row) = (if int8_part { 3i32 } else { 0i32 }, 0u64);
+    // SAFETY (this block): as the caller promises; each kernel's arguments
+    // match its parameters in kernels/llmint8.cu.
+    unsafe {
+        // Threshold 0: no outliers; the count is 0 and two launches are skipped.
+        if threshold > 0.0 {
+            gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
+        } else {
+            gpu.check((d.cuMemsetD32Async)(count, 0, 1, stream), "cuMemsetD32Async")?;
+        }
+        if mp > rows {
+            // The GEMM's padding rows of X must be zero.
+            let pad = q + (rows * kp) as u64;
+            gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
+        }
+        let grid = rows.clamp(1, 65535) as u32;
+        // The int8-part rule flags every row's outliers (mode 2) before quantizing.
+        let modes: &[i32] = if int8_part { &[2, mode] } else { &[mode] };
+        for &mode in modes {
+            gpu.launch(
+                nvrtc::QUANTIZE_ROWS[xi],
+                grid,
+                stream,
+                &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `y = x · Wᵀ + b` for each `(W, y)` of `products`, weights that share their
@@ -141,15 +266,17 @@ pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut Stre
 ///
 /// # Safety
 /// As [`matmul`], for `x` and every `y`.
+#[allow(clippy::too_many_arguments)] // the call's arguments and the context's stream
 pub(crate) unsafe fn matmul_shared_input(
     gpu: &Gpu,
     products: &[(&super::Weight, DeviceMatrix)],
     x: DeviceMatrix,
     rows: usize,
     threshold: f32,
+    row_absmax: Option<CUdeviceptr>,
     settings: super::Settings,
     state: &mut StreamState,
-) -> Result<CUdeviceptr> {
+) -> Result<Counters> {
     // The context's device (its kernels, cuBLASLt handle and workspace, used
     // under its stream lock), not the one that built the weight: two contexts
     // on one device share weights, not workspaces.
@@ -162,23 +289,21 @@ pub(crate) unsafe fn matmul_shared_input(
     let layout = ScratchLayout::new(mp, k, kp, n_max, chunk_max)?;
     let base = gpu.ensure_scratch(state, layout.total)?;
     let regions = layout_at(&layout, base);
-    let Regions { q, sa, flags, list, count, x_out, .. } = regions;
+    let Regions { q, sa, flags, list, count, bad_row, x_out, .. } = regions;
     let stream = state.stream;
     let d = &gpu.rt.driver;
     let xi = x_dtype as usize;
     let (rows_i, k_i, kp_i, max_g) = (rows as i64, k as i32, kp as i32, MAX_GATHERED as i32);
     let round = i32::from(settings.rounding == InputRounding::Float16);
-    // The int8-part row scale needs every row's outlier columns first: a pass
-    // that only flags them (mode 2), then the quantization that reads them
-    // (mode 3). At threshold 0 the two rules agree.
     let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
-    let (mode, no_bad_row) = (if int8_part { 3i32 } else { 0i32 }, 0u64);
     // SAFETY (this block): every device pointer below lies in the scratch space
     // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
     unsafe {
         let decompose = threshold > 0.0;
-        let small = rows <= SMALL_ROWS && one_block_prep();
+        // A row-parallel call requantizes between the quantizer and the
+        // gathers, so it takes the separate launches.
+        let small = rows <= SMALL_ROWS && one_block_prep() && row_absmax.is_none();
         if small {
             // Few rows (decode): flags, quantization, outlier list, gathers and
             // q's padding in one launch (launches dominate at this size).
@@ -192,26 +317,17 @@ pub(crate) unsafe fn matmul_shared_input(
                 ],
             )?;
         } else {
-            // Threshold 0: no outliers; the count is 0 and two launches are skipped.
-            if decompose {
-                gpu.check((d.cuMemsetD32Async)(flags, 0, k, stream), "cuMemsetD32Async")?;
-            } else {
-                gpu.check((d.cuMemsetD32Async)(count, 0, 1, stream), "cuMemsetD32Async")?;
-            }
-            if mp > rows {
-                // The GEMM's padding rows of X must be zero.
-                let pad = q + (rows * kp) as u64;
-                gpu.check((d.cuMemsetD32Async)(pad, 0, (mp - rows) * kp / 4, stream), "cuMemsetD32Async")?;
-            }
+            let x_matrix = DeviceMatrix { ptr: x, dtype: x_dtype };
+            quantize_input(gpu, state, regions, x_matrix, rows, k, kp, threshold, settings)?;
             let grid = rows.clamp(1, 65535) as u32;
-            // The int8-part rule flags every row's outliers (mode 2) before quantizing.
-            let modes: &[i32] = if int8_part { &[2, mode] } else { &[mode] };
-            for &mode in modes {
+            if let Some(given) = row_absmax {
+                gpu.check((d.cuMemsetD32Async)(bad_row, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
+                let use_flags = i32::from(decompose);
                 gpu.launch(
-                    nvrtc::QUANTIZE_ROWS[xi],
+                    nvrtc::RESCALE_ROWS[xi],
                     grid,
                     stream,
-                    &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
+                    &mut args![x, rows_i, k_i, kp_i, round, given, sa, flags, use_flags, q, bad_row],
                 )?;
             }
             if decompose {
@@ -228,7 +344,7 @@ pub(crate) unsafe fn matmul_shared_input(
             weight_product(gpu, state, regions, w, x, xi, y, rows, decompose, small)?;
         }
     }
-    Ok(count)
+    Ok(Counters { count, bad_row })
 }
 
 /// The scratch regions of `layout` at `base`.
@@ -240,6 +356,7 @@ fn layout_at(layout: &ScratchLayout, base: CUdeviceptr) -> Regions {
         flags: at(layout.flags),
         list: at(layout.list),
         count: at(layout.count),
+        bad_row: at(layout.bad_row),
         x_out: at(layout.x_out),
         w_out: at(layout.w_out),
         acc: at(layout.acc),
@@ -254,6 +371,9 @@ struct Regions {
     flags: CUdeviceptr,
     list: CUdeviceptr,
     count: CUdeviceptr,
+    /// A row-parallel call's first row whose given absmax was refused
+    /// (`i32::MAX`: none).
+    bad_row: CUdeviceptr,
     x_out: CUdeviceptr,
     w_out: CUdeviceptr,
     acc: CUdeviceptr,
