@@ -573,6 +573,32 @@ int32_t llmint8_weight_load_rows(struct llmint8_context *ctx,
                                  struct llmint8_weight **out);
 
 /**
+ * Loads input columns `[col_begin, col_end)` of the linear layer `prefix` of
+ * `ckpt` as a weight of `col_end - col_begin` in_features: one rank's shard
+ * of a row-parallel layer (in_features split across the ranks; o_proj,
+ * down_proj), for `llmint8_row_parallel_statistics` and
+ * `llmint8_matmul_row_parallel`. A 16/32-bit weight is read row by row whole
+ * (each row's absmax sets its scale, as `llmint8_weight_quantize_columns`)
+ * and only the shard's columns quantized; a bitsandbytes 8-bit weight's
+ * columns are taken with its whole `SCB`. The shard that starts at column 0
+ * carries the layer's bias (the engine's SUM adds it once); kept columns
+ * inside the shard are kept.
+ *
+ * Ownership, `*out` and thread safety as for `llmint8_weight_load_rows`.
+ * Returns what `llmint8_weight_load` returns, and LLMINT8_ERR_SHAPE when
+ * `col_begin >= col_end` or `col_end > in_features`.
+ *
+ * # Safety
+ * `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t llmint8_weight_load_columns(struct llmint8_context *ctx,
+                                    const struct llmint8_checkpoint *ckpt,
+                                    const char *prefix,
+                                    size_t col_begin,
+                                    size_t col_end,
+                                    struct llmint8_weight **out);
+
+/**
  * Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
  * `llmint8_weight_load`) and closes it again. For one layer; to load many, open
  * the checkpoint once and call `llmint8_weight_load` for each.
@@ -969,6 +995,118 @@ int32_t llmint8_matmul_shared_input_host(struct llmint8_context *ctx,
                                          struct llmint8_matmul_stats *stats);
 
 /**
+ * Stage 1 of a row-parallel matmul (in_features split across the ranks of a
+ * tensor-parallel world; o_proj, down_proj): the statistics of this rank's
+ * slice `x` `[rows, in_features of w]` (`x_dtype`) of the activations, for
+ * its shard `w` (`llmint8_weight_load_columns`, `_quantize_columns`).
+ * `row_absmax[r]` (float32, `rows` entries) receives the absmax of row r's
+ * int8 part over the slice, under the context's row scale rule, as the
+ * unsharded matmul computes it; `+Inf` for a row holding a NaN/Inf that the
+ * int8 part would use (threshold 0), which a MAX keeps. The engine then
+ * all-reduces `row_absmax` with MAX over the ranks (`ncclAllReduce(...,
+ * ncclFloat32, ncclMax, ...)`) and passes it to `llmint8_matmul_row_parallel`.
+ * Outlier columns need no collective: a column's flag depends on that column
+ * alone, which one rank holds. `stats` NULL or receives the slice's outlier
+ * column count. `rows` 0 writes nothing.
+ *
+ * Memory: as `llmint8_matmul` — host memory on a CPU context; on a CUDA
+ * context `x` and `row_absmax` are device memory of the context's device and
+ * the call only queues the work on the context's stream (a non-NULL `stats`
+ * waits). `llmint8_row_parallel_statistics_host` takes host memory on any
+ * context. `x`, `row_absmax` and `stats` must not overlap.
+ * Returns LLMINT8_OK, or, with `row_absmax` unspecified, the errors of
+ * `llmint8_matmul` (NULL `row_absmax` with rows > 0 is an invalid argument).
+ *
+ * Thread safety: as `llmint8_matmul`.
+ *
+ * # Safety
+ * `x` readable for `rows · in_features` elements, `row_absmax` writable for
+ * `rows` floats; `ctx` and `w` NULL or live; `stats` NULL or writable.
+ */
+int32_t llmint8_row_parallel_statistics(struct llmint8_context *ctx,
+                                        const struct llmint8_weight *w,
+                                        const void *x,
+                                        int32_t x_dtype,
+                                        size_t rows,
+                                        float threshold,
+                                        float *row_absmax,
+                                        struct llmint8_matmul_stats *stats);
+
+/**
+ * `llmint8_row_parallel_statistics` on host memory, on a context of any
+ * backend (a CUDA context copies `x` up and `row_absmax` down, and waits).
+ * Arguments, errors and thread safety as in `llmint8_row_parallel_statistics`.
+ *
+ * # Safety
+ * As `llmint8_row_parallel_statistics`, with `x` and `row_absmax` host memory.
+ */
+int32_t llmint8_row_parallel_statistics_host(struct llmint8_context *ctx,
+                                             const struct llmint8_weight *w,
+                                             const void *x,
+                                             int32_t x_dtype,
+                                             size_t rows,
+                                             float threshold,
+                                             float *row_absmax,
+                                             struct llmint8_matmul_stats *stats);
+
+/**
+ * Stage 2 of a row-parallel matmul: this rank's partial output `y`
+ * `[rows, out_features]` (`y_dtype`) of its shard `w` and slice `x`, each
+ * row of `x` quantized with `row_absmax[r]` — the MAX over the ranks of
+ * `llmint8_row_parallel_statistics`. The engine all-reduces the partials
+ * with SUM (`ncclAllReduce(..., ncclSum, ...)`); the sum is the unsharded
+ * layer's output up to float32 rounding: with `m` outlier columns and `W`
+ * ranks, |Σ y − y_unsharded| <= γ(2m + W + 4) · S, γ(n) = n·2⁻²⁴/(1 − n·2⁻²⁴),
+ * S = Σ_c (|x_c| + a/254)·|ŵ_c| + |bias| (a: the row's absmax, ŵ: the
+ * dequantized or kept weight) — for float32 partials (`LLMINT8_F32`; a
+ * 16-bit `y` rounds each partial once more). A world of one rank gives
+ * `llmint8_matmul`'s bits. `stats` as in `llmint8_matmul` (the slice's count).
+ *
+ * Memory: as `llmint8_matmul`, with `row_absmax` (`rows` float32) in the same
+ * memory as `x`. On a CUDA context `row_absmax` is read on the device: a row
+ * whose entry is NaN, negative or below this slice's own absmax gets NaN in
+ * its whole output row, and a non-NULL `stats` (which waits) turns that into
+ * LLMINT8_ERR_INVALID_ARGUMENT naming the row. On host memory (CPU, and
+ * `llmint8_matmul_row_parallel_host`) such an entry is always refused with
+ * that error. `x`, `y`, `row_absmax` and `stats` must not overlap.
+ * Returns LLMINT8_OK or, with `y` unspecified, the errors of `llmint8_matmul`.
+ *
+ * Thread safety: as `llmint8_matmul`.
+ *
+ * # Safety
+ * As `llmint8_matmul`, and `row_absmax` readable for `rows` floats.
+ */
+int32_t llmint8_matmul_row_parallel(struct llmint8_context *ctx,
+                                    const struct llmint8_weight *w,
+                                    const void *x,
+                                    int32_t x_dtype,
+                                    size_t rows,
+                                    float threshold,
+                                    const float *row_absmax,
+                                    void *y,
+                                    int32_t y_dtype,
+                                    struct llmint8_matmul_stats *stats);
+
+/**
+ * `llmint8_matmul_row_parallel` on host memory, on a context of any backend
+ * (a CUDA context copies `x` and `row_absmax` up and `y` down, and waits).
+ * Arguments, errors and thread safety as in `llmint8_matmul_row_parallel`.
+ *
+ * # Safety
+ * As `llmint8_matmul_row_parallel`, with `x`, `row_absmax` and `y` host memory.
+ */
+int32_t llmint8_matmul_row_parallel_host(struct llmint8_context *ctx,
+                                         const struct llmint8_weight *w,
+                                         const void *x,
+                                         int32_t x_dtype,
+                                         size_t rows,
+                                         float threshold,
+                                         const float *row_absmax,
+                                         void *y,
+                                         int32_t y_dtype,
+                                         struct llmint8_matmul_stats *stats);
+
+/**
  * Vector-wise quantization of `x` row-major `[rows, cols]` of `dtype`, the
  * first step of a matmul: `q` `[rows, cols]` int8, `absmax` `[rows]` float
  * (the row scales, bitsandbytes' `SCA`). With `threshold > 0`, values with
@@ -1105,6 +1243,41 @@ int32_t llmint8_weight_quantize_keep(struct llmint8_context *ctx,
                                      const uint32_t *keep_columns,
                                      size_t n_keep,
                                      struct llmint8_weight **out);
+
+/**
+ * One rank's shard of a row-parallel layer (in_features split across the
+ * ranks of a tensor-parallel world; o_proj, down_proj): input columns
+ * `[col_begin, col_end)` of the row-major 16/32-bit weight `w`
+ * `[out_features, in_features]` (the whole weight; host memory), as a weight
+ * of `col_end - col_begin` in_features. Each row is quantized with the
+ * absmax of the *whole* row, so the shard's int8 values and scales are
+ * those columns of `llmint8_weight_quantize`'s and the ranks' partial
+ * products add up (`llmint8_matmul_row_parallel`). `keep_columns` lists
+ * columns of the whole weight (as `llmint8_weight_quantize_keep`); those
+ * inside the shard are kept. Give `bias` to one rank only (NULL elsewhere):
+ * the engine's SUM of the partials adds it once.
+ *
+ * Ownership, `*out`, memory and thread safety as for
+ * `llmint8_weight_quantize_keep`. Returns its errors, and
+ * LLMINT8_ERR_SHAPE when `col_begin >= col_end` or `col_end > in_features`.
+ * A NaN/Inf anywhere in `w` is refused, also outside the shard (every row
+ * is read whole for its scale).
+ *
+ * # Safety
+ * As `llmint8_weight_quantize_keep`.
+ */
+int32_t llmint8_weight_quantize_columns(struct llmint8_context *ctx,
+                                        const void *w,
+                                        int32_t w_dtype,
+                                        size_t out_features,
+                                        size_t in_features,
+                                        size_t col_begin,
+                                        size_t col_end,
+                                        const void *bias,
+                                        int32_t bias_dtype,
+                                        const uint32_t *keep_columns,
+                                        size_t n_keep,
+                                        struct llmint8_weight **out);
 
 /**
  * Quantizes a 16/32-bit weight that is already in device memory — how an

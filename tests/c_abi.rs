@@ -93,8 +93,13 @@ fn compile(source: &str, standard: &str, extra: &[&str]) -> PathBuf {
 /// Runs a compiled test program with extra environment variables; returns its
 /// stdout, failing on a non-zero exit.
 fn run(source: &str, exe: &Path, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    run_command(source, Command::new(exe).envs(env.iter().copied()))
+}
+
+/// Runs `cmd` (a compiled `source`), asserting success; returns its stdout.
+fn run_command(source: &str, cmd: &mut Command) -> String {
     // The program finds the library through its SONAME, libllmint8.so.1.
-    let output = Command::new(exe).envs(env.iter().copied()).output().unwrap();
+    let output = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
@@ -193,6 +198,28 @@ fn checkpoint_c_example_runs() {
     let stdout = compile_and_run("examples/c/load_checkpoint.c");
     assert!(stdout.contains("49 tensors, 14 linear layers loaded, 1581056 bytes of int8 weights"), "{stdout}");
     assert!(stdout.contains("outlier columns: 1"), "{stdout}");
+}
+
+/// examples/c/tensor_parallel.c: one rank's calls (gate/up column-parallel,
+/// down row-parallel, the NCCL places marked), the world played in one
+/// process, from the 16-bit checkpoint and bitsandbytes' 8-bit one: world 1
+/// is the unsharded MLP exactly, larger worlds within 1e-4 of its largest
+/// output (the program exits 1 otherwise).
+#[test]
+fn tensor_parallel_c_example_runs() {
+    let exe = compile("examples/c/tensor_parallel.c", "-std=c11", &["-lm"]);
+    for checkpoint in ["tests/data/tiny-llama-fp16", "tests/data/tiny-llama-int8"] {
+        for world in ["1", "2", "3", "4"] {
+            let stdout = run_command("examples/c/tensor_parallel.c", Command::new(&exe).args([checkpoint, world]));
+            assert!(
+                stdout.contains(&format!("world of {world} ranks: max |tensor-parallel - unsharded| = ")),
+                "{stdout}"
+            );
+            if world == "1" {
+                assert!(stdout.contains("unsharded| = 0 "), "{stdout}");
+            }
+        }
+    }
 }
 
 /// The fenced code blocks of a Markdown text: (language, text).

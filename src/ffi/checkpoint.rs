@@ -452,6 +452,45 @@ pub unsafe extern "C" fn llmint8_weight_load_rows(
     })
 }
 
+/// Loads input columns `[col_begin, col_end)` of the linear layer `prefix` of
+/// `ckpt` as a weight of `col_end - col_begin` in_features: one rank's shard
+/// of a row-parallel layer (in_features split across the ranks; o_proj,
+/// down_proj), for `llmint8_row_parallel_statistics` and
+/// `llmint8_matmul_row_parallel`. A 16/32-bit weight is read row by row whole
+/// (each row's absmax sets its scale, as `llmint8_weight_quantize_columns`)
+/// and only the shard's columns quantized; a bitsandbytes 8-bit weight's
+/// columns are taken with its whole `SCB`. The shard that starts at column 0
+/// carries the layer's bias (the engine's SUM adds it once); kept columns
+/// inside the shard are kept.
+///
+/// Ownership, `*out` and thread safety as for `llmint8_weight_load_rows`.
+/// Returns what `llmint8_weight_load` returns, and LLMINT8_ERR_SHAPE when
+/// `col_begin >= col_end` or `col_end > in_features`.
+///
+/// # Safety
+/// `ctx`, `ckpt` NULL or live; `prefix` NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_load_columns(
+    ctx: *mut llmint8_context,
+    ckpt: *const llmint8_checkpoint,
+    prefix: *const c_char,
+    col_begin: usize,
+    col_end: usize,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let ckpt = non_null(ckpt, "ckpt")?;
+            let prefix = c_text(prefix, "prefix")?;
+            hand_out(out, ctx.inner.load_weight_columns(&ckpt.inner, prefix, col_begin..col_end)?);
+        }
+        Ok(())
+    })
+}
+
 /// Opens `path` (as `llmint8_checkpoint_open`), loads the layer `prefix` (as
 /// `llmint8_weight_load`) and closes it again. For one layer; to load many, open
 /// the checkpoint once and call `llmint8_weight_load` for each.

@@ -215,6 +215,265 @@ pub unsafe extern "C" fn llmint8_matmul_shared_input_host(
     })
 }
 
+/// Stage 1 of a row-parallel matmul (in_features split across the ranks of a
+/// tensor-parallel world; o_proj, down_proj): the statistics of this rank's
+/// slice `x` `[rows, in_features of w]` (`x_dtype`) of the activations, for
+/// its shard `w` (`llmint8_weight_load_columns`, `_quantize_columns`).
+/// `row_absmax[r]` (float32, `rows` entries) receives the absmax of row r's
+/// int8 part over the slice, under the context's row scale rule, as the
+/// unsharded matmul computes it; `+Inf` for a row holding a NaN/Inf that the
+/// int8 part would use (threshold 0), which a MAX keeps. The engine then
+/// all-reduces `row_absmax` with MAX over the ranks (`ncclAllReduce(...,
+/// ncclFloat32, ncclMax, ...)`) and passes it to `llmint8_matmul_row_parallel`.
+/// Outlier columns need no collective: a column's flag depends on that column
+/// alone, which one rank holds. `stats` NULL or receives the slice's outlier
+/// column count. `rows` 0 writes nothing.
+///
+/// Memory: as `llmint8_matmul` — host memory on a CPU context; on a CUDA
+/// context `x` and `row_absmax` are device memory of the context's device and
+/// the call only queues the work on the context's stream (a non-NULL `stats`
+/// waits). `llmint8_row_parallel_statistics_host` takes host memory on any
+/// context. `x`, `row_absmax` and `stats` must not overlap.
+/// Returns LLMINT8_OK, or, with `row_absmax` unspecified, the errors of
+/// `llmint8_matmul` (NULL `row_absmax` with rows > 0 is an invalid argument).
+///
+/// Thread safety: as `llmint8_matmul`.
+///
+/// # Safety
+/// `x` readable for `rows · in_features` elements, `row_absmax` writable for
+/// `rows` floats; `ctx` and `w` NULL or live; `stats` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_row_parallel_statistics(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    row_absmax: *mut f32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let (ctx, w, x_dtype, x_len) = input_arguments(ctx, w, x_dtype, rows)?;
+            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
+                let count = ctx.inner.row_parallel_statistics_on_device(
+                    w,
+                    x,
+                    x_dtype,
+                    rows,
+                    threshold,
+                    row_absmax.cast(),
+                    !stats.is_null(),
+                )?;
+                write_stats(stats, crate::MatmulStats { outlier_columns: count });
+                return Ok(());
+            }
+            statistics_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, row_absmax, stats)
+        }
+    })
+}
+
+/// `llmint8_row_parallel_statistics` on host memory, on a context of any
+/// backend (a CUDA context copies `x` up and `row_absmax` down, and waits).
+/// Arguments, errors and thread safety as in `llmint8_row_parallel_statistics`.
+///
+/// # Safety
+/// As `llmint8_row_parallel_statistics`, with `x` and `row_absmax` host memory.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_row_parallel_statistics_host(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    row_absmax: *mut f32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let (ctx, w, x_dtype, x_len) = input_arguments(ctx, w, x_dtype, rows)?;
+            statistics_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, row_absmax, stats)
+        }
+    })
+}
+
+/// Stage 2 of a row-parallel matmul: this rank's partial output `y`
+/// `[rows, out_features]` (`y_dtype`) of its shard `w` and slice `x`, each
+/// row of `x` quantized with `row_absmax[r]` — the MAX over the ranks of
+/// `llmint8_row_parallel_statistics`. The engine all-reduces the partials
+/// with SUM (`ncclAllReduce(..., ncclSum, ...)`); the sum is the unsharded
+/// layer's output up to float32 rounding: with `m` outlier columns and `W`
+/// ranks, |Σ y − y_unsharded| <= γ(2m + W + 4) · S, γ(n) = n·2⁻²⁴/(1 − n·2⁻²⁴),
+/// S = Σ_c (|x_c| + a/254)·|ŵ_c| + |bias| (a: the row's absmax, ŵ: the
+/// dequantized or kept weight) — for float32 partials (`LLMINT8_F32`; a
+/// 16-bit `y` rounds each partial once more). A world of one rank gives
+/// `llmint8_matmul`'s bits. `stats` as in `llmint8_matmul` (the slice's count).
+///
+/// Memory: as `llmint8_matmul`, with `row_absmax` (`rows` float32) in the same
+/// memory as `x`. On a CUDA context `row_absmax` is read on the device: a row
+/// whose entry is NaN, negative or below this slice's own absmax gets NaN in
+/// its whole output row, and a non-NULL `stats` (which waits) turns that into
+/// LLMINT8_ERR_INVALID_ARGUMENT naming the row. On host memory (CPU, and
+/// `llmint8_matmul_row_parallel_host`) such an entry is always refused with
+/// that error. `x`, `y`, `row_absmax` and `stats` must not overlap.
+/// Returns LLMINT8_OK or, with `y` unspecified, the errors of `llmint8_matmul`.
+///
+/// Thread safety: as `llmint8_matmul`.
+///
+/// # Safety
+/// As `llmint8_matmul`, and `row_absmax` readable for `rows` floats.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_matmul_row_parallel(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    row_absmax: *const f32,
+    y: *mut c_void,
+    y_dtype: i32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
+            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
+                let result = ctx.inner.matmul_row_parallel_on_device(
+                    w,
+                    x,
+                    x_dtype,
+                    rows,
+                    threshold,
+                    row_absmax.cast(),
+                    y,
+                    y_dtype,
+                    !stats.is_null(),
+                )?;
+                write_stats(stats, result);
+                return Ok(());
+            }
+            let call = RowParallelCall { x, x_dtype, x_len, rows, threshold, row_absmax, y, y_dtype, y_len };
+            row_parallel_host_memory(ctx, w, call, stats)
+        }
+    })
+}
+
+/// `llmint8_matmul_row_parallel` on host memory, on a context of any backend
+/// (a CUDA context copies `x` and `row_absmax` up and `y` down, and waits).
+/// Arguments, errors and thread safety as in `llmint8_matmul_row_parallel`.
+///
+/// # Safety
+/// As `llmint8_matmul_row_parallel`, with `x`, `row_absmax` and `y` host memory.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_matmul_row_parallel_host(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    row_absmax: *const f32,
+    y: *mut c_void,
+    y_dtype: i32,
+    stats: *mut llmint8_matmul_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
+            let call = RowParallelCall { x, x_dtype, x_len, rows, threshold, row_absmax, y, y_dtype, y_len };
+            row_parallel_host_memory(ctx, w, call, stats)
+        }
+    })
+}
+
+/// The host-memory statistics behind both entry points: checks the buffers,
+/// then runs on the context's backend.
+///
+/// # Safety
+/// As `llmint8_row_parallel_statistics_host`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn statistics_host_memory(
+    ctx: &llmint8_context,
+    w: &crate::Weight,
+    x: *const c_void,
+    x_dtype: DType,
+    x_len: usize,
+    rows: usize,
+    threshold: f32,
+    row_absmax: *mut f32,
+    stats: *mut llmint8_matmul_stats,
+) -> crate::error::Result<()> {
+    // SAFETY (this block): pointers are as the caller promises.
+    unsafe {
+        check_data_region(x, x_dtype, x_len, "x")?;
+        check_region(row_absmax.cast_const(), rows, "row_absmax")?;
+        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
+        check_disjoint(&[
+            ("x", x, x_len * x_dtype.size()),
+            ("row_absmax", row_absmax.cast_const().cast(), rows * 4),
+            ("stats", stats.cast_const().cast(), stats_bytes),
+        ])?;
+        let x = data_in(x, x_dtype, x_len, "x")?;
+        let row_absmax = slice_out(row_absmax, rows, "row_absmax")?;
+        let count = ctx.inner.row_parallel_statistics(w, x, rows, threshold, row_absmax)?;
+        write_stats(stats, crate::MatmulStats { outlier_columns: count });
+    }
+    Ok(())
+}
+
+/// The buffers of a row-parallel partial product, as the caller gave them.
+struct RowParallelCall {
+    x: *const c_void,
+    x_dtype: DType,
+    x_len: usize,
+    rows: usize,
+    threshold: f32,
+    row_absmax: *const f32,
+    y: *mut c_void,
+    y_dtype: DType,
+    y_len: usize,
+}
+
+/// The host-memory partial product behind both entry points: checks the
+/// buffers, then runs on the context's backend.
+///
+/// # Safety
+/// As `llmint8_matmul_row_parallel_host`.
+unsafe fn row_parallel_host_memory(
+    ctx: &llmint8_context,
+    w: &crate::Weight,
+    call: RowParallelCall,
+    stats: *mut llmint8_matmul_stats,
+) -> crate::error::Result<()> {
+    let RowParallelCall { x, x_dtype, x_len, rows, threshold, row_absmax, y, y_dtype, y_len } = call;
+    // SAFETY (this block): pointers are as the caller promises.
+    unsafe {
+        check_data_region(x, x_dtype, x_len, "x")?;
+        check_data_region(y, y_dtype, y_len, "y")?;
+        check_region(row_absmax, rows, "row_absmax")?;
+        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
+        check_disjoint(&[
+            ("x", x, x_len * x_dtype.size()),
+            ("y", y.cast_const(), y_len * y_dtype.size()),
+            ("row_absmax", row_absmax.cast(), rows * 4),
+            ("stats", stats.cast_const().cast(), stats_bytes),
+        ])?;
+        let x = data_in(x, x_dtype, x_len, "x")?;
+        let y = data_out(y, y_dtype, y_len, "y")?;
+        let row_absmax = super::slice_in(row_absmax, rows, "row_absmax")?;
+        let result = ctx.inner.matmul_row_parallel(w, x, rows, threshold, row_absmax, y)?;
+        write_stats(stats, result);
+    }
+    Ok(())
+}
+
 /// The context, weights, output pointers and dtypes of a shared-input call, checked.
 ///
 /// # Safety
@@ -304,11 +563,27 @@ unsafe fn matmul_arguments<'a>(
     rows: usize,
 ) -> crate::error::Result<(&'a llmint8_context, &'a crate::Weight, DType, DType, usize, usize)> {
     // SAFETY: as the caller promises.
-    let (ctx, w) = unsafe { (non_null(ctx, "ctx")?, &non_null(w, "w")?.inner) };
-    let (x_dtype, y_dtype) = (DType::from_code(x_dtype)?, DType::from_code(y_dtype)?);
-    let x_len = checked_len(rows, w.in_features(), "x")?;
+    let (ctx, w, x_dtype, x_len) = unsafe { input_arguments(ctx, w, x_dtype, rows)? };
+    let y_dtype = DType::from_code(y_dtype)?;
     let y_len = checked_len(rows, w.out_features(), "y")?;
     Ok((ctx, w, x_dtype, y_dtype, x_len, y_len))
+}
+
+/// The handles, the input's dtype and its element count, checked.
+///
+/// # Safety
+/// `ctx` and `w` are NULL or live.
+unsafe fn input_arguments<'a>(
+    ctx: *mut llmint8_context,
+    w: *const llmint8_weight,
+    x_dtype: i32,
+    rows: usize,
+) -> crate::error::Result<(&'a llmint8_context, &'a crate::Weight, DType, usize)> {
+    // SAFETY: as the caller promises.
+    let (ctx, w) = unsafe { (non_null(ctx, "ctx")?, &non_null(w, "w")?.inner) };
+    let x_dtype = DType::from_code(x_dtype)?;
+    let x_len = checked_len(rows, w.in_features(), "x")?;
+    Ok((ctx, w, x_dtype, x_len))
 }
 
 /// The host-memory matmul behind both entry points: checks the buffers, then

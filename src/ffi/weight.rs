@@ -148,6 +148,59 @@ pub unsafe extern "C" fn llmint8_weight_quantize_keep(
     })
 }
 
+/// One rank's shard of a row-parallel layer (in_features split across the
+/// ranks of a tensor-parallel world; o_proj, down_proj): input columns
+/// `[col_begin, col_end)` of the row-major 16/32-bit weight `w`
+/// `[out_features, in_features]` (the whole weight; host memory), as a weight
+/// of `col_end - col_begin` in_features. Each row is quantized with the
+/// absmax of the *whole* row, so the shard's int8 values and scales are
+/// those columns of `llmint8_weight_quantize`'s and the ranks' partial
+/// products add up (`llmint8_matmul_row_parallel`). `keep_columns` lists
+/// columns of the whole weight (as `llmint8_weight_quantize_keep`); those
+/// inside the shard are kept. Give `bias` to one rank only (NULL elsewhere):
+/// the engine's SUM of the partials adds it once.
+///
+/// Ownership, `*out`, memory and thread safety as for
+/// `llmint8_weight_quantize_keep`. Returns its errors, and
+/// LLMINT8_ERR_SHAPE when `col_begin >= col_end` or `col_end > in_features`.
+/// A NaN/Inf anywhere in `w` is refused, also outside the shard (every row
+/// is read whole for its scale).
+///
+/// # Safety
+/// As `llmint8_weight_quantize_keep`.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_quantize_columns(
+    ctx: *mut llmint8_context,
+    w: *const c_void,
+    w_dtype: i32,
+    out_features: usize,
+    in_features: usize,
+    col_begin: usize,
+    col_end: usize,
+    bias: *const c_void,
+    bias_dtype: i32,
+    keep_columns: *const u32,
+    n_keep: usize,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let w_dtype = DType::from_code(w_dtype)?;
+            let len = check_weight_shape(out_features, in_features)?;
+            let w = data_in(w, w_dtype, len, "w")?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let keep = slice_in(keep_columns, n_keep, "keep_columns")?;
+            let columns = col_begin..col_end;
+            let inner = ctx.inner.quantize_weight_columns(w, out_features, in_features, columns, bias, keep)?;
+            hand_out(out, inner);
+        }
+        Ok(())
+    })
+}
+
 /// Quantizes a 16/32-bit weight that is already in device memory — how an
 /// engine holding its float16 weights on the GPU hands them over: `w` a device
 /// pointer (of the context's device) to row-major `[out_features, in_features]`

@@ -25,7 +25,7 @@ static int rows = 0, failures = 0;
 /* ---- canary-guarded buffers ---- */
 #define GUARD 64
 #define CANARY 0xA5
-#define MAX_BUFFERS 32
+#define MAX_BUFFERS 48
 static unsigned char *buffers[MAX_BUFFERS];
 static size_t buffer_sizes[MAX_BUFFERS];
 static int n_buffers = 0;
@@ -317,6 +317,62 @@ int main(void) {
     llmint8_weight_destroy(narrow);
     llmint8_weight_destroy(other_in);
 
+    /* ---- row-parallel: a shard of in_features, its statistics and its partial ---- */
+#define QCOLS(c, wp, b, e, keep, nk) llmint8_weight_quantize_columns(c, wp, LLMINT8_F32, N, K, b, e, NULL, LLMINT8_F32, keep, nk, &wout)
+    ROW_NEW(llmint8_weight_quantize_columns, "valid: columns 0..K/2 (reference row)", wout, QCOLS(ctx, w, 0, K / 2, NULL, 0), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_columns, "`ctx` NULL", wout, QCOLS(NULL, w, 0, K / 2, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_columns, "`w` NULL", wout, QCOLS(ctx, NULL, 0, K / 2, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW(llmint8_weight_quantize_columns, "`out` NULL", llmint8_weight_quantize_columns(ctx, w, LLMINT8_F32, N, K, 0, 2, NULL, LLMINT8_F32, NULL, 0, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW_NEW(llmint8_weight_quantize_columns, "`col_begin` = `col_end` (no columns)", wout, QCOLS(ctx, w, 3, 3, NULL, 0), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_columns, "`col_begin` > `col_end`", wout, QCOLS(ctx, w, 3, 2, NULL, 0), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_columns, "`col_end` past `in_features`", wout, QCOLS(ctx, w, 0, K + 1, NULL, 0), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_columns, "`keep_columns` NULL with `n_keep` 1", wout, QCOLS(ctx, w, 0, K / 2, NULL, 1), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    w[K - 1] = nan;
+    ROW_NEW(llmint8_weight_quantize_columns, "a NaN in `w` outside the shard (rows are read whole)", wout, QCOLS(ctx, w, 0, K / 2, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    w[K - 1] = 1.0f;
+    if (QCOLS(ctx, w, 0, K / 2, NULL, 0) != LLMINT8_OK) return 2;
+    llmint8_weight *shard = wout; /* [N, K/2]; x is read as its slice [M, K/2] */
+    wout = NULL;
+    float *row_absmax = guarded(M * sizeof(float) + 4), *given = guarded(M * sizeof(float));
+#define RPS(c, xp, r, t, ap) llmint8_row_parallel_statistics(c, shard, xp, LLMINT8_F32, r, t, ap, stats)
+    ROW(llmint8_row_parallel_statistics, "valid (reference row)", RPS(ctx, x, M, 6.0f, row_absmax), LLMINT8_OK);
+    ROW(llmint8_row_parallel_statistics, "`ctx` NULL", RPS(NULL, x, M, 6.0f, row_absmax), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`w` NULL", llmint8_row_parallel_statistics(ctx, NULL, x, LLMINT8_F32, M, 6.0f, row_absmax, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`x` NULL", RPS(ctx, NULL, M, 6.0f, row_absmax), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`row_absmax` NULL", RPS(ctx, x, M, 6.0f, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`row_absmax` misaligned", RPS(ctx, x, M, 6.0f, (float *)((char *)row_absmax + 1)), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`row_absmax` overlapping `x`", RPS(ctx, x, M, 6.0f, x + 1), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`x_dtype` 99", llmint8_row_parallel_statistics(ctx, shard, x, 99, M, 6.0f, row_absmax, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "threshold NaN", RPS(ctx, x, M, nan, row_absmax), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_row_parallel_statistics, "`rows` `SIZE_MAX` (overflows)", RPS(ctx, x, SIZE_MAX, 6.0f, row_absmax), LLMINT8_ERR_SHAPE);
+    ROW(llmint8_row_parallel_statistics, "`rows` 0 with `x`, `row_absmax` NULL", RPS(ctx, NULL, 0, 6.0f, NULL), LLMINT8_OK);
+    ROW(llmint8_row_parallel_statistics_host, "valid (reference row)", llmint8_row_parallel_statistics_host(ctx, shard, x, LLMINT8_F32, M, 6.0f, row_absmax, stats), LLMINT8_OK);
+    ROW(llmint8_row_parallel_statistics_host, "`row_absmax` NULL", llmint8_row_parallel_statistics_host(ctx, shard, x, LLMINT8_F32, M, 6.0f, NULL, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+#define RPM(c, xp, r, t, ap, yp) llmint8_matmul_row_parallel(c, shard, xp, LLMINT8_F32, r, t, ap, yp, LLMINT8_F32, stats)
+    ROW(llmint8_matmul_row_parallel, "valid: the slice's own statistics (reference row)", RPM(ctx, x, M, 6.0f, row_absmax, y), LLMINT8_OK);
+    ROW(llmint8_matmul_row_parallel, "`ctx` NULL", RPM(NULL, x, M, 6.0f, row_absmax, y), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_row_parallel, "`w` NULL", llmint8_matmul_row_parallel(ctx, NULL, x, LLMINT8_F32, M, 6.0f, row_absmax, y, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_row_parallel, "`x` NULL", RPM(ctx, NULL, M, 6.0f, row_absmax, y), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_row_parallel, "`row_absmax` NULL", RPM(ctx, x, M, 6.0f, NULL, y), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_row_parallel, "`y` NULL", RPM(ctx, x, M, 6.0f, row_absmax, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_row_parallel, "`y` overlapping `row_absmax`", RPM(ctx, x, M, 6.0f, row_absmax, row_absmax), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_matmul_row_parallel, "`rows` 0 with every buffer NULL", RPM(ctx, NULL, 0, 6.0f, NULL, NULL), LLMINT8_OK);
+    for (int r = 0; r < M; r++) given[r] = row_absmax[r];
+    given[M - 1] = 0.5f * row_absmax[M - 1];
+    ROW(llmint8_matmul_row_parallel, "`row_absmax` below the slice's own (not a MAX)", RPM(ctx, x, M, 6.0f, given, y), LLMINT8_ERR_INVALID_ARGUMENT);
+    given[M - 1] = nan;
+    ROW(llmint8_matmul_row_parallel, "`row_absmax` NaN", RPM(ctx, x, M, 6.0f, given, y), LLMINT8_ERR_INVALID_ARGUMENT);
+    given[M - 1] = -1.0f;
+    ROW(llmint8_matmul_row_parallel, "`row_absmax` negative", RPM(ctx, x, M, 6.0f, given, y), LLMINT8_ERR_INVALID_ARGUMENT);
+    given[M - 1] = 4.0f * row_absmax[M - 1];
+    ROW(llmint8_matmul_row_parallel, "`row_absmax` above the slice's own (another rank's MAX)", RPM(ctx, x, M, 6.0f, given, y), LLMINT8_OK);
+    given[0] = inf;
+    status = RPM(ctx, x, M, 6.0f, given, y);
+    report("llmint8_matmul_row_parallel", "`row_absmax` +Inf (a row of NaN out)", status, LLMINT8_OK, isnan(y[0]) && isnan(y[N - 1]) && !isnan(y[N]));
+    ROW(llmint8_matmul_row_parallel_host, "valid (reference row)", llmint8_matmul_row_parallel_host(ctx, shard, x, LLMINT8_F32, M, 6.0f, row_absmax, y, LLMINT8_F32, stats), LLMINT8_OK);
+    ROW(llmint8_matmul_row_parallel_host, "`row_absmax` NULL", llmint8_matmul_row_parallel_host(ctx, shard, x, LLMINT8_F32, M, 6.0f, NULL, y, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+    llmint8_weight_destroy(shard);
+
     for (int i = 0; i < M * K; i++) x[i] = nan;
     status = MM(x, LLMINT8_F32, M, 6.0f, y, LLMINT8_F32);
     report("llmint8_matmul", "`x` all NaN (rows of NaN out)", status, LLMINT8_OK, isnan(y[0]) && isnan(y[M * N - 1]));
@@ -397,6 +453,14 @@ int main(void) {
     ROW_NEW(llmint8_weight_load_rows, "`row_begin` = `row_end` (no rows)", wout, llmint8_weight_load_rows(ctx, ck, layer, 1, 1, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_rows, "`row_begin` > `row_end`", wout, llmint8_weight_load_rows(ctx, ck, layer, 2, 1, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_rows, "`row_end` past `out_features` (SIZE_MAX)", wout, llmint8_weight_load_rows(ctx, ck, layer, 0, SIZE_MAX, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_columns, "valid: columns 0..8 (reference row)", wout, llmint8_weight_load_columns(ctx, ck, layer, 0, 8, &wout), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_columns, "`ctx` NULL", wout, llmint8_weight_load_columns(NULL, ck, layer, 0, 8, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_columns, "`ckpt` NULL", wout, llmint8_weight_load_columns(ctx, NULL, layer, 0, 8, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_columns, "`prefix` NULL", wout, llmint8_weight_load_columns(ctx, ck, NULL, 0, 8, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW(llmint8_weight_load_columns, "`out` NULL", llmint8_weight_load_columns(ctx, ck, layer, 0, 8, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW_NEW(llmint8_weight_load_columns, "a layer not in the file", wout, llmint8_weight_load_columns(ctx, ck, "model.layers.7.mlp.up_proj", 0, 8, &wout), LLMINT8_ERR_NOT_FOUND, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_columns, "`col_begin` = `col_end` (no columns)", wout, llmint8_weight_load_columns(ctx, ck, layer, 4, 4, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_load_columns, "`col_end` past `in_features` (SIZE_MAX)", wout, llmint8_weight_load_columns(ctx, ck, layer, 0, SIZE_MAX, &wout), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_safetensors, "`path` NULL", wout, llmint8_weight_load_safetensors(ctx, NULL, layer, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_safetensors, "a path that does not exist", wout, llmint8_weight_load_safetensors(ctx, "tests/data/absent", layer, &wout), LLMINT8_ERR_NOT_FOUND, llmint8_weight_destroy);
     ROW_NEW(llmint8_weight_load_safetensors, "`prefix` NULL", wout, llmint8_weight_load_safetensors(ctx, model, NULL, &wout), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
