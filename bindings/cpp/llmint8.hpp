@@ -331,6 +331,29 @@ public:
         detail::check(llmint8_weight_load_rows(live(), checkpoint.live(), prefix.c_str(), row_begin, row_end, &h));
         return Weight(h);
     }
+    /// Input columns [col_begin, col_end) of the layer `prefix`: one rank's shard
+    /// of a row-parallel layer (o_proj, down_proj), each row's scale from the
+    /// whole row; the shard starting at column 0 carries the bias. For
+    /// row_parallel_statistics and matmul_row_parallel. Throws Error(SHAPE)
+    /// for an empty range or one past in_features.
+    Weight load_columns(const Checkpoint& checkpoint, const std::string& prefix, std::size_t col_begin,
+                        std::size_t col_end) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_load_columns(live(), checkpoint.live(), prefix.c_str(), col_begin, col_end, &h));
+        return Weight(h);
+    }
+    /// Columns [col_begin, col_end) of the whole row-major [out_features,
+    /// in_features] weight `w` as a row-parallel shard (each row's scale from
+    /// the whole row); `keep` are columns of the whole weight; give `bias` to one rank only.
+    template <typename T>
+    Weight quantize_columns(const T* w, size_t out_features, size_t in_features, size_t col_begin, size_t col_end,
+                            const T* bias = nullptr, const std::vector<uint32_t>& keep = {}) {
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_quantize_columns(live(), w, detail::DTypeOf<T>::value, out_features, in_features,
+                                                      col_begin, col_end, bias, detail::DTypeOf<T>::value,
+                                                      keep.data(), keep.size(), &h));
+        return Weight(h);
+    }
     /// The same from a path (file, shard index or model directory), for one layer.
     Weight load_safetensors(const std::string& path, const std::string& prefix) {
         llmint8_weight* h = nullptr;
@@ -379,6 +402,30 @@ public:
         detail::check(llmint8_matmul_shared_input(live(), handles.data(), handles.size(), x, detail::DTypeOf<X>::value,
                                                   rows, threshold, outs.data(), detail::DTypeOf<Y>::value,
                                                   stats ? &s : nullptr));
+        if (stats) *stats = MatmulStats{s.outlier_columns};
+    }
+
+    /// Row-parallel stage 1: row_absmax [rows] (float) gets this rank's
+    /// statistics of its slice x [rows, in_features of w]; all-reduce them with
+    /// MAX (ncclMax) across the ranks, then call matmul_row_parallel. Memory as
+    /// matmul (device pointers on CUDA, queued; `stats` non-null waits).
+    template <typename X>
+    void row_parallel_statistics(const Weight& w, const X* x, size_t rows, float* row_absmax,
+                                 float threshold = LLMINT8_DEFAULT_THRESHOLD, MatmulStats* stats = nullptr) {
+        llmint8_matmul_stats s{};
+        detail::check(llmint8_row_parallel_statistics(live(), w.live(), x, detail::DTypeOf<X>::value, rows, threshold,
+                                                      row_absmax, stats ? &s : nullptr));
+        if (stats) *stats = MatmulStats{s.outlier_columns};
+    }
+    /// Row-parallel stage 2: this rank's partial y [rows, out_features] with the
+    /// MAX'd row_absmax; all-reduce the partials with SUM (ncclSum). Float
+    /// partials keep the stated bound (llmint8.h). Memory as matmul.
+    template <typename X, typename Y>
+    void matmul_row_parallel(const Weight& w, const X* x, size_t rows, const float* row_absmax, Y* y,
+                             float threshold = LLMINT8_DEFAULT_THRESHOLD, MatmulStats* stats = nullptr) {
+        llmint8_matmul_stats s{};
+        detail::check(llmint8_matmul_row_parallel(live(), w.live(), x, detail::DTypeOf<X>::value, rows, threshold,
+                                                  row_absmax, y, detail::DTypeOf<Y>::value, stats ? &s : nullptr));
         if (stats) *stats = MatmulStats{s.outlier_columns};
     }
 

@@ -169,6 +169,34 @@ int main() {
         const size_t k = whole.in_features();
         CHECK(std::equal(cbs.begin(), cbs.end(), cbw.begin() + 3 * k) && std::equal(ss.begin(), ss.end(), sw.begin() + 3));
         CHECK_THROWS(ctx.load_rows(ck, "model.decoder.layers.0.fc1", 4, 4), LLMINT8_ERR_SHAPE, "output rows");
+        // A row-parallel world of two: columns [0, k/2) and [k/2, k) of fc1,
+        // statistics MAX'd, partials summed: the whole layer's output within 1e-5.
+        llmint8::Weight left = ctx.load_columns(ck, "model.decoder.layers.0.fc1", 0, k / 2);
+        llmint8::Weight right = ctx.load_columns(ck, "model.decoder.layers.0.fc1", k / 2, k);
+        CHECK(left.in_features() == k / 2 && right.in_features() == k - k / 2 && left.out_features() == whole.out_features());
+        const size_t rows = 3, n = whole.out_features();
+        std::vector<float> x(rows * k), xl(rows * (k / 2)), xr(rows * (k - k / 2));
+        for (size_t i = 0; i < x.size(); i++) x[i] = static_cast<float>((i * 13) % 17) / 8.0f - 1.0f;
+        x[7] = 11.0f;  // an outlier in the left half
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < k; c++) (c < k / 2 ? xl[r * (k / 2) + c] : xr[r * (k - k / 2) + c - k / 2]) = x[r * k + c];
+        std::vector<float> y(rows * n), yl(rows * n), yr(rows * n), al(rows), ar(rows);
+        ctx.matmul(whole, x.data(), rows, y.data());
+        ctx.row_parallel_statistics(left, xl.data(), rows, al.data());
+        ctx.row_parallel_statistics(right, xr.data(), rows, ar.data());
+        for (size_t r = 0; r < rows; r++) al[r] = ar[r] = std::max(al[r], ar[r]);  // the engine's MAX
+        ctx.matmul_row_parallel(left, xl.data(), rows, al.data(), yl.data());
+        ctx.matmul_row_parallel(right, xr.data(), rows, ar.data(), yr.data());
+        double worst = 0.0, top = 0.0;
+        for (size_t i = 0; i < y.size(); i++) {
+            worst = std::max(worst, std::fabs(static_cast<double>(yl[i] + yr[i]) - y[i]));
+            top = std::max(top, std::fabs(static_cast<double>(y[i])));
+        }
+        CHECK(worst <= 1e-5 * top);
+        al[0] = 0.0f;  // not a MAX: below the left slice's own
+        CHECK_THROWS(ctx.matmul_row_parallel(left, xl.data(), rows, al.data(), yl.data()), LLMINT8_ERR_INVALID_ARGUMENT,
+                     "row_absmax[0]");
+        CHECK_THROWS(ctx.load_columns(ck, "model.decoder.layers.0.fc1", 0, k + 1), LLMINT8_ERR_SHAPE, "in_features");
     }
 
     std::printf("%d checks, %d failures\n", checks, failures);

@@ -698,6 +698,78 @@ func (c *Context) LoadRows(ck *Checkpoint, prefix string, rowBegin, rowEnd int) 
 	return c.weightWithShape(p)
 }
 
+// LoadColumns loads input columns [colBegin, colEnd) of the linear layer
+// prefix: one rank's shard of a row-parallel layer (o_proj, down_proj), each
+// row's scale from the whole row, the shard starting at column 0 carrying the
+// bias. Use it with RowParallelStatisticsF32 and MatmulRowParallelF32.
+func (c *Context) LoadColumns(ck *Checkpoint, prefix string, colBegin, colEnd int) (*Weight, error) {
+	if colBegin < 0 || colEnd < 0 {
+		return nil, &Error{Status: StatusShape, Message: fmt.Sprintf("columns %d..%d: negative", colBegin, colEnd)}
+	}
+	cprefix := C.CString(prefix)
+	defer C.free(unsafe.Pointer(cprefix))
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_load_columns(c.p, ck.p, cprefix, C.size_t(colBegin), C.size_t(colEnd), &p)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(ck)
+	if err != nil {
+		return nil, err
+	}
+	return c.weightWithShape(p)
+}
+
+// RowParallelStatisticsF32 is stage 1 of a row-parallel matmul: rowAbsmax
+// [rows] gets the statistics of this rank's slice x [rows, in of w]; the
+// engine all-reduces them with MAX across the ranks and passes the result to
+// MatmulRowParallelF32. It returns the slice's number of outlier columns.
+func (c *Context) RowParallelStatisticsF32(w *Weight, x, rowAbsmax []float32, threshold float32) (int, error) {
+	if w.in == 0 || len(x)%w.in != 0 {
+		return 0, shapeError("x has %d elements, not a multiple of in_features %d", len(x), w.in)
+	}
+	rows := len(x) / w.in
+	if len(rowAbsmax) != rows {
+		return 0, shapeError("rowAbsmax has %d elements, expected %d (the rows of x)", len(rowAbsmax), rows)
+	}
+	var stats C.llmint8_matmul_stats
+	err := call(func() C.int32_t {
+		return C.llmint8_row_parallel_statistics_host(c.p, w.p, ptr(x), C.int32_t(f32), C.size_t(rows), C.float(threshold),
+			(*C.float)(ptr(rowAbsmax)), &stats)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(rowAbsmax)
+	return int(stats.outlier_columns), err
+}
+
+// MatmulRowParallelF32 is stage 2: this rank's partial y [rows, out] of its
+// shard w and slice x, each row quantized with rowAbsmax (the MAX over the
+// ranks of RowParallelStatisticsF32); the engine all-reduces the partials
+// with SUM. A rowAbsmax entry below the slice's own, NaN or negative is an
+// InvalidArgument error.
+func (c *Context) MatmulRowParallelF32(w *Weight, x, rowAbsmax, y []float32, threshold float32) (int, error) {
+	if w.in == 0 || len(x)%w.in != 0 {
+		return 0, shapeError("x has %d elements, not a multiple of in_features %d", len(x), w.in)
+	}
+	rows := len(x) / w.in
+	if len(rowAbsmax) != rows || len(y) != rows*w.out {
+		return 0, shapeError("rowAbsmax has %d elements and y %d, expected %d and %d × %d", len(rowAbsmax), len(y), rows, rows, w.out)
+	}
+	var stats C.llmint8_matmul_stats
+	err := call(func() C.int32_t {
+		return C.llmint8_matmul_row_parallel_host(c.p, w.p, ptr(x), C.int32_t(f32), C.size_t(rows), C.float(threshold),
+			(*C.float)(ptr(rowAbsmax)), ptr(y), C.int32_t(f32), &stats)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(rowAbsmax)
+	runtime.KeepAlive(y)
+	return int(stats.outlier_columns), err
+}
+
 // LoadSafetensors opens path, loads the layer prefix and closes the file again.
 func (c *Context) LoadSafetensors(path, prefix string) (*Weight, error) {
 	cpath, cprefix := C.CString(path), C.CString(prefix)

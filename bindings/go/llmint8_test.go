@@ -360,6 +360,71 @@ func TestCheckpoints(t *testing.T) {
 			t.Errorf("LoadRows(%v): %v", r, err)
 		}
 	}
+	// A row-parallel world of two from down_proj: statistics MAX'd, partials
+	// summed, the whole layer's output within 1e-5 of its largest value.
+	down, err := ctx.Load(ck, "model.layers.0.mlp.down_proj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, hidden := down.Shape()
+	const rows = 2
+	x := make([]float32, rows*hidden)
+	for i := range x {
+		x[i] = float32((i*13)%17)/8 - 1
+	}
+	x[3] = 12 // an outlier in the first half
+	y := make([]float32, rows*n)
+	if _, err := ctx.MatmulF32(down, x, y, 6); err != nil {
+		t.Fatal(err)
+	}
+	parts := [][2]int{{0, hidden / 2}, {hidden / 2, hidden}}
+	slices := make([][]float32, 2)
+	global := make([]float32, rows)
+	shards := make([]*Weight, 2)
+	for p, cols := range parts {
+		shards[p], err = ctx.LoadColumns(ck, "model.layers.0.mlp.down_proj", cols[0], cols[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r := 0; r < rows; r++ {
+			slices[p] = append(slices[p], x[r*hidden+cols[0]:r*hidden+cols[1]]...)
+		}
+		stats := make([]float32, rows)
+		if _, err := ctx.RowParallelStatisticsF32(shards[p], slices[p], stats, 6); err != nil {
+			t.Fatal(err)
+		}
+		for r := range global {
+			global[r] = float32(math.Max(float64(global[r]), float64(stats[r])))
+		}
+	}
+	sum := make([]float32, rows*n)
+	for p := range parts {
+		partial := make([]float32, rows*n)
+		if _, err := ctx.MatmulRowParallelF32(shards[p], slices[p], global, partial, 6); err != nil {
+			t.Fatal(err)
+		}
+		for i := range sum {
+			sum[i] += partial[i]
+		}
+	}
+	worst, top := 0.0, 0.0
+	for i := range y {
+		worst = math.Max(worst, math.Abs(float64(sum[i]-y[i])))
+		top = math.Max(top, math.Abs(float64(y[i])))
+	}
+	if worst > 1e-5*top {
+		t.Errorf("row-parallel sum differs from the whole layer by %g (outputs up to %g)", worst, top)
+	}
+	global[0] = -1
+	if _, err := ctx.MatmulRowParallelF32(shards[0], slices[0], global, sum, 6); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
+		t.Errorf("a negative row absmax: %v", err)
+	}
+	if _, err := ctx.LoadColumns(ck, "model.layers.0.mlp.down_proj", 0, hidden+1); !errors.Is(err, &Error{Status: StatusShape}) {
+		t.Errorf("LoadColumns past in_features: %v", err)
+	}
+	for _, w := range append(shards, down) {
+		w.Close()
+	}
 	if _, err := OpenCheckpoint("../../tests/data/none"); !errors.Is(err, &Error{Status: StatusNotFound}) {
 		t.Errorf("OpenCheckpoint(none): %v", err)
 	}

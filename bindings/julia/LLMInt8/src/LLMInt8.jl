@@ -17,7 +17,7 @@ module LLMInt8
 
 using LinearAlgebra
 
-export Context, Int8Weight, LLMInt8Error, outlier_columns, mul_shared_input!, memory, Checkpoint, tensors, read_tensor, save_safetensors
+export Context, Int8Weight, LLMInt8Error, outlier_columns, mul_shared_input!, row_parallel_statistics!, mul_row_parallel!, memory, Checkpoint, tensors, read_tensor, save_safetensors
 
 const libllmint8 = get(ENV, "LLMINT8_LIB", "libllmint8")
 
@@ -257,6 +257,54 @@ function mul_shared_input!(Ys::AbstractVector{<:StridedMatrix{TY}}, ws::Abstract
 end
 
 """
+    row_parallel_statistics!(row_absmax, W8, X; threshold = 6) -> row_absmax
+
+Stage 1 of a row-parallel matmul: `row_absmax` (a `Vector{Float32}` of `size(X, 2)`)
+gets the statistics of this rank's slice `X` (`in × batch`, `in` the shard's) —
+all-reduce them with MAX across the ranks, then call `mul_row_parallel!`.
+"""
+function row_parallel_statistics!(row_absmax::Vector{Float32}, w::Int8Weight, X::StridedMatrix{TX};
+                                  threshold::Real = DEFAULT_THRESHOLD) where {TX}
+    size(X, 1) == w.in || throw(DimensionMismatch("X has $(size(X, 1)) rows, the weight $(w.in) columns"))
+    length(row_absmax) == size(X, 2) ||
+        throw(DimensionMismatch("row_absmax has $(length(row_absmax)) entries, X $(size(X, 2)) columns"))
+    stride(X, 1) == 1 && stride(X, 2) == w.in || throw(ArgumentError("X must be a dense column-major matrix"))
+    stats = Ref(MatmulStats())
+    GC.@preserve X row_absmax begin
+        check(ccall((:llmint8_row_parallel_statistics_host, libllmint8), Int32,
+                    (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Cfloat}, Ref{MatmulStats}),
+                    w.ctx, w, pointer(X), dtype_code(TX), size(X, 2), threshold, pointer(row_absmax), stats))
+    end
+    return row_absmax
+end
+
+"""
+    mul_row_parallel!(Y, W8, X, row_absmax; threshold = 6) -> Y
+
+Stage 2: this rank's partial `Y (out × batch)` of its shard `W8` and slice `X`, each
+column of `X` quantized with `row_absmax` (the MAX over the ranks); all-reduce the
+partials with SUM. `Float32` partials keep the bound stated in llmint8.h.
+"""
+function mul_row_parallel!(Y::StridedMatrix{TY}, w::Int8Weight, X::StridedMatrix{TX}, row_absmax::Vector{Float32};
+                           threshold::Real = DEFAULT_THRESHOLD) where {TX,TY}
+    size(X, 1) == w.in || throw(DimensionMismatch("X has $(size(X, 1)) rows, the weight $(w.in) columns"))
+    size(Y) == (w.out, size(X, 2)) || throw(DimensionMismatch("Y is $(size(Y)), expected ($(w.out), $(size(X, 2)))"))
+    length(row_absmax) == size(X, 2) ||
+        throw(DimensionMismatch("row_absmax has $(length(row_absmax)) entries, X $(size(X, 2)) columns"))
+    stride(X, 1) == 1 && stride(X, 2) == w.in || throw(ArgumentError("X must be a dense column-major matrix"))
+    stride(Y, 1) == 1 && stride(Y, 2) == w.out || throw(ArgumentError("Y must be a dense column-major matrix"))
+    stats = Ref(MatmulStats())
+    GC.@preserve X Y row_absmax begin
+        check(ccall((:llmint8_matmul_row_parallel_host, libllmint8), Int32,
+                    (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Cfloat, Ptr{Cfloat}, Ptr{Cvoid}, Int32,
+                     Ref{MatmulStats}),
+                    w.ctx, w, pointer(X), dtype_code(TX), size(X, 2), threshold, pointer(row_absmax), pointer(Y),
+                    dtype_code(TY), stats))
+    end
+    return Y
+end
+
+"""
     outlier_columns(W8, X; threshold = 6) -> Int
 
 How many feature rows of `X` (columns of the C API's `[batch, in]`) hold an outlier.
@@ -399,6 +447,24 @@ function Int8Weight(ctx::Context, ck::Checkpoint, prefix::AbstractString, rows::
     check(ccall((:llmint8_weight_load_rows, libllmint8), Int32,
                 (Ptr{Cvoid}, Ptr{Cvoid}, Cstring, Csize_t, Csize_t, Ptr{Ptr{Cvoid}}),
                 ctx, ck, prefix, first(rows) - 1, max(last(rows), first(rows) - 1), handle))
+    return weight_from_handle(ctx, handle[])
+end
+
+"""
+    Int8Weight(ctx, checkpoint::Checkpoint, prefix, :, columns::UnitRange)
+
+Input columns `columns` (1-based) of the linear layer `prefix`, all its rows: one
+rank's shard of a row-parallel layer (o_proj, down_proj; `llmint8_weight_load_columns`).
+Each row's scale comes from the whole row; the shard holding column 1 carries the
+bias. Use it with `row_parallel_statistics!` and `mul_row_parallel!`. An empty
+range or one past `in_features` throws (SHAPE).
+"""
+function Int8Weight(ctx::Context, ck::Checkpoint, prefix::AbstractString, ::Colon, columns::UnitRange{<:Integer})
+    first(columns) >= 1 || throw(ArgumentError("columns start at 1, not $(first(columns))"))
+    handle = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:llmint8_weight_load_columns, libllmint8), Int32,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Cstring, Csize_t, Csize_t, Ptr{Ptr{Cvoid}}),
+                ctx, ck, prefix, first(columns) - 1, max(last(columns), first(columns) - 1), handle))
     return weight_from_handle(ctx, handle[])
 end
 

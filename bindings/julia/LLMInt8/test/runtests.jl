@@ -66,6 +66,21 @@ using Test
         @test size(shard) == (8, size(whole, 2))
         err = try Int8Weight(ctx2, ck, fc1, 5:4); nothing catch e; e end
         @test err isa LLMInt8Error && err.name == "LLMINT8_ERR_SHAPE"
+        # A row-parallel world of two: statistics MAX'd, partials summed.
+        k = size(whole, 2)
+        halves = (1:k ÷ 2, k ÷ 2 + 1:k)
+        shards = [Int8Weight(ctx2, ck, fc1, :, h) for h in halves]
+        @test size(shards[2]) == (size(whole, 1), k - k ÷ 2)
+        X = Float32.(reshape(sin.(0.3 .* (1:k * 3)), k, 3))
+        X[2, 1] = 11
+        Y = mul!(zeros(Float32, size(whole, 1), 3), whole, X)
+        stats = [row_parallel_statistics!(zeros(Float32, 3), s, X[h, :]) for (s, h) in zip(shards, halves)]
+        global_absmax = max.(stats...)
+        parts = [mul_row_parallel!(zeros(Float32, size(whole, 1), 3), s, X[h, :], global_absmax)
+                 for (s, h) in zip(shards, halves)]
+        @test maximum(abs.(parts[1] .+ parts[2] .- Y)) <= 1e-5 * maximum(abs.(Y))
+        err = try mul_row_parallel!(parts[1], shards[1], X[halves[1], :], fill(-1f0, 3)); nothing catch e; e end
+        @test err isa LLMInt8Error && err.name == "LLMINT8_ERR_INVALID_ARGUMENT"
         @test length(read_tensor(ck, "model.decoder.final_layer_norm.weight")) == 64 * 4
         @test_throws LLMInt8Error read_tensor(ck, "nope")
         W8 = Int8Weight(ctx2, joinpath(data, "tiny-llama-fp16"), "model.layers.0.mlp.up_proj")
