@@ -9,7 +9,8 @@
 // A column-parallel shard (`load_weight_rows`) of a weight that loads loads
 // too, holding exactly the whole weight's rows; one of a weight that does not
 // load fails the same way or loads; a range that is empty or past the rows is
-// refused with SHAPE.
+// refused with SHAPE. The same for a row-parallel shard (`load_weight_columns`):
+// exactly the whole weight's columns and its whole SCB, the bias on the first.
 
 /// Checks the property on one input; panics when it does not hold.
 pub fn check_loader_input(data: &[u8]) {
@@ -53,12 +54,30 @@ pub fn check_loader_input(data: &[u8]) {
                         let e = ctx.load_weight_rows(&ckpt, t.prefix(), bad).unwrap_err();
                         assert_eq!(e.status(), Status::Shape, "{e}");
                     }
+                    // Row-parallel shards: exactly the whole weight's columns, its whole SCB.
+                    for cols in [0..k / 2, k / 2..k, k - 1..k] {
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        let shard = ctx.load_weight_columns(&ckpt, t.prefix(), cols.clone()).unwrap();
+                        let want: Vec<i8> = cb.chunks_exact(k).flat_map(|row| row[cols.clone()].iter().copied()).collect();
+                        assert_eq!(shard.cb().unwrap(), want, "{cols:?}");
+                        assert_eq!(shard.scb(), &scb[..], "{cols:?}");
+                        assert_eq!(shard.bias().is_some(), w.bias().is_some() && cols.start == 0);
+                    }
+                    for bad in [k..k, 0..k + 1, std::ops::Range { start: k, end: k - 1 }] {
+                        let e = ctx.load_weight_columns(&ckpt, t.prefix(), bad).unwrap_err();
+                        assert_eq!(e.status(), Status::Shape, "{e}");
+                    }
                 }
                 Err(e) => {
                     assert_ne!(e.status(), Status::Internal, "{e}");
                     if let (Some(&n), true) = (t.shape.first(), t.shape.len() == 2) {
                         if n > 0 {
                             if let Err(e) = ctx.load_weight_rows(&ckpt, t.prefix(), 0..1) {
+                                assert_ne!(e.status(), Status::Internal, "{e}");
+                            }
+                            if let Err(e) = ctx.load_weight_columns(&ckpt, t.prefix(), 0..1) {
                                 assert_ne!(e.status(), Status::Internal, "{e}");
                             }
                         }

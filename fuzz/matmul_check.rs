@@ -150,6 +150,86 @@ pub fn check_matmul_input(data: &[u8]) {
             bias.as_ref().map(|b| b[j])
         );
     }
+    if rows == 0 {
+        return;
+    }
+
+    // One activation pass for two weights (the rest of the bytes make the
+    // second): each output bit for bit a call of its own.
+    let n2 = 1 + (b.byte() % 24) as usize;
+    let (_, w2_data) = store(w_dtype, (0..n2 * k).map(|_| b.value()).collect());
+    if let Ok(second) = ctx.quantize_weight(w2_data.data(), n2, k, None) {
+        let (mut alone1, mut alone2) = (Owned::zeros(y_dtype, rows * n), Owned::zeros(y_dtype, rows * n2));
+        ctx.matmul(&weight, x_data.data(), rows, threshold, alone1.data_mut()).unwrap();
+        ctx.matmul(&second, x_data.data(), rows, threshold, alone2.data_mut()).unwrap();
+        let (mut y1, mut y2) = (Owned::zeros(y_dtype, rows * n), Owned::zeros(y_dtype, rows * n2));
+        let shared = ctx
+            .matmul_shared_input(&[&weight, &second], x_data.data(), rows, threshold, &mut [y1.data_mut(), y2.data_mut()])
+            .unwrap();
+        assert_eq!(shared.outlier_columns, stats.outlier_columns);
+        assert_eq!(y1.bits(), alone1.bits(), "shared input: the first weight's output differs from its own call");
+        assert_eq!(y2.bits(), alone2.bits(), "shared input: the second weight's output differs from its own call");
+    }
+
+    // Row-parallel: in_features split over a world of 1-3 ranks. The shards
+    // hold the whole weight's CB columns and SCB; one rank is the matmul bit
+    // for bit; more sum to it within the bound Context::matmul_row_parallel states.
+    let world = (1 + (b.byte() % 3) as usize).min(k);
+    let parts: Vec<std::ops::Range<usize>> = (0..world).map(|r| r * k / world..(r + 1) * k / world).collect();
+    let cb = weight.cb().unwrap();
+    let mut whole_y = vec![0f32; rows * n];
+    ctx.matmul(&weight, x_data.data(), rows, threshold, llmint8::DataMut::F32(&mut whole_y)).unwrap();
+    let mut global = vec![0f32; rows];
+    let mut ranks = Vec::new();
+    for (r, cols) in parts.iter().enumerate() {
+        let b = if r == 0 { bias.as_deref().map(Data::F32) } else { None };
+        let shard = ctx.quantize_weight_columns(w_data.data(), n, k, cols.clone(), b, &[]).unwrap();
+        let shard_cb: Vec<i8> = cb.chunks_exact(k).flat_map(|row| row[cols.clone()].iter().copied()).collect();
+        assert_eq!(shard.cb().unwrap(), shard_cb, "a row-parallel shard's CB is not the whole weight's columns");
+        assert_eq!(shard.scb().iter().map(|s| s.to_bits()).collect::<Vec<_>>(), scb_ref.iter().map(|s| s.to_bits()).collect::<Vec<_>>());
+        let slice: Vec<f32> = x_vals.chunks_exact(k).flat_map(|row| row[cols.clone()].iter().copied()).collect();
+        let (_, slice_data) = store(x_dtype, slice);
+        let mut stats = vec![0f32; rows];
+        ctx.row_parallel_statistics(&shard, slice_data.data(), rows, threshold, &mut stats).unwrap();
+        for (g, s) in global.iter_mut().zip(&stats) {
+            assert!(!s.is_nan() && *s >= 0.0, "row statistic {s}");
+            *g = g.max(*s);
+        }
+        ranks.push((shard, slice_data));
+    }
+    let mut sum = vec![0f32; rows * n];
+    for (shard, slice) in &ranks {
+        let mut partial = vec![0f32; rows * n];
+        ctx.matmul_row_parallel(shard, slice.data(), rows, threshold, &global, llmint8::DataMut::F32(&mut partial)).unwrap();
+        for (s, p) in sum.iter_mut().zip(&partial) {
+            *s += p;
+        }
+    }
+    if world == 1 {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&sum), bits(&whole_y), "one rank is not the matmul");
+        return;
+    }
+    let x_loaded = load(&x_vals);
+    let u = 2f64.powi(-24);
+    let gamma = |m: usize| m as f64 * u / (1.0 - m as f64 * u);
+    for (e, (&got, &want)) in sum.iter().zip(&whole_y).enumerate() {
+        let (i, j) = (e / n, e % n);
+        let magnitude: f64 = (0..k)
+            .map(|c| {
+                let xa = (x_vals[i * k + c].abs() as f64).max(x_loaded[i * k + c].abs() as f64);
+                let wa = (cb[j * k + c] as f64 * scb_ref[j] as f64 / 127.0).abs();
+                (xa * (1.0 + 4.0 * u) + global[i] as f64 / 254.0) * wa
+            })
+            .sum::<f64>()
+            + bias.as_ref().map_or(0.0, |b| b[j].abs() as f64);
+        if !want.is_finite() || !magnitude.is_finite() || magnitude > 1e37 || global[i].is_infinite() {
+            continue; // beyond f32, or a row the int8 part cannot quantize
+        }
+        let bound = gamma(2 * stats.outlier_columns + world + 4) * magnitude + (k + 8) as f64 * 2f64.powi(-149);
+        let err = (got as f64 - want as f64).abs();
+        assert!(err <= bound, "row-parallel y[{i}, {j}] = {got}, unsharded {want}: |error| {err:e} > bound {bound:e} ({world} ranks)");
+    }
 }
 
 fn y_dtype_max(dt: llmint8::DType) -> f64 {
@@ -187,6 +267,13 @@ impl Owned {
             Owned::F32(v) => llmint8::DataMut::F32(v),
             Owned::F16(v) => llmint8::DataMut::F16(v),
             Owned::BF16(v) => llmint8::DataMut::BF16(v),
+        }
+    }
+    fn bits(&self) -> Vec<u32> {
+        match self {
+            Owned::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+            Owned::F16(v) => v.iter().map(|x| x.to_bits() as u32).collect(),
+            Owned::BF16(v) => v.iter().map(|x| x.to_bits() as u32).collect(),
         }
     }
     fn to_f32(&self) -> Vec<f32> {
