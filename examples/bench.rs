@@ -5,6 +5,7 @@
 //!         [--row-scale bitsandbytes | int8-part]
 //!     cargo run --release --example bench -- shape M K N [--threshold T] [--reps N]   # one shape, for profiling
 //!     cargo run --release --example bench -- shared [--reps N]
+//!     cargo run --release --example bench -- tp [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -17,6 +18,9 @@
 //! Shared: Llama-7B's q/k/v (4096 → 3 × 4096) and gate/up (4096 → 2 × 11008)
 //! as separate calls and as one `matmul_shared_input`, M = 1, 16, 128, 512,
 //! threshold 6, time per group of weights.
+//! Tp: row-parallel shards of Llama-7B's o_proj and down_proj for 1, 2, 4 and
+//! 8 ranks, M = 1 and 16: one rank's time, and the SUM's error against the
+//! stated bound and against the f64 product.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -364,6 +368,102 @@ fn shared(ctx: &Context, reps: usize) {
     }
 }
 
+/// Row-parallel tensor parallelism on Llama-7B's o_proj (4096 → 4096) and
+/// down_proj (11008 → 4096): for worlds of 1, 2, 4 and 8 ranks, one rank's
+/// time (statistics + partial, median of `reps`) against the unsharded call,
+/// and the SUM's error — against the unsharded output relative to the bound
+/// `Context::matmul_row_parallel` states, and both against the f64 product of
+/// the float32 inputs.
+fn tensor_parallel(ctx: &Context, reps: usize) {
+    println!("row-parallel shards, threshold 6 ({:?} path)", ctx.cpu_path());
+    println!("| layer | M | ranks | one rank's stats + partial (ms) | unsharded / ranks (ms) | max error / bound | rel. error vs f64, sharded | unsharded |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, k) in [("o_proj 4096 → 4096", 4096usize), ("down_proj 11008 → 4096", 11008)] {
+        let n = 4096;
+        let mut rng = Rng(k as u64 + 7);
+        let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+        let whole = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+        let cb = whole.cb().unwrap();
+        for m in [1usize, 16] {
+            let x = activations(&mut rng, m, k);
+            let mut y = vec![0.0f32; m * n];
+            let t_whole = time(reps, || {
+                ctx.matmul(&whole, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).unwrap();
+            });
+            let outliers = ctx.matmul(&whole, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).unwrap().outlier_columns;
+            // The f64 product of the float32 inputs, and each output's bound magnitude.
+            let exact: Vec<f64> =
+                (0..m * n).map(|e| (0..k).map(|c| x[e / n * k + c] as f64 * w[e % n * k + c] as f64).sum()).collect();
+            for world in [1usize, 2, 4, 8] {
+                let parts: Vec<std::ops::Range<usize>> =
+                    (0..world).map(|r| r * k / world..(r + 1) * k / world).collect();
+                let shards: Vec<llmint8::Weight> = parts
+                    .iter()
+                    .map(|cols| ctx.quantize_weight_columns(Data::F32(&w), n, k, cols.clone(), None, &[]).unwrap())
+                    .collect();
+                let slices: Vec<Vec<f32>> = parts
+                    .iter()
+                    .map(|cols| x.chunks_exact(k).flat_map(|row| row[cols.clone()].iter().copied()).collect())
+                    .collect();
+                let mut global = vec![0.0f32; m];
+                for (shard, slice) in shards.iter().zip(&slices) {
+                    let mut stats = vec![0.0f32; m];
+                    ctx.row_parallel_statistics(shard, Data::F32(slice), m, 6.0, &mut stats).unwrap();
+                    for (g, s) in global.iter_mut().zip(&stats) {
+                        *g = g.max(*s);
+                    }
+                }
+                let mut sum = vec![0.0f32; m * n];
+                let mut partial = vec![0.0f32; m * n];
+                for (shard, slice) in shards.iter().zip(&slices) {
+                    ctx.matmul_row_parallel(shard, Data::F32(slice), m, 6.0, &global, DataMut::F32(&mut partial))
+                        .unwrap();
+                    for (s, p) in sum.iter_mut().zip(&partial) {
+                        *s += p;
+                    }
+                }
+                let mut stats = vec![0.0f32; m];
+                let t_rank = time(reps, || {
+                    ctx.row_parallel_statistics(&shards[0], Data::F32(&slices[0]), m, 6.0, &mut stats).unwrap();
+                    ctx.matmul_row_parallel(
+                        &shards[0],
+                        Data::F32(&slices[0]),
+                        m,
+                        6.0,
+                        &global,
+                        DataMut::F32(&mut partial),
+                    )
+                    .unwrap();
+                });
+                let u = 2f64.powi(-24);
+                let gamma = ((2 * outliers + world + 4) as f64 * u) / (1.0 - (2 * outliers + world + 4) as f64 * u);
+                let mut worst = 0.0f64;
+                for e in 0..m * n {
+                    let (i, j) = (e / n, e % n);
+                    let s: f64 = (0..k)
+                        .map(|c| {
+                            (x[i * k + c].abs() as f64 + global[i] as f64 / 254.0)
+                                * (cb[j * k + c] as f64 * whole.scb()[j] as f64 / 127.0).abs()
+                        })
+                        .sum();
+                    worst = worst.max((sum[e] as f64 - y[e] as f64).abs() / (gamma * s));
+                }
+                let rel = |v: &[f32]| {
+                    let num: f64 = v.iter().zip(&exact).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
+                    (num / exact.iter().map(|b| b * b).sum::<f64>()).sqrt()
+                };
+                println!(
+                    "| {name} | {m} | {world} | {:.3} | {:.3} | {worst:.3} | {:.3e} | {:.3e} |",
+                    t_rank * 1e3,
+                    t_whole * 1e3 / world as f64,
+                    rel(&sum),
+                    rel(&y)
+                );
+            }
+        }
+    }
+}
+
 fn row_scale_name(rule: RowScale) -> &'static str {
     match rule {
         RowScale::BitsAndBytes => "bitsandbytes",
@@ -395,7 +495,7 @@ fn main() {
     }
     match args
         .iter()
-        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape", "shared"].contains(&a.as_str()))
+        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp"].contains(&a.as_str()))
         .map(String::as_str)
     {
         Some("shape") => {
@@ -403,6 +503,7 @@ fn main() {
             shape(&ctx, reps, &args[at + 1..])
         }
         Some("shared") => shared(&ctx, reps),
+        Some("tp") => tensor_parallel(&ctx, reps),
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
         Some("quantize") => quantize(&ctx, reps),

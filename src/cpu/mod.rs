@@ -214,6 +214,32 @@ isa::multiversion! {
     }
 }
 
+isa::multiversion! {
+    /// Requantizes whole activation rows (from row `first_row`) whose given
+    /// absmax (`given`, a row-parallel call's MAX over the ranks) is not their
+    /// own (`absmax`), the outlier columns quantized to 0; `absmax` takes the
+    /// given values. Refuses a given value that is not such a MAX.
+    fn requantize_part<T: Element>(
+        x: &[T],
+        rounding: InputRounding,
+        given: &[f32],
+        first_row: usize,
+        outlier_columns: &[bool],
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32]
+    ) -> Result<()> {
+        for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
+            let m = quant::given_row_absmax(first_row + r, given[r], *a)?;
+            if m.to_bits() != a.to_bits() {
+                quant::quantize_activation_row_given_absmax(row, rounding, m, outlier_columns, q);
+                *a = m;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Vector-wise quantization of activations (`int8_vectorwise_quant`): fills `q`
 /// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
 /// and fills `outliers` with those columns in ascending order. `masks` is
@@ -275,17 +301,8 @@ pub(crate) fn quantize_activations<T: Element>(
         let union = &*union;
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
-        let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| -> Result<()> {
-            for (((r, row), q), a) in
-                range.clone().zip(row_slice(range).chunks_exact(cols)).zip(q.chunks_exact_mut(cols)).zip(a)
-            {
-                let m = quant::given_row_absmax(r, given[r], *a)?;
-                if m.to_bits() != a.to_bits() {
-                    quant::quantize_activation_row_given_absmax(row, rounding, m, union, q);
-                    *a = m;
-                }
-            }
-            Ok(())
+        let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+            requantize_part(path, row_slice(range), rounding, &given[range.clone()], range.start, union, cols, q, a)
         });
         // Parts run in row order: the first error names the lowest row.
         checked.into_iter().collect::<Result<Vec<()>>>()?;
