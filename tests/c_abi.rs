@@ -220,6 +220,25 @@ fn tensor_parallel_c_example_runs() {
             }
         }
     }
+    // docs/TENSOR_PARALLEL.md quotes it: every line it shows is in the file.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("examples/c/tensor_parallel.c")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/TENSOR_PARALLEL.md")).unwrap();
+    let quoted: Vec<(String, String)> = code_blocks(&doc).into_iter().filter(|(lang, _)| lang == "c").collect();
+    assert_eq!(quoted.len(), 1);
+    let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = normalize(&source);
+    // Its statements, comments left out (they name the NCCL calls the file only comments too).
+    let mut code = String::new();
+    for (i, part) in quoted[0].1.split("/*").enumerate() {
+        code.push_str(if i == 0 { part } else { part.split_once("*/").map_or("", |(_, rest)| rest) });
+    }
+    for statement in code.split(';').map(normalize).filter(|s| !s.is_empty()) {
+        assert!(
+            flat.contains(&statement),
+            "docs/TENSOR_PARALLEL.md quotes what examples/c/tensor_parallel.c lacks: {statement}"
+        );
+    }
 }
 
 /// The fenced code blocks of a Markdown text: (language, text).
