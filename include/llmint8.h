@@ -824,6 +824,38 @@ int32_t llmint8_context_row_scale(const struct llmint8_context *ctx,
 int32_t llmint8_context_match_bitsandbytes(struct llmint8_context *ctx);
 
 /**
+ * Reserves a CUDA context's scratch space for every matmul of up to `rows`
+ * rows with weights of `in_features` columns and up to `out_features` rows
+ * — plain, shared-input (`out_features` the largest weight's) and
+ * row-parallel calls — so that afterwards such calls on device memory
+ * allocate nothing, wait for nothing and copy nothing to the host: they can
+ * be captured in a CUDA graph on the engine's stream and replayed. Call it
+ * once before capturing, with the largest shapes the captured steps use
+ * (e.g. the decode batch and the model's widest layer). It allocates on the
+ * context's stream (stream-ordered) and returns without waiting.
+ *
+ * While the context's stream is capturing, llmint8 refuses, before queuing
+ * anything (so the capture stays valid), every call that cannot be
+ * captured, with LLMINT8_ERR_UNSUPPORTED: a matmul whose scratch does not fit
+ * what was reserved, one with a non-NULL `stats` (it waits), the `_host`
+ * calls, making a weight, `llmint8_context_synchronize` and this function.
+ *
+ * Returns LLMINT8_OK (also on a CPU context, which has nothing to reserve),
+ * LLMINT8_ERR_INVALID_ARGUMENT when `ctx` is NULL, LLMINT8_ERR_SHAPE for a
+ * zero size or one whose products overflow, LLMINT8_ERR_UNSUPPORTED for
+ * `in_features` above what the GPU takes or while capturing,
+ * LLMINT8_ERR_DEVICE when the allocation fails.
+ * Thread safety: may be called concurrently with other calls on `ctx`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+int32_t llmint8_context_reserve(struct llmint8_context *ctx,
+                                size_t rows,
+                                size_t in_features,
+                                size_t out_features);
+
+/**
  * Makes all later device work of a CUDA context run on `stream` (a
  * `CUstream` / `cudaStream_t` of the context's device, owned by the caller;
  * NULL is the default stream). Asynchronous: later work on `stream` is

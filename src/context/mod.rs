@@ -147,6 +147,27 @@ impl Context {
         }
     }
 
+    /// Reserves a CUDA context's scratch space for every matmul of up to
+    /// `rows` rows with weights of `in_features` columns and up to
+    /// `out_features` rows (plain, shared-input — `out_features` the largest
+    /// weight's — or row-parallel), so that such calls on device memory
+    /// afterwards allocate nothing: what capturing them in a CUDA graph
+    /// needs. Call it before the capture (it allocates; refused while the
+    /// stream is capturing). A CPU context has nothing to reserve: `Ok`.
+    pub fn reserve(&self, rows: usize, in_features: usize, out_features: usize) -> Result<()> {
+        if rows == 0 || in_features == 0 || out_features == 0 {
+            return Err(Error::shape(format!(
+                "reserve for {rows} rows, in_features {in_features}, out_features {out_features}: each must be > 0"
+            )));
+        }
+        checked_len(rows, in_features, "rows · in_features")?;
+        checked_len(rows, out_features, "rows · out_features")?;
+        match &self.place {
+            Place::Cuda(gpu) => cuda::reserve(gpu, rows, in_features, out_features),
+            Place::Cpu => Ok(()),
+        }
+    }
+
     /// Sends this context's later device work to `stream` (a `CUstream` of the
     /// context's device; NULL is the default stream). Asynchronous: nothing
     /// waits on the host. CUDA contexts only.

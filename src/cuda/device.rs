@@ -252,10 +252,15 @@ impl Gpu {
         Ok(())
     }
 
-    /// Waits for all work queued on this context's stream.
+    /// Waits for all work queued on this context's stream (refused while it
+    /// is capturing: a wait would break the capture).
     pub(crate) fn synchronize(&self) -> Result<()> {
         let _current = self.make_current()?;
-        let stream = self.state().stream;
+        let stream = {
+            let state = self.state();
+            self.refuse_while_capturing(&state, "llmint8_context_synchronize")?;
+            state.stream
+        };
         // SAFETY: the stream belongs to this context (or is the default stream).
         self.check(unsafe { (self.rt.driver.cuStreamSynchronize)(stream) }, "cuStreamSynchronize")
     }
@@ -280,12 +285,59 @@ impl Gpu {
         state.stream = std::ptr::null_mut();
     }
 
+    /// Whether the context's stream is being captured into a CUDA graph (an
+    /// invalidated capture counts: nothing may be queued on it either).
+    pub(crate) fn is_capturing(&self, state: &StreamState) -> Result<bool> {
+        let mut status: std::ffi::c_int = sys::CU_STREAM_CAPTURE_STATUS_NONE;
+        // SAFETY: valid out-pointer; the stream belongs to this context (or is the default stream).
+        self.check(unsafe { (self.rt.driver.cuStreamIsCapturing)(state.stream, &mut status) }, "cuStreamIsCapturing")?;
+        Ok(status != sys::CU_STREAM_CAPTURE_STATUS_NONE)
+    }
+
+    /// Refuses `what` — a call that allocates, waits or copies to the host —
+    /// while the context's stream is being captured, before it queues
+    /// anything, so that the engine's capture stays intact.
+    pub(crate) fn refuse_while_capturing(&self, state: &StreamState, what: &str) -> Result<()> {
+        if self.is_capturing(state)? {
+            return Err(Error::unsupported(format!(
+                "{what} cannot be captured in a CUDA graph (it allocates, waits for the stream or copies to the host), \
+                 and the context's stream is capturing"
+            )));
+        }
+        Ok(())
+    }
+
     /// Grows the scratch space to `bytes` (stream-ordered: the old space is
-    /// freed after the work queued before on the stream).
+    /// freed after the work queued before on the stream) — not while the
+    /// stream is capturing, where a call must fit what
+    /// [`Gpu::reserve_scratch`] reserved.
     pub(crate) fn ensure_scratch(&self, state: &mut StreamState, bytes: usize) -> Result<CUdeviceptr> {
         if state.scratch_bytes >= bytes {
             return Ok(state.scratch);
         }
+        if self.is_capturing(state)? {
+            return Err(Error::unsupported(format!(
+                "this call needs {bytes} bytes of scratch and the context has {}, and its stream is capturing \
+                 (a CUDA graph cannot allocate): call llmint8_context_reserve with this call's shapes before capturing",
+                state.scratch_bytes
+            )));
+        }
+        self.grow_scratch(state, bytes)
+    }
+
+    /// Grows the scratch space to at least `bytes` now, so that later calls
+    /// that fit allocate nothing (what CUDA-graph capture needs).
+    pub(crate) fn reserve_scratch(&self, bytes: usize) -> Result<()> {
+        let _current = self.make_current()?;
+        let mut state = self.state();
+        if state.scratch_bytes >= bytes {
+            return Ok(());
+        }
+        self.refuse_while_capturing(&state, "reserving scratch space")?;
+        self.grow_scratch(&mut state, bytes).map(|_| ())
+    }
+
+    fn grow_scratch(&self, state: &mut StreamState, bytes: usize) -> Result<CUdeviceptr> {
         let d = &self.rt.driver;
         if state.scratch != 0 {
             // SAFETY: allocated on this stream below; freed once, in stream order.

@@ -78,6 +78,7 @@ fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usiz
 pub(crate) unsafe fn matmul_device_memory(gpu: &Arc<Gpu>, call: &DeviceMatmul<'_>, want_stats: bool) -> Result<usize> {
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
+    refuse_stats_while_capturing(gpu, &state, want_stats)?;
     // SAFETY: as the caller promises.
     let count = unsafe { ops::matmul(gpu, call, &mut state)? };
     if want_stats {
@@ -106,6 +107,7 @@ pub(crate) unsafe fn matmul_shared_input_device_memory(
 ) -> Result<usize> {
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
+    refuse_stats_while_capturing(gpu, &state, want_stats)?;
     // SAFETY: as the caller promises.
     let counters = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, None, settings, &mut state)? };
     if want_stats {
@@ -113,6 +115,22 @@ pub(crate) unsafe fn matmul_shared_input_device_memory(
     } else {
         Ok(0)
     }
+}
+
+/// Refuses a call that would wait for its statistics while the stream is
+/// being captured into a CUDA graph (nothing is queued then).
+fn refuse_stats_while_capturing(gpu: &Gpu, state: &StreamState, want_stats: bool) -> Result<()> {
+    if want_stats {
+        gpu.refuse_while_capturing(state, "a call that returns statistics (stats not NULL)")?;
+    }
+    Ok(())
+}
+
+/// Reserves the scratch space of `gpu`'s context for every matmul of up to
+/// `rows` rows with weights of `in_features` columns and up to
+/// `out_features` rows, so that such calls allocate nothing afterwards.
+pub(crate) fn reserve(gpu: &Gpu, rows: usize, in_features: usize, out_features: usize) -> Result<()> {
+    gpu.reserve_scratch(ops::scratch_bytes_for(rows, in_features, out_features)?)
 }
 
 /// Reads a row-parallel call's refused row back (the stream is waited on by
@@ -151,6 +169,7 @@ pub(crate) unsafe fn matmul_row_parallel_device_memory(
 ) -> Result<usize> {
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
+    refuse_stats_while_capturing(gpu, &state, want_stats)?;
     // SAFETY: as the caller promises.
     let counters = unsafe { ops::matmul_row_parallel(gpu, call, row_absmax, &mut state)? };
     if !want_stats {
@@ -181,6 +200,7 @@ pub(crate) unsafe fn row_statistics_device_memory(
 ) -> Result<usize> {
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
+    refuse_stats_while_capturing(gpu, &state, want_stats)?;
     // SAFETY: as the caller promises.
     let count = unsafe { ops::row_statistics(gpu, w, x, rows, threshold, settings, out, &mut state)? };
     if want_stats {
@@ -206,6 +226,7 @@ pub(crate) fn row_statistics_host_memory(
     let out_bytes = std::mem::size_of_val(out);
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
+    gpu.refuse_while_capturing(&state, "a call on host memory")?;
     let d = &gpu.rt.driver;
     let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
     let out_dev = StreamBuffer::new(gpu, &state, out_bytes, "cuMemAllocAsync (row_absmax)")?;
@@ -302,6 +323,7 @@ fn host_memory_products(
         .collect();
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
+    gpu.refuse_while_capturing(&state, "a call on host memory")?;
     let d = &gpu.rt.driver;
     let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
     let y_devs: Vec<StreamBuffer<'_>> = ys

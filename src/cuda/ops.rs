@@ -113,6 +113,20 @@ impl ScratchLayout {
     }
 }
 
+/// Scratch bytes that every matmul of up to `rows` rows with weights of
+/// `in_features` = `k` and up to `n` out_features fits (the largest layout
+/// over the row counts: the accumulator chunk shrinks as rows grow, so the
+/// largest count is not always the largest layout).
+pub(crate) fn scratch_bytes_for(rows: usize, k: usize, n: usize) -> Result<usize> {
+    check_in_features(k)?;
+    let kp = cb_row_stride(k);
+    let mut most = 0;
+    for mp in (4..=padded_rows(rows.max(1))).step_by(4) {
+        most = most.max(ScratchLayout::new(mp, k, kp, n, chunk_rows(mp, padded_n(n)))?.total);
+    }
+    Ok(most)
+}
+
 /// Weight rows per GEMM: all of them when the accumulators fit the budget, else
 /// a multiple of 16 that does (`n` is a multiple of 16).
 fn chunk_rows(rows: usize, n: usize) -> usize {

@@ -26,6 +26,8 @@ pub const CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: c_int = 9;
 pub const CU_MEMORYTYPE_DEVICE: c_uint = 2;
 pub const CU_MEMORYTYPE_UNIFIED: c_uint = 4;
 pub const CU_EVENT_DISABLE_TIMING: c_uint = 2;
+/// `CUstreamCaptureStatus`: not capturing.
+pub const CU_STREAM_CAPTURE_STATUS_NONE: c_int = 0;
 
 pub type nvrtcResult = c_int;
 pub type nvrtcProgram = *mut c_void;
@@ -110,6 +112,7 @@ entry_points!(Driver {
     cuMemsetD32Async = "cuMemsetD32Async": fn(CUdeviceptr, c_uint, usize, CUstream) -> CUresult;
     cuPointerGetAttribute = "cuPointerGetAttribute": fn(*mut c_void, c_int, CUdeviceptr) -> CUresult;
     cuStreamSynchronize = "cuStreamSynchronize": fn(CUstream) -> CUresult;
+    cuStreamIsCapturing = "cuStreamIsCapturing": fn(CUstream, *mut c_int) -> CUresult;
     cuStreamWaitEvent = "cuStreamWaitEvent": fn(CUstream, CUevent, c_uint) -> CUresult;
     cuEventCreate = "cuEventCreate": fn(*mut CUevent, c_uint) -> CUresult;
     cuEventRecord = "cuEventRecord": fn(CUevent, CUstream) -> CUresult;

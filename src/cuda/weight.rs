@@ -142,6 +142,10 @@ impl Weight {
         n: usize,
         k: usize,
     ) -> Result<Weight> {
+        {
+            let _current = gpu.make_current()?;
+            gpu.refuse_while_capturing(&gpu.state(), "making a weight")?;
+        }
         let mut weight = Weight::allocate(gpu, n, k, bias)?;
         let (kp, cb_dev, scb_dev) = (weight.row_stride, &weight.cb, &weight.scb);
         let _current = gpu.make_current()?;
@@ -182,6 +186,10 @@ impl Weight {
         rounding: InputRounding,
         bias: Option<Vec<f32>>,
     ) -> Result<Weight> {
+        {
+            let _current = gpu.make_current()?;
+            gpu.refuse_while_capturing(&gpu.state(), "making a weight")?;
+        }
         let mut weight = Weight::allocate(gpu, n, k, bias)?;
         let (kp, cb_dev, scb_dev) = (weight.row_stride, &weight.cb, &weight.scb);
         let first_bad = gpu.alloc(4, "cuMemAlloc")?;

@@ -41,6 +41,13 @@ typedef int (*cuMemcpyDtoHAsync_t)(void *, uint64_t, size_t, void *);
 typedef int (*cuStreamCreate_t)(void **, unsigned);
 typedef int (*cuStreamDestroy_t)(void *);
 typedef int (*cuStreamSynchronize_t)(void *);
+typedef int (*cuStreamBeginCapture_t)(void *, int);
+typedef int (*cuStreamEndCapture_t)(void *, void **);
+typedef int (*cuStreamIsCapturing_t)(void *, int *);
+typedef int (*cuGraphInstantiateWithFlags_t)(void **, void *, unsigned long long);
+typedef int (*cuGraphLaunch_t)(void *, void *);
+typedef int (*cuGraphExecDestroy_t)(void *);
+typedef int (*cuGraphDestroy_t)(void *);
 
 static struct {
     cuInit_t init;
@@ -54,6 +61,13 @@ static struct {
     cuStreamCreate_t stream_create;
     cuStreamDestroy_t stream_destroy;
     cuStreamSynchronize_t stream_sync;
+    cuStreamBeginCapture_t begin_capture;
+    cuStreamEndCapture_t end_capture;
+    cuStreamIsCapturing_t is_capturing;
+    cuGraphInstantiateWithFlags_t instantiate;
+    cuGraphLaunch_t graph_launch;
+    cuGraphExecDestroy_t exec_destroy;
+    cuGraphDestroy_t graph_destroy;
 } cu;
 
 static void bind(void *lib, void **slot, const char *name) {
@@ -117,6 +131,13 @@ int main(void) {
     bind(lib, (void **)&cu.stream_create, "cuStreamCreate");
     bind(lib, (void **)&cu.stream_destroy, "cuStreamDestroy_v2");
     bind(lib, (void **)&cu.stream_sync, "cuStreamSynchronize");
+    bind(lib, (void **)&cu.begin_capture, "cuStreamBeginCapture_v2");
+    bind(lib, (void **)&cu.end_capture, "cuStreamEndCapture");
+    bind(lib, (void **)&cu.is_capturing, "cuStreamIsCapturing");
+    bind(lib, (void **)&cu.instantiate, "cuGraphInstantiateWithFlags");
+    bind(lib, (void **)&cu.graph_launch, "cuGraphLaunch");
+    bind(lib, (void **)&cu.exec_destroy, "cuGraphExecDestroy");
+    bind(lib, (void **)&cu.graph_destroy, "cuGraphDestroy");
 
     /* The engine's side: device 0's primary context current, its own stream. */
     void *primary = NULL, *stream = NULL, *other_stream = NULL;
@@ -324,6 +345,138 @@ int main(void) {
                          (void *)(uintptr_t)y_dev, LLMINT8_BF16, NULL) == LLMINT8_ERR_INVALID_ARGUMENT,
           "x on device 1 taken by a context on device 0");
     CHECK(strstr(llmint8_last_error(), "device 1") != NULL, "the message names the device");
+
+    /* CUDA-graph capture of a decode step — a matmul, a shared-input pair and
+     * a row-parallel stage (statistics, then the partial with them) — on the
+     * engine's stream, by a fresh context whose scratch is reserved first;
+     * replayed with new input bytes in the same buffer, every replay equal to
+     * the same step run uncaptured, bit for bit. */
+    {
+        llmint8_context *g = NULL;
+        CHECK(llmint8_context_create(LLMINT8_BACKEND_CUDA, 0, &g) == LLMINT8_OK, "capture context");
+        if (!g) return 1;
+        CHECK(llmint8_context_set_stream(g, stream) == LLMINT8_OK, "set_stream (capture context)");
+        /* wa, wb: [K, N] (they take the first layer's output); wc: all K columns of W as a row-parallel shard. */
+        static uint16_t wab_host[K * N];
+        for (int i = 0; i < K * N; i++) wab_host[i] = f16_bits((float)((i * 4111 % 1999) - 999) * 2e-4f);
+        llmint8_weight *wa = NULL, *wb = NULL, *wc = NULL;
+        CHECK(llmint8_weight_quantize(g, wab_host, LLMINT8_F16, K, N, NULL, LLMINT8_F32, &wa) == LLMINT8_OK, "wa");
+        CHECK(llmint8_weight_quantize(g, wab_host, LLMINT8_F16, K, N, bias, LLMINT8_F32, &wb) == LLMINT8_OK, "wb");
+        CHECK(llmint8_weight_quantize_columns(g, w_host, LLMINT8_F16, N, K, 0, K, bias, LLMINT8_F32, NULL, 0, &wc) ==
+                  LLMINT8_OK,
+              "wc");
+        if (!wa || !wb || !wc) return 1;
+        uint64_t h = device_copy(NULL, ROWS * N * 2, stream), ya = device_copy(NULL, ROWS * K * 2, stream);
+        uint64_t yb = device_copy(NULL, ROWS * K * 2, stream), yc = device_copy(NULL, ROWS * N * 2, stream);
+        uint64_t absmax = device_copy(NULL, ROWS * 4, stream);
+        const llmint8_weight *pair[2] = {wa, wb};
+        void *pair_out[2] = {(void *)(uintptr_t)ya, (void *)(uintptr_t)yb};
+#define DEV(p) ((void *)(uintptr_t)(p))
+#define STEP()                                                                                                        \
+    (llmint8_matmul(g, w_gpu, DEV(x_dev), LLMINT8_F16, ROWS, 6.0f, DEV(h), LLMINT8_F16, NULL) == LLMINT8_OK &&          \
+     llmint8_matmul_shared_input(g, pair, 2, DEV(h), LLMINT8_F16, ROWS, 6.0f, pair_out, LLMINT8_F16, NULL) ==          \
+         LLMINT8_OK &&                                                                                                \
+     llmint8_row_parallel_statistics(g, wc, DEV(ya), LLMINT8_F16, ROWS, 6.0f, (float *)DEV(absmax), NULL) ==          \
+         LLMINT8_OK &&                                                                                                \
+     llmint8_matmul_row_parallel(g, wc, DEV(ya), LLMINT8_F16, ROWS, 6.0f, (const float *)DEV(absmax), DEV(yc),        \
+                                 LLMINT8_F16, NULL) == LLMINT8_OK)
+
+        /* Without a reservation the fresh context's scratch is too small: the
+         * first call is refused before it queues anything; the capture stays valid. */
+        void *graph = NULL, *exec = NULL;
+        int status = -1;
+        must(cu.begin_capture(stream, 0), "cuStreamBeginCapture (global mode)");
+        CHECK(llmint8_matmul(g, w_gpu, DEV(x_dev), LLMINT8_F16, ROWS, 6.0f, DEV(h), LLMINT8_F16, NULL) ==
+                  LLMINT8_ERR_UNSUPPORTED,
+              "a call whose scratch was not reserved, while capturing");
+        CHECK(strstr(llmint8_last_error(), "llmint8_context_reserve") != NULL, "the message names the reservation");
+        CHECK(llmint8_context_reserve(g, ROWS, K, K) == LLMINT8_ERR_UNSUPPORTED, "reserving while capturing");
+        must(cu.is_capturing(stream, &status), "cuStreamIsCapturing");
+        CHECK(status == 1, "the refused calls left the capture active (status %d)", status);
+        must(cu.end_capture(stream, &graph), "cuStreamEndCapture");
+        must(cu.graph_destroy(graph), "cuGraphDestroy");
+
+        /* Reserved for the step's largest shapes (in_features and out_features up to K). */
+        CHECK(llmint8_context_reserve(g, ROWS, K, K) == LLMINT8_OK, "reserve");
+        CHECK(llmint8_context_reserve(g, 0, K, K) == LLMINT8_ERR_SHAPE, "reserve 0 rows");
+        static uint16_t x_a[ROWS * K], x_b[ROWS * K], yb_ref[ROWS * K], yc_ref[ROWS * N], yb_got[ROWS * K],
+            yc_got[ROWS * N];
+        for (int i = 0; i < ROWS * K; i++) {
+            x_a[i] = x_host[i];
+            x_b[i] = f16_bits((float)((i * 37 % 29) - 14) * 0.25f);
+        }
+        x_b[7] = f16_bits(12.0f); /* one outlier column */
+        must(cu.begin_capture(stream, 0), "cuStreamBeginCapture (global mode)");
+        CHECK(STEP(), "the decode step, captured");
+        /* What cannot be captured is refused without touching the capture. */
+        llmint8_matmul_stats st;
+        CHECK(llmint8_matmul(g, w_gpu, DEV(x_dev), LLMINT8_F16, ROWS, 6.0f, DEV(h), LLMINT8_F16, &st) ==
+                  LLMINT8_ERR_UNSUPPORTED,
+              "stats while capturing");
+        CHECK(llmint8_matmul_host(g, w_gpu, x_host, LLMINT8_F16, ROWS, 6.0f, y_seen, LLMINT8_BF16, NULL) ==
+                  LLMINT8_ERR_UNSUPPORTED,
+              "a host-memory call while capturing");
+        CHECK(llmint8_context_synchronize(g) == LLMINT8_ERR_UNSUPPORTED, "synchronize while capturing");
+        llmint8_weight *late = (llmint8_weight *)1;
+        CHECK(llmint8_weight_quantize(g, wab_host, LLMINT8_F16, K, N, NULL, LLMINT8_F32, &late) ==
+                      LLMINT8_ERR_UNSUPPORTED &&
+                  late == NULL,
+              "making a weight while capturing");
+        must(cu.end_capture(stream, &graph), "cuStreamEndCapture (the capture is intact)");
+        must(cu.instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+        void (*graph_counters)(uint64_t *) = NULL;
+        *(void **)&graph_counters = dlsym(lib, "llmint8_fake_cuda_graph_counters");
+        for (int replay = 0; replay < 4; replay++) {
+            const uint16_t *x_in = replay % 2 ? x_b : x_a;
+            /* Uncaptured: the same step on the same buffers. */
+            must(cu.htod(x_dev, x_in, sizeof x_a, stream), "cuMemcpyHtoDAsync");
+            CHECK(STEP(), "the decode step, uncaptured");
+            must(cu.dtoh(yb_ref, yb, sizeof yb_ref, stream), "cuMemcpyDtoHAsync");
+            must(cu.dtoh(yc_ref, yc, sizeof yc_ref, stream), "cuMemcpyDtoHAsync");
+            /* Replayed: new bytes in x, the outputs poisoned first. */
+            must(cu.htod(yb, poison, sizeof yb_got, stream), "cuMemcpyHtoDAsync");
+            must(cu.htod(yc, poison, sizeof yc_got, stream), "cuMemcpyHtoDAsync");
+            must(cu.htod(x_dev, x_in, sizeof x_a, stream), "cuMemcpyHtoDAsync");
+            if (graph_counters) counters(before);
+            must(cu.graph_launch(exec, stream), "cuGraphLaunch");
+            if (graph_counters) counters(after);
+            must(cu.stream_sync(stream), "cuStreamSynchronize");
+            must(cu.dtoh(yb_got, yb, sizeof yb_got, stream), "cuMemcpyDtoHAsync");
+            must(cu.dtoh(yc_got, yc, sizeof yc_got, stream), "cuMemcpyDtoHAsync");
+            CHECK(memcmp(yb_got, yb_ref, sizeof yb_ref) == 0 && memcmp(yc_got, yc_ref, sizeof yc_ref) == 0,
+                  "replay %d differs from the uncaptured step", replay);
+            CHECK(memcmp(yc_got, poison, sizeof yc_got) != 0, "replay %d wrote nothing", replay);
+            if (graph_counters)
+                CHECK(WORK(0, 0, 0), "a replay is queued as recorded work, no new calls: " COUNTS);
+        }
+        /* The captured row-parallel stage of one rank is the plain matmul of that layer. */
+        static uint16_t ya_host[ROWS * K], yc_plain[ROWS * N];
+        must(cu.dtoh(ya_host, ya, sizeof ya_host, stream), "cuMemcpyDtoHAsync");
+        CHECK(llmint8_matmul_host(cpu, w_cpu, ya_host, LLMINT8_F16, ROWS, 6.0f, yc_plain, LLMINT8_F16, NULL) ==
+                  LLMINT8_OK,
+              "CPU matmul of the last layer");
+        CHECK(memcmp(yc_plain, yc_got, sizeof yc_plain) == 0, "one rank's row-parallel stage differs from the matmul");
+        if (graph_counters) {
+            uint64_t g_counts[2];
+            graph_counters(g_counts);
+            CHECK(g_counts[0] >= 4, "%d graph launches", (int)g_counts[0]);
+            printf("capture: %d graph launches, %d operations refused on a capturing stream by the driver\n",
+                   (int)g_counts[0], (int)g_counts[1]);
+            CHECK(g_counts[1] == 0, "llmint8 made the driver refuse %d operations while capturing", (int)g_counts[1]);
+        }
+        must(cu.htod(x_dev, x_host, sizeof x_host, stream), "cuMemcpyHtoDAsync"); /* x as before, for the rest */
+        must(cu.exec_destroy(exec), "cuGraphExecDestroy");
+        must(cu.graph_destroy(graph), "cuGraphDestroy");
+        llmint8_weight_destroy(wa);
+        llmint8_weight_destroy(wb);
+        llmint8_weight_destroy(wc);
+        llmint8_context_destroy(g);
+        must(cu.free(h), "cuMemFree");
+        must(cu.free(ya), "cuMemFree");
+        must(cu.free(yb), "cuMemFree");
+        must(cu.free(yc), "cuMemFree");
+        must(cu.free(absmax), "cuMemFree");
+    }
 
     /* Teardown: the context first, with work still queued on the engine's
      * stream and its weight alive — destroying it waits for that work and

@@ -133,6 +133,11 @@ int main(void) {
     ROW(llmint8_context_match_bitsandbytes, "`ctx` NULL", llmint8_context_match_bitsandbytes(NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_set_stream, "`ctx` NULL", llmint8_context_set_stream(NULL, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_set_stream, "a CPU context", llmint8_context_set_stream(ctx, (void *)threads), LLMINT8_ERR_UNSUPPORTED);
+    ROW(llmint8_context_reserve, "a CPU context (nothing to reserve; reference row)", llmint8_context_reserve(ctx, 16, 4096, 11008), LLMINT8_OK);
+    ROW(llmint8_context_reserve, "`ctx` NULL", llmint8_context_reserve(NULL, 16, 4096, 4096), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_context_reserve, "`rows` 0", llmint8_context_reserve(ctx, 0, 4096, 4096), LLMINT8_ERR_SHAPE);
+    ROW(llmint8_context_reserve, "`in_features` 0", llmint8_context_reserve(ctx, 16, 0, 4096), LLMINT8_ERR_SHAPE);
+    ROW(llmint8_context_reserve, "`rows · out_features` overflows", llmint8_context_reserve(ctx, SIZE_MAX / 2, 1, 4), LLMINT8_ERR_SHAPE);
     ROW(llmint8_context_synchronize, "`ctx` NULL", llmint8_context_synchronize(NULL), LLMINT8_ERR_INVALID_ARGUMENT);
     ROW(llmint8_context_synchronize, "a CPU context (nothing to wait for)", llmint8_context_synchronize(ctx), LLMINT8_OK);
 

@@ -65,8 +65,11 @@ enum : int {
     INVALID_IMAGE = 200,
     INVALID_CONTEXT = 201,
     INVALID_HANDLE = 400,
+    ILLEGAL_STATE = 401,
     NOT_FOUND = 500,
     LAUNCH_OUT_OF_RESOURCES = 701,
+    STREAM_CAPTURE_UNSUPPORTED = 900,
+    STREAM_CAPTURE_INVALIDATED = 901,
 };
 enum : int { LT_SUCCESS = 0, LT_NOT_INITIALIZED = 1, LT_INVALID_VALUE = 7, LT_NOT_SUPPORTED = 15 };
 
@@ -94,6 +97,7 @@ bool initialized = false;
 // What the library asked of the device, for tests of its work per call.
 struct Counters {
     uint64_t launches, gemms, memsets, allocations, synchronizations, host_copies;
+    uint64_t graph_launches, capture_violations;
 } counters;
 
 // Objects handed out as opaque handles by a create call, checked on every use
@@ -181,10 +185,30 @@ void release(uintptr_t p) {
 }
 
 // ---- streams and events ----
+// Stream capture (cuStreamBeginCapture … cuStreamEndCapture): while a stream
+// captures, the work queued on it is recorded into its graph instead of run;
+// an instantiated graph's launch queues the recorded work again, in order.
+// What a CUDA graph cannot hold — allocation, freeing, synchronization, copies
+// from or to pageable host memory — is refused while capturing
+// (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) and invalidates the capture, whose
+// end then fails (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED), as on a GPU in the
+// global capture mode.
+struct Graph {
+    std::vector<std::function<void()>> work;
+};
+Handles<Graph> graphs;
+struct GraphExec {
+    int device;
+    std::vector<std::function<void()>> work;
+};
+Handles<GraphExec> graph_execs;
+
 struct Stream {
     int device;
     bool legacy;
     std::deque<std::function<void()>> queue;
+    Graph *capture = nullptr;  // while capturing
+    bool invalidated = false;  // the capture met something it cannot hold
 };
 Stream legacy_streams[16];
 Handles<Stream> streams;  // created by cuStreamCreate
@@ -241,6 +265,10 @@ void wait_for(Stream *s) {
 // stream of its device, and they wait for it: running the others' queues
 // first keeps that order (running work early is always allowed).
 void enqueue(Stream *s, std::function<void()> work) {
+    if (s->capture) {
+        if (!s->invalidated) s->capture->work.push_back(std::move(work));
+        return;
+    }
     if (s->legacy) {
         for (Stream *other : streams.live)
             if (other->device == s->device) run(other);
@@ -248,6 +276,24 @@ void enqueue(Stream *s, std::function<void()> work) {
         run(&legacy_streams[s->device]);
     }
     s->queue.push_back(std::move(work));
+}
+
+// Refuses an operation a CUDA graph cannot hold on a capturing stream `s`
+// (true: refused, the capture invalidated).
+bool refused_in_capture(Stream *s) {
+    if (!s || !s->capture) return false;
+    s->invalidated = true;
+    counters.capture_violations++;
+    return true;
+}
+
+// The same for a call that is not on a stream (cuMemAlloc, cuMemFree,
+// cuCtxSynchronize): refused while any stream of the device captures.
+bool refused_while_device_captures(int device) {
+    bool refused = false;
+    for (Stream *s : streams.live)
+        if (s->device == device && s->capture) refused = refused_in_capture(s) || refused;
+    return refused;
 }
 
 // ---- kernels ----
@@ -386,6 +432,9 @@ EXPORT int cuGetErrorString(int error, const char **text) {
         case INVALID_HANDLE: *text = "invalid resource handle"; break;
         case NOT_FOUND: *text = "named symbol not found"; break;
         case LAUNCH_OUT_OF_RESOURCES: *text = "too many resources requested for launch"; break;
+        case ILLEGAL_STATE: *text = "the operation cannot be performed in the present state"; break;
+        case STREAM_CAPTURE_UNSUPPORTED: *text = "operation not permitted when stream is capturing"; break;
+        case STREAM_CAPTURE_INVALIDATED: *text = "operation failed due to a previous error during capture"; break;
         default: *text = nullptr; return INVALID_VALUE;
     }
     return SUCCESS;
@@ -468,6 +517,7 @@ EXPORT int cuMemAlloc_v2(uint64_t *ptr, size_t bytes) {
     Guard g(lock);
     NEED_CONTEXT;
     if (!ptr) return INVALID_VALUE;
+    if (refused_while_device_captures(current()->device)) return STREAM_CAPTURE_UNSUPPORTED;
     counters.allocations++;
     uintptr_t p = 0;
     int r = allocate(&p, bytes, current()->device);
@@ -479,6 +529,7 @@ EXPORT int cuMemFree_v2(uint64_t ptr) {
     Guard g(lock);
     NEED_CONTEXT;
     if (ptr == 0) return SUCCESS;
+    if (refused_while_device_captures(current()->device)) return STREAM_CAPTURE_UNSUPPORTED;
     run_everything();  // cuMemFree synchronizes
     release((uintptr_t)ptr);
     return SUCCESS;
@@ -489,6 +540,7 @@ EXPORT int cuMemAllocAsync(uint64_t *ptr, size_t bytes, void *stream) {
     NEED_CONTEXT;
     if (!ptr) return INVALID_VALUE;
     if (!stream_of(stream)) return INVALID_HANDLE;
+    if (refused_in_capture(stream_of(stream))) return STREAM_CAPTURE_UNSUPPORTED;
     counters.allocations++;
     uintptr_t p = 0;
     int r = allocate(&p, bytes, current()->device);
@@ -501,6 +553,7 @@ EXPORT int cuMemFreeAsync(uint64_t ptr, void *stream) {
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    if (refused_in_capture(s)) return STREAM_CAPTURE_UNSUPPORTED;
     if (!find(ptr, 0) || find(ptr, 0)->start != ptr) return INVALID_VALUE;
     enqueue(s, [ptr] { release((uintptr_t)ptr); });
     return SUCCESS;
@@ -511,6 +564,7 @@ EXPORT int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, voi
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    if (refused_in_capture(s)) return STREAM_CAPTURE_UNSUPPORTED;
     counters.host_copies++;
     if (bytes == 0) return SUCCESS;
     if (!src) return INVALID_VALUE;
@@ -529,6 +583,7 @@ EXPORT int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *str
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    if (refused_in_capture(s)) return STREAM_CAPTURE_UNSUPPORTED;
     counters.host_copies++;
     if (bytes == 0) return SUCCESS;
     if (!dst) return INVALID_VALUE;
@@ -591,6 +646,7 @@ EXPORT int cuStreamSynchronize(void *stream) {
     NEED_CONTEXT;
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
+    if (refused_in_capture(s)) return STREAM_CAPTURE_UNSUPPORTED;
     counters.synchronizations++;
     wait_for(s);
     return SUCCESS;
@@ -599,9 +655,86 @@ EXPORT int cuStreamSynchronize(void *stream) {
 EXPORT int cuCtxSynchronize() {
     Guard g(lock);
     NEED_CONTEXT;
+    if (refused_while_device_captures(current()->device)) return STREAM_CAPTURE_UNSUPPORTED;
     counters.synchronizations++;
     run_all_of_device(current()->device);
     return SUCCESS;
+}
+
+EXPORT int cuStreamBeginCapture_v2(void *stream, int mode) {
+    Guard g(lock);
+    NEED_CONTEXT;
+    Stream *s = stream_of(stream);
+    if (!s) return INVALID_HANDLE;
+    if (mode < 0 || mode > 2) return INVALID_VALUE;
+    if (s->legacy) return STREAM_CAPTURE_UNSUPPORTED;  // the legacy default stream cannot capture
+    if (s->capture) return ILLEGAL_STATE;
+    s->capture = static_cast<Graph *>(graphs.make(new Graph));
+    s->invalidated = false;
+    return SUCCESS;
+}
+
+EXPORT int cuStreamEndCapture(void *stream, void **graph) {
+    Guard g(lock);
+    NEED_CONTEXT;
+    Stream *s = stream_of(stream);
+    if (!s) return INVALID_HANDLE;
+    if (!graph) return INVALID_VALUE;
+    if (!s->capture) return ILLEGAL_STATE;
+    Graph *captured = s->capture;
+    s->capture = nullptr;
+    if (s->invalidated) {
+        graphs.destroy(captured);
+        *graph = nullptr;
+        return STREAM_CAPTURE_INVALIDATED;
+    }
+    *graph = captured;
+    return SUCCESS;
+}
+
+EXPORT int cuStreamIsCapturing(void *stream, int *status) {
+    Guard g(lock);
+    NEED_CONTEXT;
+    Stream *s = stream_of(stream);
+    if (!s) return INVALID_HANDLE;
+    if (!status) return INVALID_VALUE;
+    *status = !s->capture ? 0 : s->invalidated ? 2 : 1;  // NONE, ACTIVE, INVALIDATED
+    return SUCCESS;
+}
+
+EXPORT int cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long flags) {
+    Guard g(lock);
+    NEED_CONTEXT;
+    Graph *gr = graphs.get(graph);
+    if (!exec || flags != 0) return INVALID_VALUE;
+    if (!gr) return INVALID_HANDLE;
+    *exec = graph_execs.make(new GraphExec{current()->device, gr->work});
+    return SUCCESS;
+}
+
+EXPORT int cuGraphLaunch(void *exec, void *stream) {
+    Guard g(lock);
+    NEED_CONTEXT;
+    GraphExec *e = graph_execs.get(exec);
+    Stream *s = stream_of(stream);
+    if (!e || !s) return INVALID_HANDLE;
+    if (e->device != s->device) return INVALID_VALUE;
+    counters.graph_launches++;
+    for (const auto &work : e->work) enqueue(s, work);
+    return SUCCESS;
+}
+
+EXPORT int cuGraphExecDestroy(void *exec) {
+    Guard g(lock);
+    NEED_INIT;
+    run_everything();  // launches in flight complete first
+    return graph_execs.destroy(exec) ? SUCCESS : INVALID_HANDLE;
+}
+
+EXPORT int cuGraphDestroy(void *graph) {
+    Guard g(lock);
+    NEED_INIT;
+    return graphs.destroy(graph) ? SUCCESS : INVALID_HANDLE;
 }
 
 EXPORT int cuEventCreate(void **event, unsigned flags) {
@@ -719,6 +852,13 @@ EXPORT void llmint8_fake_cuda_counters(uint64_t out[6]) {
 }
 
 // How many times device's primary context is retained.
+// Graph launches so far, and operations refused on a capturing stream.
+EXPORT void llmint8_fake_cuda_graph_counters(uint64_t out[2]) {
+    Guard g(lock);
+    out[0] = counters.graph_launches;
+    out[1] = counters.capture_violations;
+}
+
 EXPORT int llmint8_fake_cuda_retained(int device) {
     Guard g(lock);
     return device >= 0 && device < 16 ? contexts[device].retained : -1;
