@@ -431,6 +431,12 @@ public:
 
     /// CUDA: later work goes to `stream` (a cudaStream_t of the context's device).
     void set_stream(void* stream) { detail::check(llmint8_context_set_stream(live(), stream)); }
+    /// CUDA: reserves scratch for every matmul of up to `rows` rows, in_features
+    /// up to `in_features` and out_features up to `out_features`, so that such
+    /// calls on device memory can be captured in a CUDA graph (nothing to do on the CPU).
+    void reserve(size_t rows, size_t in_features, size_t out_features) {
+        detail::check(llmint8_context_reserve(live(), rows, in_features, out_features));
+    }
     /// Waits for the work this context queued (nothing to do on the CPU).
     void synchronize() { detail::check(llmint8_context_synchronize(live())); }
 

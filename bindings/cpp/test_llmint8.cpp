@@ -88,6 +88,8 @@ int main() {
     ctx.matmul(weight, x.data(), rows, ybf.data(), LLMINT8_DEFAULT_THRESHOLD, &raw);  // the context's memory: host here
     CHECK(raw.outlier_columns == 1);
     ctx.synchronize();
+    ctx.reserve(16, 4096, 11008);  // nothing to reserve on the CPU
+    CHECK_THROWS(ctx.reserve(0, 4096, 4096), LLMINT8_ERR_SHAPE, "rows");
     CHECK_THROWS(ctx.set_stream(nullptr), LLMINT8_ERR_UNSUPPORTED, "CUDA");
     CHECK_THROWS(ctx.quantize_device(w.data(), out, in), LLMINT8_ERR_UNSUPPORTED, "CUDA");
 

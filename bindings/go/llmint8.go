@@ -179,6 +179,18 @@ func (c *Context) SetStream(stream unsafe.Pointer) error {
 	return err
 }
 
+// Reserve reserves a CUDA context's scratch for every matmul of up to rows
+// rows, in_features up to in and out_features up to out, so that such calls
+// on device memory can be captured in a CUDA graph (nothing to do on the CPU).
+func (c *Context) Reserve(rows, in, out int) error {
+	if rows < 0 || in < 0 || out < 0 {
+		return shapeError("reserve %d rows, in %d, out %d: negative", rows, in, out)
+	}
+	err := call(func() C.int32_t { return C.llmint8_context_reserve(c.p, C.size_t(rows), C.size_t(in), C.size_t(out)) })
+	runtime.KeepAlive(c)
+	return err
+}
+
 // Synchronize waits for the work the context queued (nothing to wait for on
 // the CPU, where calls return finished).
 func (c *Context) Synchronize() error {

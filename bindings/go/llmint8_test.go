@@ -166,6 +166,12 @@ func TestErrorsAreGoErrors(t *testing.T) {
 	if err := ctx.SetStream(nil); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("SetStream on a CPU context: %v", err)
 	}
+	if err := ctx.Reserve(16, 4096, 11008); err != nil {
+		t.Errorf("Reserve on a CPU context: %v", err)
+	}
+	if err := ctx.Reserve(0, 4096, 4096); !errors.Is(err, &Error{Status: StatusShape}) {
+		t.Errorf("Reserve(0 rows): %v", err)
+	}
 	if err := ctx.Synchronize(); err != nil {
 		t.Errorf("Synchronize on a CPU context: %v", err)
 	}

@@ -117,6 +117,15 @@ function set_stream!(ctx::Context, stream::Ptr{Cvoid})
     return ctx
 end
 
+# CUDA contexts: scratch reserved for every matmul of up to `rows` rows, in_features up
+# to `in_features`, out_features up to `out_features`, so that such calls on device
+# memory can be captured in a CUDA graph (nothing to do on the CPU).
+function reserve!(ctx::Context, rows::Integer, in_features::Integer, out_features::Integer)
+    check(ccall((:llmint8_context_reserve, libllmint8), Int32, (Ptr{Cvoid}, Csize_t, Csize_t, Csize_t),
+                ctx, rows, in_features, out_features))
+    return ctx
+end
+
 # Waits for the work the context queued (nothing to wait for on the CPU).
 function synchronize(ctx::Context)
     check(ccall((:llmint8_context_synchronize, libllmint8), Int32, (Ptr{Cvoid},), ctx))

@@ -55,6 +55,8 @@ using Test
         int8 = filter(t -> t.kind == :int8_weight, ts)
         @test length(int8) == 12
         ctx2 = Context()
+        @test LLMInt8.reserve!(ctx2, 16, 4096, 11008) === ctx2  # nothing to reserve on the CPU
+        @test_throws LLMInt8Error LLMInt8.reserve!(ctx2, 0, 4096, 4096)
         for t in int8
             W8 = Int8Weight(ctx2, ck, LLMInt8.prefix(t))
             @test size(W8) == (t.shape[1], t.shape[2])
