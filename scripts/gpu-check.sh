@@ -12,7 +12,9 @@
 #    and tests/cuda_backend.rs (CUDA against the CPU backend, bit for bit) on
 #    CUDA device 0 (LLMINT8_TEST_BACKEND=cuda: host memory through
 #    llmint8_matmul_host's path).
-# 3. scripts/gpu_check.py: GPU against the CPU backend bit for bit (every
+# 3. tests/c/cuda_device.c against the real driver (device memory, streams,
+#    CUDA-graph capture and replay).
+# 4. scripts/gpu_check.py: GPU against the CPU backend bit for bit (every
 #    dtype pair, thresholds 6 and 0, weights quantized on the host and on the
 #    device), the device-pointer and stream entry points, and the benchmark
 #    against cuBLAS fp16 (PyTorch), whose table it prints last.
@@ -29,6 +31,10 @@ for t in "$art"/tests/*; do
   timeout 180 "$t" --test-threads 1 2>&1 | grep -E "^test |test result|panicked|FAILED" | tail -40 || true
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 done
+# The C device program on the real driver: device pointers on the engine's
+# stream, and a decode step captured in a CUDA graph, replayed bit for bit.
+echo "== cuda_device (C ABI on device memory, CUDA-graph capture)"
+LLMINT8_LIBCUDA=libcuda.so.1 timeout 120 "$art/cuda_device" || failed=1
 # Few-row calls through the separate launches instead of the one-block prep
 # kernel (LLMINT8_CUDA_PREP=separate): both must be right; the tables compare them.
 echo "== gpu_check.py --quick, LLMINT8_CUDA_PREP=separate"
