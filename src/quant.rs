@@ -184,13 +184,7 @@ pub fn quantize_weight_row<T: Element>(
     rounding: InputRounding,
     q: &mut [i8],
 ) -> std::result::Result<f32, usize> {
-    let bits = abs_max_bits(row.iter().map(|&v| rounding.load(v).abs()));
-    if bits >= INF_BITS {
-        return Err(row.iter().position(|&v| !rounding.load(v).is_finite()).unwrap_or(0));
-    }
-    let absmax = f32::from_bits(bits);
-    quantize_row_with(row, rounding, absmax, q, |_, _| false);
-    Ok(absmax)
+    quantize_weight_row_columns(row, 0..row.len(), rounding, q)
 }
 
 /// Quantizes columns `cols` of one weight row into `q` with the absmax of the

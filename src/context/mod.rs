@@ -722,20 +722,13 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
-        if x.is_null() {
-            return Err(Error::invalid("x is NULL"));
-        }
-        gpu.check_device_pointer(x, "x")?;
+        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
         let mut products = Vec::with_capacity(weights.len());
         for (i, (w, &y)) in weights.iter().zip(ys).enumerate() {
-            if y.is_null() {
-                return Err(Error::invalid(format!("ys[{i}] is NULL")));
-            }
-            gpu.check_device_pointer(y, &format!("ys[{i}]"))?;
+            let y = self.device_matrix(gpu, y, y_dtype, &format!("ys[{i}]"))?;
             let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-            products.push((weight, DeviceMatrix { ptr: y as u64, dtype: y_dtype }));
+            products.push((weight, y));
         }
-        let x = DeviceMatrix { ptr: x as u64, dtype: x_dtype };
         let settings = self.cuda_settings();
         // SAFETY: as the caller promises.
         let outlier_columns = unsafe {
@@ -792,20 +785,10 @@ impl Context {
         if rows == 0 {
             return Ok(MatmulStats::default());
         }
-        if x.is_null() || y.is_null() {
-            return Err(Error::invalid(if x.is_null() { "x is NULL" } else { "y is NULL" }));
-        }
-        gpu.check_device_pointer(x, "x")?;
-        gpu.check_device_pointer(y, "y")?;
+        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
+        let y = self.device_matrix(gpu, y, y_dtype, "y")?;
         let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-        let call = Matmul {
-            weight,
-            x: DeviceMatrix { ptr: x as u64, dtype: x_dtype },
-            rows,
-            threshold,
-            y: DeviceMatrix { ptr: y as u64, dtype: y_dtype },
-            settings: self.cuda_settings(),
-        };
+        let call = Matmul { weight, x, rows, threshold, y, settings: self.cuda_settings() };
         // SAFETY: as the caller promises.
         let outlier_columns = unsafe { cuda::matmul_device_memory(gpu, &call, want_stats)? };
         Ok(MatmulStats { outlier_columns })
