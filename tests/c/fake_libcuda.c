@@ -36,6 +36,7 @@ int cuMemcpyDtoHAsync_v2(void) { return 999; }
 int cuMemsetD32Async(void) { return 999; }
 int cuPointerGetAttribute(void) { return 999; }
 int cuStreamSynchronize(void) { return 999; }
+int cuStreamIsCapturing(void) { return 999; }
 int cuStreamWaitEvent(void) { return 999; }
 int cuEventCreate(void) { return 999; }
 int cuEventRecord(void) { return 999; }
