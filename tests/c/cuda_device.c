@@ -415,7 +415,15 @@ int main(void) {
         }
         x_b[7] = f16_bits(12.0f); /* one outlier column */
         must(cu.begin_capture(stream, 0), "cuStreamBeginCapture (global mode)");
+        COUNT(before);
         CHECK(STEP(), "the decode step, captured");
+        COUNT(after);
+        if (emulated) {
+            printf("captured decode step: " COUNTS);
+            printf("\n");
+            CHECK(after[3] == before[3] && after[4] == before[4] && after[5] == before[5],
+                  "the captured step allocated, synchronized or copied to the host");
+        }
         /* What cannot be captured is refused without touching the capture. */
         llmint8_matmul_stats st;
         CHECK(llmint8_matmul(g, w_gpu, DEV(x_dev), LLMINT8_F16, ROWS, 6.0f, DEV(h), LLMINT8_F16, &st) ==
