@@ -273,15 +273,23 @@ pub fn quantize_activation_row_int8_part<T: Element>(
     outlier_columns: &[bool],
     q: &mut [i8],
 ) -> f32 {
+    let absmax = int8_part_absmax(row, rounding, outlier_columns);
+    quantize_activation_row_given_absmax(row, rounding, absmax, outlier_columns, q);
+    absmax
+}
+
+/// The absmax of a row's int8 part under [`RowScale::Int8Part`]: over the
+/// columns not marked in `outlier_columns`; NaN when one of them holds a
+/// non-finite value.
+#[inline(always)]
+pub fn int8_part_absmax<T: Element>(row: &[T], rounding: InputRounding, outlier_columns: &[bool]) -> f32 {
     let bits =
         abs_max_bits(row.iter().zip(outlier_columns).map(|(&v, &out)| if out { 0.0 } else { rounding.load(v).abs() }));
     if bits >= INF_BITS {
-        q.fill(0);
-        return f32::NAN;
+        f32::NAN
+    } else {
+        f32::from_bits(bits)
     }
-    let absmax = f32::from_bits(bits);
-    quantize_row_with(row, rounding, absmax, q, |c, _| outlier_columns[c]);
-    absmax
 }
 
 /// A row's entry in a row-parallel rank's activation statistics: the absmax

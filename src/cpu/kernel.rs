@@ -353,21 +353,33 @@ pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>
     outlier_columns: &[bool],
     q: &mut [i8],
 ) -> Option<f32> {
-    use std::arch::x86_64::*;
     assert!(row.len() == q.len() && row.len() == outlier_columns.len());
+    // SAFETY: the processor has AVX-512 F/BW/VNNI (this function's contract).
+    unsafe {
+        let bits = int8_part_absmax_bits_avx512(row, outlier_columns);
+        quantize_int8_part_with_bits_avx512(row, outlier_columns, bits, q)
+    }
+}
+
+/// The bits of the absmax over the columns of `row` not marked in
+/// `outlier_columns` (an integer maximum of |x|'s bits, as
+/// `quant::int8_part_absmax`; NaN or ±Inf among them give bits >= `INF_BITS`).
+///
+/// # Safety
+/// The processor must support AVX-512 F, BW and VNNI; the slices are as long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn int8_part_absmax_bits_avx512<T: crate::dtype::Element>(row: &[T], outlier_columns: &[bool]) -> u32 {
+    use std::arch::x86_64::*;
+    assert_eq!(row.len(), outlier_columns.len());
     let full = row.len() / 16 * 16;
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-    // The 16 flags from `i` as a lane mask (a `bool` is one byte, 0 or 1).
-    let marked = |i: usize| -> __mmask16 {
-        // SAFETY: i + 16 <= full <= outlier_columns.len().
-        let flags = unsafe { _mm_loadu_si128(outlier_columns.as_ptr().add(i).cast()) };
-        !(_mm_movemask_epi8(_mm_cmpeq_epi8(flags, _mm_setzero_si128())) as u16)
-    };
     let mut max = _mm512_setzero_si512();
     for i in (0..full).step_by(16) {
-        // SAFETY: i + 16 <= full <= row.len().
-        let abs = _mm512_and_si512(_mm512_castps_si512(unsafe { load16(row, i) }), abs_mask);
-        max = _mm512_mask_max_epu32(max, !marked(i), max, abs);
+        // SAFETY: i + 16 <= full <= row.len() = outlier_columns.len().
+        let (v, marked) = unsafe { (load16(row, i), marked_lanes(outlier_columns, i)) };
+        let abs = _mm512_and_si512(_mm512_castps_si512(v), abs_mask);
+        max = _mm512_mask_max_epu32(max, !marked, max, abs);
     }
     let mut bits = _mm512_reduce_max_epu32(max);
     for (v, &out) in row[full..].iter().zip(&outlier_columns[full..]) {
@@ -375,8 +387,45 @@ pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>
             bits = bits.max(v.to_f32().abs().to_bits());
         }
     }
-    // SAFETY: the processor has AVX-512 F/BW (this function's contract).
-    unsafe { quantize_with_absmax_avx512(row, bits, q, |i, _| marked(i), |c, _| outlier_columns[c]) }
+    bits
+}
+
+/// The 16 flags of `outlier_columns` from `i` as a lane mask (a `bool` is one
+/// byte, 0 or 1).
+///
+/// # Safety
+/// The processor must support AVX-512 F and BW; `i + 16 <= outlier_columns.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn marked_lanes(outlier_columns: &[bool], i: usize) -> std::arch::x86_64::__mmask16 {
+    use std::arch::x86_64::*;
+    // SAFETY: i + 16 <= outlier_columns.len() (the caller's promise).
+    let flags = unsafe { _mm_loadu_si128(outlier_columns.as_ptr().add(i).cast()) };
+    !(_mm_movemask_epi8(_mm_cmpeq_epi8(flags, _mm_setzero_si128())) as u16)
+}
+
+/// The second pass of [`quantize_activation_row_int8_part_avx512`] from the
+/// bits of a given absmax (a row-parallel call's MAX over the ranks; NaN: an
+/// all-zero row): the marked columns 0, the same bytes as the scalar rule.
+/// `None` for a subnormal absmax (the caller quantizes the row as usual).
+///
+/// # Safety
+/// The processor must support AVX-512 F, BW and VNNI; the three slices are as long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn quantize_int8_part_with_bits_avx512<T: crate::dtype::Element>(
+    row: &[T],
+    outlier_columns: &[bool],
+    bits: u32,
+    q: &mut [i8],
+) -> Option<f32> {
+    assert!(row.len() == q.len() && row.len() == outlier_columns.len());
+    // SAFETY: the processor has AVX-512 F/BW (this function's contract); the
+    // lanes asked for lie inside `outlier_columns` (as long as `row`).
+    unsafe {
+        quantize_with_absmax_avx512(row, bits, q, |i, _| marked_lanes(outlier_columns, i), |c, _| outlier_columns[c])
+    }
 }
 
 /// [`crate::quant::mark_outlier_columns`] for rows read as they are, 16

@@ -215,6 +215,50 @@ isa::multiversion! {
 }
 
 isa::multiversion! {
+    /// Quantizes whole activation rows (from row `first_row`) under the
+    /// int8-part rule with a row-parallel call's given absmax (`given`, the
+    /// MAX over the ranks), after checking it against each row's own;
+    /// `absmax` takes the given values.
+    fn quantize_int8_part_given<T: Element>(
+        x: &[T],
+        rounding: InputRounding,
+        avx512: bool,
+        outlier_columns: &[bool],
+        given: &[f32],
+        first_row: usize,
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32]
+    ) -> Result<()> {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = avx512;
+        for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+            let own = if avx512 {
+                let bits = unsafe { kernel::int8_part_absmax_bits_avx512(row, outlier_columns) };
+                if bits >= quant::INF_BITS { f32::NAN } else { f32::from_bits(bits) }
+            } else {
+                quant::int8_part_absmax(row, rounding, outlier_columns)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let own = quant::int8_part_absmax(row, rounding, outlier_columns);
+            *a = quant::given_row_absmax(first_row + r, given[r], own)?;
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+                let done = unsafe { kernel::quantize_int8_part_with_bits_avx512(row, outlier_columns, a.to_bits(), q) };
+                if done.is_some() {
+                    continue;
+                }
+            }
+            quant::quantize_activation_row_given_absmax(row, rounding, *a, outlier_columns, q);
+        }
+        Ok(())
+    }
+}
+
+isa::multiversion! {
     /// Requantizes whole activation rows (from row `first_row`) whose given
     /// absmax (`given`, a row-parallel call's MAX over the ranks) is not their
     /// own (`absmax`), the outlier columns quantized to 0; `absmax` takes the
@@ -291,13 +335,28 @@ pub(crate) fn quantize_activations<T: Element>(
         let union = &*union;
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
-        run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-            quantize_int8_part(path, row_slice(range), rounding, avx512, union, cols, q, a)
-        });
+        match row_absmax {
+            // Row-parallel: each row's own absmax checked against the given
+            // one and quantized with the latter, in one pass.
+            Some(given) => {
+                let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+                    let given = &given[range.clone()];
+                    let x = row_slice(range);
+                    quantize_int8_part_given(path, x, rounding, avx512, union, given, range.start, cols, q, a)
+                });
+                // Parts run in row order: the first error names the lowest row.
+                checked.into_iter().collect::<Result<Vec<()>>>()?;
+            }
+            None => {
+                run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+                    quantize_int8_part(path, row_slice(range), rounding, avx512, union, cols, q, a)
+                });
+            }
+        }
     }
-    if let Some(given) = row_absmax {
-        // Each row's own absmax is this slice's share of the MAX; requantize
-        // the rows whose MAX lies on another rank.
+    if let (Some(given), false) = (row_absmax, int8_part) {
+        // bitsandbytes' rule: each row's own absmax is this slice's share of
+        // the MAX; requantize the rows whose MAX lies on another rank.
         let union = &*union;
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
