@@ -58,7 +58,6 @@ pub(crate) fn check_weight_shape(out_features: usize, in_features: usize) -> Res
         .ok_or_else(|| Error::shape(format!("weight shape [{out_features}, {in_features}] overflows size_t")))
 }
 
-/// Validates a bias of `out_features` finite values and widens it to f32.
 /// Checks the in_features range of a row-parallel shard: non-empty, inside
 /// `[0, in_features)`.
 pub(crate) fn check_shard_columns(columns: &Range<usize>, in_features: usize) -> Result<()> {
@@ -71,6 +70,17 @@ pub(crate) fn check_shard_columns(columns: &Range<usize>, in_features: usize) ->
     Ok(())
 }
 
+/// The kept columns `keep` (full coordinates) that fall in the row-parallel
+/// shard `columns`: each one's place in `keep` and its column in the shard.
+pub(crate) fn shard_kept_columns(keep: &[u32], columns: &Range<usize>) -> (Vec<usize>, Vec<u32>) {
+    keep.iter()
+        .enumerate()
+        .filter(|(_, &c)| columns.contains(&(c as usize)))
+        .map(|(s, &c)| (s, c - columns.start as u32))
+        .unzip()
+}
+
+/// Validates a bias of `out_features` finite values and widens it to f32.
 fn convert_bias(bias: Option<Data<'_>>, out_features: usize) -> Result<Option<Vec<f32>>> {
     let Some(bias) = bias else { return Ok(None) };
     check_len("bias", bias.len(), out_features)?;
@@ -137,8 +147,7 @@ impl Weight {
         check_shard_columns(&columns, in_features)?;
         // The whole list is checked as the unsharded weight checks it.
         cpu::KeptColumns::check_columns(keep, in_features)?;
-        let kept: Vec<u32> =
-            keep.iter().filter(|&&c| columns.contains(&(c as usize))).map(|&c| c - columns.start as u32).collect();
+        let (_, kept) = shard_kept_columns(keep, &columns);
         fn shard<T: Element>(
             settings: cpu::Settings,
             w: &[T],

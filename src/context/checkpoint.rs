@@ -9,7 +9,7 @@ use super::Context;
 use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::io::{self, Checkpoint, SafetensorsWriter};
-use crate::weight::Weight;
+use crate::weight::{shard_kept_columns, Weight};
 
 impl Context {
     /// Loads the linear layer `prefix` of `checkpoint`: `prefix.weight`
@@ -35,15 +35,7 @@ impl Context {
     /// (`Status::Shape` otherwise).
     pub fn load_weight_rows(&self, checkpoint: &Checkpoint, prefix: &str, rows: Range<usize>) -> Result<Weight> {
         let layer = checkpoint.linear_layer(prefix)?;
-        if rows.is_empty() || rows.end > layer.out_features {
-            return Err(Error::shape(format!(
-                "{}: layer {prefix:?} has {} output rows; rows {}..{} are not a non-empty part of them",
-                checkpoint.path().display(),
-                layer.out_features,
-                rows.start,
-                rows.end
-            )));
-        }
+        check_part(checkpoint, prefix, &rows, layer.out_features, ("output rows", "rows"))?;
         self.load_layer_rows(checkpoint, &layer, rows)
     }
 
@@ -58,15 +50,7 @@ impl Context {
     /// range inside `[0, in_features)` (`Status::Shape` otherwise).
     pub fn load_weight_columns(&self, checkpoint: &Checkpoint, prefix: &str, columns: Range<usize>) -> Result<Weight> {
         let layer = checkpoint.linear_layer(prefix)?;
-        if columns.is_empty() || columns.end > layer.in_features {
-            return Err(Error::shape(format!(
-                "{}: layer {prefix:?} has {} in_features; columns {}..{} are not a non-empty part of them",
-                checkpoint.path().display(),
-                layer.in_features,
-                columns.start,
-                columns.end
-            )));
-        }
+        check_part(checkpoint, prefix, &columns, layer.in_features, ("in_features", "columns"))?;
         let (n, k, kc, w) = (layer.out_features, layer.in_features, columns.len(), layer.weight);
         let rows = 0..n;
         let with_bias = |f: &mut dyn FnMut(Option<Data<'_>>) -> Result<Weight>| match layer.bias {
@@ -81,12 +65,7 @@ impl Context {
                     dst.copy_from_slice(&src[columns.clone()]);
                 }
                 // The kept columns inside the shard, and their rows of the values.
-                let (slots, local): (Vec<usize>, Vec<u32>) = keep
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &c)| columns.contains(&(c as usize)))
-                    .map(|(s, &c)| (s, c - columns.start as u32))
-                    .unzip();
+                let (slots, local) = shard_kept_columns(keep, &columns);
                 match &layer.kept {
                     Some(kept) if !local.is_empty() => checkpoint.with_floats(kept.values, |values| {
                         with_rows(values, n, &slots, |values| {
@@ -136,6 +115,27 @@ impl Context {
         checkpoint.release_rows(w, &rows);
         Ok(weight)
     }
+}
+
+/// Refuses a shard range `part` that is empty or reaches past the layer's
+/// `total` (its output rows or in_features: `names`, the whole and the part),
+/// naming the file and the layer.
+fn check_part(
+    checkpoint: &Checkpoint,
+    prefix: &str,
+    part: &Range<usize>,
+    total: usize,
+    (whole, parts): (&str, &str),
+) -> Result<()> {
+    if part.is_empty() || part.end > total {
+        return Err(Error::shape(format!(
+            "{}: layer {prefix:?} has {total} {whole}; {parts} {}..{} are not a non-empty part of them",
+            checkpoint.path().display(),
+            part.start,
+            part.end
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `f` on columns `cols` of the row-major `values` `[_, width]` (the kept

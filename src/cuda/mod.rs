@@ -55,17 +55,35 @@ pub(crate) type HostMatmul<'a, 'x, 'y> = Matmul<'a, Weight, Data<'x>, DataMut<'y
 
 /// Copies the outlier count at `count` (device) to the host, waiting for the stream.
 fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
+    Ok(read_ints::<1>(gpu, state, count)?[0].max(0) as usize)
+}
+
+/// [`read_count`] for a row-parallel call: the count and the first refused
+/// row beside it in one copy; a refused `row_absmax` entry is an error.
+fn read_row_parallel_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
+    debug_assert_eq!(ops::BAD_ROW_OFFSET, 4);
+    let [n, row] = read_ints::<2>(gpu, state, count)?;
+    if row != i32::MAX {
+        return Err(crate::Error::invalid(format!(
+            "row_absmax[{row}] is NaN, negative or below this rank's slice of row {row}: pass the MAX over every rank's statistics"
+        )));
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// Copies `N` ints from `at` (device) to the host, waiting for the stream.
+fn read_ints<const N: usize>(gpu: &Gpu, state: &StreamState, at: CUdeviceptr) -> Result<[i32; N]> {
     let d = &gpu.rt.driver;
-    let mut value: i32 = 0;
-    // SAFETY: `count` is 4 bytes of the scratch space; `value` receives them.
+    let mut values = [0i32; N];
+    // SAFETY: `at` is `4 · N` bytes of the scratch space; `values` receives them.
     unsafe {
         gpu.check(
-            (d.cuMemcpyDtoHAsync)((&mut value as *mut i32).cast(), count, 4, state.stream),
+            (d.cuMemcpyDtoHAsync)(values.as_mut_ptr().cast(), at, 4 * N, state.stream),
             "copying the outlier count",
         )?;
         gpu.check((d.cuStreamSynchronize)(state.stream), "cuStreamSynchronize")?;
     }
-    Ok(value.max(0) as usize)
+    Ok(values)
 }
 
 /// The matmul on device memory (see [`crate::Context::matmul_on_device`]),
@@ -109,9 +127,9 @@ pub(crate) unsafe fn matmul_shared_input_device_memory(
     let mut state = gpu.state();
     refuse_stats_while_capturing(gpu, &state, want_stats)?;
     // SAFETY: as the caller promises.
-    let counters = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, None, settings, &mut state)? };
+    let count = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, None, settings, &mut state)? };
     if want_stats {
-        read_count(gpu, &state, counters.count)
+        read_count(gpu, &state, count)
     } else {
         Ok(0)
     }
@@ -133,27 +151,6 @@ pub(crate) fn reserve(gpu: &Gpu, rows: usize, in_features: usize, out_features: 
     gpu.reserve_scratch(ops::scratch_bytes_for(rows, in_features, out_features)?)
 }
 
-/// Reads a row-parallel call's refused row back (the stream is waited on by
-/// `read_count` first); `Ok` when there is none.
-fn check_bad_row(gpu: &Gpu, state: &StreamState, bad_row: CUdeviceptr) -> Result<()> {
-    let d = &gpu.rt.driver;
-    let mut row: i32 = 0;
-    // SAFETY: `bad_row` is 4 bytes of the scratch space; `row` receives them.
-    unsafe {
-        gpu.check(
-            (d.cuMemcpyDtoHAsync)((&mut row as *mut i32).cast(), bad_row, 4, state.stream),
-            "copying the refused row",
-        )?;
-        gpu.check((d.cuStreamSynchronize)(state.stream), "cuStreamSynchronize")?;
-    }
-    if row == i32::MAX {
-        return Ok(());
-    }
-    Err(crate::Error::invalid(format!(
-        "row_absmax[{row}] is NaN, negative or below this rank's slice of row {row}: pass the MAX over every rank's statistics"
-    )))
-}
-
 /// [`ops::matmul_row_parallel`] on device memory (see
 /// [`crate::Context::matmul_row_parallel_on_device`]), queued on the stream of
 /// `gpu`; waits only when `want_stats`, then reports a refused `row_absmax`
@@ -171,13 +168,12 @@ pub(crate) unsafe fn matmul_row_parallel_device_memory(
     let mut state = gpu.state();
     refuse_stats_while_capturing(gpu, &state, want_stats)?;
     // SAFETY: as the caller promises.
-    let counters = unsafe { ops::matmul_row_parallel(gpu, call, row_absmax, &mut state)? };
-    if !want_stats {
-        return Ok(0);
+    let count = unsafe { ops::matmul_row_parallel(gpu, call, row_absmax, &mut state)? };
+    if want_stats {
+        read_row_parallel_count(gpu, &state, count)
+    } else {
+        Ok(0)
     }
-    let count = read_count(gpu, &state, counters.count)?;
-    check_bad_row(gpu, &state, counters.bad_row)?;
-    Ok(count)
 }
 
 /// [`ops::row_statistics`] on device memory, queued on the stream of `gpu`;
@@ -350,16 +346,15 @@ fn host_memory_products(
             gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, host, given_bytes, state.stream), "copying row_absmax up")?;
         }
         let given = given_dev.as_ref().map(|dev| dev.ptr);
-        let counters =
-            ops::matmul_shared_input(gpu, &on_device, x_matrix, rows, threshold, given, settings, &mut state)?;
+        let count = ops::matmul_shared_input(gpu, &on_device, x_matrix, rows, threshold, given, settings, &mut state)?;
         for (&(y_host, y_bytes, _), y_dev) in ys.iter().zip(&y_devs) {
             gpu.check((d.cuMemcpyDtoHAsync)(y_host, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
         }
-        let count = read_count(gpu, &state, counters.count)?;
         if given.is_some() {
-            check_bad_row(gpu, &state, counters.bad_row)?;
+            read_row_parallel_count(gpu, &state, count)
+        } else {
+            read_count(gpu, &state, count)
         }
-        Ok(count)
     }
 }
 

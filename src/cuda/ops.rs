@@ -80,8 +80,9 @@ struct ScratchLayout {
     sa: usize,
     flags: usize,
     list: usize,
+    /// The outlier count, then a row-parallel call's first refused row
+    /// (two `int`s: one copy reads both, see [`BAD_ROW_OFFSET`]).
     count: usize,
-    bad_row: usize,
     x_out: usize,
     w_out: usize,
     acc: usize,
@@ -103,8 +104,7 @@ impl ScratchLayout {
             sa: take(rows.checked_mul(4))?,
             flags: take(k.checked_mul(4))?,
             list: take(k.checked_mul(4))?,
-            count: take(Some(4))?,
-            bad_row: take(Some(4))?,
+            count: take(Some(8))?,
             x_out: take(rows.checked_mul(MAX_GATHERED * 4))?,
             w_out: take(n.checked_mul(MAX_GATHERED * 4))?,
             acc: take(rows.checked_mul(chunk).and_then(|c| c.checked_mul(4)))?,
@@ -145,19 +145,12 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
 pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut StreamState) -> Result<CUdeviceptr> {
     let &Matmul { weight, x, rows, threshold, y, settings } = call;
     // SAFETY: as the caller promises.
-    let counters = unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, None, settings, state)? };
-    Ok(counters.count)
+    unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, None, settings, state) }
 }
 
-/// Device addresses a caller may copy back once the stream has finished
-/// (valid until the next call on this context's stream).
-#[derive(Clone, Copy)]
-pub(crate) struct Counters {
-    /// The outlier column count (`int`).
-    pub count: CUdeviceptr,
-    /// A row-parallel call's first refused row (`int`, `i32::MAX`: none).
-    pub bad_row: CUdeviceptr,
-}
+/// Where a row-parallel call's first refused row (`int`, `i32::MAX`: none)
+/// lies after the outlier count a call returns.
+pub(crate) const BAD_ROW_OFFSET: u64 = 4;
 
 /// A row-parallel rank's partial product, [`matmul`] with each row of X
 /// quantized with `row_absmax` (device, `rows` float32: the MAX over the
@@ -170,7 +163,7 @@ pub(crate) unsafe fn matmul_row_parallel(
     call: &DeviceMatmul<'_>,
     row_absmax: CUdeviceptr,
     state: &mut StreamState,
-) -> Result<Counters> {
+) -> Result<CUdeviceptr> {
     let &Matmul { weight, x, rows, threshold, y, settings } = call;
     // SAFETY: as the caller promises.
     unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, Some(row_absmax), settings, state) }
@@ -290,7 +283,7 @@ pub(crate) unsafe fn matmul_shared_input(
     row_absmax: Option<CUdeviceptr>,
     settings: super::Settings,
     state: &mut StreamState,
-) -> Result<Counters> {
+) -> Result<CUdeviceptr> {
     // The context's device (its kernels, cuBLASLt handle and workspace, used
     // under its stream lock), not the one that built the weight: two contexts
     // on one device share weights, not workspaces.
@@ -358,7 +351,7 @@ pub(crate) unsafe fn matmul_shared_input(
             weight_product(gpu, state, regions, w, x, xi, y, rows, decompose, small)?;
         }
     }
-    Ok(Counters { count, bad_row })
+    Ok(count)
 }
 
 /// The scratch regions of `layout` at `base`.
@@ -370,7 +363,7 @@ fn layout_at(layout: &ScratchLayout, base: CUdeviceptr) -> Regions {
         flags: at(layout.flags),
         list: at(layout.list),
         count: at(layout.count),
-        bad_row: at(layout.bad_row),
+        bad_row: at(layout.count) + BAD_ROW_OFFSET,
         x_out: at(layout.x_out),
         w_out: at(layout.w_out),
         acc: at(layout.acc),
