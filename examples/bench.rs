@@ -3,9 +3,10 @@
 //!
 //!     cargo run --release --example bench [-- prefill | decode | quantize | sweep] [--reps N]
 //!         [--row-scale bitsandbytes | int8-part]
-//!     cargo run --release --example bench -- shape M K N [--threshold T] [--reps N]   # one shape, for profiling
+//!     cargo run --release --example bench -- shape M K N [--threshold T] [--dtype f16|bf16] [--reps N]   # one shape, for profiling
 //!     cargo run --release --example bench -- shared [--reps N]
 //!     cargo run --release --example bench -- tp [--reps N]
+//!     cargo run --release --example bench -- dtypes [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -21,6 +22,10 @@
 //! Tp: row-parallel shards of Llama-7B's o_proj and down_proj for 1, 2, 4 and
 //! 8 ranks, M = 1 and 16: one rank's time, and the SUM's error against the
 //! stated bound and against the f64 product.
+//! Dtypes: the same call with float32, float16 and bfloat16 activations and
+//! outputs (one weight, K = N = 4096, threshold 6), M = 1, 16, 128, 512, in
+//! three alternating rounds; each 16-bit call's time against float32's, which
+//! an engine's float16 model should not pay for (issue 31: within 5%).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -323,9 +328,19 @@ fn shape(ctx: &Context, reps: usize, args: &[String]) {
         Some(t) => vec![t.parse::<f32>().expect("--threshold takes a number")],
         None => vec![6.0, 0.0],
     };
+    // `--dtype f16 | bf16`: activations and outputs of that dtype (float32 without).
+    let dtype = args.iter().position(|a| a == "--dtype").and_then(|i| args.get(i + 1)).map(String::as_str);
+    let x16: Vec<llmint8::f16> = x.iter().map(|&v| llmint8::f16::from_f32(v)).collect();
+    let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+    let (mut y16, mut yb) = (vec![llmint8::f16::ZERO; m * n], vec![bf16::ZERO; m * n]);
     for t in thresholds {
         let s = time(reps, || {
-            ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)).unwrap();
+            match dtype {
+                Some("f16") => ctx.matmul(&weight, Data::F16(&x16), m, t, DataMut::F16(&mut y16)),
+                Some("bf16") => ctx.matmul(&weight, Data::BF16(&xb), m, t, DataMut::BF16(&mut yb)),
+                _ => ctx.matmul(&weight, Data::F32(&x), m, t, DataMut::F32(&mut y)),
+            }
+            .unwrap();
         });
         println!("M {m} K {k} N {n} t {t}: {:.0} µs, {:.0} GOPS", s * 1e6, 2.0 * (m * k * n) as f64 / s / 1e9);
     }
@@ -464,6 +479,53 @@ fn tensor_parallel(ctx: &Context, reps: usize) {
     }
 }
 
+/// The same call in float32, float16 and bfloat16 (activations and outputs
+/// alike), alternating dtypes within each of three rounds; GOPS per round
+/// and the 16-bit calls' slowest ratio to float32 across the rounds.
+fn dtypes(ctx: &Context, reps: usize) {
+    let (k, n) = (4096, 4096);
+    let mut rng = Rng(11);
+    let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    println!(
+        "dtypes of X and Y, K = N = {k}, threshold 6, 6 outlier columns ({:?} path), GOPS in 3 rounds",
+        ctx.cpu_path()
+    );
+    println!("| M | float32 | float16 | bfloat16 | float16 / float32 (worst) | bfloat16 / float32 (worst) |");
+    println!("|---|---|---|---|---|---|");
+    for m in [1usize, 16, 128, 512] {
+        let x = activations(&mut rng, m, k);
+        let x16: Vec<llmint8::f16> = x.iter().map(|&v| llmint8::f16::from_f32(v)).collect();
+        let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let (mut y, mut y16, mut yb) = (vec![0.0f32; m * n], vec![llmint8::f16::ZERO; m * n], vec![bf16::ZERO; m * n]);
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            t[0].push(time(reps, || {
+                ctx.matmul(&weight, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).unwrap();
+            }));
+            t[1].push(time(reps, || {
+                ctx.matmul(&weight, Data::F16(&x16), m, 6.0, DataMut::F16(&mut y16)).unwrap();
+            }));
+            t[2].push(time(reps, || {
+                ctx.matmul(&weight, Data::BF16(&xb), m, 6.0, DataMut::BF16(&mut yb)).unwrap();
+            }));
+        }
+        let gops = |s: &[f64]| {
+            s.iter().map(|s| format!("{:.0}", 2.0 * (m * k * n) as f64 / s / 1e9)).collect::<Vec<_>>().join(" / ")
+        };
+        let worst = |s: &[f64]| s.iter().zip(&t[0]).map(|(a, b)| a / b).fold(0.0f64, f64::max);
+        println!(
+            "| {m} | {} | {} | {} | {:.3} | {:.3} |",
+            gops(&t[0]),
+            gops(&t[1]),
+            gops(&t[2]),
+            worst(&t[1]),
+            worst(&t[2])
+        );
+        black_box((&y, &y16, &yb));
+    }
+}
+
 fn row_scale_name(rule: RowScale) -> &'static str {
     match rule {
         RowScale::BitsAndBytes => "bitsandbytes",
@@ -495,7 +557,7 @@ fn main() {
     }
     match args
         .iter()
-        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp"].contains(&a.as_str()))
+        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp", "dtypes"].contains(&a.as_str()))
         .map(String::as_str)
     {
         Some("shape") => {
@@ -504,6 +566,7 @@ fn main() {
         }
         Some("shared") => shared(&ctx, reps),
         Some("tp") => tensor_parallel(&ctx, reps),
+        Some("dtypes") => dtypes(&ctx, reps),
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
         Some("quantize") => quantize(&ctx, reps),

@@ -95,6 +95,7 @@ fn detect() -> bool {
     if !(std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("f16c")
         && std::arch::is_x86_feature_detected!("xsave"))
     {
         return false;

@@ -17,9 +17,9 @@ use crate::error::{Error, Result};
 pub enum CpuPath {
     /// The baseline of the target (SSE2 on x86-64, NEON on aarch64).
     Portable,
-    /// x86-64 with AVX2.
+    /// x86-64 with AVX2 (and F16C, which every AVX2 processor has).
     Avx2,
-    /// x86-64 with AVX-512 F/BW and VNNI.
+    /// x86-64 with AVX-512 F/BW and VNNI (and F16C).
     Avx512Vnni,
     /// Intel AMX int8 tiles for the int8 product of calls with many rows
     /// (prefill), AVX-512 VNNI for the rest (see `AMX_MIN_ROWS`).
@@ -54,12 +54,13 @@ impl CpuPath {
             CpuPath::Portable | CpuPath::AmxModel => true,
             CpuPath::Amx => super::amx::is_available(),
             #[cfg(target_arch = "x86_64")]
-            CpuPath::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            CpuPath::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c"),
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx512Vnni => {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -130,11 +131,11 @@ macro_rules! multiversion {
             fn body<$($g: $bound),*>($($arg: $ty),*) -> $ret $body
 
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
+            #[target_feature(enable = "avx2,f16c")]
             unsafe fn avx2<$($g: $bound),*>($($arg: $ty),*) -> $ret { body($($arg),*) }
 
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
             unsafe fn avx512vnni<$($g: $bound),*>($($arg: $ty),*) -> $ret { body($($arg),*) }
 
             // A path the processor lacks runs the portable code (the check is a cached load).

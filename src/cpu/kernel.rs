@@ -178,6 +178,39 @@ pub unsafe fn tile_avx2<const MR: usize>(x: &[i16], x_stride: usize, w: &[i8], k
     out
 }
 
+/// `dst[i] = Y::from_f32(src[i])` for equal lengths, the same bits. float16
+/// takes F16C's `vcvtps2ph` (round to nearest even, the instruction
+/// `f16::from_f32` uses on such a processor) 8 values at a time:
+/// `f16::from_f32` checks for F16C and calls out for every value (float16
+/// calls were 1.45× float32's at M = 512, docs/PERF.md). Plain code with the
+/// intrinsics inside, not a `#[target_feature]` function: those are not
+/// inlined into the multiversioned epilogue (measured: a call per panel).
+#[inline(always)]
+pub(super) fn convert_from_f32<Y: crate::dtype::Element>(src: &[f32], dst: &mut [Y]) {
+    assert_eq!(src.len(), dst.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if Y::DTYPE == crate::dtype::DType::F16
+        && std::arch::is_x86_feature_detected!("avx")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        use std::arch::x86_64::*;
+        let out: *mut u16 = dst.as_mut_ptr().cast();
+        done = src.len() / 8 * 8;
+        for i in (0..done).step_by(8) {
+            // SAFETY: the processor has AVX and F16C (checked); 8 values from
+            // `i` lie in both slices (equal lengths); `Y` is float16, a u16.
+            unsafe {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
+                _mm_storeu_si128(out.add(i).cast(), h);
+            }
+        }
+    }
+    for (d, &v) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = Y::from_f32(v);
+    }
+}
+
 /// 16 values of `row` from `i` as float32, exactly as `Element::to_f32` reads
 /// them (every dtype).
 ///
@@ -544,6 +577,53 @@ mod tests {
             rows.push(base.iter().map(|v| v * 1e-40).collect());
         }
         rows
+    }
+
+    /// `convert_from_f32` into float16 gives `f16::from_f32`'s bits (F16C 8 at
+    /// a time, the tail one by one) for every float16 value, the midpoints
+    /// between neighbours (ties to even) and the floats just either side,
+    /// overflow, subnormals, ±0, ±Inf and NaN; and those bits are the nearest
+    /// float16, ties to even (checked in f64, independently of either).
+    #[test]
+    fn float16_conversion_is_from_f32_bit_for_bit() {
+        let mut values = Vec::new();
+        for h in 0..=u16::MAX {
+            let v = f16::from_bits(h).to_f32();
+            let next = f16::from_bits(h.wrapping_add(1)).to_f32();
+            values.push(v);
+            if v.is_finite() && next.is_finite() && next.abs() > v.abs() {
+                let mid = ((v as f64 + next as f64) / 2.0) as f32; // exact: 11-bit significands
+                values.extend([mid, f32::from_bits(mid.to_bits() - 1), f32::from_bits(mid.to_bits() + 1)]);
+            }
+        }
+        values.extend([65519.99, 65520.0, 1e6, -1e6, 1e-8, -1e-8, 2.9802322e-8, 2.9802326e-8, f32::MIN_POSITIVE]);
+        values.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7fa0_0001), f32::from_bits(0xffc1_2345)]);
+        let want: Vec<u16> = values.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+        for len in [0, 1, 7, 8, 9, 16, 17, values.len()] {
+            let mut got = vec![f16::ZERO; len];
+            convert_from_f32(&values[..len], &mut got);
+            let got: Vec<u16> = got.iter().map(|h| h.to_bits()).collect();
+            assert_eq!(got[..], want[..len], "length {len}");
+        }
+        for (&v, &h) in values.iter().zip(&want) {
+            if v.is_nan() {
+                assert!(f16::from_bits(h).is_nan() && (h >> 15) == (v.to_bits() >> 31) as u16, "{v}");
+                continue;
+            }
+            if f16::from_bits(h).is_infinite() {
+                // Overflow: from the midpoint between 65504 and 2^16 on.
+                assert!(v.abs() >= 65520.0 && (h >> 15) == (v.to_bits() >> 31) as u16, "{v}: {h:#06x}");
+                continue;
+            }
+            let d = |h: u16| (f16::from_bits(h).to_f64() - v as f64).abs();
+            let here = d(h);
+            for other in [h.wrapping_sub(1), h.wrapping_add(1), h ^ 0x8000] {
+                if f16::from_bits(other).is_nan() {
+                    continue;
+                }
+                assert!(here < d(other) || (here == d(other) && h & 1 == 0), "{v}: {h:#06x} against {other:#06x}");
+            }
+        }
     }
 
     fn check<T: Element>() {

@@ -17,7 +17,7 @@ mod weight;
 use std::ops::Range;
 
 use crate::call::Matmul;
-use crate::dtype::Element;
+use crate::dtype::{DType, Element};
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
 use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
@@ -705,6 +705,23 @@ impl Operands<'_> {
         acc: impl Fn(usize, usize, usize) -> f64,
     ) {
         let n = self.w.out_features();
+        if Y::DTYPE == DType::F16 {
+            // The float32 epilogue into a tile of its own, then F16C 8 values
+            // at a time (`convert_from_f32`): `f16::from_f32` value by value
+            // made float16 calls 1.45× float32's at M = 512, and a float16
+            // loop of its own here did not vectorize (docs/PERF.md).
+            let mut tile = [[[0.0f32; PANEL]; NP]; MR];
+            let tile = tile.as_flattened_mut().as_flattened_mut();
+            let width = NP * PANEL;
+            let in_tile = Tile { row0: at.i, stride: width, col0: at.p * PANEL, ..at };
+            self.epilogue::<MR, NP, f32>(in_tile, tile, w_outliers, acc);
+            let cols = width.min(n - at.p * PANEL);
+            for (r, values) in tile.chunks_exact(width).enumerate() {
+                let row = &mut out[(at.i + r - at.row0) * at.stride + at.p * PANEL - at.col0..];
+                kernel::convert_from_f32(&values[..cols], &mut row[..cols]);
+            }
+            return;
+        }
         let (scb, bias) = (self.w.scb(), self.w.bias());
         // The outlier part, column by column in ascending order, against the
         // weight columns the block dequantized once (`dequantize_outlier_columns`).
@@ -1034,15 +1051,24 @@ fn product<Y: Element>(
                     compute_block(path, ops, 0..rows, p, block, cols.len(), cols.start, w_outliers)
                 },
             )?;
-            for cols in &col_parts {
-                let block = &blocks[rows * cols.start..rows * cols.end];
-                for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
-                    for (d, &v) in dst[cols.clone()].iter_mut().zip(src) {
-                        *d = Y::from_f32(v);
-                    }
-                }
-            }
+            convert_blocks(path, blocks, &col_parts, rows, y);
         }
     }
     Ok(())
+}
+
+isa::multiversion! {
+    /// Writes the threads' float32 blocks (`[rows, cols]` for each column
+    /// range of `col_parts`, one after another) into `y` `[rows, n]` as `Y`,
+    /// compiled per path: bfloat16's rounding vectorizes there, float16 takes
+    /// F16C (`kernel::convert_from_f32`).
+    fn convert_blocks<Y: Element>(blocks: &[f32], col_parts: &[Range<usize>], rows: usize, y: &mut [Y]) -> () {
+        let n = y.len() / rows;
+        for cols in col_parts {
+            let block = &blocks[rows * cols.start..rows * cols.end];
+            for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(cols.len())) {
+                kernel::convert_from_f32(src, &mut dst[cols.clone()]);
+            }
+        }
+    }
 }
