@@ -84,10 +84,22 @@ fn first_segments(text: &str) -> Vec<String> {
     items
 }
 
-/// The crate-level names `source` refers to, with their 1-based line numbers.
-/// `//` comments (docs included) are left out: a link in a doc comment is not
-/// a dependency. A `use` group may span lines, so it is read from the joined text.
-fn references(source: &str, top_level_file: bool) -> Vec<(usize, String)> {
+/// How a file of `src/` names the crate: the library's files as `crate::`
+/// (and `super::` from a top-level file, the crate root), the command-line
+/// tool (`src/bin`), a client of the public API, as `llmint8::`.
+fn crate_prefixes(module: &str, top_level_file: bool) -> Vec<&'static str> {
+    match (module, top_level_file) {
+        ("bin", _) => vec!["llmint8::"],
+        (_, true) => vec!["crate::", "super::"],
+        (_, false) => vec!["crate::"],
+    }
+}
+
+/// The crate-level names `source` refers to through `prefixes`, with their
+/// 1-based line numbers. `//` comments (docs included) are left out: a link in
+/// a doc comment is not a dependency. A `use` group may span lines, so it is
+/// read from the joined text.
+fn references(source: &str, prefixes: &[&str]) -> Vec<(usize, String)> {
     let mut text = String::new();
     for line in source.lines() {
         let code = if line.trim_start().starts_with("//") { "" } else { line.split(" // ").next().unwrap() };
@@ -95,14 +107,10 @@ fn references(source: &str, top_level_file: bool) -> Vec<(usize, String)> {
         text.push('\n');
     }
     let mut found = Vec::new();
-    let mut prefixes = vec!["crate::"];
-    if top_level_file {
-        prefixes.push("super::"); // the crate root, from src/x.rs
-    }
-    for prefix in prefixes {
+    for &prefix in prefixes {
         for (at, _) in text.match_indices(prefix) {
             let before = text[..at].chars().last();
-            if prefix == "crate::" && before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            if prefix != "super::" && before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
                 continue; // `some_crate::`, not `crate::`
             }
             let line = text[..at].matches('\n').count() + 1;
@@ -116,55 +124,95 @@ fn references(source: &str, top_level_file: bool) -> Vec<(usize, String)> {
     found
 }
 
-#[test]
-fn module_dependencies_run_one_way() {
+/// The references of `source` (a file of `module`) against the layers:
+/// how many it holds, and one line for each that breaks them.
+fn violations_in(file: &str, module: &str, source: &str, top_level_file: bool) -> (usize, Vec<String>) {
     let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
     let root = root_items();
+    let Some(may_use) = allowed.get(module) else {
+        return (0, vec![format!("{file}: module `{module}` has no row in ALLOWED")]);
+    };
+    let references = references(source, &crate_prefixes(module, top_level_file));
+    let mut violations = Vec::new();
+    for (line, name) in &references {
+        let target = if allowed.contains_key(name.as_str()) {
+            name.clone()
+        } else if let Some(m) = root.get(name) {
+            m.clone()
+        } else {
+            violations.push(format!("{file}:{line}: `{name}` is neither a module nor a root item"));
+            continue;
+        };
+        if target != module && target != "lib" && target != "half" && !may_use.contains(&target.as_str()) {
+            violations.push(format!("{file}:{line}: `{module}` uses `{target}` ({name})"));
+        }
+    }
+    (references.len(), violations)
+}
+
+#[test]
+fn module_dependencies_run_one_way() {
     let mut files = Vec::new();
     rust_files(Path::new("src"), &mut files);
     files.sort();
-    let mut violations = Vec::new();
-    let mut checked = 0;
+    let (mut violations, mut checked, mut checked_bin) = (Vec::new(), 0, 0);
     for file in &files {
         let relative = file.strip_prefix("src").unwrap();
-        let mut parts = relative.iter().map(|p| p.to_string_lossy().into_owned());
-        let first = parts.next().unwrap();
+        let first = relative.iter().next().unwrap().to_string_lossy().into_owned();
         if first == "lib.rs" {
             continue;
         }
-        let module = first.trim_end_matches(".rs").to_string();
-        let Some(may_use) = allowed.get(module.as_str()) else {
-            violations.push(format!("{}: module `{module}` has no row in ALLOWED", file.display()));
-            continue;
-        };
+        let module = first.trim_end_matches(".rs");
         let top_level_file = relative.components().count() == 1;
-        for (line, name) in references(&std::fs::read_to_string(file).unwrap(), top_level_file) {
-            checked += 1;
-            let target = if allowed.contains_key(name.as_str()) {
-                name.clone()
-            } else if let Some(m) = root.get(&name) {
-                m.clone()
-            } else {
-                violations
-                    .push(format!("{}:{line}: `crate::{name}` is neither a module nor a root item", file.display()));
-                continue;
-            };
-            if target != module && target != "lib" && target != "half" && !may_use.contains(&target.as_str()) {
-                violations.push(format!("{}:{line}: `{module}` uses `{target}` (crate::{name})", file.display()));
-            }
+        let source = std::fs::read_to_string(file).unwrap();
+        let (count, found) = violations_in(&file.display().to_string(), module, &source, top_level_file);
+        checked += count;
+        if module == "bin" {
+            checked_bin += count;
         }
+        violations.extend(found);
     }
     assert!(checked > 100, "only {checked} references found: is the scanner still reading src/?");
+    assert!(checked_bin > 5, "only {checked_bin} references found in src/bin: is it still read as `llmint8::`?");
     assert!(violations.is_empty(), "imports against the layers:\n{}", violations.join("\n"));
+}
+
+/// A test of the test: every row of ALLOWED that forbids something fails on
+/// a file that imports it, written as that module's files name the crate.
+#[test]
+fn every_row_fails_on_a_forbidden_import() {
+    let modules: Vec<&str> = ALLOWED.iter().map(|(m, _)| *m).filter(|m| *m != "bin").collect();
+    let mut rows_that_can_fail = 0;
+    for (module, may_use) in ALLOWED {
+        for top_level_file in [true, false] {
+            let prefix = crate_prefixes(module, top_level_file)[0];
+            let forbidden: Vec<&str> =
+                modules.iter().copied().filter(|m| m != module && !may_use.contains(m)).collect();
+            for target in &forbidden {
+                let source = format!("use {prefix}{target}::Item;\n");
+                let (_, found) = violations_in("synthetic.rs", module, &source, top_level_file);
+                assert_eq!(found.len(), 1, "`{module}` importing `{target}` as {prefix}: {found:?}");
+            }
+            for target in may_use.iter() {
+                let source = format!("use {prefix}{target}::Item;\n");
+                let (_, found) = violations_in("synthetic.rs", module, &source, top_level_file);
+                assert!(found.is_empty(), "`{module}` may use `{target}`: {found:?}");
+            }
+            rows_that_can_fail += usize::from(!forbidden.is_empty() && top_level_file);
+        }
+    }
+    // Every row forbids something (ffi: `call`, the backends' argument struct).
+    assert_eq!(rows_that_can_fail, ALLOWED.len());
 }
 
 #[test]
 fn the_scanner_sees_nested_groups_and_skips_comments() {
     let source = "use crate::{cpu::{self, X}, dtype::Y};\n// crate::context in a comment\nlet a = crate::io::f(); // crate::ffi\nuse other_crate::z;\n";
-    let names: Vec<(usize, String)> = references(source, false);
+    let names: Vec<(usize, String)> = references(source, &["crate::"]);
     assert_eq!(names, vec![(1, "cpu".to_string()), (1, "dtype".to_string()), (3, "io".to_string())], "{names:?}");
-    assert_eq!(references("use super::quant;\n", true), vec![(1, "quant".to_string())]);
-    assert!(references("use super::pack;\n", false).is_empty());
+    assert_eq!(references("use super::quant;\n", &crate_prefixes("cpu", true)), vec![(1, "quant".to_string())]);
+    assert!(references("use super::pack;\n", &crate_prefixes("cpu", false)).is_empty());
+    assert_eq!(references("use llmint8::io::X;\n", &crate_prefixes("bin", false)), vec![(1, "io".to_string())]);
 }
 
 #[test]
