@@ -13,7 +13,7 @@ mod common;
 
 use common::{activations_with_outliers, cuda_context, on_cuda, Owned, Rng};
 use llmint8::quant::{InputRounding, RowScale};
-use llmint8::{Context, DType, Status};
+use llmint8::{Context, DType, Data, DataMut, Status};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -317,20 +317,15 @@ fn threads_sharing_a_context_and_a_weight_get_the_cpu_results() {
 /// The emulated driver's counters (launches, GEMMs, memsets, allocations,
 /// synchronizations, host copies) so far, read through its own export.
 fn emulated_counters() -> [u64; 6] {
-    let path = std::ffi::CString::new(std::env::var("LLMINT8_LIBCUDA").unwrap()).unwrap();
-    // SAFETY: the emulated driver is already loaded by the context (dlopen
-    // returns the same handle); its export has this signature.
-    unsafe {
-        let lib = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
-        assert!(!lib.is_null(), "cannot reach the emulated driver");
-        let f = libc::dlsym(lib, c"llmint8_fake_cuda_counters".as_ptr());
-        assert!(!f.is_null(), "the emulated driver lacks llmint8_fake_cuda_counters");
-        let counters: extern "C" fn(*mut u64) = std::mem::transmute(f);
-        let mut out = [0u64; 6];
-        counters(out.as_mut_ptr());
-        libc::dlclose(lib);
-        out
-    }
+    // SAFETY: the export has this signature.
+    let counters = unsafe {
+        std::mem::transmute::<*mut libc::c_void, extern "C" fn(*mut u64)>(emulated_symbol(
+            c"llmint8_fake_cuda_counters",
+        ))
+    };
+    let mut out = [0u64; 6];
+    counters(out.as_mut_ptr());
+    out
 }
 
 /// Weights that share an input save the launches before the GEMM: a decode
@@ -378,5 +373,87 @@ fn weights_sharing_an_input_save_the_launches_before_the_gemm() {
             assert_eq!(between[1] - before[1], after[1] - between[1], "the same GEMMs");
             println!("rows {rows}: {alone} kernel launches as separate calls, {together} sharing the input");
         }
+    });
+}
+
+/// A symbol of the emulated driver (already loaded by a context: dlopen
+/// returns the same handle).
+fn emulated_symbol(name: &std::ffi::CStr) -> *mut libc::c_void {
+    let path = std::ffi::CString::new(std::env::var("LLMINT8_LIBCUDA").unwrap()).unwrap();
+    // SAFETY: dlopen/dlsym with NUL-terminated names; the handle is left open
+    // (the library stays loaded for the process anyway).
+    unsafe {
+        let lib = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+        assert!(!lib.is_null(), "cannot reach the emulated driver");
+        let f = libc::dlsym(lib, name.as_ptr());
+        assert!(!f.is_null(), "the emulated driver lacks {name:?}");
+        f
+    }
+}
+
+/// A host-memory call whose copy back fails after other copies were queued
+/// waits for them before it returns: with page-locked buffers (truly
+/// asynchronous on a GPU, and in the emulated driver) nothing reads the
+/// caller's input or writes its outputs once the error is back.
+#[test]
+fn a_failed_host_memory_call_leaves_no_copy_pending_on_the_callers_buffers() {
+    if common::real_gpu() {
+        return; // the injected failure and page-locked model are the emulated driver's
+    }
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        // SAFETY: the emulated driver's exports, with these signatures.
+        let (host_alloc, free_host, fail_call) = unsafe {
+            (
+                std::mem::transmute::<*mut libc::c_void, extern "C" fn(*mut *mut libc::c_void, usize, u32) -> i32>(
+                    emulated_symbol(c"cuMemHostAlloc"),
+                ),
+                std::mem::transmute::<*mut libc::c_void, extern "C" fn(*mut libc::c_void) -> i32>(emulated_symbol(
+                    c"cuMemFreeHost",
+                )),
+                std::mem::transmute::<*mut libc::c_void, extern "C" fn(*const libc::c_char, i32, i32)>(
+                    emulated_symbol(c"llmint8_fake_cuda_fail_call"),
+                ),
+            )
+        };
+        let pinned = |len: usize| -> &'static mut [f32] {
+            let mut p = std::ptr::null_mut();
+            assert_eq!(host_alloc(&mut p, 4 * len, 0), 0);
+            // SAFETY: `len` f32 of fresh page-locked memory, freed below.
+            unsafe { std::slice::from_raw_parts_mut(p.cast::<f32>(), len) }
+        };
+        let (rows, k, n) = (5, 64, 40);
+        let mut rng = Rng::new(31);
+        let weights: Vec<llmint8::Weight> =
+            (0..2).map(|_| cuda.quantize_weight(Data::F32(&rng.normals(n * k, 0.1)), n, k, None).unwrap()).collect();
+        let refs: Vec<&llmint8::Weight> = weights.iter().collect();
+        let x = pinned(rows * k);
+        x.copy_from_slice(&activations_with_outliers(&mut rng, rows, k, 1));
+        let (y1, y2) = (pinned(rows * n), pinned(rows * n));
+        // The bits a call that succeeds gives the first output.
+        cuda.matmul_shared_input(&refs, Data::F32(x), rows, 6.0, &mut [DataMut::F32(y1), DataMut::F32(y2)]).unwrap();
+        let want = y1.to_vec();
+        y1.fill(f32::NAN);
+        // The second output's copy back fails: the input's copy up and the
+        // first output's copy back were queued by then.
+        fail_call(c"cuMemcpyDtoHAsync".as_ptr(), 1, 1);
+        let e = cuda
+            .matmul_shared_input(&refs, Data::F32(x), rows, 6.0, &mut [DataMut::F32(y1), DataMut::F32(y2)])
+            .unwrap_err();
+        assert_eq!(e.status(), llmint8::Status::Device, "{e}");
+        assert_eq!(common::bits(y1), common::bits(&want), "the first output's copy had not run when the call returned");
+        // The caller owns its buffers again: whatever it does with them now,
+        // nothing of the failed call touches them (a pending copy would
+        // overwrite the marker, or read the freed input and abort here).
+        y1.fill(-1.0);
+        assert_eq!(free_host(x.as_mut_ptr().cast()), 0);
+        cuda.synchronize().unwrap();
+        assert!(y1.iter().all(|&v| v == -1.0), "a copy of the failed call wrote the caller's output after it returned");
+        // And the context still works.
+        let x = activations_with_outliers(&mut rng, rows, k, 1);
+        let mut y = vec![0.0f32; rows * n];
+        cuda.matmul(&weights[0], Data::F32(&x), rows, 6.0, DataMut::F32(&mut y)).unwrap();
+        assert_eq!(free_host(y1.as_mut_ptr().cast()), 0);
+        assert_eq!(free_host(y2.as_mut_ptr().cast()), 0);
     });
 }

@@ -265,6 +265,21 @@ impl Gpu {
         self.check(unsafe { (self.rt.driver.cuStreamSynchronize)(stream) }, "cuStreamSynchronize")
     }
 
+    /// Runs `queue` — work that copies between the device and host memory the
+    /// caller owns — and, when it fails, waits for `stream` before returning
+    /// the error: copies queued before the failure must not read or write the
+    /// caller's buffers after it has them back (page-locked memory makes them
+    /// truly asynchronous). The wait's own status is dropped: the first error
+    /// is the one to report.
+    pub(crate) fn waiting_on_error<T>(&self, stream: CUstream, queue: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = queue();
+        if result.is_err() {
+            // SAFETY: the stream belongs to this context (or is the default stream).
+            unsafe { (self.rt.driver.cuStreamSynchronize)(stream) };
+        }
+        result
+    }
+
     /// Waits for the work queued on the stream, frees the scratch space and
     /// returns to the default stream: what the context's end does (errors
     /// have nowhere to go then and are ignored).

@@ -226,10 +226,11 @@ pub(crate) fn row_statistics_host_memory(
     let d = &gpu.rt.driver;
     let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
     let out_dev = StreamBuffer::new(gpu, &state, out_bytes, "cuMemAllocAsync (row_absmax)")?;
+    let stream = state.stream;
     // SAFETY (this block): the device buffers hold the bytes copied; `x` and
     // `out` are borrowed for this whole function and the stream is waited on
-    // (read_count) before it returns.
-    unsafe {
+    // before it returns (read_count, or `waiting_on_error` on a failure).
+    gpu.waiting_on_error(stream, || unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
         let x_matrix = DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype };
         let count = ops::row_statistics(gpu, w, x_matrix, rows, threshold, settings, out_dev.ptr, &mut state)?;
@@ -238,7 +239,7 @@ pub(crate) fn row_statistics_host_memory(
             "copying row_absmax from the device",
         )?;
         read_count(gpu, &state, count)
-    }
+    })
 }
 
 /// [`ops::matmul_row_parallel`] on host memory on a CUDA context: copies `x`
@@ -336,10 +337,12 @@ fn host_memory_products(
         .map(|(((w, _), dev), &(_, _, dtype))| (*w, DeviceMatrix { ptr: dev.ptr, dtype }))
         .collect();
     let x_matrix = DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype };
+    let stream = state.stream;
     // SAFETY (this block): the device buffers hold the bytes copied; `x` and
     // the outputs are borrowed for this whole function, so the host addresses
-    // stay valid; the stream is waited on (read_count) before they go back.
-    unsafe {
+    // stay valid; the stream is waited on before they go back (read_count, or
+    // `waiting_on_error` on a failure).
+    gpu.waiting_on_error(stream, || unsafe {
         gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
         if let (Some(given), Some(dev)) = (row_absmax, &given_dev) {
             let host = given.as_ptr().cast();
@@ -355,7 +358,7 @@ fn host_memory_products(
         } else {
             read_count(gpu, &state, count)
         }
-    }
+    })
 }
 
 /// What the CUDA backend finds on this machine, one fact per line: where each

@@ -97,12 +97,13 @@ impl Weight {
         let _current = gpu.make_current()?;
         let d = &gpu.rt.driver;
         let stream = gpu.state().stream;
-        // SAFETY: both device buffers were allocated above with the bytes copied.
-        unsafe {
+        // SAFETY: both device buffers were allocated above with the bytes
+        // copied; the host buffers outlive the wait (here, or on a failure).
+        gpu.waiting_on_error(stream, || unsafe {
             gpu.check((d.cuMemcpyHtoDAsync)(slot_dev.ptr, slot.as_ptr().cast(), 4 * k, stream), "copying kept slots")?;
             gpu.check((d.cuMemcpyHtoDAsync)(values_dev.ptr, host, bytes, stream), "copying kept columns")?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")
+        })?;
         let columns = crate::error::try_copied_vec(columns, "kept column list")?;
         self.kept = Some(KeptColumns { slot: slot_dev, values: values_dev, dtype: values.dtype(), columns });
         Ok(self)
@@ -155,8 +156,9 @@ impl Weight {
         // staging buffer padded on the device (kept until the stream is waited on).
         let staging = if kp == k { None } else { Some(gpu.alloc(n * k, "cuMemAlloc (staging)")?) };
         // SAFETY (this block): every copy's device side was allocated with at
-        // least the bytes copied; the host slices hold them.
-        unsafe {
+        // least the bytes copied; the host slices hold them and outlive the
+        // wait (here, or on a failure).
+        gpu.waiting_on_error(stream, || unsafe {
             let target = staging.as_ref().map_or(cb_dev.ptr, |s| s.ptr);
             gpu.check((d.cuMemcpyHtoDAsync)(target, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
             if let Some(staging) = &staging {
@@ -164,8 +166,8 @@ impl Weight {
                 gpu.launch(nvrtc::PAD_ROWS, grid_for(n * kp), stream, &mut args![src, rows, cols, ld, dst])?;
             }
             gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")
+        })?;
         weight.host_scb = scb;
         Ok(weight)
     }
@@ -199,8 +201,9 @@ impl Weight {
         let mut scb = vec![0f32; n];
         let mut bad_row: i32 = 0;
         // SAFETY (this block): the buffers were allocated above with the sizes
-        // the kernel and copies use; `w` is as the caller promises.
-        unsafe {
+        // the kernel and copies use; `w` is as the caller promises; `scb` and
+        // `bad_row` outlive the wait (here, or on a failure).
+        gpu.waiting_on_error(stream, || unsafe {
             gpu.check((d.cuMemsetD32Async)(first_bad.ptr, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
             let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
             let round = i32::from(rounding == InputRounding::Float16);
@@ -217,8 +220,8 @@ impl Weight {
                 (d.cuMemcpyDtoHAsync)((&mut bad_row as *mut i32).cast(), first_bad.ptr, 4, stream),
                 "copying the check",
             )?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")
+        })?;
         if bad_row != i32::MAX {
             return Err(crate::quant::non_finite_weight(bad_row as usize, None, rounding));
         }

@@ -25,6 +25,12 @@
 // - cuBLASLt's int8 requirements (TN, CUBLAS_COMPUTE_32I with int32 scales,
 //   leading dimensions and m, k multiples of 4, 4-byte aligned pointers), and
 //   int32 overflow of an accumulator aborts;
+// - page-locked host memory (cuMemHostAlloc) is truly asynchronous: a copy
+//   from or into it reads or writes the host bytes when its stream runs, not
+//   at the call — so a caller's buffer touched after the call returned is
+//   caught (pageable memory is snapshotted, or copied synchronously);
+// - on request, a given call fails (llmint8_fake_cuda_fail_call), for tests of
+//   the error paths after work was queued;
 // - and it counts what it was asked to do (launches, GEMMs, memsets,
 //   allocations, synchronizations, host copies) for tests of the work per call.
 //
@@ -513,6 +519,53 @@ EXPORT int cuCtxPopCurrent_v2(void **ctx) {
     return SUCCESS;
 }
 
+namespace fake {
+// Page-locked host allocations (cuMemHostAlloc): start -> bytes.
+std::map<uintptr_t, size_t> pinned;
+
+bool is_pinned(const void *p, size_t bytes) {
+    auto it = pinned.upper_bound((uintptr_t)p);
+    if (it == pinned.begin()) return false;
+    --it;
+    return (uintptr_t)p + bytes <= it->first + it->second;
+}
+
+// An armed failure: the call named `function` after `skip` more of them returns `result`.
+struct Failure {
+    std::string function;
+    int skip = 0;
+    int result = SUCCESS;
+    bool armed = false;
+} failure;
+
+// Whether this call of `function` is the one to fail (then it does nothing).
+int injected(const char *function) {
+    if (!failure.armed || failure.function != function) return SUCCESS;
+    if (failure.skip-- > 0) return SUCCESS;
+    failure.armed = false;
+    return failure.result;
+}
+}  // namespace fake
+
+EXPORT int cuMemHostAlloc(void **pp, size_t bytes, unsigned /*flags*/) {
+    Guard g(lock);
+    if (!pp || bytes == 0) return INVALID_VALUE;
+    void *p = std::malloc(bytes);
+    if (!p) return OUT_OF_MEMORY;
+    pinned[(uintptr_t)p] = bytes;
+    *pp = p;
+    return SUCCESS;
+}
+
+EXPORT int cuMemFreeHost(void *p) {
+    Guard g(lock);
+    auto it = pinned.find((uintptr_t)p);
+    if (it == pinned.end()) return INVALID_VALUE;
+    pinned.erase(it);
+    std::free(p);
+    return SUCCESS;
+}
+
 EXPORT int cuMemAlloc_v2(uint64_t *ptr, size_t bytes) {
     Guard g(lock);
     NEED_CONTEXT;
@@ -565,12 +618,22 @@ EXPORT int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, voi
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
     if (refused_in_capture(s)) return STREAM_CAPTURE_UNSUPPORTED;
+    if (int r = injected("cuMemcpyHtoDAsync")) return r;
     counters.host_copies++;
     if (bytes == 0) return SUCCESS;
     if (!src) return INVALID_VALUE;
+    const int device = current()->device;
+    if (is_pinned(src, bytes)) {
+        // Page-locked: read when the stream gets there.
+        enqueue(s, [=] {
+            require_device_range(dst, bytes, device, "cuMemcpyHtoDAsync");
+            if (!is_pinned(src, bytes)) violation("cuMemcpyHtoDAsync: page-locked source freed before the copy ran");
+            std::memcpy((void *)dst, src, bytes);
+        });
+        return SUCCESS;
+    }
     // Pageable host memory: the data is taken now, written in stream order.
     auto data = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
-    const int device = current()->device;
     enqueue(s, [=] {
         require_device_range(dst, bytes, device, "cuMemcpyHtoDAsync");
         std::memcpy((void *)dst, data->data(), bytes);
@@ -584,9 +647,20 @@ EXPORT int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *str
     Stream *s = stream_of(stream);
     if (!s) return INVALID_HANDLE;
     if (refused_in_capture(s)) return STREAM_CAPTURE_UNSUPPORTED;
+    if (int r = injected("cuMemcpyDtoHAsync")) return r;
     counters.host_copies++;
     if (bytes == 0) return SUCCESS;
     if (!dst) return INVALID_VALUE;
+    if (is_pinned(dst, bytes)) {
+        // Page-locked: written when the stream gets there.
+        const int device = current()->device;
+        enqueue(s, [=] {
+            require_device_range(src, bytes, device, "cuMemcpyDtoHAsync");
+            if (!is_pinned(dst, bytes)) violation("cuMemcpyDtoHAsync: page-locked destination freed before the copy ran");
+            std::memcpy(dst, (const void *)src, bytes);
+        });
+        return SUCCESS;
+    }
     // Pageable host memory: returns once the copy is done.
     wait_for(s);
     require_device_range(src, bytes, current()->device, "cuMemcpyDtoHAsync");
@@ -849,6 +923,13 @@ EXPORT void llmint8_fake_cuda_counters(uint64_t out[6]) {
     const Counters c = counters;
     const uint64_t values[6] = {c.launches, c.gemms, c.memsets, c.allocations, c.synchronizations, c.host_copies};
     std::memcpy(out, values, sizeof values);
+}
+
+// Arms a failure: the call of `function` ("cuMemcpyHtoDAsync" or
+// "cuMemcpyDtoHAsync") after `skip` more of them returns `result` and does nothing.
+EXPORT void llmint8_fake_cuda_fail_call(const char *function, int skip, int result) {
+    Guard g(lock);
+    failure = Failure{function, skip, result, true};
 }
 
 // How many times device's primary context is retained.
