@@ -30,7 +30,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use llmint8::quant::RowScale;
+use llmint8::RowScale;
 use llmint8::{bf16, Context, Data, DataMut, Element};
 
 mod support;

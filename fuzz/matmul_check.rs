@@ -34,7 +34,7 @@ impl Bytes<'_> {
 /// reference of LLM.int8() (tests/common/reference.rs) — or, where the exact
 /// result is not finite or beyond f32 range, not a finite value that contradicts it.
 pub fn check_matmul_input(data: &[u8]) {
-    use llmint8::quant::{InputRounding, RowScale};
+    use llmint8::{InputRounding, RowScale};
     use llmint8::{bf16, f16, Context, CpuPath, DType, Data, Status};
 
     let mut b = Bytes(data);

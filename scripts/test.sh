@@ -3,7 +3,8 @@
 # 1. Installs what is missing: C/C++ compilers, valgrind, Go, CMake, pkg-config,
 #    make, clang-14 with its sanitizer runtime (Debian packages, when run as root) and the aarch64 Rust target (best effort);
 #    NVRTC 12 and 13 from PyPI into target/nvrtc-venv (the CUDA kernels' compile test).
-# 2. Builds the shared library (the C, C++ and Go tests link it) and runs the
+# 2. Checks formatting (cargo fmt --check) and lints (cargo clippy
+#    --all-targets -D warnings), builds the shared library (the C, C++ and Go tests link it) and runs the
 #    Rust unit, reference, golden, header, C ABI and C++ tests; the CUDA
 #    backend's tests on an emulated GPU (tests/cuda_emu/fake_cuda.cpp), and the
 #    golden and reference tests again on it.
@@ -58,6 +59,9 @@ nvrtc_site=$("$nvrtc_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_
 export LLMINT8_TEST_NVRTC="$nvrtc_site/cu13/lib/libnvrtc.so.13:$nvrtc_site/cuda_nvrtc/lib/libnvrtc.so.12"
 export LLMINT8_REQUIRE_NVRTC=1
 
+# Formatting and lints first: a warning fails the run.
+cargo fmt --check
+cargo clippy --release --locked --all-targets -- -D warnings
 cargo build --release --locked
 cargo test --release --locked
 # The golden (bitsandbytes) and reference tests again, on the emulated GPU

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::context::Context;
 use crate::dtype::Data;
-use crate::error::{try_zeroed_vec, Error, Result, Status};
+use crate::error::{try_zeroed_vec, Error, Result};
 use crate::io::format::{byte_count, element_count, TensorDtype, TensorSpec};
 use crate::io::{as_u8, f32_bytes, i32_bytes, int8_layer_specs, io_error, kept_column_specs, pytorch_metadata};
 use crate::io::{pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
@@ -61,7 +61,7 @@ impl Default for ConvertOptions {
 pub fn read_keep_columns(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<u32>>> {
     let path = path.as_ref();
     let text = std::fs::read(path).map_err(|e| io_error(path, "cannot read", e))?;
-    let bad = |what: String| Error::new(Status::Format, format!("{}: {what}", path.display()));
+    let bad = |what: String| Error::format(format!("{}: {what}", path.display()));
     let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(bad("expected an object {\"MODULE\": [COLUMN, ...]}".into()));
@@ -171,8 +171,13 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ConvertReport> {
-    if !options.threshold.is_finite() || options.threshold < 0.0 {
-        return Err(Error::invalid(format!("threshold must be finite and >= 0, got {}", options.threshold)));
+    // The library's rule, and one more: config.json (JSON) cannot hold
+    // Infinity, which a matmul takes (only non-finite values are outliers).
+    quant::check_threshold(options.threshold as f32)?;
+    if options.threshold.is_infinite() {
+        return Err(Error::invalid(
+            "threshold +Inf cannot be written to config.json (JSON has no Infinity); give a finite value >= 0",
+        ));
     }
     if options.max_shard_bytes == 0 {
         return Err(Error::invalid("the shard size limit must be > 0"));
@@ -250,13 +255,10 @@ pub fn convert(
         }));
     }
     if let Some(clash) = duplicate_name(&specs) {
-        return Err(Error::new(
-            Status::Format,
-            format!(
-                "{}: tensor {clash:?} would be written twice (an 8-bit layer and a 16-bit tensor share a name)",
-                input.display()
-            ),
-        ));
+        return Err(Error::format(format!(
+            "{}: tensor {clash:?} would be written twice (an 8-bit layer and a 16-bit tensor share a name)",
+            input.display()
+        )));
     }
     let shard_of = assign_shards(&specs, options.max_shard_bytes);
     let shard_count = shard_of.iter().max().map_or(1, |m| m + 1);
@@ -333,10 +335,10 @@ fn read_config(input: &Path, options: &ConvertOptions) -> Result<Option<Value>> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(&path, "cannot read", e)),
     };
-    let mut config: Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::new(Status::Format, format!("{}: not JSON: {e}", path.display())))?;
+    let mut config: Value =
+        serde_json::from_slice(&text).map_err(|e| Error::format(format!("{}: not JSON: {e}", path.display())))?;
     let Value::Object(map) = &mut config else {
-        return Err(Error::new(Status::Format, format!("{}: not a JSON object", path.display())));
+        return Err(Error::format(format!("{}: not a JSON object", path.display())));
     };
     if let Some(existing) = map.get("quantization_config") {
         let is_bnb_8bit = existing.get("quant_method") == Some(&json!("bitsandbytes"))
@@ -635,7 +637,7 @@ fn copy_dir(
         let meta = std::fs::metadata(&src).map_err(|e| io_error(&src, "cannot stat", e))?;
         if meta.is_dir() {
             if depth >= MAX_DEPTH {
-                return Err(Error::new(Status::Io, format!("{}: directories nested too deep", src.display())));
+                return Err(Error::io(format!("{}: directories nested too deep", src.display())));
             }
             let dst = to.join(&rel_path);
             std::fs::create_dir_all(&dst).map_err(|e| io_error(&dst, "cannot create", e))?;

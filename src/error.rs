@@ -74,6 +74,8 @@ pub struct Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// One constructor per status (`Error::shape`, `Error::io`, …); `new` for a
+/// status chosen at run time.
 impl Error {
     pub fn new(status: Status, message: impl Into<String>) -> Error {
         debug_assert!(status != Status::Ok);
@@ -96,6 +98,15 @@ impl Error {
     }
     pub fn device(message: impl Into<String>) -> Error {
         Error::new(Status::Device, message)
+    }
+    pub fn io(message: impl Into<String>) -> Error {
+        Error::new(Status::Io, message)
+    }
+    pub fn format(message: impl Into<String>) -> Error {
+        Error::new(Status::Format, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::new(Status::NotFound, message)
     }
     pub fn internal(message: impl Into<String>) -> Error {
         Error::new(Status::Internal, message)

@@ -28,7 +28,7 @@ mod dtype;
 mod error;
 pub mod ffi;
 pub mod io;
-pub mod quant;
+mod quant;
 mod weight;
 
 pub use context::{save_weight, Backend, Context, MatmulStats};
@@ -37,6 +37,7 @@ pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};
 pub use error::{Error, Result, Status};
 pub use half::{bf16, f16};
+pub use quant::{InputRounding, RowScale};
 pub use weight::{Location, Weight, WeightMemory};
 
 /// Version of the C ABI; the shared library's SONAME is `libllmint8.so.<this>`.

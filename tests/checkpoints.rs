@@ -10,7 +10,7 @@ use common::{data_dir, rel_err, Owned, Tensors};
 use llmint8::convert::{convert, matches_module, ConvertOptions};
 use llmint8::ffi::*;
 use llmint8::io::{Checkpoint, SafetensorsWriter, TensorDtype, TensorKind, TensorSpec};
-use llmint8::quant::InputRounding;
+use llmint8::InputRounding;
 use llmint8::{Context, DType, Status};
 
 /// A fresh, empty scratch directory for one test.

@@ -12,8 +12,8 @@
 mod common;
 
 use common::{activations_with_outliers, cuda_context, on_cuda, Owned, Rng};
-use llmint8::quant::{InputRounding, RowScale};
 use llmint8::{Context, DType, Data, DataMut, Status};
+use llmint8::{InputRounding, RowScale};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 

@@ -9,7 +9,7 @@ use llmint8::DType;
 #[test]
 fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
     let ctx = common::test_context();
-    ctx.set_row_scale(llmint8::quant::RowScale::BitsAndBytes);
+    ctx.set_row_scale(llmint8::RowScale::BitsAndBytes);
     for_each_case("quant.safetensors", |t, case| {
         let name = &case.name;
         let x = t.float(&format!("{name}.x"));
@@ -34,7 +34,7 @@ fn quantize_rows_matches_bitsandbytes_bit_for_bit() {
     // whose outlier-column values are below the threshold: the same outlier
     // columns, never a larger scale, and somewhere in the set a smaller one.
     let int8_part = common::test_context();
-    int8_part.set_row_scale(llmint8::quant::RowScale::Int8Part);
+    int8_part.set_row_scale(llmint8::RowScale::Int8Part);
     let mut smaller = 0;
     for_each_case("quant.safetensors", |t, case| {
         let (name, m, k) = (&case.name, case.m, case.k);
@@ -92,7 +92,7 @@ fn tolerance(dtype: DType) -> f64 {
 #[test]
 fn linear_forward_matches_bitsandbytes() {
     let ctx = common::test_context();
-    ctx.set_row_scale(llmint8::quant::RowScale::BitsAndBytes);
+    ctx.set_row_scale(llmint8::RowScale::BitsAndBytes);
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;
         let (m, k, n) = (case.m, case.k, case.n);
@@ -121,7 +121,7 @@ fn linear_forward_matches_bitsandbytes() {
 #[test]
 fn tiny_llama_layers_match_bitsandbytes_from_the_int8_checkpoint() {
     let ctx = common::test_context();
-    ctx.set_row_scale(llmint8::quant::RowScale::BitsAndBytes);
+    ctx.set_row_scale(llmint8::RowScale::BitsAndBytes);
     let dir = data_dir().join("tiny-llama-int8");
     let model = Tensors::open(dir.join("model.safetensors"));
     let io = Tensors::open(dir.join("reference_io.safetensors"));
@@ -187,10 +187,10 @@ fn deliberate_differences_cost_no_accuracy() {
 fn float16_input_rounding_reproduces_linear8bitlt_for_every_dtype() {
     let ctx = common::test_context();
     // The one-call mode sets what this needs, whatever was set before.
-    ctx.set_row_scale(llmint8::quant::RowScale::Int8Part);
+    ctx.set_row_scale(llmint8::RowScale::Int8Part);
     ctx.match_bitsandbytes();
-    assert_eq!(ctx.input_rounding(), llmint8::quant::InputRounding::Float16);
-    assert_eq!(ctx.row_scale(), llmint8::quant::RowScale::BitsAndBytes);
+    assert_eq!(ctx.input_rounding(), llmint8::InputRounding::Float16);
+    assert_eq!(ctx.row_scale(), llmint8::RowScale::BitsAndBytes);
     for_each_case("linear.safetensors", |t, case| {
         let name = &case.name;
         let (m, k, n) = (case.m, case.k, case.n);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{activations_with_outliers, reference, Owned, Rng};
-use llmint8::quant::RowScale;
+use llmint8::RowScale;
 use llmint8::{Context, DType, Data, DataMut};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
@@ -348,8 +348,8 @@ fn in_features_beyond_the_int32_limit_are_exact() {
 
 #[test]
 fn every_cpu_path_is_bit_identical_to_the_portable_one() {
-    use llmint8::quant::InputRounding;
     use llmint8::CpuPath;
+    use llmint8::InputRounding;
     let paths: Vec<CpuPath> = CpuPath::ALL.into_iter().filter(|p| p.is_available()).collect();
     eprintln!("CPU paths on this machine: {paths:?}");
     for p in CpuPath::ALL.into_iter().filter(|p| !p.is_available()) {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use common::{Owned, Rng};
 use llmint8::io::{Checkpoint, SafetensorsWriter, TensorDtype, TensorSpec};
-use llmint8::quant::RowScale;
+use llmint8::RowScale;
 use llmint8::{Context, DType, Data, DataMut, Status, Weight};
 
 /// Rank `r`'s part of `k` columns in a world of `world`, as Megatron splits them.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use llmint8::convert::{self, ConvertOptions, ConvertReport, Progress};
 use llmint8::io::{Checkpoint, TensorKind};
-use llmint8::quant::InputRounding;
+use llmint8::InputRounding;
 
 const USAGE: &str = "\
 llmint8 — LLM.int8() checkpoints

@@ -669,8 +669,10 @@ impl Context {
                     threshold: f32,
                     ys: &mut [DataMut<'_>],
                 ) -> Result<usize> {
-                    let mut typed: Vec<&mut [Y]> =
-                        ys.iter_mut().map(|y| Y::slice_mut(y).expect("the outputs' dtypes were checked")).collect();
+                    let mut typed: Vec<&mut [Y]> = ys
+                        .iter_mut()
+                        .map(|y| Y::slice_mut(y).ok_or_else(|| Error::invalid("the outputs differ in dtype")))
+                        .collect::<Result<_>>()?;
                     cpu::matmul_shared_input(settings, weights, x, rows, threshold, &mut typed)
                 }
                 with_data!(x, x => match y_dtype {

@@ -103,9 +103,10 @@ impl PackedWeight {
     pub fn from_row_major(cb: &[i8], n: usize, k: usize) -> Result<PackedWeight> {
         let mut packed = PackedWeight::zeroed(n, k)?;
         let panels = packed.panels();
-        let mut writer = packed.panel_writers(std::slice::from_ref(&(0..panels))).pop().expect("one writer");
-        for (row, values) in cb.chunks_exact(k).enumerate() {
-            writer.write_row(row, values);
+        for mut writer in packed.panel_writers(std::slice::from_ref(&(0..panels))) {
+            for (row, values) in cb.chunks_exact(k).enumerate() {
+                writer.write_row(row, values);
+            }
         }
         Ok(packed)
     }

@@ -132,11 +132,8 @@ impl KeptColumns {
         }
     }
     pub(crate) fn bytes(&self) -> usize {
-        match &self.values {
-            KeptValues::F32(v) => 4 * v.len(),
-            KeptValues::F16(v) => 2 * v.len(),
-            KeptValues::BF16(v) => 2 * v.len(),
-        }
+        let values = self.values();
+        values.dtype().size() * values.len()
     }
 }
 

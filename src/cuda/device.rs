@@ -179,7 +179,8 @@ impl Gpu {
             let loaded = unsafe { (d.cuModuleLoadData)(&mut gpu.module, cubin.as_ptr().cast()) };
             gpu.check(loaded, "cuModuleLoadData")?;
             for name in nvrtc::kernel_names() {
-                let c_name = CString::new(name).expect("kernel names hold no NUL");
+                let c_name =
+                    CString::new(name).map_err(|_| Error::internal(format!("kernel name {name:?} holds NUL")))?;
                 let mut f: CUfunction = std::ptr::null_mut();
                 // SAFETY: module loaded above; valid out-pointer and C string.
                 gpu.check(unsafe { (d.cuModuleGetFunction)(&mut f, gpu.module, c_name.as_ptr()) }, name)?;
@@ -377,9 +378,11 @@ impl Gpu {
         Ok(DeviceBuffer { gpu: self.clone(), ptr, bytes })
     }
 
-    /// The kernel called `name`.
-    pub(crate) fn kernel(&self, name: &str) -> CUfunction {
-        self.kernels.iter().find(|(n, _)| *n == name).map(|(_, f)| *f).expect("every kernel was loaded in `open`")
+    /// The kernel called `name` (`open` loaded every name of
+    /// `nvrtc::kernel_names`; another name is llmint8's bug, reported as such).
+    pub(crate) fn kernel(&self, name: &str) -> Result<CUfunction> {
+        let found = self.kernels.iter().find(|(n, _)| *n == name).map(|(_, f)| *f);
+        found.ok_or_else(|| Error::internal(format!("no kernel {name:?} in the loaded module")))
     }
 
     /// Launches kernel `name` on `stream` with `grid` blocks of its
@@ -395,7 +398,7 @@ impl Gpu {
         stream: CUstream,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        let f = self.kernel(name);
+        let f = self.kernel(name)?;
         let block = nvrtc::threads_per_block(name);
         // SAFETY: as the caller promises; grid and block are within limits.
         let r = unsafe {

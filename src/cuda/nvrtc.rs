@@ -113,8 +113,8 @@ fn compile_program(nvrtc: &Nvrtc, program: sys::nvrtcProgram, arch: u32, extra: 
     let options: Vec<CString> = [format!("--gpu-architecture=sm_{arch}"), "--fmad=false".into(), "--std=c++17".into()]
         .into_iter()
         .chain(extra.iter().map(|o| o.to_string()))
-        .map(|o| CString::new(o).expect("options hold no NUL"))
-        .collect();
+        .map(|o| CString::new(o).map_err(|e| format!("an NVRTC option holds a NUL byte: {e}")))
+        .collect::<Result<_, _>>()?;
     let pointers: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
     // SAFETY: `program` is live; `pointers` holds `options.len()` C strings.
     let compiled = unsafe { (nvrtc.nvrtcCompileProgram)(program, pointers.len() as i32, pointers.as_ptr()) };

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::error::{Error, Result, Status};
+use crate::error::{Error, Result};
 use crate::io::{Checkpoint, TensorKind};
 
 use super::weight::hand_out;
@@ -162,7 +162,7 @@ unsafe fn c_text<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
 fn new_checkpoint(inner: Checkpoint) -> Result<llmint8_checkpoint> {
     // Names were checked free of NUL bytes when parsed; paths come from C strings
     // or directory listings and cannot hold one either.
-    let to_c = |s: &[u8]| CString::new(s).map_err(|_| Error::new(Status::Format, "a name holds a NUL byte"));
+    let to_c = |s: &[u8]| CString::new(s).map_err(|_| Error::format("a name holds a NUL byte"));
     let names = inner.tensors().iter().map(|t| to_c(t.name.as_bytes())).collect::<Result<_>>()?;
     let files = inner.files().map(|p| to_c(p.as_os_str().as_bytes())).collect::<Result<_>>()?;
     Ok(llmint8_checkpoint { inner, names, files })
@@ -262,10 +262,10 @@ pub unsafe extern "C" fn llmint8_checkpoint_tensor_info(
                 return Err(Error::invalid("info is NULL"));
             }
             let t = ckpt.inner.tensors().get(index).ok_or_else(|| {
-                Error::new(
-                    Status::NotFound,
-                    format!("tensor index {index} is out of range: the checkpoint has {}", ckpt.inner.tensors().len()),
-                )
+                Error::not_found(format!(
+                    "tensor index {index} is out of range: the checkpoint has {}",
+                    ckpt.inner.tensors().len()
+                ))
             })?;
             let mut shape = [0u64; LLMINT8_MAX_DIMS];
             for (s, &d) in shape.iter_mut().zip(&t.shape) {
@@ -310,9 +310,10 @@ pub unsafe extern "C" fn llmint8_checkpoint_find(
             if index.is_null() {
                 return Err(Error::invalid("index is NULL"));
             }
-            let found = ckpt.inner.index_of(name).ok_or_else(|| {
-                Error::new(Status::NotFound, format!("{}: no tensor {name:?}", ckpt.inner.path().display()))
-            })?;
+            let found = ckpt
+                .inner
+                .index_of(name)
+                .ok_or_else(|| Error::not_found(format!("{}: no tensor {name:?}", ckpt.inner.path().display())))?;
             write_out(index, found, "index")
         }
     })
@@ -345,7 +346,7 @@ pub unsafe extern "C" fn llmint8_checkpoint_read(
                 .inner
                 .tensors()
                 .get(index)
-                .ok_or_else(|| Error::new(Status::NotFound, format!("tensor index {index} is out of range")))?;
+                .ok_or_else(|| Error::not_found(format!("tensor index {index} is out of range")))?;
             if dst_bytes != t.num_bytes() {
                 return Err(Error::shape(format!(
                     "tensor {:?} has {} bytes, dst_bytes is {dst_bytes}",

@@ -49,10 +49,10 @@ impl FileBytes {
         let file = File::open(path).map_err(|e| io_error(path, "cannot open", e))?;
         let meta = file.metadata().map_err(|e| io_error(path, "cannot stat", e))?;
         if !meta.is_file() {
-            return Err(Error::new(Status::Io, format!("{}: not a regular file", path.display())));
+            return Err(Error::io(format!("{}: not a regular file", path.display())));
         }
-        let len = usize::try_from(meta.len())
-            .map_err(|_| Error::new(Status::Io, format!("{}: file too large to map", path.display())))?;
+        let len =
+            usize::try_from(meta.len()).map_err(|_| Error::io(format!("{}: file too large to map", path.display())))?;
         if len == 0 {
             // mmap refuses a zero length; an empty file is simply no bytes.
             return Ok(FileBytes::owned(Vec::new()));

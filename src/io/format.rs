@@ -17,7 +17,7 @@ use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::error::{Error, Result, Status};
+use crate::error::{Error, Result};
 
 /// The crate refuses headers above 100 MB; the diagnosis says so.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
@@ -144,7 +144,7 @@ pub struct Header {
 }
 
 fn format_error(file: &str, message: impl std::fmt::Display) -> Error {
-    Error::new(Status::Format, format!("{file}: {message}"))
+    Error::format(format!("{file}: {message}"))
 }
 
 /// Elements of `shape`, or `None` when the product overflows.
@@ -201,13 +201,13 @@ fn diagnose(bytes: &[u8], file: &str, refusal: &safetensors::SafeTensorError) ->
 /// the order a reader meets them.
 fn explain(bytes: &[u8], file: &str) -> Result<()> {
     let len = bytes.len();
-    let Some(prefix) = bytes.get(..8) else {
+    let Some(prefix) = bytes.first_chunk::<8>() else {
         return Err(format_error(
             file,
             format!("{len} bytes is too short for a safetensors file (it starts with an 8-byte header length)"),
         ));
     };
-    let n = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+    let n = u64::from_le_bytes(*prefix);
     if n > MAX_HEADER_BYTES {
         // Any other kind of file lands here (its first 8 bytes as a length).
         return Err(format_error(
@@ -302,7 +302,10 @@ fn check_layout(tensors: &mut [TensorEntry], data_start: usize, len: usize, file
     for t in tensors.iter() {
         let rel = |r: &Range<usize>| format!("[{}, {})", r.start - data_start, r.end - data_start);
         if t.bytes.start < at {
-            let p = previous.expect("only a later tensor can start before `at`");
+            // Offsets count from the data, so `at` moves past it only after a tensor.
+            let Some(p) = previous else {
+                return Err(format_error(file, format!("tensor {:?} starts before the data", t.name)));
+            };
             return Err(format_error(
                 file,
                 format!("tensor {:?} {} overlaps tensor {:?} {}", t.name, rel(&t.bytes), p.name, rel(&p.bytes)),
@@ -357,12 +360,9 @@ pub fn layout(specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(Ve
     let mut infos = Vec::with_capacity(specs.len());
     for &s in &order {
         let spec = &specs[s];
-        let size = byte_count(spec.dtype, &spec.shape).ok_or_else(|| {
-            Error::new(Status::Shape, format!("tensor {:?}: shape {:?} overflows", spec.name, spec.shape))
-        })?;
-        let end = offset
-            .checked_add(size)
-            .ok_or_else(|| Error::new(Status::Shape, "file size overflows size_t".to_string()))?;
+        let size = byte_count(spec.dtype, &spec.shape)
+            .ok_or_else(|| Error::shape(format!("tensor {:?}: shape {:?} overflows", spec.name, spec.shape)))?;
+        let end = offset.checked_add(size).ok_or_else(|| Error::shape("file size overflows size_t".to_string()))?;
         let info =
             TensorInfo { dtype: spec.dtype.to_safetensors(), shape: spec.shape.clone(), data_offsets: (offset, end) };
         infos.push((spec.name.clone(), info));

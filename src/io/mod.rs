@@ -7,7 +7,7 @@
 //! straight from the mapping, whose pages are then released.
 
 mod bytes;
-pub mod format;
+pub(crate) mod format;
 pub(crate) mod pyjson;
 mod write;
 
@@ -22,7 +22,7 @@ pub use format::{TensorDtype, TensorSpec};
 pub use write::SafetensorsWriter;
 
 use crate::dtype::Data;
-use crate::error::{Error, Result, Status};
+use crate::error::{Error, Result};
 
 pub(crate) use bytes::io_error;
 pub(crate) use write::{f32_bytes, i32_bytes, int8_layer_specs, kept_column_specs, pytorch_metadata, temp_path_beside};
@@ -160,7 +160,7 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 fn format_error(message: impl Into<String>) -> Error {
-    Error::new(Status::Format, message)
+    Error::format(message)
 }
 
 impl Checkpoint {
@@ -178,10 +178,10 @@ impl Checkpoint {
             if index.is_file() {
                 return Checkpoint::open_index(&index);
             }
-            return Err(Error::new(
-                Status::NotFound,
-                format!("{}: a model directory needs {MODEL_FILE} or {INDEX_FILE}; found neither", path.display()),
-            ));
+            return Err(Error::not_found(format!(
+                "{}: a model directory needs {MODEL_FILE} or {INDEX_FILE}; found neither",
+                path.display()
+            )));
         }
         if path.extension().is_some_and(|e| e == "json") {
             return Checkpoint::open_index(path);
@@ -296,13 +296,10 @@ impl Checkpoint {
             for (tensor, shard) in names {
                 let found = by_name.get(tensor).map(|&i| &files[tensors[i].file].path);
                 if found.is_none_or(|p| !p.ends_with(shard)) {
-                    return Err(Error::new(
-                        Status::Format,
-                        format!(
-                            "{}: the index puts tensor {tensor:?} in {shard}, which does not hold it",
-                            index_path.display()
-                        ),
-                    ));
+                    return Err(Error::format(format!(
+                        "{}: the index puts tensor {tensor:?} in {shard}, which does not hold it",
+                        index_path.display()
+                    )));
                 }
             }
         }
@@ -382,8 +379,7 @@ impl Checkpoint {
 
     /// A tensor by name, or `NotFound` naming the checkpoint.
     pub fn require(&self, name: &str) -> Result<&Tensor> {
-        self.tensor(name)
-            .ok_or_else(|| Error::new(Status::NotFound, format!("{}: no tensor {name:?}", self.path.display())))
+        self.tensor(name).ok_or_else(|| Error::not_found(format!("{}: no tensor {name:?}", self.path.display())))
     }
 
     fn tensor_error(&self, t: &Tensor, what: impl std::fmt::Display) -> Error {
@@ -504,8 +500,8 @@ impl Checkpoint {
             return Err(self.tensor_error(values, format!("dtype {}, expected F16, BF16 or F32", values.dtype.name())));
         }
         let mut list = Vec::with_capacity(n_keep);
-        for b in self.bytes(columns).chunks_exact(4) {
-            let c = i32::from_le_bytes(b.try_into().expect("4 bytes"));
+        for b in self.bytes(columns).as_chunks::<4>().0 {
+            let c = i32::from_le_bytes(*b);
             let c = u32::try_from(c).ok().filter(|&c| (c as usize) < in_features).ok_or_else(|| {
                 self.tensor_error(columns, format!("column {c} is outside the {in_features} in_features"))
             })?;
@@ -542,7 +538,7 @@ impl Checkpoint {
         if scb.shape != [out_features] {
             return Err(self.tensor_error(scb, format!("shape {:?}, expected [{out_features}]", scb.shape)));
         }
-        Ok(self.bytes(scb).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+        Ok(self.bytes(scb).as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)).collect())
     }
 
     /// `prefix.weight_format`, when present, must say row-major (0): the only
@@ -551,13 +547,13 @@ impl Checkpoint {
         let Some(f) = self.tensor(&format!("{prefix}.weight_format")) else { return Ok(()) };
         let value = match (f.dtype, self.bytes(f)) {
             (TensorDtype::U8 | TensorDtype::I8, [v]) => *v,
-            (TensorDtype::I64, b) if b.len() == 8 => u64::from_le_bytes(b.try_into().expect("8 bytes")) as u8,
+            (TensorDtype::I64, &[b0, b1, b2, b3, b4, b5, b6, b7]) => {
+                u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) as u8
+            }
             _ => return Err(self.tensor_error(f, format!("expected one uint8, got {} {:?}", f.dtype.name(), f.shape))),
         };
         if value != 0 {
-            return Err(Error::new(
-                Status::Unsupported,
-                format!(
+            return Err(Error::unsupported(format!(
                     "{}: tensor {:?}: weight_format {value} is a GPU-specific tiled layout of old bitsandbytes; only 0 (row-major) is read",
                     self.file_path(w).display(),
                     f.name
@@ -598,6 +594,6 @@ fn with_elements<T: Copy, const N: usize, R>(
     let mut copy = Vec::new();
     copy.try_reserve_exact(bytes.len() / N)
         .map_err(|_| Error::out_of_memory(format!("cannot copy an unaligned tensor of {} bytes", bytes.len())))?;
-    copy.extend(bytes.chunks_exact(N).map(|c| decode(c.try_into().expect("N bytes"))));
+    copy.extend(bytes.as_chunks::<N>().0.iter().map(|c| decode(*c)));
     f(&copy)
 }

@@ -96,8 +96,9 @@ pub fn python_float_repr(v: f64) -> String {
     }
     // Rust's `{:e}` gives the same shortest round-trip digits: "-1.2345e-6".
     let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exp: i32 = exp.parse().expect("integer exponent");
+    // `{:e}` always writes an integer exponent; were it not there, Rust's
+    // repr is returned as it is.
+    let Some((mantissa, Ok(exp))) = sci.split_once('e').map(|(m, e)| (m, e.parse::<i32>())) else { return sci };
     let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     if (-4..16).contains(&exp) {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::format::{self, TensorDtype, TensorSpec};
 use super::io_error;
-use crate::error::{Error, Result, Status};
+use crate::error::{Error, Result};
 
 /// The `__metadata__` transformers writes (`{"format": "pt"}`), which its loader expects.
 pub fn pytorch_metadata() -> Vec<(String, String)> {
@@ -23,7 +23,10 @@ pub fn pytorch_metadata() -> Vec<(String, String)> {
 pub struct SafetensorsWriter {
     path: PathBuf,
     temp: PathBuf,
-    file: Option<File>,
+    file: File,
+    /// Set by `finish` once the temporary file is the caller's (renamed, or
+    /// removed there); until then, dropping the writer removes it.
+    finished: bool,
     specs: Vec<TensorSpec>,
     ranges: Vec<Range<usize>>,
     written: Vec<bool>,
@@ -49,15 +52,16 @@ impl SafetensorsWriter {
         let (header, ranges) = format::layout(&specs, metadata)?;
         let total = ranges.iter().map(|r| r.end).max().unwrap_or(header.len());
         let temp = temp_path_beside(&path);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)
             .map_err(|e| io_error(&temp, "cannot create", e))?;
-        let mut writer = SafetensorsWriter { path, temp, file: None, written: vec![false; specs.len()], specs, ranges };
-        file.set_len(total as u64).map_err(|e| io_error(&writer.temp, "cannot size", e))?;
-        file.write_all(&header).map_err(|e| io_error(&writer.temp, "cannot write", e))?;
-        writer.file = Some(file);
+        // From here a failure drops the writer, which removes the file.
+        let written = vec![false; specs.len()];
+        let mut writer = SafetensorsWriter { path, temp, file, finished: false, written, specs, ranges };
+        writer.file.set_len(total as u64).map_err(|e| io_error(&writer.temp, "cannot size", e))?;
+        writer.file.write_all(&header).map_err(|e| io_error(&writer.temp, "cannot write", e))?;
         Ok(writer)
     }
 
@@ -68,16 +72,12 @@ impl SafetensorsWriter {
         };
         let range = self.ranges[i].clone();
         if data.len() != range.len() {
-            return Err(Error::new(
-                Status::Shape,
-                format!("tensor {name:?} needs {} bytes, got {}", range.len(), data.len()),
-            ));
+            return Err(Error::shape(format!("tensor {name:?} needs {} bytes, got {}", range.len(), data.len())));
         }
         if self.written[i] {
             return Err(Error::invalid(format!("tensor {name:?} was already written")));
         }
-        let file = self.file.as_ref().expect("open until finish");
-        file.write_all_at(data, range.start as u64).map_err(|e| io_error(&self.temp, "cannot write", e))?;
+        self.file.write_all_at(data, range.start as u64).map_err(|e| io_error(&self.temp, "cannot write", e))?;
         self.written[i] = true;
         Ok(())
     }
@@ -85,11 +85,13 @@ impl SafetensorsWriter {
     /// Checks every tensor was written, flushes, and moves the file to its name.
     pub fn finish(mut self) -> Result<()> {
         if let Some(i) = self.written.iter().position(|w| !w) {
-            return Err(Error::internal(format!("tensor {:?} was never written", self.specs[i].name)));
+            return Err(Error::invalid(format!(
+                "tensor {:?} was never written: write every tensor of the layout before finish",
+                self.specs[i].name
+            )));
         }
-        let file = self.file.take().expect("open until finish");
-        file.sync_all().map_err(|e| io_error(&self.temp, "cannot flush", e))?;
-        drop(file);
+        self.file.sync_all().map_err(|e| io_error(&self.temp, "cannot flush", e))?;
+        self.finished = true;
         std::fs::rename(&self.temp, &self.path).map_err(|e| {
             // Nothing may be left behind: the complete file never got its name.
             let _ = std::fs::remove_file(&self.temp);
@@ -100,7 +102,7 @@ impl SafetensorsWriter {
 
 impl Drop for SafetensorsWriter {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if !self.finished {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
