@@ -31,7 +31,7 @@ pub mod io;
 mod quant;
 mod weight;
 
-pub use context::{save_weight, Backend, Context, MatmulStats};
+pub use context::{save_weight, Backend, Context, DeviceData, Input, MatmulStats, Operation, Output, Request};
 pub use cpu::CpuPath;
 pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 /// root's own items (`ABI_VERSION`) and the external crates.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
-    ("call", &[]),
     ("dtype", &["error"]),
+    ("call", &["dtype"]),
     ("quant", &["dtype", "error"]),
     ("cpu", &["call", "dtype", "error", "quant"]),
     ("cuda", &["call", "dtype", "error", "quant"]),

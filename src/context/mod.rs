@@ -2,21 +2,23 @@
 //! runs the matmul and the row quantizer on them.
 
 mod checkpoint;
+mod request;
 
 pub use checkpoint::save_weight;
+pub use request::{DeviceData, Input, Operation, Output, Request};
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::call::Matmul;
 use crate::cpu::{self, CpuPath};
-use crate::cuda::{self, device::Gpu, DeviceMatrix};
-use crate::dtype::{DType, Data, DataMut, Element};
+use crate::cuda::{self, device::Gpu};
+use crate::dtype::{DType, Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
 use crate::weight::{Location, Storage, Weight};
-use crate::{with_data, with_data_mut};
+use crate::with_data;
+use request::Memory;
 
 /// Where a caller asks the work to run (a context then runs at one
 /// [`Location`]). Codes are part of ABI version 1.
@@ -399,6 +401,77 @@ impl Context {
         self.place(Weight::quantize_columns(self.settings(), w, out_features, in_features, columns, bias, keep)?)
     }
 
+    /// Runs one matmul [`Request`] — plain, shared-input or row-parallel, on
+    /// host or device memory. Every matmul, from Rust or C, is checked here
+    /// once (threshold, weights, shapes, lengths, memory space, device
+    /// pointers) and handed whole to the backend. Device memory needs a CUDA
+    /// context (`Unsupported` otherwise); see [`DeviceData::new`] for what
+    /// such a request promises.
+    pub fn run(&self, request: Request<'_>) -> Result<MatmulStats> {
+        quant::check_threshold(request.threshold)?;
+        let k = request.check_weights()?;
+        for w in request.weights() {
+            self.check_weight(w)?;
+        }
+        let memory = request.check_buffers(k)?;
+        if let Operation::RowParallelMatmul { row_absmax: Input::Host(Data::F32(given)), .. } = &request.operation {
+            for (r, &a) in given.iter().enumerate() {
+                quant::given_row_absmax(r, a, 0.0)?;
+            }
+        }
+        if request.rows == 0 {
+            return Ok(MatmulStats::default());
+        }
+        let outlier_columns = match (memory, &self.place) {
+            (Memory::Host, Place::Cpu) => cpu::run(request.into_host_call(|w| self.cpu_weight(w), self.settings())?)?,
+            (Memory::Host, Place::Cuda(gpu)) => {
+                cuda::run_host_memory(gpu, request.into_host_call(|w| self.cuda_weight(w), self.cuda_settings())?)?
+            }
+            (Memory::Device, Place::Cuda(gpu)) => {
+                request.check_device_pointers(gpu, k)?;
+                let wait_for_stats = request.wait_for_stats;
+                let call = request.into_device_call(|w| self.cuda_weight(w), self.cuda_settings())?;
+                // SAFETY: the addresses are the device memory of this device
+                // with the sizes the shapes give, as `DeviceData::new`'s caller
+                // promised; checked above to be this device's and not NULL.
+                unsafe { cuda::run_device_memory(gpu, &call, wait_for_stats)? }
+            }
+            (Memory::Device, Place::Cpu) => {
+                return Err(Error::unsupported("a call on device memory needs a CUDA context"))
+            }
+        };
+        Ok(MatmulStats { outlier_columns })
+    }
+
+    /// `y = x · Wᵀ + b` with LLM.int8(): `x` is row-major `[rows, in_features]`,
+    /// `y` row-major `[rows, out_features]`, each in any supported dtype, both in
+    /// host memory whatever the backend (a CUDA context copies them to the
+    /// device and back, and waits). `threshold` 0 turns the outlier
+    /// decomposition off. [`Context::run`] with one weight.
+    pub fn matmul(&self, w: &Weight, x: Data<'_>, rows: usize, threshold: f32, y: DataMut<'_>) -> Result<MatmulStats> {
+        self.matmul_shared_input(&[w], x, rows, threshold, &mut [y])
+    }
+
+    /// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input —
+    /// q/k/v, gate/up: X is quantized and its outlier columns found once, then
+    /// each weight's product and epilogue run; every output is bit for bit
+    /// that of [`Context::matmul`] with the same weight. Every weight needs
+    /// `in_features` = the columns of `x`; the outputs share one dtype, each
+    /// `[rows, weights[i].out_features]`. Host memory, as [`Context::matmul`].
+    /// The outlier count is the input's, the same for every weight.
+    pub fn matmul_shared_input(
+        &self,
+        weights: &[&Weight],
+        x: Data<'_>,
+        rows: usize,
+        threshold: f32,
+        ys: &mut [DataMut<'_>],
+    ) -> Result<MatmulStats> {
+        let ys = ys.iter_mut().map(|y| Output::Host(y.reborrow())).collect();
+        let operation = Operation::Matmul { weights, ys };
+        self.run(Request { x: Input::Host(x), rows, threshold, operation, wait_for_stats: true })
+    }
+
     /// Stage 1 of a row-parallel matmul: the statistics of this rank's slice
     /// `x` `[rows, w.in_features]` of the activations. `row_absmax[r]` gets
     /// the absmax of row `r`'s int8 part over the slice — under the
@@ -417,23 +490,10 @@ impl Context {
         threshold: f32,
         row_absmax: &mut [f32],
     ) -> Result<usize> {
-        quant::check_threshold(threshold)?;
-        self.check_weight(w)?;
-        check_len("x", x.len(), checked_len(rows, w.in_features(), "x")?)?;
-        check_len("row_absmax", row_absmax.len(), rows)?;
-        if rows == 0 {
-            return Ok(0);
-        }
-        match (&self.place, w.storage()) {
-            (Place::Cpu, Storage::Cpu(_)) => {
-                let settings = self.settings();
-                with_data!(x, x => cpu::row_statistics(settings, x, w.in_features(), threshold, row_absmax))
-            }
-            (Place::Cuda(gpu), Storage::Cuda(weight)) => {
-                cuda::row_statistics_host_memory(gpu, weight, x, rows, threshold, self.cuda_settings(), row_absmax)
-            }
-            _ => Err(self.foreign_weight(w)),
-        }
+        let operation =
+            Operation::RowParallelStatistics { weight: w, row_absmax: Output::Host(DataMut::F32(row_absmax)) };
+        let stats = self.run(Request { x: Input::Host(x), rows, threshold, operation, wait_for_stats: true })?;
+        Ok(stats.outlier_columns)
     }
 
     /// Stage 2 of a row-parallel matmul: this rank's partial output
@@ -449,7 +509,6 @@ impl Context {
     /// bits. A `row_absmax` entry that is NaN, negative, or below this
     /// slice's own is refused (`InvalidArgument`). Host memory, as
     /// [`Context::matmul`].
-    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul_row_parallel_host
     pub fn matmul_row_parallel(
         &self,
         w: &Weight,
@@ -459,117 +518,25 @@ impl Context {
         row_absmax: &[f32],
         y: DataMut<'_>,
     ) -> Result<MatmulStats> {
-        quant::check_threshold(threshold)?;
-        self.check_weight(w)?;
-        check_len("x", x.len(), checked_len(rows, w.in_features(), "x")?)?;
-        check_len("y", y.len(), checked_len(rows, w.out_features(), "y")?)?;
-        check_len("row_absmax", row_absmax.len(), rows)?;
-        for (r, &a) in row_absmax.iter().enumerate() {
-            quant::given_row_absmax(r, a, 0.0)?;
-        }
-        if rows == 0 {
-            return Ok(MatmulStats::default());
-        }
-        let outlier_columns = match (&self.place, w.storage()) {
-            (Place::Cpu, Storage::Cpu(weight)) => {
-                let settings = self.settings();
-                with_data!(x, x => with_data_mut!(y, y => cpu::matmul_row_parallel(Matmul { weight, x, rows, threshold, y, settings }, row_absmax)))?
-            }
-            (Place::Cuda(gpu), Storage::Cuda(weight)) => {
-                let settings = self.cuda_settings();
-                cuda::matmul_row_parallel_host_memory(
-                    gpu,
-                    Matmul { weight, x, rows, threshold, y, settings },
-                    row_absmax,
-                )?
-            }
-            _ => return Err(self.foreign_weight(w)),
-        };
-        Ok(MatmulStats { outlier_columns })
+        let row_absmax = Input::Host(Data::F32(row_absmax));
+        let operation = Operation::RowParallelMatmul { weight: w, row_absmax, y: Output::Host(y) };
+        self.run(Request { x: Input::Host(x), rows, threshold, operation, wait_for_stats: true })
     }
 
-    /// [`Context::row_parallel_statistics`] on device memory, queued on the
-    /// context's stream without waiting — unless `want_stats`, which waits
-    /// and returns the outlier count (0 otherwise). CUDA contexts only.
-    ///
-    /// # Safety
-    /// `x` must be device memory of this context's device holding
-    /// `rows · in_features` elements of `x_dtype`, `row_absmax` `rows`
-    /// float32, both valid until the work on the stream has finished.
-    #[allow(clippy::too_many_arguments)] // mirrors llmint8_row_parallel_statistics
-    pub unsafe fn row_parallel_statistics_on_device(
-        &self,
-        w: &Weight,
-        x: *const c_void,
-        x_dtype: DType,
-        rows: usize,
-        threshold: f32,
-        row_absmax: *mut c_void,
-        want_stats: bool,
-    ) -> Result<usize> {
-        let gpu = self.gpu("row-parallel statistics on device pointers")?;
-        quant::check_threshold(threshold)?;
-        self.check_weight(w)?;
-        checked_len(rows, w.in_features(), "x")?;
-        if rows == 0 {
-            return Ok(0);
+    /// The CPU backend's part of `w` (a weight of another context is refused).
+    fn cpu_weight<'w>(&self, w: &'w Weight) -> Result<&'w cpu::Weight> {
+        match w.storage() {
+            Storage::Cpu(weight) => Ok(weight),
+            Storage::Cuda(_) => Err(self.foreign_weight(w)),
         }
-        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
-        let out = self.device_matrix(gpu, row_absmax, DType::F32, "row_absmax")?;
-        let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-        let settings = self.cuda_settings();
-        // SAFETY: as the caller promises.
-        unsafe { cuda::row_statistics_device_memory(gpu, weight, x, rows, threshold, settings, out.ptr, want_stats) }
     }
 
-    /// [`Context::matmul_row_parallel`] on device memory, queued on the
-    /// context's stream without waiting — unless `want_stats`. CUDA contexts
-    /// only. `row_absmax` (device, `rows` float32) is read on the device: a
-    /// row whose entry is NaN, negative or below this slice's own absmax gets
-    /// NaN in every element of its output row, and `want_stats` turns that
-    /// into an `InvalidArgument` error naming the first such row.
-    ///
-    /// # Safety
-    /// As [`Context::matmul_on_device`], and `row_absmax` device memory of
-    /// `rows` float32 valid until the work on the stream has finished.
-    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul_row_parallel
-    pub unsafe fn matmul_row_parallel_on_device(
-        &self,
-        w: &Weight,
-        x: *const c_void,
-        x_dtype: DType,
-        rows: usize,
-        threshold: f32,
-        row_absmax: *const c_void,
-        y: *mut c_void,
-        y_dtype: DType,
-        want_stats: bool,
-    ) -> Result<MatmulStats> {
-        let gpu = self.gpu("a row-parallel matmul on device pointers")?;
-        quant::check_threshold(threshold)?;
-        self.check_weight(w)?;
-        checked_len(rows, w.in_features(), "x")?;
-        checked_len(rows, w.out_features(), "y")?;
-        if rows == 0 {
-            return Ok(MatmulStats::default());
+    /// The CUDA backend's part of `w` (a weight of another context is refused).
+    fn cuda_weight<'w>(&self, w: &'w Weight) -> Result<&'w cuda::Weight> {
+        match w.storage() {
+            Storage::Cuda(weight) => Ok(weight),
+            Storage::Cpu(_) => Err(self.foreign_weight(w)),
         }
-        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
-        let given = self.device_matrix(gpu, row_absmax, DType::F32, "row_absmax")?;
-        let y = self.device_matrix(gpu, y, y_dtype, "y")?;
-        let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-        let call = Matmul { weight, x, rows, threshold, y, settings: self.cuda_settings() };
-        // SAFETY: as the caller promises.
-        let outlier_columns = unsafe { cuda::matmul_row_parallel_device_memory(gpu, &call, given.ptr, want_stats)? };
-        Ok(MatmulStats { outlier_columns })
-    }
-
-    /// A caller's device pointer, checked: not NULL, memory of this context's device.
-    fn device_matrix(&self, gpu: &Gpu, ptr: *const c_void, dtype: DType, what: &str) -> Result<DeviceMatrix> {
-        if ptr.is_null() {
-            return Err(Error::invalid(format!("{what} is NULL")));
-        }
-        gpu.check_device_pointer(ptr, what)?;
-        Ok(DeviceMatrix { ptr: ptr as u64, dtype })
     }
 
     /// Checks that `w` lives where this context runs (backend and device).
@@ -589,213 +556,6 @@ impl Context {
         };
         Error::invalid(format!("the weight lives on {}, the context on {}", name(w.location()), name(self.location())))
     }
-
-    /// `y = x · Wᵀ + b` with LLM.int8(): `x` is row-major `[rows, in_features]`,
-    /// `y` row-major `[rows, out_features]`, each in any supported dtype, both in
-    /// host memory whatever the backend (a CUDA context copies them to the
-    /// device and back, and waits). `threshold` 0 turns the outlier
-    /// decomposition off.
-    pub fn matmul(&self, w: &Weight, x: Data<'_>, rows: usize, threshold: f32, y: DataMut<'_>) -> Result<MatmulStats> {
-        quant::check_threshold(threshold)?;
-        self.check_weight(w)?;
-        let x_len = checked_len(rows, w.in_features(), "x")?;
-        let y_len = checked_len(rows, w.out_features(), "y")?;
-        check_len("x", x.len(), x_len)?;
-        check_len("y", y.len(), y_len)?;
-        if rows == 0 {
-            return Ok(MatmulStats::default());
-        }
-        let outlier_columns = match (&self.place, w.storage()) {
-            (Place::Cpu, Storage::Cpu(weight)) => {
-                let settings = self.settings();
-                with_data!(x, x => with_data_mut!(y, y => cpu::matmul(Matmul { weight, x, rows, threshold, y, settings })))?
-            }
-            (Place::Cuda(gpu), Storage::Cuda(weight)) => {
-                let settings = self.cuda_settings();
-                cuda::matmul_host_memory(gpu, Matmul { weight, x, rows, threshold, y, settings })?
-            }
-            _ => return Err(self.foreign_weight(w)),
-        };
-        Ok(MatmulStats { outlier_columns })
-    }
-
-    /// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input —
-    /// q/k/v, gate/up: X is quantized and its outlier columns found once, then
-    /// each weight's product and epilogue run; every output is bit for bit
-    /// that of [`Context::matmul`] with the same weight. Every weight needs
-    /// `in_features` = the columns of `x`; the outputs share one dtype, each
-    /// `[rows, weights[i].out_features]`. Host memory, as [`Context::matmul`].
-    /// The outlier count is the input's, the same for every weight.
-    pub fn matmul_shared_input(
-        &self,
-        weights: &[&Weight],
-        x: Data<'_>,
-        rows: usize,
-        threshold: f32,
-        ys: &mut [DataMut<'_>],
-    ) -> Result<MatmulStats> {
-        quant::check_threshold(threshold)?;
-        let k = self.check_shared_input(weights, ys.len())?;
-        check_len("x", x.len(), checked_len(rows, k, "x")?)?;
-        let y_dtype = ys[0].dtype();
-        for (i, (w, y)) in weights.iter().zip(ys.iter()).enumerate() {
-            if y.dtype() != y_dtype {
-                return Err(Error::invalid(format!(
-                    "ys[{i}] is {}, ys[0] {}: the outputs share one dtype",
-                    y.dtype().name(),
-                    y_dtype.name()
-                )));
-            }
-            check_len(&format!("ys[{i}]"), y.len(), checked_len(rows, w.out_features(), "y")?)?;
-        }
-        if rows == 0 {
-            return Ok(MatmulStats::default());
-        }
-        let outlier_columns = match &self.place {
-            Place::Cpu => {
-                let cpu_weights: Vec<&cpu::Weight> = weights
-                    .iter()
-                    .map(|w| match w.storage() {
-                        Storage::Cpu(weight) => Ok(weight),
-                        Storage::Cuda(_) => Err(self.foreign_weight(w)),
-                    })
-                    .collect::<Result<_>>()?;
-                let settings = self.settings();
-                fn run<X: Element, Y: Element>(
-                    settings: cpu::Settings,
-                    weights: &[&cpu::Weight],
-                    x: &[X],
-                    rows: usize,
-                    threshold: f32,
-                    ys: &mut [DataMut<'_>],
-                ) -> Result<usize> {
-                    let mut typed: Vec<&mut [Y]> = ys
-                        .iter_mut()
-                        .map(|y| Y::slice_mut(y).ok_or_else(|| Error::invalid("the outputs differ in dtype")))
-                        .collect::<Result<_>>()?;
-                    cpu::matmul_shared_input(settings, weights, x, rows, threshold, &mut typed)
-                }
-                with_data!(x, x => match y_dtype {
-                    DType::F32 => run::<_, f32>(settings, &cpu_weights, x, rows, threshold, ys),
-                    DType::F16 => run::<_, half::f16>(settings, &cpu_weights, x, rows, threshold, ys),
-                    DType::BF16 => run::<_, half::bf16>(settings, &cpu_weights, x, rows, threshold, ys),
-                })?
-            }
-            Place::Cuda(gpu) => {
-                let mut products = Vec::with_capacity(weights.len());
-                for (w, y) in weights.iter().zip(ys.iter_mut()) {
-                    let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-                    products.push((weight, y.reborrow()));
-                }
-                cuda::matmul_shared_input_host_memory(gpu, &mut products, x, rows, threshold, self.cuda_settings())?
-            }
-        };
-        Ok(MatmulStats { outlier_columns })
-    }
-
-    /// [`Context::matmul_shared_input`] on device memory, queued on the
-    /// context's stream without waiting — unless `want_stats`. CUDA contexts
-    /// only. `ys[i]` receives `[rows, weights[i].out_features]` of `y_dtype`.
-    ///
-    /// # Safety
-    /// `x` and every `ys[i]` must be device memory of this context's device
-    /// holding `rows · in_features` elements of `x_dtype` and
-    /// `rows · out_features` of `y_dtype`, and stay valid until the work on
-    /// the stream has finished.
-    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul_shared_input
-    pub unsafe fn matmul_shared_input_on_device(
-        &self,
-        weights: &[&Weight],
-        x: *const c_void,
-        x_dtype: DType,
-        rows: usize,
-        threshold: f32,
-        ys: &[*mut c_void],
-        y_dtype: DType,
-        want_stats: bool,
-    ) -> Result<MatmulStats> {
-        let gpu = self.gpu("a matmul on device pointers")?;
-        quant::check_threshold(threshold)?;
-        let k = self.check_shared_input(weights, ys.len())?;
-        checked_len(rows, k, "x")?;
-        for (i, w) in weights.iter().enumerate() {
-            checked_len(rows, w.out_features(), &format!("ys[{i}]"))?;
-        }
-        if rows == 0 {
-            return Ok(MatmulStats::default());
-        }
-        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
-        let mut products = Vec::with_capacity(weights.len());
-        for (i, (w, &y)) in weights.iter().zip(ys).enumerate() {
-            let y = self.device_matrix(gpu, y, y_dtype, &format!("ys[{i}]"))?;
-            let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-            products.push((weight, y));
-        }
-        let settings = self.cuda_settings();
-        // SAFETY: as the caller promises.
-        let outlier_columns = unsafe {
-            cuda::matmul_shared_input_device_memory(gpu, &products, x, rows, threshold, settings, want_stats)?
-        };
-        Ok(MatmulStats { outlier_columns })
-    }
-
-    /// Checks a shared-input call's weights against each other and this
-    /// context, and that there are as many outputs; returns their in_features.
-    fn check_shared_input(&self, weights: &[&Weight], outputs: usize) -> Result<usize> {
-        let Some(first) = weights.first() else { return Err(Error::invalid("no weights given")) };
-        if outputs != weights.len() {
-            return Err(Error::invalid(format!("{} weights but {outputs} outputs", weights.len())));
-        }
-        let k = first.in_features();
-        for (i, w) in weights.iter().enumerate() {
-            self.check_weight(w)?;
-            if w.in_features() != k {
-                return Err(Error::shape(format!(
-                    "weights[{i}] has in_features {}, weights[0] {k}: a shared input needs the same",
-                    w.in_features()
-                )));
-            }
-        }
-        Ok(k)
-    }
-
-    /// The matmul on device memory, queued on the context's stream without
-    /// waiting — unless `want_stats`, which waits for the outlier count.
-    /// CUDA contexts only.
-    ///
-    /// # Safety
-    /// `x` and `y` must be device memory of this context's device holding
-    /// `rows · in_features` elements of `x_dtype` and `rows · out_features` of
-    /// `y_dtype`, and stay valid until the work on the stream has finished.
-    #[allow(clippy::too_many_arguments)] // mirrors llmint8_matmul
-    pub unsafe fn matmul_on_device(
-        &self,
-        w: &Weight,
-        x: *const c_void,
-        x_dtype: DType,
-        rows: usize,
-        threshold: f32,
-        y: *mut c_void,
-        y_dtype: DType,
-        want_stats: bool,
-    ) -> Result<MatmulStats> {
-        let gpu = self.gpu("a matmul on device pointers")?;
-        quant::check_threshold(threshold)?;
-        self.check_weight(w)?;
-        checked_len(rows, w.in_features(), "x")?;
-        checked_len(rows, w.out_features(), "y")?;
-        if rows == 0 {
-            return Ok(MatmulStats::default());
-        }
-        let x = self.device_matrix(gpu, x, x_dtype, "x")?;
-        let y = self.device_matrix(gpu, y, y_dtype, "y")?;
-        let Storage::Cuda(weight) = w.storage() else { return Err(self.foreign_weight(w)) };
-        let call = Matmul { weight, x, rows, threshold, y, settings: self.cuda_settings() };
-        // SAFETY: as the caller promises.
-        let outlier_columns = unsafe { cuda::matmul_device_memory(gpu, &call, want_stats)? };
-        Ok(MatmulStats { outlier_columns })
-    }
-
     /// Vector-wise quantization of `x` `[rows, cols]` as bitsandbytes'
     /// `int8_vectorwise_quant` does it: `q` `[rows, cols]`, `absmax` `[rows]`,
     /// and the outlier columns in ascending order in `outlier_columns` (capacity

@@ -16,10 +16,11 @@ mod weight;
 
 use std::ops::Range;
 
-use crate::call::Matmul;
-use crate::dtype::{DType, Element};
+use crate::call::{Call, Host, Work};
+use crate::dtype::{DType, DataMut, Element};
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
+use crate::with_data;
 use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
@@ -881,42 +882,65 @@ fn activation_tile<'a>(
     Ok(ActivationTile::Rows(RowTile::Signed(x)))
 }
 
-/// `y = x · Wᵀ + b` with LLM.int8(): `x` is `[rows, k]`, `y` is `[rows, n]`.
-/// Returns the number of outlier columns. Shapes are checked by the caller.
-pub(crate) fn matmul<X: Element, Y: Element>(call: Matmul<'_, Weight, &[X], &mut [Y], Settings>) -> Result<usize> {
-    let Matmul { weight, x, rows, threshold, y, settings } = call;
-    matmul_shared_input(settings, &[weight], x, rows, threshold, &mut [y])
+/// Runs a call on host memory (see [`Work`]): X is quantized once, then
+/// each weight's product, or a row-parallel rank's statistics. The context
+/// has checked the call. Returns the number of outlier columns.
+pub(crate) fn run(call: Call<'_, Weight, Host, Settings>) -> Result<usize> {
+    let Call { weights, x, rows, threshold, work, settings } = call;
+    let k = weights[0].in_features();
+    with_data!(x, x => {
+        let input = Activations { x, rows, k, threshold, settings, row_absmax: None };
+        match work {
+            Work::Products(ys) => products(input, &weights, ys),
+            Work::Partial { row_absmax, y } => products(Activations { row_absmax: Some(row_absmax), ..input }, &weights, vec![y]),
+            Work::Statistics { row_absmax } => row_statistics(input, row_absmax),
+        }
+    })
+}
+
+/// A call's activations `x` `[rows, k]` and how to quantize them.
+#[derive(Clone, Copy)]
+struct Activations<'a, X> {
+    x: &'a [X],
+    rows: usize,
+    k: usize,
+    threshold: f32,
+    settings: Settings,
+    /// A row-parallel partial's row absmax (the MAX over the ranks).
+    row_absmax: Option<&'a [f32]>,
 }
 
 /// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input (q/k/v,
-/// gate/up): X is quantized, its outlier columns found and gathered and its
-/// int8 rows laid out for the microkernel once, then each weight's product
-/// and epilogue run as in a call of its own — the same bits. Every weight has
-/// `in_features` = `x`'s columns (checked by the caller). Returns the number
-/// of outlier columns.
-pub(crate) fn matmul_shared_input<X: Element, Y: Element>(
-    settings: Settings,
-    weights: &[&Weight],
-    x: &[X],
-    rows: usize,
-    threshold: f32,
-    ys: &mut [&mut [Y]],
-) -> Result<usize> {
-    scratch::with_scratch(|scratch| matmul_in(settings, weights, x, rows, threshold, None, ys, scratch))
+/// gate/up; one weight: a plain matmul): X is quantized, its outlier columns
+/// found and gathered and its int8 rows laid out for the microkernel once,
+/// then each weight's product and epilogue run as in a call of its own — the
+/// same bits. The outputs share one dtype (checked by the context).
+fn products<X: Element>(input: Activations<'_, X>, weights: &[&Weight], mut ys: Vec<DataMut<'_>>) -> Result<usize> {
+    fn typed<X: Element, Y: Element>(
+        input: Activations<'_, X>,
+        weights: &[&Weight],
+        ys: &mut [DataMut<'_>],
+    ) -> Result<usize> {
+        let mut typed: Vec<&mut [Y]> = ys
+            .iter_mut()
+            .map(|y| Y::slice_mut(y).ok_or_else(|| Error::invalid("the outputs differ in dtype")))
+            .collect::<Result<_>>()?;
+        scratch::with_scratch(|scratch| matmul_in(input, weights, &mut typed, scratch))
+    }
+    match ys.first().map(DataMut::dtype) {
+        Some(DType::F32) | None => typed::<X, f32>(input, weights, &mut ys),
+        Some(DType::F16) => typed::<X, half::f16>(input, weights, &mut ys),
+        Some(DType::BF16) => typed::<X, half::bf16>(input, weights, &mut ys),
+    }
 }
 
 /// A row-parallel rank's statistics of its slice `x` `[rows, k]` of the
 /// activations: each row's [`quant::row_statistic`] in `row_absmax`.
 /// Returns the slice's number of outlier columns.
-pub(crate) fn row_statistics<X: Element>(
-    settings: Settings,
-    x: &[X],
-    k: usize,
-    threshold: f32,
-    row_absmax: &mut [f32],
-) -> Result<usize> {
+fn row_statistics<X: Element>(input: Activations<'_, X>, row_absmax: &mut [f32]) -> Result<usize> {
     scratch::with_scratch(|scratch| {
-        let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
+        let qx = scratch::zeroed(&mut scratch.qx, input.x.len(), "quantized activations")?;
+        let Activations { x, k, threshold, settings, .. } = input;
         quantize_activations(
             settings,
             x,
@@ -935,36 +959,19 @@ pub(crate) fn row_statistics<X: Element>(
     })
 }
 
-/// A row-parallel rank's partial product: [`matmul`] with each row of X
-/// quantized with `row_absmax` (the MAX over the ranks of [`row_statistics`]),
-/// so that the ranks' partials sum to the unsharded layer's output.
-pub(crate) fn matmul_row_parallel<X: Element, Y: Element>(
-    call: Matmul<'_, Weight, &[X], &mut [Y], Settings>,
-    row_absmax: &[f32],
-) -> Result<usize> {
-    let Matmul { weight, x, rows, threshold, y, settings } = call;
-    scratch::with_scratch(|scratch| {
-        matmul_in(settings, &[weight], x, rows, threshold, Some(row_absmax), &mut [y], scratch)
-    })
-}
-
-#[allow(clippy::too_many_arguments)] // the call's arguments and its scratch
+/// Quantizes X into the scratch space, then [`multiply`].
 fn matmul_in<X: Element, Y: Element>(
-    settings: Settings,
+    input: Activations<'_, X>,
     weights: &[&Weight],
-    x: &[X],
-    rows: usize,
-    threshold: f32,
-    row_absmax: Option<&[f32]>,
     ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let k = weights[0].in_features();
+    let Activations { x, rows, k, threshold, settings, row_absmax } = input;
     let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
     let sa = scratch::zeroed(&mut scratch.sa, rows, "activation scales")?;
     let mut outliers = std::mem::take(&mut scratch.outliers);
     let result = quantize_activations(settings, x, k, threshold, row_absmax, qx, sa, &mut scratch.masks, &mut outliers)
-        .and_then(|()| multiply(settings, weights, x, rows, &outliers, ys, scratch));
+        .and_then(|()| multiply(input, weights, &outliers, ys, scratch));
     scratch.outliers = outliers;
     result
 }
@@ -973,15 +980,13 @@ fn matmul_in<X: Element, Y: Element>(
 /// quantized activations and `outliers` their outlier columns: X's outlier
 /// columns and microkernel layout once, then each weight's product.
 fn multiply<X: Element, Y: Element>(
-    settings: Settings,
+    input: Activations<'_, X>,
     weights: &[&Weight],
-    x: &[X],
-    rows: usize,
     outliers: &[usize],
     ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let k = weights[0].in_features();
+    let Activations { x, rows, k, settings, .. } = input;
     let scratch::Scratch { qx, sa, x_outliers, tile_i8, tile_i16, tile_sums, blocks, .. } = scratch;
     let (qx, sa) = (&qx[..], &sa[..]);
     let path = settings.path;

@@ -20,12 +20,13 @@ pub(crate) mod runtime;
 pub(crate) mod sys;
 mod weight;
 
+use std::ffi::c_void;
 use std::sync::Arc;
 
 use device::{Gpu, StreamState};
 use sys::CUdeviceptr;
 
-use crate::call::Matmul;
+use crate::call::{Call, Host, Space, Work};
 use crate::dtype::{DType, Data, DataMut};
 use crate::error::Result;
 use crate::quant::{InputRounding, RowScale};
@@ -41,6 +42,16 @@ pub(crate) struct DeviceMatrix {
     pub dtype: DType,
 }
 
+/// Device memory: addresses.
+pub(crate) struct Device;
+
+impl Space for Device {
+    type Matrix<'a> = DeviceMatrix;
+    type MatrixMut<'a> = DeviceMatrix;
+    type Floats<'a> = CUdeviceptr;
+    type FloatsMut<'a> = CUdeviceptr;
+}
+
 /// What a CUDA call takes from its context.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {
@@ -48,22 +59,18 @@ pub(crate) struct Settings {
     pub row_scale: RowScale,
 }
 
-/// A matmul on device memory.
-pub(crate) type DeviceMatmul<'a> = Matmul<'a, Weight, DeviceMatrix, DeviceMatrix, Settings>;
-/// A matmul on host memory on a CUDA context.
-pub(crate) type HostMatmul<'a, 'x, 'y> = Matmul<'a, Weight, Data<'x>, DataMut<'y>, Settings>;
+/// A call on device memory.
+pub(crate) type DeviceCall<'a> = Call<'a, Weight, Device, Settings>;
+/// A call on host memory on a CUDA context.
+pub(crate) type HostCall<'a> = Call<'a, Weight, Host, Settings>;
 
-/// Copies the outlier count at `count` (device) to the host, waiting for the stream.
-fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
-    Ok(read_ints::<1>(gpu, state, count)?[0].max(0) as usize)
-}
-
-/// [`read_count`] for a row-parallel call: the count and the first refused
-/// row beside it in one copy; a refused `row_absmax` entry is an error.
-fn read_row_parallel_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr) -> Result<usize> {
+/// Copies the outlier count at `count` (device) to the host, waiting for the
+/// stream; a row-parallel partial's refused `row_absmax` entry (its first
+/// refused row lies beside the count, read in the same copy) is an error.
+fn read_count(gpu: &Gpu, state: &StreamState, count: CUdeviceptr, work: &Work<'_, Device>) -> Result<usize> {
     debug_assert_eq!(ops::BAD_ROW_OFFSET, 4);
     let [n, row] = read_ints::<2>(gpu, state, count)?;
-    if row != i32::MAX {
+    if matches!(work, Work::Partial { .. }) && row != i32::MAX {
         return Err(crate::Error::invalid(format!(
             "row_absmax[{row}] is NaN, negative or below this rank's slice of row {row}: pass the MAX over every rank's statistics"
         )));
@@ -86,62 +93,27 @@ fn read_ints<const N: usize>(gpu: &Gpu, state: &StreamState, at: CUdeviceptr) ->
     Ok(values)
 }
 
-/// The matmul on device memory (see [`crate::Context::matmul_on_device`]),
-/// on `gpu`, the context's device: queued on its stream; waits only when
-/// `want_stats`. Returns the outlier count when `want_stats`, else 0.
+/// Runs a call on device memory (see [`crate::Context::run`]) on `gpu`, the
+/// context's device: queued on its stream; waits only when `wait_for_stats`,
+/// then returns the outlier count (0 otherwise) and reports a refused
+/// `row_absmax` entry of a row-parallel partial.
 ///
 /// # Safety
-/// `call.x` and `call.y` are device memory of `gpu`'s device of the sizes the
-/// shapes give.
-pub(crate) unsafe fn matmul_device_memory(gpu: &Arc<Gpu>, call: &DeviceMatmul<'_>, want_stats: bool) -> Result<usize> {
+/// The call's buffers are device memory of `gpu`'s device of the sizes its
+/// shapes give, valid until the work on the stream has finished.
+pub(crate) unsafe fn run_device_memory(gpu: &Arc<Gpu>, call: &DeviceCall<'_>, wait_for_stats: bool) -> Result<usize> {
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
-    refuse_stats_while_capturing(gpu, &state, want_stats)?;
+    if wait_for_stats {
+        gpu.refuse_while_capturing(&state, "a call that returns statistics (stats not NULL)")?;
+    }
     // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul(gpu, call, &mut state)? };
-    if want_stats {
-        read_count(gpu, &state, count)
+    let count = unsafe { ops::run(gpu, call, &mut state)? };
+    if wait_for_stats {
+        read_count(gpu, &state, count, &call.work)
     } else {
         Ok(0)
     }
-}
-
-/// [`ops::matmul_shared_input`] on device memory (see
-/// [`crate::Context::matmul_shared_input_on_device`]), queued on the stream
-/// of `gpu`; waits only when `want_stats`. Returns the outlier count when
-/// `want_stats`, else 0.
-///
-/// # Safety
-/// `x` and every output are device memory of `gpu`'s device of the sizes the
-/// shapes give.
-pub(crate) unsafe fn matmul_shared_input_device_memory(
-    gpu: &Arc<Gpu>,
-    products: &[(&Weight, DeviceMatrix)],
-    x: DeviceMatrix,
-    rows: usize,
-    threshold: f32,
-    settings: Settings,
-    want_stats: bool,
-) -> Result<usize> {
-    let _current = gpu.make_current()?;
-    let mut state = gpu.state();
-    refuse_stats_while_capturing(gpu, &state, want_stats)?;
-    // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul_shared_input(gpu, products, x, rows, threshold, None, settings, &mut state)? };
-    if want_stats {
-        read_count(gpu, &state, count)
-    } else {
-        Ok(0)
-    }
-}
-
-/// Refuses a call that would wait for its statistics while the stream is
-/// being captured into a CUDA graph (nothing is queued then).
-fn refuse_stats_while_capturing(gpu: &Gpu, state: &StreamState, want_stats: bool) -> Result<()> {
-    if want_stats {
-        gpu.refuse_while_capturing(state, "a call that returns statistics (stats not NULL)")?;
-    }
-    Ok(())
 }
 
 /// Reserves the scratch space of `gpu`'s context for every matmul of up to
@@ -149,109 +121,6 @@ fn refuse_stats_while_capturing(gpu: &Gpu, state: &StreamState, want_stats: bool
 /// `out_features` rows, so that such calls allocate nothing afterwards.
 pub(crate) fn reserve(gpu: &Gpu, rows: usize, in_features: usize, out_features: usize) -> Result<()> {
     gpu.reserve_scratch(ops::scratch_bytes_for(rows, in_features, out_features)?)
-}
-
-/// [`ops::matmul_row_parallel`] on device memory (see
-/// [`crate::Context::matmul_row_parallel_on_device`]), queued on the stream of
-/// `gpu`; waits only when `want_stats`, then reports a refused `row_absmax`
-/// entry. Returns the outlier count when `want_stats`, else 0.
-///
-/// # Safety
-/// As [`matmul_device_memory`], and `row_absmax` device memory of `rows` float32.
-pub(crate) unsafe fn matmul_row_parallel_device_memory(
-    gpu: &Arc<Gpu>,
-    call: &DeviceMatmul<'_>,
-    row_absmax: CUdeviceptr,
-    want_stats: bool,
-) -> Result<usize> {
-    let _current = gpu.make_current()?;
-    let mut state = gpu.state();
-    refuse_stats_while_capturing(gpu, &state, want_stats)?;
-    // SAFETY: as the caller promises.
-    let count = unsafe { ops::matmul_row_parallel(gpu, call, row_absmax, &mut state)? };
-    if want_stats {
-        read_row_parallel_count(gpu, &state, count)
-    } else {
-        Ok(0)
-    }
-}
-
-/// [`ops::row_statistics`] on device memory, queued on the stream of `gpu`;
-/// waits only when `want_stats`. Returns the outlier count when
-/// `want_stats`, else 0.
-///
-/// # Safety
-/// `x` device memory of `rows · in_features` elements of its dtype, `out` of
-/// `rows` float32, on `gpu`'s device.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn row_statistics_device_memory(
-    gpu: &Arc<Gpu>,
-    w: &Weight,
-    x: DeviceMatrix,
-    rows: usize,
-    threshold: f32,
-    settings: Settings,
-    out: CUdeviceptr,
-    want_stats: bool,
-) -> Result<usize> {
-    let _current = gpu.make_current()?;
-    let mut state = gpu.state();
-    refuse_stats_while_capturing(gpu, &state, want_stats)?;
-    // SAFETY: as the caller promises.
-    let count = unsafe { ops::row_statistics(gpu, w, x, rows, threshold, settings, out, &mut state)? };
-    if want_stats {
-        read_count(gpu, &state, count)
-    } else {
-        Ok(0)
-    }
-}
-
-/// [`ops::row_statistics`] on host memory on a CUDA context: copies `x` up,
-/// the statistics down into `out`, and waits. Returns the outlier count.
-pub(crate) fn row_statistics_host_memory(
-    gpu: &Arc<Gpu>,
-    w: &Weight,
-    x: Data<'_>,
-    rows: usize,
-    threshold: f32,
-    settings: Settings,
-    out: &mut [f32],
-) -> Result<usize> {
-    let x_dtype = x.dtype();
-    let (x_host, x_bytes) = with_data!(x, x => (x.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(x)));
-    let out_bytes = std::mem::size_of_val(out);
-    let _current = gpu.make_current()?;
-    let mut state = gpu.state();
-    gpu.refuse_while_capturing(&state, "a call on host memory")?;
-    let d = &gpu.rt.driver;
-    let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
-    let out_dev = StreamBuffer::new(gpu, &state, out_bytes, "cuMemAllocAsync (row_absmax)")?;
-    let stream = state.stream;
-    // SAFETY (this block): the device buffers hold the bytes copied; `x` and
-    // `out` are borrowed for this whole function and the stream is waited on
-    // before it returns (read_count, or `waiting_on_error` on a failure).
-    gpu.waiting_on_error(stream, || unsafe {
-        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
-        let x_matrix = DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype };
-        let count = ops::row_statistics(gpu, w, x_matrix, rows, threshold, settings, out_dev.ptr, &mut state)?;
-        gpu.check(
-            (d.cuMemcpyDtoHAsync)(out.as_mut_ptr().cast(), out_dev.ptr, out_bytes, state.stream),
-            "copying row_absmax from the device",
-        )?;
-        read_count(gpu, &state, count)
-    })
-}
-
-/// [`ops::matmul_row_parallel`] on host memory on a CUDA context: copies `x`
-/// and `row_absmax` up, runs, copies `y` down, and waits. Returns the outlier
-/// count; a `row_absmax` entry below this slice's own is refused.
-pub(crate) fn matmul_row_parallel_host_memory(
-    gpu: &Arc<Gpu>,
-    call: HostMatmul<'_, '_, '_>,
-    row_absmax: &[f32],
-) -> Result<usize> {
-    let Matmul { weight, x, rows, threshold, y, settings } = call;
-    host_memory_products(gpu, &mut [(weight, y)], x, rows, threshold, Some(row_absmax), settings)
 }
 
 /// A stream-ordered device allocation, freed in stream order when dropped.
@@ -277,88 +146,73 @@ impl Drop for StreamBuffer<'_> {
     }
 }
 
-/// The matmul on host memory on a CUDA context (`gpu`): copies `x` up, runs,
-/// copies `y` down, and waits. Returns the outlier count.
-pub(crate) fn matmul_host_memory(gpu: &Arc<Gpu>, call: HostMatmul<'_, '_, '_>) -> Result<usize> {
-    let Matmul { weight, x, rows, threshold, y, settings } = call;
-    matmul_shared_input_host_memory(gpu, &mut [(weight, y)], x, rows, threshold, settings)
+/// A host buffer's address and size in bytes: what crosses to the device.
+fn host_bytes(data: &Data<'_>) -> (*const c_void, usize) {
+    with_data!(data, s => (s.as_ptr().cast(), std::mem::size_of_val(*s)))
 }
 
-/// [`ops::matmul_shared_input`] on host memory on a CUDA context: copies `x`
-/// up once, runs every weight's product, copies each `y` down, and waits.
-/// Returns the outlier count.
-pub(crate) fn matmul_shared_input_host_memory(
-    gpu: &Arc<Gpu>,
-    products: &mut [(&Weight, DataMut<'_>)],
-    x: Data<'_>,
-    rows: usize,
-    threshold: f32,
-    settings: Settings,
-) -> Result<usize> {
-    host_memory_products(gpu, products, x, rows, threshold, None, settings)
-}
-
-/// [`matmul_shared_input_host_memory`], row-parallel when `row_absmax` is given.
-fn host_memory_products(
-    gpu: &Arc<Gpu>,
-    products: &mut [(&Weight, DataMut<'_>)],
-    x: Data<'_>,
-    rows: usize,
-    threshold: f32,
-    row_absmax: Option<&[f32]>,
-    settings: Settings,
-) -> Result<usize> {
-    let x_dtype = x.dtype();
-    // Only addresses and byte counts cross to the device: no per-dtype body.
-    let (x_host, x_bytes) = with_data!(x, x => (x.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(x)));
-    let ys: Vec<(*mut std::ffi::c_void, usize, DType)> = products
-        .iter_mut()
-        .map(|(_, y)| {
-            let dtype = y.dtype();
-            with_data_mut!(y, y => (y.as_mut_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(*y), dtype))
-        })
-        .collect();
+/// Runs a call on host memory on a CUDA context (`gpu`): copies `x` (and a
+/// partial's `row_absmax`) up into stream-ordered buffers, runs the call
+/// there, copies every output down, and waits. Returns the outlier count; a
+/// refused `row_absmax` entry is an error.
+pub(crate) fn run_host_memory(gpu: &Arc<Gpu>, call: HostCall<'_>) -> Result<usize> {
+    // `work` keeps the caller's buffers borrowed until this function returns:
+    // the raw addresses taken from it below stay valid for the copies.
+    let Call { weights, x, rows, threshold, mut work, settings } = call;
+    let (x_host, x_bytes) = host_bytes(&x);
+    // Each output's host address, size and dtype.
+    let outputs: Vec<(*mut c_void, usize, DType)> = match &mut work {
+        Work::Products(ys) => ys.iter_mut().map(host_output).collect(),
+        Work::Partial { y, .. } => vec![host_output(y)],
+        Work::Statistics { row_absmax } => {
+            vec![(row_absmax.as_mut_ptr().cast(), std::mem::size_of_val(*row_absmax), DType::F32)]
+        }
+    };
     let _current = gpu.make_current()?;
     let mut state = gpu.state();
     gpu.refuse_while_capturing(&state, "a call on host memory")?;
-    let d = &gpu.rt.driver;
+    let (d, stream) = (&gpu.rt.driver, state.stream);
     let x_dev = StreamBuffer::new(gpu, &state, x_bytes, "cuMemAllocAsync (x)")?;
-    let y_devs: Vec<StreamBuffer<'_>> = ys
+    let out_devs: Vec<StreamBuffer<'_>> = outputs
         .iter()
-        .map(|&(_, bytes, _)| StreamBuffer::new(gpu, &state, bytes, "cuMemAllocAsync (y)"))
+        .map(|&(_, bytes, _)| StreamBuffer::new(gpu, &state, bytes, "cuMemAllocAsync (output)"))
         .collect::<Result<_>>()?;
-    let given_bytes = row_absmax.map_or(0, std::mem::size_of_val);
-    let given_dev = row_absmax.map(|_| StreamBuffer::new(gpu, &state, given_bytes, "cuMemAllocAsync (row_absmax)"));
-    let given_dev = given_dev.transpose()?;
-    let on_device: Vec<(&Weight, DeviceMatrix)> = products
-        .iter()
-        .zip(&y_devs)
-        .zip(&ys)
-        .map(|(((w, _), dev), &(_, _, dtype))| (*w, DeviceMatrix { ptr: dev.ptr, dtype }))
-        .collect();
-    let x_matrix = DeviceMatrix { ptr: x_dev.ptr, dtype: x_dtype };
-    let stream = state.stream;
-    // SAFETY (this block): the device buffers hold the bytes copied; `x` and
-    // the outputs are borrowed for this whole function, so the host addresses
-    // stay valid; the stream is waited on before they go back (read_count, or
-    // `waiting_on_error` on a failure).
+    let on_device = |i: usize| DeviceMatrix { ptr: out_devs[i].ptr, dtype: outputs[i].2 };
+    // A partial's row_absmax goes up too: (device buffer, host address, bytes).
+    let mut given = None;
+    let device_work = match &work {
+        Work::Products(_) => Work::Products((0..outputs.len()).map(on_device).collect()),
+        Work::Partial { row_absmax, .. } => {
+            let bytes = std::mem::size_of_val(*row_absmax);
+            let buffer = StreamBuffer::new(gpu, &state, bytes, "cuMemAllocAsync (row_absmax)")?;
+            let device_work = Work::Partial { row_absmax: buffer.ptr, y: on_device(0) };
+            given = Some((buffer, row_absmax.as_ptr().cast::<c_void>(), bytes));
+            device_work
+        }
+        Work::Statistics { .. } => Work::Statistics { row_absmax: out_devs[0].ptr },
+    };
+    let x = DeviceMatrix { ptr: x_dev.ptr, dtype: x.dtype() };
+    let device_call = DeviceCall { weights, x, rows, threshold, work: device_work, settings };
+    // SAFETY (this block): the device buffers hold the bytes copied; the host
+    // addresses stay valid (above); the stream is waited on before they go
+    // back (read_count, or `waiting_on_error` on a failure).
     gpu.waiting_on_error(stream, || unsafe {
-        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, state.stream), "copying x to the device")?;
-        if let (Some(given), Some(dev)) = (row_absmax, &given_dev) {
-            let host = given.as_ptr().cast();
-            gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, host, given_bytes, state.stream), "copying row_absmax up")?;
+        gpu.check((d.cuMemcpyHtoDAsync)(x_dev.ptr, x_host, x_bytes, stream), "copying x to the device")?;
+        if let Some((dev, host, bytes)) = &given {
+            gpu.check((d.cuMemcpyHtoDAsync)(dev.ptr, *host, *bytes, stream), "copying row_absmax up")?;
         }
-        let given = given_dev.as_ref().map(|dev| dev.ptr);
-        let count = ops::matmul_shared_input(gpu, &on_device, x_matrix, rows, threshold, given, settings, &mut state)?;
-        for (&(y_host, y_bytes, _), y_dev) in ys.iter().zip(&y_devs) {
-            gpu.check((d.cuMemcpyDtoHAsync)(y_host, y_dev.ptr, y_bytes, state.stream), "copying y from the device")?;
+        let count = ops::run(gpu, &device_call, &mut state)?;
+        for (&(host, bytes, _), dev) in outputs.iter().zip(&out_devs) {
+            gpu.check((d.cuMemcpyDtoHAsync)(host, dev.ptr, bytes, stream), "copying an output from the device")?;
         }
-        if given.is_some() {
-            read_row_parallel_count(gpu, &state, count)
-        } else {
-            read_count(gpu, &state, count)
-        }
+        read_count(gpu, &state, count, &device_call.work)
     })
+}
+
+/// An output's host address, size in bytes and dtype.
+fn host_output(y: &mut DataMut<'_>) -> (*mut c_void, usize, DType) {
+    let dtype = y.dtype();
+    with_data_mut!(y, s => (s.as_mut_ptr().cast(), std::mem::size_of_val(*s), dtype))
 }
 
 /// What the CUDA backend finds on this machine, one fact per line: where each

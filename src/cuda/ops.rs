@@ -10,8 +10,8 @@ use std::ffi::c_void;
 use super::device::{Gpu, StreamState, WORKSPACE_BYTES};
 use super::nvrtc::{self, BLOCK_THREADS};
 use super::sys::{self, CUdeviceptr};
-use super::{DeviceMatmul, DeviceMatrix};
-use crate::call::Matmul;
+use super::{DeviceCall, DeviceMatrix};
+use crate::call::Work;
 use crate::error::{Error, Result};
 use crate::quant::{InputRounding, RowScale};
 
@@ -134,73 +134,77 @@ fn chunk_rows(rows: usize, n: usize) -> usize {
     n.min(fit.max(256))
 }
 
-/// `y = x · Wᵀ + b` on the device, queued on the stream of `gpu` (the
-/// context's device, which `state` belongs to).
-/// Returns the device address of the outlier count (valid until the next call
-/// on this context's stream) so that a caller that wants it can copy it.
+/// Runs a call on device memory (see [`Work`]), queued on the stream of
+/// `gpu` (the context's device, which `state` belongs to). Returns the
+/// device address of the outlier count — for a row-parallel partial, the
+/// first refused row follows it at [`BAD_ROW_OFFSET`] — valid until the next
+/// call on this context's stream, so that a caller that wants it can copy it.
 ///
 /// # Safety
-/// `call.x` and `call.y` must be device memory of the weight's device holding
-/// `rows · k` and `rows · n` elements of their dtypes.
-pub(crate) unsafe fn matmul(gpu: &Gpu, call: &DeviceMatmul<'_>, state: &mut StreamState) -> Result<CUdeviceptr> {
-    let &Matmul { weight, x, rows, threshold, y, settings } = call;
-    // SAFETY: as the caller promises.
-    unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, None, settings, state) }
+/// `call.x`, the outputs and `row_absmax` must be device memory of `gpu`'s
+/// device holding the elements the call's shapes give.
+pub(crate) unsafe fn run(gpu: &Gpu, call: &DeviceCall<'_>, state: &mut StreamState) -> Result<CUdeviceptr> {
+    // SAFETY (this block): as the caller promises.
+    unsafe {
+        match &call.work {
+            Work::Products(ys) => products(gpu, call, ys, None, state),
+            Work::Partial { row_absmax, y } => products(gpu, call, std::slice::from_ref(y), Some(*row_absmax), state),
+            Work::Statistics { row_absmax } => row_statistics(gpu, call, *row_absmax, state),
+        }
+    }
 }
 
 /// Where a row-parallel call's first refused row (`int`, `i32::MAX`: none)
 /// lies after the outlier count a call returns.
 pub(crate) const BAD_ROW_OFFSET: u64 = 4;
 
-/// A row-parallel rank's partial product, [`matmul`] with each row of X
-/// quantized with `row_absmax` (device, `rows` float32: the MAX over the
-/// ranks of [`row_statistics`]).
-///
-/// # Safety
-/// As [`matmul`], and `row_absmax` device memory of `rows` float32.
-pub(crate) unsafe fn matmul_row_parallel(
-    gpu: &Gpu,
-    call: &DeviceMatmul<'_>,
-    row_absmax: CUdeviceptr,
-    state: &mut StreamState,
-) -> Result<CUdeviceptr> {
-    let &Matmul { weight, x, rows, threshold, y, settings } = call;
-    // SAFETY: as the caller promises.
-    unsafe { matmul_shared_input(gpu, &[(weight, y)], x, rows, threshold, Some(row_absmax), settings, state) }
+/// A call's activations on the device and how to quantize them.
+#[derive(Clone, Copy)]
+struct Activations {
+    x: DeviceMatrix,
+    rows: usize,
+    k: usize,
+    /// `k` padded to the int8 matrices' row stride.
+    kp: usize,
+    threshold: f32,
+    settings: super::Settings,
+}
+
+impl Activations {
+    fn of(call: &DeviceCall<'_>) -> Activations {
+        let w = call.first_weight();
+        let (x, rows, threshold, settings) = (call.x, call.rows, call.threshold, call.settings);
+        Activations { x, rows, k: w.in_features, kp: w.row_stride, threshold, settings }
+    }
 }
 
 /// A row-parallel rank's statistics of its slice `x` `[rows, w.in_features]`:
 /// X quantized as a matmul quantizes it, then each row's absmax
 /// (`quant::row_statistic`) into `out` (device, `rows` float32). Returns the
-/// device address of the slice's outlier count, as [`matmul`].
+/// device address of the slice's outlier count, as [`run`].
 ///
 /// # Safety
-/// `x` device memory of `rows · k` elements of its dtype, `out` of `rows` float32.
-#[allow(clippy::too_many_arguments)] // the call's arguments and the context's stream
-pub(crate) unsafe fn row_statistics(
+/// As [`run`].
+unsafe fn row_statistics(
     gpu: &Gpu,
-    w: &super::Weight,
-    x: DeviceMatrix,
-    rows: usize,
-    threshold: f32,
-    settings: super::Settings,
+    call: &DeviceCall<'_>,
     out: CUdeviceptr,
     state: &mut StreamState,
 ) -> Result<CUdeviceptr> {
-    let (k, kp) = (w.in_features, w.row_stride);
-    let layout = ScratchLayout::new(padded_rows(rows), k, kp, 0, 0)?;
+    let input = Activations::of(call);
+    let layout = ScratchLayout::new(padded_rows(input.rows), input.k, input.kp, 0, 0)?;
     let regions = layout_at(&layout, gpu.ensure_scratch(state, layout.total)?);
     // SAFETY (this block): the regions lie in the scratch space sized by
     // `layout`; `x` and `out` are as the caller promises.
     unsafe {
-        quantize_input(gpu, state, regions, x, rows, k, kp, threshold, settings)?;
-        if threshold > 0.0 {
-            let k_i = k as i32;
+        quantize_input(gpu, state, regions, input)?;
+        if input.threshold > 0.0 {
+            let k_i = input.k as i32;
             let Regions { flags, list, count, .. } = regions;
             gpu.launch(nvrtc::OUTLIER_LIST, 1, state.stream, &mut args![flags, k_i, list, count])?;
         }
-        let (sa, rows_i) = (regions.sa, rows as i64);
-        gpu.launch(nvrtc::ROW_STATISTICS, grid_for(rows), state.stream, &mut args![sa, rows_i, out])?;
+        let (sa, rows_i) = (regions.sa, input.rows as i64);
+        gpu.launch(nvrtc::ROW_STATISTICS, grid_for(input.rows), state.stream, &mut args![sa, rows_i, out])?;
     }
     Ok(regions.count)
 }
@@ -210,21 +214,11 @@ pub(crate) unsafe fn row_statistics(
 /// Leaves `q`, `sa` and (decomposing) `flags` in the scratch regions.
 ///
 /// # Safety
-/// `regions` in a scratch space sized for `rows`, `k`, `kp`; `x` device
-/// memory of `rows · k` elements of its dtype.
-#[allow(clippy::too_many_arguments)]
-unsafe fn quantize_input(
-    gpu: &Gpu,
-    state: &StreamState,
-    regions: Regions,
-    x: DeviceMatrix,
-    rows: usize,
-    k: usize,
-    kp: usize,
-    threshold: f32,
-    settings: super::Settings,
-) -> Result<()> {
+/// `regions` in a scratch space sized for `input`'s rows, `k`, `kp`;
+/// `input.x` device memory of `rows · k` elements of its dtype.
+unsafe fn quantize_input(gpu: &Gpu, state: &StreamState, regions: Regions, input: Activations) -> Result<()> {
     let Regions { q, sa, flags, count, .. } = regions;
+    let Activations { x, rows, k, kp, threshold, settings } = input;
     let (stream, d) = (state.stream, &gpu.rt.driver);
     let (xi, x) = (x.dtype as usize, x.ptr);
     let (rows_i, k_i, kp_i) = (rows as i64, k as i32, kp as i32);
@@ -264,35 +258,33 @@ unsafe fn quantize_input(
     Ok(())
 }
 
-/// `y = x · Wᵀ + b` for each `(W, y)` of `products`, weights that share their
-/// input `x` (q/k/v, gate/up): X is quantized, its outlier columns listed and
-/// gathered once (the launches before the GEMM), then each weight's column
-/// gather, GEMMs and epilogue — the bits of a call of its own. Every weight
-/// has `x`'s columns as `in_features` (checked by the caller). Returns the
-/// device address of the outlier count, as [`matmul`].
+/// `ys[i] = x · W[i]ᵀ + b[i]` for the call's weights, which share their
+/// input (q/k/v, gate/up; one weight: a plain matmul): X is quantized, its
+/// outlier columns listed and gathered once (the launches before the GEMM),
+/// then each weight's column gather, GEMMs and epilogue — the bits of a call
+/// of its own. With `row_absmax` (a row-parallel partial, one weight) each
+/// row of X is requantized with the given absmax. Returns the device address
+/// of the outlier count, as [`run`].
 ///
 /// # Safety
-/// As [`matmul`], for `x` and every `y`.
-#[allow(clippy::too_many_arguments)] // the call's arguments and the context's stream
-pub(crate) unsafe fn matmul_shared_input(
+/// As [`run`], for `x`, every `y` and `row_absmax`.
+unsafe fn products(
     gpu: &Gpu,
-    products: &[(&super::Weight, DeviceMatrix)],
-    x: DeviceMatrix,
-    rows: usize,
-    threshold: f32,
+    call: &DeviceCall<'_>,
+    ys: &[DeviceMatrix],
     row_absmax: Option<CUdeviceptr>,
-    settings: super::Settings,
     state: &mut StreamState,
 ) -> Result<CUdeviceptr> {
     // The context's device (its kernels, cuBLASLt handle and workspace, used
     // under its stream lock), not the one that built the weight: two contexts
     // on one device share weights, not workspaces.
-    let (x, x_dtype) = (x.ptr, x.dtype);
-    let (k, kp) = (products[0].0.in_features, products[0].0.row_stride);
+    let input = Activations::of(call);
+    let Activations { rows, k, kp, threshold, settings, .. } = input;
+    let (x, x_dtype) = (input.x.ptr, input.x.dtype);
     let mp = padded_rows(rows);
     // One scratch layout for the largest weight.
-    let n_max = products.iter().map(|(w, _)| w.out_features).max().unwrap_or(0);
-    let chunk_max = products.iter().map(|(w, _)| chunk_rows(mp, padded_n(w.out_features))).max().unwrap_or(0);
+    let n_max = call.weights.iter().map(|w| w.out_features).max().unwrap_or(0);
+    let chunk_max = call.weights.iter().map(|w| chunk_rows(mp, padded_n(w.out_features))).max().unwrap_or(0);
     let layout = ScratchLayout::new(mp, k, kp, n_max, chunk_max)?;
     let base = gpu.ensure_scratch(state, layout.total)?;
     let regions = layout_at(&layout, base);
@@ -307,7 +299,6 @@ pub(crate) unsafe fn matmul_shared_input(
     // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
     // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
     unsafe {
-        let decompose = threshold > 0.0;
         // A row-parallel call requantizes between the quantizer and the
         // gathers, so it takes the separate launches.
         let small = rows <= SMALL_ROWS && one_block_prep() && row_absmax.is_none();
@@ -324,12 +315,11 @@ pub(crate) unsafe fn matmul_shared_input(
                 ],
             )?;
         } else {
-            let x_matrix = DeviceMatrix { ptr: x, dtype: x_dtype };
-            quantize_input(gpu, state, regions, x_matrix, rows, k, kp, threshold, settings)?;
+            quantize_input(gpu, state, regions, input)?;
             let grid = rows.clamp(1, 65535) as u32;
             if let Some(given) = row_absmax {
                 gpu.check((d.cuMemsetD32Async)(bad_row, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
-                let use_flags = i32::from(decompose);
+                let use_flags = i32::from(threshold > 0.0);
                 gpu.launch(
                     nvrtc::RESCALE_ROWS[xi],
                     grid,
@@ -337,7 +327,7 @@ pub(crate) unsafe fn matmul_shared_input(
                     &mut args![x, rows_i, k_i, kp_i, round, given, sa, flags, use_flags, q, bad_row],
                 )?;
             }
-            if decompose {
+            if threshold > 0.0 {
                 gpu.launch(nvrtc::OUTLIER_LIST, 1, stream, &mut args![flags, k_i, list, count])?;
                 gpu.launch(
                     nvrtc::GATHER_OUTLIERS[xi],
@@ -347,8 +337,8 @@ pub(crate) unsafe fn matmul_shared_input(
                 )?;
             }
         }
-        for &(w, y) in products {
-            weight_product(gpu, state, regions, w, x, xi, y, rows, decompose, small)?;
+        for (&w, &y) in call.weights.iter().zip(ys) {
+            weight_product(gpu, state, regions, input, w, y, small)?;
         }
     }
     Ok(count)
@@ -390,28 +380,26 @@ struct Regions {
 /// gathered (many rows), its GEMMs in chunks of rows, and the epilogue.
 ///
 /// # Safety
-/// As [`matmul`]; the scratch regions hold X's quantized rows and outliers.
-#[allow(clippy::too_many_arguments)]
+/// As [`run`]; the scratch regions hold X's quantized rows and outliers.
 unsafe fn weight_product(
     gpu: &Gpu,
     state: &mut StreamState,
     scratch: Regions,
+    input: Activations,
     w: &super::Weight,
-    x: CUdeviceptr,
-    xi: usize,
     y: DeviceMatrix,
-    rows: usize,
-    decompose: bool,
     small: bool,
 ) -> Result<()> {
     let Regions { q, sa, list, count, x_out, w_out, acc, .. } = scratch;
+    let (rows, decompose) = (input.rows, input.threshold > 0.0);
+    let (x, xi) = (input.x.ptr, input.x.dtype as usize);
     let (y, yi) = (y.ptr, y.dtype as usize);
     let (n, k, kp) = (w.out_features, w.in_features, w.row_stride);
     let (mp, np) = (padded_rows(rows), padded_n(n));
     let chunk = chunk_rows(mp, np);
     let (rows_i, k_i, kp_i, n_i, max_g) = (rows as i64, k as i32, kp as i32, n as i32, MAX_GATHERED as i32);
     let stream = state.stream;
-    // SAFETY (this block): as for `matmul_shared_input`'s.
+    // SAFETY (this block): as for `products`'.
     unsafe {
         // Few rows: the epilogue reads the weight's outlier columns from CB
         // instead (one launch fewer; each is read by at most 16 rows).
@@ -434,7 +422,8 @@ unsafe fn weight_product(
         while j0 < n {
             let nc_padded = chunk.min(np - j0);
             let nc = nc_padded.min(n - j0);
-            int8_gemm(gpu, state, w.cb.ptr + (j0 * kp) as u64, q, acc, nc_padded, mp, kp)?;
+            let gemm = Int8Gemm { w: w.cb.ptr + (j0 * kp) as u64, q, acc, nc: nc_padded, rows: mp, kp };
+            int8_gemm(gpu, state, gemm)?;
             let (ld_acc, nc_i, j0_i) = (nc_padded as i32, nc as i32, j0 as i32);
             gpu.launch(
                 epilogue,
@@ -451,20 +440,21 @@ unsafe fn weight_product(
     Ok(())
 }
 
-/// `acc [rows, nc]` (int32, row-major) = `q [rows, kp]` · `w [nc, kp]`ᵀ, exact,
-/// with cuBLASLt. In its column-major terms: C `[nc, rows]` = Wᵀ-op(`[kp, nc]`)
-/// · `[kp, rows]` — the "TN" form its int8 tensor-core kernels take.
-#[allow(clippy::too_many_arguments)]
-fn int8_gemm(
-    gpu: &Gpu,
-    state: &mut StreamState,
+/// The operands of one [`int8_gemm`]: device addresses and shape.
+struct Int8Gemm {
     w: CUdeviceptr,
     q: CUdeviceptr,
     acc: CUdeviceptr,
     nc: usize,
     rows: usize,
     kp: usize,
-) -> Result<()> {
+}
+
+/// `acc [rows, nc]` (int32, row-major) = `q [rows, kp]` · `w [nc, kp]`ᵀ, exact,
+/// with cuBLASLt. In its column-major terms: C `[nc, rows]` = Wᵀ-op(`[kp, nc]`)
+/// · `[kp, rows]` — the "TN" form its int8 tensor-core kernels take.
+fn int8_gemm(gpu: &Gpu, state: &mut StreamState, gemm: Int8Gemm) -> Result<()> {
+    let Int8Gemm { w, q, acc, nc, rows, kp } = gemm;
     let lt = &gpu.rt.lt;
     let (m, n_, k) = (nc as u64, rows as u64, kp as u64);
     let mut desc: sys::cublasLtMatmulDesc_t = std::ptr::null_mut();

@@ -2,8 +2,9 @@
 
 use std::ffi::c_void;
 
+use crate::context::{DeviceData, Input, Operation, Output, Request};
 use crate::dtype::DType;
-use crate::error::checked_len;
+use crate::error::{checked_len, Result};
 
 use super::{
     check_data_region, check_disjoint, check_region, data_in, data_out, guard, llmint8_context, llmint8_weight,
@@ -74,19 +75,8 @@ pub unsafe extern "C" fn llmint8_matmul(
     y_dtype: i32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
-            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
-                let result =
-                    ctx.inner.matmul_on_device(w, x, x_dtype, rows, threshold, y, y_dtype, !stats.is_null())?;
-                write_stats(stats, result);
-                return Ok(());
-            }
-            matmul_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
-        }
-    })
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { matmul(Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: false }, w, y, y_dtype) })
 }
 
 /// `llmint8_matmul` on host memory, on a context of any backend: on a CUDA
@@ -110,13 +100,8 @@ pub unsafe extern "C" fn llmint8_matmul_host(
     y_dtype: i32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
-            matmul_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, y, y_dtype, y_len, stats)
-        }
-    })
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { matmul(Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: true }, w, y, y_dtype) })
 }
 
 /// `y[i] = x · W[i]ᵀ + bias[i]` for `n_weights` weights that share their
@@ -163,27 +148,9 @@ pub unsafe extern "C" fn llmint8_matmul_shared_input(
     y_dtype: i32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, weights, ys, x_dtype, y_dtype) = shared_input_arguments(ctx, w, n_weights, y, x_dtype, y_dtype)?;
-            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
-                let result = ctx.inner.matmul_shared_input_on_device(
-                    &weights,
-                    x,
-                    x_dtype,
-                    rows,
-                    threshold,
-                    ys,
-                    y_dtype,
-                    !stats.is_null(),
-                )?;
-                write_stats(stats, result);
-                return Ok(());
-            }
-            shared_input_host_memory(ctx, &weights, x, x_dtype, rows, threshold, ys, y_dtype, stats)
-        }
-    })
+    let common = Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: false };
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { shared_input(common, w, n_weights, y, y_dtype) })
 }
 
 /// `llmint8_matmul_shared_input` on host memory, on a context of any backend
@@ -206,13 +173,9 @@ pub unsafe extern "C" fn llmint8_matmul_shared_input_host(
     y_dtype: i32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, weights, ys, x_dtype, y_dtype) = shared_input_arguments(ctx, w, n_weights, y, x_dtype, y_dtype)?;
-            shared_input_host_memory(ctx, &weights, x, x_dtype, rows, threshold, ys, y_dtype, stats)
-        }
-    })
+    let common = Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: true };
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { shared_input(common, w, n_weights, y, y_dtype) })
 }
 
 /// Stage 1 of a row-parallel matmul (in_features split across the ranks of a
@@ -253,26 +216,9 @@ pub unsafe extern "C" fn llmint8_row_parallel_statistics(
     row_absmax: *mut f32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, w, x_dtype, x_len) = input_arguments(ctx, w, x_dtype, rows)?;
-            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
-                let count = ctx.inner.row_parallel_statistics_on_device(
-                    w,
-                    x,
-                    x_dtype,
-                    rows,
-                    threshold,
-                    row_absmax.cast(),
-                    !stats.is_null(),
-                )?;
-                write_stats(stats, crate::MatmulStats { outlier_columns: count });
-                return Ok(());
-            }
-            statistics_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, row_absmax, stats)
-        }
-    })
+    let common = Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: false };
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { statistics(common, w, row_absmax) })
 }
 
 /// `llmint8_row_parallel_statistics` on host memory, on a context of any
@@ -292,13 +238,9 @@ pub unsafe extern "C" fn llmint8_row_parallel_statistics_host(
     row_absmax: *mut f32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, w, x_dtype, x_len) = input_arguments(ctx, w, x_dtype, rows)?;
-            statistics_host_memory(ctx, w, x, x_dtype, x_len, rows, threshold, row_absmax, stats)
-        }
-    })
+    let common = Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: true };
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { statistics(common, w, row_absmax) })
 }
 
 /// Stage 2 of a row-parallel matmul: this rank's partial output `y`
@@ -339,29 +281,9 @@ pub unsafe extern "C" fn llmint8_matmul_row_parallel(
     y_dtype: i32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
-            if matches!(ctx.inner.location(), crate::Location::Cuda { .. }) {
-                let result = ctx.inner.matmul_row_parallel_on_device(
-                    w,
-                    x,
-                    x_dtype,
-                    rows,
-                    threshold,
-                    row_absmax.cast(),
-                    y,
-                    y_dtype,
-                    !stats.is_null(),
-                )?;
-                write_stats(stats, result);
-                return Ok(());
-            }
-            let call = RowParallelCall { x, x_dtype, x_len, rows, threshold, row_absmax, y, y_dtype, y_len };
-            row_parallel_host_memory(ctx, w, call, stats)
-        }
-    })
+    let common = Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: false };
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { row_parallel(common, w, row_absmax, y, y_dtype) })
 }
 
 /// `llmint8_matmul_row_parallel` on host memory, on a context of any backend
@@ -383,113 +305,155 @@ pub unsafe extern "C" fn llmint8_matmul_row_parallel_host(
     y_dtype: i32,
     stats: *mut llmint8_matmul_stats,
 ) -> i32 {
-    guard(|| {
-        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
-        unsafe {
-            let (ctx, w, x_dtype, y_dtype, x_len, y_len) = matmul_arguments(ctx, w, x_dtype, y_dtype, rows)?;
-            let call = RowParallelCall { x, x_dtype, x_len, rows, threshold, row_absmax, y, y_dtype, y_len };
-            row_parallel_host_memory(ctx, w, call, stats)
-        }
-    })
+    let common = Common { ctx, x, x_dtype, rows, threshold, stats, host_memory: true };
+    // SAFETY: the pointers are as the caller promises in `# Safety`.
+    guard(|| unsafe { row_parallel(common, w, row_absmax, y, y_dtype) })
 }
 
-/// The host-memory statistics behind both entry points: checks the buffers,
-/// then runs on the context's backend.
-///
-/// # Safety
-/// As `llmint8_row_parallel_statistics_host`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn statistics_host_memory(
-    ctx: &llmint8_context,
-    w: &crate::Weight,
-    x: *const c_void,
-    x_dtype: DType,
-    x_len: usize,
-    rows: usize,
-    threshold: f32,
-    row_absmax: *mut f32,
-    stats: *mut llmint8_matmul_stats,
-) -> crate::error::Result<()> {
-    // SAFETY (this block): pointers are as the caller promises.
-    unsafe {
-        check_data_region(x, x_dtype, x_len, "x")?;
-        check_region(row_absmax.cast_const(), rows, "row_absmax")?;
-        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
-        check_disjoint(&[
-            ("x", x, x_len * x_dtype.size()),
-            ("row_absmax", row_absmax.cast_const().cast(), rows * 4),
-            ("stats", stats.cast_const().cast(), stats_bytes),
-        ])?;
-        let x = data_in(x, x_dtype, x_len, "x")?;
-        let row_absmax = slice_out(row_absmax, rows, "row_absmax")?;
-        let count = ctx.inner.row_parallel_statistics(w, x, rows, threshold, row_absmax)?;
-        write_stats(stats, crate::MatmulStats { outlier_columns: count });
-    }
-    Ok(())
-}
-
-/// The buffers of a row-parallel partial product, as the caller gave them.
-struct RowParallelCall {
-    x: *const c_void,
-    x_dtype: DType,
-    x_len: usize,
-    rows: usize,
-    threshold: f32,
-    row_absmax: *const f32,
-    y: *mut c_void,
-    y_dtype: DType,
-    y_len: usize,
-}
-
-/// The host-memory partial product behind both entry points: checks the
-/// buffers, then runs on the context's backend.
-///
-/// # Safety
-/// As `llmint8_matmul_row_parallel_host`.
-unsafe fn row_parallel_host_memory(
-    ctx: &llmint8_context,
-    w: &crate::Weight,
-    call: RowParallelCall,
-    stats: *mut llmint8_matmul_stats,
-) -> crate::error::Result<()> {
-    let RowParallelCall { x, x_dtype, x_len, rows, threshold, row_absmax, y, y_dtype, y_len } = call;
-    // SAFETY (this block): pointers are as the caller promises.
-    unsafe {
-        check_data_region(x, x_dtype, x_len, "x")?;
-        check_data_region(y, y_dtype, y_len, "y")?;
-        check_region(row_absmax, rows, "row_absmax")?;
-        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
-        check_disjoint(&[
-            ("x", x, x_len * x_dtype.size()),
-            ("y", y.cast_const(), y_len * y_dtype.size()),
-            ("row_absmax", row_absmax.cast(), rows * 4),
-            ("stats", stats.cast_const().cast(), stats_bytes),
-        ])?;
-        let x = data_in(x, x_dtype, x_len, "x")?;
-        let y = data_out(y, y_dtype, y_len, "y")?;
-        let row_absmax = super::slice_in(row_absmax, rows, "row_absmax")?;
-        let result = ctx.inner.matmul_row_parallel(w, x, rows, threshold, row_absmax, y)?;
-        write_stats(stats, result);
-    }
-    Ok(())
-}
-
-/// The context, weights, output pointers and dtypes of a shared-input call, checked.
-///
-/// # Safety
-/// As `llmint8_matmul_shared_input`.
-#[allow(clippy::type_complexity)]
-unsafe fn shared_input_arguments<'a>(
+/// The arguments every matmul entry point shares, as the caller gave them,
+/// and whether its buffers are host memory (`_host`) or the context's.
+struct Common {
     ctx: *mut llmint8_context,
+    x: *const c_void,
+    x_dtype: i32,
+    rows: usize,
+    threshold: f32,
+    stats: *mut llmint8_matmul_stats,
+    host_memory: bool,
+}
+
+impl Common {
+    /// The context, the buffers' memory and `x`'s dtype and element count
+    /// for weights of `in_features`, checked; `x` declared.
+    ///
+    /// # Safety
+    /// `ctx` is NULL or live.
+    unsafe fn open<'a>(&self, in_features: usize) -> Result<(&'a llmint8_context, Buffers, DType, usize)> {
+        // SAFETY: as the caller promises.
+        let ctx = unsafe { non_null(self.ctx, "ctx")? };
+        let x_dtype = DType::from_code(self.x_dtype)?;
+        let x_len = checked_len(self.rows, in_features, "x")?;
+        let mut buffers = Buffers::new(ctx, self.host_memory);
+        buffers.declare("x", self.x, x_dtype, x_len)?;
+        Ok((ctx, buffers, x_dtype, x_len))
+    }
+
+    /// Runs `operation` on `x` and writes the stats.
+    ///
+    /// # Safety
+    /// `stats` is NULL or writable.
+    unsafe fn run(&self, ctx: &llmint8_context, x: Input<'_>, operation: Operation<'_>) -> Result<()> {
+        let (rows, threshold, wait_for_stats) = (self.rows, self.threshold, !self.stats.is_null());
+        let result = ctx.inner.run(Request { x, rows, threshold, operation, wait_for_stats })?;
+        // SAFETY: as the caller promises.
+        unsafe { write_stats(self.stats, result) };
+        Ok(())
+    }
+}
+
+/// A C call's buffers on their way into a [`Request`]. In host memory each
+/// is checked (NULL with elements, alignment, size), then all of them and
+/// `stats` for overlap, before any slice exists; in device memory they pass
+/// on as addresses, which the context checks.
+struct Buffers {
+    host: bool,
+    regions: Vec<(String, *const c_void, usize)>,
+}
+
+impl Buffers {
+    /// The one place a C call's memory space is decided: host memory when the
+    /// entry point takes it (`_host`), else the context's — device memory on
+    /// a CUDA context.
+    fn new(ctx: &llmint8_context, host_memory: bool) -> Buffers {
+        let host = host_memory || ctx.inner.location() == crate::Location::Cpu;
+        Buffers { host, regions: Vec::new() }
+    }
+
+    fn declare(&mut self, name: &str, ptr: *const c_void, dtype: DType, len: usize) -> Result<()> {
+        if self.host {
+            check_data_region(ptr, dtype, len, name)?;
+            self.regions.push((name.to_string(), ptr, len * dtype.size()));
+        }
+        Ok(())
+    }
+
+    /// Refuses overlapping buffers (with `stats`, when given).
+    fn check_disjoint(mut self, stats: *mut llmint8_matmul_stats) -> Result<DeclaredBuffers> {
+        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
+        self.regions.push(("stats".to_string(), stats.cast_const().cast(), stats_bytes));
+        check_disjoint(&self.regions)?;
+        Ok(DeclaredBuffers { host: self.host })
+    }
+}
+
+/// Buffers checked by [`Buffers::check_disjoint`]: now made into the
+/// request's inputs and outputs.
+struct DeclaredBuffers {
+    host: bool,
+}
+
+impl DeclaredBuffers {
+    /// # Safety
+    /// `ptr` holds `len` elements of `dtype`, valid for the call (host) or
+    /// until the stream has run it (device); declared and checked.
+    unsafe fn input<'a>(&self, ptr: *const c_void, dtype: DType, len: usize, name: &str) -> Result<Input<'a>> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            Ok(if self.host {
+                Input::Host(data_in(ptr, dtype, len, name)?)
+            } else {
+                Input::Device(DeviceData::new(ptr, dtype))
+            })
+        }
+    }
+
+    /// # Safety
+    /// As [`DeclaredBuffers::input`], writable.
+    unsafe fn output<'a>(&self, ptr: *mut c_void, dtype: DType, len: usize, name: &str) -> Result<Output<'a>> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            Ok(if self.host {
+                Output::Host(data_out(ptr, dtype, len, name)?)
+            } else {
+                Output::Device(DeviceData::new(ptr, dtype))
+            })
+        }
+    }
+}
+
+/// `llmint8_matmul` and `llmint8_matmul_host`.
+///
+/// # Safety
+/// As `llmint8_matmul_host` (host memory) or `llmint8_matmul`.
+unsafe fn matmul(c: Common, w: *const llmint8_weight, y: *mut c_void, y_dtype: i32) -> Result<()> {
+    // SAFETY (this block): as the caller promises.
+    unsafe {
+        let w = &non_null(w, "w")?.inner;
+        let (ctx, mut buffers, x_dtype, x_len) = c.open(w.in_features())?;
+        let y_dtype = DType::from_code(y_dtype)?;
+        let y_len = checked_len(c.rows, w.out_features(), "y")?;
+        buffers.declare("y", y, y_dtype, y_len)?;
+        let buffers = buffers.check_disjoint(c.stats)?;
+        let x = buffers.input(c.x, x_dtype, x_len, "x")?;
+        let ys = vec![buffers.output(y, y_dtype, y_len, "y")?];
+        c.run(ctx, x, Operation::Matmul { weights: &[w], ys })
+    }
+}
+
+/// `llmint8_matmul_shared_input` and its `_host` form.
+///
+/// # Safety
+/// As `llmint8_matmul_shared_input_host` (host memory) or `llmint8_matmul_shared_input`.
+unsafe fn shared_input(
+    c: Common,
     w: *const *const llmint8_weight,
     n_weights: usize,
     y: *const *mut c_void,
-    x_dtype: i32,
     y_dtype: i32,
-) -> crate::error::Result<(&'a llmint8_context, Vec<&'a crate::Weight>, &'a [*mut c_void], DType, DType)> {
+) -> Result<()> {
     // SAFETY (this block): as the caller promises.
     unsafe {
-        let ctx = non_null(ctx, "ctx")?;
+        non_null(c.ctx, "ctx")?;
         if w.is_null() || y.is_null() {
             return Err(crate::Error::invalid(if w.is_null() { "w is NULL" } else { "y is NULL" }));
         }
@@ -497,131 +461,72 @@ unsafe fn shared_input_arguments<'a>(
             return Err(crate::Error::invalid("n_weights is 0: give at least one weight"));
         }
         let handles = super::slice_in(w, n_weights, "w")?;
-        let ys = super::slice_in(y, n_weights, "y")?;
+        let y_ptrs = super::slice_in(y, n_weights, "y")?;
         let mut weights = Vec::with_capacity(n_weights);
         for (i, &h) in handles.iter().enumerate() {
             weights.push(&non_null(h, &format!("w[{i}]"))?.inner);
         }
-        Ok((ctx, weights, ys, DType::from_code(x_dtype)?, DType::from_code(y_dtype)?))
+        let (ctx, mut buffers, x_dtype, x_len) = c.open(weights[0].in_features())?;
+        let y_dtype = DType::from_code(y_dtype)?;
+        let mut y_lens = Vec::with_capacity(n_weights);
+        for (i, (w, &y)) in weights.iter().zip(y_ptrs).enumerate() {
+            let name = format!("y[{i}]");
+            let len = checked_len(c.rows, w.out_features(), &name)?;
+            buffers.declare(&name, y, y_dtype, len)?;
+            y_lens.push(len);
+        }
+        let buffers = buffers.check_disjoint(c.stats)?;
+        let x = buffers.input(c.x, x_dtype, x_len, "x")?;
+        let mut ys = Vec::with_capacity(n_weights);
+        for (i, (&y, &len)) in y_ptrs.iter().zip(&y_lens).enumerate() {
+            ys.push(buffers.output(y, y_dtype, len, &format!("y[{i}]"))?);
+        }
+        c.run(ctx, x, Operation::Matmul { weights: &weights, ys })
     }
 }
 
-/// The host-memory shared-input call behind both entry points: checks every
-/// buffer, then runs on the context's backend.
+/// `llmint8_row_parallel_statistics` and its `_host` form.
 ///
 /// # Safety
-/// As `llmint8_matmul_shared_input_host`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn shared_input_host_memory(
-    ctx: &llmint8_context,
-    weights: &[&crate::Weight],
-    x: *const c_void,
-    x_dtype: DType,
-    rows: usize,
-    threshold: f32,
-    ys: &[*mut c_void],
-    y_dtype: DType,
-    stats: *mut llmint8_matmul_stats,
-) -> crate::error::Result<()> {
-    let x_len = checked_len(rows, weights[0].in_features(), "x")?;
-    let mut y_lens = Vec::with_capacity(ys.len());
-    for (i, w) in weights.iter().enumerate() {
-        y_lens.push(checked_len(rows, w.out_features(), &format!("y[{i}]"))?);
-    }
-    // SAFETY (this block): pointers are as the caller promises.
+/// As `llmint8_row_parallel_statistics_host` (host memory) or `llmint8_row_parallel_statistics`.
+unsafe fn statistics(c: Common, w: *const llmint8_weight, row_absmax: *mut f32) -> Result<()> {
+    // SAFETY (this block): as the caller promises.
     unsafe {
-        // NULL, alignment and size first; then overlap, before any slice exists.
-        check_data_region(x, x_dtype, x_len, "x")?;
-        let mut regions = vec![("x".to_string(), x, x_len * x_dtype.size())];
-        for (i, (&y, &len)) in ys.iter().zip(&y_lens).enumerate() {
-            check_data_region(y, y_dtype, len, &format!("y[{i}]"))?;
-            regions.push((format!("y[{i}]"), y.cast_const(), len * y_dtype.size()));
-        }
-        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
-        regions.push(("stats".to_string(), stats.cast_const().cast(), stats_bytes));
-        check_disjoint(&regions)?;
-        let x = data_in(x, x_dtype, x_len, "x")?;
-        let mut outs = Vec::with_capacity(ys.len());
-        for (i, (&y, &len)) in ys.iter().zip(&y_lens).enumerate() {
-            outs.push(data_out(y, y_dtype, len, &format!("y[{i}]"))?);
-        }
-        let result = ctx.inner.matmul_shared_input(weights, x, rows, threshold, &mut outs)?;
-        write_stats(stats, result);
+        let w = &non_null(w, "w")?.inner;
+        let (ctx, mut buffers, x_dtype, x_len) = c.open(w.in_features())?;
+        buffers.declare("row_absmax", row_absmax.cast_const().cast(), DType::F32, c.rows)?;
+        let buffers = buffers.check_disjoint(c.stats)?;
+        let x = buffers.input(c.x, x_dtype, x_len, "x")?;
+        let row_absmax = buffers.output(row_absmax.cast(), DType::F32, c.rows, "row_absmax")?;
+        c.run(ctx, x, Operation::RowParallelStatistics { weight: w, row_absmax })
     }
-    Ok(())
 }
 
-/// The handles, dtypes and element counts of a matmul call, checked.
+/// `llmint8_matmul_row_parallel` and its `_host` form.
 ///
 /// # Safety
-/// `ctx` and `w` are NULL or live.
-unsafe fn matmul_arguments<'a>(
-    ctx: *mut llmint8_context,
+/// As `llmint8_matmul_row_parallel_host` (host memory) or `llmint8_matmul_row_parallel`.
+unsafe fn row_parallel(
+    c: Common,
     w: *const llmint8_weight,
-    x_dtype: i32,
-    y_dtype: i32,
-    rows: usize,
-) -> crate::error::Result<(&'a llmint8_context, &'a crate::Weight, DType, DType, usize, usize)> {
-    // SAFETY: as the caller promises.
-    let (ctx, w, x_dtype, x_len) = unsafe { input_arguments(ctx, w, x_dtype, rows)? };
-    let y_dtype = DType::from_code(y_dtype)?;
-    let y_len = checked_len(rows, w.out_features(), "y")?;
-    Ok((ctx, w, x_dtype, y_dtype, x_len, y_len))
-}
-
-/// The handles, the input's dtype and its element count, checked.
-///
-/// # Safety
-/// `ctx` and `w` are NULL or live.
-unsafe fn input_arguments<'a>(
-    ctx: *mut llmint8_context,
-    w: *const llmint8_weight,
-    x_dtype: i32,
-    rows: usize,
-) -> crate::error::Result<(&'a llmint8_context, &'a crate::Weight, DType, usize)> {
-    // SAFETY: as the caller promises.
-    let (ctx, w) = unsafe { (non_null(ctx, "ctx")?, &non_null(w, "w")?.inner) };
-    let x_dtype = DType::from_code(x_dtype)?;
-    let x_len = checked_len(rows, w.in_features(), "x")?;
-    Ok((ctx, w, x_dtype, x_len))
-}
-
-/// The host-memory matmul behind both entry points: checks the buffers, then
-/// runs on the context's backend.
-///
-/// # Safety
-/// As `llmint8_matmul_host`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_host_memory(
-    ctx: &llmint8_context,
-    w: &crate::Weight,
-    x: *const c_void,
-    x_dtype: DType,
-    x_len: usize,
-    rows: usize,
-    threshold: f32,
+    row_absmax: *const f32,
     y: *mut c_void,
-    y_dtype: DType,
-    y_len: usize,
-    stats: *mut llmint8_matmul_stats,
-) -> crate::error::Result<()> {
-    // SAFETY (this block): pointers are as the caller promises.
+    y_dtype: i32,
+) -> Result<()> {
+    // SAFETY (this block): as the caller promises.
     unsafe {
-        // NULL, alignment and size first; then overlap, before any slice exists.
-        check_data_region(x, x_dtype, x_len, "x")?;
-        check_data_region(y, y_dtype, y_len, "y")?;
-        let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
-        check_disjoint(&[
-            ("x", x, x_len * x_dtype.size()),
-            ("y", y.cast_const(), y_len * y_dtype.size()),
-            ("stats", stats.cast_const().cast(), stats_bytes),
-        ])?;
-        let x = data_in(x, x_dtype, x_len, "x")?;
-        let y = data_out(y, y_dtype, y_len, "y")?;
-        let result = ctx.inner.matmul(w, x, rows, threshold, y)?;
-        write_stats(stats, result);
+        let w = &non_null(w, "w")?.inner;
+        let (ctx, mut buffers, x_dtype, x_len) = c.open(w.in_features())?;
+        let y_dtype = DType::from_code(y_dtype)?;
+        let y_len = checked_len(c.rows, w.out_features(), "y")?;
+        buffers.declare("y", y, y_dtype, y_len)?;
+        buffers.declare("row_absmax", row_absmax.cast(), DType::F32, c.rows)?;
+        let buffers = buffers.check_disjoint(c.stats)?;
+        let x = buffers.input(c.x, x_dtype, x_len, "x")?;
+        let row_absmax = buffers.input(row_absmax.cast(), DType::F32, c.rows, "row_absmax")?;
+        let y = buffers.output(y, y_dtype, y_len, "y")?;
+        c.run(ctx, x, Operation::RowParallelMatmul { weight: w, row_absmax, y })
     }
-    Ok(())
 }
 
 /// Writes a call's stats to `stats` unless it is NULL.
