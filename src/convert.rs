@@ -268,11 +268,13 @@ pub fn convert(
         (1..=shard_count).map(|i| format!("model-{i:05}-of-{shard_count:05}.safetensors")).collect()
     };
 
+    let shards = Shards { specs, shard_of, names: shard_names };
+
     let staging = temp_path_beside(output);
     std::fs::create_dir(&staging).map_err(|e| io_error(&staging, "cannot create", e))?;
     let result = (|| {
-        let report = write_model(&checkpoint, &plans, &specs, &shard_of, &shard_names, &staging, options, progress)?;
-        write_index(&staging, &specs, &shard_of, &shard_names)?;
+        let report = write_model(&checkpoint, &plans, &shards, &staging, options, progress)?;
+        write_index(&staging, &shards)?;
         if let Some(config) = &config {
             let text = pyjson::to_config_text(config);
             let path = staging.join("config.json");
@@ -412,17 +414,23 @@ fn spec_bytes(spec: &TensorSpec) -> usize {
     byte_count(spec.dtype, &spec.shape).unwrap_or(usize::MAX)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The output's tensors and the file each goes to.
+struct Shards {
+    specs: Vec<TensorSpec>,
+    /// The file (index into `names`) of each of `specs`.
+    shard_of: Vec<usize>,
+    names: Vec<String>,
+}
+
 fn write_model(
     checkpoint: &Checkpoint,
     plans: &[Plan],
-    specs: &[TensorSpec],
-    shard_of: &[usize],
-    shard_names: &[String],
+    shards: &Shards,
     dir: &Path,
     options: &ConvertOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ConvertReport> {
+    let Shards { specs, shard_of, names: shard_names } = shards;
     let mut writers = Vec::with_capacity(shard_names.len());
     for (s, name) in shard_names.iter().enumerate() {
         let mine: Vec<TensorSpec> =
@@ -579,7 +587,8 @@ fn quantization_error(w: Data<'_>, cb: &[i8], scb: &[f32], k: usize) -> (f64, f6
 }
 
 /// `model.safetensors.index.json` as transformers writes it, when there are shards.
-fn write_index(dir: &Path, specs: &[TensorSpec], shard_of: &[usize], shard_names: &[String]) -> Result<()> {
+fn write_index(dir: &Path, shards: &Shards) -> Result<()> {
+    let Shards { specs, shard_of, names: shard_names } = shards;
     if shard_names.len() < 2 {
         return Ok(());
     }

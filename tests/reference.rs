@@ -523,3 +523,89 @@ fn weights_sharing_an_input_give_the_bits_of_separate_calls() {
         .unwrap_err();
     assert_eq!(e.status(), llmint8::Status::Shape, "{e}");
 }
+
+#[test]
+fn every_operation_is_one_request_checked_before_anything_runs() {
+    use llmint8::{DeviceData, Input, Operation, Output, Request, Status};
+    let ctx = Context::cpu();
+    let (n, k, rows) = (4, 8, 2);
+    let w = ctx.quantize_weight(Data::F32(&vec![0.25; n * k]), n, k, None).unwrap();
+    let x = vec![1.0f32; rows * k];
+    fn request<'a>(x: &'a [f32], rows: usize, operation: Operation<'a>) -> Request<'a> {
+        Request { x: Input::Host(Data::F32(x)), rows, threshold: 6.0, operation, wait_for_stats: true }
+    }
+    // Through `run`, each operation gives what its wrapper gives.
+    let mut via_run = vec![0f32; rows * n];
+    let weights = [&w];
+    let stats = ctx
+        .run(request(
+            &x,
+            rows,
+            Operation::Matmul { weights: &weights, ys: vec![Output::Host(DataMut::F32(&mut via_run))] },
+        ))
+        .unwrap();
+    let mut via_matmul = vec![0f32; rows * n];
+    assert_eq!(ctx.matmul(&w, Data::F32(&x), rows, 6.0, DataMut::F32(&mut via_matmul)).unwrap(), stats);
+    assert_eq!(via_run, via_matmul);
+    let mut absmax = vec![0f32; rows];
+    let row_absmax = Output::Host(DataMut::F32(&mut absmax));
+    ctx.run(request(&x, rows, Operation::RowParallelStatistics { weight: &w, row_absmax })).unwrap();
+    let mut partial = vec![0f32; rows * n];
+    let (given, y) = (Input::Host(Data::F32(&absmax)), Output::Host(DataMut::F32(&mut partial)));
+    ctx.run(request(&x, rows, Operation::RowParallelMatmul { weight: &w, row_absmax: given, y })).unwrap();
+    assert_eq!(partial, via_matmul, "a world of one rank gives the plain matmul's bits");
+
+    // Refused before anything is written: the output keeps its sentinel.
+    // SAFETY: never dereferenced — every request below is refused first.
+    let device = unsafe { DeviceData::new(std::ptr::NonNull::<f32>::dangling().as_ptr().cast(), DType::F32) };
+    let sentinel = vec![7.5f32; rows * n];
+    let refused = |operation: Operation<'_>, x: Input<'_>, threshold: f32| {
+        ctx.run(Request { x, rows, threshold, operation, wait_for_stats: false }).unwrap_err()
+    };
+    let mut y = sentinel.clone();
+    let e = refused(
+        Operation::Matmul { weights: &weights, ys: vec![Output::Device(device)] },
+        Input::Host(Data::F32(&x)),
+        6.0,
+    );
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    assert!(e.message().contains("one memory space"), "{e}");
+    let e = refused(
+        Operation::Matmul { weights: &weights, ys: vec![Output::Host(DataMut::F32(&mut y))] },
+        Input::Device(device),
+        6.0,
+    );
+    assert!(e.message().contains("one memory space"), "{e}");
+    let e =
+        refused(Operation::Matmul { weights: &weights, ys: vec![Output::Device(device)] }, Input::Device(device), 6.0);
+    assert_eq!(e.status(), Status::Unsupported, "device memory on a CPU context: {e}");
+    // The threshold, the row_absmax dtype and length, for the row-parallel operations too.
+    let e = refused(
+        Operation::RowParallelStatistics { weight: &w, row_absmax: Output::Host(DataMut::F32(&mut absmax)) },
+        Input::Host(Data::F32(&x)),
+        f32::NAN,
+    );
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    let halves = vec![llmint8::f16::ONE; rows];
+    let e = refused(
+        Operation::RowParallelMatmul {
+            weight: &w,
+            row_absmax: Input::Host(Data::F16(&halves)),
+            y: Output::Host(DataMut::F32(&mut y)),
+        },
+        Input::Host(Data::F32(&x)),
+        6.0,
+    );
+    assert!(e.message().contains("row_absmax is float16"), "{e}");
+    let e = refused(
+        Operation::RowParallelMatmul {
+            weight: &w,
+            row_absmax: Input::Host(Data::F32(&absmax[..1])),
+            y: Output::Host(DataMut::F32(&mut y)),
+        },
+        Input::Host(Data::F32(&x)),
+        6.0,
+    );
+    assert_eq!(e.status(), Status::Shape, "{e}");
+    assert_eq!(y, sentinel, "a refused request writes nothing");
+}

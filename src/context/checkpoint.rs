@@ -69,7 +69,7 @@ impl Context {
                 match &layer.kept {
                     Some(kept) if !local.is_empty() => checkpoint.with_floats(kept.values, |values| {
                         with_rows(values, n, &slots, |values| {
-                            with_bias(&mut |b| self.weight_from_int8_keep(&cb, scb, n, kc, b, &local, values))
+                            with_bias(&mut |b| self.weight_from_int8_keep(&cb, scb, n, kc, b, (&local, values)))
                         })
                     }),
                     _ => with_bias(&mut |b| self.weight_from_int8(&cb, scb, n, kc, b)),
@@ -103,7 +103,7 @@ impl Context {
                     None => with_bias(&mut |b| self.weight_from_int8(cb, scb, n, k, b)),
                     Some(kept) => checkpoint.with_floats(kept.values, |values| {
                         with_columns(values, layer.out_features, &rows, |values| {
-                            with_bias(&mut |b| self.weight_from_int8_keep(cb, scb, n, k, b, keep, values))
+                            with_bias(&mut |b| self.weight_from_int8_keep(cb, scb, n, k, b, (keep, values)))
                         })
                     }),
                 }

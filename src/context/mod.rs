@@ -362,9 +362,8 @@ impl Context {
     }
 
     /// [`Context::weight_from_int8`], the weight also keeping the columns
-    /// `keep` with their 16/32-bit values `kept_values [keep.len(), out_features]`
-    /// (row `s` is column `keep[s]`; see [`Context::quantize_weight_keep`]).
-    #[allow(clippy::too_many_arguments)]
+    /// `kept.0` with their 16/32-bit values `kept.1` `[kept.0.len(), out_features]`
+    /// (row `s` is column `kept.0[s]`; see [`Context::quantize_weight_keep`]).
     pub fn weight_from_int8_keep(
         &self,
         cb: &[i8],
@@ -372,10 +371,9 @@ impl Context {
         out_features: usize,
         in_features: usize,
         bias: Option<Data<'_>>,
-        keep: &[u32],
-        kept_values: Data<'_>,
+        kept: (&[u32], Data<'_>),
     ) -> Result<Weight> {
-        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, Some((keep, kept_values)))?)
+        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, Some(kept))?)
     }
 
     /// The row-parallel tensor-parallel shard `columns` (a range of
@@ -590,7 +588,10 @@ impl Context {
         }
         let settings = self.settings();
         let (mut masks, mut found) = (Vec::new(), Vec::new());
-        with_data!(x, x => cpu::quantize_activations(settings, x, cols, threshold, None, q, absmax, &mut masks, &mut found))?;
+        with_data!(x, x => {
+            let input = cpu::Activations { x, rows, k: cols, threshold, settings, row_absmax: None };
+            cpu::quantize_activations(input, q, absmax, &mut masks, &mut found)
+        })?;
         if let Some(out) = outlier_columns {
             for (o, &c) in out.iter_mut().zip(&found) {
                 *o = c as u32; // fits: cols <= u32::MAX was checked above

@@ -123,9 +123,28 @@ impl Output<'_> {
     }
 }
 
+/// A buffer's name in messages: `x`, `y`, `ys[i]`, `row_absmax` (formatted
+/// only when a check fails: the checks run on every call).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Name(&'static str, Option<usize>);
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(i) => write!(f, "{}[{i}]", self.0),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+/// `rows · cols` elements, or a shape error naming the buffer.
+fn elements(rows: usize, cols: usize, name: Name) -> Result<usize> {
+    rows.checked_mul(cols).map_or_else(|| checked_len(rows, cols, &name.to_string()), Ok)
+}
+
 /// A buffer of a request as the checks see it.
 struct Buffer {
-    name: String,
+    name: Name,
     memory: Memory,
     dtype: DType,
     /// Elements in host memory (device memory has no length to check).
@@ -172,35 +191,40 @@ impl<'a> Request<'a> {
     /// Every buffer with the length its shape asks for (checked not to overflow).
     fn buffers(&self, k: usize) -> Result<Vec<Buffer>> {
         let rows = self.rows;
-        let input = |name: &str, b: &Input<'_>, len: usize| Buffer {
-            name: name.to_string(),
+        let input = |name: Name, b: &Input<'_>, len: usize| Buffer {
+            name,
             memory: b.memory(),
             dtype: b.dtype(),
             host_len: if let Input::Host(d) = b { Some(d.len()) } else { None },
             len,
             ptr: if let Input::Device(d) = b { d.ptr } else { 0 },
         };
-        let output = |name: &str, b: &Output<'_>, len: usize| Buffer {
-            name: name.to_string(),
+        let output = |name: Name, b: &Output<'_>, len: usize| Buffer {
+            name,
             memory: b.memory(),
             dtype: b.dtype(),
             host_len: if let Output::Host(d) = b { Some(d.len()) } else { None },
             len,
             ptr: if let Output::Device(d) = b { d.ptr } else { 0 },
         };
-        let mut buffers = vec![input("x", &self.x, checked_len(rows, k, "x")?)];
+        let x = Name("x", None);
+        let mut buffers = Vec::with_capacity(4);
+        buffers.push(input(x, &self.x, elements(rows, k, x)?));
         match &self.operation {
             Operation::Matmul { weights, ys } => {
                 let single = ys.len() == 1;
                 for (i, (w, y)) in weights.iter().zip(ys).enumerate() {
-                    let name = if single { "y".to_string() } else { format!("ys[{i}]") };
-                    buffers.push(output(&name, y, checked_len(rows, w.out_features(), &name)?));
+                    let name = if single { Name("y", None) } else { Name("ys", Some(i)) };
+                    buffers.push(output(name, y, elements(rows, w.out_features(), name)?));
                 }
             }
-            Operation::RowParallelStatistics { row_absmax, .. } => buffers.push(output("row_absmax", row_absmax, rows)),
+            Operation::RowParallelStatistics { row_absmax, .. } => {
+                buffers.push(output(Name("row_absmax", None), row_absmax, rows))
+            }
             Operation::RowParallelMatmul { weight, row_absmax, y } => {
-                buffers.push(input("row_absmax", row_absmax, rows));
-                buffers.push(output("y", y, checked_len(rows, weight.out_features(), "y")?));
+                buffers.push(input(Name("row_absmax", None), row_absmax, rows));
+                let name = Name("y", None);
+                buffers.push(output(name, y, elements(rows, weight.out_features(), name)?));
             }
         }
         Ok(buffers)
@@ -223,9 +247,11 @@ impl<'a> Request<'a> {
                 )));
             }
             if let Some(len) = b.host_len {
-                check_len(&b.name, len, b.len)?;
+                if len != b.len {
+                    check_len(&b.name.to_string(), len, b.len)?;
+                }
             }
-            if b.name == "row_absmax" && b.dtype != DType::F32 {
+            if b.name.0 == "row_absmax" && b.dtype != DType::F32 {
                 return Err(Error::invalid(format!("row_absmax is {}: it is float32", b.dtype.name())));
             }
         }
@@ -251,7 +277,7 @@ impl<'a> Request<'a> {
             if b.ptr == 0 {
                 return Err(Error::invalid(format!("{} is NULL", b.name)));
             }
-            gpu.check_device_pointer(b.ptr as *const c_void, &b.name)?;
+            gpu.check_device_pointer(b.ptr as *const c_void, &b.name.to_string())?;
         }
         Ok(())
     }

@@ -125,7 +125,7 @@ impl CpuPath {
 macro_rules! multiversion {
     ($(#[$meta:meta])* fn $name:ident<$($g:ident: $bound:path),*>($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
+        #[allow(clippy::too_many_arguments)] // the path, then the body's own arguments
         fn $name<$($g: $bound),*>(path: $crate::cpu::isa::CpuPath, $($arg: $ty),*) -> $ret {
             #[inline(always)]
             fn body<$($g: $bound),*>($($arg: $ty),*) -> $ret $body

@@ -10,6 +10,7 @@ pub(crate) mod isa;
 mod kernel;
 pub(crate) mod pack;
 mod pool;
+mod quantize;
 mod scratch;
 mod threads;
 mod weight;
@@ -21,10 +22,12 @@ use crate::dtype::{DType, DataMut, Element};
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
 use crate::with_data;
-use pack::{PackedWeight, PanelWriter, BLOCK, GROUP, PANEL};
+use pack::{BLOCK, GROUP, PANEL};
 
 pub use isa::CpuPath;
 use pool::run_parts;
+pub(crate) use quantize::quantize_activations;
+use quantize::quantize_weight_rows;
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
 pub(crate) use weight::{KeptColumns, Weight};
@@ -75,324 +78,6 @@ fn threads_for(work: usize, threads: usize) -> usize {
     } else {
         threads.clamp(1, work / (MIN_PARALLEL_WORK / 2))
     }
-}
-
-/// Quantizes the rows of a weight `[n, k]` into the packed int8 layout and the
-/// row scales (`SCB`). Refuses a non-finite value, naming the first row (lowest
-/// index) that holds one.
-fn quantize_weight_rows<T: Element>(
-    settings: Settings,
-    w: &[T],
-    n: usize,
-    k: usize,
-) -> Result<(PackedWeight, Vec<f32>)> {
-    let Settings { path, threads, .. } = settings;
-    let rounding = settings.rounding_for::<T>();
-    // Rows read as they are can take the AVX-512 quantizer (bit-identical).
-    let avx512 = path.has_avx512() && rounding == InputRounding::Exact;
-    let mut packed = PackedWeight::zeroed(n, k)?;
-    let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
-    // Threads take whole panels, so each writes only its own bytes.
-    let panel_parts = split_ranges(packed.panels(), threads_for(w.len(), threads));
-    let row_parts: Vec<Range<usize>> = panel_parts.iter().map(|p| p.start * PANEL..(p.end * PANEL).min(n)).collect();
-    let writers = packed.panel_writers(&panel_parts);
-    let scb_parts = split_slice_mut(&mut scb, &row_parts, 1);
-    let first_bad = run_parts(row_parts.iter().cloned().zip(writers).zip(scb_parts), |((rows, mut writer), scb)| {
-        let mut row_q = try_zeroed_vec::<i8>(k, "weight row")?;
-        let w = &w[rows.start * k..rows.end * k];
-        Ok(quantize_weight_part(path, w, rounding, avx512, k, rows.start, &mut writer, &mut row_q, scb))
-    });
-    // Parts run in row order: the first one that found a bad row has the lowest.
-    let mut bad = None;
-    for part in first_bad {
-        let part = part?;
-        if bad.is_none() {
-            bad = part;
-        }
-    }
-    match bad {
-        None => Ok((packed, scb)),
-        Some((row, col)) => Err(quant::non_finite_weight(row, Some(col), rounding)),
-    }
-}
-
-isa::multiversion! {
-    /// Quantizes whole weight rows starting at `first_row` into `writer`;
-    /// returns the (row, column) of the first non-finite value.
-    fn quantize_weight_part<T: Element>(
-        w: &[T],
-        rounding: InputRounding,
-        avx512: bool,
-        k: usize,
-        first_row: usize,
-        writer: &mut PanelWriter<'_>,
-        row_q: &mut [i8],
-        scb: &mut [f32]
-    ) -> Option<(usize, usize)> {
-        for (r, (row, s)) in w.chunks_exact(k).zip(scb).enumerate() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
-            let fast = if avx512 { unsafe { kernel::quantize_weight_row_avx512(row, row_q) } } else { None };
-            #[cfg(not(target_arch = "x86_64"))]
-            let fast = { let _ = avx512; None };
-            // A `match`, not `unwrap_or_else`: a closure is compiled without this
-            // path's instructions (measured: a libm `rintf` call per value on AVX2).
-            let quantized = match fast {
-                Some(done) => done,
-                None => quant::quantize_weight_row(row, rounding, row_q),
-            };
-            match quantized {
-                Ok(absmax) => *s = absmax,
-                Err(col) => return Some((first_row + r, col)),
-            }
-            writer.write_row(first_row + r, row_q);
-        }
-        None
-    }
-}
-
-isa::multiversion! {
-    /// Quantizes whole activation rows, marking their outlier columns in `mask`.
-    fn quantize_activation_part<T: Element>(
-        x: &[T],
-        rounding: InputRounding,
-        avx512: bool,
-        threshold: f32,
-        cols: usize,
-        q: &mut [i8],
-        absmax: &mut [f32],
-        mask: &mut [bool]
-    ) -> () {
-        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
-            let fast = if avx512 { unsafe { kernel::quantize_activation_row_avx512(row, threshold, q, mask) } } else { None };
-            #[cfg(not(target_arch = "x86_64"))]
-            let fast = { let _ = avx512; None };
-            // A `match`, not `unwrap_or_else`: see `quantize_weight_part`.
-            *a = match fast {
-                Some(absmax) => absmax,
-                None => quant::quantize_activation_row(row, rounding, threshold, q, mask),
-            };
-        }
-    }
-}
-
-isa::multiversion! {
-    /// Marks the outlier columns of whole activation rows in `mask`.
-    fn mark_outlier_part<T: Element>(
-        x: &[T],
-        rounding: InputRounding,
-        avx512: bool,
-        threshold: f32,
-        cols: usize,
-        mask: &mut [bool]
-    ) -> () {
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = avx512;
-        for row in x.chunks_exact(cols) {
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
-                unsafe { kernel::mark_outlier_columns_avx512(row, threshold, mask) };
-                continue;
-            }
-            quant::mark_outlier_columns(row, rounding, threshold, mask);
-        }
-    }
-}
-
-isa::multiversion! {
-    /// Quantizes whole activation rows under the int8-part rule, the outlier
-    /// columns of the whole call marked in `outlier_columns`.
-    fn quantize_int8_part<T: Element>(
-        x: &[T],
-        rounding: InputRounding,
-        avx512: bool,
-        outlier_columns: &[bool],
-        cols: usize,
-        q: &mut [i8],
-        absmax: &mut [f32]
-    ) -> () {
-        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
-            let fast = if avx512 { unsafe { kernel::quantize_activation_row_int8_part_avx512(row, outlier_columns, q) } } else { None };
-            #[cfg(not(target_arch = "x86_64"))]
-            let fast = { let _ = avx512; None };
-            // A `match`, not `unwrap_or_else`: see `quantize_weight_part`.
-            *a = match fast {
-                Some(absmax) => absmax,
-                None => quant::quantize_activation_row_int8_part(row, rounding, outlier_columns, q),
-            };
-        }
-    }
-}
-
-isa::multiversion! {
-    /// Quantizes whole activation rows (from row `first_row`) under the
-    /// int8-part rule with a row-parallel call's given absmax (`given`, the
-    /// MAX over the ranks), after checking it against each row's own;
-    /// `absmax` takes the given values.
-    fn quantize_int8_part_given<T: Element>(
-        x: &[T],
-        rounding: InputRounding,
-        avx512: bool,
-        outlier_columns: &[bool],
-        given: &[f32],
-        first_row: usize,
-        cols: usize,
-        q: &mut [i8],
-        absmax: &mut [f32]
-    ) -> Result<()> {
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = avx512;
-        for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
-            let own = if avx512 {
-                let bits = unsafe { kernel::int8_part_absmax_bits_avx512(row, outlier_columns) };
-                if bits >= quant::INF_BITS { f32::NAN } else { f32::from_bits(bits) }
-            } else {
-                quant::int8_part_absmax(row, rounding, outlier_columns)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let own = quant::int8_part_absmax(row, rounding, outlier_columns);
-            *a = quant::given_row_absmax(first_row + r, given[r], own)?;
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
-                let done = unsafe { kernel::quantize_int8_part_with_bits_avx512(row, outlier_columns, a.to_bits(), q) };
-                if done.is_some() {
-                    continue;
-                }
-            }
-            quant::quantize_activation_row_given_absmax(row, rounding, *a, outlier_columns, q);
-        }
-        Ok(())
-    }
-}
-
-isa::multiversion! {
-    /// Requantizes whole activation rows (from row `first_row`) whose given
-    /// absmax (`given`, a row-parallel call's MAX over the ranks) is not their
-    /// own (`absmax`), the outlier columns quantized to 0; `absmax` takes the
-    /// given values. Refuses a given value that is not such a MAX.
-    fn requantize_part<T: Element>(
-        x: &[T],
-        rounding: InputRounding,
-        given: &[f32],
-        first_row: usize,
-        outlier_columns: &[bool],
-        cols: usize,
-        q: &mut [i8],
-        absmax: &mut [f32]
-    ) -> Result<()> {
-        for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
-            let m = quant::given_row_absmax(first_row + r, given[r], *a)?;
-            if m.to_bits() != a.to_bits() {
-                quant::quantize_activation_row_given_absmax(row, rounding, m, outlier_columns, q);
-                *a = m;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Vector-wise quantization of activations (`int8_vectorwise_quant`): fills `q`
-/// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
-/// and fills `outliers` with those columns in ascending order. `masks` is
-/// scratch space (reused across calls). With `row_absmax` (a row-parallel
-/// rank's slice: the MAX over the ranks of [`quant::row_statistic`]) each row
-/// is quantized with that absmax instead of its own ([`quant::given_row_absmax`]).
-#[allow(clippy::too_many_arguments)] // the scratch buffers travel with the data
-pub(crate) fn quantize_activations<T: Element>(
-    settings: Settings,
-    x: &[T],
-    cols: usize,
-    threshold: f32,
-    row_absmax: Option<&[f32]>,
-    q: &mut [i8],
-    absmax: &mut [f32],
-    masks: &mut Vec<bool>,
-    outliers: &mut Vec<usize>,
-) -> Result<()> {
-    let Settings { path, threads, .. } = settings;
-    let rounding = settings.rounding_for::<T>();
-    let avx512 = path.has_avx512() && rounding == InputRounding::Exact;
-    // The int8-part rule needs every row's outliers before any row's scale:
-    // a first pass over X marks them (at threshold 0 the rules agree).
-    let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
-    let rows = absmax.len();
-    let parts = split_ranges(rows, threads_for(x.len(), threads));
-    let row_slice = |range: &Range<usize>| &x[range.start * cols..range.end * cols];
-    // One mask per part, then their union in the first.
-    let masks = scratch::zeroed(masks, parts.len().max(1) * cols, "outlier column masks")?;
-    let mask_parts = split_slice_mut(masks, &split_ranges(parts.len(), parts.len()), cols);
-    if int8_part {
-        run_parts(parts.iter().zip(mask_parts), |(range, mask)| {
-            mark_outlier_part(path, row_slice(range), rounding, avx512, threshold, cols, mask)
-        });
-    } else {
-        let q_parts = split_slice_mut(&mut *q, &parts, cols);
-        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
-        run_parts(parts.iter().zip(q_parts).zip(a_parts).zip(mask_parts), |(((range, q), a), mask)| {
-            quantize_activation_part(path, row_slice(range), rounding, avx512, threshold, cols, q, a, mask);
-        });
-    }
-    let (union, rest) = masks.split_at_mut(cols);
-    for m in rest.chunks_exact(cols) {
-        for (acc, &v) in union.iter_mut().zip(m) {
-            *acc |= v;
-        }
-    }
-    if int8_part {
-        let union = &*union;
-        let q_parts = split_slice_mut(&mut *q, &parts, cols);
-        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
-        match row_absmax {
-            // Row-parallel: each row's own absmax checked against the given
-            // one and quantized with the latter, in one pass.
-            Some(given) => {
-                let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-                    let given = &given[range.clone()];
-                    let x = row_slice(range);
-                    quantize_int8_part_given(path, x, rounding, avx512, union, given, range.start, cols, q, a)
-                });
-                // Parts run in row order: the first error names the lowest row.
-                checked.into_iter().collect::<Result<Vec<()>>>()?;
-            }
-            None => {
-                run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-                    quantize_int8_part(path, row_slice(range), rounding, avx512, union, cols, q, a)
-                });
-            }
-        }
-    }
-    if let (Some(given), false) = (row_absmax, int8_part) {
-        // bitsandbytes' rule: each row's own absmax is this slice's share of
-        // the MAX; requantize the rows whose MAX lies on another rank.
-        let union = &*union;
-        let q_parts = split_slice_mut(&mut *q, &parts, cols);
-        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
-        let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-            requantize_part(path, row_slice(range), rounding, &given[range.clone()], range.start, union, cols, q, a)
-        });
-        // Parts run in row order: the first error names the lowest row.
-        checked.into_iter().collect::<Result<Vec<()>>>()?;
-    }
-    let count = union.iter().filter(|m| **m).count();
-    outliers.clear();
-    outliers.try_reserve_exact(count).map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
-    outliers.extend(union.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
-    if !outliers.is_empty() {
-        for row in q.chunks_exact_mut(cols) {
-            for &c in outliers.iter() {
-                row[c] = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The activations as the microkernels read them.
@@ -492,7 +177,7 @@ impl Operands<'_> {
     }
 
     /// Every block of `panels` on AMX tiles ([`Self::block_tiles`]).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // the tile loop's state, inlined into the AMX nest (issue 31 restructures it)
     #[inline(always)]
     fn blocks_tiles<U: amx::TileUnit, Y: Element>(
         &self,
@@ -550,7 +235,7 @@ impl Operands<'_> {
 
     /// One block of panels on AMX tiles: 32 rows × 2 panels (2 × 2
     /// accumulator tiles) at a time, the exact sums then the shared epilogue.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // as `blocks_tiles`
     #[inline(always)]
     fn block_tiles<U: amx::TileUnit, Y: Element>(
         &self,
@@ -900,14 +585,14 @@ pub(crate) fn run(call: Call<'_, Weight, Host, Settings>) -> Result<usize> {
 
 /// A call's activations `x` `[rows, k]` and how to quantize them.
 #[derive(Clone, Copy)]
-struct Activations<'a, X> {
-    x: &'a [X],
-    rows: usize,
-    k: usize,
-    threshold: f32,
-    settings: Settings,
+pub(crate) struct Activations<'a, X> {
+    pub x: &'a [X],
+    pub rows: usize,
+    pub k: usize,
+    pub threshold: f32,
+    pub settings: Settings,
     /// A row-parallel partial's row absmax (the MAX over the ranks).
-    row_absmax: Option<&'a [f32]>,
+    pub row_absmax: Option<&'a [f32]>,
 }
 
 /// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input (q/k/v,
@@ -940,18 +625,7 @@ fn products<X: Element>(input: Activations<'_, X>, weights: &[&Weight], mut ys: 
 fn row_statistics<X: Element>(input: Activations<'_, X>, row_absmax: &mut [f32]) -> Result<usize> {
     scratch::with_scratch(|scratch| {
         let qx = scratch::zeroed(&mut scratch.qx, input.x.len(), "quantized activations")?;
-        let Activations { x, k, threshold, settings, .. } = input;
-        quantize_activations(
-            settings,
-            x,
-            k,
-            threshold,
-            None,
-            qx,
-            row_absmax,
-            &mut scratch.masks,
-            &mut scratch.outliers,
-        )?;
+        quantize_activations(input, qx, row_absmax, &mut scratch.masks, &mut scratch.outliers)?;
         for a in row_absmax.iter_mut() {
             *a = quant::row_statistic(*a);
         }
@@ -966,11 +640,10 @@ fn matmul_in<X: Element, Y: Element>(
     ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let Activations { x, rows, k, threshold, settings, row_absmax } = input;
-    let qx = scratch::zeroed(&mut scratch.qx, x.len(), "quantized activations")?;
-    let sa = scratch::zeroed(&mut scratch.sa, rows, "activation scales")?;
+    let qx = scratch::zeroed(&mut scratch.qx, input.x.len(), "quantized activations")?;
+    let sa = scratch::zeroed(&mut scratch.sa, input.rows, "activation scales")?;
     let mut outliers = std::mem::take(&mut scratch.outliers);
-    let result = quantize_activations(settings, x, k, threshold, row_absmax, qx, sa, &mut scratch.masks, &mut outliers)
+    let result = quantize_activations(input, qx, sa, &mut scratch.masks, &mut outliers)
         .and_then(|()| multiply(input, weights, &outliers, ys, scratch));
     scratch.outliers = outliers;
     result

@@ -1,5 +1,6 @@
 //! The LLM.int8() matmul and the row quantizer.
 
+use std::borrow::Cow;
 use std::ffi::c_void;
 
 use crate::context::{DeviceData, Input, Operation, Output, Request};
@@ -357,7 +358,7 @@ impl Common {
 /// on as addresses, which the context checks.
 struct Buffers {
     host: bool,
-    regions: Vec<(String, *const c_void, usize)>,
+    regions: Vec<(Cow<'static, str>, *const c_void, usize)>,
 }
 
 impl Buffers {
@@ -369,10 +370,17 @@ impl Buffers {
         Buffers { host, regions: Vec::new() }
     }
 
-    fn declare(&mut self, name: &str, ptr: *const c_void, dtype: DType, len: usize) -> Result<()> {
+    fn declare(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        ptr: *const c_void,
+        dtype: DType,
+        len: usize,
+    ) -> Result<()> {
         if self.host {
-            check_data_region(ptr, dtype, len, name)?;
-            self.regions.push((name.to_string(), ptr, len * dtype.size()));
+            let name = name.into();
+            check_data_region(ptr, dtype, len, &name)?;
+            self.regions.push((name, ptr, len * dtype.size()));
         }
         Ok(())
     }
@@ -380,7 +388,7 @@ impl Buffers {
     /// Refuses overlapping buffers (with `stats`, when given).
     fn check_disjoint(mut self, stats: *mut llmint8_matmul_stats) -> Result<DeclaredBuffers> {
         let stats_bytes = if stats.is_null() { 0 } else { std::mem::size_of::<llmint8_matmul_stats>() };
-        self.regions.push(("stats".to_string(), stats.cast_const().cast(), stats_bytes));
+        self.regions.push(("stats".into(), stats.cast_const().cast(), stats_bytes));
         check_disjoint(&self.regions)?;
         Ok(DeclaredBuffers { host: self.host })
     }
@@ -472,7 +480,7 @@ unsafe fn shared_input(
         for (i, (w, &y)) in weights.iter().zip(y_ptrs).enumerate() {
             let name = format!("y[{i}]");
             let len = checked_len(c.rows, w.out_features(), &name)?;
-            buffers.declare(&name, y, y_dtype, len)?;
+            buffers.declare(name, y, y_dtype, len)?;
             y_lens.push(len);
         }
         let buffers = buffers.check_disjoint(c.stats)?;

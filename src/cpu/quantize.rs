@@ -1,0 +1,368 @@
+//! The quantize stage: weight rows into the packed int8 layout, activation
+//! rows into int8 with their scales and outlier columns — split across the
+//! threads, each row by [`RowQuantizer`]: the AVX-512 kernels where they apply,
+//! else `quant`'s statement of the arithmetic (the same bits).
+
+use std::ops::Range;
+
+use super::pack::{PackedWeight, PanelWriter, PANEL};
+use super::pool::run_parts;
+use super::threads::{split_ranges, split_slice_mut};
+use super::{isa, scratch, threads_for, Activations, Settings};
+use crate::dtype::Element;
+use crate::error::{try_zeroed_vec, Error, Result};
+use crate::quant::{self, InputRounding, RowScale};
+
+#[cfg(target_arch = "x86_64")]
+use super::kernel;
+
+/// Quantizes one row at a time: on the AVX-512 kernels when the path has them
+/// and values are read as they are, else with `quant`'s functions, which the
+/// kernels match bit for bit (they decline a row they cannot take by
+/// returning `None`). Inlined into each path's compiled body: a `match` there,
+/// not a closure (a closure is compiled without the path's instructions —
+/// measured: a libm `rintf` call per value on AVX2).
+#[derive(Clone, Copy)]
+struct RowQuantizer {
+    rounding: InputRounding,
+    /// Only set when the processor has AVX-512 F/BW/VNNI.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read on x86-64 only
+    avx512: bool,
+}
+
+impl RowQuantizer {
+    /// The quantizer for values of `T` on `path` (a path this processor runs).
+    fn new<T: Element>(settings: Settings) -> RowQuantizer {
+        let rounding = settings.rounding_for::<T>();
+        RowQuantizer { rounding, avx512: settings.path.has_avx512() && rounding == InputRounding::Exact }
+    }
+
+    /// [`quant::quantize_weight_row`].
+    #[inline(always)]
+    fn weight_row<T: Element>(self, row: &[T], q: &mut [i8]) -> std::result::Result<f32, usize> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+            if let Some(done) = unsafe { kernel::quantize_weight_row_avx512(row, q) } {
+                return done;
+            }
+        }
+        quant::quantize_weight_row(row, self.rounding, q)
+    }
+
+    /// [`quant::quantize_activation_row`].
+    #[inline(always)]
+    fn activation_row<T: Element>(self, row: &[T], threshold: f32, q: &mut [i8], mask: &mut [bool]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: as in `weight_row`.
+            if let Some(absmax) = unsafe { kernel::quantize_activation_row_avx512(row, threshold, q, mask) } {
+                return absmax;
+            }
+        }
+        quant::quantize_activation_row(row, self.rounding, threshold, q, mask)
+    }
+
+    /// [`quant::mark_outlier_columns`].
+    #[inline(always)]
+    fn mark_outliers<T: Element>(self, row: &[T], threshold: f32, mask: &mut [bool]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: as in `weight_row`.
+            unsafe { kernel::mark_outlier_columns_avx512(row, threshold, mask) };
+            return;
+        }
+        quant::mark_outlier_columns(row, self.rounding, threshold, mask)
+    }
+
+    /// [`quant::quantize_activation_row_int8_part`].
+    #[inline(always)]
+    fn int8_part_row<T: Element>(self, row: &[T], outlier_columns: &[bool], q: &mut [i8]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: as in `weight_row`.
+            if let Some(absmax) = unsafe { kernel::quantize_activation_row_int8_part_avx512(row, outlier_columns, q) } {
+                return absmax;
+            }
+        }
+        quant::quantize_activation_row_int8_part(row, self.rounding, outlier_columns, q)
+    }
+
+    /// [`quant::int8_part_absmax`].
+    #[inline(always)]
+    fn int8_part_absmax<T: Element>(self, row: &[T], outlier_columns: &[bool]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: as in `weight_row`.
+            let bits = unsafe { kernel::int8_part_absmax_bits_avx512(row, outlier_columns) };
+            return if bits >= quant::INF_BITS { f32::NAN } else { f32::from_bits(bits) };
+        }
+        quant::int8_part_absmax(row, self.rounding, outlier_columns)
+    }
+
+    /// [`quant::quantize_activation_row_given_absmax`] of the int8 part.
+    #[inline(always)]
+    fn with_absmax<T: Element>(self, row: &[T], absmax: f32, outlier_columns: &[bool], q: &mut [i8]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: as in `weight_row`.
+            if unsafe { kernel::quantize_int8_part_with_bits_avx512(row, outlier_columns, absmax.to_bits(), q) }
+                .is_some()
+            {
+                return;
+            }
+        }
+        quant::quantize_activation_row_given_absmax(row, self.rounding, absmax, outlier_columns, q)
+    }
+}
+
+/// Quantizes the rows of a weight `[n, k]` into the packed int8 layout and the
+/// row scales (`SCB`). Refuses a non-finite value, naming the first row (lowest
+/// index) that holds one.
+pub(super) fn quantize_weight_rows<T: Element>(
+    settings: Settings,
+    w: &[T],
+    n: usize,
+    k: usize,
+) -> Result<(PackedWeight, Vec<f32>)> {
+    let Settings { path, threads, .. } = settings;
+    let rows_q = RowQuantizer::new::<T>(settings);
+    let mut packed = PackedWeight::zeroed(n, k)?;
+    let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
+    // Threads take whole panels, so each writes only its own bytes.
+    let panel_parts = split_ranges(packed.panels(), threads_for(w.len(), threads));
+    let row_parts: Vec<Range<usize>> = panel_parts.iter().map(|p| p.start * PANEL..(p.end * PANEL).min(n)).collect();
+    let writers = packed.panel_writers(&panel_parts);
+    let scb_parts = split_slice_mut(&mut scb, &row_parts, 1);
+    let first_bad = run_parts(row_parts.iter().cloned().zip(writers).zip(scb_parts), |((rows, mut writer), scb)| {
+        let mut row_q = try_zeroed_vec::<i8>(k, "weight row")?;
+        let w = &w[rows.start * k..rows.end * k];
+        Ok(quantize_weight_part(path, w, rows_q, k, rows.start, &mut writer, &mut row_q, scb))
+    });
+    // Parts run in row order: the first one that found a bad row has the lowest.
+    let mut bad = None;
+    for part in first_bad {
+        let part = part?;
+        if bad.is_none() {
+            bad = part;
+        }
+    }
+    match bad {
+        None => Ok((packed, scb)),
+        Some((row, col)) => Err(quant::non_finite_weight(row, Some(col), rows_q.rounding)),
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole weight rows starting at `first_row` into `writer`;
+    /// returns the (row, column) of the first non-finite value.
+    fn quantize_weight_part<T: Element>(
+        w: &[T],
+        rows_q: RowQuantizer,
+        k: usize,
+        first_row: usize,
+        writer: &mut PanelWriter<'_>,
+        row_q: &mut [i8],
+        scb: &mut [f32]
+    ) -> Option<(usize, usize)> {
+        for (r, (row, s)) in w.chunks_exact(k).zip(scb).enumerate() {
+            match rows_q.weight_row(row, row_q) {
+                Ok(absmax) => *s = absmax,
+                Err(col) => return Some((first_row + r, col)),
+            }
+            writer.write_row(first_row + r, row_q);
+        }
+        None
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole activation rows, marking their outlier columns in `mask`.
+    fn quantize_activation_part<T: Element>(
+        x: &[T],
+        rows_q: RowQuantizer,
+        threshold: f32,
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32],
+        mask: &mut [bool]
+    ) -> () {
+        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
+            *a = rows_q.activation_row(row, threshold, q, mask);
+        }
+    }
+}
+
+isa::multiversion! {
+    /// Marks the outlier columns of whole activation rows in `mask`.
+    fn mark_outlier_part<T: Element>(
+        x: &[T],
+        rows_q: RowQuantizer,
+        threshold: f32,
+        cols: usize,
+        mask: &mut [bool]
+    ) -> () {
+        for row in x.chunks_exact(cols) {
+            rows_q.mark_outliers(row, threshold, mask);
+        }
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole activation rows under the int8-part rule, the outlier
+    /// columns of the whole call marked in `outlier_columns`.
+    fn quantize_int8_part<T: Element>(
+        x: &[T],
+        rows_q: RowQuantizer,
+        outlier_columns: &[bool],
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32]
+    ) -> () {
+        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
+            *a = rows_q.int8_part_row(row, outlier_columns, q);
+        }
+    }
+}
+
+isa::multiversion! {
+    /// Quantizes whole activation rows (from row `first_row`) under the
+    /// int8-part rule with a row-parallel call's given absmax (`given`, the
+    /// MAX over the ranks), after checking it against each row's own;
+    /// `absmax` takes the given values.
+    fn quantize_int8_part_given<T: Element>(
+        x: &[T],
+        rows_q: RowQuantizer,
+        outlier_columns: &[bool],
+        given: &[f32],
+        first_row: usize,
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32]
+    ) -> Result<()> {
+        for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
+            let own = rows_q.int8_part_absmax(row, outlier_columns);
+            *a = quant::given_row_absmax(first_row + r, given[r], own)?;
+            rows_q.with_absmax(row, *a, outlier_columns, q);
+        }
+        Ok(())
+    }
+}
+
+isa::multiversion! {
+    /// Requantizes whole activation rows (from row `first_row`) whose given
+    /// absmax (`given`, a row-parallel call's MAX over the ranks) is not their
+    /// own (`absmax`), the outlier columns quantized to 0; `absmax` takes the
+    /// given values. Refuses a given value that is not such a MAX.
+    fn requantize_part<T: Element>(
+        x: &[T],
+        rounding: InputRounding,
+        given: &[f32],
+        first_row: usize,
+        outlier_columns: &[bool],
+        cols: usize,
+        q: &mut [i8],
+        absmax: &mut [f32]
+    ) -> Result<()> {
+        for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
+            let m = quant::given_row_absmax(first_row + r, given[r], *a)?;
+            if m.to_bits() != a.to_bits() {
+                quant::quantize_activation_row_given_absmax(row, rounding, m, outlier_columns, q);
+                *a = m;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Vector-wise quantization of activations (`int8_vectorwise_quant`): fills `q`
+/// `[rows, cols]` and `absmax` `[rows]`, zeroes the outlier columns in every row,
+/// and fills `outliers` with those columns in ascending order. `masks` is
+/// scratch space (reused across calls). With `row_absmax` (a row-parallel
+/// rank's slice: the MAX over the ranks of [`quant::row_statistic`]) each row
+/// is quantized with that absmax instead of its own ([`quant::given_row_absmax`]).
+pub(crate) fn quantize_activations<T: Element>(
+    input: Activations<'_, T>,
+    q: &mut [i8],
+    absmax: &mut [f32],
+    masks: &mut Vec<bool>,
+    outliers: &mut Vec<usize>,
+) -> Result<()> {
+    let Activations { x, k: cols, threshold, settings, row_absmax, .. } = input;
+    let Settings { path, threads, .. } = settings;
+    let rows_q = RowQuantizer::new::<T>(settings);
+    let rounding = rows_q.rounding;
+    // The int8-part rule needs every row's outliers before any row's scale:
+    // a first pass over X marks them (at threshold 0 the rules agree).
+    let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
+    let rows = absmax.len();
+    let parts = split_ranges(rows, threads_for(x.len(), threads));
+    let row_slice = |range: &Range<usize>| &x[range.start * cols..range.end * cols];
+    // One mask per part, then their union in the first.
+    let masks = scratch::zeroed(masks, parts.len().max(1) * cols, "outlier column masks")?;
+    let mask_parts = split_slice_mut(masks, &split_ranges(parts.len(), parts.len()), cols);
+    if int8_part {
+        run_parts(parts.iter().zip(mask_parts), |(range, mask)| {
+            mark_outlier_part(path, row_slice(range), rows_q, threshold, cols, mask)
+        });
+    } else {
+        let q_parts = split_slice_mut(&mut *q, &parts, cols);
+        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
+        run_parts(parts.iter().zip(q_parts).zip(a_parts).zip(mask_parts), |(((range, q), a), mask)| {
+            quantize_activation_part(path, row_slice(range), rows_q, threshold, cols, q, a, mask);
+        });
+    }
+    let (union, rest) = masks.split_at_mut(cols);
+    for m in rest.chunks_exact(cols) {
+        for (acc, &v) in union.iter_mut().zip(m) {
+            *acc |= v;
+        }
+    }
+    if int8_part {
+        let union = &*union;
+        let q_parts = split_slice_mut(&mut *q, &parts, cols);
+        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
+        match row_absmax {
+            // Row-parallel: each row's own absmax checked against the given
+            // one and quantized with the latter, in one pass.
+            Some(given) => {
+                let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+                    let given = &given[range.clone()];
+                    let x = row_slice(range);
+                    quantize_int8_part_given(path, x, rows_q, union, given, range.start, cols, q, a)
+                });
+                // Parts run in row order: the first error names the lowest row.
+                checked.into_iter().collect::<Result<Vec<()>>>()?;
+            }
+            None => {
+                run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+                    quantize_int8_part(path, row_slice(range), rows_q, union, cols, q, a)
+                });
+            }
+        }
+    }
+    if let (Some(given), false) = (row_absmax, int8_part) {
+        // bitsandbytes' rule: each row's own absmax is this slice's share of
+        // the MAX; requantize the rows whose MAX lies on another rank.
+        let union = &*union;
+        let q_parts = split_slice_mut(&mut *q, &parts, cols);
+        let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
+        let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+            requantize_part(path, row_slice(range), rounding, &given[range.clone()], range.start, union, cols, q, a)
+        });
+        // Parts run in row order: the first error names the lowest row.
+        checked.into_iter().collect::<Result<Vec<()>>>()?;
+    }
+    let count = union.iter().filter(|m| **m).count();
+    outliers.clear();
+    outliers.try_reserve_exact(count).map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
+    outliers.extend(union.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
+    if !outliers.is_empty() {
+        for row in q.chunks_exact_mut(cols) {
+            for &c in outliers.iter() {
+                row[c] = 0;
+            }
+        }
+    }
+    Ok(())
+}
