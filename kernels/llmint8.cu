@@ -16,6 +16,66 @@ typedef long long i64;
 #define INF_BITS 0x7f800000u
 #define QUANT_THREADS 256
 
+// ---- kernel parameters ----
+// Every kernel takes one struct by value. Each struct's fields are listed once
+// (an X-macro: F(type, name)), which declares it here, writes its layout in
+// llmint8_param_layout and lets tests/cuda_emu check its device pointers.
+// src/cuda/params.rs mirrors each field for field (#[repr(C)]); the library
+// runs llmint8_param_layout when it opens a device and refuses a device whose
+// layouts differ from its own. Kernels take them `__grid_constant__`: read in
+// place from the parameter space, not copied to a local (the copy made
+// llmint8_prep_small spill registers at 1024 threads).
+#define QUANTIZE_ROWS_PARAMS(F)                                                                                      \
+    F(const void *, x) F(i64, rows) F(int, cols) F(int, ld_q) F(float, threshold) F(int, round_f16) F(int, mode)    \
+    F(i8 *, q) F(float *, absmax) F(u32 *, col_flags) F(int *, first_bad_row)
+#define RESCALE_ROWS_PARAMS(F)                                                                                       \
+    F(const void *, x) F(i64, rows) F(int, cols) F(int, ld_q) F(int, round_f16) F(const float *, given)             \
+    F(float *, absmax) F(const u32 *, col_flags) F(int, use_flags) F(i8 *, q) F(int *, bad_row)
+#define PREP_SMALL_PARAMS(F)                                                                                         \
+    F(const void *, x) F(i64, rows) F(int, cols) F(int, ld_q) F(i64, rows_padded) F(float, threshold)               \
+    F(int, round_f16) F(int, int8_part) F(i8 *, q) F(float *, absmax) F(u32 *, col_flags) F(int *, list)            \
+    F(int *, count) F(int, max_gathered) F(float *, x_out)
+#define GATHER_OUTLIERS_PARAMS(F)                                                                                    \
+    F(const void *, x) F(i64, rows) F(int, cols) F(const int *, list) F(const int *, count) F(int, max_gathered)    \
+    F(i8 *, q) F(int, ld_q) F(float *, x_out)
+#define EPILOGUE_PARAMS(F)                                                                                           \
+    F(const int *, acc) F(int, ld_acc) F(i64, rows) F(int, nc) F(int, j0) F(int, n) F(const float *, sa)            \
+    F(const float *, scb) F(const float *, bias) F(const int *, list) F(const int *, count) F(int, max_gathered)     \
+    F(int, w_gathered) F(const float *, x_out) F(const float *, w_out) F(const void *, x) F(int, cols)              \
+    F(const i8 *, cb) F(int, ld_w) F(const int *, kept_slot) F(const void *, kept) F(int, kept_dtype) F(void *, y)
+#define OUTLIER_LIST_PARAMS(F) F(const u32 *, col_flags) F(int, cols) F(int *, list) F(int *, count)
+#define GATHER_WEIGHT_COLUMNS_PARAMS(F)                                                                              \
+    F(const i8 *, cb) F(int, ld_w) F(const float *, scb) F(i64, n) F(const int *, list) F(const int *, count)       \
+    F(int, max_gathered) F(const int *, kept_slot) F(const void *, kept) F(int, kept_dtype) F(float *, w_out)
+#define PAD_ROWS_PARAMS(F) F(const i8 *, src) F(i64, rows) F(int, cols) F(int, ld) F(i8 *, dst)
+#define ROW_STATISTICS_PARAMS(F) F(const float *, absmax) F(i64, rows) F(float *, out)
+
+// Every parameter struct, in the order of src/cuda/params.rs.
+#define LLMINT8_PARAMS(S)                                                                                            \
+    S(QuantizeRowsParams, QUANTIZE_ROWS_PARAMS)                                                                      \
+    S(RescaleRowsParams, RESCALE_ROWS_PARAMS)                                                                        \
+    S(PrepSmallParams, PREP_SMALL_PARAMS)                                                                            \
+    S(GatherOutliersParams, GATHER_OUTLIERS_PARAMS)                                                                  \
+    S(EpilogueParams, EPILOGUE_PARAMS)                                                                               \
+    S(OutlierListParams, OUTLIER_LIST_PARAMS)                                                                        \
+    S(GatherWeightColumnsParams, GATHER_WEIGHT_COLUMNS_PARAMS)                                                       \
+    S(PadRowsParams, PAD_ROWS_PARAMS)                                                                                \
+    S(RowStatisticsParams, ROW_STATISTICS_PARAMS)
+
+#define LLMINT8_DECLARE_FIELD(type, name) type name;
+#define LLMINT8_DECLARE_PARAMS(NAME, FIELDS) struct NAME { FIELDS(LLMINT8_DECLARE_FIELD) };
+LLMINT8_PARAMS(LLMINT8_DECLARE_PARAMS)
+
+// Writes each parameter struct's size, then each field's offset, in order.
+#define LLMINT8_FIELD_OFFSET(type, name) out[i++] = (unsigned long long)((const char *)&p.name - (const char *)&p);
+#define LLMINT8_LAYOUT(NAME, FIELDS) { NAME p; out[i++] = sizeof(NAME); FIELDS(LLMINT8_FIELD_OFFSET) }
+extern "C" __global__ void llmint8_param_layout(unsigned long long *out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    int i = 0;
+    LLMINT8_PARAMS(LLMINT8_LAYOUT)
+}
+
+
 // ---- scalar helpers (inline PTX) ----
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 __device__ __forceinline__ float bits_to_f32(u32 b) { float f; asm("mov.b32 %0, %1;" : "=f"(f) : "r"(b)); return f; }
@@ -202,12 +262,13 @@ __device__ void rescale_row(const typename E::T *x, i64 row, int cols, int ld_q,
 
 // quant::row_statistic: a rank's statistics, NaN (a row the int8 part cannot
 // quantize) reported as +Inf, which a MAX keeps.
-extern "C" __global__ void llmint8_row_statistics(const float *absmax, i64 rows, float *out) {
+__device__ void row_statistics(const float *absmax, i64 rows, float *out) {
     for (i64 r = blockIdx.x * (i64)blockDim.x + threadIdx.x; r < rows; r += (i64)gridDim.x * blockDim.x) {
         const float a = absmax[r];
         out[r] = a != a ? bits_to_f32(INF_BITS) : a;
     }
 }
+extern "C" __global__ void llmint8_row_statistics(const __grid_constant__ RowStatisticsParams p) { row_statistics(p.absmax, p.rows, p.out); }
 
 // ---- the outlier columns, ascending (one block of 1024 threads) ----
 __device__ void outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
@@ -236,8 +297,8 @@ __device__ void outlier_list(const u32 *col_flags, int cols, int *list, int *cou
     if (threadIdx.x == 0) *count = base;
 }
 
-extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const u32 *col_flags, int cols, int *list, int *count) {
-    outlier_list(col_flags, cols, list, count);
+extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const __grid_constant__ OutlierListParams p) {
+    outlier_list(p.col_flags, p.cols, p.list, p.count);
 }
 
 // ---- the outlier columns of X: zeroed in q, gathered as f32 `[rows, count]` ----
@@ -311,13 +372,16 @@ __device__ __forceinline__ float outlier_weight(const i8 *cb, int ld_w, const fl
 }
 
 // The weight's outlier columns (`outlier_weight`): `[n, count]` f32.
-extern "C" __global__ void llmint8_gather_weight_columns(const i8 *cb, int ld_w, const float *scb, i64 n,
-                                                          const int *list, const int *count, int max_gathered,
-                                                          const int *kept_slot, const void *kept, int kept_dtype,
-                                                          float *w_out) {
-    const int n_out = *count;
+extern "C" __global__ void llmint8_gather_weight_columns(const __grid_constant__ GatherWeightColumnsParams p) {
+    const i8 *cb = p.cb;
+    const float *scb = p.scb;
+    const int *list = p.list;
+    float *w_out = p.w_out;
+    const i64 n = p.n;
+    const int ld_w = p.ld_w, max_gathered = p.max_gathered;
+    const int n_out = *p.count;
     if (n_out > max_gathered) return;
-    const Kept k = {kept_slot, kept, kept_dtype};
+    const Kept k = {p.kept_slot, p.kept, p.kept_dtype};
     const i64 total = n * (i64)n_out;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const i64 j = t / n_out;
@@ -358,7 +422,11 @@ __device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, i
 }
 
 // Copies int8 rows `[rows, cols]` into rows of `ld` bytes, zero-padded.
-extern "C" __global__ void llmint8_pad_rows(const i8 *src, i64 rows, int cols, int ld, i8 *dst) {
+extern "C" __global__ void llmint8_pad_rows(const __grid_constant__ PadRowsParams p) {
+    const i8 *src = p.src;
+    i8 *dst = p.dst;
+    const i64 rows = p.rows;
+    const int cols = p.cols, ld = p.ld;
     const i64 total = rows * (i64)ld;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const i64 r = t / ld;
@@ -369,55 +437,46 @@ extern "C" __global__ void llmint8_pad_rows(const i8 *src, i64 rows, int cols, i
 
 // ---- entry points, one per element type ----
 #define QUANTIZE_ROWS(NAME, E)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(QUANT_THREADS)                                                       \
-        NAME(const E::T *x, i64 rows, int cols, int ld_q, float threshold, int round_f16, int mode, i8 *q,         \
-             float *absmax, u32 *col_flags, int *first_bad_row) {                                                    \
-        quantize_rows<E>(x, rows, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, first_bad_row);      \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) NAME(const __grid_constant__ QuantizeRowsParams p) {                \
+        quantize_rows<E>((const E::T *)p.x, p.rows, p.cols, p.ld_q, p.threshold, p.round_f16, p.mode, p.q,           \
+                         p.absmax, p.col_flags, p.first_bad_row);                                                    \
     }
 QUANTIZE_ROWS(llmint8_quantize_rows_f32, F32)
 QUANTIZE_ROWS(llmint8_quantize_rows_f16, F16)
 QUANTIZE_ROWS(llmint8_quantize_rows_bf16, BF16)
 
 #define RESCALE_ROWS(NAME, E)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(QUANT_THREADS)                                                       \
-        NAME(const E::T *x, i64 rows, int cols, int ld_q, int round_f16, const float *given, float *absmax,        \
-             const u32 *col_flags, int use_flags, i8 *q, int *bad_row) {                                             \
-        for (i64 row = blockIdx.x; row < rows; row += gridDim.x)                                                    \
-            rescale_row<E>(x, row, cols, ld_q, round_f16, given, absmax, col_flags, use_flags, q, bad_row);         \
+    extern "C" __global__ void __launch_bounds__(QUANT_THREADS) NAME(const __grid_constant__ RescaleRowsParams p) {                 \
+        for (i64 row = blockIdx.x; row < p.rows; row += gridDim.x)                                                  \
+            rescale_row<E>((const E::T *)p.x, row, p.cols, p.ld_q, p.round_f16, p.given, p.absmax, p.col_flags,      \
+                           p.use_flags, p.q, p.bad_row);                                                             \
     }
 RESCALE_ROWS(llmint8_rescale_rows_f32, F32)
 RESCALE_ROWS(llmint8_rescale_rows_f16, F16)
 RESCALE_ROWS(llmint8_rescale_rows_bf16, BF16)
 
 #define PREP_SMALL(NAME, E)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(1024)                                                               \
-        NAME(const E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold, int round_f16,          \
-             int int8_part, i8 *q, float *absmax, u32 *col_flags, int *list, int *count, int max_gathered,          \
-             float *x_out) {                                                                                        \
-        prep_small<E>(x, rows, cols, ld_q, rows_padded, threshold, round_f16, int8_part, q, absmax, col_flags,      \
-                      list, count, max_gathered, x_out);                                                            \
+    extern "C" __global__ void __launch_bounds__(1024) NAME(const __grid_constant__ PrepSmallParams p) {                              \
+        prep_small<E>((const E::T *)p.x, p.rows, p.cols, p.ld_q, p.rows_padded, p.threshold, p.round_f16,            \
+                      p.int8_part, p.q, p.absmax, p.col_flags, p.list, p.count, p.max_gathered, p.x_out);            \
     }
 PREP_SMALL(llmint8_prep_small_f32, F32)
 PREP_SMALL(llmint8_prep_small_f16, F16)
 PREP_SMALL(llmint8_prep_small_bf16, BF16)
 
 #define GATHER_OUTLIERS(NAME, E)                                                                                     \
-    extern "C" __global__ void NAME(const E::T *x, i64 rows, int cols, const int *list, const int *count,            \
-                                    int max_gathered, i8 *q, int ld_q, float *x_out) {                             \
-        gather_outliers<E>(x, rows, cols, list, count, max_gathered, q, ld_q, x_out);                               \
+    extern "C" __global__ void NAME(const __grid_constant__ GatherOutliersParams p) {                                                 \
+        gather_outliers<E>((const E::T *)p.x, p.rows, p.cols, p.list, p.count, p.max_gathered, p.q, p.ld_q, p.x_out); \
     }
 GATHER_OUTLIERS(llmint8_gather_outliers_f32, F32)
 GATHER_OUTLIERS(llmint8_gather_outliers_f16, F16)
 GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
 
 #define EPILOGUE(NAME, X, Y)                                                                                         \
-    extern "C" __global__ void NAME(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa,   \
-                                    const float *scb, const float *bias, const int *list, const int *count,         \
-                                    int max_gathered, int w_gathered, const float *x_out, const float *w_out,       \
-                                    const X::T *x, int cols, const i8 *cb, int ld_w, const int *kept_slot,          \
-                                    const void *kept, int kept_dtype, Y::T *y) {                                    \
-        epilogue<X, Y>(acc, ld_acc, rows, nc, j0, n, sa, scb, bias, list, count, max_gathered, w_gathered, x_out,   \
-                       w_out, x, cols, cb, ld_w, Kept{kept_slot, kept, kept_dtype}, y);                             \
+    extern "C" __global__ void NAME(const __grid_constant__ EpilogueParams p) {                                                       \
+        epilogue<X, Y>(p.acc, p.ld_acc, p.rows, p.nc, p.j0, p.n, p.sa, p.scb, p.bias, p.list, p.count,               \
+                       p.max_gathered, p.w_gathered, p.x_out, p.w_out, (const X::T *)p.x, p.cols, p.cb, p.ld_w,      \
+                       Kept{p.kept_slot, p.kept, p.kept_dtype}, (Y::T *)p.y);                                        \
     }
 EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
 EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)

@@ -6,6 +6,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::nvrtc;
+use super::params::{self, Kernel};
 use super::runtime::{describe_driver_error, runtime, Runtime};
 use super::sys::{self, CUcontext, CUdevice, CUdeviceptr, CUfunction, CUmodule, CUstream};
 use crate::error::{Error, Result};
@@ -192,8 +193,34 @@ impl Gpu {
             // SAFETY: valid out-pointer; freed in Drop.
             let allocated = unsafe { (d.cuMemAlloc)(&mut gpu.workspace, WORKSPACE_BYTES) };
             gpu.check(allocated, "cuMemAlloc (cuBLASLt workspace)")?;
+            gpu.check_param_layout()?;
         }
         Ok(Arc::new(gpu))
+    }
+
+    /// Runs `llmint8_param_layout` (into the still unused cuBLASLt workspace,
+    /// on the legacy default stream, waiting) and refuses the device when the
+    /// device compiler laid out a kernel's parameter struct differently from
+    /// src/cuda/params.rs — what would otherwise corrupt memory silently.
+    fn check_param_layout(&self) -> Result<()> {
+        let ours = params::layout();
+        let bytes = 8 * ours.len();
+        debug_assert!(bytes <= WORKSPACE_BYTES);
+        let d = &self.rt.driver;
+        let mut device = vec![0u64; ours.len()];
+        let stream: CUstream = std::ptr::null_mut();
+        // SAFETY (this block): the workspace holds WORKSPACE_BYTES >= `bytes`;
+        // the kernel writes `ours.len()` u64s; `device` receives them and
+        // outlives the wait.
+        unsafe {
+            self.launch(nvrtc::PARAM_LAYOUT, 1, stream, &self.workspace)?;
+            self.check(
+                (d.cuMemcpyDtoHAsync)(device.as_mut_ptr().cast(), self.workspace, bytes, stream),
+                "copying the layout",
+            )?;
+            self.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
+        }
+        params::check_layout(&device)
     }
 
     /// Makes this device's context current on the calling thread until the
@@ -385,20 +412,22 @@ impl Gpu {
         found.ok_or_else(|| Error::internal(format!("no kernel {name:?} in the loaded module")))
     }
 
-    /// Launches kernel `name` on `stream` with `grid` blocks of its
-    /// [`nvrtc::threads_per_block`].
+    /// Launches `kernel` on `stream` with `grid` blocks of its
+    /// [`nvrtc::threads_per_block`], its parameter struct `params` as the one
+    /// argument (the driver copies it at the launch).
     ///
     /// # Safety
-    /// `args` points to one value per kernel parameter, of the parameter's exact
-    /// type, each device pointer valid for what the kernel touches.
-    pub(crate) unsafe fn launch(
+    /// Each device address in `params` is valid for what the kernel touches.
+    pub(crate) unsafe fn launch<P: Copy>(
         &self,
-        name: &str,
+        kernel: Kernel<P>,
         grid: u32,
         stream: CUstream,
-        args: &mut [*mut c_void],
+        params: &P,
     ) -> Result<()> {
+        let name = kernel.name;
         let f = self.kernel(name)?;
+        let mut args = [(params as *const P).cast_mut().cast::<c_void>()];
         let block = nvrtc::threads_per_block(name);
         // SAFETY: as the caller promises; grid and block are within limits.
         let r = unsafe {

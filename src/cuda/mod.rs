@@ -5,17 +5,11 @@
 //! builds and every CPU test passes on machines without CUDA, and a CUDA
 //! context there fails with `NoDevice`, saying what was looked for.
 
-/// Packs kernel arguments: a pointer to a local copy of each value.
-macro_rules! args {
-    ($($value:expr),* $(,)?) => {
-        [$( (&$value as *const _ as *mut std::ffi::c_void), )*]
-    };
-}
-
 pub(crate) mod device;
 pub(crate) mod libs;
 pub(crate) mod nvrtc;
 pub(crate) mod ops;
+pub(crate) mod params;
 pub(crate) mod runtime;
 pub(crate) mod sys;
 mod weight;

@@ -5,40 +5,70 @@
 
 use std::ffi::{c_char, CStr, CString};
 
-use super::sys::{self, Nvrtc};
+use super::params::*;
+use super::sys::{self, CUdeviceptr, Nvrtc};
 
 /// The kernels' source (kernels/llmint8.cu), embedded in the library.
 pub(crate) const KERNELS: &str = include_str!("../../kernels/llmint8.cu");
 
-/// The kernels, by name. Those per element type are indexed by `DType as
-/// usize` (f32, f16, bf16); the epilogue by X's type, then Y's.
-pub(crate) const QUANTIZE_ROWS: [&str; 3] =
-    ["llmint8_quantize_rows_f32", "llmint8_quantize_rows_f16", "llmint8_quantize_rows_bf16"];
-pub(crate) const RESCALE_ROWS: [&str; 3] =
-    ["llmint8_rescale_rows_f32", "llmint8_rescale_rows_f16", "llmint8_rescale_rows_bf16"];
-pub(crate) const PREP_SMALL: [&str; 3] =
-    ["llmint8_prep_small_f32", "llmint8_prep_small_f16", "llmint8_prep_small_bf16"];
-pub(crate) const GATHER_OUTLIERS: [&str; 3] =
-    ["llmint8_gather_outliers_f32", "llmint8_gather_outliers_f16", "llmint8_gather_outliers_bf16"];
-pub(crate) const EPILOGUE: [[&str; 3]; 3] = [
-    ["llmint8_epilogue_f32_f32", "llmint8_epilogue_f32_f16", "llmint8_epilogue_f32_bf16"],
-    ["llmint8_epilogue_f16_f32", "llmint8_epilogue_f16_f16", "llmint8_epilogue_f16_bf16"],
-    ["llmint8_epilogue_bf16_f32", "llmint8_epilogue_bf16_f16", "llmint8_epilogue_bf16_bf16"],
+/// The kernels, by name and parameter struct. Those per element type are
+/// indexed by `DType as usize` (f32, f16, bf16); the epilogue by X's type,
+/// then Y's.
+pub(crate) const QUANTIZE_ROWS: [Kernel<QuantizeRowsParams>; 3] = [
+    Kernel::new("llmint8_quantize_rows_f32"),
+    Kernel::new("llmint8_quantize_rows_f16"),
+    Kernel::new("llmint8_quantize_rows_bf16"),
 ];
-pub(crate) const OUTLIER_LIST: &str = "llmint8_outlier_list";
-pub(crate) const GATHER_WEIGHT_COLUMNS: &str = "llmint8_gather_weight_columns";
-pub(crate) const PAD_ROWS: &str = "llmint8_pad_rows";
-pub(crate) const ROW_STATISTICS: &str = "llmint8_row_statistics";
+pub(crate) const RESCALE_ROWS: [Kernel<RescaleRowsParams>; 3] = [
+    Kernel::new("llmint8_rescale_rows_f32"),
+    Kernel::new("llmint8_rescale_rows_f16"),
+    Kernel::new("llmint8_rescale_rows_bf16"),
+];
+pub(crate) const PREP_SMALL: [Kernel<PrepSmallParams>; 3] = [
+    Kernel::new("llmint8_prep_small_f32"),
+    Kernel::new("llmint8_prep_small_f16"),
+    Kernel::new("llmint8_prep_small_bf16"),
+];
+pub(crate) const GATHER_OUTLIERS: [Kernel<GatherOutliersParams>; 3] = [
+    Kernel::new("llmint8_gather_outliers_f32"),
+    Kernel::new("llmint8_gather_outliers_f16"),
+    Kernel::new("llmint8_gather_outliers_bf16"),
+];
+pub(crate) const EPILOGUE: [[Kernel<EpilogueParams>; 3]; 3] = [
+    [
+        Kernel::new("llmint8_epilogue_f32_f32"),
+        Kernel::new("llmint8_epilogue_f32_f16"),
+        Kernel::new("llmint8_epilogue_f32_bf16"),
+    ],
+    [
+        Kernel::new("llmint8_epilogue_f16_f32"),
+        Kernel::new("llmint8_epilogue_f16_f16"),
+        Kernel::new("llmint8_epilogue_f16_bf16"),
+    ],
+    [
+        Kernel::new("llmint8_epilogue_bf16_f32"),
+        Kernel::new("llmint8_epilogue_bf16_f16"),
+        Kernel::new("llmint8_epilogue_bf16_bf16"),
+    ],
+];
+pub(crate) const OUTLIER_LIST: Kernel<OutlierListParams> = Kernel::new("llmint8_outlier_list");
+pub(crate) const GATHER_WEIGHT_COLUMNS: Kernel<GatherWeightColumnsParams> =
+    Kernel::new("llmint8_gather_weight_columns");
+pub(crate) const PAD_ROWS: Kernel<PadRowsParams> = Kernel::new("llmint8_pad_rows");
+pub(crate) const ROW_STATISTICS: Kernel<RowStatisticsParams> = Kernel::new("llmint8_row_statistics");
+/// Writes the device compiler's layout of the parameter structs ([`super::params::check_layout`]).
+pub(crate) const PARAM_LAYOUT: Kernel<CUdeviceptr> = Kernel::new("llmint8_param_layout");
 
-/// Every kernel the backend launches.
+/// Every kernel the library launches.
 pub(crate) fn kernel_names() -> impl Iterator<Item = &'static str> {
     QUANTIZE_ROWS
+        .map(|k| k.name)
         .into_iter()
-        .chain(RESCALE_ROWS)
-        .chain(PREP_SMALL)
-        .chain(GATHER_OUTLIERS)
-        .chain(EPILOGUE.into_iter().flatten())
-        .chain([OUTLIER_LIST, GATHER_WEIGHT_COLUMNS, PAD_ROWS, ROW_STATISTICS])
+        .chain(RESCALE_ROWS.map(|k| k.name))
+        .chain(PREP_SMALL.map(|k| k.name))
+        .chain(GATHER_OUTLIERS.map(|k| k.name))
+        .chain(EPILOGUE.into_iter().flatten().map(|k| k.name))
+        .chain([OUTLIER_LIST.name, GATHER_WEIGHT_COLUMNS.name, PAD_ROWS.name, ROW_STATISTICS.name, PARAM_LAYOUT.name])
 }
 
 /// Threads per block of every kernel but the one-block ones (the row
@@ -48,7 +78,7 @@ pub(crate) const BLOCK_THREADS: u32 = 256;
 /// Threads per block a kernel is launched with: the one-block kernels take
 /// 1024 (their `__launch_bounds__`), every other kernel [`BLOCK_THREADS`].
 pub(crate) fn threads_per_block(kernel: &str) -> u32 {
-    if kernel == OUTLIER_LIST || PREP_SMALL.contains(&kernel) {
+    if kernel == OUTLIER_LIST.name || PREP_SMALL.iter().any(|k| k.name == kernel) {
         1024
     } else {
         BLOCK_THREADS

@@ -9,6 +9,7 @@ use std::ffi::c_void;
 
 use super::device::{Gpu, StreamState, WORKSPACE_BYTES};
 use super::nvrtc::{self, BLOCK_THREADS};
+use super::params::*;
 use super::sys::{self, CUdeviceptr};
 use super::{DeviceCall, DeviceMatrix};
 use crate::call::Work;
@@ -201,10 +202,11 @@ unsafe fn row_statistics(
         if input.threshold > 0.0 {
             let k_i = input.k as i32;
             let Regions { flags, list, count, .. } = regions;
-            gpu.launch(nvrtc::OUTLIER_LIST, 1, state.stream, &mut args![flags, k_i, list, count])?;
+            let params = OutlierListParams { col_flags: flags, cols: k_i, list, count };
+            gpu.launch(nvrtc::OUTLIER_LIST, 1, state.stream, &params)?;
         }
-        let (sa, rows_i) = (regions.sa, input.rows as i64);
-        gpu.launch(nvrtc::ROW_STATISTICS, grid_for(input.rows), state.stream, &mut args![sa, rows_i, out])?;
+        let params = RowStatisticsParams { absmax: regions.sa, rows: input.rows as i64, out };
+        gpu.launch(nvrtc::ROW_STATISTICS, grid_for(input.rows), state.stream, &params)?;
     }
     Ok(regions.count)
 }
@@ -229,8 +231,7 @@ unsafe fn quantize_input(gpu: &Gpu, state: &StreamState, regions: Regions, input
     // (mode 3). At threshold 0 the two rules agree.
     let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
     let (mode, no_bad_row) = (if int8_part { 3i32 } else { 0i32 }, 0u64);
-    // SAFETY (this block): as the caller promises; each kernel's arguments
-    // match its parameters in kernels/llmint8.cu.
+    // SAFETY (this block): as the caller promises.
     unsafe {
         // Threshold 0: no outliers; the count is 0 and two launches are skipped.
         if threshold > 0.0 {
@@ -247,12 +248,20 @@ unsafe fn quantize_input(gpu: &Gpu, state: &StreamState, regions: Regions, input
         // The int8-part rule flags every row's outliers (mode 2) before quantizing.
         let modes: &[i32] = if int8_part { &[2, mode] } else { &[mode] };
         for &mode in modes {
-            gpu.launch(
-                nvrtc::QUANTIZE_ROWS[xi],
-                grid,
-                stream,
-                &mut args![x, rows_i, k_i, kp_i, threshold, round, mode, q, sa, flags, no_bad_row],
-            )?;
+            let params = QuantizeRowsParams {
+                x,
+                rows: rows_i,
+                cols: k_i,
+                ld_q: kp_i,
+                threshold,
+                round_f16: round,
+                mode,
+                q,
+                absmax: sa,
+                col_flags: flags,
+                first_bad_row: no_bad_row,
+            };
+            gpu.launch(nvrtc::QUANTIZE_ROWS[xi], grid, stream, &params)?;
         }
     }
     Ok(())
@@ -297,7 +306,7 @@ unsafe fn products(
     let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
     // SAFETY (this block): every device pointer below lies in the scratch space
     // sized by `layout`, in the weight's buffers, or in `x`/`y` as the caller
-    // promises; each kernel's arguments match its parameters in kernels/llmint8.cu.
+    // promises.
     unsafe {
         // A row-parallel call requantizes between the quantizer and the
         // gathers, so it takes the separate launches.
@@ -305,36 +314,59 @@ unsafe fn products(
         if small {
             // Few rows (decode): flags, quantization, outlier list, gathers and
             // q's padding in one launch (launches dominate at this size).
-            let (mp_i64, int8_part) = (mp as i64, i32::from(int8_part));
-            gpu.launch(
-                nvrtc::PREP_SMALL[xi],
-                1,
-                stream,
-                &mut args![
-                    x, rows_i, k_i, kp_i, mp_i64, threshold, round, int8_part, q, sa, flags, list, count, max_g, x_out
-                ],
-            )?;
+            let params = PrepSmallParams {
+                x,
+                rows: rows_i,
+                cols: k_i,
+                ld_q: kp_i,
+                rows_padded: mp as i64,
+                threshold,
+                round_f16: round,
+                int8_part: i32::from(int8_part),
+                q,
+                absmax: sa,
+                col_flags: flags,
+                list,
+                count,
+                max_gathered: max_g,
+                x_out,
+            };
+            gpu.launch(nvrtc::PREP_SMALL[xi], 1, stream, &params)?;
         } else {
             quantize_input(gpu, state, regions, input)?;
             let grid = rows.clamp(1, 65535) as u32;
             if let Some(given) = row_absmax {
                 gpu.check((d.cuMemsetD32Async)(bad_row, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
-                let use_flags = i32::from(threshold > 0.0);
-                gpu.launch(
-                    nvrtc::RESCALE_ROWS[xi],
-                    grid,
-                    stream,
-                    &mut args![x, rows_i, k_i, kp_i, round, given, sa, flags, use_flags, q, bad_row],
-                )?;
+                let params = RescaleRowsParams {
+                    x,
+                    rows: rows_i,
+                    cols: k_i,
+                    ld_q: kp_i,
+                    round_f16: round,
+                    given,
+                    absmax: sa,
+                    col_flags: flags,
+                    use_flags: i32::from(threshold > 0.0),
+                    q,
+                    bad_row,
+                };
+                gpu.launch(nvrtc::RESCALE_ROWS[xi], grid, stream, &params)?;
             }
             if threshold > 0.0 {
-                gpu.launch(nvrtc::OUTLIER_LIST, 1, stream, &mut args![flags, k_i, list, count])?;
-                gpu.launch(
-                    nvrtc::GATHER_OUTLIERS[xi],
-                    grid_for(rows * MAX_GATHERED),
-                    stream,
-                    &mut args![x, rows_i, k_i, list, count, max_g, q, kp_i, x_out],
-                )?;
+                let params = OutlierListParams { col_flags: flags, cols: k_i, list, count };
+                gpu.launch(nvrtc::OUTLIER_LIST, 1, stream, &params)?;
+                let params = GatherOutliersParams {
+                    x,
+                    rows: rows_i,
+                    cols: k_i,
+                    list,
+                    count,
+                    max_gathered: max_g,
+                    q,
+                    ld_q: kp_i,
+                    x_out,
+                };
+                gpu.launch(nvrtc::GATHER_OUTLIERS[xi], grid_for(rows * MAX_GATHERED), stream, &params)?;
             }
         }
         for (&w, &y) in call.weights.iter().zip(ys) {
@@ -407,13 +439,20 @@ unsafe fn weight_product(
         // Columns the weight keeps in their source dtype replace dequantized ones.
         let (kept_slot, kept, kept_dtype) = w.kept_args();
         if decompose && !small {
-            let n_i64 = n as i64;
-            gpu.launch(
-                nvrtc::GATHER_WEIGHT_COLUMNS,
-                grid_for(n * 8),
-                stream,
-                &mut args![w.cb.ptr, kp_i, w.scb.ptr, n_i64, list, count, max_g, kept_slot, kept, kept_dtype, w_out],
-            )?;
+            let params = GatherWeightColumnsParams {
+                cb: w.cb.ptr,
+                ld_w: kp_i,
+                scb: w.scb.ptr,
+                n: n as i64,
+                list,
+                count,
+                max_gathered: max_g,
+                kept_slot,
+                kept,
+                kept_dtype,
+                w_out,
+            };
+            gpu.launch(nvrtc::GATHER_WEIGHT_COLUMNS, grid_for(n * 8), stream, &params)?;
         }
         let bias = w.bias.as_ref().map_or(0u64, |b| b.ptr);
         let epilogue = nvrtc::EPILOGUE[xi][yi];
@@ -424,16 +463,32 @@ unsafe fn weight_product(
             let nc = nc_padded.min(n - j0);
             let gemm = Int8Gemm { w: w.cb.ptr + (j0 * kp) as u64, q, acc, nc: nc_padded, rows: mp, kp };
             int8_gemm(gpu, state, gemm)?;
-            let (ld_acc, nc_i, j0_i) = (nc_padded as i32, nc as i32, j0 as i32);
-            gpu.launch(
-                epilogue,
-                grid_for(rows * nc),
-                stream,
-                &mut args![
-                    acc, ld_acc, rows_i, nc_i, j0_i, n_i, sa, w.scb.ptr, bias, list, count, max_g, w_gathered, x_out,
-                    w_out, x, k_i, w.cb.ptr, kp_i, kept_slot, kept, kept_dtype, y
-                ],
-            )?;
+            let params = EpilogueParams {
+                acc,
+                ld_acc: nc_padded as i32,
+                rows: rows_i,
+                nc: nc as i32,
+                j0: j0 as i32,
+                n: n_i,
+                sa,
+                scb: w.scb.ptr,
+                bias,
+                list,
+                count,
+                max_gathered: max_g,
+                w_gathered,
+                x_out,
+                w_out,
+                x,
+                cols: k_i,
+                cb: w.cb.ptr,
+                ld_w: kp_i,
+                kept_slot,
+                kept,
+                kept_dtype,
+                y,
+            };
+            gpu.launch(epilogue, grid_for(rows * nc), stream, &params)?;
             j0 += nc_padded;
         }
     }

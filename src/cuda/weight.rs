@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::device::{DeviceBuffer, Gpu};
 use super::nvrtc;
 use super::ops::{cb_row_stride, check_in_features, grid_for, padded_n};
+use super::params::{PadRowsParams, QuantizeRowsParams};
 use super::sys::CUdeviceptr;
 use crate::dtype::{DType, Data};
 use crate::error::{Error, Result};
@@ -162,8 +163,9 @@ impl Weight {
             let target = staging.as_ref().map_or(cb_dev.ptr, |s| s.ptr);
             gpu.check((d.cuMemcpyHtoDAsync)(target, cb.as_ptr().cast(), n * k, stream), "copying CB")?;
             if let Some(staging) = &staging {
-                let (src, rows, cols, ld, dst) = (staging.ptr, n as i64, k as i32, kp as i32, cb_dev.ptr);
-                gpu.launch(nvrtc::PAD_ROWS, grid_for(n * kp), stream, &mut args![src, rows, cols, ld, dst])?;
+                let params =
+                    PadRowsParams { src: staging.ptr, rows: n as i64, cols: k as i32, ld: kp as i32, dst: cb_dev.ptr };
+                gpu.launch(nvrtc::PAD_ROWS, grid_for(n * kp), stream, &params)?;
             }
             gpu.check((d.cuMemcpyHtoDAsync)(scb_dev.ptr, scb.as_ptr().cast(), 4 * n, stream), "copying SCB")?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")
@@ -205,16 +207,21 @@ impl Weight {
         // `bad_row` outlive the wait (here, or on a failure).
         gpu.waiting_on_error(stream, || unsafe {
             gpu.check((d.cuMemsetD32Async)(first_bad.ptr, i32::MAX as u32, 1, stream), "cuMemsetD32Async")?;
-            let (rows, cols, ld, threshold) = (n as i64, k as i32, kp as i32, 0.0f32);
-            let round = i32::from(rounding == InputRounding::Float16);
-            let (mode, flags) = (1i32, 0u64);
-            let grid = n.clamp(1, 65535) as u32;
-            gpu.launch(
-                nvrtc::QUANTIZE_ROWS[dtype as usize],
-                grid,
-                stream,
-                &mut args![w, rows, cols, ld, threshold, round, mode, cb_dev.ptr, scb_dev.ptr, flags, first_bad.ptr],
-            )?;
+            // Mode 1: weight rows (no outliers, the first non-finite row reported).
+            let params = QuantizeRowsParams {
+                x: w,
+                rows: n as i64,
+                cols: k as i32,
+                ld_q: kp as i32,
+                threshold: 0.0,
+                round_f16: i32::from(rounding == InputRounding::Float16),
+                mode: 1,
+                q: cb_dev.ptr,
+                absmax: scb_dev.ptr,
+                col_flags: 0,
+                first_bad_row: first_bad.ptr,
+            };
+            gpu.launch(nvrtc::QUANTIZE_ROWS[dtype as usize], n.clamp(1, 65535) as u32, stream, &params)?;
             gpu.check((d.cuMemcpyDtoHAsync)(scb.as_mut_ptr().cast(), scb_dev.ptr, 4 * n, stream), "copying SCB")?;
             gpu.check(
                 (d.cuMemcpyDtoHAsync)((&mut bad_row as *mut i32).cast(), first_bad.ptr, 4, stream),

@@ -64,8 +64,8 @@ int quantize_weight(const void *w, size_t n, size_t k, int round, std::vector<i8
     cb.assign(pad(n, 16) * kp, 0);
     scb.assign(n, 0.0f);
     int bad = 0x7fffffff;
-    emu::launch(E::quantize(), (unsigned)std::min<size_t>(n, 5), 256u, (const typename E::T *)w, (i64)n, (int)k, (int)kp,
-                0.0f, round, 1, cb.data(), scb.data(), (u32 *)nullptr, &bad);
+    emu::launch(E::quantize(), (unsigned)std::min<size_t>(n, 5), 256u,
+                QuantizeRowsParams{w, (i64)n, (int)k, (int)kp, 0.0f, round, 1, cb.data(), scb.data(), nullptr, &bad});
     return bad;
 }
 
@@ -83,9 +83,7 @@ KERNELS(F32, f32)
 KERNELS(F16, f16)
 KERNELS(BF16, bf16)
 
-using Epilogue = void (*)(const int *, int, i64, int, int, int, const float *, const float *, const float *,
-                          const int *, const int *, int, int, const float *, const float *, const void *, int,
-                          const i8 *, int, const int *, const void *, int, void *);
+using Epilogue = void (*)(const EpilogueParams);
 
 template <class XK>
 static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int outlier_cols, float threshold,
@@ -142,29 +140,30 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
     int count = -1;
     if (small) {
         // Few rows: the one-block prep kernel.
-        emu::launch(XK::prep_small(), 1u, 1024u, (const typename XK::T *)x.data(), (i64)rows, (int)k, (int)kp,
-                    (i64)mp, threshold, round, 0 /* bitsandbytes' row scale */, q.data(), sa.data(), flags.data(),
-                    list.data(), &count, MAX_G,
-                    x_out.data());
+        emu::launch(XK::prep_small(), 1u, 1024u,
+                    PrepSmallParams{x.data(), (i64)rows, (int)k, (int)kp, (i64)mp, threshold, round,
+                                    0 /* bitsandbytes' row scale */, q.data(), sa.data(), flags.data(), list.data(),
+                                    &count, MAX_G, x_out.data()});
     } else {
         std::fill(flags.begin(), flags.end(), 0u);
         std::fill(q.begin() + rows * kp, q.end(), 0);
         count = 0;
-        emu::launch(XK::quantize(), (unsigned)std::min<size_t>(rows, 3), 256u, (const typename XK::T *)x.data(),
-                    (i64)rows, (int)k, (int)kp, threshold, round, 0, q.data(), sa.data(), flags.data(), (int *)nullptr);
+        emu::launch(XK::quantize(), (unsigned)std::min<size_t>(rows, 3), 256u,
+                    QuantizeRowsParams{x.data(), (i64)rows, (int)k, (int)kp, threshold, round, 0, q.data(), sa.data(),
+                                       flags.data(), nullptr});
         if (threshold > 0) {
-            emu::launch(&llmint8_outlier_list, 1u, 1024u, (const u32 *)flags.data(), (int)k, list.data(), &count);
-            emu::launch(XK::gather(), grid_for(rows * MAX_G), EW_BLOCK, (const typename XK::T *)x.data(), (i64)rows,
-                        (int)k, (const int *)list.data(), (const int *)&count, MAX_G, q.data(), (int)kp,
-                        x_out.data());
+            emu::launch(&llmint8_outlier_list, 1u, 1024u, OutlierListParams{flags.data(), (int)k, list.data(), &count});
+            emu::launch(XK::gather(), grid_for(rows * MAX_G), EW_BLOCK,
+                        GatherOutliersParams{x.data(), (i64)rows, (int)k, list.data(), &count, MAX_G, q.data(), (int)kp,
+                                             x_out.data()});
         }
     }
     // Few rows: the epilogue reads the weight's outlier columns from CB.
     const int w_gathered = small ? 0 : 1;
     if (threshold > 0 && w_gathered)
-        emu::launch(&llmint8_gather_weight_columns, grid_for(n * 8), EW_BLOCK, (const i8 *)cb.data(), (int)kp,
-                    (const float *)scb.data(), (i64)n, (const int *)list.data(), (const int *)&count, MAX_G,
-                    (const int *)nullptr, (const void *)nullptr, 0, w_out.data());
+        emu::launch(&llmint8_gather_weight_columns, grid_for(n * 8), EW_BLOCK,
+                    GatherWeightColumnsParams{cb.data(), (int)kp, scb.data(), (i64)n, list.data(), &count, MAX_G,
+                                              nullptr, nullptr, 0, w_out.data()});
     if (count != (int)stats.outlier_columns) return fail(std::string("outlier count differs ") + tag);
     // cuBLASLt's part, in chunks of weight rows as ops.rs takes them (here 32).
     const size_t chunk = 32;
@@ -177,12 +176,11 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
                 for (size_t c = 0; c < kp; c++) s += (int)q[i * kp + c] * (int)cb[(j0 + jj) * kp + c];
                 acc[i * nc_padded + jj] = s;
             }
-        emu::launch(epilogue, grid_for(rows * nc), EW_BLOCK, (const int *)acc.data(), (int)nc_padded, (i64)rows, (int)nc,
-                    (int)j0, (int)n, (const float *)sa.data(), (const float *)scb.data(),
-                    (const float *)(with_bias ? bias32.data() : nullptr), (const int *)list.data(),
-                    (const int *)&count, MAX_G, w_gathered, (const float *)x_out.data(), (const float *)w_out.data(),
-                    (const void *)x.data(), (int)k, (const i8 *)cb.data(), (int)kp, (const int *)nullptr,
-                    (const void *)nullptr, 0, (void *)y_dev.data());
+        emu::launch(epilogue, grid_for(rows * nc), EW_BLOCK,
+                    EpilogueParams{acc.data(), (int)nc_padded, (i64)rows, (int)nc, (int)j0, (int)n, sa.data(),
+                                   scb.data(), with_bias ? bias32.data() : nullptr, list.data(), &count, MAX_G,
+                                   w_gathered, x_out.data(), w_out.data(), x.data(), (int)k, cb.data(), (int)kp,
+                                   nullptr, nullptr, 0, y_dev.data()});
     }
     if (y_cpu != y_dev) {
         size_t first = 0;
@@ -250,7 +248,7 @@ int main() {
         const size_t r = 5, c = 37, ld = 48;
         std::vector<i8> src(r * c), dst(r * ld, 99);
         for (size_t i = 0; i < src.size(); i++) src[i] = (i8)(i * 37 % 255 - 127);
-        emu::launch(&llmint8_pad_rows, 2u, EW_BLOCK, (const i8 *)src.data(), (i64)r, (int)c, (int)ld, dst.data());
+        emu::launch(&llmint8_pad_rows, 2u, EW_BLOCK, PadRowsParams{src.data(), (i64)r, (int)c, (int)ld, dst.data()});
         for (size_t i = 0; i < r; i++)
             for (size_t j = 0; j < ld; j++)
                 if (dst[i * ld + j] != (j < c ? src[i * c + j] : 0)) {

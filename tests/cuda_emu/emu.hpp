@@ -32,6 +32,7 @@ inline thread_local dim3 threadIdx, blockIdx;
 inline thread_local dim3 blockDim, gridDim;
 
 #define __global__
+#define __grid_constant__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(...)

@@ -319,8 +319,21 @@ Handles<Module> modules;
 std::set<Function *> functions;
 
 template <class P>
+void check_parameter(const P &value, int device, const std::string &kernel, size_t index);
+
+// A parameter struct's device pointers, each checked as a pointer parameter.
+#define FAKE_CHECK_FIELD(type, name) check_parameter(p.name, device, kernel + "." #name, index);
+#define FAKE_CHECK_PARAMS(NAME, FIELDS)                                                     \
+    void check_struct(const NAME &p, int device, const std::string &kernel, size_t index) { \
+        FIELDS(FAKE_CHECK_FIELD)                                                            \
+    }
+LLMINT8_PARAMS(FAKE_CHECK_PARAMS)
+
+template <class P>
 void check_parameter(const P &value, int device, const std::string &kernel, size_t index) {
-    if constexpr (std::is_pointer_v<P>) {
+    if constexpr (std::is_class_v<P>) {
+        check_struct(value, device, kernel, index);
+    } else if constexpr (std::is_pointer_v<P>) {
         if (value == nullptr) return;
         const Allocation *a = find((uintptr_t)value, 0);
         if (!a) violation("kernel %s, parameter %zu: %p is not device memory", kernel.c_str(), index, (const void *)value);
@@ -364,6 +377,7 @@ kernel_table() {
             KERNEL(llmint8_rescale_rows_f16),
             KERNEL(llmint8_rescale_rows_bf16),
             KERNEL(llmint8_row_statistics),
+            KERNEL(llmint8_param_layout),
             KERNEL(llmint8_prep_small_f32),
             KERNEL(llmint8_prep_small_f16),
             KERNEL(llmint8_prep_small_bf16),
