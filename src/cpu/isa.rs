@@ -123,10 +123,10 @@ impl CpuPath {
 /// The body must be `#[inline(always)]` code so that it is compiled into each
 /// path's function with that path's instructions.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* fn $name:ident<$($g:ident: $bound:path),*>($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$($g:ident: $bound:path),*>($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)] // the path, then the body's own arguments
-        fn $name<$($g: $bound),*>(path: $crate::cpu::isa::CpuPath, $($arg: $ty),*) -> $ret {
+        $vis fn $name<$($g: $bound),*>(path: $crate::cpu::isa::CpuPath, $($arg: $ty),*) -> $ret {
             #[inline(always)]
             fn body<$($g: $bound),*>($($arg: $ty),*) -> $ret $body
 

@@ -6,6 +6,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::nvrtc;
+use super::ops::GemmPlan;
 use super::params::{self, Kernel};
 use super::runtime::{describe_driver_error, runtime, Runtime};
 use super::sys::{self, CUcontext, CUdevice, CUdeviceptr, CUfunction, CUmodule, CUstream};
@@ -40,8 +41,8 @@ pub(crate) struct StreamState {
     /// Stream-ordered scratch (cuMemAllocAsync on `stream`), grown as needed.
     pub scratch: CUdeviceptr,
     pub scratch_bytes: usize,
-    /// cuBLASLt algorithms already chosen, by (m, n, k).
-    pub algos: Vec<((u64, u64, u64), sys::cublasLtMatmulAlgo_t)>,
+    /// The int8 GEMM shapes met so far, each with its descriptors and algorithm.
+    pub gemm_plans: Vec<GemmPlan>,
 }
 
 pub(crate) struct Gpu {
@@ -169,7 +170,7 @@ impl Gpu {
                 stream: std::ptr::null_mut(),
                 scratch: 0,
                 scratch_bytes: 0,
-                algos: Vec::new(),
+                gemm_plans: Vec::new(),
             }),
         };
         // From here on, Drop releases whatever was made.

@@ -507,90 +507,113 @@ struct Int8Gemm {
 
 /// `acc [rows, nc]` (int32, row-major) = `q [rows, kp]` · `w [nc, kp]`ᵀ, exact,
 /// with cuBLASLt. In its column-major terms: C `[nc, rows]` = Wᵀ-op(`[kp, nc]`)
-/// · `[kp, rows]` — the "TN" form its int8 tensor-core kernels take.
+/// · `[kp, rows]` — the "TN" form its int8 tensor-core kernels take. The
+/// shape's descriptors and algorithm are made once per context ([`GemmPlan`]).
 fn int8_gemm(gpu: &Gpu, state: &mut StreamState, gemm: Int8Gemm) -> Result<()> {
     let Int8Gemm { w, q, acc, nc, rows, kp } = gemm;
-    let lt = &gpu.rt.lt;
-    let (m, n_, k) = (nc as u64, rows as u64, kp as u64);
-    let mut desc: sys::cublasLtMatmulDesc_t = std::ptr::null_mut();
-    let mut layouts: [sys::cublasLtMatrixLayout_t; 3] = [std::ptr::null_mut(); 3];
-    // SAFETY (this block): descriptors are created, used and destroyed here;
-    // attribute buffers have the attribute's type (int32 for the transposes).
-    let result = unsafe {
-        (|| -> Result<()> {
+    let shape = (nc as u64, rows as u64, kp as u64);
+    let at = match state.gemm_plans.iter().position(|p| p.shape == shape) {
+        Some(at) => at,
+        None => {
+            state.gemm_plans.push(GemmPlan::new(gpu, shape)?);
+            state.gemm_plans.len() - 1
+        }
+    };
+    let plan = &state.gemm_plans[at];
+    let (alpha, beta) = (1i32, 0i32);
+    // SAFETY: the plan's descriptors describe `w`, `q` and `acc` (device
+    // memory of these shapes, as the caller's regions are); the workspace
+    // holds WORKSPACE_BYTES; alpha and beta are int32, as COMPUTE_32I takes.
+    let status = unsafe {
+        (gpu.rt.lt.cublasLtMatmul)(
+            gpu.lt,
+            plan.desc,
+            (&alpha as *const i32).cast(),
+            w as *const c_void,
+            plan.layouts[0],
+            q as *const c_void,
+            plan.layouts[1],
+            (&beta as *const i32).cast(),
+            acc as *const c_void,
+            plan.layouts[2],
+            acc as *mut c_void,
+            plan.layouts[2],
+            &plan.algo,
+            gpu.workspace as *mut c_void,
+            WORKSPACE_BYTES,
+            state.stream,
+        )
+    };
+    gpu.check_lt(status, "cublasLtMatmul (int8)")
+}
+
+/// One int8 GEMM shape's cuBLASLt descriptors (the TN matmul and the three
+/// matrix layouts) and the algorithm chosen for it: made at the shape's
+/// first call on a context and kept in its stream state, not rebuilt for
+/// every chunk of every call. Destroyed with the state.
+#[derive(Debug)]
+pub(crate) struct GemmPlan {
+    lt: &'static sys::CublasLt,
+    /// (m, n, k) in cuBLASLt's terms: weight rows, padded activation rows, padded in_features.
+    shape: (u64, u64, u64),
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: [sys::cublasLtMatrixLayout_t; 3],
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl GemmPlan {
+    fn new(gpu: &Gpu, shape: (u64, u64, u64)) -> Result<GemmPlan> {
+        let lt = &gpu.rt.lt;
+        let (m, n, k) = shape;
+        let mut plan = GemmPlan {
+            lt,
+            shape,
+            desc: std::ptr::null_mut(),
+            layouts: [std::ptr::null_mut(); 3],
+            algo: sys::cublasLtMatmulAlgo_t::default(),
+        };
+        // SAFETY (this block): valid out-pointers; what is made is destroyed
+        // by `plan`'s Drop, on success or on an early return; attribute
+        // buffers have the attribute's type (int32 for the transposes).
+        unsafe {
             gpu.check_lt(
-                (lt.cublasLtMatmulDescCreate)(&mut desc, sys::CUBLAS_COMPUTE_32I, sys::CUDA_R_32I),
+                (lt.cublasLtMatmulDescCreate)(&mut plan.desc, sys::CUBLAS_COMPUTE_32I, sys::CUDA_R_32I),
                 "cublasLtMatmulDescCreate",
             )?;
-            let (op_t, op_n) = (sys::CUBLAS_OP_T, sys::CUBLAS_OP_N);
-            gpu.check_lt(
-                (lt.cublasLtMatmulDescSetAttribute)(
-                    desc,
-                    sys::CUBLASLT_MATMUL_DESC_TRANSA,
-                    (&op_t as *const i32).cast(),
-                    4,
-                ),
-                "cublasLtMatmulDescSetAttribute(TRANSA)",
-            )?;
-            gpu.check_lt(
-                (lt.cublasLtMatmulDescSetAttribute)(
-                    desc,
-                    sys::CUBLASLT_MATMUL_DESC_TRANSB,
-                    (&op_n as *const i32).cast(),
-                    4,
-                ),
-                "cublasLtMatmulDescSetAttribute(TRANSB)",
-            )?;
-            let shapes = [
-                (sys::CUDA_R_8I, k, m, k as i64),
-                (sys::CUDA_R_8I, k, n_, k as i64),
-                (sys::CUDA_R_32I, m, n_, m as i64),
-            ];
-            for (layout, (dtype, r, c, ld)) in layouts.iter_mut().zip(shapes) {
+            for (attribute, op, what) in [
+                (sys::CUBLASLT_MATMUL_DESC_TRANSA, sys::CUBLAS_OP_T, "cublasLtMatmulDescSetAttribute(TRANSA)"),
+                (sys::CUBLASLT_MATMUL_DESC_TRANSB, sys::CUBLAS_OP_N, "cublasLtMatmulDescSetAttribute(TRANSB)"),
+            ] {
+                let op: i32 = op;
+                gpu.check_lt(
+                    (lt.cublasLtMatmulDescSetAttribute)(plan.desc, attribute, (&op as *const i32).cast(), 4),
+                    what,
+                )?;
+            }
+            let shapes =
+                [(sys::CUDA_R_8I, k, m, k as i64), (sys::CUDA_R_8I, k, n, k as i64), (sys::CUDA_R_32I, m, n, m as i64)];
+            for (layout, (dtype, r, c, ld)) in plan.layouts.iter_mut().zip(shapes) {
                 gpu.check_lt((lt.cublasLtMatrixLayoutCreate)(layout, dtype, r, c, ld), "cublasLtMatrixLayoutCreate")?;
             }
-            let algo = match state.algos.iter().find(|(key, _)| *key == (m, n_, k)) {
-                Some((_, algo)) => *algo,
-                None => {
-                    let algo = choose_algo(gpu, desc, &layouts)?;
-                    state.algos.push(((m, n_, k), algo));
-                    algo
-                }
-            };
-            let (alpha, beta) = (1i32, 0i32);
-            gpu.check_lt(
-                (lt.cublasLtMatmul)(
-                    gpu.lt,
-                    desc,
-                    (&alpha as *const i32).cast(),
-                    w as *const c_void,
-                    layouts[0],
-                    q as *const c_void,
-                    layouts[1],
-                    (&beta as *const i32).cast(),
-                    acc as *const c_void,
-                    layouts[2],
-                    acc as *mut c_void,
-                    layouts[2],
-                    &algo,
-                    gpu.workspace as *mut c_void,
-                    WORKSPACE_BYTES,
-                    state.stream,
-                ),
-                "cublasLtMatmul (int8)",
-            )
-        })()
-    };
-    // SAFETY: each descriptor is destroyed once (null ones were never made).
-    unsafe {
-        for layout in layouts.into_iter().filter(|l| !l.is_null()) {
-            (lt.cublasLtMatrixLayoutDestroy)(layout);
         }
-        if !desc.is_null() {
-            (lt.cublasLtMatmulDescDestroy)(desc);
+        plan.algo = choose_algo(gpu, plan.desc, &plan.layouts)?;
+        Ok(plan)
+    }
+}
+
+impl Drop for GemmPlan {
+    fn drop(&mut self) {
+        // SAFETY: each descriptor was made by `new` (null ones never were)
+        // and is destroyed once; they are host objects, no context needed.
+        unsafe {
+            for layout in self.layouts.into_iter().filter(|l| !l.is_null()) {
+                (self.lt.cublasLtMatrixLayoutDestroy)(layout);
+            }
+            if !self.desc.is_null() {
+                (self.lt.cublasLtMatmulDescDestroy)(self.desc);
+            }
         }
     }
-    result
 }
 
 /// cuBLASLt's first heuristic choice for this problem.

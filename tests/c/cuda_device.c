@@ -520,16 +520,20 @@ int main(void) {
         must(cu.pop(&popped), "cuCtxPopCurrent");
     }
 
-    /* Nothing of llmint8's is left on the device: no allocation, and the
-     * primary contexts retained only by this program. */
+    /* Nothing of llmint8's is left on the device: no allocation, no cuBLASLt
+     * object (the GEMM plans each context keeps), and the primary contexts
+     * retained only by this program. */
     int (*live_allocations)(void) = NULL;
+    int (*live_lt_objects)(void) = NULL;
     int (*retained)(int) = NULL;
     *(void **)&live_allocations = dlsym(lib, "llmint8_fake_cuda_live_allocations");
+    *(void **)&live_lt_objects = dlsym(lib, "llmint8_fake_cuda_live_lt_objects");
     *(void **)&retained = dlsym(lib, "llmint8_fake_cuda_retained");
     if (!emulated) {
         /* a real driver has no such inspection */
-    } else if (live_allocations && retained) {
+    } else if (live_allocations && live_lt_objects && retained) {
         CHECK(live_allocations() == 0, "%d device allocations left", live_allocations());
+        CHECK(live_lt_objects() == 0, "%d cuBLASLt objects left (handles, descriptors, layouts)", live_lt_objects());
         CHECK(retained(0) == 1 && retained(1) == 1, "primary contexts retained %d and %d times", retained(0),
               retained(1));
     } else {

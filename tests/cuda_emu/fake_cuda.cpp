@@ -1086,6 +1086,13 @@ Handles<LtHandle> lt_handles;
 Handles<MatmulDesc> descs;
 Handles<Layout> layouts;
 Handles<Preference> preferences;
+
+// cuBLASLt objects alive (handles, matmul descriptors, layouts, preferences):
+// none once every llmint8 context and weight is gone.
+EXPORT int llmint8_fake_cuda_live_lt_objects() {
+    Guard g(lock);
+    return (int)(lt_handles.live.size() + descs.live.size() + layouts.live.size() + preferences.live.size());
+}
 const uint64_t ALGO_MAGIC = 0x6c6c6d696e7438ull;  // "llmint8"
 
 // cuBLASLt's requirements for its int8 (IMMA) kernels on ordinary column-major

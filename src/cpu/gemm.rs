@@ -1,0 +1,502 @@
+//! The GEMM stage and its epilogue: the activations laid out for a
+//! microkernel, then each thread's block of the output computed block of
+//! weight panels by block, tile by tile — the exact int8 sums (`kernel.rs`,
+//! `amx.rs`), then the one epilogue that applies `quant`'s formulas in
+//! `quant`'s order.
+
+use std::ops::Range;
+
+use super::pack::{BLOCK, GROUP, PANEL};
+use super::pool::run_parts;
+use super::{aligned, amx, isa, kernel, scratch, Weight, PANELS_PER_BLOCK};
+use crate::dtype::{DType, Element};
+use crate::error::{try_zeroed_vec, Result};
+use crate::quant;
+
+/// The activations as the microkernels read them.
+#[derive(Clone, Copy)]
+pub(super) enum ActivationTile<'a> {
+    /// Row by row, for the vector microkernels (`kernel.rs`).
+    Rows(RowTile<'a>),
+    /// Packed as AMX A tiles (`amx::pack_activations`; calls split rows at
+    /// multiples of 32), for the AMX tiles (`model`: the software model of the
+    /// tile instructions).
+    Amx { x: &'a [i8], model: bool },
+}
+
+/// The activations of the vector microkernels: one row per activation row,
+/// `kp` bytes each (K padded to a multiple of 4 with zeros).
+#[derive(Clone, Copy)]
+pub(super) enum RowTile<'a> {
+    /// Signed int8, for the portable kernel.
+    Signed(&'a [i8]),
+    /// Widened to i16, for the AVX2 kernel (`vpmaddwd`).
+    #[cfg(target_arch = "x86_64")]
+    Wide(&'a [i16]),
+    /// Packed in tiles of 8 rows with their row sums, for the AVX-512 VNNI
+    /// kernel (see `kernel::pack_vnni_activations`).
+    #[cfg(target_arch = "x86_64")]
+    Vnni { x: &'a [i8], sums: &'a [i32] },
+}
+
+impl RowTile<'_> {
+    /// The tile heights (largest first) and the most panels per tile the
+    /// kernel for this layout keeps in registers.
+    fn tile_shape(&self) -> (&'static [usize], usize) {
+        match self {
+            RowTile::Signed(_) => (&[4, 2, 1], 1),
+            #[cfg(target_arch = "x86_64")]
+            RowTile::Wide(_) => (&[2, 1], 1),
+            #[cfg(target_arch = "x86_64")]
+            RowTile::Vnni { .. } => (&[8, 4, 2, 1], 2),
+        }
+    }
+}
+
+/// Everything one thread needs to compute a block of the output.
+pub(super) struct Operands<'a> {
+    pub w: &'a Weight,
+    pub x: ActivationTile<'a>,
+    /// Row stride of `x` (K padded to a multiple of 4).
+    pub kp: usize,
+    /// Row absmax of X `[rows]`.
+    pub sa: &'a [f32],
+    /// The outlier columns, ascending.
+    pub outliers: &'a [usize],
+    /// Those columns of X `[rows, outliers.len()]`, in f32.
+    pub x_outliers: &'a [f32],
+}
+
+impl Operands<'_> {
+    /// Computes output rows `rows` × weight panels `panels` into `out`, a
+    /// row-major block whose row `i` starts at `(i - rows.start) * stride` and
+    /// column `j` at `j - col0`, block of panels by block of panels, tile by
+    /// tile: exact int8 products in the microkernel, then the shared epilogue.
+    ///
+    /// `w_outliers` is scratch for the block's outlier weight columns
+    /// (`PANELS_PER_BLOCK · outliers · PANEL` floats).
+    #[inline(always)]
+    fn compute<Y: Element>(
+        &self,
+        rows: Range<usize>,
+        panels: Range<usize>,
+        out: &mut [Y],
+        stride: usize,
+        col0: usize,
+        w_outliers: &mut [f32],
+    ) {
+        let at = Tile { i: rows.start, p: panels.start, p0: panels.start, row0: rows.start, stride, col0 };
+        // Plain loops, not a closure per block: a closure is compiled without
+        // the target features of the function it is passed into (measured: the
+        // AMX path's epilogue ran on SSE2, ~30% of a call at M = 512).
+        match &self.x {
+            ActivationTile::Rows(x) => {
+                for block in blocks(panels) {
+                    self.dequantize_outlier_columns(block.clone(), w_outliers);
+                    self.block_rows(x, rows.clone(), block, at, out, w_outliers);
+                }
+            }
+            &ActivationTile::Amx { x, model } => {
+                #[cfg(target_arch = "x86_64")]
+                if !model {
+                    if let Some(mut tiles) = amx::Hardware::configure() {
+                        return self.blocks_tiles(&mut tiles, x, rows, panels, at, out, w_outliers);
+                    }
+                }
+                let _ = model; // where the processor lacks AMX, the model computes the same sums
+                self.blocks_tiles(&mut amx::Model::new(), x, rows, panels, at, out, w_outliers)
+            }
+        }
+    }
+
+    /// Every block of `panels` on AMX tiles ([`Self::block_tiles`]).
+    #[allow(clippy::too_many_arguments)] // the tile loop's state, inlined into the AMX nest (issue 31 restructures it)
+    #[inline(always)]
+    fn blocks_tiles<U: amx::TileUnit, Y: Element>(
+        &self,
+        unit: &mut U,
+        x: &[i8],
+        rows: Range<usize>,
+        panels: Range<usize>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &mut [f32],
+    ) {
+        for block in blocks(panels) {
+            self.dequantize_outlier_columns(block.clone(), w_outliers);
+            self.block_tiles(unit, x, rows.clone(), block, at, out, w_outliers);
+        }
+    }
+
+    /// One block of panels on the vector microkernels: tiles of the heights
+    /// the layout allows, each over at most two panels.
+    #[inline(always)]
+    fn block_rows<Y: Element>(
+        &self,
+        x: &RowTile<'_>,
+        rows: Range<usize>,
+        block: Range<usize>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+    ) {
+        let (heights, max_np) = x.tile_shape();
+        let mut i = rows.start;
+        while i < rows.end {
+            // Tiles never straddle a group of 8 rows (the packed VNNI layout).
+            let room = (rows.end - i).min(kernel::VNNI_ROWS - i % kernel::VNNI_ROWS);
+            let mr = heights.iter().copied().find(|&m| m <= room).unwrap_or(1);
+            let mut p = block.start;
+            while p < block.end {
+                let np = (block.end - p).min(max_np);
+                let at = Tile { i, p, p0: block.start, ..at };
+                match (mr, np) {
+                    (8, 2) => self.tile::<8, 2, Y>(x, at, out, w_outliers),
+                    (8, _) => self.tile::<8, 1, Y>(x, at, out, w_outliers),
+                    (4, 2) => self.tile::<4, 2, Y>(x, at, out, w_outliers),
+                    (4, _) => self.tile::<4, 1, Y>(x, at, out, w_outliers),
+                    (2, 2) => self.tile::<2, 2, Y>(x, at, out, w_outliers),
+                    (2, _) => self.tile::<2, 1, Y>(x, at, out, w_outliers),
+                    (_, 2) => self.tile::<1, 2, Y>(x, at, out, w_outliers),
+                    _ => self.tile::<1, 1, Y>(x, at, out, w_outliers),
+                }
+                p += np;
+            }
+            i += mr;
+        }
+    }
+
+    /// One block of panels on AMX tiles: 32 rows × 2 panels (2 × 2
+    /// accumulator tiles) at a time, the exact sums then the shared epilogue.
+    #[allow(clippy::too_many_arguments)] // as `blocks_tiles`
+    #[inline(always)]
+    fn block_tiles<U: amx::TileUnit, Y: Element>(
+        &self,
+        unit: &mut U,
+        x: &[i8],
+        rows: Range<usize>,
+        block: Range<usize>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+    ) {
+        let (packed, kp) = (self.w.packed(), self.kp);
+        let ps = packed.panel_stride();
+        let mut i = rows.start;
+        while i < rows.end {
+            let mr = (rows.end - i).min(amx::BLOCK_ROWS);
+            let xs = &x[amx::packed_activation_len(i, kp)..];
+            let mut p = block.start;
+            while p < block.end {
+                let np = (block.end - p).min(2);
+                let w = &packed.data()[p * ps..];
+                let at = Tile { i, p, p0: block.start, ..at };
+                let t = amx::TILE_ROWS;
+                match (mr > t, np) {
+                    (true, 2) => {
+                        let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                    }
+                    (true, _) => {
+                        let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                    }
+                    (false, 2) => {
+                        let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                    }
+                    (false, _) => {
+                        let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
+                        self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                    }
+                }
+                p += np;
+            }
+            i += mr;
+        }
+    }
+
+    /// The epilogue of `mr` rows from `at.i` (any count up to 32), in pieces
+    /// of 16, 8, 4, 2 and 1 rows; `acc(r, …)` indexes rows from `at.i`.
+    #[inline(always)]
+    fn epilogue_rows<const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        mr: usize,
+        out: &mut [Y],
+        w_outliers: &[f32],
+        acc: impl Fn(usize, usize, usize) -> f64,
+    ) {
+        let mut r0 = 0;
+        while r0 < mr {
+            let piece = Tile { i: at.i + r0, ..at };
+            let acc = |r, p, l| acc(r0 + r, p, l);
+            r0 += match mr - r0 {
+                16.. => self.epilogue_n::<16, NP, Y>(piece, out, w_outliers, acc),
+                8.. => self.epilogue_n::<8, NP, Y>(piece, out, w_outliers, acc),
+                4.. => self.epilogue_n::<4, NP, Y>(piece, out, w_outliers, acc),
+                2.. => self.epilogue_n::<2, NP, Y>(piece, out, w_outliers, acc),
+                _ => self.epilogue_n::<1, NP, Y>(piece, out, w_outliers, acc),
+            };
+        }
+    }
+
+    /// [`Self::epilogue`], returning the rows it wrote.
+    #[inline(always)]
+    fn epilogue_n<const MR: usize, const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+        acc: impl Fn(usize, usize, usize) -> f64,
+    ) -> usize {
+        self.epilogue::<MR, NP, Y>(at, out, w_outliers, acc);
+        MR
+    }
+
+    /// One tile: `MR` rows from `at.i`, `NP` panels from `at.p`.
+    #[inline(always)]
+    fn tile<const MR: usize, const NP: usize, Y: Element>(
+        &self,
+        x: &RowTile<'_>,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+    ) {
+        let packed = self.w.packed();
+        let (stride, kp) = (packed.panel_stride(), self.kp);
+        let w = &packed.data()[at.p * stride..];
+        match x {
+            RowTile::Signed(x) => {
+                let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
+            }
+            #[cfg(target_arch = "x86_64")]
+            RowTile::Wide(x) => {
+                // The AVX2 kernel computes one panel (`tile_shape` asks for one
+                // at a time); a wider tile would take its panels one by one.
+                let acc: [_; NP] = std::array::from_fn(|p| {
+                    // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
+                    unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, &w[p * stride..], kp) }
+                });
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[p][r][0][l] as f64);
+            }
+            #[cfg(target_arch = "x86_64")]
+            RowTile::Vnni { x, sums } => {
+                let tile = &x[(at.i / kernel::VNNI_ROWS) * kp * kernel::VNNI_ROWS..];
+                let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * GROUP..], &sums[at.i..]);
+                // SAFETY: `Vnni` is only built when the processor has AVX-512
+                // F/BW/VNNI (see `matmul`).
+                let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
+                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
+            }
+        }
+    }
+
+    /// Dequantizes the outlier columns of the weight panels `panels` into
+    /// `w_outliers` as `[panel - panels.start][outlier][lane]` (a column the
+    /// weight keeps in its source dtype is copied from there): once per block
+    /// of panels instead of once per tile (at M = 512 that was 64 times over,
+    /// ~7% of a call with 6 outlier columns).
+    #[inline(always)]
+    fn dequantize_outlier_columns(&self, panels: Range<usize>, w_outliers: &mut [f32]) {
+        let no = self.outliers.len();
+        if no == 0 {
+            return;
+        }
+        let (scb, packed, kept) = (self.w.scb(), self.w.packed(), self.w.kept());
+        let n = self.w.out_features();
+        for (pi, p) in panels.enumerate() {
+            let j0 = p * PANEL;
+            let sb: [f32; PANEL] = std::array::from_fn(|l| scb.get(j0 + l).copied().unwrap_or(0.0)); // padding rows: 0
+            for (ci, &c) in self.outliers.iter().enumerate() {
+                let dst = &mut w_outliers[(pi * no + ci) * PANEL..][..PANEL];
+                // A kept column: its source values (the paper's 16-bit outlier weights).
+                if let Some((kept, slot)) = kept.and_then(|k| k.slot(c).map(|s| (k, s))) {
+                    for (l, d) in dst.iter_mut().enumerate() {
+                        *d = if j0 + l < n { kept.value(slot, j0 + l) } else { 0.0 };
+                    }
+                    continue;
+                }
+                let block = &packed.data()[p * packed.panel_stride() + (c / GROUP) * BLOCK..][..BLOCK];
+                for (l, d) in dst.iter_mut().enumerate() {
+                    *d = quant::dequantize_weight(block[l * GROUP + c % GROUP], sb[l]);
+                }
+            }
+        }
+    }
+
+    /// Dequantization, outlier part, bias and conversion to `Y` for one tile,
+    /// in the fixed order of [`quant`]; `acc(r, p, lane)` is the exact integer
+    /// product (as f64, which holds it exactly).
+    #[inline(always)]
+    fn epilogue<const MR: usize, const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        out: &mut [Y],
+        w_outliers: &[f32],
+        acc: impl Fn(usize, usize, usize) -> f64,
+    ) {
+        let n = self.w.out_features();
+        if Y::DTYPE == DType::F16 {
+            // The float32 epilogue into a tile of its own, then F16C 8 values
+            // at a time (`convert_from_f32`): `f16::from_f32` value by value
+            // made float16 calls 1.45× float32's at M = 512, and a float16
+            // loop of its own here did not vectorize (docs/PERF.md).
+            let mut tile = [[[0.0f32; PANEL]; NP]; MR];
+            let tile = tile.as_flattened_mut().as_flattened_mut();
+            let width = NP * PANEL;
+            let in_tile = Tile { row0: at.i, stride: width, col0: at.p * PANEL, ..at };
+            self.epilogue::<MR, NP, f32>(in_tile, tile, w_outliers, acc);
+            let cols = width.min(n - at.p * PANEL);
+            for (r, values) in tile.chunks_exact(width).enumerate() {
+                let row = &mut out[(at.i + r - at.row0) * at.stride + at.p * PANEL - at.col0..];
+                kernel::convert_from_f32(&values[..cols], &mut row[..cols]);
+            }
+            return;
+        }
+        let (scb, bias) = (self.w.scb(), self.w.bias());
+        // The outlier part, column by column in ascending order, against the
+        // weight columns the block dequantized once (`dequantize_outlier_columns`).
+        let no = self.outliers.len();
+        // Per row and panel, the 16 lanes' sums stay in registers across the
+        // columns (a column-outer loop would keep the whole tile's in memory).
+        let mut outlier_part = [[[0.0f32; PANEL]; NP]; MR];
+        if no > 0 {
+            for (r, part) in outlier_part.iter_mut().enumerate() {
+                let x_outliers = &self.x_outliers[(at.i + r) * no..][..no];
+                for (p, part) in part.iter_mut().enumerate() {
+                    let w = &w_outliers[(at.p + p - at.p0) * no * PANEL..][..no * PANEL];
+                    let mut sum = [0.0f32; PANEL];
+                    for (&xv, w) in x_outliers.iter().zip(w.chunks_exact(PANEL)) {
+                        for (o, &wv) in sum.iter_mut().zip(w) {
+                            *o = quant::add_outlier_product(*o, xv, wv);
+                        }
+                    }
+                    *part = sum;
+                }
+            }
+        }
+        for (r, part) in outlier_part.iter().enumerate() {
+            let i = at.i + r;
+            let sa = self.sa[i];
+            let out_row = &mut out[(i - at.row0) * at.stride..];
+            for (p, part) in part.iter().enumerate() {
+                let j0 = (at.p + p) * PANEL;
+                for (l, &o) in part.iter().enumerate().take(n.saturating_sub(j0)) {
+                    let j = j0 + l;
+                    let int8_part = quant::dequantize_product(acc(r, p, l), sa, scb[j]);
+                    let b = bias.map_or(0.0, |b| b[j]);
+                    out_row[j - at.col0] = Y::from_f32(quant::output_value(int8_part, o, b));
+                }
+            }
+        }
+    }
+}
+
+/// `panels` in blocks of at most [`PANELS_PER_BLOCK`] panels, each computed
+/// with its outlier weight columns dequantized once.
+#[inline(always)]
+fn blocks(panels: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    panels.clone().step_by(PANELS_PER_BLOCK).map(move |p0| p0..(p0 + PANELS_PER_BLOCK).min(panels.end))
+}
+
+/// Where a tile sits: first activation row `i`, first panel `p`, and how the
+/// output block is laid out (`row0`, `stride`, `col0` as in `compute`).
+#[derive(Clone, Copy)]
+struct Tile {
+    i: usize,
+    p: usize,
+    /// First panel of the block `p` belongs to (indexes the block's scratch).
+    p0: usize,
+    row0: usize,
+    stride: usize,
+    col0: usize,
+}
+
+isa::multiversion! {
+    pub(super) fn compute_block<Y: Element>(
+        ops: &Operands<'_>,
+        rows: Range<usize>,
+        panels: Range<usize>,
+        out: &mut [Y],
+        stride: usize,
+        col0: usize,
+        w_outliers: &mut [f32]
+    ) -> () {
+        ops.compute(rows, panels, out, stride, col0, w_outliers)
+    }
+}
+
+/// Runs `compute` on each part on the worker pool, each with its own scratch
+/// for a block's dequantized outlier weight columns (`outliers` of them).
+pub(super) fn compute_parts<P: Send>(
+    parts: impl Iterator<Item = P>,
+    outliers: usize,
+    compute: impl Fn(P, &mut [f32]) + Sync,
+) -> Result<()> {
+    run_parts(parts, |part| -> Result<()> {
+        let mut w_outliers =
+            try_zeroed_vec::<f32>(PANELS_PER_BLOCK * outliers * PANEL, "dequantized outlier weight columns")?;
+        compute(part, &mut w_outliers);
+        Ok(())
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Which microkernel a call uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernel {
+    Portable,
+    Avx2,
+    Vnni,
+    /// AMX tiles (`model`: in software).
+    Amx {
+        model: bool,
+    },
+}
+
+/// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
+/// rows padded to `kp` columns, packed in tiles of 8 rows for VNNI, widened for AVX2.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(super) fn activation_tile<'a>(
+    q: &[i8],
+    k: usize,
+    kp: usize,
+    kernel: Kernel,
+    i8s: &'a mut Vec<i8>,
+    i16s: &'a mut Vec<i16>,
+    sums: &'a mut Vec<i32>,
+) -> Result<ActivationTile<'a>> {
+    let rows = q.len() / k;
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 {
+        let x = scratch::zeroed(i16s, rows * kp, "widened activations")?;
+        for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v as i16;
+            }
+        }
+        return Ok(ActivationTile::Rows(RowTile::Wide(x)));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Vnni {
+        let tiles = rows.div_ceil(kernel::VNNI_ROWS);
+        let x = aligned::zeroed_in(i8s, tiles * kernel::VNNI_ROWS * kp, "packed activations")?;
+        let sums = scratch::zeroed(sums, rows, "activation row sums")?;
+        kernel::pack_vnni_activations(q, k, kp, x, sums);
+        return Ok(ActivationTile::Rows(RowTile::Vnni { x, sums }));
+    }
+    if let Kernel::Amx { model } = kernel {
+        let x = aligned::zeroed_in(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
+        amx::pack_activations(q, k, x);
+        return Ok(ActivationTile::Amx { x, model });
+    }
+    let x = scratch::zeroed(i8s, rows * kp, "padded activations")?;
+    for (dst, src) in x.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
+        dst[..k].copy_from_slice(src);
+    }
+    Ok(ActivationTile::Rows(RowTile::Signed(x)))
+}
+
