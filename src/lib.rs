@@ -28,6 +28,7 @@ mod dtype;
 mod error;
 pub mod ffi;
 pub mod io;
+mod kept;
 mod quant;
 mod weight;
 

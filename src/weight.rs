@@ -9,6 +9,7 @@ use crate::cpu;
 use crate::cuda::{self, device::Gpu};
 use crate::dtype::{DType, Data, Element};
 use crate::error::{check_len, try_copied_vec, try_zeroed_vec, Error, Result};
+use crate::kept::KeptColumns;
 use crate::quant;
 use crate::with_data;
 
@@ -107,7 +108,7 @@ pub struct WeightMemory {
 impl Weight {
     /// Quantizes a row-major `[out_features, in_features]` weight row by row
     /// on the CPU, keeping the columns `keep` of `w` in its dtype for the
-    /// outlier product (see `cpu::KeptColumns`; none when empty). A non-finite
+    /// outlier product (see `KeptColumns`; none when empty). A non-finite
     /// weight value is refused with a message naming its row.
     pub(crate) fn quantize(
         settings: cpu::Settings,
@@ -119,8 +120,7 @@ impl Weight {
     ) -> Result<Weight> {
         let len = check_weight_shape(out_features, in_features)?;
         check_len("weight", w.len(), len)?;
-        let kept =
-            if keep.is_empty() { None } else { Some(cpu::KeptColumns::gather(w, out_features, in_features, keep)?) };
+        let kept = if keep.is_empty() { None } else { Some(KeptColumns::gather(w, out_features, in_features, keep)?) };
         let bias = convert_bias(bias, out_features)?;
         let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
         Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
@@ -146,7 +146,7 @@ impl Weight {
         check_len("weight", w.len(), len)?;
         check_shard_columns(&columns, in_features)?;
         // The whole list is checked as the unsharded weight checks it.
-        cpu::KeptColumns::check_columns(keep, in_features)?;
+        KeptColumns::check_columns(keep, in_features)?;
         let (_, kept) = shard_kept_columns(keep, &columns);
         fn shard<T: Element>(
             settings: cpu::Settings,
@@ -182,38 +182,35 @@ impl Weight {
     /// The columns the weight keeps in their source dtype, ascending (none
     /// unless made by [`Context::quantize_weight_keep`](crate::Context::quantize_weight_keep)).
     pub fn kept_columns(&self) -> &[usize] {
+        self.kept().map_or(&[], |k| k.columns())
+    }
+
+    /// The kept columns, whichever backend holds the weight.
+    fn kept(&self) -> Option<&KeptColumns> {
         match &self.storage {
-            Storage::Cpu(w) => w.kept().map_or(&[], |k| k.columns()),
-            Storage::Cuda(w) => w.kept.as_ref().map_or(&[], |k| &k.columns),
+            Storage::Cpu(w) => w.kept(),
+            Storage::Cuda(w) => w.kept(),
         }
     }
 
     /// The dtype of the kept columns' values, when the weight keeps any.
     pub fn kept_dtype(&self) -> Option<DType> {
-        match &self.storage {
-            Storage::Cpu(w) => w.kept().map(|k| k.values().dtype()),
-            Storage::Cuda(w) => w.kept.as_ref().map(|k| k.dtype),
-        }
+        self.kept().map(|k| k.values().dtype())
     }
 
     /// The kept columns' values as little-endian bytes of [`Weight::kept_dtype`],
     /// `[kept_columns().len(), out_features]` (row `s` is column
-    /// `kept_columns()[s]`); empty when none is kept. Copied down from a
-    /// CUDA device.
+    /// `kept_columns()[s]`); empty when none is kept.
     pub fn kept_values_bytes(&self) -> Result<Vec<u8>> {
-        match &self.storage {
-            Storage::Cpu(w) => Ok(w.kept().map_or_else(
-                Vec::new,
-                |k| with_data!(k.values(), v => v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            )),
-            Storage::Cuda(w) => w.download_kept(),
-        }
+        Ok(self
+            .kept()
+            .map_or_else(Vec::new, |k| with_data!(k.values(), v => v.iter().flat_map(|x| x.to_le_bytes()).collect())))
     }
 
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it
     /// is, on the CPU. Scales must be finite and non-negative. `kept`: columns
     /// kept in 16/32-bit with their values `[columns, out_features]` (see
-    /// `cpu::KeptColumns::from_columns`).
+    /// `KeptColumns::from_columns`).
     pub(crate) fn from_int8(
         cb: &[i8],
         scb: &[f32],
@@ -229,7 +226,7 @@ impl Weight {
             return Err(Error::invalid(format!("SCB[{row}] = {s}: a row scale must be finite and >= 0")));
         }
         let kept = kept
-            .map(|(columns, values)| cpu::KeptColumns::from_columns(values, out_features, in_features, columns))
+            .map(|(columns, values)| KeptColumns::from_columns(values, out_features, in_features, columns))
             .transpose()?;
         let bias = convert_bias(bias, out_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
@@ -250,7 +247,7 @@ impl Weight {
         drop(packed);
         let mut device = cuda::Weight::upload(gpu, &cb, scb, bias, n, k)?;
         if let Some(kept) = kept {
-            device = device.with_kept(kept.columns(), kept.values())?;
+            device = device.with_kept(kept)?;
         }
         Ok(Weight { storage: Storage::Cuda(device) })
     }

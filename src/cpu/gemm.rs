@@ -499,4 +499,3 @@ pub(super) fn activation_tile<'a>(
     }
     Ok(ActivationTile::Rows(RowTile::Signed(x)))
 }
-

@@ -25,13 +25,13 @@ use crate::quant::{self, InputRounding, RowScale};
 use crate::with_data;
 use pack::PANEL;
 
-pub use isa::CpuPath;
 use gemm::{activation_tile, compute_block, compute_parts, Kernel, Operands};
+pub use isa::CpuPath;
 pub(crate) use quantize::quantize_activations;
 use quantize::quantize_weight_rows;
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
-pub(crate) use weight::{KeptColumns, Weight};
+pub(crate) use weight::Weight;
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
 /// handing a part to a worker and waiting for it costs microseconds.

@@ -8,8 +8,9 @@ use super::nvrtc;
 use super::ops::{cb_row_stride, check_in_features, grid_for, padded_n};
 use super::params::{PadRowsParams, QuantizeRowsParams};
 use super::sys::CUdeviceptr;
-use crate::dtype::{DType, Data};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::kept::KeptColumns;
 use crate::quant::InputRounding;
 
 /// A weight `[n, k]` on a device: `CB` `[padded_n(n), cb_row_stride(k)]` int8
@@ -30,19 +31,18 @@ pub(crate) struct Weight {
     host_scb: Vec<f32>,
     host_bias: Option<Vec<f32>>,
     /// Columns kept in their source dtype for the outlier product.
-    pub kept: Option<KeptColumns>,
+    pub kept: Option<DeviceKept>,
 }
 
-/// Weight columns kept in their 16/32-bit source dtype on the device (the
-/// kernels' `Kept`): `slot [k]` int32, each column's index into `values` or
-/// -1, and `values [columns, n]` column-major.
+/// Weight columns kept in their 16/32-bit source dtype, on the device as
+/// the kernels' `Kept` reads them — `slot [k]` int32, each column's index
+/// into `values` or -1, and `values [columns, n]` column-major — with the
+/// host copy they were made from (accessors and export read it).
 #[derive(Debug)]
-pub(crate) struct KeptColumns {
+pub(crate) struct DeviceKept {
     pub slot: DeviceBuffer,
     pub values: DeviceBuffer,
-    pub dtype: DType,
-    /// Ascending (the host's list, for accessors and export).
-    pub columns: Vec<usize>,
+    pub host: KeptColumns,
 }
 
 impl Weight {
@@ -81,16 +81,16 @@ impl Weight {
         })
     }
 
-    /// The weight also keeping `columns` (ascending, each < k) with their
-    /// values `[columns, n]` column-major: copied up. Synchronous.
-    pub(crate) fn with_kept(mut self, columns: &[usize], values: Data<'_>) -> Result<Weight> {
-        let (gpu, n, k) = (&self.gpu, self.out_features, self.in_features);
-        assert!(values.len() == columns.len() * n && columns.iter().all(|&c| c < k));
+    /// The weight also keeping `kept` (columns < k, values `[columns, n]`
+    /// column-major): copied up. Synchronous.
+    pub(crate) fn with_kept(mut self, kept: KeptColumns) -> Result<Weight> {
+        let (gpu, k) = (&self.gpu, self.in_features);
         let mut slot = crate::error::try_zeroed_vec::<i32>(k, "kept column slots")?;
         slot.fill(-1);
-        for (s, &c) in columns.iter().enumerate() {
+        for (s, &c) in kept.columns().iter().enumerate() {
             slot[c] = s as i32;
         }
+        let values = kept.values();
         let (host, bytes) =
             crate::with_data!(values, v => (v.as_ptr().cast::<std::ffi::c_void>(), std::mem::size_of_val(v)));
         let slot_dev = gpu.alloc(4 * k, "cuMemAlloc (kept column slots)")?;
@@ -105,33 +105,19 @@ impl Weight {
             gpu.check((d.cuMemcpyHtoDAsync)(values_dev.ptr, host, bytes, stream), "copying kept columns")?;
             gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")
         })?;
-        let columns = crate::error::try_copied_vec(columns, "kept column list")?;
-        self.kept = Some(KeptColumns { slot: slot_dev, values: values_dev, dtype: values.dtype(), columns });
+        self.kept = Some(DeviceKept { slot: slot_dev, values: values_dev, host: kept });
         Ok(self)
+    }
+
+    /// The kept columns (the host copy).
+    pub(crate) fn kept(&self) -> Option<&KeptColumns> {
+        self.kept.as_ref().map(|k| &k.host)
     }
 
     /// The kernels' `Kept` arguments: slot table, values, dtype (NULL, NULL, 0
     /// when no column is kept).
     pub(crate) fn kept_args(&self) -> (CUdeviceptr, CUdeviceptr, i32) {
-        self.kept.as_ref().map_or((0, 0, 0), |k| (k.slot.ptr, k.values.ptr, k.dtype as i32))
-    }
-
-    /// The kept values `[columns, n]` copied down, as bytes (none when no
-    /// column is kept). Synchronous.
-    pub(crate) fn download_kept(&self) -> Result<Vec<u8>> {
-        let Some(kept) = self.kept.as_ref() else { return Ok(Vec::new()) };
-        let mut out = crate::error::try_zeroed_vec::<u8>(kept.values.bytes, "kept columns")?;
-        let (dst, bytes) = (out.as_mut_ptr().cast::<std::ffi::c_void>(), out.len());
-        let gpu = &self.gpu;
-        let _current = gpu.make_current()?;
-        let d = &gpu.rt.driver;
-        let stream = gpu.state().stream;
-        // SAFETY: `out` holds the device buffer's bytes.
-        unsafe {
-            gpu.check((d.cuMemcpyDtoHAsync)(dst, kept.values.ptr, bytes, stream), "copying kept columns")?;
-            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")?;
-        }
-        Ok(out)
+        self.kept.as_ref().map_or((0, 0, 0), |k| (k.slot.ptr, k.values.ptr, k.host.values().dtype() as i32))
     }
 
     /// Uploads a row-major int8 weight `cb [n, k]` with its scales and bias.
@@ -270,8 +256,10 @@ impl Weight {
             + self.bias.as_ref().map_or(0, |b| b.bytes)
             + self.kept.as_ref().map_or(0, |k| k.slot.bytes + k.values.bytes)
     }
-    /// Host memory: the copy of SCB and bias (export and save read it).
+    /// Host memory: the copies of SCB, bias and kept columns (export and save read them).
     pub(crate) fn host_bytes(&self) -> usize {
-        4 * self.host_scb.len() + 4 * self.host_bias.as_ref().map_or(0, Vec::len)
+        4 * self.host_scb.len()
+            + 4 * self.host_bias.as_ref().map_or(0, Vec::len)
+            + self.kept().map_or(0, KeptColumns::bytes)
     }
 }
