@@ -2,6 +2,8 @@
 //! either backend (the CUDA weight keeps this host copy beside its device
 //! one, for the accessors and export).
 
+use std::ops::Range;
+
 use half::{bf16, f16};
 
 use crate::dtype::{Data, Element};
@@ -32,6 +34,20 @@ impl KeptColumns {
     /// row-major `[n, k]` weight `w`.
     pub(crate) fn gather(w: Data<'_>, n: usize, k: usize, columns: &[u32]) -> Result<KeptColumns> {
         KeptColumns::build(w, n, k, columns, &|_, c, j| j * k + c)
+    }
+
+    /// Copies the columns `kept` (shard coordinates: any order, distinct, each
+    /// < `shard.len()`) of the row-parallel shard `shard` of the row-major
+    /// `[n, k]` weight `w`.
+    pub(crate) fn gather_shard(
+        w: Data<'_>,
+        n: usize,
+        k: usize,
+        shard: &Range<usize>,
+        kept: &[u32],
+    ) -> Result<KeptColumns> {
+        let start = shard.start;
+        KeptColumns::build(w, n, shard.len(), kept, &|_, c, j| j * k + start + c)
     }
 
     /// Takes the values of columns `columns` (any order, distinct, each < k)

@@ -148,35 +148,15 @@ impl Weight {
         // The whole list is checked as the unsharded weight checks it.
         KeptColumns::check_columns(keep, in_features)?;
         let (_, kept) = shard_kept_columns(keep, &columns);
-        fn shard<T: Element>(
-            settings: cpu::Settings,
-            w: &[T],
-            (n, k): (usize, usize),
-            columns: Range<usize>,
-            bias: Option<Data<'_>>,
-            kept: &[u32],
-        ) -> Result<Weight>
-        where
-            for<'a> Data<'a>: From<&'a [T]>,
-        {
-            let (kc, rounding) = (columns.len(), settings.rounding_for::<T>());
-            let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
-            let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
-            for (j, (row, (q, s))) in w.chunks_exact(k).zip(cb.chunks_exact_mut(kc).zip(&mut scb)).enumerate() {
-                *s = quant::quantize_weight_row_columns(row, columns.clone(), rounding, q)
-                    .map_err(|c| quant::non_finite_weight(j, Some(c), rounding))?;
-            }
-            // The kept columns' values as `[kept, n]`, row `s` column `kept[s]`.
-            let mut values = try_zeroed_vec::<T>(kept.len() * n, "kept weight columns")?;
-            for (dst, &c) in values.chunks_exact_mut(n).zip(kept) {
-                for (j, d) in dst.iter_mut().enumerate() {
-                    *d = w[j * k + columns.start + c as usize];
-                }
-            }
-            let kept = (!kept.is_empty()).then(|| (kept, Data::from(&values[..])));
-            Weight::from_int8(&cb, &scb, n, kc, bias, kept)
-        }
-        with_data!(w, w => shard(settings, w, (out_features, in_features), columns, bias, &kept))
+        let kept = if kept.is_empty() {
+            None
+        } else {
+            Some(KeptColumns::gather_shard(w, out_features, in_features, &columns, &kept)?)
+        };
+        let bias = convert_bias(bias, out_features)?;
+        let (n, k) = (out_features, in_features);
+        let weight = with_data!(w, w => cpu::Weight::quantize_columns(settings, w, n, k, columns, bias))?;
+        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
     }
 
     /// The columns the weight keeps in their source dtype, ascending (none

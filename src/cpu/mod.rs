@@ -28,7 +28,7 @@ use pack::PANEL;
 use gemm::{activation_tile, compute_block, compute_parts, Kernel, Operands};
 pub use isa::CpuPath;
 pub(crate) use quantize::quantize_activations;
-use quantize::quantize_weight_rows;
+use quantize::{quantize_weight_columns, quantize_weight_rows};
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
 pub(crate) use weight::Weight;

@@ -153,6 +153,27 @@ pub(super) fn quantize_weight_rows<T: Element>(
     }
 }
 
+/// The columns `columns` of each row of a row-major `[n, k]` weight quantized
+/// with the whole row's absmax (`quant::quantize_weight_row_columns`): a
+/// row-parallel shard's row-major `CB [n, columns.len()]` and `SCB`. Refuses a
+/// non-finite value anywhere in the weight, naming its row and column.
+pub(super) fn quantize_weight_columns<T: Element>(
+    settings: Settings,
+    w: &[T],
+    n: usize,
+    k: usize,
+    columns: Range<usize>,
+) -> Result<(Vec<i8>, Vec<f32>)> {
+    let (kc, rounding) = (columns.len(), settings.rounding_for::<T>());
+    let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
+    let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
+    for (j, (row, (q, s))) in w.chunks_exact(k).zip(cb.chunks_exact_mut(kc).zip(&mut scb)).enumerate() {
+        *s = quant::quantize_weight_row_columns(row, columns.clone(), rounding, q)
+            .map_err(|c| quant::non_finite_weight(j, Some(c), rounding))?;
+    }
+    Ok((cb, scb))
+}
+
 isa::multiversion! {
     /// Quantizes whole weight rows starting at `first_row` into `writer`;
     /// returns the (row, column) of the first non-finite value.

@@ -2,7 +2,9 @@
 //! row scales and bias the epilogue reads.
 
 use super::pack::PackedWeight;
-use super::{quantize_weight_rows, Settings};
+use std::ops::Range;
+
+use super::{quantize_weight_columns, quantize_weight_rows, Settings};
 use crate::dtype::Element;
 use crate::error::Result;
 use crate::kept::KeptColumns;
@@ -30,6 +32,21 @@ impl Weight {
     ) -> Result<Weight> {
         let (packed, scb) = quantize_weight_rows(settings, w, n, k)?;
         Ok(Weight { packed, scb, bias, kept: None })
+    }
+
+    /// The row-parallel shard `columns` of a row-major `[n, k]` weight (`w.len()
+    /// == n · k`): those columns quantized with each whole row's absmax, so
+    /// its int8 values and scales are the unsharded weight's.
+    pub(crate) fn quantize_columns<T: Element>(
+        settings: Settings,
+        w: &[T],
+        n: usize,
+        k: usize,
+        columns: Range<usize>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Weight> {
+        let (cb, scb) = quantize_weight_columns(settings, w, n, k, columns.clone())?;
+        Weight::from_int8(&cb, scb, n, columns.len(), bias)
     }
 
     /// Packs bitsandbytes' row-major `CB [n, k]` with its scales.
