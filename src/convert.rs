@@ -171,8 +171,47 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ConvertReport> {
-    // The library's rule, and one more: config.json (JSON) cannot hold
-    // Infinity, which a matmul takes (only non-finite values are outliers).
+    check_options(options)?;
+    let in_meta = std::fs::metadata(input).map_err(|e| io_error(input, "cannot open", e))?;
+    if !in_meta.is_dir() {
+        return Err(Error::invalid(format!("{}: the input must be a model directory", input.display())));
+    }
+    check_output(input, output)?;
+    let checkpoint = Checkpoint::open(input)?;
+    let config = read_config(input, options)?;
+    let model_type = config.as_ref().and_then(|c| c.get("model_type")).and_then(Value::as_str);
+    let (plans, specs) = plan(&checkpoint, model_type, options);
+    check_plan(input, &checkpoint, &plans, &specs, options)?;
+    let shards = Shards::assign(specs, options.max_shard_bytes);
+
+    // Everything is written into a staging directory beside `output`, renamed
+    // into place at the end: a failure leaves nothing at `output`.
+    let staging = temp_path_beside(output);
+    std::fs::create_dir(&staging).map_err(|e| io_error(&staging, "cannot create", e))?;
+    let result = (|| {
+        let mut report = write_model(&checkpoint, &plans, &shards, &staging, options, progress)?;
+        write_index(&staging, &shards)?;
+        if let Some(config) = &config {
+            let text = pyjson::to_config_text(config);
+            let path = staging.join("config.json");
+            std::fs::write(&path, text).map_err(|e| io_error(&path, "cannot write", e))?;
+        }
+        copy_other_files(input, &staging, &checkpoint, &mut report)?;
+        if output.exists() {
+            std::fs::remove_dir(output).map_err(|e| io_error(output, "cannot replace the empty directory", e))?;
+        }
+        std::fs::rename(&staging, output).map_err(|e| io_error(output, "cannot create", e))?;
+        Ok(report)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// The library's threshold rule, and one more: config.json (JSON) cannot hold
+/// Infinity, which a matmul takes (only non-finite values are outliers).
+fn check_options(options: &ConvertOptions) -> Result<()> {
     quant::check_threshold(options.threshold as f32)?;
     if options.threshold.is_infinite() {
         return Err(Error::invalid(
@@ -182,22 +221,13 @@ pub fn convert(
     if options.max_shard_bytes == 0 {
         return Err(Error::invalid("the shard size limit must be > 0"));
     }
-    let in_meta = std::fs::metadata(input).map_err(|e| io_error(input, "cannot open", e))?;
-    if !in_meta.is_dir() {
-        return Err(Error::invalid(format!("{}: the input must be a model directory", input.display())));
-    }
-    check_output(input, output)?;
-    let checkpoint = Checkpoint::open(input)?;
-    let config = read_config(input, options)?;
+    Ok(())
+}
 
-    // Plan every output tensor, then cut them into shards.
+/// What becomes of each tensor of the checkpoint, and every output tensor.
+fn plan(checkpoint: &Checkpoint, model_type: Option<&str>, options: &ConvertOptions) -> (Vec<Plan>, Vec<TensorSpec>) {
     let mut specs: Vec<TensorSpec> = Vec::new();
     let mut plans = Vec::with_capacity(checkpoint.tensors().len());
-    let push = |specs: &mut Vec<TensorSpec>, name: String, dtype, shape| {
-        specs.push(TensorSpec { name, dtype, shape });
-        specs.len() - 1
-    };
-    let model_type = config.as_ref().and_then(|c| c.get("model_type")).and_then(Value::as_str);
     for t in checkpoint.tensors() {
         let quantize =
             t.kind == TensorKind::LinearWeight && !options.skip.iter().any(|p| matches_module(p, t.prefix()));
@@ -214,11 +244,24 @@ pub fn convert(
             });
             plans.push(Plan::Quantize { weight, scb: weight + 1, format: weight + 2, transposed, kept });
         } else {
-            plans.push(Plan::Copy { out: push(&mut specs, t.name.clone(), t.dtype, t.shape.clone()) });
+            specs.push(TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            plans.push(Plan::Copy { out: specs.len() - 1 });
         }
     }
-    // A --skip that names nothing is a typo, not a choice: refuse it before
-    // anything is written (it would otherwise land in llm_int8_skip_modules).
+    (plans, specs)
+}
+
+/// Refuses a plan that would not be what the caller meant, before anything
+/// is written: a `--skip` or `--keep-columns` that names no module converted
+/// here (a typo or a stale list), nothing to quantize, a name written twice.
+fn check_plan(
+    input: &Path,
+    checkpoint: &Checkpoint,
+    plans: &[Plan],
+    specs: &[TensorSpec],
+    options: &ConvertOptions,
+) -> Result<()> {
+    // A --skip that names nothing would otherwise land in llm_int8_skip_modules.
     for pattern in &options.skip {
         if !checkpoint.tensors().iter().any(|t| matches_module(pattern, t.prefix())) {
             let example = checkpoint.tensors().iter().find(|t| t.kind == TensorKind::LinearWeight).map(|t| t.prefix());
@@ -229,12 +272,11 @@ pub fn convert(
             )));
         }
     }
-    // Kept columns for a module that is not quantized here: a typo or a stale list.
     for name in options.keep_columns.keys() {
         let quantized = checkpoint
             .tensors()
             .iter()
-            .zip(&plans)
+            .zip(plans)
             .any(|(t, p)| matches!(p, Plan::Quantize { .. }) && t.prefix() == name);
         if !quantized {
             return Err(Error::invalid(format!(
@@ -254,44 +296,28 @@ pub fn convert(
             )
         }));
     }
-    if let Some(clash) = duplicate_name(&specs) {
+    if let Some(clash) = duplicate_name(specs) {
         return Err(Error::format(format!(
             "{}: tensor {clash:?} would be written twice (an 8-bit layer and a 16-bit tensor share a name)",
             input.display()
         )));
     }
-    let shard_of = assign_shards(&specs, options.max_shard_bytes);
-    let shard_count = shard_of.iter().max().map_or(1, |m| m + 1);
-    let shard_names: Vec<String> = if shard_count == 1 {
-        vec![MODEL_FILE.to_string()]
-    } else {
-        (1..=shard_count).map(|i| format!("model-{i:05}-of-{shard_count:05}.safetensors")).collect()
-    };
+    Ok(())
+}
 
-    let shards = Shards { specs, shard_of, names: shard_names };
-
-    let staging = temp_path_beside(output);
-    std::fs::create_dir(&staging).map_err(|e| io_error(&staging, "cannot create", e))?;
-    let result = (|| {
-        let report = write_model(&checkpoint, &plans, &shards, &staging, options, progress)?;
-        write_index(&staging, &shards)?;
-        if let Some(config) = &config {
-            let text = pyjson::to_config_text(config);
-            let path = staging.join("config.json");
-            std::fs::write(&path, text).map_err(|e| io_error(&path, "cannot write", e))?;
-        }
-        let mut report = report;
-        copy_other_files(input, &staging, &checkpoint, &mut report)?;
-        if output.exists() {
-            std::fs::remove_dir(output).map_err(|e| io_error(output, "cannot replace the empty directory", e))?;
-        }
-        std::fs::rename(&staging, output).map_err(|e| io_error(output, "cannot create", e))?;
-        Ok(report)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+impl Shards {
+    /// `specs` cut into files by [`assign_shards`]: one `model.safetensors`,
+    /// or numbered shards.
+    fn assign(specs: Vec<TensorSpec>, max_bytes: u64) -> Shards {
+        let shard_of = assign_shards(&specs, max_bytes);
+        let count = shard_of.iter().max().map_or(1, |m| m + 1);
+        let names: Vec<String> = if count == 1 {
+            vec![MODEL_FILE.to_string()]
+        } else {
+            (1..=count).map(|i| format!("model-{i:05}-of-{count:05}.safetensors")).collect()
+        };
+        Shards { specs, shard_of, names }
     }
-    result
 }
 
 fn check_output(input: &Path, output: &Path) -> Result<()> {
