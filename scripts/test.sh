@@ -112,6 +112,14 @@ test -s "$prefix/share/doc/llmint8/LICENSE-APACHE"
 cmake -S tests/install -B "$prefix/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/build" >/dev/null
 "$prefix/build/hello_cpp" | grep -q "outlier columns: 1"
+# Cargo's CARGO_TARGET_DIR is where the installed files come from (a dry run:
+# a build into another folder would take minutes).
+make -n install PREFIX="$prefix" CARGO_TARGET_DIR=/elsewhere | grep -q "install -m 755 /elsewhere/release/libllmint8.so "
+# A libdir of another name (lib64): the CMake package finds the library beside it.
+make --no-print-directory install PREFIX="$prefix/alt" LIBDIR="$prefix/alt/lib64" >/dev/null
+cmake -S tests/install -B "$prefix/build64" -DCMAKE_PREFIX_PATH="$prefix/alt" >/dev/null
+cmake --build "$prefix/build64" >/dev/null
+"$prefix/build64/hello_cpp" | grep -q "outlier columns: 1"
 # The Go binding outside the repository, linked against the install tree.
 mkdir -p "$prefix/go"
 cp -r bindings/go "$prefix/go/binding"
@@ -125,7 +133,7 @@ if readelf -d "$prefix/go/hello" | grep -q "$PWD/target"; then
   echo "the Go program built against the install tree points into the repository" >&2
   exit 1
 fi
-echo "install tree: pkg-config (C), CMake (C++) and Go consumers built and ran"
+echo "install tree: pkg-config (C), CMake (C++, lib and lib64) and Go consumers built and ran"
 
 # test_abi was built by tests/c_abi.rs above. valgrind does not emulate
 # AVX-512, so under it the library picks its AVX2 (or portable) kernels.

@@ -170,6 +170,27 @@ fn cpp_binding_tests_pass() {
     assert!(stdout.contains(" 0 failures"), "{stdout}");
 }
 
+/// A C++ caller with another element type gets a message naming the types
+/// the binding takes, not an incomplete-type error from its internals.
+#[test]
+fn cpp_binding_names_the_element_types_it_takes() {
+    let dir = std::env::temp_dir().join(format!("llmint8-cpp-element-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("double.cpp");
+    let program = "#include \"llmint8.hpp\"\n#include <vector>\n\
+                   int main() { llmint8::Context *ctx = nullptr; std::vector<double> w(4); ctx->quantize(w, 2, 2); }\n";
+    std::fs::write(&source, program).unwrap();
+    let out = Command::new("c++")
+        .args(["-std=c++17", "-fsyntax-only", "-Iinclude", "-Ibindings/cpp"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a double weight compiled");
+    assert!(err.contains("the element type must be float, llmint8::Half or llmint8::BFloat16"), "{err}");
+}
+
 #[test]
 fn cpp_example_runs_under_strict_warnings() {
     let stdout = compile_and_run("examples/cpp/hello.cpp");

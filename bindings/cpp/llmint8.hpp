@@ -77,7 +77,12 @@ struct CheckpointDelete {
     void operator()(llmint8_checkpoint* c) const noexcept { llmint8_checkpoint_destroy(c); }
 };
 template <typename T>
-struct DTypeOf;
+inline constexpr bool unsupported_element = false;
+template <typename T>
+struct DTypeOf {
+    static_assert(unsupported_element<T>,
+                  "llmint8: the element type must be float, llmint8::Half or llmint8::BFloat16 (convert other types first)");
+};
 template <>
 struct DTypeOf<float> {
     static constexpr int32_t value = LLMINT8_F32;

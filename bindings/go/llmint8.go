@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 )
 
@@ -111,7 +112,10 @@ func call(f func() C.int32_t) error {
 	defer runtime.UnlockOSThread()
 	debugGC()
 	if s := f(); s != C.LLMINT8_OK {
-		return &Error{Status: Status(s), Message: C.GoString(C.llmint8_last_error())}
+		status := Status(s)
+		// The library's message starts with the status name; Error() says it once.
+		message := strings.TrimPrefix(C.GoString(C.llmint8_last_error()), status.String()+": ")
+		return &Error{Status: status, Message: message}
 	}
 	return nil
 }

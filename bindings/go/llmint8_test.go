@@ -337,6 +337,8 @@ func TestCheckpoints(t *testing.T) {
 	}
 	if _, err := ck.Find("nope"); !errors.Is(err, &Error{Status: StatusNotFound}) {
 		t.Errorf("Find(nope): %v", err)
+	} else if text := err.Error(); strings.Count(text, "LLMINT8_ERR_NOT_FOUND") != 1 || !strings.HasPrefix(text, "llmint8: LLMINT8_ERR_NOT_FOUND: ") {
+		t.Errorf("Find(nope): the status once, after the library's name: %q", text)
 	}
 	if _, err := ctx.Load(ck, "model.layers.5.mlp.up_proj"); !errors.Is(err, &Error{Status: StatusNotFound}) {
 		t.Errorf("Load of a missing layer: %v", err)
