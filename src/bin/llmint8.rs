@@ -75,8 +75,10 @@ struct Failure(String, u8);
 fn usage(msg: impl Into<String>, help: &str) -> Failure {
     let synopsis = if help == USAGE { "llmint8 COMMAND [ARGS]" } else { help.lines().next().unwrap_or("llmint8") };
     // "llmint8 convert IN_DIR …" → "llmint8 convert"
-    let command: Vec<&str> =
-        synopsis.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')).collect();
+    let command: Vec<&str> = synopsis
+        .split_whitespace()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        .collect();
     Failure(format!("{}\nUsage: {synopsis}\nRun `{} --help` for more.", msg.into(), command.join(" ")), 2)
 }
 

@@ -6,6 +6,7 @@
 
 mod aligned;
 mod amx;
+mod epilogue;
 mod gemm;
 pub(crate) mod isa;
 mod kernel;
