@@ -333,14 +333,8 @@ pub(crate) fn quantize_activations<T: Element>(
             quantize_activation_part(path, row_slice(range), rows_q, threshold, cols, q, a, mask);
         });
     }
-    let (union, rest) = masks.split_at_mut(cols);
-    for m in rest.chunks_exact(cols) {
-        for (acc, &v) in union.iter_mut().zip(m) {
-            *acc |= v;
-        }
-    }
+    let union = merge_masks(masks, cols);
     if int8_part {
-        let union = &*union;
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
         match row_absmax {
@@ -365,7 +359,6 @@ pub(crate) fn quantize_activations<T: Element>(
     if let (Some(given), false) = (row_absmax, int8_part) {
         // bitsandbytes' rule: each row's own absmax is this slice's share of
         // the MAX; requantize the rows whose MAX lies on another rank.
-        let union = &*union;
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
         let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
@@ -374,10 +367,8 @@ pub(crate) fn quantize_activations<T: Element>(
         // Parts run in row order: the first error names the lowest row.
         checked.into_iter().collect::<Result<Vec<()>>>()?;
     }
-    let count = union.iter().filter(|m| **m).count();
-    outliers.clear();
-    outliers.try_reserve_exact(count).map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
-    outliers.extend(union.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
+    list_outliers(union, outliers)?;
+    // Outlier columns go through the floating-point product: 0 in the int8 one.
     if !outliers.is_empty() {
         for row in q.chunks_exact_mut(cols) {
             for &c in outliers.iter() {
@@ -385,5 +376,25 @@ pub(crate) fn quantize_activations<T: Element>(
             }
         }
     }
+    Ok(())
+}
+
+/// The union of the parts' outlier masks (`parts × cols`), in the first.
+fn merge_masks(masks: &mut [bool], cols: usize) -> &[bool] {
+    let (union, rest) = masks.split_at_mut(cols);
+    for m in rest.chunks_exact(cols) {
+        for (acc, &v) in union.iter_mut().zip(m) {
+            *acc |= v;
+        }
+    }
+    union
+}
+
+/// The marked columns of `mask`, ascending, into `outliers`.
+fn list_outliers(mask: &[bool], outliers: &mut Vec<usize>) -> Result<()> {
+    let count = mask.iter().filter(|m| **m).count();
+    outliers.clear();
+    outliers.try_reserve_exact(count).map_err(|_| Error::out_of_memory("cannot allocate the outlier column list"))?;
+    outliers.extend(mask.iter().enumerate().filter(|(_, m)| **m).map(|(c, _)| c));
     Ok(())
 }
