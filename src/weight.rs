@@ -317,7 +317,8 @@ impl Weight {
         m.host_bytes + m.device_bytes
     }
     /// Bytes this weight keeps in host and in device memory (a CUDA weight
-    /// keeps its values on the device and a host copy of scales and bias).
+    /// keeps its values on the device and a host copy of scales, bias and
+    /// kept columns).
     pub fn memory(&self) -> WeightMemory {
         match &self.storage {
             Storage::Cpu(w) => WeightMemory { host_bytes: w.resident_bytes(), device_bytes: 0 },

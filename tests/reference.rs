@@ -131,9 +131,12 @@ fn kept_weight_columns_multiply_the_outlier_columns_they_hold() {
                 (kept.cb().unwrap(), common::bits(kept.scb())),
                 (plain.cb().unwrap(), common::bits(plain.scb()))
             );
-            // On a device, also a table of each column's slot (4 bytes per column of W).
-            let table = if kept.location() == llmint8::Location::Cpu { 0 } else { 4 * s.k };
-            assert_eq!(kept.resident_bytes(), plain.resident_bytes() + keep.len() * s.n * w_dtype.size() + table);
+            // On a device, also a table of each column's slot (4 bytes per
+            // column of W), and the values twice: on the device and the host
+            // copy that accessors and export read.
+            let values = keep.len() * s.n * w_dtype.size();
+            let extra = if kept.location() == llmint8::Location::Cpu { values } else { 2 * values + 4 * s.k };
+            assert_eq!(kept.resident_bytes(), plain.resident_bytes() + extra);
             let exact: Vec<f64> = (0..s.rows * s.n)
                 .map(|e| (0..s.k).map(|c| x32[e / s.n * s.k + c] as f64 * w32[e % s.n * s.k + c] as f64).sum())
                 .collect();
