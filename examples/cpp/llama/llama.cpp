@@ -5,14 +5,18 @@
 //
 //   llama MODEL_DIR [--prompt TEXT] [--tokens N] [--threshold T]
 //                   [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32]
+//                   [--int8-head]
 //       greedy generation from TEXT with float32 weights and with LLM.int8():
-//       the text, decode tokens/s and the decoder weights' memory of each.
+//       the text, decode tokens/s and the decoder weights' memory of each;
+//       --int8-head: the LLM.int8() run's output head through llmint8 too
+//       (a quarter of the bytes a decode step reads there).
 //   llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]
 //                   [--calibrate TEXT_FILE [--calibration-tokens N]]
 //       perplexity, KL divergence and top-1 agreement against float32 of each
 //       LLM.int8() variant on TEXT_FILE, cut into windows of N tokens; with
 //       --calibrate, also the weights keeping in 16-bit the outlier columns
-//       each layer saw on the first N (2048) tokens of another text.
+//       each layer saw on the first N (2048) tokens of another text; the
+//       table includes LLM.int8() with the output head in int8 as well.
 //   llama MODEL_DIR --calibrate TEXT_FILE --calibration-out FILE [--calibration-tokens N]
 //       calibration only: writes those columns as JSON {"MODULE": [COLUMN, ...]}
 //       for `llmint8 convert MODEL_DIR OUT_DIR --keep-columns FILE`, whose
@@ -27,9 +31,9 @@
 //
 // What llmint8 does here, and what the engine keeps: every q/k/v/o and
 // gate/up/down projection is quantized once at load (llmint8::Context::load)
-// and multiplied with ctx.matmul on float32 activations; embeddings, norms,
-// attention, and the output head stay float32 in this file (bitsandbytes too
-// leaves the head in 16-bit).
+// and multiplied with ctx.matmul on float32 activations; embeddings, norms and
+// attention stay float32 in this file, and so does the output head unless
+// --int8-head (bitsandbytes too leaves the head in 16-bit).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -44,7 +48,9 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <stdexcept>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "json.hpp"
@@ -258,6 +264,7 @@ struct Variant {
     llmint8::RowScale row_scale = llmint8::RowScale::BitsAndBytes;
     bool kept = false;    // the weights that keep calibrated 16-bit outlier columns
     bool record = false;  // calibration: note each layer's outlier columns (|x| >= threshold)
+    bool int8_head = false;  // the output head through llmint8 too (Model::quantize_head)
 };
 
 struct Linear {
@@ -305,6 +312,16 @@ public:
     }
 
     const Config& config() const { return cfg_; }
+
+    /// The output head as an llmint8 weight as well (tied embeddings: a
+    /// quantized copy; the float32 one stays for the float32 runs). Returns
+    /// its bytes beside the float32 head's.
+    std::pair<uint64_t, uint64_t> quantize_head() {
+        const std::vector<float>& head = cfg_.tied ? embed_ : head_;
+        if (!head8_) head8_ = ctx_.quantize(head.data(), cfg_.vocab, cfg_.hidden);
+        const auto m = head8_->memory();
+        return {4 * uint64_t(head.size()), m.host_bytes + m.device_bytes};
+    }
 
     /// Bytes the decoder's linear layers hold in the float32 engine and as llmint8 weights.
     std::pair<uint64_t, uint64_t> linear_bytes() {
@@ -439,8 +456,13 @@ public:
         const size_t first = all_rows ? 0 : T - 1, rows = T - first;
         rms_norm(&x[first * H], rows, H, final_norm_.data(), cfg_.eps, h.data());
         logits.resize(rows * cfg_.vocab);
-        const std::vector<float>& head = cfg_.tied ? embed_ : head_;
-        matmul_f32(pool_, h.data(), rows, H, head.data(), cfg_.vocab, nullptr, logits.data());
+        if (variant.int8_head) {
+            if (!head8_) throw std::logic_error("an int8-head run without Model::quantize_head");
+            ctx_.matmul(*head8_, h.data(), rows, logits.data(), variant.threshold);
+        } else {
+            const std::vector<float>& head = cfg_.tied ? embed_ : head_;
+            matmul_f32(pool_, h.data(), rows, H, head.data(), cfg_.vocab, nullptr, logits.data());
+        }
     }
 
 private:
@@ -599,6 +621,7 @@ private:
     llmint8::Context& ctx_;
     Pool& pool_;
     std::vector<float> embed_, final_norm_, head_;
+    std::optional<llmint8::Weight> head8_;  // the output head through llmint8 (--int8-head)
     std::vector<Layer> layers_;
 };
 
@@ -707,7 +730,7 @@ int evaluate(Model& model, Tokenizer& tok, const std::string& path, size_t windo
 [[noreturn]] void usage(const char* why) {
     std::fprintf(stderr,
                  "%s\nusage: llama MODEL_DIR [--prompt TEXT] [--tokens N] [--threshold T]\n"
-                 "             [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32]\n"
+                 "             [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32] [--int8-head]\n"
                  "       llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]\n"
                  "                       [--calibrate TEXT_FILE [--calibration-tokens N]]\n"
                  "       llama MODEL_DIR --calibrate TEXT_FILE --calibration-out FILE [--calibration-tokens N]\n"
@@ -733,8 +756,13 @@ int main(int argc, char** argv) {
     size_t steps = 24, window = 1024, max_tokens = 0, calibration_tokens = 2048;
     float threshold = LLMINT8_DEFAULT_THRESHOLD;
     llmint8::RowScale row_scale = llmint8::RowScale::Int8Part;
+    bool int8_head = false;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
+        if (a == "--int8-head") {  // the one option without a value
+            int8_head = true;
+            continue;
+        }
         if (i + 1 >= argc) usage(("missing the value of " + a).c_str());
         const std::string v = argv[++i];
         if (a == "--prompt") prompt = v;
@@ -791,6 +819,11 @@ int main(int argc, char** argv) {
                 {"LLM.int8() threshold 0", true, 0.0f, llmint8::RowScale::BitsAndBytes},
                 {"LLM.int8() threshold 6, bitsandbytes' row scale", true, 6.0f, llmint8::RowScale::BitsAndBytes},
                 {"LLM.int8() threshold 6, int8-part row scale", true, 6.0f, llmint8::RowScale::Int8Part}};
+            Variant head{"LLM.int8() threshold 6, int8-part row scale, int8 output head", true, 6.0f,
+                         llmint8::RowScale::Int8Part};
+            head.int8_head = true;
+            model.quantize_head();
+            variants.push_back(head);
             if (!calibrate_path.empty()) {
                 calibrate();
                 Variant kept{"LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns", true, 6.0f,
@@ -803,16 +836,25 @@ int main(int argc, char** argv) {
         const auto [f32_bytes, int8_bytes] = model.linear_bytes();
         std::vector<std::pair<Variant, uint64_t>> runs;
         if (want_f32) runs.push_back({Variant{"float32"}, f32_bytes});
+        uint64_t head_f32 = 0, head_int8 = 0;
         if (want_int8) {
-            char name[96];
-            std::snprintf(name, sizeof name, "LLM.int8() (threshold %g, %s row scale)", double(threshold),
-                          row_scale == llmint8::RowScale::Int8Part ? "int8-part" : "bitsandbytes'");
-            runs.push_back({Variant{name, true, threshold, row_scale}, int8_bytes});
+            char name[112];
+            std::snprintf(name, sizeof name, "LLM.int8() (threshold %g, %s row scale%s)", double(threshold),
+                          row_scale == llmint8::RowScale::Int8Part ? "int8-part" : "bitsandbytes'",
+                          int8_head ? ", int8 output head" : "");
+            Variant variant{name, true, threshold, row_scale};
+            variant.int8_head = int8_head;
+            if (int8_head) std::tie(head_f32, head_int8) = model.quantize_head();
+            runs.push_back({variant, int8_bytes});
         }
         for (const auto& [variant, bytes] : runs) {
             Generation g = generate(model, tok, prompt, steps, variant);
-            std::printf("%s: %.1f tokens/s, decoder weights %.1f MiB\n", variant.name.c_str(),
+            std::printf("%s: %.1f tokens/s, decoder weights %.1f MiB", variant.name.c_str(),
                         double(g.decoded) / g.decode_seconds, double(bytes) / 1048576.0);
+            if (variant.int8_head)
+                std::printf(", output head %.1f MiB (float32: %.1f MiB)", double(head_int8) / 1048576.0,
+                            double(head_f32) / 1048576.0);
+            std::printf("\n");
             std::string indented = "| " + g.text;  // the text, each line marked
             for (size_t at = 0; (at = indented.find('\n', at)) != std::string::npos; at += 3) indented.replace(at, 1, "\n| ");
             std::printf("%s\n", indented.c_str());
