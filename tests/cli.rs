@@ -64,7 +64,7 @@ fn usage_errors_exit_2_with_a_message() {
         assert!(err.lines().count() <= 4, "{args:?}: the error and the synopsis, not the whole help: {err}");
         // The hint names a command that runs: the program, then the subcommand when there is one.
         let hint = match args.first() {
-            Some(&command) if ["convert", "inspect", "cuda-info"].contains(&command) => {
+            Some(&command) if ["convert", "inspect"].contains(&command) => {
                 format!("Run `llmint8 {command} --help`")
             }
             _ => "Run `llmint8 --help`".to_string(),
