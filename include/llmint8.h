@@ -1252,7 +1252,8 @@ int32_t llmint8_weight_quantize(struct llmint8_context *ctx,
  *
  * Memory: as `llmint8_weight_quantize`, plus `n_keep · out_features`
  * elements of `w_dtype` (on a CUDA context in device memory, with a table of
- * `4 · in_features` bytes; `llmint8_weight_memory` counts them);
+ * `4 · in_features` bytes, and a host copy that export reads;
+ * `llmint8_weight_memory` counts them);
  * `keep_columns` is host memory, read during the call only.
  * Ownership and `*out` as for `llmint8_weight_quantize`. Returns:
  * - LLMINT8_ERR_INVALID_ARGUMENT: as `llmint8_weight_quantize`; `keep_columns`
@@ -1403,9 +1404,9 @@ int32_t llmint8_weight_shape(const struct llmint8_weight *w,
 
 /**
  * Writes the bytes `w` holds to `*host_bytes` (host memory: a CPU weight's
- * packed values, scales and bias; a CUDA weight's host copy of its scales and
- * bias) and `*device_bytes` (device memory: a CUDA weight's values, scales and
- * bias; 0 on the CPU) — what an engine budgets for the layer. Buffers a
+ * packed values, scales, bias and kept columns; a CUDA weight's host copy of
+ * its scales, bias and kept columns) and `*device_bytes` (device memory: a
+ * CUDA weight's values, scales, bias and kept columns; 0 on the CPU) — what an engine budgets for the layer. Buffers a
  * matmul allocates while it runs are not counted.
  *
  * Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
