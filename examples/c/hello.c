@@ -1,5 +1,6 @@
-/* Quantize a weight once, then run LLM.int8() matmuls with it.
- *   cc -std=c11 hello.c -I include -L target/release -Wl,-rpath,$PWD/target/release -lllmint8 */
+/* Quantize a weight once, then run LLM.int8() matmuls with it. Built from the
+ * repository root (after `cargo build --release`):
+ *   cc -std=c11 examples/c/hello.c -I include -L target/release -Wl,-rpath,$PWD/target/release -lllmint8 */
 #include <stdio.h>
 #include "llmint8.h"
 

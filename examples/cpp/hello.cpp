@@ -1,5 +1,6 @@
 // Quantize a weight once, then run LLM.int8() matmuls with it, from C++.
-//   g++ -std=c++17 hello.cpp -I include -I bindings/cpp -L target/release
+// Built from the repository root (after `cargo build --release`):
+//   g++ -std=c++17 examples/cpp/hello.cpp -I include -I bindings/cpp -L target/release
 //       -Wl,-rpath,$PWD/target/release -lllmint8
 #include <cstdio>
 #include <vector>
