@@ -273,6 +273,15 @@ func (w *Weight) Close() error {
 	return nil
 }
 
+// usable refuses a weight that is nil or closed, naming it as the caller knows
+// it (the C library would only see a NULL handle).
+func (w *Weight) usable() error {
+	if w == nil || w.p == nil {
+		return &Error{Status: StatusInvalidArgument, Message: "the llmint8.Weight is nil or closed"}
+	}
+	return nil
+}
+
 // Shape is [out_features, in_features].
 func (w *Weight) Shape() (out, in int) { return w.out, w.in }
 
@@ -371,6 +380,9 @@ func (c *Context) FromInt8(cb []int8, scb []float32, in int, bias []float32) (*W
 
 // Export returns bitsandbytes' layout: row-major CB [out, in] and SCB [out].
 func (w *Weight) Export() (cb []int8, scb []float32, err error) {
+	if err := w.usable(); err != nil {
+		return nil, nil, err
+	}
 	cb, scb = make([]int8, w.out*w.in), make([]float32, w.out)
 	err = call(func() C.int32_t { return C.llmint8_weight_export(w.p, (*C.int8_t)(ptr(cb)), (*C.float)(ptr(scb))) })
 	runtime.KeepAlive(w)
@@ -383,6 +395,9 @@ func (w *Weight) Export() (cb []int8, scb []float32, err error) {
 // Memory returns the bytes the weight holds in host and in device memory
 // (what an engine budgets for the layer; a CPU weight's device bytes are 0).
 func (w *Weight) Memory() (hostBytes, deviceBytes uint64, err error) {
+	if err := w.usable(); err != nil {
+		return 0, 0, err
+	}
 	var host, device C.uint64_t
 	err = call(func() C.int32_t { return C.llmint8_weight_memory(w.p, &host, &device) })
 	runtime.KeepAlive(w)
@@ -390,6 +405,9 @@ func (w *Weight) Memory() (hostBytes, deviceBytes uint64, err error) {
 }
 
 func (c *Context) matmul(w *Weight, x unsafe.Pointer, xlen int, xt dtype, y unsafe.Pointer, ylen int, yt dtype, threshold float32) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
 	if w.in == 0 || xlen%w.in != 0 {
 		return 0, shapeError("x has %d elements, not a multiple of in_features %d", xlen, w.in)
 	}
@@ -426,6 +444,11 @@ func (c *Context) MatmulSharedInputF32(ws []*Weight, x []float32, ys [][]float32
 	if len(ws) == 0 || len(ws) != len(ys) {
 		return 0, &Error{Status: StatusInvalidArgument,
 			Message: fmt.Sprintf("%d weights and %d outputs: give at least one of each, as many outputs as weights", len(ws), len(ys))}
+	}
+	for _, w := range ws {
+		if err := w.usable(); err != nil {
+			return 0, err
+		}
 	}
 	in := ws[0].in
 	if in == 0 || len(x)%in != 0 {
@@ -523,6 +546,9 @@ func (c *Context) QuantizeDevice(w uintptr, wType DType, out, in int, bias []flo
 // until then. ErrUnsupported on a CPU context (use MatmulF32 and friends);
 // ErrInvalidArgument when x or y is not device memory of the context's device.
 func (c *Context) MatmulDevice(w *Weight, x uintptr, xType DType, rows int, y uintptr, yType DType, threshold float32) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
 	if rows < 0 {
 		return shapeError("rows = %d", rows)
 	}
@@ -741,6 +767,9 @@ func (c *Context) LoadColumns(ck *Checkpoint, prefix string, colBegin, colEnd in
 // engine all-reduces them with MAX across the ranks and passes the result to
 // MatmulRowParallelF32. It returns the slice's number of outlier columns.
 func (c *Context) RowParallelStatisticsF32(w *Weight, x, rowAbsmax []float32, threshold float32) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
 	if w.in == 0 || len(x)%w.in != 0 {
 		return 0, shapeError("x has %d elements, not a multiple of in_features %d", len(x), w.in)
 	}
@@ -766,6 +795,9 @@ func (c *Context) RowParallelStatisticsF32(w *Weight, x, rowAbsmax []float32, th
 // with SUM. A rowAbsmax entry below the slice's own, NaN or negative is an
 // InvalidArgument error.
 func (c *Context) MatmulRowParallelF32(w *Weight, x, rowAbsmax, y []float32, threshold float32) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
 	if w.in == 0 || len(x)%w.in != 0 {
 		return 0, shapeError("x has %d elements, not a multiple of in_features %d", len(x), w.in)
 	}
@@ -803,6 +835,9 @@ func (c *Context) LoadSafetensors(path, prefix string) (*Weight, error) {
 // SaveSafetensors writes the weight to a safetensors file as transformers +
 // bitsandbytes save a Linear8bitLt (PREFIX.weight, .SCB, .weight_format, .bias).
 func (w *Weight) SaveSafetensors(path, prefix string) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
 	cpath, cprefix := C.CString(path), C.CString(prefix)
 	defer C.free(unsafe.Pointer(cpath))
 	defer C.free(unsafe.Pointer(cprefix))

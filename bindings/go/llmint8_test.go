@@ -210,8 +210,9 @@ func TestErrorsAreGoErrors(t *testing.T) {
 	// Closed handles: errors, never crashes; Close is idempotent.
 	weight.Close()
 	weight.Close()
-	if _, err := ctx.MatmulF32(weight, x, make([]float32, rows*out), 6); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("closed weight: %v", err)
+	if _, err := ctx.MatmulF32(weight, x, make([]float32, rows*out), 6); !errors.Is(err, ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "llmint8.Weight is nil or closed") {
+		t.Errorf("closed weight: %v (the message names the Go handle, not a C parameter)", err)
 	}
 	if _, _, err := weight.Export(); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("export of closed weight: %v", err)
