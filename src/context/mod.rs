@@ -411,7 +411,11 @@ impl Context {
         for w in request.weights() {
             self.check_weight(w)?;
         }
-        let memory = request.check_buffers(k)?;
+        let gpu = match &self.place {
+            Place::Cuda(gpu) => Some(&**gpu),
+            Place::Cpu => None,
+        };
+        let memory = request.check_buffers(k, gpu)?;
         if let Operation::RowParallelMatmul { row_absmax: Input::Host(Data::F32(given)), .. } = &request.operation {
             for (r, &a) in given.iter().enumerate() {
                 quant::given_row_absmax(r, a, 0.0)?;
@@ -426,14 +430,14 @@ impl Context {
                 cuda::run_host_memory(gpu, request.into_host_call(|w| self.cuda_weight(w), self.cuda_settings())?)?
             }
             (Memory::Device, Place::Cuda(gpu)) => {
-                request.check_device_pointers(gpu, k)?;
                 let wait_for_stats = request.wait_for_stats;
                 let call = request.into_device_call(|w| self.cuda_weight(w), self.cuda_settings())?;
                 // SAFETY: the addresses are the device memory of this device
                 // with the sizes the shapes give, as `DeviceData::new`'s caller
-                // promised; checked above to be this device's and not NULL.
+                // promised; checked in `check_buffers` to be this device's and not NULL.
                 unsafe { cuda::run_device_memory(gpu, &call, wait_for_stats)? }
             }
+            // Refused by `check_buffers` (rows > 0 here).
             (Memory::Device, Place::Cpu) => {
                 return Err(Error::unsupported("a call on device memory needs a CUDA context"))
             }

@@ -94,12 +94,6 @@ pub(super) enum Memory {
 }
 
 impl Input<'_> {
-    fn memory(&self) -> Memory {
-        match self {
-            Input::Host(_) => Memory::Host,
-            Input::Device(_) => Memory::Device,
-        }
-    }
     fn dtype(&self) -> DType {
         match self {
             Input::Host(data) => data.dtype(),
@@ -109,12 +103,6 @@ impl Input<'_> {
 }
 
 impl Output<'_> {
-    fn memory(&self) -> Memory {
-        match self {
-            Output::Host(_) => Memory::Host,
-            Output::Device(_) => Memory::Device,
-        }
-    }
     fn dtype(&self) -> DType {
         match self {
             Output::Host(data) => data.dtype(),
@@ -145,14 +133,23 @@ fn elements(rows: usize, cols: usize, name: Name) -> Result<usize> {
 /// A buffer of a request as the checks see it.
 struct Buffer {
     name: Name,
-    memory: Memory,
     dtype: DType,
-    /// Elements in host memory (device memory has no length to check).
+    /// Elements in host memory; `None` for device memory (no length to check).
     host_len: Option<usize>,
     /// Elements the shapes ask for.
     len: usize,
     /// The device address (0 for host memory).
     ptr: u64,
+}
+
+impl Buffer {
+    fn memory(&self) -> Memory {
+        if self.host_len.is_some() {
+            Memory::Host
+        } else {
+            Memory::Device
+        }
+    }
 }
 
 impl<'a> Request<'a> {
@@ -193,7 +190,6 @@ impl<'a> Request<'a> {
         let rows = self.rows;
         let input = |name: Name, b: &Input<'_>, len: usize| Buffer {
             name,
-            memory: b.memory(),
             dtype: b.dtype(),
             host_len: if let Input::Host(d) = b { Some(d.len()) } else { None },
             len,
@@ -201,7 +197,6 @@ impl<'a> Request<'a> {
         };
         let output = |name: Name, b: &Output<'_>, len: usize| Buffer {
             name,
-            memory: b.memory(),
             dtype: b.dtype(),
             host_len: if let Output::Host(d) = b { Some(d.len()) } else { None },
             len,
@@ -219,9 +214,11 @@ impl<'a> Request<'a> {
                 }
             }
             Operation::RowParallelStatistics { row_absmax, .. } => {
+                check_float32(row_absmax.dtype())?;
                 buffers.push(output(Name("row_absmax", None), row_absmax, rows))
             }
             Operation::RowParallelMatmul { weight, row_absmax, y } => {
+                check_float32(row_absmax.dtype())?;
                 buffers.push(input(Name("row_absmax", None), row_absmax, rows));
                 let name = Name("y", None);
                 buffers.push(output(name, y, elements(rows, weight.out_features(), name)?));
@@ -232,27 +229,26 @@ impl<'a> Request<'a> {
 
     /// Checks the buffers' lengths (host memory), dtypes and memory space;
     /// returns the space. `row_absmax` must be float32 and the outputs of a
-    /// shared input share one dtype.
-    pub(super) fn check_buffers(&self, k: usize) -> Result<Memory> {
+    /// shared input share one dtype. Device memory with rows to compute
+    /// needs `gpu`, the context's device (`Unsupported` on a CPU context),
+    /// and every address must be that device's memory, not NULL.
+    pub(super) fn check_buffers(&self, k: usize, gpu: Option<&Gpu>) -> Result<Memory> {
         let buffers = self.buffers(k)?;
-        let memory = buffers[0].memory;
+        let memory = buffers[0].memory();
         let y_dtype = buffers.get(1).map(|b| b.dtype);
         for b in &buffers {
-            if b.memory != memory {
+            if b.memory() != memory {
                 return Err(Error::invalid(format!(
                     "x is in {} memory, {} in {}: a call's buffers are all in one memory space",
                     memory.name(),
                     b.name,
-                    b.memory.name()
+                    b.memory().name()
                 )));
             }
             if let Some(len) = b.host_len {
                 if len != b.len {
                     check_len(&b.name.to_string(), len, b.len)?;
                 }
-            }
-            if b.name.0 == "row_absmax" && b.dtype != DType::F32 {
-                return Err(Error::invalid(format!("row_absmax is {}: it is float32", b.dtype.name())));
             }
         }
         if let (Operation::Matmul { .. }, Some(y_dtype)) = (&self.operation, y_dtype) {
@@ -268,18 +264,19 @@ impl<'a> Request<'a> {
                 }
             }
         }
-        Ok(memory)
-    }
-
-    /// Checks every device pointer: not NULL, memory of `gpu`'s device.
-    pub(super) fn check_device_pointers(&self, gpu: &Gpu, k: usize) -> Result<()> {
-        for b in self.buffers(k)? {
-            if b.ptr == 0 {
-                return Err(Error::invalid(format!("{} is NULL", b.name)));
+        // No rows: nothing is read or written, and the addresses may be NULL.
+        if memory == Memory::Device && self.rows > 0 {
+            let Some(gpu) = gpu else {
+                return Err(Error::unsupported("a call on device memory needs a CUDA context"));
+            };
+            for b in &buffers {
+                if b.ptr == 0 {
+                    return Err(Error::invalid(format!("{} is NULL", b.name)));
+                }
+                gpu.check_device_pointer(b.ptr as *const c_void, &b.name.to_string())?;
             }
-            gpu.check_device_pointer(b.ptr as *const c_void, &b.name.to_string())?;
         }
-        Ok(())
+        Ok(memory)
     }
 
     /// The host-memory call for a backend whose weights `weight_of` picks,
@@ -347,6 +344,14 @@ impl Memory {
             Memory::Device => "device",
         }
     }
+}
+
+/// `row_absmax` is float32 whatever the call's other dtypes.
+fn check_float32(dtype: DType) -> Result<()> {
+    if dtype != DType::F32 {
+        return Err(Error::invalid(format!("row_absmax is {}: it is float32", dtype.name())));
+    }
+    Ok(())
 }
 
 fn f32_slice(data: Data<'_>) -> Result<&[f32]> {
