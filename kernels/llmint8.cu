@@ -27,22 +27,23 @@ typedef long long i64;
 // llmint8_prep_small spill registers at 1024 threads).
 #define QUANTIZE_ROWS_PARAMS(F)                                                                                      \
     F(const void *, x) F(i64, rows) F(int, cols) F(int, ld_q) F(float, threshold) F(int, round_f16) F(int, mode)    \
-    F(i8 *, q) F(float *, absmax) F(u32 *, col_flags) F(int *, first_bad_row)
+    F(i8 *, q) F(float *, absmax) F(u32 *, col_flags) F(int *, first_bad_row) F(const float *, smooth)
 #define RESCALE_ROWS_PARAMS(F)                                                                                       \
     F(const void *, x) F(i64, rows) F(int, cols) F(int, ld_q) F(int, round_f16) F(const float *, given)             \
-    F(float *, absmax) F(const u32 *, col_flags) F(int, use_flags) F(i8 *, q) F(int *, bad_row)
+    F(float *, absmax) F(const u32 *, col_flags) F(int, use_flags) F(i8 *, q) F(int *, bad_row) F(const float *, smooth)
 #define PREP_SMALL_PARAMS(F)                                                                                         \
     F(const void *, x) F(i64, rows) F(int, cols) F(int, ld_q) F(i64, rows_padded) F(float, threshold)               \
     F(int, round_f16) F(int, int8_part) F(i8 *, q) F(float *, absmax) F(u32 *, col_flags) F(int *, list)            \
-    F(int *, count) F(int, max_gathered) F(float *, x_out)
+    F(int *, count) F(int, max_gathered) F(float *, x_out) F(const float *, smooth)
 #define GATHER_OUTLIERS_PARAMS(F)                                                                                    \
     F(const void *, x) F(i64, rows) F(int, cols) F(const int *, list) F(const int *, count) F(int, max_gathered)    \
-    F(i8 *, q) F(int, ld_q) F(float *, x_out)
+    F(i8 *, q) F(int, ld_q) F(float *, x_out) F(const float *, smooth)
 #define EPILOGUE_PARAMS(F)                                                                                           \
     F(const int *, acc) F(int, ld_acc) F(i64, rows) F(int, nc) F(int, j0) F(int, n) F(const float *, sa)            \
     F(const float *, scb) F(const float *, bias) F(const int *, list) F(const int *, count) F(int, max_gathered)     \
     F(int, w_gathered) F(const float *, x_out) F(const float *, w_out) F(const void *, x) F(int, cols)              \
-    F(const i8 *, cb) F(int, ld_w) F(const int *, kept_slot) F(const void *, kept) F(int, kept_dtype) F(void *, y)
+    F(const i8 *, cb) F(int, ld_w) F(const int *, kept_slot) F(const void *, kept) F(int, kept_dtype) F(void *, y)  \
+    F(const float *, smooth)
 #define OUTLIER_LIST_PARAMS(F) F(const u32 *, col_flags) F(int, cols) F(int *, list) F(int *, count)
 #define GATHER_WEIGHT_COLUMNS_PARAMS(F)                                                                              \
     F(const i8 *, cb) F(int, ld_w) F(const float *, scb) F(i64, n) F(const int *, list) F(const int *, count)       \
@@ -134,6 +135,10 @@ struct BF16 { typedef u16 T; static __device__ __forceinline__ float load(const 
 // InputRounding::Float16: the value rounded to float16 first.
 __device__ __forceinline__ float load_rounded(float v, int round_f16) { return round_f16 ? f16_to_f32(f32_to_f16(v)) : v; }
 
+// A smoothed weight's activation value: times the weight's 1/s of its column
+// (`smooth`, NULL for an unsmoothed weight), as src/cpu/quantize.rs reads it.
+__device__ __forceinline__ float smoothed(float v, const float *smooth, int c) { return smooth ? mul_rn(v, smooth[c]) : v; }
+
 // quant::is_outlier: threshold > 0 and !(|v| < threshold) — NaN is an outlier.
 __device__ __forceinline__ bool is_outlier(float v, float threshold) { return threshold > 0.0f && !(abs_f32(v) < threshold); }
 
@@ -166,16 +171,16 @@ __device__ __forceinline__ u32 block_max(u32 v) {
 // absmax and quantized to 0. Columns `cols..ld_q` of `q` get 0.
 template <class E>
 __device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q, float threshold, int round_f16,
-                             int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
+                             int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row, const float *smooth) {
     const i64 base = row * (i64)cols;
     if (mode == 2) {
         for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            if (is_outlier(load_rounded(E::load(x, base + c), round_f16), threshold)) col_flags[c] = 1u;
+            if (is_outlier(smoothed(load_rounded(E::load(x, base + c), round_f16), smooth, c), threshold)) col_flags[c] = 1u;
         return;
     }
     u32 bits = 0;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        float v = load_rounded(E::load(x, base + c), round_f16);
+        float v = smoothed(load_rounded(E::load(x, base + c), round_f16), smooth, c);
         float a = abs_f32(v);
         if (mode == 0 && is_outlier(v, threshold)) {
             col_flags[c] = 1u;  // the same value from every writer
@@ -204,7 +209,7 @@ __device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q
     for (int c = threadIdx.x; c < ld_q; c += blockDim.x) {
         i8 value = 0;
         if (c < cols) {
-            float v = load_rounded(E::load(x, base + c), round_f16);
+            float v = smoothed(load_rounded(E::load(x, base + c), round_f16), smooth, c);
             const bool zero = mode == 0 ? is_outlier(v, threshold) : mode == 3 && col_flags[c] != 0u;
             if (!zero) {
                 value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
@@ -216,9 +221,9 @@ __device__ void quantize_row(const typename E::T *x, i64 row, int cols, int ld_q
 
 template <class E>
 __device__ void quantize_rows(const typename E::T *x, i64 rows, int cols, int ld_q, float threshold, int round_f16,
-                              int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row) {
+                              int mode, i8 *q, float *absmax, u32 *col_flags, int *first_bad_row, const float *smooth) {
     for (i64 row = blockIdx.x; row < rows; row += gridDim.x)
-        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, first_bad_row);
+        quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, first_bad_row, smooth);
 }
 
 // ---- row-parallel (in_features split across ranks) ----
@@ -233,7 +238,8 @@ __device__ void quantize_rows(const typename E::T *x, i64 rows, int cols, int ld
 // `cols..ld_q` get 0.
 template <class E>
 __device__ void rescale_row(const typename E::T *x, i64 row, int cols, int ld_q, int round_f16, const float *given,
-                            float *absmax, const u32 *col_flags, int use_flags, i8 *q, int *bad_row) {
+                            float *absmax, const u32 *col_flags, int use_flags, i8 *q, int *bad_row,
+                            const float *smooth) {
     const float g = given[row], own = absmax[row];
     __syncthreads();  // every thread has read `own` before thread 0 writes it
     const u32 g_bits = f32_to_bits(g);
@@ -253,7 +259,7 @@ __device__ void rescale_row(const typename E::T *x, i64 row, int cols, int ld_q,
     for (int c = threadIdx.x; c < ld_q; c += blockDim.x) {
         i8 value = 0;
         if (c < cols && !(use_flags && col_flags[c] != 0u)) {
-            float v = load_rounded(E::load(x, base + c), round_f16);
+            float v = smoothed(load_rounded(E::load(x, base + c), round_f16), smooth, c);
             value = (i8)(wide ? d2i_rni(ddiv_rn(dmul_rn((double)v, 127.0), (double)m)) : f2i_rni(mul_rn(v, scale)));
         }
         q_row[c] = value;
@@ -305,7 +311,7 @@ extern "C" __global__ void __launch_bounds__(1024) llmint8_outlier_list(const __
 // Gathered only when count <= max_gathered; beyond that the epilogue reads x.
 template <class E>
 __device__ void gather_outliers(const typename E::T *x, i64 rows, int cols, const int *list, const int *count,
-                                int max_gathered, i8 *q, int ld_q, float *x_out) {
+                                int max_gathered, i8 *q, int ld_q, float *x_out, const float *smooth) {
     const int n_out = *count;
     const i64 total = rows * (i64)n_out;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
@@ -313,7 +319,7 @@ __device__ void gather_outliers(const typename E::T *x, i64 rows, int cols, cons
         const int i = (int)(t % n_out);
         const int c = list[i];
         q[row * (i64)ld_q + c] = 0;
-        if (n_out <= max_gathered) x_out[t] = E::load(x, row * (i64)cols + c);
+        if (n_out <= max_gathered) x_out[t] = smoothed(E::load(x, row * (i64)cols + c), smooth, c);
     }
 }
 
@@ -326,7 +332,7 @@ __device__ void gather_outliers(const typename E::T *x, i64 rows, int cols, cons
 template <class E>
 __device__ void prep_small(const typename E::T *x, i64 rows, int cols, int ld_q, i64 rows_padded, float threshold,
                            int round_f16, int int8_part, i8 *q, float *absmax, u32 *col_flags, int *list,
-                           int *count, int max_gathered, float *x_out) {
+                           int *count, int max_gathered, float *x_out, const float *smooth) {
     for (int c = threadIdx.x; c < cols; c += blockDim.x) col_flags[c] = 0u;
     for (i64 t = rows * (i64)ld_q + threadIdx.x; t < rows_padded * (i64)ld_q; t += blockDim.x) q[t] = 0;
     __syncthreads();
@@ -335,12 +341,12 @@ __device__ void prep_small(const typename E::T *x, i64 rows, int cols, int ld_q,
     for (int pass = int8_part ? 0 : 1; pass < 2; pass++) {
         const int mode = pass == 0 ? 2 : (int8_part ? 3 : 0);
         for (i64 row = 0; row < rows; row++)
-            quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, (int *)0);
+            quantize_row<E>(x, row, cols, ld_q, threshold, round_f16, mode, q, absmax, col_flags, (int *)0, smooth);
         __syncthreads();
     }
     outlier_list(col_flags, cols, list, count);
     __syncthreads();
-    gather_outliers<E>(x, rows, cols, list, count, max_gathered, q, ld_q, x_out);
+    gather_outliers<E>(x, rows, cols, list, count, max_gathered, q, ld_q, x_out, smooth);
 }
 
 // quant::dequantize_weight: cb · scb / 127 in f64, rounded once.
@@ -397,7 +403,7 @@ template <class X, class Y>
 __device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, int n, const float *sa, const float *scb,
                          const float *bias, const int *list, const int *count, int max_gathered, int w_gathered,
                          const float *x_out, const float *w_out, const typename X::T *x, int cols, const i8 *cb,
-                         int ld_w, Kept kept, typename Y::T *y) {
+                         int ld_w, Kept kept, typename Y::T *y, const float *smooth) {
     const int n_out = *count;
     const bool gathered = n_out <= max_gathered;
     // Few rows skip the weight-column gather (a launch): the epilogue reads CB.
@@ -409,7 +415,7 @@ __device__ void epilogue(const int *acc, int ld_acc, i64 rows, int nc, int j0, i
         float outlier = 0.0f;
         for (int k = 0; k < n_out; k++) {
             const int c = list[k];
-            const float xv = gathered ? x_out[i * n_out + k] : X::load(x, i * (i64)cols + c);
+            const float xv = gathered ? x_out[i * n_out + k] : smoothed(X::load(x, i * (i64)cols + c), smooth, c);
             const float wv = w_from_gather ? w_out[(i64)j * n_out + k] : outlier_weight(cb, ld_w, scb, n, j, c, kept);
             outlier = add_rn(outlier, mul_rn(xv, wv));
         }
@@ -439,7 +445,7 @@ extern "C" __global__ void llmint8_pad_rows(const __grid_constant__ PadRowsParam
 #define QUANTIZE_ROWS(NAME, E)                                                                                        \
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) NAME(const __grid_constant__ QuantizeRowsParams p) {                \
         quantize_rows<E>((const E::T *)p.x, p.rows, p.cols, p.ld_q, p.threshold, p.round_f16, p.mode, p.q,           \
-                         p.absmax, p.col_flags, p.first_bad_row);                                                    \
+                         p.absmax, p.col_flags, p.first_bad_row, p.smooth);                                          \
     }
 QUANTIZE_ROWS(llmint8_quantize_rows_f32, F32)
 QUANTIZE_ROWS(llmint8_quantize_rows_f16, F16)
@@ -449,7 +455,7 @@ QUANTIZE_ROWS(llmint8_quantize_rows_bf16, BF16)
     extern "C" __global__ void __launch_bounds__(QUANT_THREADS) NAME(const __grid_constant__ RescaleRowsParams p) {                 \
         for (i64 row = blockIdx.x; row < p.rows; row += gridDim.x)                                                  \
             rescale_row<E>((const E::T *)p.x, row, p.cols, p.ld_q, p.round_f16, p.given, p.absmax, p.col_flags,      \
-                           p.use_flags, p.q, p.bad_row);                                                             \
+                           p.use_flags, p.q, p.bad_row, p.smooth);                                                   \
     }
 RESCALE_ROWS(llmint8_rescale_rows_f32, F32)
 RESCALE_ROWS(llmint8_rescale_rows_f16, F16)
@@ -458,7 +464,7 @@ RESCALE_ROWS(llmint8_rescale_rows_bf16, BF16)
 #define PREP_SMALL(NAME, E)                                                                                          \
     extern "C" __global__ void __launch_bounds__(1024) NAME(const __grid_constant__ PrepSmallParams p) {                              \
         prep_small<E>((const E::T *)p.x, p.rows, p.cols, p.ld_q, p.rows_padded, p.threshold, p.round_f16,            \
-                      p.int8_part, p.q, p.absmax, p.col_flags, p.list, p.count, p.max_gathered, p.x_out);            \
+                      p.int8_part, p.q, p.absmax, p.col_flags, p.list, p.count, p.max_gathered, p.x_out, p.smooth);  \
     }
 PREP_SMALL(llmint8_prep_small_f32, F32)
 PREP_SMALL(llmint8_prep_small_f16, F16)
@@ -466,7 +472,8 @@ PREP_SMALL(llmint8_prep_small_bf16, BF16)
 
 #define GATHER_OUTLIERS(NAME, E)                                                                                     \
     extern "C" __global__ void NAME(const __grid_constant__ GatherOutliersParams p) {                                                 \
-        gather_outliers<E>((const E::T *)p.x, p.rows, p.cols, p.list, p.count, p.max_gathered, p.q, p.ld_q, p.x_out); \
+        gather_outliers<E>((const E::T *)p.x, p.rows, p.cols, p.list, p.count, p.max_gathered, p.q, p.ld_q, p.x_out,   \
+                           p.smooth);                                                                                \
     }
 GATHER_OUTLIERS(llmint8_gather_outliers_f32, F32)
 GATHER_OUTLIERS(llmint8_gather_outliers_f16, F16)
@@ -476,7 +483,7 @@ GATHER_OUTLIERS(llmint8_gather_outliers_bf16, BF16)
     extern "C" __global__ void NAME(const __grid_constant__ EpilogueParams p) {                                                       \
         epilogue<X, Y>(p.acc, p.ld_acc, p.rows, p.nc, p.j0, p.n, p.sa, p.scb, p.bias, p.list, p.count,               \
                        p.max_gathered, p.w_gathered, p.x_out, p.w_out, (const X::T *)p.x, p.cols, p.cb, p.ld_w,      \
-                       Kept{p.kept_slot, p.kept, p.kept_dtype}, (Y::T *)p.y);                                        \
+                       Kept{p.kept_slot, p.kept, p.kept_dtype}, (Y::T *)p.y, p.smooth);                              \
     }
 EPILOGUE(llmint8_epilogue_f32_f32, F32, F32)
 EPILOGUE(llmint8_epilogue_f32_f16, F32, F16)

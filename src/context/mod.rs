@@ -16,7 +16,7 @@ use crate::cuda::{self, device::Gpu};
 use crate::dtype::{DType, Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
-use crate::weight::{Location, Storage, Weight};
+use crate::weight::{Int8Extras, Location, Storage, Weight, WeightOptions};
 use crate::with_data;
 use request::Memory;
 
@@ -310,9 +310,26 @@ impl Context {
         bias: Option<Data<'_>>,
         keep: &[u32],
     ) -> Result<Weight> {
+        self.quantize_weight_with(w, out_features, in_features, bias, &WeightOptions { keep, ..Default::default() })
+    }
+
+    /// Quantizes a row-major 16/32-bit weight `[out_features, in_features]`
+    /// as `options` say: kept columns, a smoothing vector (SmoothQuant's `s`:
+    /// the int8 values are those of `W·diag(s)` and every matmul on the weight
+    /// divides the activations by `s` before quantizing them), a row-parallel
+    /// shard. A smoothing vector of the wrong length, or with a value that is
+    /// not finite and > 0, is refused (`InvalidArgument`).
+    pub fn quantize_weight_with(
+        &self,
+        w: Data<'_>,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+        options: &WeightOptions<'_>,
+    ) -> Result<Weight> {
         // On a CUDA context: quantized on the host (the same bytes as the device
         // kernel), then only the int8 values go up, half the bytes of float16.
-        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias, keep)?)
+        self.place(Weight::quantize(self.settings(), w, out_features, in_features, bias, options)?)
     }
 
     /// A weight built on the host, moved to this context's device if it has one.
@@ -358,7 +375,7 @@ impl Context {
         in_features: usize,
         bias: Option<Data<'_>>,
     ) -> Result<Weight> {
-        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, None)?)
+        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, &Int8Extras::default())?)
     }
 
     /// [`Context::weight_from_int8`], the weight also keeping the columns
@@ -373,7 +390,29 @@ impl Context {
         bias: Option<Data<'_>>,
         kept: (&[u32], Data<'_>),
     ) -> Result<Weight> {
-        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, Some(kept))?)
+        self.place(Weight::from_int8(
+            cb,
+            scb,
+            out_features,
+            in_features,
+            bias,
+            &Int8Extras { kept: Some(kept), smoothing: None },
+        )?)
+    }
+
+    /// [`Context::weight_from_int8`] with what llmint8 adds to bitsandbytes'
+    /// form (see [`Int8Extras`]): kept columns, and the smoothing vector the
+    /// int8 values (and kept values) were made with.
+    pub fn weight_from_int8_with(
+        &self,
+        cb: &[i8],
+        scb: &[f32],
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Data<'_>>,
+        extras: &Int8Extras<'_>,
+    ) -> Result<Weight> {
+        self.place(Weight::from_int8(cb, scb, out_features, in_features, bias, extras)?)
     }
 
     /// The row-parallel tensor-parallel shard `columns` (a range of
@@ -396,7 +435,8 @@ impl Context {
         bias: Option<Data<'_>>,
         keep: &[u32],
     ) -> Result<Weight> {
-        self.place(Weight::quantize_columns(self.settings(), w, out_features, in_features, columns, bias, keep)?)
+        let options = WeightOptions { keep, columns: Some(columns), ..Default::default() };
+        self.quantize_weight_with(w, out_features, in_features, bias, &options)
     }
 
     /// Runs one matmul [`Request`] — plain, shared-input or row-parallel, on
@@ -593,7 +633,7 @@ impl Context {
         let settings = self.settings();
         let (mut masks, mut found) = (Vec::new(), Vec::new());
         with_data!(x, x => {
-            let input = cpu::Activations { x, rows, k: cols, threshold, settings, row_absmax: None };
+            let input = cpu::Activations { x, rows, k: cols, threshold, settings, row_absmax: None, smoothing: None };
             cpu::quantize_activations(input, q, absmax, &mut masks, &mut found)
         })?;
         if let Some(out) = outlier_columns {

@@ -9,6 +9,7 @@ use crate::call::{Call, Host, Work};
 use crate::cuda::{device::Gpu, Device, DeviceMatrix};
 use crate::dtype::{DType, Data, DataMut};
 use crate::error::{check_len, checked_len, Error, Result};
+use crate::smoothing::Smoothing;
 use crate::weight::Weight;
 
 /// Elements of one dtype in a CUDA context's device memory (an address the
@@ -179,6 +180,17 @@ impl<'a> Request<'a> {
                 return Err(Error::shape(format!(
                     "weights[{i}] has in_features {}, weights[0] {k}: a shared input needs the same",
                     w.in_features()
+                )));
+            }
+            // One activation pass serves them all: it divides by one vector.
+            if !Smoothing::same(w.smoothing_of(), first.smoothing_of()) {
+                let which = match (w.smoothing_of(), first.smoothing_of()) {
+                    (Some(_), Some(_)) => format!("weights[{i}] and weights[0] have different smoothing vectors"),
+                    (Some(_), None) => format!("weights[{i}] is smoothed and weights[0] is not"),
+                    _ => format!("weights[0] is smoothed and weights[{i}] is not"),
+                };
+                return Err(Error::invalid(format!(
+                    "{which}: weights sharing an input must share one smoothing vector (one activation pass divides by it)"
                 )));
             }
         }

@@ -23,6 +23,7 @@ use crate::call::{Call, Host, Work};
 use crate::dtype::{DType, DataMut, Element};
 use crate::error::{Error, Result};
 use crate::quant::{self, InputRounding, RowScale};
+use crate::smoothing::Smoothing;
 use crate::with_data;
 use pack::PANEL;
 
@@ -32,7 +33,7 @@ pub(crate) use quantize::quantize_activations;
 use quantize::{quantize_weight_columns, quantize_weight_rows};
 pub(crate) use threads::default_num_threads;
 use threads::{split_ranges, split_slice_mut};
-pub(crate) use weight::Weight;
+pub(crate) use weight::{HostParts, Weight};
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
 /// handing a part to a worker and waiting for it costs microseconds.
@@ -88,8 +89,10 @@ fn threads_for(work: usize, threads: usize) -> usize {
 pub(crate) fn run(call: Call<'_, Weight, Host, Settings>) -> Result<usize> {
     let Call { weights, x, rows, threshold, work, settings } = call;
     let k = weights[0].in_features();
+    // The weights share one smoothing (checked by the context).
+    let smoothing = weights[0].smoothing().map(Smoothing::inverse);
     with_data!(x, x => {
-        let input = Activations { x, rows, k, threshold, settings, row_absmax: None };
+        let input = Activations { x, rows, k, threshold, settings, row_absmax: None, smoothing };
         match work {
             Work::Products(ys) => products(input, &weights, ys),
             Work::Partial { row_absmax, y } => products(Activations { row_absmax: Some(row_absmax), ..input }, &weights, vec![y]),
@@ -108,6 +111,9 @@ pub(crate) struct Activations<'a, X> {
     pub settings: Settings,
     /// A row-parallel partial's row absmax (the MAX over the ranks).
     pub row_absmax: Option<&'a [f32]>,
+    /// The weights' smoothing, `1/s` `[k]`: each column multiplied by it as
+    /// it is read, before the outlier test, the row scale and the rounding.
+    pub smoothing: Option<&'a [f32]>,
 }
 
 /// `ys[i] = x · weights[i]ᵀ + b[i]` for weights that share their input (q/k/v,
@@ -174,19 +180,20 @@ fn multiply<X: Element, Y: Element>(
     ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let Activations { x, rows, k, settings, .. } = input;
+    let Activations { x, rows, k, settings, smoothing, .. } = input;
     let scratch::Scratch { qx, sa, x_outliers, tile_i8, tile_i16, tile_sums, blocks, .. } = scratch;
     let (qx, sa) = (&qx[..], &sa[..]);
     let path = settings.path;
     let no = outliers.len();
 
     // The floating-point part is small (the paper: a handful of columns): gather
-    // those columns of x once, as given (never rounded, as bitsandbytes does).
+    // those columns of x once, as given (never rounded, as bitsandbytes does),
+    // smoothed as the int8 part is (the weight's columns are of `W·diag(s)`).
     let x_outliers = scratch::zeroed(x_outliers, rows * no, "outlier activations")?;
     if no > 0 {
         for (i, dst) in x_outliers.chunks_exact_mut(no).enumerate() {
             for (d, &c) in dst.iter_mut().zip(outliers) {
-                *d = x[i * k + c].to_f32();
+                *d = x[i * k + c].to_f32() * smoothing.map_or(1.0, |inverse| inverse[c]);
             }
         }
     }

@@ -22,27 +22,67 @@ use super::kernel;
 /// returning `None`). Inlined into each path's compiled body: a `match` there,
 /// not a closure (a closure is compiled without the path's instructions —
 /// measured: a libm `rintf` call per value on AVX2).
+///
+/// With `factors` (a smoothed weight: `s` for its rows, `1/s` for the
+/// activations) each row is first read into a float32 row of its own —
+/// `rounding.load(v) · factor[c]`, in L1 — and that row is quantized as
+/// float32 read as it is: the outlier test, the row scale and the rounding
+/// all see the smoothed values.
 #[derive(Clone, Copy)]
-struct RowQuantizer {
+struct RowQuantizer<'f> {
     rounding: InputRounding,
-    /// Only set when the processor has AVX-512 F/BW/VNNI.
+    /// Whether the processor has AVX-512 F/BW/VNNI.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read on x86-64 only
-    avx512: bool,
+    simd: bool,
+    factors: Option<&'f [f32]>,
 }
 
-impl RowQuantizer {
-    /// The quantizer for values of `T` on `path` (a path this processor runs).
-    fn new<T: Element>(settings: Settings) -> RowQuantizer {
-        let rounding = settings.rounding_for::<T>();
-        RowQuantizer { rounding, avx512: settings.path.has_avx512() && rounding == InputRounding::Exact }
+impl<'f> RowQuantizer<'f> {
+    /// The quantizer for values of `T` on `path` (a path this processor runs),
+    /// each column multiplied by `factors` when given.
+    fn new<T: Element>(settings: Settings, factors: Option<&'f [f32]>) -> RowQuantizer<'f> {
+        RowQuantizer { rounding: settings.rounding_for::<T>(), simd: settings.path.has_avx512(), factors }
     }
 
-    /// [`quant::quantize_weight_row`].
+    /// Whether a row goes to the AVX-512 kernels (which read values as they are).
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn weight_row<T: Element>(self, row: &[T], q: &mut [i8]) -> std::result::Result<f32, usize> {
+    fn avx512(self) -> bool {
+        self.simd && self.rounding == InputRounding::Exact
+    }
+
+    /// A row-sized buffer for the smoothed rows (empty without factors).
+    fn buffer(self, cols: usize) -> Vec<f32> {
+        vec![0.0; if self.factors.is_some() { cols } else { 0 }]
+    }
+
+    /// With factors: `row` smoothed into `buf`, and the quantizer of that
+    /// float32 row (read as it is, no factors).
+    #[inline(always)]
+    fn smooth<'r, T: Element>(self, row: &[T], buf: &'r mut [f32]) -> Option<(RowQuantizer<'f>, &'r [f32])> {
+        let factors = self.factors?;
+        let buf = &mut buf[..row.len()];
+        for ((b, &v), &f) in buf.iter_mut().zip(row).zip(factors) {
+            *b = self.rounding.load(v) * f;
+        }
+        Some((RowQuantizer { rounding: InputRounding::Exact, factors: None, ..self }, buf))
+    }
+
+    /// [`quant::quantize_weight_row`] (of the smoothed row).
+    #[inline(always)]
+    fn weight_row<T: Element>(self, row: &[T], buf: &mut [f32], q: &mut [i8]) -> std::result::Result<f32, usize> {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => plain.weight_row_read(row, q),
+            None => self.weight_row_read(row, q),
+        }
+    }
+
+    /// [`Self::weight_row`] of the row as read, no factors.
+    #[inline(always)]
+    fn weight_row_read<T: Element>(self, row: &[T], q: &mut [i8]) -> std::result::Result<f32, usize> {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
-            // SAFETY: `avx512` is only set when the processor has AVX-512 F/BW/VNNI.
+        if self.avx512() {
+            // SAFETY: `avx512()` holds only when the processor has AVX-512 F/BW/VNNI.
             if let Some(done) = unsafe { kernel::quantize_weight_row_avx512(row, q) } {
                 return done;
             }
@@ -50,11 +90,43 @@ impl RowQuantizer {
         quant::quantize_weight_row(row, self.rounding, q)
     }
 
+    /// [`quant::quantize_weight_row_columns`] (of the smoothed row). Not on
+    /// the SIMD kernels: a row-parallel shard is quantized once, at load.
+    #[inline(always)]
+    fn weight_row_columns<T: Element>(
+        self,
+        row: &[T],
+        cols: Range<usize>,
+        buf: &mut [f32],
+        q: &mut [i8],
+    ) -> std::result::Result<f32, usize> {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => quant::quantize_weight_row_columns(row, cols, plain.rounding, q),
+            None => quant::quantize_weight_row_columns(row, cols, self.rounding, q),
+        }
+    }
+
     /// [`quant::quantize_activation_row`].
     #[inline(always)]
-    fn activation_row<T: Element>(self, row: &[T], threshold: f32, q: &mut [i8], mask: &mut [bool]) -> f32 {
+    fn activation_row<T: Element>(
+        self,
+        row: &[T],
+        buf: &mut [f32],
+        threshold: f32,
+        q: &mut [i8],
+        mask: &mut [bool],
+    ) -> f32 {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => plain.activation_row_read(row, threshold, q, mask),
+            None => self.activation_row_read(row, threshold, q, mask),
+        }
+    }
+
+    /// [`Self::activation_row`] of the row as read, no factors.
+    #[inline(always)]
+    fn activation_row_read<T: Element>(self, row: &[T], threshold: f32, q: &mut [i8], mask: &mut [bool]) -> f32 {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
+        if self.avx512() {
             // SAFETY: as in `weight_row`.
             if let Some(absmax) = unsafe { kernel::quantize_activation_row_avx512(row, threshold, q, mask) } {
                 return absmax;
@@ -65,9 +137,18 @@ impl RowQuantizer {
 
     /// [`quant::mark_outlier_columns`].
     #[inline(always)]
-    fn mark_outliers<T: Element>(self, row: &[T], threshold: f32, mask: &mut [bool]) {
+    fn mark_outliers<T: Element>(self, row: &[T], buf: &mut [f32], threshold: f32, mask: &mut [bool]) {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => plain.mark_outliers_read(row, threshold, mask),
+            None => self.mark_outliers_read(row, threshold, mask),
+        }
+    }
+
+    /// [`Self::mark_outliers`] of the row as read, no factors.
+    #[inline(always)]
+    fn mark_outliers_read<T: Element>(self, row: &[T], threshold: f32, mask: &mut [bool]) {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
+        if self.avx512() {
             // SAFETY: as in `weight_row`.
             unsafe { kernel::mark_outlier_columns_avx512(row, threshold, mask) };
             return;
@@ -77,9 +158,18 @@ impl RowQuantizer {
 
     /// [`quant::quantize_activation_row_int8_part`].
     #[inline(always)]
-    fn int8_part_row<T: Element>(self, row: &[T], outlier_columns: &[bool], q: &mut [i8]) -> f32 {
+    fn int8_part_row<T: Element>(self, row: &[T], buf: &mut [f32], outlier_columns: &[bool], q: &mut [i8]) -> f32 {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => plain.int8_part_row_read(row, outlier_columns, q),
+            None => self.int8_part_row_read(row, outlier_columns, q),
+        }
+    }
+
+    /// [`Self::int8_part_row`] of the row as read, no factors.
+    #[inline(always)]
+    fn int8_part_row_read<T: Element>(self, row: &[T], outlier_columns: &[bool], q: &mut [i8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
+        if self.avx512() {
             // SAFETY: as in `weight_row`.
             if let Some(absmax) = unsafe { kernel::quantize_activation_row_int8_part_avx512(row, outlier_columns, q) } {
                 return absmax;
@@ -90,9 +180,18 @@ impl RowQuantizer {
 
     /// [`quant::int8_part_absmax`].
     #[inline(always)]
-    fn int8_part_absmax<T: Element>(self, row: &[T], outlier_columns: &[bool]) -> f32 {
+    fn int8_part_absmax<T: Element>(self, row: &[T], buf: &mut [f32], outlier_columns: &[bool]) -> f32 {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => plain.int8_part_absmax_read(row, outlier_columns),
+            None => self.int8_part_absmax_read(row, outlier_columns),
+        }
+    }
+
+    /// [`Self::int8_part_absmax`] of the row as read, no factors.
+    #[inline(always)]
+    fn int8_part_absmax_read<T: Element>(self, row: &[T], outlier_columns: &[bool]) -> f32 {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
+        if self.avx512() {
             // SAFETY: as in `weight_row`.
             let bits = unsafe { kernel::int8_part_absmax_bits_avx512(row, outlier_columns) };
             return if bits >= quant::INF_BITS { f32::NAN } else { f32::from_bits(bits) };
@@ -102,9 +201,18 @@ impl RowQuantizer {
 
     /// [`quant::quantize_activation_row_given_absmax`] of the int8 part.
     #[inline(always)]
-    fn with_absmax<T: Element>(self, row: &[T], absmax: f32, outlier_columns: &[bool], q: &mut [i8]) {
+    fn with_absmax<T: Element>(self, row: &[T], buf: &mut [f32], absmax: f32, outlier_columns: &[bool], q: &mut [i8]) {
+        match self.smooth(row, buf) {
+            Some((plain, row)) => plain.with_absmax_read(row, absmax, outlier_columns, q),
+            None => self.with_absmax_read(row, absmax, outlier_columns, q),
+        }
+    }
+
+    /// [`Self::with_absmax`] of the row as read, no factors.
+    #[inline(always)]
+    fn with_absmax_read<T: Element>(self, row: &[T], absmax: f32, outlier_columns: &[bool], q: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
+        if self.avx512() {
             // SAFETY: as in `weight_row`.
             if unsafe { kernel::quantize_int8_part_with_bits_avx512(row, outlier_columns, absmax.to_bits(), q) }
                 .is_some()
@@ -117,16 +225,18 @@ impl RowQuantizer {
 }
 
 /// Quantizes the rows of a weight `[n, k]` into the packed int8 layout and the
-/// row scales (`SCB`). Refuses a non-finite value, naming the first row (lowest
-/// index) that holds one.
+/// row scales (`SCB`), each row multiplied by the smoothing factors `s` first
+/// when given. Refuses a non-finite value, naming the first row (lowest index)
+/// that holds one.
 pub(super) fn quantize_weight_rows<T: Element>(
     settings: Settings,
     w: &[T],
     n: usize,
     k: usize,
+    smoothing: Option<&[f32]>,
 ) -> Result<(PackedWeight, Vec<f32>)> {
     let Settings { path, threads, .. } = settings;
-    let rows_q = RowQuantizer::new::<T>(settings);
+    let rows_q = RowQuantizer::new::<T>(settings, smoothing);
     let mut packed = PackedWeight::zeroed(n, k)?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
     // Threads take whole panels, so each writes only its own bytes.
@@ -155,21 +265,26 @@ pub(super) fn quantize_weight_rows<T: Element>(
 
 /// The columns `columns` of each row of a row-major `[n, k]` weight quantized
 /// with the whole row's absmax (`quant::quantize_weight_row_columns`): a
-/// row-parallel shard's row-major `CB [n, columns.len()]` and `SCB`. Refuses a
-/// non-finite value anywhere in the weight, naming its row and column.
+/// row-parallel shard's row-major `CB [n, columns.len()]` and `SCB`, each
+/// whole row multiplied by the smoothing factors `s` (`[k]`) first when given.
+/// Refuses a non-finite value anywhere in the weight, naming its row and column.
 pub(super) fn quantize_weight_columns<T: Element>(
     settings: Settings,
     w: &[T],
     n: usize,
     k: usize,
     columns: Range<usize>,
+    smoothing: Option<&[f32]>,
 ) -> Result<(Vec<i8>, Vec<f32>)> {
-    let (kc, rounding) = (columns.len(), settings.rounding_for::<T>());
+    let kc = columns.len();
+    let rows_q = RowQuantizer::new::<T>(settings, smoothing);
     let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
+    let mut buf = rows_q.buffer(k);
     for (j, (row, (q, s))) in w.chunks_exact(k).zip(cb.chunks_exact_mut(kc).zip(&mut scb)).enumerate() {
-        *s = quant::quantize_weight_row_columns(row, columns.clone(), rounding, q)
-            .map_err(|c| quant::non_finite_weight(j, Some(c), rounding))?;
+        *s = rows_q
+            .weight_row_columns(row, columns.clone(), &mut buf, q)
+            .map_err(|c| quant::non_finite_weight(j, Some(c), rows_q.rounding))?;
     }
     Ok((cb, scb))
 }
@@ -186,8 +301,9 @@ isa::multiversion! {
         row_q: &mut [i8],
         scb: &mut [f32]
     ) -> Option<(usize, usize)> {
+        let mut buf = rows_q.buffer(k);
         for (r, (row, s)) in w.chunks_exact(k).zip(scb).enumerate() {
-            match rows_q.weight_row(row, row_q) {
+            match rows_q.weight_row(row, &mut buf, row_q) {
                 Ok(absmax) => *s = absmax,
                 Err(col) => return Some((first_row + r, col)),
             }
@@ -208,8 +324,9 @@ isa::multiversion! {
         absmax: &mut [f32],
         mask: &mut [bool]
     ) -> () {
+        let mut buf = rows_q.buffer(cols);
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            *a = rows_q.activation_row(row, threshold, q, mask);
+            *a = rows_q.activation_row(row, &mut buf, threshold, q, mask);
         }
     }
 }
@@ -223,8 +340,9 @@ isa::multiversion! {
         cols: usize,
         mask: &mut [bool]
     ) -> () {
+        let mut buf = rows_q.buffer(cols);
         for row in x.chunks_exact(cols) {
-            rows_q.mark_outliers(row, threshold, mask);
+            rows_q.mark_outliers(row, &mut buf, threshold, mask);
         }
     }
 }
@@ -240,8 +358,9 @@ isa::multiversion! {
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> () {
+        let mut buf = rows_q.buffer(cols);
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            *a = rows_q.int8_part_row(row, outlier_columns, q);
+            *a = rows_q.int8_part_row(row, &mut buf, outlier_columns, q);
         }
     }
 }
@@ -261,10 +380,11 @@ isa::multiversion! {
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> Result<()> {
+        let mut buf = rows_q.buffer(cols);
         for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
-            let own = rows_q.int8_part_absmax(row, outlier_columns);
+            let own = rows_q.int8_part_absmax(row, &mut buf, outlier_columns);
             *a = quant::given_row_absmax(first_row + r, given[r], own)?;
-            rows_q.with_absmax(row, *a, outlier_columns, q);
+            rows_q.with_absmax(row, &mut buf, *a, outlier_columns, q);
         }
         Ok(())
     }
@@ -277,7 +397,7 @@ isa::multiversion! {
     /// given values. Refuses a given value that is not such a MAX.
     fn requantize_part<T: Element>(
         x: &[T],
-        rounding: InputRounding,
+        rows_q: RowQuantizer,
         given: &[f32],
         first_row: usize,
         outlier_columns: &[bool],
@@ -285,10 +405,11 @@ isa::multiversion! {
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> Result<()> {
+        let mut buf = rows_q.buffer(cols);
         for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
             let m = quant::given_row_absmax(first_row + r, given[r], *a)?;
             if m.to_bits() != a.to_bits() {
-                quant::quantize_activation_row_given_absmax(row, rounding, m, outlier_columns, q);
+                rows_q.with_absmax(row, &mut buf, m, outlier_columns, q);
                 *a = m;
             }
         }
@@ -309,10 +430,9 @@ pub(crate) fn quantize_activations<T: Element>(
     masks: &mut Vec<bool>,
     outliers: &mut Vec<usize>,
 ) -> Result<()> {
-    let Activations { x, k: cols, threshold, settings, row_absmax, .. } = input;
+    let Activations { x, k: cols, threshold, settings, row_absmax, smoothing, .. } = input;
     let Settings { path, threads, .. } = settings;
-    let rows_q = RowQuantizer::new::<T>(settings);
-    let rounding = rows_q.rounding;
+    let rows_q = RowQuantizer::new::<T>(settings, smoothing);
     // The int8-part rule needs every row's outliers before any row's scale:
     // a first pass over X marks them (at threshold 0 the rules agree).
     let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
@@ -362,7 +482,7 @@ pub(crate) fn quantize_activations<T: Element>(
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
         let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-            requantize_part(path, row_slice(range), rounding, &given[range.clone()], range.start, union, cols, q, a)
+            requantize_part(path, row_slice(range), rows_q, &given[range.clone()], range.start, union, cols, q, a)
         });
         // Parts run in row order: the first error names the lowest row.
         checked.into_iter().collect::<Result<Vec<()>>>()?;

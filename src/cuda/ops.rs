@@ -169,13 +169,16 @@ struct Activations {
     kp: usize,
     threshold: f32,
     settings: super::Settings,
+    /// The weights' smoothing `1/s` `[k]` on the device (0: unsmoothed);
+    /// the weights of a call share it (checked by the context).
+    smooth: CUdeviceptr,
 }
 
 impl Activations {
     fn of(call: &DeviceCall<'_>) -> Activations {
         let w = call.first_weight();
         let (x, rows, threshold, settings) = (call.x, call.rows, call.threshold, call.settings);
-        Activations { x, rows, k: w.in_features, kp: w.row_stride, threshold, settings }
+        Activations { x, rows, k: w.in_features, kp: w.row_stride, threshold, settings, smooth: w.smoothing_ptr() }
     }
 }
 
@@ -220,7 +223,7 @@ unsafe fn row_statistics(
 /// `input.x` device memory of `rows · k` elements of its dtype.
 unsafe fn quantize_input(gpu: &Gpu, state: &StreamState, regions: Regions, input: Activations) -> Result<()> {
     let Regions { q, sa, flags, count, .. } = regions;
-    let Activations { x, rows, k, kp, threshold, settings } = input;
+    let Activations { x, rows, k, kp, threshold, settings, .. } = input;
     let (stream, d) = (state.stream, &gpu.rt.driver);
     let (xi, x) = (x.dtype as usize, x.ptr);
     let (rows_i, k_i, kp_i) = (rows as i64, k as i32, kp as i32);
@@ -260,6 +263,7 @@ unsafe fn quantize_input(gpu: &Gpu, state: &StreamState, regions: Regions, input
                 absmax: sa,
                 col_flags: flags,
                 first_bad_row: no_bad_row,
+                smooth: input.smooth,
             };
             gpu.launch(nvrtc::QUANTIZE_ROWS[xi], grid, stream, &params)?;
         }
@@ -330,6 +334,7 @@ unsafe fn products(
                 count,
                 max_gathered: max_g,
                 x_out,
+                smooth: input.smooth,
             };
             gpu.launch(nvrtc::PREP_SMALL[xi], 1, stream, &params)?;
         } else {
@@ -349,6 +354,7 @@ unsafe fn products(
                     use_flags: i32::from(threshold > 0.0),
                     q,
                     bad_row,
+                    smooth: input.smooth,
                 };
                 gpu.launch(nvrtc::RESCALE_ROWS[xi], grid, stream, &params)?;
             }
@@ -365,6 +371,7 @@ unsafe fn products(
                     q,
                     ld_q: kp_i,
                     x_out,
+                    smooth: input.smooth,
                 };
                 gpu.launch(nvrtc::GATHER_OUTLIERS[xi], grid_for(rows * MAX_GATHERED), stream, &params)?;
             }
@@ -487,6 +494,7 @@ unsafe fn weight_product(
                 kept,
                 kept_dtype,
                 y,
+                smooth: input.smooth,
             };
             gpu.launch(epilogue, grid_for(rows * nc), stream, &params)?;
             j0 += nc_padded;

@@ -5,7 +5,9 @@
 //! layouts whenever a device is opened (the kernel `llmint8_param_layout`
 //! writes the device compiler's), and the emulated GPU and NVRTC build the
 //! same source in the tests. Device pointers are `CUdeviceptr`s (8 bytes,
-//! like a device pointer); `int` is `i32`, `i64` `long long`.
+//! like a device pointer); `int` is `i32`, `i64` `long long`. `smooth` is a
+//! smoothed weight's `1/s` `[cols]` on the device (0 for none): the kernels
+//! that read X multiply each value by its column's entry.
 
 use std::marker::PhantomData;
 
@@ -73,23 +75,24 @@ kernel_params! {
     /// `llmint8_quantize_rows_*`: X's rows (or a weight's, mode 1) to int8.
     QuantizeRowsParams {
         x: CUdeviceptr, rows: i64, cols: i32, ld_q: i32, threshold: f32, round_f16: i32, mode: i32,
-        q: CUdeviceptr, absmax: CUdeviceptr, col_flags: CUdeviceptr, first_bad_row: CUdeviceptr,
+        q: CUdeviceptr, absmax: CUdeviceptr, col_flags: CUdeviceptr, first_bad_row: CUdeviceptr, smooth: CUdeviceptr,
     }
     /// `llmint8_rescale_rows_*`: a row-parallel partial's rows requantized with the given absmax.
     RescaleRowsParams {
         x: CUdeviceptr, rows: i64, cols: i32, ld_q: i32, round_f16: i32, given: CUdeviceptr,
         absmax: CUdeviceptr, col_flags: CUdeviceptr, use_flags: i32, q: CUdeviceptr, bad_row: CUdeviceptr,
+        smooth: CUdeviceptr,
     }
     /// `llmint8_prep_small_*`: everything before the GEMM in one block (few rows).
     PrepSmallParams {
         x: CUdeviceptr, rows: i64, cols: i32, ld_q: i32, rows_padded: i64, threshold: f32,
         round_f16: i32, int8_part: i32, q: CUdeviceptr, absmax: CUdeviceptr, col_flags: CUdeviceptr,
-        list: CUdeviceptr, count: CUdeviceptr, max_gathered: i32, x_out: CUdeviceptr,
+        list: CUdeviceptr, count: CUdeviceptr, max_gathered: i32, x_out: CUdeviceptr, smooth: CUdeviceptr,
     }
     /// `llmint8_gather_outliers_*`: X's outlier columns as float32, zeroed in q.
     GatherOutliersParams {
         x: CUdeviceptr, rows: i64, cols: i32, list: CUdeviceptr, count: CUdeviceptr, max_gathered: i32,
-        q: CUdeviceptr, ld_q: i32, x_out: CUdeviceptr,
+        q: CUdeviceptr, ld_q: i32, x_out: CUdeviceptr, smooth: CUdeviceptr,
     }
     /// `llmint8_epilogue_*_*`: dequantize, add the outlier product and the bias, convert.
     EpilogueParams {
@@ -97,6 +100,7 @@ kernel_params! {
         scb: CUdeviceptr, bias: CUdeviceptr, list: CUdeviceptr, count: CUdeviceptr, max_gathered: i32,
         w_gathered: i32, x_out: CUdeviceptr, w_out: CUdeviceptr, x: CUdeviceptr, cols: i32,
         cb: CUdeviceptr, ld_w: i32, kept_slot: CUdeviceptr, kept: CUdeviceptr, kept_dtype: i32, y: CUdeviceptr,
+        smooth: CUdeviceptr,
     }
     /// `llmint8_outlier_list`: the flagged columns in ascending order, and their count.
     OutlierListParams { col_flags: CUdeviceptr, cols: i32, list: CUdeviceptr, count: CUdeviceptr }

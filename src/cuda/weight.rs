@@ -12,6 +12,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kept::KeptColumns;
 use crate::quant::InputRounding;
+use crate::smoothing::Smoothing;
 
 /// A weight `[n, k]` on a device: `CB` `[padded_n(n), cb_row_stride(k)]` int8
 /// (zero-padded), `SCB` `[n]` float32 and the bias `[n]` float32, with host
@@ -32,6 +33,16 @@ pub(crate) struct Weight {
     host_bias: Option<Vec<f32>>,
     /// Columns kept in their source dtype for the outlier product.
     pub kept: Option<DeviceKept>,
+    /// The smoothing the int8 values were made with.
+    pub smoothing: Option<DeviceSmoothing>,
+}
+
+/// A weight's smoothing: `1/s` on the device, which the kernels that read X
+/// multiply each value by, with the host copy (accessors and export read it).
+#[derive(Debug)]
+pub(crate) struct DeviceSmoothing {
+    pub inverse: DeviceBuffer,
+    pub host: Smoothing,
 }
 
 /// Weight columns kept in their 16/32-bit source dtype, on the device as
@@ -78,6 +89,7 @@ impl Weight {
             host_scb: Vec::new(),
             host_bias: bias,
             kept: None,
+            smoothing: None,
         })
     }
 
@@ -107,6 +119,36 @@ impl Weight {
         })?;
         self.kept = Some(DeviceKept { slot: slot_dev, values: values_dev, host: kept });
         Ok(self)
+    }
+
+    /// The weight taking `smoothing` as the one its int8 values were made
+    /// with: `1/s` copied up. Synchronous.
+    pub(crate) fn with_smoothing(mut self, smoothing: Smoothing) -> Result<Weight> {
+        let gpu = &self.gpu;
+        let inverse = smoothing.inverse();
+        let bytes = std::mem::size_of_val(inverse);
+        let device = gpu.alloc(bytes, "cuMemAlloc (smoothing)")?;
+        let _current = gpu.make_current()?;
+        let d = &gpu.rt.driver;
+        let stream = gpu.state().stream;
+        // SAFETY: the device buffer was allocated above with the bytes copied;
+        // the host vector outlives the wait (here, or on a failure).
+        gpu.waiting_on_error(stream, || unsafe {
+            gpu.check((d.cuMemcpyHtoDAsync)(device.ptr, inverse.as_ptr().cast(), bytes, stream), "copying smoothing")?;
+            gpu.check((d.cuStreamSynchronize)(stream), "cuStreamSynchronize")
+        })?;
+        self.smoothing = Some(DeviceSmoothing { inverse: device, host: smoothing });
+        Ok(self)
+    }
+
+    /// The smoothing (the host copy).
+    pub(crate) fn smoothing(&self) -> Option<&Smoothing> {
+        self.smoothing.as_ref().map(|s| &s.host)
+    }
+
+    /// The kernels' `smooth` argument: `1/s` on the device, 0 when unsmoothed.
+    pub(crate) fn smoothing_ptr(&self) -> CUdeviceptr {
+        self.smoothing.as_ref().map_or(0, |s| s.inverse.ptr)
     }
 
     /// The kept columns (the host copy).
@@ -206,6 +248,7 @@ impl Weight {
                 absmax: scb_dev.ptr,
                 col_flags: 0,
                 first_bad_row: first_bad.ptr,
+                smooth: 0, // weights in device memory are quantized unsmoothed
             };
             gpu.launch(nvrtc::QUANTIZE_ROWS[dtype as usize], n.clamp(1, 65535) as u32, stream, &params)?;
             gpu.check((d.cuMemcpyDtoHAsync)(scb.as_mut_ptr().cast(), scb_dev.ptr, 4 * n, stream), "copying SCB")?;
@@ -255,11 +298,13 @@ impl Weight {
             + self.scb.bytes
             + self.bias.as_ref().map_or(0, |b| b.bytes)
             + self.kept.as_ref().map_or(0, |k| k.slot.bytes + k.values.bytes)
+            + self.smoothing.as_ref().map_or(0, |s| s.inverse.bytes)
     }
     /// Host memory: the copies of SCB, bias and kept columns (export and save read them).
     pub(crate) fn host_bytes(&self) -> usize {
         4 * self.host_scb.len()
             + 4 * self.host_bias.as_ref().map_or(0, Vec::len)
             + self.kept().map_or(0, KeptColumns::bytes)
+            + self.smoothing().map_or(0, Smoothing::bytes)
     }
 }
