@@ -1313,6 +1313,50 @@ int32_t llmint8_weight_quantize_columns(struct llmint8_context *ctx,
                                         struct llmint8_weight **out);
 
 /**
+ * Quantizes a 16/32-bit weight with a smoothing vector (SmoothQuant's `s`,
+ * Xiao et al., 2023): the weight stored is `W·diag(s)`, quantized row by row
+ * as usual, and every matmul on it multiplies each activation column by
+ * `1/s_c` as it quantizes the activations — before the outlier test, the row
+ * scale and the rounding, so the threshold applies to the smoothed values —
+ * and uses the smoothed values in the outlier product. `X·diag(1/s)` times
+ * `(W·diag(s))ᵀ` is `X·Wᵀ`: smoothing moves range from activation columns
+ * into the weight without changing the product, and costs the int8 GEMM
+ * nothing. Weights that share an input (`llmint8_matmul_shared_input`) must
+ * share one vector.
+ *
+ * `smoothing`: host memory, `in_features` floats (the whole weight's), each
+ * finite and > 0; copied. `col_begin`, `col_end`: the input columns to keep —
+ * `0, in_features` for the whole weight, a narrower range for one rank's
+ * row-parallel shard (as `llmint8_weight_quantize_columns`; the shard keeps
+ * its columns' factors). `keep_columns` (NULL when `n_keep` is 0) as
+ * `llmint8_weight_quantize_keep`: the kept columns are kept as the float32
+ * values of `W·diag(s)`. `w`, `bias` as `llmint8_weight_quantize`.
+ *
+ * Ownership, `*out`, memory and thread safety as for
+ * `llmint8_weight_quantize_keep`. Returns its errors and
+ * `llmint8_weight_quantize_columns`', and LLMINT8_ERR_INVALID_ARGUMENT for a
+ * NULL `smoothing` or a factor that is NaN, infinite, zero or negative (the
+ * message names it), or a smoothed weight value that overflows float32.
+ *
+ * # Safety
+ * As `llmint8_weight_quantize_keep`; `smoothing` NULL or `in_features`
+ * readable floats.
+ */
+int32_t llmint8_weight_quantize_smoothed(struct llmint8_context *ctx,
+                                         const void *w,
+                                         int32_t w_dtype,
+                                         size_t out_features,
+                                         size_t in_features,
+                                         const float *smoothing,
+                                         size_t col_begin,
+                                         size_t col_end,
+                                         const void *bias,
+                                         int32_t bias_dtype,
+                                         const uint32_t *keep_columns,
+                                         size_t n_keep,
+                                         struct llmint8_weight **out);
+
+/**
  * Quantizes a 16/32-bit weight that is already in device memory — how an
  * engine holding its float16 weights on the GPU hands them over: `w` a device
  * pointer (of the context's device) to row-major `[out_features, in_features]`
@@ -1371,6 +1415,51 @@ int32_t llmint8_weight_from_int8(struct llmint8_context *ctx,
                                  const void *bias,
                                  int32_t bias_dtype,
                                  struct llmint8_weight **out);
+
+/**
+ * `llmint8_weight_from_int8` of a smoothed weight: `cb` and `scb` are those
+ * of `W·diag(s)` (as `llmint8_weight_quantize_smoothed` makes them and
+ * `llmint8_weight_smoothing` reports `s`), and `smoothing` is `s`
+ * (`in_features` floats, host memory, copied), which every matmul on the
+ * weight divides the activations by. Ownership, `*out`, memory and thread
+ * safety as `llmint8_weight_from_int8`; its errors, and
+ * LLMINT8_ERR_INVALID_ARGUMENT for a NULL `smoothing` or a factor that is
+ * not finite and > 0.
+ *
+ * # Safety
+ * As `llmint8_weight_from_int8`; `smoothing` NULL or `in_features` readable
+ * floats.
+ */
+int32_t llmint8_weight_from_int8_smoothed(struct llmint8_context *ctx,
+                                          const int8_t *cb,
+                                          const float *scb,
+                                          size_t out_features,
+                                          size_t in_features,
+                                          const float *smoothing,
+                                          const void *bias,
+                                          int32_t bias_dtype,
+                                          struct llmint8_weight **out);
+
+/**
+ * Reports the weight's smoothing: writes 1 to `*smoothed` and copies `s`
+ * (`in_features` floats; a shard's: its columns') into `smoothing` when the
+ * weight was made with a smoothing vector, else writes 0 and leaves
+ * `smoothing` alone. `smoothing` may be NULL to ask only whether; else it is
+ * the caller's host buffer of `len` floats, and `len` must be `in_features`.
+ *
+ * Returns LLMINT8_ERR_INVALID_ARGUMENT when `w` or `smoothed` is NULL or
+ * `smoothing` is misaligned, LLMINT8_ERR_SHAPE when `smoothing` is given
+ * with a `len` other than `in_features` (nothing written then).
+ * Thread safety: may be called concurrently with any call that uses `w`.
+ *
+ * # Safety
+ * `w` NULL or live; `smoothed` NULL or writable; `smoothing` NULL or
+ * writable for `len` floats.
+ */
+int32_t llmint8_weight_smoothing(const struct llmint8_weight *w,
+                                 float *smoothing,
+                                 size_t len,
+                                 int32_t *smoothed);
 
 /**
  * Copies the weight out in bitsandbytes' layout: `cb` row-major int8

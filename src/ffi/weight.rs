@@ -4,7 +4,7 @@ use std::ffi::c_void;
 
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::weight::{check_weight_shape, Weight};
+use crate::weight::{check_weight_shape, Int8Extras, Weight, WeightOptions};
 
 use super::{clear_out, data_in, guard, guard_void, llmint8_context, non_null, slice_in, slice_out, write_out};
 
@@ -202,6 +202,71 @@ pub unsafe extern "C" fn llmint8_weight_quantize_columns(
     })
 }
 
+/// Quantizes a 16/32-bit weight with a smoothing vector (SmoothQuant's `s`,
+/// Xiao et al., 2023): the weight stored is `W·diag(s)`, quantized row by row
+/// as usual, and every matmul on it multiplies each activation column by
+/// `1/s_c` as it quantizes the activations — before the outlier test, the row
+/// scale and the rounding, so the threshold applies to the smoothed values —
+/// and uses the smoothed values in the outlier product. `X·diag(1/s)` times
+/// `(W·diag(s))ᵀ` is `X·Wᵀ`: smoothing moves range from activation columns
+/// into the weight without changing the product, and costs the int8 GEMM
+/// nothing. Weights that share an input (`llmint8_matmul_shared_input`) must
+/// share one vector.
+///
+/// `smoothing`: host memory, `in_features` floats (the whole weight's), each
+/// finite and > 0; copied. `col_begin`, `col_end`: the input columns to keep —
+/// `0, in_features` for the whole weight, a narrower range for one rank's
+/// row-parallel shard (as `llmint8_weight_quantize_columns`; the shard keeps
+/// its columns' factors). `keep_columns` (NULL when `n_keep` is 0) as
+/// `llmint8_weight_quantize_keep`: the kept columns are kept as the float32
+/// values of `W·diag(s)`. `w`, `bias` as `llmint8_weight_quantize`.
+///
+/// Ownership, `*out`, memory and thread safety as for
+/// `llmint8_weight_quantize_keep`. Returns its errors and
+/// `llmint8_weight_quantize_columns`', and LLMINT8_ERR_INVALID_ARGUMENT for a
+/// NULL `smoothing` or a factor that is NaN, infinite, zero or negative (the
+/// message names it), or a smoothed weight value that overflows float32.
+///
+/// # Safety
+/// As `llmint8_weight_quantize_keep`; `smoothing` NULL or `in_features`
+/// readable floats.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_quantize_smoothed(
+    ctx: *mut llmint8_context,
+    w: *const c_void,
+    w_dtype: i32,
+    out_features: usize,
+    in_features: usize,
+    smoothing: *const f32,
+    col_begin: usize,
+    col_end: usize,
+    bias: *const c_void,
+    bias_dtype: i32,
+    keep_columns: *const u32,
+    n_keep: usize,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let w_dtype = DType::from_code(w_dtype)?;
+            let len = check_weight_shape(out_features, in_features)?;
+            let w = data_in(w, w_dtype, len, "w")?;
+            let smoothing = slice_in(smoothing, in_features, "smoothing")?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let keep = slice_in(keep_columns, n_keep, "keep_columns")?;
+            let columns = (col_begin, col_end) != (0, in_features);
+            let options =
+                WeightOptions { keep, smoothing: Some(smoothing), columns: columns.then_some(col_begin..col_end) };
+            let inner = ctx.inner.quantize_weight_with(w, out_features, in_features, bias, &options)?;
+            hand_out(out, inner);
+        }
+        Ok(())
+    })
+}
+
 /// Quantizes a 16/32-bit weight that is already in device memory — how an
 /// engine holding its float16 weights on the GPU hands them over: `w` a device
 /// pointer (of the context's device) to row-major `[out_features, in_features]`
@@ -290,6 +355,89 @@ pub unsafe extern "C" fn llmint8_weight_from_int8(
             hand_out(out, inner);
         }
         Ok(())
+    })
+}
+
+/// `llmint8_weight_from_int8` of a smoothed weight: `cb` and `scb` are those
+/// of `W·diag(s)` (as `llmint8_weight_quantize_smoothed` makes them and
+/// `llmint8_weight_smoothing` reports `s`), and `smoothing` is `s`
+/// (`in_features` floats, host memory, copied), which every matmul on the
+/// weight divides the activations by. Ownership, `*out`, memory and thread
+/// safety as `llmint8_weight_from_int8`; its errors, and
+/// LLMINT8_ERR_INVALID_ARGUMENT for a NULL `smoothing` or a factor that is
+/// not finite and > 0.
+///
+/// # Safety
+/// As `llmint8_weight_from_int8`; `smoothing` NULL or `in_features` readable
+/// floats.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_from_int8_smoothed(
+    ctx: *mut llmint8_context,
+    cb: *const i8,
+    scb: *const f32,
+    out_features: usize,
+    in_features: usize,
+    smoothing: *const f32,
+    bias: *const c_void,
+    bias_dtype: i32,
+    out: *mut *mut llmint8_weight,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            clear_out(out)?;
+            let ctx = non_null(ctx, "ctx")?;
+            let len = check_weight_shape(out_features, in_features)?;
+            let cb = slice_in(cb, len, "cb")?;
+            let scb = slice_in(scb, out_features, "scb")?;
+            let smoothing = slice_in(smoothing, in_features, "smoothing")?;
+            let bias = optional_bias(bias, bias_dtype, out_features)?;
+            let extras = Int8Extras { smoothing: Some(smoothing), ..Default::default() };
+            let inner = ctx.inner.weight_from_int8_with(cb, scb, out_features, in_features, bias, &extras)?;
+            hand_out(out, inner);
+        }
+        Ok(())
+    })
+}
+
+/// Reports the weight's smoothing: writes 1 to `*smoothed` and copies `s`
+/// (`in_features` floats; a shard's: its columns') into `smoothing` when the
+/// weight was made with a smoothing vector, else writes 0 and leaves
+/// `smoothing` alone. `smoothing` may be NULL to ask only whether; else it is
+/// the caller's host buffer of `len` floats, and `len` must be `in_features`.
+///
+/// Returns LLMINT8_ERR_INVALID_ARGUMENT when `w` or `smoothed` is NULL or
+/// `smoothing` is misaligned, LLMINT8_ERR_SHAPE when `smoothing` is given
+/// with a `len` other than `in_features` (nothing written then).
+/// Thread safety: may be called concurrently with any call that uses `w`.
+///
+/// # Safety
+/// `w` NULL or live; `smoothed` NULL or writable; `smoothing` NULL or
+/// writable for `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn llmint8_weight_smoothing(
+    w: *const llmint8_weight,
+    smoothing: *mut f32,
+    len: usize,
+    smoothed: *mut i32,
+) -> i32 {
+    guard(|| {
+        // SAFETY (this block): pointers are as the caller promises in `# Safety`.
+        unsafe {
+            let w = &non_null(w, "w")?.inner;
+            if smoothed.is_null() {
+                return Err(crate::Error::invalid("smoothed is NULL"));
+            }
+            if !smoothing.is_null() {
+                crate::error::check_len("smoothing buffer", len, w.in_features())?;
+                super::check_region(smoothing, len, "smoothing")?;
+            }
+            let factors = w.smoothing();
+            if let (Some(factors), false) = (factors, smoothing.is_null()) {
+                slice_out(smoothing, len, "smoothing")?.copy_from_slice(factors);
+            }
+            write_out(smoothed, i32::from(factors.is_some()), "smoothed")
+        }
     })
 }
 

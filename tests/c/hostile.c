@@ -319,6 +319,54 @@ int main(void) {
     ys[1] = y2;
     ROW(llmint8_matmul_shared_input_host, "valid (reference row)", llmint8_matmul_shared_input_host(ctx, ws, 2, x, LLMINT8_F32, M, 6.0f, ys, LLMINT8_F32, stats), LLMINT8_OK);
     ROW(llmint8_matmul_shared_input_host, "`n_weights` 0", llmint8_matmul_shared_input_host(ctx, ws, 0, x, LLMINT8_F32, M, 6.0f, ys, LLMINT8_F32, stats), LLMINT8_ERR_INVALID_ARGUMENT);
+
+    /* ---- smoothing: weights made with SmoothQuant's vector s ---- */
+    float *sm = guarded(K * sizeof(float) + 4);
+    for (int c = 0; c < K; c++) sm[c] = 0.5f + (float)c / K;
+#define QSM(c, wp, sp, b, e, keep, nk) llmint8_weight_quantize_smoothed(c, wp, LLMINT8_F32, N, K, sp, b, e, NULL, LLMINT8_F32, keep, nk, &wout)
+    uint32_t *keep1 = guarded(sizeof(uint32_t));
+    keep1[0] = 1;
+    ROW_NEW(llmint8_weight_quantize_smoothed, "valid: the whole weight (reference row)", wout, QSM(ctx, w, sm, 0, K, NULL, 0), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_smoothed, "valid: a shard 0..K/2 keeping column 1", wout, QSM(ctx, w, sm, 0, K / 2, keep1, 1), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_smoothed, "`ctx` NULL", wout, QSM(NULL, w, sm, 0, K, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_smoothed, "`w` NULL", wout, QSM(ctx, NULL, sm, 0, K, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_smoothed, "`smoothing` NULL", wout, QSM(ctx, w, NULL, 0, K, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_quantize_smoothed, "`smoothing` misaligned", wout, QSM(ctx, w, (float *)((char *)sm + 1), 0, K, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW(llmint8_weight_quantize_smoothed, "`out` NULL", llmint8_weight_quantize_smoothed(ctx, w, LLMINT8_F32, N, K, sm, 0, K, NULL, LLMINT8_F32, NULL, 0, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW_NEW(llmint8_weight_quantize_smoothed, "`col_end` past `in_features`", wout, QSM(ctx, w, sm, 0, K + 1, NULL, 0), LLMINT8_ERR_SHAPE, llmint8_weight_destroy);
+    const float bad_factors[4] = {0.0f, -1.0f, NAN, INFINITY};
+    const char *bad_names[4] = {"a factor 0", "a factor -1", "a factor NaN", "a factor +Inf"};
+    for (int b = 0; b < 4; b++) {
+        sm[3] = bad_factors[b];
+        ROW_NEW(llmint8_weight_quantize_smoothed, bad_names[b], wout, QSM(ctx, w, sm, 0, K, NULL, 0), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    }
+    sm[3] = 1.0f;
+#define FROMSM(c, cbp, scbp, sp) llmint8_weight_from_int8_smoothed(c, cbp, scbp, N, K, sp, NULL, 0, &wout)
+    ROW_NEW(llmint8_weight_from_int8_smoothed, "valid (reference row)", wout, FROMSM(ctx, cb, scb, sm), LLMINT8_OK, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_from_int8_smoothed, "`ctx` NULL", wout, FROMSM(NULL, cb, scb, sm), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_from_int8_smoothed, "`cb` NULL", wout, FROMSM(ctx, NULL, scb, sm), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    ROW_NEW(llmint8_weight_from_int8_smoothed, "`smoothing` NULL", wout, FROMSM(ctx, cb, scb, NULL), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    sm[0] = -2.0f;
+    ROW_NEW(llmint8_weight_from_int8_smoothed, "a factor -2", wout, FROMSM(ctx, cb, scb, sm), LLMINT8_ERR_INVALID_ARGUMENT, llmint8_weight_destroy);
+    sm[0] = 0.5f;
+    if (QSM(ctx, w, sm, 0, K, NULL, 0) != LLMINT8_OK) return 2;
+    llmint8_weight *smoothed = wout; /* [N, K] */
+    wout = NULL;
+    float *sm_out = guarded(K * sizeof(float) + 4);
+    int32_t *is_smoothed = guarded(sizeof(int32_t));
+    status = llmint8_weight_smoothing(smoothed, sm_out, K, is_smoothed);
+    report("llmint8_weight_smoothing", "a smoothed weight: 1 and its vector", status, LLMINT8_OK,
+           *is_smoothed == 1 && memcmp(sm_out, sm, K * sizeof(float)) == 0);
+    status = llmint8_weight_smoothing(weight, NULL, 0, is_smoothed);
+    report("llmint8_weight_smoothing", "an unsmoothed weight, `smoothing` NULL: 0", status, LLMINT8_OK, *is_smoothed == 0);
+    ROW(llmint8_weight_smoothing, "`w` NULL", llmint8_weight_smoothing(NULL, sm_out, K, is_smoothed), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_weight_smoothing, "`smoothed` NULL", llmint8_weight_smoothing(smoothed, sm_out, K, NULL), LLMINT8_ERR_INVALID_ARGUMENT);
+    ROW(llmint8_weight_smoothing, "`len` not `in_features`", llmint8_weight_smoothing(smoothed, sm_out, K - 1, is_smoothed), LLMINT8_ERR_SHAPE);
+    ROW(llmint8_weight_smoothing, "`smoothing` misaligned", llmint8_weight_smoothing(smoothed, (float *)((char *)sm_out + 1), K, is_smoothed), LLMINT8_ERR_INVALID_ARGUMENT);
+    ws[0] = smoothed, ws[1] = narrow;
+    ROW(llmint8_matmul_shared_input, "a smoothed weight beside an unsmoothed one", MS(ws, 2, x, M, 6.0f, ys), LLMINT8_ERR_INVALID_ARGUMENT);
+    ws[0] = weight;
+    llmint8_weight_destroy(smoothed);
     llmint8_weight_destroy(narrow);
     llmint8_weight_destroy(other_in);
 

@@ -65,7 +65,7 @@ int quantize_weight(const void *w, size_t n, size_t k, int round, std::vector<i8
     scb.assign(n, 0.0f);
     int bad = 0x7fffffff;
     emu::launch(E::quantize(), (unsigned)std::min<size_t>(n, 5), 256u,
-                QuantizeRowsParams{w, (i64)n, (int)k, (int)kp, 0.0f, round, 1, cb.data(), scb.data(), nullptr, &bad});
+                QuantizeRowsParams{w, (i64)n, (int)k, (int)kp, 0.0f, round, 1, cb.data(), scb.data(), nullptr, &bad, nullptr});
     return bad;
 }
 
@@ -143,19 +143,19 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
         emu::launch(XK::prep_small(), 1u, 1024u,
                     PrepSmallParams{x.data(), (i64)rows, (int)k, (int)kp, (i64)mp, threshold, round,
                                     0 /* bitsandbytes' row scale */, q.data(), sa.data(), flags.data(), list.data(),
-                                    &count, MAX_G, x_out.data()});
+                                    &count, MAX_G, x_out.data(), nullptr /* unsmoothed */});
     } else {
         std::fill(flags.begin(), flags.end(), 0u);
         std::fill(q.begin() + rows * kp, q.end(), 0);
         count = 0;
         emu::launch(XK::quantize(), (unsigned)std::min<size_t>(rows, 3), 256u,
                     QuantizeRowsParams{x.data(), (i64)rows, (int)k, (int)kp, threshold, round, 0, q.data(), sa.data(),
-                                       flags.data(), nullptr});
+                                       flags.data(), nullptr, nullptr});
         if (threshold > 0) {
             emu::launch(&llmint8_outlier_list, 1u, 1024u, OutlierListParams{flags.data(), (int)k, list.data(), &count});
             emu::launch(XK::gather(), grid_for(rows * MAX_G), EW_BLOCK,
                         GatherOutliersParams{x.data(), (i64)rows, (int)k, list.data(), &count, MAX_G, q.data(), (int)kp,
-                                             x_out.data()});
+                                             x_out.data(), nullptr});
         }
     }
     // Few rows: the epilogue reads the weight's outlier columns from CB.
@@ -180,7 +180,7 @@ static void run_case(llmint8_context *cpu, size_t rows, size_t k, size_t n, int 
                     EpilogueParams{acc.data(), (int)nc_padded, (i64)rows, (int)nc, (int)j0, (int)n, sa.data(),
                                    scb.data(), with_bias ? bias32.data() : nullptr, list.data(), &count, MAX_G,
                                    w_gathered, x_out.data(), w_out.data(), x.data(), (int)k, cb.data(), (int)kp,
-                                   nullptr, nullptr, 0, y_dev.data()});
+                                   nullptr, nullptr, 0, y_dev.data(), nullptr});
     }
     if (y_cpu != y_dev) {
         size_t first = 0;
