@@ -191,6 +191,15 @@
 #define LLMINT8_KIND_KEPT_VALUES 7
 
 /**
+ * `PREFIX.llmint8_smooth` (float32 `[in_features]`): the layer's smoothing
+ * vector `s` (SmoothQuant's), which `llmint8_weight_load` applies (beside a
+ * 16/32-bit weight) or takes as the one the int8 values were made with
+ * (beside an int8 weight, whose `weight_format` is then 83, a value
+ * bitsandbytes refuses).
+ */
+#define LLMINT8_KIND_SMOOTHING 8
+
+/**
  * Dimensions `llmint8_tensor_info.shape` holds.
  */
 #define LLMINT8_MAX_DIMS 8

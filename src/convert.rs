@@ -14,10 +14,14 @@ use crate::context::Context;
 use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::io::format::{byte_count, element_count, TensorDtype, TensorSpec};
-use crate::io::{as_u8, f32_bytes, i32_bytes, int8_layer_specs, io_error, kept_column_specs, pytorch_metadata};
+use crate::io::{
+    as_u8, f32_bytes, i32_bytes, int8_layer_specs, io_error, kept_column_specs, pytorch_metadata, smoothing_spec,
+    SMOOTHED_WEIGHT_FORMAT,
+};
 use crate::io::{pyjson, Checkpoint, Tensor, TensorKind, INDEX_FILE, MODEL_FILE};
 use crate::io::{temp_path_beside, SafetensorsWriter};
 use crate::quant::{self, InputRounding};
+use crate::weight::WeightOptions;
 
 /// transformers' default `max_shard_size` ("5GB", decimal).
 pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
@@ -41,6 +45,13 @@ pub struct ConvertOptions {
     /// (`io::KeptColumnTensors`), in the source weight's dtype; transformers +
     /// bitsandbytes load the result as they would without them.
     pub keep_columns: BTreeMap<String, Vec<u32>>,
+    /// Smoothing vectors `s` (SmoothQuant's, `[in_features]`, each value
+    /// finite and > 0) by module name: the layer is written as the int8 values
+    /// of `W·diag(s)` with `llmint8_smooth` beside it and weight_format
+    /// [`io::SMOOTHED_WEIGHT_FORMAT`], which bitsandbytes refuses (it would
+    /// multiply unsmoothed activations by the smoothed weight); its kept
+    /// columns, if any, as float32 of `W·diag(s)`.
+    pub smooth: BTreeMap<String, Vec<f32>>,
 }
 
 impl Default for ConvertOptions {
@@ -51,6 +62,7 @@ impl Default for ConvertOptions {
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
             rounding: InputRounding::Float16,
             keep_columns: BTreeMap::new(),
+            smooth: BTreeMap::new(),
         }
     }
 }
@@ -75,6 +87,31 @@ pub fn read_keep_columns(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<
             .collect::<Option<Vec<u32>>>()
             .ok_or_else(|| bad(format!("{module:?}: columns must be integers from 0 to 2^31 - 1")))?;
         out.insert(module, columns);
+    }
+    Ok(out)
+}
+
+/// Reads smoothing vectors ([`ConvertOptions::smooth`]) from the JSON file
+/// `path`: an object mapping module names to arrays of factors,
+/// `{"model.layers.0.self_attn.q_proj": [1.25, 0.5, ...]}` (what the reference
+/// engine's `--calibrate` writes). Each factor must be a finite number > 0.
+pub fn read_smoothing(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<f32>>> {
+    let path = path.as_ref();
+    let text = std::fs::read(path).map_err(|e| io_error(path, "cannot read", e))?;
+    let bad = |what: String| Error::format(format!("{}: {what}", path.display()));
+    let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("expected an object {\"MODULE\": [FACTOR, ...]}".into()));
+    };
+    let mut out = BTreeMap::new();
+    for (module, factors) in map {
+        let list = factors.as_array().ok_or_else(|| bad(format!("{module:?}: expected an array of factors")))?;
+        let factors = list
+            .iter()
+            .map(|v| v.as_f64().map(|v| v as f32).filter(|v| v.is_finite() && *v > 0.0 && (1.0 / v).is_finite()))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| bad(format!("{module:?}: every factor must be a finite number > 0")))?;
+        out.insert(module, factors);
     }
     Ok(out)
 }
@@ -142,12 +179,14 @@ enum Plan {
     },
     /// `transposed`: the source is stored `[in, out]` (see [`stored_transposed`]).
     /// `kept`: the spec of the kept column list (its values the next one).
+    /// `smoothing`: the spec of the layer's smoothing vector.
     Quantize {
         weight: usize,
         scb: usize,
         format: usize,
         transposed: bool,
         kept: Option<usize>,
+        smoothing: Option<usize>,
     },
 }
 
@@ -238,11 +277,18 @@ fn plan(checkpoint: &Checkpoint, model_type: Option<&str>, options: &ConvertOpti
             // int8_layer_specs gives weight, SCB, weight_format in that order.
             let weight = specs.len();
             specs.extend(int8_layer_specs(p, out_features, in_features, false));
+            let smoothed = options.smooth.contains_key(p);
+            // A smoothed layer's kept columns are float32 values of W·diag(s).
+            let kept_dtype = if smoothed { TensorDtype::F32 } else { t.dtype };
             let kept = options.keep_columns.get(p).filter(|c| !c.is_empty()).map(|columns| {
-                specs.extend(kept_column_specs(p, out_features, columns.len(), t.dtype));
+                specs.extend(kept_column_specs(p, out_features, columns.len(), kept_dtype));
                 weight + 3
             });
-            plans.push(Plan::Quantize { weight, scb: weight + 1, format: weight + 2, transposed, kept });
+            let smoothing = smoothed.then(|| {
+                specs.push(smoothing_spec(p, in_features));
+                specs.len() - 1
+            });
+            plans.push(Plan::Quantize { weight, scb: weight + 1, format: weight + 2, transposed, kept, smoothing });
         } else {
             specs.push(TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
             plans.push(Plan::Copy { out: specs.len() - 1 });
@@ -272,16 +318,30 @@ fn check_plan(
             )));
         }
     }
+    let quantized = |name: &str| {
+        checkpoint.tensors().iter().zip(plans).find(|(t, p)| matches!(p, Plan::Quantize { .. }) && t.prefix() == name)
+    };
     for name in options.keep_columns.keys() {
-        let quantized = checkpoint
-            .tensors()
-            .iter()
-            .zip(plans)
-            .any(|(t, p)| matches!(p, Plan::Quantize { .. }) && t.prefix() == name);
-        if !quantized {
+        if quantized(name).is_none() {
             return Err(Error::invalid(format!(
                 "{}: --keep-columns names {name:?}, which is not a linear layer this conversion quantizes",
                 input.display()
+            )));
+        }
+    }
+    for (name, factors) in &options.smooth {
+        let Some((t, &Plan::Quantize { transposed, .. })) = quantized(name) else {
+            return Err(Error::invalid(format!(
+                "{}: --smooth names {name:?}, which is not a linear layer this conversion quantizes",
+                input.display()
+            )));
+        };
+        let (_, in_features) = linear_shape(t, transposed);
+        if factors.len() != in_features {
+            return Err(Error::invalid(format!(
+                "{}: --smooth gives {name:?} {} factors; it has {in_features} in_features",
+                input.display(),
+                factors.len()
             )));
         }
     }
@@ -478,15 +538,20 @@ fn write_model(
                 write(&mut writers, out, checkpoint.bytes(t))?;
                 report.copied_tensors += 1;
             }
-            Plan::Quantize { weight, scb, format, transposed, kept } => {
+            Plan::Quantize { weight, scb, format, transposed, kept, smoothing } => {
                 let keep = options.keep_columns.get(t.prefix()).map_or(&[][..], Vec::as_slice);
-                let (layer, cb, scales, kept_bytes) = quantize_layer(checkpoint, &ctx, t, transposed, keep)?;
+                let factors = options.smooth.get(t.prefix()).map(Vec::as_slice);
+                let layer_options = WeightOptions { keep, smoothing: factors, columns: None };
+                let (layer, cb, scales, kept_bytes) = quantize_layer(checkpoint, &ctx, t, transposed, &layer_options)?;
                 write(&mut writers, weight, as_u8(&cb))?;
                 write(&mut writers, scb, &f32_bytes(&scales))?;
-                write(&mut writers, format, &[0])?;
+                write(&mut writers, format, &[if factors.is_some() { SMOOTHED_WEIGHT_FORMAT } else { 0 }])?;
                 if let (Some(spec), Some((columns, values))) = (kept, kept_bytes) {
                     write(&mut writers, spec, &i32_bytes(&columns))?;
                     write(&mut writers, spec + 1, &values)?;
+                }
+                if let (Some(spec), Some(factors)) = (smoothing, factors) {
+                    write(&mut writers, spec, &f32_bytes(factors))?;
                 }
                 report.layers.push(layer);
             }
@@ -506,29 +571,29 @@ fn write_model(
 /// The kept columns of a layer, ascending, and their values' bytes.
 type KeptBytes = Option<(Vec<i32>, Vec<u8>)>;
 
-/// Quantizes one linear weight (transposing a `[in, out]` one first),
-/// keeping the columns `keep`; returns its report line, `CB`, `SCB` and the
-/// kept columns (none when `keep` is empty).
+/// Quantizes one linear weight (transposing a `[in, out]` one first) as
+/// `options` say (kept columns, smoothing); returns its report line, `CB`,
+/// `SCB` and the kept columns (none when `options.keep` is empty).
 fn quantize_layer(
     checkpoint: &Checkpoint,
     ctx: &Context,
     t: &Tensor,
     transposed: bool,
-    keep: &[u32],
+    options: &WeightOptions<'_>,
 ) -> Result<(LayerReport, Vec<i8>, Vec<f32>, KeptBytes)> {
     let (out_features, in_features) = linear_shape(t, transposed);
     let mut cb = try_zeroed_vec::<i8>(out_features * in_features, "int8 weight")?;
     let mut scb = try_zeroed_vec::<f32>(out_features, "weight scales")?;
     let mut kept: KeptBytes = None;
     let mut quantize = |data: Data<'_>| {
-        let weight = ctx.quantize_weight_keep(data, out_features, in_features, None, keep)?;
+        let weight = ctx.quantize_weight_with(data, out_features, in_features, None, options)?;
         weight.export(&mut cb, &mut scb)?;
-        if !keep.is_empty() {
+        if !options.keep.is_empty() {
             let columns = weight.kept_columns().iter().map(|&c| c as i32).collect();
             kept = Some((columns, weight.kept_values_bytes()?));
         }
         drop(weight);
-        Ok(quantization_error(data, &cb, &scb, in_features))
+        Ok(quantization_error(data, &cb, &scb, in_features, options.smoothing))
     };
     let (max_error, relative_error) = checkpoint
         .with_floats(t, |data| {
@@ -554,7 +619,11 @@ fn quantize_layer(
         out_features,
         in_features,
         bytes_before: t.num_bytes(),
-        bytes_after: cb.len() + 4 * scb.len() + 1 + kept.as_ref().map_or(0, |(c, v)| 4 * c.len() + v.len()),
+        bytes_after: cb.len()
+            + 4 * scb.len()
+            + 1
+            + kept.as_ref().map_or(0, |(c, v)| 4 * c.len() + v.len())
+            + options.smoothing.map_or(0, |s| 4 * s.len()),
         max_error,
         relative_error,
     };
@@ -585,7 +654,7 @@ fn transpose<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Result<Vec
 /// (max |w − deq|, ‖w − deq‖/‖w‖) of a quantized weight, in f64, with
 /// `deq = cb · scb / 127`. Rows are widened to f32 a whole row at a time (the
 /// `half` crate's slice conversion uses F16C where the processor has it).
-fn quantization_error(w: Data<'_>, cb: &[i8], scb: &[f32], k: usize) -> (f64, f64) {
+fn quantization_error(w: Data<'_>, cb: &[i8], scb: &[f32], k: usize, smoothing: Option<&[f32]>) -> (f64, f64) {
     use half::slice::HalfFloatSliceExt;
     let (mut max, mut err2, mut norm2) = (0f64, 0f64, 0f64);
     let mut row = vec![0f32; k];
@@ -598,9 +667,11 @@ fn quantization_error(w: Data<'_>, cb: &[i8], scb: &[f32], k: usize) -> (f64, f6
         }
         let scale = s as f64 / 127.0;
         let (mut row_max, mut row_err2, mut row_norm2) = (0f64, 0f64, 0f64);
-        for (&v, &q) in row.iter().zip(q) {
+        for (c, (&v, &q)) in row.iter().zip(q).enumerate() {
             let v = v as f64;
-            let e = (v - q as f64 * scale).abs();
+            // A smoothed layer stores W·diag(s): its value of w is the dequantized one over s.
+            let factor = smoothing.map_or(1.0, |s| s[c] as f64);
+            let e = (v - q as f64 * scale / factor).abs();
             row_max = row_max.max(e);
             row_err2 += e * e;
             row_norm2 += v * v;

@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("weight", &["cpu", "cuda", "dtype", "error", "kept", "quant", "smoothing"]),
     ("io", &["dtype", "error"]),
     ("context", &["call", "cpu", "cuda", "dtype", "error", "io", "quant", "smoothing", "weight"]),
-    ("convert", &["context", "dtype", "error", "io", "quant"]),
+    ("convert", &["context", "dtype", "error", "io", "quant", "weight"]),
     ("ffi", &["context", "convert", "cpu", "cuda", "dtype", "error", "io", "quant", "weight"]),
     // The command-line tool is a client of the public API.
     ("bin", &["context", "convert", "cpu", "cuda", "dtype", "error", "io", "quant", "weight"]),

@@ -539,6 +539,170 @@ fn converting_with_kept_columns_writes_them_beside_the_8_bit_layers() {
     }
 }
 
+/// A smoothed weight saves as the int8 values of `W·diag(s)` with
+/// `PREFIX.llmint8_smooth` and weight_format 83 (which bitsandbytes refuses),
+/// and loads back the same — whole, and as row- and column-parallel shards.
+/// A 16/32-bit layer with a vector beside it is smoothed when loaded. Files
+/// whose marker and vector disagree are refused.
+#[test]
+fn a_smoothed_weight_saves_and_loads_back_with_its_vector() {
+    let ctx = common::test_context();
+    let mut rng = common::Rng::new(13);
+    let (n, k, rows) = (29, 61, 4);
+    let w = Owned::from_f32(DType::BF16, &rng.normals(n * k, 0.5));
+    let s: Vec<f32> = (0..k).map(|c| 0.25 + (c % 7) as f32 * 0.5).collect();
+    let keep = [3u32, 50];
+    let options = llmint8::WeightOptions { keep: &keep, smoothing: Some(&s), ..Default::default() };
+    let weight = ctx.quantize_weight_with(w.data(), n, k, None, &options).unwrap();
+    let dir = scratch("save-smoothed");
+    let path = dir.join("layer.safetensors");
+    llmint8::save_weight(&weight, &path, "enc.fc").unwrap();
+    let ckpt = Checkpoint::open(&path).unwrap();
+    assert_eq!(ckpt.tensor("enc.fc.llmint8_smooth").unwrap().kind, TensorKind::Smoothing);
+    assert_eq!(tensor_bytes(&ckpt, "enc.fc.weight_format"), [83]);
+    assert_eq!(
+        tensor_bytes(&ckpt, "enc.fc.llmint8_smooth"),
+        s.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()
+    );
+    let x = common::activations_with_outliers(&mut rng, rows, k, 2);
+    let product = |w: &llmint8::Weight, x: &[f32]| {
+        let mut y = vec![0f32; rows * w.out_features()];
+        ctx.matmul(w, llmint8::Data::F32(x), rows, 6.0, llmint8::DataMut::F32(&mut y)).unwrap();
+        common::bits(&y)
+    };
+    let back = ctx.load_weight(&ckpt, "enc.fc").unwrap();
+    assert_eq!(back.smoothing(), Some(&s[..]));
+    assert_eq!((back.cb().unwrap(), back.scb()), (weight.cb().unwrap(), weight.scb()));
+    assert_eq!(back.kept_values_bytes().unwrap(), weight.kept_values_bytes().unwrap());
+    assert_eq!(product(&back, &x), product(&weight, &x));
+    // Shards of the loaded file are the in-memory shards.
+    let rows_shard = ctx.load_weight_rows(&ckpt, "enc.fc", 10..29).unwrap();
+    assert_eq!(rows_shard.smoothing(), Some(&s[..]));
+    let whole = product(&weight, &x);
+    let part = product(&rows_shard, &x);
+    for r in 0..rows {
+        assert_eq!(part[r * 19..(r + 1) * 19], whole[r * n + 10..(r + 1) * n]);
+    }
+    let col_shard = ctx.load_weight_columns(&ckpt, "enc.fc", 20..61).unwrap();
+    let options = llmint8::WeightOptions { keep: &keep, smoothing: Some(&s), columns: Some(20..61) };
+    let in_memory = ctx.quantize_weight_with(w.data(), n, k, None, &options).unwrap();
+    assert_eq!(col_shard.smoothing(), Some(&s[20..]));
+    assert_eq!(col_shard.cb().unwrap(), in_memory.cb().unwrap());
+    assert_eq!(col_shard.kept_columns(), [30]);
+    let x_slice: Vec<f32> = x.chunks_exact(k).flat_map(|r| r[20..].to_vec()).collect();
+    let mut stats = vec![0f32; rows];
+    ctx.row_parallel_statistics(&in_memory, llmint8::Data::F32(&x_slice), rows, 6.0, &mut stats).unwrap();
+    let partial = |w: &llmint8::Weight| {
+        let mut y = vec![0f32; rows * n];
+        ctx.matmul_row_parallel(w, llmint8::Data::F32(&x_slice), rows, 6.0, &stats, llmint8::DataMut::F32(&mut y))
+            .unwrap();
+        common::bits(&y)
+    };
+    assert_eq!(partial(&col_shard), partial(&in_memory));
+
+    // A 16-bit layer with the vector beside it: smoothed when quantized.
+    let path16 = dir.join("fp.safetensors");
+    let specs = vec![
+        TensorSpec { name: "enc.fc.weight".into(), dtype: TensorDtype::BF16, shape: vec![n, k] },
+        TensorSpec { name: "enc.fc.llmint8_smooth".into(), dtype: TensorDtype::F32, shape: vec![k] },
+    ];
+    let mut writer = SafetensorsWriter::create(&path16, specs, &[]).unwrap();
+    writer.write("enc.fc.weight", &w.bytes()).unwrap();
+    writer.write("enc.fc.llmint8_smooth", &s.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    writer.finish().unwrap();
+    let fp = Checkpoint::open(&path16).unwrap();
+    let loaded = ctx.load_weight(&fp, "enc.fc").unwrap();
+    assert_eq!(loaded.smoothing(), Some(&s[..]));
+    assert_eq!((loaded.cb().unwrap(), loaded.scb()), (weight.cb().unwrap(), weight.scb()));
+
+    // The marker and the vector must agree; the vector must be usable.
+    let bytes = std::fs::read(&path).unwrap();
+    // Same-length edits of the header, bytes otherwise untouched.
+    let edit = |from: &str, to: &str, name: &str| {
+        let at = bytes.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+        let mut edited = bytes.clone();
+        edited[at..at + to.len()].copy_from_slice(to.as_bytes());
+        let p = dir.join(name);
+        std::fs::write(&p, edited).unwrap();
+        p
+    };
+    // (The header names the vector "enc.fc.llmint8_smooth"; renaming it leaves a
+    // smoothed weight without its vector.)
+    let renamed = edit("enc.fc.llmint8_smooth", "enc.fc.llmint8_smoots", "no-vector.safetensors");
+    let e = ctx.load_weight(&Checkpoint::open(&renamed).unwrap(), "enc.fc").unwrap_err();
+    assert!(e.to_string().contains("marks a smoothed weight"), "{e}");
+    // weight_format 0 beside the vector: its one byte, found through the header.
+    let mut zero_format = bytes.clone();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&bytes[8..8 + header_len]).into_owned();
+    let entry = &header[header.find("\"enc.fc.weight_format\"").unwrap()..];
+    let offsets = &entry[entry.find("data_offsets").unwrap()..];
+    let start: usize = offsets[offsets.find('[').unwrap() + 1..offsets.find(',').unwrap()].trim().parse().unwrap();
+    let at = 8 + header_len + start;
+    assert_eq!(zero_format[at], 83);
+    zero_format[at] = 0;
+    let p = dir.join("zero-format.safetensors");
+    std::fs::write(&p, &zero_format).unwrap();
+    let e = ctx.load_weight(&Checkpoint::open(&p).unwrap(), "enc.fc").unwrap_err();
+    assert!(e.to_string().contains("weight_format is 0"), "{e}");
+}
+
+/// `convert --smooth`: each listed layer becomes the int8 values of
+/// `W·diag(s)` with its vector and weight_format 83, and loads as the
+/// in-memory smoothed weight; lists naming no quantized layer, or of the
+/// wrong length, are refused with nothing written.
+#[test]
+fn converting_with_smoothing_writes_llmint8_only_layers() {
+    let dir = scratch("convert-smooth");
+    let src = data_dir().join("tiny-llama-fp16");
+    let layer = "model.layers.0.self_attn.q_proj";
+    let k = 256;
+    let s: Vec<f32> = (0..k).map(|c| 0.5 + (c % 5) as f32 * 0.25).collect();
+    let mut options = ConvertOptions::default();
+    options.smooth.insert(layer.to_string(), s.clone());
+    let out = dir.join("smoothed");
+    let report = convert(&src, &out, &options, &mut |_| {}).unwrap();
+    let q = Checkpoint::open(&out).unwrap();
+    assert_eq!(tensor_bytes(&q, &format!("{layer}.weight_format")), [83]);
+    assert_eq!(q.tensor(&format!("{layer}.llmint8_smooth")).unwrap().kind, TensorKind::Smoothing);
+    let other = "model.layers.0.self_attn.k_proj";
+    assert_eq!(tensor_bytes(&q, &format!("{other}.weight_format")), [0]);
+    let ctx = Context::cpu();
+    ctx.set_input_rounding(InputRounding::Float16);
+    let source = Checkpoint::open(&src).unwrap();
+    let w = source.tensor(&format!("{layer}.weight")).unwrap();
+    let loaded = ctx.load_weight(&q, layer).unwrap();
+    let expected = source
+        .with_floats(w, |data| {
+            let options = llmint8::WeightOptions { smoothing: Some(&s), ..Default::default() };
+            ctx.quantize_weight_with(data, w.shape[0], w.shape[1], None, &options)
+        })
+        .unwrap();
+    assert_eq!(loaded.smoothing(), Some(&s[..]));
+    assert_eq!((loaded.cb().unwrap(), loaded.scb()), (expected.cb().unwrap(), expected.scb()));
+    let line = report.layers.iter().find(|l| l.name == layer).unwrap();
+    assert!(line.relative_error < 0.02, "{}", line.relative_error);
+    for (module, factors, says) in
+        [("model.layers.0.self_attn.q_prog", s.clone(), "q_prog"), (layer, s[..10].to_vec(), "10 factors")]
+    {
+        let out = dir.join("refused");
+        let mut options = ConvertOptions::default();
+        options.smooth.insert(module.to_string(), factors);
+        let e = convert(&src, &out, &options, &mut |_| {}).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(!out.exists());
+    }
+    let file = dir.join("smooth.json");
+    std::fs::write(&file, r#"{"a.b": [0.5, 2]}"#).unwrap();
+    let read = llmint8::convert::read_smoothing(&file).unwrap();
+    assert_eq!(read.into_iter().collect::<Vec<_>>(), [("a.b".to_string(), vec![0.5, 2.0])]);
+    for bad in [r#"{"a": [0]}"#, r#"{"a": [-1]}"#, r#"{"a": ["x"]}"#, r#"{"a": 1}"#, "["] {
+        std::fs::write(&file, bad).unwrap();
+        assert_eq!(llmint8::convert::read_smoothing(&file).unwrap_err().status(), Status::Format, "{bad}");
+    }
+}
+
 // ---- Through the C ABI -------------------------------------------------------
 
 fn last_error() -> String {

@@ -48,6 +48,13 @@ Options:
                         the outlier columns by; FILE is JSON {\"MODULE\": [COLUMN, ...]},
                         as examples/cpp/llama --calibration-out writes it.
                         transformers + bitsandbytes load the result as before
+  --smooth FILE         smooth each listed layer (SmoothQuant): write the int8
+                        values of W·diag(s) with PREFIX.llmint8_smooth (s), which
+                        llmint8 divides the activations by; FILE is JSON
+                        {\"MODULE\": [FACTOR, ...]} (in_features factors, each > 0),
+                        as examples/cpp/llama --calibrate writes it. Such layers
+                        carry weight_format 83, which bitsandbytes refuses:
+                        only llmint8 loads the result correctly
   --exact               quantize bfloat16/float32 weights from their stored
                         values; by default they are rounded to float16 first,
                         as bitsandbytes does, so the output is bit for bit the
@@ -183,6 +190,7 @@ fn run_convert(args: &[String]) -> Result<(), Failure> {
             }
             "--exact" => options.rounding = InputRounding::Exact,
             "--keep-columns" => options.keep_columns = convert::read_keep_columns(value("--keep-columns")?)?,
+            "--smooth" => options.smooth = convert::read_smoothing(value("--smooth")?)?,
             "-q" | "--quiet" => quiet = true,
             s if s.starts_with('-') && s.len() > 1 => {
                 return Err(usage(format!("unknown option {s:?}"), CONVERT_USAGE));
@@ -202,6 +210,14 @@ fn run_convert(args: &[String]) -> Result<(), Failure> {
     let report = convert::convert(input, output, &options, &mut bar)?;
     if show_bar {
         eprintln!();
+    }
+    if !options.smooth.is_empty() {
+        // Even with -q: the output is not what transformers + bitsandbytes can load.
+        eprintln!(
+            "llmint8: warning: {} smoothed layer(s) written with weight_format 83 and PREFIX.llmint8_smooth: \
+             load this model with llmint8; transformers + bitsandbytes refuse it (\"Expected supported weight format\")",
+            options.smooth.len()
+        );
     }
     if !quiet {
         print_report(&report, output);
@@ -338,6 +354,7 @@ fn run_inspect(args: &[String]) -> Result<(), Failure> {
             TensorKind::Bias => "bias",
             TensorKind::KeptColumns => "kept columns",
             TensorKind::KeptValues => "kept column values",
+            TensorKind::Smoothing => "smoothing",
         };
         match t.kind {
             TensorKind::LinearWeight => linear += 1,

@@ -9,7 +9,7 @@ use super::Context;
 use crate::dtype::Data;
 use crate::error::{try_zeroed_vec, Error, Result};
 use crate::io::{self, Checkpoint, SafetensorsWriter};
-use crate::weight::{shard_kept_columns, Weight};
+use crate::weight::{shard_kept_columns, Int8Extras, Weight, WeightOptions};
 
 impl Context {
     /// Loads the linear layer `prefix` of `checkpoint`: `prefix.weight`
@@ -58,25 +58,33 @@ impl Context {
             _ => f(None),
         };
         let keep = layer.kept.as_ref().map_or(&[][..], |kept| &kept.columns);
+        let smoothing = layer.smoothing.as_deref();
         let weight = match &layer.int8_scales {
             Some(scb) => {
                 let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
                 for (dst, src) in cb.chunks_exact_mut(kc).zip(checkpoint.int8_rows(w, &rows).chunks_exact(k)) {
                     dst.copy_from_slice(&src[columns.clone()]);
                 }
+                // The shard's columns' smoothing factors.
+                let smoothing = smoothing.map(|s| &s[columns.clone()]);
                 // The kept columns inside the shard, and their rows of the values.
                 let (slots, local) = shard_kept_columns(keep, &columns);
                 match &layer.kept {
                     Some(kept) if !local.is_empty() => checkpoint.with_floats(kept.values, |values| {
                         with_rows(values, n, &slots, |values| {
-                            with_bias(&mut |b| self.weight_from_int8_keep(&cb, scb, n, kc, b, (&local, values)))
+                            let extras = Int8Extras { kept: Some((&local, values)), smoothing };
+                            with_bias(&mut |b| self.weight_from_int8_with(&cb, scb, n, kc, b, &extras))
                         })
                     }),
-                    _ => with_bias(&mut |b| self.weight_from_int8(&cb, scb, n, kc, b)),
+                    _ => {
+                        let extras = Int8Extras { kept: None, smoothing };
+                        with_bias(&mut |b| self.weight_from_int8_with(&cb, scb, n, kc, b, &extras))
+                    }
                 }
             }
             None => checkpoint.with_float_rows(w, &rows, |data| {
-                with_bias(&mut |b| self.quantize_weight_columns(data, n, k, columns.clone(), b, keep))
+                let options = WeightOptions { keep, smoothing, columns: Some(columns.clone()) };
+                with_bias(&mut |b| self.quantize_weight_with(data, n, k, b, &options))
             }),
         }
         .map_err(|e| checkpoint.locate(e, w))?;
@@ -96,20 +104,27 @@ impl Context {
             None => f(None),
         };
         let keep = layer.kept.as_ref().map_or(&[][..], |kept| &kept.columns);
+        let smoothing = layer.smoothing.as_deref();
         let weight = match (&layer.int8_scales, &layer.kept) {
             (Some(scb), kept) => {
                 let (cb, scb) = (checkpoint.int8_rows(w, &rows), &scb[rows.clone()]);
                 match kept {
-                    None => with_bias(&mut |b| self.weight_from_int8(cb, scb, n, k, b)),
+                    None => {
+                        let extras = Int8Extras { kept: None, smoothing };
+                        with_bias(&mut |b| self.weight_from_int8_with(cb, scb, n, k, b, &extras))
+                    }
                     Some(kept) => checkpoint.with_floats(kept.values, |values| {
                         with_columns(values, layer.out_features, &rows, |values| {
-                            with_bias(&mut |b| self.weight_from_int8_keep(cb, scb, n, k, b, (keep, values)))
+                            let extras = Int8Extras { kept: Some((keep, values)), smoothing };
+                            with_bias(&mut |b| self.weight_from_int8_with(cb, scb, n, k, b, &extras))
                         })
                     }),
                 }
             }
-            (None, _) => checkpoint
-                .with_float_rows(w, &rows, |data| with_bias(&mut |b| self.quantize_weight_keep(data, n, k, b, keep))),
+            (None, _) => checkpoint.with_float_rows(w, &rows, |data| {
+                let options = WeightOptions { keep, smoothing, columns: None };
+                with_bias(&mut |b| self.quantize_weight_with(data, n, k, b, &options))
+            }),
         }
         .map_err(|e| checkpoint.locate(e, w))?;
         checkpoint.release_rows(w, &rows);
@@ -189,8 +204,11 @@ fn with_rows<R>(values: Data<'_>, width: usize, rows: &[usize], f: impl FnOnce(D
 /// the weight has one, `prefix.bias` (float32 `[out]`); a weight that keeps
 /// 16/32-bit columns adds `prefix.llmint8_kept_columns` and
 /// `prefix.llmint8_kept_values` (`io::KeptColumnTensors`), which
-/// transformers + bitsandbytes leave unused. Replaces `path` atomically; a
-/// failure leaves nothing behind.
+/// transformers + bitsandbytes leave unused. A smoothed weight adds
+/// `prefix.llmint8_smooth` and marks `prefix.weight_format`
+/// [`io::SMOOTHED_WEIGHT_FORMAT`], which bitsandbytes refuses: its values
+/// are those of `W·diag(s)` and need llmint8's division of the activations.
+/// Replaces `path` atomically; a failure leaves nothing behind.
 pub fn save_weight(weight: &Weight, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
     if prefix.is_empty() || prefix.contains('\0') {
         return Err(Error::invalid("the tensor name prefix must be non-empty text"));
@@ -201,13 +219,20 @@ pub fn save_weight(weight: &Weight, path: impl AsRef<Path>, prefix: &str) -> Res
     if let Some(dtype) = weight.kept_dtype() {
         specs.extend(io::kept_column_specs(prefix, n, kept.len(), io::TensorDtype::from(dtype)));
     }
+    if weight.smoothing().is_some() {
+        specs.push(io::smoothing_spec(prefix, k));
+    }
     let mut writer = SafetensorsWriter::create(path, specs, &io::pytorch_metadata())?;
     let mut cb = try_zeroed_vec::<i8>(n * k, "int8 weight")?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
     weight.export(&mut cb, &mut scb)?;
     writer.write(&format!("{prefix}.weight"), io::as_u8(&cb))?;
     writer.write(&format!("{prefix}.SCB"), &io::f32_bytes(&scb))?;
-    writer.write(&format!("{prefix}.weight_format"), &[0])?;
+    let format = if weight.smoothing().is_some() { io::SMOOTHED_WEIGHT_FORMAT } else { 0 };
+    writer.write(&format!("{prefix}.weight_format"), &[format])?;
+    if let Some(s) = weight.smoothing() {
+        writer.write(&format!("{prefix}.{}", io::SMOOTHING), &io::f32_bytes(s))?;
+    }
     if let Some(bias) = weight.bias() {
         writer.write(&format!("{prefix}.bias"), &io::f32_bytes(bias))?;
     }

@@ -83,6 +83,12 @@ pub const LLMINT8_KIND_KEPT_COLUMNS: i32 = 6;
 /// `PREFIX.llmint8_kept_values` (float16/bfloat16/float32 `[n_keep, out]`,
 /// row `s` the weight's column `kept_columns[s]`; loaded with the weight).
 pub const LLMINT8_KIND_KEPT_VALUES: i32 = 7;
+/// `PREFIX.llmint8_smooth` (float32 `[in_features]`): the layer's smoothing
+/// vector `s` (SmoothQuant's), which `llmint8_weight_load` applies (beside a
+/// 16/32-bit weight) or takes as the one the int8 values were made with
+/// (beside an int8 weight, whose `weight_format` is then 83, a value
+/// bitsandbytes refuses).
+pub const LLMINT8_KIND_SMOOTHING: i32 = 8;
 
 /// Dimensions `llmint8_tensor_info.shape` holds.
 pub const LLMINT8_MAX_DIMS: usize = 8;
@@ -561,6 +567,7 @@ const _: () = assert!(std::mem::size_of::<llmint8_tensor_info>() == 3 * 8 + 4 * 
 const _: () = assert!(TensorKind::Bias as i32 == LLMINT8_KIND_BIAS);
 const _: () = assert!(TensorKind::KeptColumns as i32 == LLMINT8_KIND_KEPT_COLUMNS);
 const _: () = assert!(TensorKind::KeptValues as i32 == LLMINT8_KIND_KEPT_VALUES);
+const _: () = assert!(TensorKind::Smoothing as i32 == LLMINT8_KIND_SMOOTHING);
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,9 @@ use crate::dtype::Data;
 use crate::error::{Error, Result};
 
 pub(crate) use bytes::io_error;
-pub(crate) use write::{f32_bytes, i32_bytes, int8_layer_specs, kept_column_specs, pytorch_metadata, temp_path_beside};
+pub(crate) use write::{
+    f32_bytes, i32_bytes, int8_layer_specs, kept_column_specs, pytorch_metadata, smoothing_spec, temp_path_beside,
+};
 
 /// The tensors of one linear layer (see [`Checkpoint::linear_layer`]).
 #[derive(Debug)]
@@ -41,6 +43,9 @@ pub struct LinearLayer<'a> {
     /// The weight columns the layer keeps in 16/32-bit, when the checkpoint
     /// holds them (see [`KEPT_COLUMNS`]).
     pub kept: Option<KeptColumnTensors<'a>>,
+    /// `PREFIX.llmint8_smooth` (float32 `[in_features]`) when present: the
+    /// smoothing vector `s` of the layer ([`SMOOTHING`]).
+    pub smoothing: Option<Vec<f32>>,
 }
 
 /// A layer's kept weight columns in a checkpoint: `PREFIX.llmint8_kept_columns`
@@ -64,6 +69,19 @@ pub struct KeptColumnTensors<'a> {
 pub const KEPT_COLUMNS: &str = "llmint8_kept_columns";
 /// The last name component of a layer's kept column values ([`KeptColumnTensors`]).
 pub const KEPT_VALUES: &str = "llmint8_kept_values";
+
+/// The last name component of a layer's smoothing vector `s` (float32
+/// `[in_features]`, SmoothQuant's): beside a 16/32-bit weight, `load_weight`
+/// quantizes `W·diag(s)` and the weight divides its activations by `s`;
+/// beside an int8 one, `PREFIX.weight` and `PREFIX.SCB` are those of
+/// `W·diag(s)` and its `PREFIX.weight_format` is [`SMOOTHED_WEIGHT_FORMAT`].
+pub const SMOOTHING: &str = "llmint8_smooth";
+
+/// `PREFIX.weight_format` of a smoothed int8 layer: bitsandbytes refuses a
+/// weight format it does not know ("Expected supported weight format"), so
+/// transformers + bitsandbytes refuse such a folder instead of multiplying
+/// unsmoothed activations by the smoothed weight. (`"S"`.)
+pub const SMOOTHED_WEIGHT_FORMAT: u8 = 83;
 
 /// The single-file model name transformers writes.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -98,6 +116,9 @@ pub enum TensorKind {
     /// The `PREFIX.llmint8_kept_values` of a linear or int8 weight
     /// ([`KeptColumnTensors`]): `load_weight(PREFIX)` takes it.
     KeptValues = 7,
+    /// The `PREFIX.llmint8_smooth` of a linear or int8 weight ([`SMOOTHING`]):
+    /// `load_weight(PREFIX)` takes it.
+    Smoothing = 8,
 }
 
 /// Whether the module `prefix` stays 16-bit when a model is quantized, as
@@ -337,6 +358,7 @@ impl Checkpoint {
             "bias" if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::Bias,
             KEPT_COLUMNS if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::KeptColumns,
             KEPT_VALUES if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::KeptValues,
+            SMOOTHING if weight.is_some_and(|w| is_int8(w) || is_linear(w)) => TensorKind::Smoothing,
             _ => TensorKind::Other,
         }
     }
@@ -429,7 +451,9 @@ impl Checkpoint {
     /// `prefix.weight` 2-D `[out, in]` of int8 (then with `prefix.SCB` and
     /// a row-major `prefix.weight_format`) or float16/bfloat16/float32,
     /// `prefix.bias` `[out]` when present, and the kept columns when present
-    /// (both tensors of [`KeptColumnTensors`], or neither).
+    /// (both tensors of [`KeptColumnTensors`], or neither), `prefix.llmint8_smooth`
+    /// float32 `[in_features]` when present (an int8 weight's
+    /// `weight_format` says whether it is smoothed).
     pub fn linear_layer(&self, prefix: &str) -> Result<LinearLayer<'_>> {
         let w = self.require(&format!("{prefix}.weight")).map_err(|e| {
             let hint =
@@ -447,10 +471,11 @@ impl Checkpoint {
                 return Err(self.tensor_error(b, format!("shape {:?}, expected [{out_features}]", b.shape)));
             }
         }
+        let smoothing = self.smoothing(prefix, in_features)?;
         let int8_scales = match w.dtype {
             TensorDtype::I8 => {
                 let scb = self.int8_scales(prefix, w, out_features)?;
-                self.check_weight_format(prefix, w)?;
+                self.check_weight_format(prefix, w, smoothing.is_some())?;
                 Some(scb)
             }
             TensorDtype::F16 | TensorDtype::BF16 | TensorDtype::F32 => None,
@@ -462,7 +487,21 @@ impl Checkpoint {
             }
         };
         let kept = self.kept_columns(prefix, out_features, in_features)?;
-        Ok(LinearLayer { weight: w, out_features, in_features, bias, int8_scales, kept })
+        Ok(LinearLayer { weight: w, out_features, in_features, bias, int8_scales, kept, smoothing })
+    }
+
+    /// A layer's smoothing vector `prefix.llmint8_smooth`, checked for dtype
+    /// and shape (its values are checked when the weight is made).
+    fn smoothing(&self, prefix: &str, in_features: usize) -> Result<Option<Vec<f32>>> {
+        let Some(t) = self.tensor(&format!("{prefix}.{SMOOTHING}")) else { return Ok(None) };
+        if t.dtype != TensorDtype::F32 || t.shape != [in_features] {
+            return Err(self.tensor_error(
+                t,
+                format!("a smoothing vector is F32 [{in_features}], this one is {} {:?}", t.dtype.name(), t.shape),
+            ));
+        }
+        let bytes = self.bytes(t).as_chunks::<4>().0;
+        Ok(Some(bytes.iter().map(|b| f32::from_le_bytes(*b)).collect()))
     }
 
     /// A layer's [`KeptColumnTensors`], checked for dtype and shape, the
@@ -543,8 +582,16 @@ impl Checkpoint {
 
     /// `prefix.weight_format`, when present, must say row-major (0): the only
     /// layout transformers + bitsandbytes save.
-    fn check_weight_format(&self, prefix: &str, w: &Tensor) -> Result<()> {
-        let Some(f) = self.tensor(&format!("{prefix}.weight_format")) else { return Ok(()) };
+    fn check_weight_format(&self, prefix: &str, w: &Tensor, smoothed: bool) -> Result<()> {
+        let Some(f) = self.tensor(&format!("{prefix}.weight_format")) else {
+            if smoothed {
+                return Err(self.tensor_error(
+                    w,
+                    format!("a smoothed int8 weight needs {prefix}.weight_format = {SMOOTHED_WEIGHT_FORMAT}, which is missing"),
+                ));
+            }
+            return Ok(());
+        };
         let value = match (f.dtype, self.bytes(f)) {
             (TensorDtype::U8 | TensorDtype::I8, [v]) => *v,
             (TensorDtype::I64, &[b0, b1, b2, b3, b4, b5, b6, b7]) => {
@@ -552,15 +599,29 @@ impl Checkpoint {
             }
             _ => return Err(self.tensor_error(f, format!("expected one uint8, got {} {:?}", f.dtype.name(), f.shape))),
         };
-        if value != 0 {
-            return Err(Error::unsupported(format!(
-                    "{}: tensor {:?}: weight_format {value} is a GPU-specific tiled layout of old bitsandbytes; only 0 (row-major) is read",
-                    self.file_path(w).display(),
-                    f.name
-                ),
-            ));
+        match (value, smoothed) {
+            (0, false) | (SMOOTHED_WEIGHT_FORMAT, true) => return Ok(()),
+            (SMOOTHED_WEIGHT_FORMAT, false) => {
+                return Err(self.tensor_error(
+                    f,
+                    format!("weight_format {value} marks a smoothed weight, but {prefix}.{SMOOTHING} is missing"),
+                ))
+            }
+            (0, true) => {
+                return Err(self.tensor_error(
+                    f,
+                    format!(
+                        "{prefix}.{SMOOTHING} is present but weight_format is 0: a smoothed int8 weight is marked {SMOOTHED_WEIGHT_FORMAT}"
+                    ),
+                ))
+            }
+            _ => {}
         }
-        Ok(())
+        Err(Error::unsupported(format!(
+            "{}: tensor {:?}: weight_format {value} is a GPU-specific tiled layout of old bitsandbytes; only 0 (row-major) is read",
+            self.file_path(w).display(),
+            f.name
+        )))
     }
 }
 

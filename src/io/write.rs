@@ -124,6 +124,11 @@ pub(crate) fn int8_layer_specs(prefix: &str, out: usize, inn: usize, with_bias: 
     specs
 }
 
+/// A layer's smoothing vector tensor (see [`super::SMOOTHING`]): float32 `[in]`.
+pub(crate) fn smoothing_spec(prefix: &str, inn: usize) -> TensorSpec {
+    TensorSpec { name: format!("{prefix}.{}", super::SMOOTHING), dtype: TensorDtype::F32, shape: vec![inn] }
+}
+
 /// The tensors of a layer's kept weight columns (see
 /// [`super::KEPT_COLUMNS`]): the column list, int32 `[n_keep]`, and their
 /// values `[n_keep, out]` in `dtype`.
