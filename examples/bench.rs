@@ -7,6 +7,7 @@
 //!     cargo run --release --example bench -- shared [--reps N]
 //!     cargo run --release --example bench -- tp [--reps N]
 //!     cargo run --release --example bench -- dtypes [--reps N]
+//!     cargo run --release --example bench -- smoothing [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -26,6 +27,8 @@
 //! outputs (one weight, K = N = 4096, threshold 6), M = 1, 16, 128, 512, in
 //! three alternating rounds; each 16-bit call's time against float32's, which
 //! an engine's float16 model should not pay for (issue 31: within 5%).
+//! Smoothing: a smoothed weight's call against the same weight unsmoothed,
+//! M = 1, 16, 128, 512, in three alternating rounds (issue 32: within 3%).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -526,6 +529,47 @@ fn dtypes(ctx: &Context, reps: usize) {
     }
 }
 
+/// A smoothed weight against the same weight unsmoothed (issue 32: within
+/// 3%), threshold 6, float32 activations, alternating within each of three
+/// rounds: Llama-7B's K = N = 4096 and SmolLM2's gate/up (K = 576, N = 1536),
+/// where the smoothing pass over each activation row weighs most.
+fn smoothing(ctx: &Context, reps: usize) {
+    println!(
+        "smoothed against plain weights, threshold 6, 6 outlier columns ({:?} path), GOPS in 3 rounds",
+        ctx.cpu_path()
+    );
+    println!("| K × N | M | plain | smoothed | smoothed / plain time (median, worst) |");
+    println!("|---|---|---|---|---|");
+    let mut rng = Rng(12);
+    for (k, n) in [(4096usize, 4096usize), (576, 1536)] {
+        let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+        let s: Vec<f32> = (0..k).map(|_| 0.3 + 2.7 * rng.next() as f32).collect();
+        let plain = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+        let options = llmint8::WeightOptions { smoothing: Some(&s), ..Default::default() };
+        let smoothed = ctx.quantize_weight_with(Data::F32(&w), n, k, None, &options).unwrap();
+        for m in [1usize, 16, 128, 512] {
+            let x = activations(&mut rng, m, k);
+            let mut y = vec![0.0f32; m * n];
+            let (mut tp, mut ts) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                tp.push(time(reps, || {
+                    ctx.matmul(&plain, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).map(drop).unwrap()
+                }));
+                ts.push(time(reps, || {
+                    ctx.matmul(&smoothed, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).map(drop).unwrap()
+                }));
+            }
+            let gops = |t: &[f64]| {
+                t.iter().map(|s| format!("{:.0}", 2.0 * (m * k * n) as f64 / s / 1e9)).collect::<Vec<_>>().join(" / ")
+            };
+            let mut ratios: Vec<f64> = ts.iter().zip(&tp).map(|(a, b)| a / b).collect();
+            ratios.sort_by(f64::total_cmp);
+            println!("| {k} × {n} | {m} | {} | {} | {:.3}, {:.3} |", gops(&tp), gops(&ts), ratios[1], ratios[2]);
+            black_box(&y);
+        }
+    }
+}
+
 fn row_scale_name(rule: RowScale) -> &'static str {
     match rule {
         RowScale::BitsAndBytes => "bitsandbytes",
@@ -557,7 +601,10 @@ fn main() {
     }
     match args
         .iter()
-        .find(|a| ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp", "dtypes"].contains(&a.as_str()))
+        .find(|a| {
+            ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp", "dtypes", "smoothing"]
+                .contains(&a.as_str())
+        })
         .map(String::as_str)
     {
         Some("shape") => {
@@ -567,6 +614,7 @@ fn main() {
         Some("shared") => shared(&ctx, reps),
         Some("tp") => tensor_parallel(&ctx, reps),
         Some("dtypes") => dtypes(&ctx, reps),
+        Some("smoothing") => smoothing(&ctx, reps),
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
         Some("quantize") => quantize(&ctx, reps),

@@ -615,6 +615,33 @@ fn a_smoothed_weight_saves_and_loads_back_with_its_vector() {
     assert_eq!(loaded.smoothing(), Some(&s[..]));
     assert_eq!((loaded.cb().unwrap(), loaded.scb()), (weight.cb().unwrap(), weight.scb()));
 
+    // A vector of the wrong shape or dtype, or with a factor <= 0 or NaN.
+    let write16 = |name: &str, spec: TensorSpec, bytes: Vec<u8>| {
+        let p = dir.join(name);
+        let w_spec = TensorSpec { name: "enc.fc.weight".into(), dtype: TensorDtype::BF16, shape: vec![n, k] };
+        let mut writer = SafetensorsWriter::create(&p, vec![w_spec, spec.clone()], &[]).unwrap();
+        writer.write("enc.fc.weight", &w.bytes()).unwrap();
+        writer.write(&spec.name, &bytes).unwrap();
+        writer.finish().unwrap();
+        ctx.load_weight(&Checkpoint::open(&p).unwrap(), "enc.fc").unwrap_err()
+    };
+    let vector = |dtype, len| TensorSpec { name: "enc.fc.llmint8_smooth".into(), dtype, shape: vec![len] };
+    let e = write16("short.safetensors", vector(TensorDtype::F32, k - 1), vec![0; 4 * (k - 1)]);
+    assert_eq!(e.status(), Status::Format, "{e}");
+    let e = write16("f16.safetensors", vector(TensorDtype::F16, k), vec![0; 2 * k]);
+    assert_eq!(e.status(), Status::Format, "{e}");
+    for (bad, says) in [(f32::NAN, "= NaN"), (-1.0, "= -1"), (0.0, "= 0")] {
+        let mut v = s.clone();
+        v[9] = bad;
+        let e =
+            write16("bad.safetensors", vector(TensorDtype::F32, k), v.iter().flat_map(|x| x.to_le_bytes()).collect());
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        assert!(
+            e.to_string().contains(&format!("smoothing[9] {says}")) && e.to_string().contains("bad.safetensors"),
+            "{e}"
+        );
+    }
+
     // The marker and the vector must agree; the vector must be usable.
     let bytes = std::fs::read(&path).unwrap();
     // Same-length edits of the header, bytes otherwise untouched.

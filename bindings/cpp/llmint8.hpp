@@ -124,6 +124,17 @@ public:
         detail::check(llmint8_weight_export(live(), cb.data(), scb.data()));
     }
 
+    /// The smoothing vector s the weight was made with (SmoothQuant's; its int8
+    /// values are those of W·diag(s) and every matmul divides the activations
+    /// by s), or an empty vector for an unsmoothed weight.
+    std::vector<float> smoothing() const {
+        int32_t smoothed = 0;
+        std::vector<float> s(in_features());
+        detail::check(llmint8_weight_smoothing(live(), s.data(), s.size(), &smoothed));
+        if (!smoothed) s.clear();
+        return s;
+    }
+
     /// Writes this weight to a safetensors file as transformers + bitsandbytes save
     /// a Linear8bitLt: PREFIX.weight (int8), PREFIX.SCB, PREFIX.weight_format (+ PREFIX.bias).
     void save_safetensors(const std::string& path, const std::string& prefix) const {
@@ -357,6 +368,25 @@ public:
         detail::check(llmint8_weight_quantize_columns(live(), w, detail::DTypeOf<T>::value, out_features, in_features,
                                                       col_begin, col_end, bias, detail::DTypeOf<T>::value,
                                                       keep.data(), keep.size(), &h));
+        return Weight(h);
+    }
+    /// The row-major [out_features, in_features] weight `w` smoothed by
+    /// `smoothing` (SmoothQuant's s, in_features factors, each finite and > 0):
+    /// the int8 values of W·diag(s), every matmul dividing the activations by s
+    /// before quantizing them. Weights sharing an input (matmul_shared_input)
+    /// must share one vector. `keep`: columns kept as float32 of W·diag(s);
+    /// `col_begin`/`col_end` other than 0/in_features give a row-parallel shard.
+    /// Throws Error(INVALID_ARGUMENT) for a bad vector.
+    template <typename T>
+    Weight quantize_smoothed(const T* w, size_t out_features, size_t in_features, const std::vector<float>& smoothing,
+                             const T* bias = nullptr, const std::vector<uint32_t>& keep = {}, size_t col_begin = 0,
+                             size_t col_end = SIZE_MAX) {
+        if (smoothing.size() != in_features)
+            throw Error(LLMINT8_ERR_INVALID_ARGUMENT, "the smoothing vector needs in_features values");
+        llmint8_weight* h = nullptr;
+        detail::check(llmint8_weight_quantize_smoothed(
+            live(), w, detail::DTypeOf<T>::value, out_features, in_features, smoothing.data(), col_begin,
+            col_end == SIZE_MAX ? in_features : col_end, bias, detail::DTypeOf<T>::value, keep.data(), keep.size(), &h));
         return Weight(h);
     }
     /// The same from a path (file, shard index or model directory), for one layer.

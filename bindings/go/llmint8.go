@@ -354,6 +354,55 @@ func (c *Context) QuantizeBF16(w []uint16, out, in int, bias []uint16) (*Weight,
 	return r, err
 }
 
+// QuantizeSmoothedF32 quantizes a row-major [out, in] float32 weight smoothed
+// by s (SmoothQuant's vector, in factors, each finite and > 0): the int8
+// values of W·diag(s), every matmul on it dividing the activations by s before
+// quantizing them. Weights sharing an input (MatmulSharedInput) must share one
+// vector. keep (may be nil) lists columns kept as float32 of W·diag(s).
+func (c *Context) QuantizeSmoothedF32(w []float32, out, in int, s []float32, bias []float32, keep []uint32) (*Weight, error) {
+	if out <= 0 || in <= 0 || len(w) != out*in {
+		return nil, shapeError("weight has %d elements, expected %d × %d", len(w), out, in)
+	}
+	if len(s) != in {
+		return nil, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf("the smoothing vector has %d values, expected in = %d", len(s), in)}
+	}
+	if bias != nil && len(bias) != out {
+		return nil, shapeError("bias has %d elements, expected %d", len(bias), out)
+	}
+	var p *C.llmint8_weight
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_quantize_smoothed(c.p, ptr(w), C.LLMINT8_F32, C.size_t(out), C.size_t(in),
+			(*C.float)(ptr(s)), 0, C.size_t(in), ptr(bias), C.LLMINT8_F32, (*C.uint32_t)(ptr(keep)), C.size_t(len(keep)), &p)
+	})
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(s)
+	runtime.KeepAlive(bias)
+	runtime.KeepAlive(keep)
+	if err != nil {
+		return nil, err
+	}
+	return newWeight(p, out, in), nil
+}
+
+// Smoothing returns the smoothing vector the weight was made with, or nil for
+// an unsmoothed weight.
+func (w *Weight) Smoothing() ([]float32, error) {
+	if err := w.usable(); err != nil {
+		return nil, err
+	}
+	s := make([]float32, w.in)
+	var smoothed C.int32_t
+	err := call(func() C.int32_t {
+		return C.llmint8_weight_smoothing(w.p, (*C.float)(ptr(s)), C.size_t(len(s)), &smoothed)
+	})
+	runtime.KeepAlive(w)
+	if err != nil || smoothed == 0 {
+		return nil, err
+	}
+	return s, nil
+}
+
 // FromInt8 takes bitsandbytes' CB (row-major int8 [len(scb), in]) and SCB as they are.
 func (c *Context) FromInt8(cb []int8, scb []float32, in int, bias []float32) (*Weight, error) {
 	out := len(scb)

@@ -590,3 +590,54 @@ func TestWeightsSharingAnInputGiveTheBitsOfSeparateCalls(t *testing.T) {
 		t.Fatal("a short output was accepted")
 	}
 }
+
+// A weight smoothed by s is the plain weight of W·diag(s) multiplied by
+// X·diag(1/s): the same outputs bit for bit; it reports its vector; a bad
+// vector is refused.
+func TestSmoothedWeightIsThePlainProductOfTheSmoothedOperands(t *testing.T) {
+	ctx := mustContext(t)
+	w, bias, x, out, in, rows := fixture()
+	s := make([]float32, in)
+	for c := range s {
+		s[c] = 0.5 + float32(c%3)
+	}
+	smoothed, err := ctx.QuantizeSmoothedF32(w, out, in, s, bias, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smoothed.Close()
+	if got, err := smoothed.Smoothing(); err != nil || len(got) != in || got[1] != s[1] {
+		t.Fatalf("Smoothing() = %v, %v", got, err)
+	}
+	ws, xs := make([]float32, len(w)), make([]float32, len(x))
+	for i := range w {
+		ws[i] = w[i] * s[i%in]
+	}
+	for i := range x {
+		xs[i] = x[i] * (1 / s[i%in])
+	}
+	plain, err := ctx.QuantizeF32(ws, out, in, bias)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if got, err := plain.Smoothing(); err != nil || got != nil {
+		t.Fatalf("an unsmoothed weight reports %v, %v", got, err)
+	}
+	y, want := make([]float32, rows*out), make([]float32, rows*out)
+	if _, err := ctx.MatmulF32(smoothed, x, y, DefaultThreshold); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctx.MatmulF32(plain, xs, want, DefaultThreshold); err != nil {
+		t.Fatal(err)
+	}
+	for i := range y {
+		if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("y[%d] = %v, the smoothed operands give %v", i, y[i], want[i])
+		}
+	}
+	s[2] = 0
+	if _, err := ctx.QuantizeSmoothedF32(w, out, in, s, bias, nil); err == nil || err.(*Error).Status != StatusInvalidArgument {
+		t.Fatalf("a zero factor: %v", err)
+	}
+}

@@ -17,11 +17,20 @@
 //       --calibrate, also the weights keeping in 16-bit the outlier columns
 //       each layer saw on the first N (2048) tokens of another text; the
 //       table includes LLM.int8() with the output head in int8 as well.
-//   llama MODEL_DIR --calibrate TEXT_FILE --calibration-out FILE [--calibration-tokens N]
-//       calibration only: writes those columns as JSON {"MODULE": [COLUMN, ...]}
-//       for `llmint8 convert MODEL_DIR OUT_DIR --keep-columns FILE`, whose
-//       8-bit folder then carries them (this engine, like any llmint8 loader,
-//       reads them back with the weights).
+//       With --calibrate the table also has smoothing (SmoothQuant's s folded
+//       into the weight, the activations divided by it inside llmint8): α 0.5
+//       at threshold 0 (SmoothQuant W8A8) and 6, α chosen per group of layers
+//       sharing an input, and that plus the columns still holding outliers.
+//   llama MODEL_DIR --calibrate TEXT_FILE [--calibration-out FILE] [--smoothing-out FILE]
+//                   [--calibration-tokens N]
+//       calibration only: --calibration-out writes those columns as JSON
+//       {"MODULE": [COLUMN, ...]} for `llmint8 convert MODEL_DIR OUT_DIR
+//       --keep-columns FILE`, whose 8-bit folder then carries them (this
+//       engine, like any llmint8 loader, reads them back with the weights);
+//       --smoothing-out writes the per-layer smoothing vectors as JSON
+//       {"MODULE": [FACTOR, ...]} for `llmint8 convert --smooth FILE` and --smooth.
+//   llama MODEL_DIR --smooth FILE ...
+//       the LLM.int8() runs with the layers FILE lists smoothed by its vectors.
 //   llama MODEL_DIR --tokenize TEXT_FILE
 //       the token ids of TEXT_FILE, one per line.
 //
@@ -256,6 +265,10 @@ struct Config {
     }
 };
 
+/// Which of a layer's smoothed weights a run uses (SmoothQuant's s folded into
+/// the weight, the activations divided by it inside llmint8).
+enum class Smoothing { None, Half, PerLayer, PerLayerKept };
+
 /// How the decoder's linear layers compute.
 struct Variant {
     std::string name;
@@ -265,6 +278,7 @@ struct Variant {
     bool kept = false;    // the weights that keep calibrated 16-bit outlier columns
     bool record = false;  // calibration: note each layer's outlier columns (|x| >= threshold)
     bool int8_head = false;  // the output head through llmint8 too (Model::quantize_head)
+    Smoothing smoothing = Smoothing::None;  // which smoothed weights (Model::smooth)
 };
 
 struct Linear {
@@ -274,6 +288,21 @@ struct Linear {
     std::optional<llmint8::Weight> int8;   // the LLM.int8() weight (when loaded)
     std::optional<llmint8::Weight> kept;   // the same keeping the calibrated columns in 16-bit
     std::vector<uint8_t> outlier_seen;     // calibration: [in] columns that held an outlier
+    std::vector<float> x_absmax;           // calibration: [in] max |x_c| over the text
+    std::vector<float> x_sample;           // calibration: some input rows [rows, in], for choosing α
+    std::optional<llmint8::Weight> smooth_half, smooth_tuned, smooth_tuned_kept;  // Model::smooth
+    std::vector<float> smoothing;          // the per-layer vector (smooth_tuned's), for --smoothing-out
+    float alpha = -1;                      // the α chosen for it (-1: none)
+    /// The llmint8 weight a variant multiplies by.
+    const llmint8::Weight& weight(const Variant& v) const {
+        switch (v.smoothing) {
+            case Smoothing::Half: return *smooth_half;
+            case Smoothing::PerLayer: return *smooth_tuned;
+            case Smoothing::PerLayerKept: return *smooth_tuned_kept;
+            case Smoothing::None: break;
+        }
+        return v.kept ? *kept : *int8;
+    }
 };
 
 struct Layer {
@@ -401,6 +430,132 @@ public:
         return out + "\n}\n";
     }
 
+    /// SmoothQuant inside LLM.int8(), from what `calibrate` recorded: for each
+    /// group of layers sharing an input (q/k/v, o, gate/up, down) one vector
+    /// s_c = max|X_c|^α / max|W_c|^(1-α) over the group's weights together
+    /// (Xiao et al., 2023), and each layer's weight quantized as W·diag(s):
+    /// α = 0.5 for every group (`smooth_half`), and per group the α among none,
+    /// 0.2 … 1.0 (`kAlphas`) whose weights give the least output error (threshold 6,
+    /// int8-part row scale) against float32 on the calibration rows
+    /// (`smooth_tuned`), also keeping in float32 the columns still holding an
+    /// outlier after smoothing (`smooth_tuned_kept`). Returns the α chosen
+    /// per group, in order, for the log. Needs the float32 weights.
+    std::vector<float> smooth() {
+        std::vector<float> chosen;
+        ctx_.set_row_scale(llmint8::RowScale::Int8Part);
+        for (auto& L : layers_)
+            for (std::vector<Linear*> group : {std::vector<Linear*>{&L.q, &L.k, &L.v}, {&L.o}, {&L.gate, &L.up}, {&L.down}}) {
+                const Linear& first = *group[0];
+                if (first.x_absmax.empty() || first.w32.empty())
+                    throw std::logic_error("Model::smooth needs a calibration and the float32 weights");
+                std::vector<float> w_absmax(first.in);
+                for (Linear* lin : group)
+                    for (size_t i = 0; i < lin->w32.size(); ++i)
+                        w_absmax[i % lin->in] = std::max(w_absmax[i % lin->in], std::fabs(lin->w32[i]));
+                const size_t rows = first.x_sample.size() / first.in;
+                auto quantize = [&](Linear& lin, const std::vector<float>& s, const std::vector<uint32_t>& keep = {}) {
+                    return ctx_.quantize_smoothed(lin.w32.data(), lin.out, lin.in, s,
+                                                  lin.bias32.empty() ? nullptr : lin.bias32.data(), keep);
+                };
+                // The group's error: Σ over its layers of ‖y - y32‖² / ‖y32‖² on the calibration rows.
+                auto error = [&](const std::vector<const llmint8::Weight*>& weights) {
+                    double total = 0;
+                    for (size_t i = 0; i < group.size(); ++i) {
+                        const Linear& lin = *group[i];
+                        std::vector<float> ref(rows * lin.out), got(rows * lin.out);
+                        matmul_f32(pool_, first.x_sample.data(), rows, lin.in, lin.w32.data(), lin.out,
+                                   lin.bias32.empty() ? nullptr : lin.bias32.data(), ref.data());
+                        ctx_.matmul(*weights[i], first.x_sample.data(), rows, got.data(), 6.0f);
+                        double e = 0, norm = 0;
+                        for (size_t j = 0; j < ref.size(); ++j)
+                            e += double(got[j] - ref[j]) * double(got[j] - ref[j]), norm += double(ref[j]) * ref[j];
+                        total += norm > 0 ? e / norm : 0;
+                    }
+                    return total;
+                };
+                std::vector<const llmint8::Weight*> plain;
+                for (Linear* lin : group) plain.push_back(&*lin->int8);
+                double best = error(plain);
+                float best_alpha = -1;
+                std::vector<float> best_s;
+                for (float alpha : kAlphas) {
+                    const std::vector<float> s = smoothquant_factors(first.x_absmax, w_absmax, alpha);
+                    std::vector<llmint8::Weight> weights;
+                    for (Linear* lin : group) weights.push_back(quantize(*lin, s));
+                    std::vector<const llmint8::Weight*> ptrs;
+                    for (const auto& w : weights) ptrs.push_back(&w);
+                    const double e = error(ptrs);
+                    if (alpha == 0.5f)
+                        for (size_t i = 0; i < group.size(); ++i) group[i]->smooth_half.emplace(std::move(weights[i]));
+                    if (e < best) best = e, best_alpha = alpha, best_s = s;
+                }
+                chosen.push_back(best_alpha);
+                for (Linear* lin : group) {
+                    lin->alpha = best_alpha;
+                    lin->smoothing = best_s;
+                    if (best_s.empty()) {  // unsmoothed was best: the plain weight, and its calibrated columns
+                        lin->smooth_tuned.emplace(quantize_plain(*lin, {}));
+                        lin->smooth_tuned_kept.emplace(quantize_plain(*lin, seen(*lin, {})));
+                    } else {
+                        lin->smooth_tuned.emplace(quantize(*lin, best_s));
+                        lin->smooth_tuned_kept.emplace(quantize(*lin, best_s, seen(*lin, best_s)));
+                    }
+                }
+            }
+        return chosen;
+    }
+
+    /// The per-layer vectors as JSON {"MODULE": [FACTOR, ...]}, which
+    /// `llmint8 convert --smooth` and `--smooth` read (layers whose best was
+    /// no smoothing are left out).
+    std::string smoothing_json() {
+        std::string out = "{";
+        char number[32];
+        for (auto& L : layers_)
+            for (int i = 0; i < 7; ++i) {
+                const Linear& lin = L.all()[i];
+                if (lin.smoothing.empty()) continue;
+                out += (out.size() > 1 ? ",\n \"" : "\n \"") + lin.prefix + "\": [";
+                for (size_t c = 0; c < lin.smoothing.size(); ++c) {
+                    std::snprintf(number, sizeof number, "%.9g", double(lin.smoothing[c]));  // round-trips a float
+                    out += (c ? ", " : "") + std::string(number);
+                }
+                out += "]";
+            }
+        return out + "\n}\n";
+    }
+
+    /// Replaces each listed layer's LLM.int8() weight by the one smoothed by
+    /// its vector in `file` (JSON {"MODULE": [FACTOR, ...]}, as
+    /// --smoothing-out writes it), quantized from the checkpoint's 16/32-bit
+    /// values. Returns how many layers it smoothed.
+    size_t smooth_from(const std::string& dir, const std::string& file) {
+        const json::Value vectors = json::parse(read_file(file));
+        if (vectors.kind != json::Value::Kind::Object) throw std::runtime_error(file + ": expected {\"MODULE\": [...]}");
+        llmint8::Checkpoint ck(dir);
+        size_t done = 0;
+        for (const auto& [module, factors] : vectors.object) {
+            Linear* lin = find_linear(module);
+            if (!lin) throw std::runtime_error(file + ": " + module + " is not a decoder linear layer of this model");
+            std::vector<float> s;
+            for (const json::Value& v : factors.array) s.push_back(float(v.number));
+            const size_t index = *ck.find(lin->prefix + ".weight");
+            const llmint8::TensorInfo info = ck.tensor(index);
+            if (info.dtype == LLMINT8_TENSOR_I8)
+                throw std::runtime_error(lin->prefix + ": an 8-bit checkpoint is smoothed by `llmint8 convert --smooth`");
+            const std::vector<uint8_t> raw = ck.read(index);
+            auto smoothed_as = [&](auto tag) {
+                using T = decltype(tag);
+                return ctx_.quantize_smoothed(reinterpret_cast<const T*>(raw.data()), lin->out, lin->in, s);
+            };
+            lin->int8.emplace(info.dtype == LLMINT8_TENSOR_F16    ? smoothed_as(llmint8::Half{})
+                              : info.dtype == LLMINT8_TENSOR_BF16 ? smoothed_as(llmint8::BFloat16{})
+                                                                  : smoothed_as(float{}));
+            ++done;
+        }
+        return done;
+    }
+
     /// A KV cache for up to `positions` tokens.
     struct Cache {
         std::vector<std::vector<float>> k, v;  // per layer [kv_heads, positions, head_dim]
@@ -524,7 +679,7 @@ private:
                  std::initializer_list<float*> ys, const Variant& variant) {
         if ((variant.int8 || variant.kept) && !variant.record) {
             std::vector<const llmint8::Weight*> weights;
-            for (Linear* lin : layers) weights.push_back(variant.kept ? &*lin->kept : &*lin->int8);
+            for (Linear* lin : layers) weights.push_back(&lin->weight(variant));
             ctx_.matmul_shared_input(weights, x, rows, std::vector<float*>(ys), variant.threshold);
             return;
         }
@@ -535,13 +690,17 @@ private:
     void linear(Linear& lin, const float* x, size_t rows, float* y, const Variant& variant) {
         if (variant.record) {  // the columns llmint8 would decompose: |x| >= threshold, or not finite
             lin.outlier_seen.resize(lin.in);
-            for (size_t i = 0; i < rows * lin.in; ++i)
+            lin.x_absmax.resize(lin.in);
+            for (size_t i = 0; i < rows * lin.in; ++i) {
                 if (!(std::fabs(x[i]) < variant.threshold)) lin.outlier_seen[i % lin.in] = 1;
+                lin.x_absmax[i % lin.in] = std::max(lin.x_absmax[i % lin.in], std::fabs(x[i]));
+            }
+            // Every 8th row (at most kSampleRows): the text α is chosen on.
+            for (size_t r = 0; r < rows && lin.x_sample.size() < kSampleRows * lin.in; r += 8)
+                lin.x_sample.insert(lin.x_sample.end(), x + r * lin.in, x + (r + 1) * lin.in);
         }
-        if (variant.kept) {
-            ctx_.matmul(*lin.kept, x, rows, y, variant.threshold);
-        } else if (variant.int8) {
-            ctx_.matmul(*lin.int8, x, rows, y, variant.threshold);
+        if (variant.kept || variant.smoothing != Smoothing::None || variant.int8) {
+            ctx_.matmul(lin.weight(variant), x, rows, y, variant.threshold);
         } else {
             matmul_f32(pool_, x, rows, lin.in, lin.w32.data(), lin.out, lin.bias32.empty() ? nullptr : lin.bias32.data(), y);
         }
@@ -615,6 +774,50 @@ private:
                 }
             }
         });
+    }
+
+    /// Rows of each layer's input kept by a calibration, to choose α on.
+    static constexpr size_t kSampleRows = 256;
+
+public:
+    /// The α a calibration tries per group of layers (besides no smoothing).
+    /// SmoothQuant's 0.2 … 0.8 left 70 of SmolLM2's 120 groups at 0.8, the
+    /// top: the grid goes on to 1 (s_c = max|X_c|, every column's range moved
+    /// into the weight).
+    static constexpr float kAlphas[] = {0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 1.0f};
+
+private:
+
+    /// SmoothQuant's factors (llmint8::smoothquant_factors in Rust): a column
+    /// either side never uses gets 1.
+    static std::vector<float> smoothquant_factors(const std::vector<float>& x_absmax, const std::vector<float>& w_absmax,
+                                                  float alpha) {
+        std::vector<float> s(x_absmax.size(), 1.0f);
+        for (size_t c = 0; c < s.size(); ++c)
+            if (x_absmax[c] > 0 && w_absmax[c] > 0 && std::isfinite(x_absmax[c]) && std::isfinite(w_absmax[c]))
+                s[c] = float(std::clamp(std::pow(double(x_absmax[c]), double(alpha)) /
+                                            std::pow(double(w_absmax[c]), 1.0 - double(alpha)),
+                                        1e-30, 1e30));
+        return s;
+    }
+
+    /// The columns of `lin` that held an outlier (|x / s| >= 6) on the calibration text.
+    static std::vector<uint32_t> seen(const Linear& lin, const std::vector<float>& s) {
+        std::vector<uint32_t> keep;
+        for (size_t c = 0; c < lin.x_absmax.size(); ++c)
+            if (!(lin.x_absmax[c] / (s.empty() ? 1.0f : s[c]) < 6.0f)) keep.push_back(uint32_t(c));
+        return keep;
+    }
+
+    llmint8::Weight quantize_plain(const Linear& lin, const std::vector<uint32_t>& keep) {
+        return ctx_.quantize_keep(lin.w32.data(), lin.out, lin.in, keep, lin.bias32.empty() ? nullptr : lin.bias32.data());
+    }
+
+    Linear* find_linear(const std::string& prefix) {
+        for (auto& L : layers_)
+            for (int i = 0; i < 7; ++i)
+                if (L.all()[i].prefix == prefix) return &L.all()[i];
+        return nullptr;
     }
 
     Config cfg_;
@@ -733,7 +936,9 @@ int evaluate(Model& model, Tokenizer& tok, const std::string& path, size_t windo
                  "             [--row-scale bitsandbytes|int8-part] [--precision both|int8|float32] [--int8-head]\n"
                  "       llama MODEL_DIR --eval TEXT_FILE [--window N] [--max-tokens N]\n"
                  "                       [--calibrate TEXT_FILE [--calibration-tokens N]]\n"
-                 "       llama MODEL_DIR --calibrate TEXT_FILE --calibration-out FILE [--calibration-tokens N]\n"
+                 "       llama MODEL_DIR --calibrate TEXT_FILE [--calibration-out FILE] [--smoothing-out FILE]\n"
+                 "                       [--calibration-tokens N]\n"
+                 "       llama MODEL_DIR --smooth FILE [any run above but --calibrate]\n"
                  "       llama MODEL_DIR --tokenize TEXT_FILE\n",
                  why);
     std::exit(2);
@@ -752,7 +957,7 @@ int main(int argc, char** argv) {
     if (argc < 2 || argv[1][0] == '-') usage("no model folder given");
     const std::string dir = argv[1];
     std::string prompt = "The capital of France is", eval_path, tokenize_path, calibrate_path, calibration_out,
-                precision = "both";
+                smoothing_out, smooth_path, precision = "both";
     size_t steps = 24, window = 1024, max_tokens = 0, calibration_tokens = 2048;
     float threshold = LLMINT8_DEFAULT_THRESHOLD;
     llmint8::RowScale row_scale = llmint8::RowScale::Int8Part;
@@ -771,6 +976,8 @@ int main(int argc, char** argv) {
         else if (a == "--tokenize") tokenize_path = v;
         else if (a == "--calibrate") calibrate_path = v;
         else if (a == "--calibration-out") calibration_out = v;
+        else if (a == "--smoothing-out") smoothing_out = v;
+        else if (a == "--smooth") smooth_path = v;
         else if (a == "--calibration-tokens") calibration_tokens = to_size(v, "--calibration-tokens");
         else if (a == "--window") window = to_size(v, "--window");
         else if (a == "--max-tokens") max_tokens = to_size(v, "--max-tokens");
@@ -788,9 +995,11 @@ int main(int argc, char** argv) {
             for (int32_t id : tok.encode(read_file(tokenize_path))) std::printf("%d\n", id);
             return 0;
         }
-        const bool eval = !eval_path.empty(), calibrate_only = !calibration_out.empty();
+        const bool eval = !eval_path.empty(), calibrate_only = !calibration_out.empty() || !smoothing_out.empty();
         if (calibrate_only && (eval || calibrate_path.empty()))
-            usage("--calibration-out takes --calibrate TEXT_FILE and no --eval");
+            usage("--calibration-out and --smoothing-out take --calibrate TEXT_FILE and no --eval");
+        if (!smooth_path.empty() && !calibrate_path.empty())
+            usage("--smooth runs with vectors already calibrated: give it without --calibrate");
         const bool full = eval || calibrate_only;
         const bool want_f32 = full || precision != "int8", want_int8 = full || precision != "float32";
         auto t0 = std::chrono::steady_clock::now();
@@ -806,14 +1015,38 @@ int main(int argc, char** argv) {
             std::printf("calibration: %zu tokens of %s; the outlier columns seen kept in 16-bit, %.2f MiB\n",
                         ids.size(), calibrate_path.c_str(), double(bytes) / 1048576.0);
         };
+        // SmoothQuant inside LLM.int8(): α per group of layers from the calibration.
+        auto smooth = [&] {
+            const std::vector<float> alphas = model.smooth();
+            std::string histogram;
+            for (size_t i = 0; i <= std::size(Model::kAlphas); ++i) {
+                const float a = i == 0 ? -1.0f : Model::kAlphas[i - 1];
+                const long n = std::count(alphas.begin(), alphas.end(), a);
+                char part[48];
+                std::snprintf(part, sizeof part, "%s%s %ld", histogram.empty() ? "" : ", ",
+                              a < 0 ? "none" : std::to_string(a).substr(0, 3).c_str(), n);
+                histogram += part;
+            }
+            std::printf("smoothing: α chosen per group of layers sharing an input (of %zu): %s\n", alphas.size(),
+                        histogram.c_str());
+        };
+        auto write = [](const std::string& path, const std::string& text, const char* what) {
+            std::ofstream file(path);
+            file << text;
+            if (!file.flush()) throw std::runtime_error("cannot write " + path);
+            std::printf("wrote the %s to %s\n", what, path.c_str());
+        };
         if (calibrate_only) {
             calibrate();
-            std::ofstream file(calibration_out);
-            file << model.calibration_json();
-            if (!file.flush()) throw std::runtime_error("cannot write " + calibration_out);
-            std::printf("wrote the calibrated columns to %s\n", calibration_out.c_str());
+            if (!calibration_out.empty()) write(calibration_out, model.calibration_json(), "calibrated columns");
+            if (!smoothing_out.empty()) {
+                smooth();
+                write(smoothing_out, model.smoothing_json(), "smoothing vectors");
+            }
             return 0;
         }
+        if (!smooth_path.empty())
+            std::printf("smoothing: %zu layers smoothed by %s\n", model.smooth_from(dir, smooth_path), smooth_path.c_str());
         if (eval) {
             std::vector<Variant> variants = {
                 {"LLM.int8() threshold 0", true, 0.0f, llmint8::RowScale::BitsAndBytes},
@@ -830,6 +1063,19 @@ int main(int argc, char** argv) {
                              llmint8::RowScale::Int8Part};
                 kept.kept = true;
                 variants.push_back(kept);
+                smooth();
+                const auto part = llmint8::RowScale::Int8Part;
+                const std::tuple<const char*, float, Smoothing> smoothed[] = {
+                    {"SmoothQuant W8A8: smoothing α 0.5, threshold 0", 0.0f, Smoothing::Half},
+                    {"smoothing α 0.5, LLM.int8() threshold 6, int8-part row scale", 6.0f, Smoothing::Half},
+                    {"smoothing α per layer, LLM.int8() threshold 6, int8-part row scale", 6.0f, Smoothing::PerLayer},
+                    {"smoothing α per layer, LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns",
+                     6.0f, Smoothing::PerLayerKept}};
+                for (const auto& [name, t, which] : smoothed) {
+                    Variant v{name, true, t, part};
+                    v.smoothing = which;
+                    variants.push_back(v);
+                }
             }
             return evaluate(model, tok, eval_path, window, max_tokens, variants);
         }

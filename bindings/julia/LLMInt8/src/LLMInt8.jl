@@ -17,7 +17,7 @@ module LLMInt8
 
 using LinearAlgebra
 
-export Context, Int8Weight, LLMInt8Error, outlier_columns, mul_shared_input!, row_parallel_statistics!, mul_row_parallel!, memory, Checkpoint, tensors, read_tensor, save_safetensors
+export Context, Int8Weight, LLMInt8Error, smoothing, outlier_columns, mul_shared_input!, row_parallel_statistics!, mul_row_parallel!, memory, Checkpoint, tensors, read_tensor, save_safetensors
 
 const libllmint8 = get(ENV, "LLMINT8_LIB", "libllmint8")
 
@@ -133,13 +133,18 @@ function synchronize(ctx::Context)
 end
 
 """
-    Int8Weight(ctx, W::AbstractMatrix; bias = nothing, keep = Int[])
+    Int8Weight(ctx, W::AbstractMatrix; bias = nothing, keep = Int[], smoothing = nothing)
 
 Quantizes an `out × in` weight (`Float32`, `Float16`, or `BFloat16` with BFloat16s
 loaded) to int8, row by row. The weight is transposed once into the C API's
 row-major layout; nothing of it is kept but the int8 values and scales — and the
 columns `keep` (1-based input features) in `T`, which the outlier product then
 multiplies instead of their dequantized int8 values (on a CUDA context they go to the device too).
+
+`smoothing`: SmoothQuant's vector `s` (`in` positive finite `Float32`s): the
+weight stored is `W·diag(s)` and every product divides the input by `s` before
+quantizing it (kept columns are then kept as `Float32` of `W·diag(s)`).
+Weights given to `mul_shared_input!` must share one vector.
 """
 mutable struct Int8Weight
     ptr::Ptr{Cvoid}
@@ -149,7 +154,8 @@ mutable struct Int8Weight
 end
 
 function Int8Weight(ctx::Context, W::AbstractMatrix{T}; bias::Union{Nothing,AbstractVector{T}} = nothing,
-                    keep::AbstractVector{<:Integer} = Int[]) where {T}
+                    keep::AbstractVector{<:Integer} = Int[],
+                    smoothing::Union{Nothing,AbstractVector{<:Real}} = nothing) where {T}
     code = dtype_code(T)
     out, in = size(W)
     rowmajor = Matrix{T}(permutedims(W))  # in × out column-major == [out, in] row-major
@@ -157,10 +163,18 @@ function Int8Weight(ctx::Context, W::AbstractMatrix{T}; bias::Union{Nothing,Abst
     b === nothing || length(b) == out || throw(DimensionMismatch("bias has $(length(b)) elements, the weight $out rows"))
     all(c -> 1 <= c <= in, keep) || throw(ArgumentError("keep holds a column outside 1:$in"))
     keep0 = UInt32[c - 1 for c in keep]  # the C ABI counts columns from 0
+    s = smoothing === nothing ? nothing : Vector{Float32}(smoothing)
+    s === nothing || length(s) == in || throw(DimensionMismatch("smoothing has $(length(s)) factors, the weight $in columns"))
     handle = Ref{Ptr{Cvoid}}(C_NULL)
-    GC.@preserve rowmajor b keep0 begin
+    GC.@preserve rowmajor b keep0 s begin
         bp = b === nothing ? C_NULL : pointer(b)
-        if isempty(keep0)
+        if s !== nothing
+            kp = isempty(keep0) ? C_NULL : pointer(keep0)
+            check(ccall((:llmint8_weight_quantize_smoothed, libllmint8), Int32,
+                        (Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Csize_t, Ptr{Float32}, Csize_t, Csize_t, Ptr{Cvoid}, Int32,
+                         Ptr{UInt32}, Csize_t, Ptr{Ptr{Cvoid}}),
+                        ctx, rowmajor, code, out, in, pointer(s), 0, in, bp, code, kp, length(keep0), handle))
+        elseif isempty(keep0)
             check(ccall((:llmint8_weight_quantize, libllmint8), Int32,
                         (Ptr{Cvoid}, Ptr{Cvoid}, Int32, Csize_t, Csize_t, Ptr{Cvoid}, Int32, Ptr{Ptr{Cvoid}}),
                         ctx, rowmajor, code, out, in, bp, code, handle))
@@ -188,6 +202,18 @@ end
 
 Base.size(w::Int8Weight) = (w.out, w.in)
 Base.size(w::Int8Weight, d::Integer) = size(w)[d]
+
+"""
+    smoothing(w::Int8Weight) -> Union{Nothing,Vector{Float32}}
+
+The smoothing vector `w` was made with, or `nothing` for an unsmoothed weight.
+"""
+function smoothing(w::Int8Weight)
+    s, smoothed = Vector{Float32}(undef, w.in), Ref{Int32}(0)
+    GC.@preserve s check(ccall((:llmint8_weight_smoothing, libllmint8), Int32,
+                               (Ptr{Cvoid}, Ptr{Float32}, Csize_t, Ref{Int32}), w, pointer(s), length(s), smoothed))
+    return smoothed[] == 0 ? nothing : s
+end
 
 """
     memory(w::Int8Weight) -> (host = bytes, device = bytes)

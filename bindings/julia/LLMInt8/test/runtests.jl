@@ -15,6 +15,13 @@ using Test
     @test size(W8) == (out, in)
     @test memory(W8).host + memory(W8).device >= out * in + 4 * out
     @test memory(Int8Weight(ctx, W; bias = bias, keep = [7])).host == memory(W8).host + 4 * out
+    # Smoothing: the plain weight of W·diag(s) times X·diag(1/s), bit for bit.
+    s = Float32[0.5 + (c % 3) for c in 1:size(W, 2)]
+    Ws = Int8Weight(ctx, W; bias = bias, smoothing = s)
+    @test smoothing(Ws) == s && smoothing(W8) === nothing
+    Xs = Float32.(X) .* (1 ./ s)
+    @test Ws * X == Int8Weight(ctx, W .* s'; bias = bias) * Xs
+    @test_throws LLMInt8Error Int8Weight(ctx, W; smoothing = zeros(Float32, size(W, 2)))
     Y = W8 * X
     @test size(Y) == (out, batch)
     dense = Float64.(W) * Float64.(X) .+ bias
