@@ -48,9 +48,10 @@ pub struct ConvertOptions {
     /// Smoothing vectors `s` (SmoothQuant's, `[in_features]`, each value
     /// finite and > 0) by module name: the layer is written as the int8 values
     /// of `W·diag(s)` with `llmint8_smooth` beside it and weight_format
-    /// [`io::SMOOTHED_WEIGHT_FORMAT`], which bitsandbytes refuses (it would
-    /// multiply unsmoothed activations by the smoothed weight); its kept
-    /// columns, if any, as float32 of `W·diag(s)`.
+    /// [`io::SMOOTHED_WEIGHT_FORMAT`], which bitsandbytes' state-dict hook
+    /// refuses, and the config gets [`SMOOTHED_CONFIG_MARKER`], which
+    /// transformers refuses (either would multiply unsmoothed activations by
+    /// the smoothed weight); its kept columns, if any, as float32 of `W·diag(s)`.
     pub smooth: BTreeMap<String, Vec<f32>>,
 }
 
@@ -414,6 +415,12 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
     }
 }
 
+/// `quantization_config.bnb_4bit_compute_dtype` of a folder holding smoothed
+/// layers: transformers reads it as `getattr(torch, …)` and refuses the folder
+/// ("module 'torch' has no attribute 'llmint8_smoothed_layers__load_with_llmint8'");
+/// llmint8 does not read it.
+pub const SMOOTHED_CONFIG_MARKER: &str = "llmint8_smoothed_layers__load_with_llmint8";
+
 /// The input's `config.json` with the `quantization_config` transformers writes
 /// for `load_in_8bit`, or `None` when there is no config.
 fn read_config(input: &Path, options: &ConvertOptions) -> Result<Option<Value>> {
@@ -439,6 +446,10 @@ fn read_config(input: &Path, options: &ConvertOptions) -> Result<Option<Value>> 
             )));
         }
     }
+    // Smoothed layers need llmint8's division of their activations: a name
+    // transformers resolves as `torch.<name>` when it reads the config, and
+    // fails on (transformers 5 no longer runs bitsandbytes' weight_format check).
+    let compute_dtype = if options.smooth.is_empty() { "float32" } else { SMOOTHED_CONFIG_MARKER };
     // A skip list replaces transformers' default one, which keeps the output layer.
     let skip = if options.skip.is_empty() {
         Value::Null
@@ -454,7 +465,7 @@ fn read_config(input: &Path, options: &ConvertOptions) -> Result<Option<Value>> 
         json!({
             "_load_in_4bit": false,
             "_load_in_8bit": true,
-            "bnb_4bit_compute_dtype": "float32",
+            "bnb_4bit_compute_dtype": compute_dtype,
             "bnb_4bit_quant_storage": "uint8",
             "bnb_4bit_quant_type": "fp4",
             "bnb_4bit_use_double_quant": false,

@@ -694,6 +694,15 @@ fn converting_with_smoothing_writes_llmint8_only_layers() {
     assert_eq!(q.tensor(&format!("{layer}.llmint8_smooth")).unwrap().kind, TensorKind::Smoothing);
     let other = "model.layers.0.self_attn.k_proj";
     assert_eq!(tensor_bytes(&q, &format!("{other}.weight_format")), [0]);
+    // The config transformers reads refuses the folder (scripts/bnb_smoothed_check.py shows it).
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let marker = &config["quantization_config"]["bnb_4bit_compute_dtype"];
+    assert_eq!(marker, llmint8::convert::SMOOTHED_CONFIG_MARKER);
+    let plain_out = dir.join("plain");
+    convert(&src, &plain_out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let plain: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain_out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(plain["quantization_config"]["bnb_4bit_compute_dtype"], "float32");
     let ctx = Context::cpu();
     ctx.set_input_rounding(InputRounding::Float16);
     let source = Checkpoint::open(&src).unwrap();

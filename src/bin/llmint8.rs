@@ -53,8 +53,9 @@ Options:
                         llmint8 divides the activations by; FILE is JSON
                         {\"MODULE\": [FACTOR, ...]} (in_features factors, each > 0),
                         as examples/cpp/llama --calibrate writes it. Such layers
-                        carry weight_format 83, which bitsandbytes refuses:
-                        only llmint8 loads the result correctly
+                        carry weight_format 83 and the config a marker, which
+                        bitsandbytes and transformers refuse: only llmint8
+                        loads the result correctly
   --exact               quantize bfloat16/float32 weights from their stored
                         values; by default they are rounded to float16 first,
                         as bitsandbytes does, so the output is bit for bit the
@@ -214,9 +215,11 @@ fn run_convert(args: &[String]) -> Result<(), Failure> {
     if !options.smooth.is_empty() {
         // Even with -q: the output is not what transformers + bitsandbytes can load.
         eprintln!(
-            "llmint8: warning: {} smoothed layer(s) written with weight_format 83 and PREFIX.llmint8_smooth: \
-             load this model with llmint8; transformers + bitsandbytes refuse it (\"Expected supported weight format\")",
-            options.smooth.len()
+            "llmint8: warning: {} smoothed layer(s) written with weight_format 83 and PREFIX.llmint8_smooth, \
+             and quantization_config.bnb_4bit_compute_dtype {:?}: load this model with llmint8; transformers \
+             and bitsandbytes refuse it (their results would be wrong)",
+            options.smooth.len(),
+            convert::SMOOTHED_CONFIG_MARKER
         );
     }
     if !quiet {

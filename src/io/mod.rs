@@ -77,10 +77,12 @@ pub const KEPT_VALUES: &str = "llmint8_kept_values";
 /// `W·diag(s)` and its `PREFIX.weight_format` is [`SMOOTHED_WEIGHT_FORMAT`].
 pub const SMOOTHING: &str = "llmint8_smooth";
 
-/// `PREFIX.weight_format` of a smoothed int8 layer: bitsandbytes refuses a
-/// weight format it does not know ("Expected supported weight format"), so
-/// transformers + bitsandbytes refuse such a folder instead of multiplying
-/// unsmoothed activations by the smoothed weight. (`"S"`.)
+/// `PREFIX.weight_format` of a smoothed int8 layer (`"S"`): bitsandbytes'
+/// `Linear8bitLt` state-dict hook refuses a weight format it does not know
+/// ("Expected supported weight format - got 83") instead of multiplying
+/// unsmoothed activations by the smoothed weight. transformers 5 no longer
+/// runs that hook; a converted folder's config refuses it there
+/// (`convert::SMOOTHED_CONFIG_MARKER`).
 pub const SMOOTHED_WEIGHT_FORMAT: u8 = 83;
 
 /// The single-file model name transformers writes.
