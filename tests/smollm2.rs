@@ -145,23 +145,32 @@ fn each_step_of_llm_int8_is_closer_to_float32_on_a_real_model() {
 
     // Smoothing (issue 32), calibrated on LICENSE-APACHE: SmoothQuant's W8A8
     // (α 0.5, no decomposition) beats the default; smoothing then LLM.int8()'s
-    // decomposition beats both (target: 0.65× the default); α chosen per group
-    // of layers more (target: 0.45×); the columns still holding outliers kept
-    // in float32 no worse. Measured figures: docs/SEMANTICS.md.
+    // decomposition beats both (target 0.65× the default); α chosen per group
+    // of layers sharing an input more; each layer its own vector (no shared
+    // activation pass) more again (target 0.45×), and the columns still
+    // holding outliers kept in float32 no worse. llama.cpp's Q8_0 (blocks of
+    // 32 along K, emulated) stays ahead. Measured figures: docs/SEMANTICS.md.
     let sq = row(&table, "SmoothQuant W8A8: smoothing α 0.5, threshold 0");
     let half = row(&table, "smoothing α 0.5, LLM.int8() threshold 6, int8-part row scale");
-    let alone =
-        row(&table, "smoothing α 0.5, each layer its own vector (no shared input), threshold 6, int8-part row scale");
-    let tuned = row(&table, "smoothing α per layer, LLM.int8() threshold 6, int8-part row scale");
-    let tuned_kept =
-        row(&table, "smoothing α per layer, LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns");
+    let half_alone =
+        row(&table, "smoothing α 0.5, each layer its own vector, LLM.int8() threshold 6, int8-part row scale");
+    let group = row(&table, "smoothing α per group, LLM.int8() threshold 6, int8-part row scale");
+    let layer =
+        row(&table, "smoothing α per layer, each layer its own vector, LLM.int8() threshold 6, int8-part row scale");
+    let layer_kept = row(
+        &table,
+        "smoothing α per layer, each layer its own vector, LLM.int8() threshold 6, int8-part row scale, calibrated 16-bit columns",
+    );
+    let q8_0 = row(&table, "llama.cpp Q8_0 (blocks of 32 along K, weights and activations), float64 emulation");
     assert!(sq.kld < 0.85 * part.kld && sq.top1 > part.top1, "SmoothQuant {sq:?} against {part:?}");
     assert!(half.kld < 0.95 * sq.kld && half.kld < 0.70 * part.kld, "{half:?} against {sq:?} and {part:?}");
-    assert!((alone.kld - half.kld).abs() < 0.15 * half.kld, "sharing a vector costs: {half:?} against {alone:?}");
-    assert!(tuned.kld < 0.80 * half.kld && tuned.kld < 0.55 * part.kld, "{tuned:?} against {half:?}, {part:?}");
-    assert!(tuned_kept.kld < 1.02 * tuned.kld && tuned_kept.top1 > part.top1, "{tuned_kept:?} against {tuned:?}");
-    assert!(tuned.top1 > half.top1 && half.top1 > part.top1, "{tuned:?} {half:?} {part:?}");
-    assert!(tuned.ppl_change < half.ppl_change && half.ppl_change < part.ppl_change, "{tuned:?} {half:?} {part:?}");
+    assert!(half_alone.kld < half.kld, "sharing a vector costs: {half:?} against {half_alone:?}");
+    assert!(group.kld < 0.85 * half.kld && group.kld < 0.55 * part.kld, "{group:?} against {half:?}, {part:?}");
+    assert!(layer.kld < group.kld && layer.kld < 0.50 * part.kld, "{layer:?} against {group:?}, {part:?}");
+    assert!(layer_kept.kld < 1.02 * layer.kld && layer_kept.top1 > part.top1, "{layer_kept:?} against {layer:?}");
+    assert!(group.top1 > half.top1 && half.top1 > part.top1, "{group:?} {half:?} {part:?}");
+    assert!(group.ppl_change < half.ppl_change && half.ppl_change < part.ppl_change, "{group:?} {half:?} {part:?}");
+    assert!(q8_0.kld < layer.kld && layer.kld < 2.5 * q8_0.kld, "Q8_0 {q8_0:?} against {layer:?}");
 }
 
 /// The smoothing travels in a checkpoint: the engine writes the vectors it

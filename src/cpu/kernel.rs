@@ -212,7 +212,35 @@ pub(super) fn convert_from_f32<Y: crate::dtype::Element>(src: &[f32], dst: &mut 
     }
 }
 
-/// 16 values of `row` from `i` as float32, exactly as `Element::to_f32` reads
+/// A row as the AVX-512 quantizers read it: each value widened to float32
+/// exactly (`Element::to_f32`) and, for a smoothed weight, multiplied by its
+/// column's factor (`1/s` for activations, `s` for weight rows) in float32 —
+/// the value `quant` is then given, so the bytes are the scalar rules' of the
+/// smoothed row.
+#[derive(Clone, Copy)]
+pub struct Row<'a, T> {
+    values: &'a [T],
+    factors: Option<&'a [f32]>,
+}
+
+impl<'a, T: crate::dtype::Element> Row<'a, T> {
+    /// `factors`, when given, as long as `values`.
+    pub fn new(values: &'a [T], factors: Option<&'a [f32]>) -> Row<'a, T> {
+        assert!(factors.is_none_or(|f| f.len() == values.len()));
+        Row { values, factors }
+    }
+    fn len(self) -> usize {
+        self.values.len()
+    }
+    /// Value `c` as read.
+    #[inline(always)]
+    fn get(self, c: usize) -> f32 {
+        let v = self.values[c].to_f32();
+        self.factors.map_or(v, |f| v * f[c])
+    }
+}
+
+/// 16 values of `row` from `i` as float32, exactly as [`Row::get`] reads
 /// them (every dtype).
 ///
 /// # Safety
@@ -220,20 +248,24 @@ pub(super) fn convert_from_f32<Y: crate::dtype::Element>(src: &[f32], dst: &mut 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn load16<T: crate::dtype::Element>(row: &[T], i: usize) -> std::arch::x86_64::__m512 {
+unsafe fn load16<T: crate::dtype::Element>(row: Row<'_, T>, i: usize) -> std::arch::x86_64::__m512 {
     use crate::dtype::DType;
     use std::arch::x86_64::*;
     debug_assert!(i + 16 <= row.len());
-    let ptr = row.as_ptr().add(i);
+    let ptr = row.values.as_ptr().add(i);
     // SAFETY (caller): 16 elements from `ptr` lie in `row`; every T is a plain
-    // bit pattern of its size.
-    match T::DTYPE {
+    // bit pattern of its size; `factors` is as long as the values.
+    let v = match T::DTYPE {
         DType::F32 => _mm512_loadu_ps(ptr.cast()),
         DType::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast())),
         // bfloat16 is the top half of a float32.
         DType::BF16 => {
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(ptr.cast()))))
         }
+    };
+    match row.factors {
+        Some(f) => _mm512_mul_ps(v, _mm512_loadu_ps(f.as_ptr().add(i))),
+        None => v,
     }
 }
 
@@ -274,7 +306,7 @@ unsafe fn store_quantized16(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
-    row: &[T],
+    row: Row<'_, T>,
     threshold: f32,
     q: &mut [i8],
     outlier_columns: &mut [bool],
@@ -310,8 +342,8 @@ pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
         max = _mm512_mask_max_epu32(max, !out, max, abs);
     }
     let mut bits = _mm512_reduce_max_epu32(max);
-    for (v, is_out) in row[full..].iter().zip(&mut outlier_columns[full..]) {
-        let v = v.to_f32();
+    for (c, is_out) in (full..row.len()).zip(&mut outlier_columns[full..]) {
+        let v = row.get(c);
         let out = quant::is_outlier(v, threshold);
         *is_out |= out;
         if !out {
@@ -343,7 +375,7 @@ pub unsafe fn quantize_activation_row_avx512<T: crate::dtype::Element>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn quantize_with_absmax_avx512<T: crate::dtype::Element>(
-    row: &[T],
+    row: Row<'_, T>,
     bits: u32,
     q: &mut [i8],
     zero16: impl Fn(usize, std::arch::x86_64::__m512) -> std::arch::x86_64::__mmask16,
@@ -364,9 +396,9 @@ unsafe fn quantize_with_absmax_avx512<T: crate::dtype::Element>(
         let v = load16(row, i);
         store_quantized16(q, i, v, s, zero16(i, v));
     }
-    for (c, (d, v)) in q[full..].iter_mut().zip(&row[full..]).enumerate() {
-        let v = v.to_f32();
-        *d = if zero(full + c, v) { 0 } else { quant::quantize_value(v, scale) };
+    for (c, d) in (full..row.len()).zip(&mut q[full..]) {
+        let v = row.get(c);
+        *d = if zero(c, v) { 0 } else { quant::quantize_value(v, scale) };
     }
     Some(absmax)
 }
@@ -383,7 +415,7 @@ unsafe fn quantize_with_absmax_avx512<T: crate::dtype::Element>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>(
-    row: &[T],
+    row: Row<'_, T>,
     outlier_columns: &[bool],
     q: &mut [i8],
 ) -> Option<f32> {
@@ -403,7 +435,7 @@ pub unsafe fn quantize_activation_row_int8_part_avx512<T: crate::dtype::Element>
 /// The processor must support AVX-512 F, BW and VNNI; the slices are as long.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn int8_part_absmax_bits_avx512<T: crate::dtype::Element>(row: &[T], outlier_columns: &[bool]) -> u32 {
+pub unsafe fn int8_part_absmax_bits_avx512<T: crate::dtype::Element>(row: Row<'_, T>, outlier_columns: &[bool]) -> u32 {
     use std::arch::x86_64::*;
     assert_eq!(row.len(), outlier_columns.len());
     let full = row.len() / 16 * 16;
@@ -416,9 +448,9 @@ pub unsafe fn int8_part_absmax_bits_avx512<T: crate::dtype::Element>(row: &[T], 
         max = _mm512_mask_max_epu32(max, !marked, max, abs);
     }
     let mut bits = _mm512_reduce_max_epu32(max);
-    for (v, &out) in row[full..].iter().zip(&outlier_columns[full..]) {
+    for (c, &out) in (full..row.len()).zip(&outlier_columns[full..]) {
         if !out {
-            bits = bits.max(v.to_f32().abs().to_bits());
+            bits = bits.max(row.get(c).abs().to_bits());
         }
     }
     bits
@@ -449,7 +481,7 @@ unsafe fn marked_lanes(outlier_columns: &[bool], i: usize) -> std::arch::x86_64:
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn quantize_int8_part_with_bits_avx512<T: crate::dtype::Element>(
-    row: &[T],
+    row: Row<'_, T>,
     outlier_columns: &[bool],
     bits: u32,
     q: &mut [i8],
@@ -472,7 +504,7 @@ pub unsafe fn quantize_int8_part_with_bits_avx512<T: crate::dtype::Element>(
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // deliberate: a NaN threshold marks nothing, as quant::is_outlier
 pub unsafe fn mark_outlier_columns_avx512<T: crate::dtype::Element>(
-    row: &[T],
+    row: Row<'_, T>,
     threshold: f32,
     outlier_columns: &mut [bool],
 ) {
@@ -496,8 +528,8 @@ pub unsafe fn mark_outlier_columns_avx512<T: crate::dtype::Element>(
             unsafe { _mm_storeu_si128(at, _mm_or_si128(_mm_loadu_si128(at), ones)) };
         }
     }
-    for (is_out, v) in outlier_columns[full..].iter_mut().zip(&row[full..]) {
-        *is_out |= crate::quant::is_outlier(v.to_f32(), threshold);
+    for (is_out, c) in outlier_columns[full..].iter_mut().zip(full..row.len()) {
+        *is_out |= crate::quant::is_outlier(row.get(c), threshold);
     }
 }
 
@@ -512,7 +544,7 @@ pub unsafe fn mark_outlier_columns_avx512<T: crate::dtype::Element>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
-    row: &[T],
+    row: Row<'_, T>,
     q: &mut [i8],
 ) -> Option<std::result::Result<f32, usize>> {
     use crate::quant;
@@ -526,11 +558,11 @@ pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
         max = _mm512_max_epu32(max, _mm512_and_si512(_mm512_castps_si512(unsafe { load16(row, i) }), abs_mask));
     }
     let mut bits = _mm512_reduce_max_epu32(max);
-    for v in &row[full..] {
-        bits = bits.max(v.to_f32().abs().to_bits());
+    for c in full..row.len() {
+        bits = bits.max(row.get(c).abs().to_bits());
     }
     if bits >= quant::INF_BITS {
-        return Some(Err(row.iter().position(|v| !v.to_f32().is_finite()).unwrap_or(0)));
+        return Some(Err((0..row.len()).position(|c| !row.get(c).is_finite()).unwrap_or(0)));
     }
     let absmax = f32::from_bits(bits);
     let scale = quant::row_scale(absmax)?;
@@ -539,8 +571,8 @@ pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
         // SAFETY: i + 16 <= full, the length of `row` and `q`.
         unsafe { store_quantized16(q, i, load16(row, i), s, 0) };
     }
-    for (d, v) in q[full..].iter_mut().zip(&row[full..]) {
-        *d = quant::quantize_value(v.to_f32(), scale);
+    for (d, c) in q[full..].iter_mut().zip(full..row.len()) {
+        *d = quant::quantize_value(row.get(c), scale);
     }
     Some(Ok(absmax))
 }
@@ -627,25 +659,30 @@ mod tests {
         }
     }
 
+    /// The kernels on `row` (times `factors` when given: a smoothed row)
+    /// against the scalar rules on the row as read (`Row::get`).
     fn check<T: Element>() {
-        for row in rows() {
-            let row: Vec<T> = row.iter().map(|&v| T::from_f32(v)).collect();
+        for (r, values) in rows().into_iter().enumerate() {
+            let values: Vec<T> = values.iter().map(|&v| T::from_f32(v)).collect();
+            let factors: Vec<f32> = (0..values.len()).map(|c| [0.37, 1.0, 2.5, 1e-3, 7.0][(c + r) % 5]).collect();
+            check_row(Row::new(&values, None));
+            check_row(Row::new(&values, Some(&factors)));
+        }
+    }
+
+    fn check_row<T: Element>(fast_row: Row<'_, T>) {
+        {
+            let row: Vec<f32> = (0..fast_row.len()).map(|c| fast_row.get(c)).collect();
             for threshold in [0.0, 6.0, f32::INFINITY] {
                 let (mut q, mut mask) = (vec![0i8; row.len()], vec![false; row.len()]);
                 let (mut q_ref, mut mask_ref) = (vec![0i8; row.len()], vec![false; row.len()]);
                 // SAFETY: called only where the processor has AVX-512 F/BW/VNNI.
-                let fast = unsafe { quantize_activation_row_avx512(&row, threshold, &mut q, &mut mask) };
+                let fast = unsafe { quantize_activation_row_avx512(fast_row, threshold, &mut q, &mut mask) };
                 let want =
                     quant::quantize_activation_row(&row, InputRounding::Exact, threshold, &mut q_ref, &mut mask_ref);
                 if let Some(absmax) = fast {
                     assert_eq!(absmax.to_bits(), want.to_bits(), "{:?} t {threshold}", T::DTYPE);
-                    assert_eq!(
-                        q,
-                        q_ref,
-                        "{:?} t {threshold}: {:?}",
-                        T::DTYPE,
-                        &row.iter().map(|v| v.to_f32()).collect::<Vec<_>>()
-                    );
+                    assert_eq!(q, q_ref, "{:?} t {threshold}: {:?}", T::DTYPE, &row);
                 } else {
                     assert!(!(1.0 / want * 127.0).is_finite(), "no fast result only for a subnormal absmax");
                 }
@@ -661,7 +698,7 @@ mod tests {
             for mask in [mask.clone(), vec![false; row.len()], vec![true; row.len()]] {
                 let (mut q, mut q_ref) = (vec![1i8; row.len()], vec![1i8; row.len()]);
                 // SAFETY: as above.
-                let fast = unsafe { quantize_activation_row_int8_part_avx512(&row, &mask, &mut q) };
+                let fast = unsafe { quantize_activation_row_int8_part_avx512(fast_row, &mask, &mut q) };
                 let want = quant::quantize_activation_row_int8_part(&row, InputRounding::Exact, &mask, &mut q_ref);
                 match fast {
                     Some(absmax) => {
@@ -676,14 +713,14 @@ mod tests {
                 for start in [vec![false; row.len()], (0..row.len()).map(|c| c % 5 == 0).collect()] {
                     let (mut fast, mut want) = (start.clone(), start);
                     // SAFETY: as above.
-                    unsafe { mark_outlier_columns_avx512(&row, threshold, &mut fast) };
+                    unsafe { mark_outlier_columns_avx512(fast_row, threshold, &mut fast) };
                     quant::mark_outlier_columns(&row, InputRounding::Exact, threshold, &mut want);
                     assert_eq!(fast, want, "{:?} marking at {threshold}", T::DTYPE);
                 }
             }
             let (mut q, mut q_ref) = (vec![0i8; row.len()], vec![0i8; row.len()]);
             // SAFETY: as above.
-            let fast = unsafe { quantize_weight_row_avx512(&row, &mut q) };
+            let fast = unsafe { quantize_weight_row_avx512(fast_row, &mut q) };
             let want = quant::quantize_weight_row(&row, InputRounding::Exact, &mut q_ref);
             if let Some(got) = fast {
                 assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits));

@@ -24,10 +24,12 @@ use super::kernel;
 /// measured: a libm `rintf` call per value on AVX2).
 ///
 /// With `factors` (a smoothed weight: `s` for its rows, `1/s` for the
-/// activations) each row is first read into a float32 row of its own —
-/// `rounding.load(v) · factor[c]`, in L1 — and that row is quantized as
-/// float32 read as it is: the outlier test, the row scale and the rounding
-/// all see the smoothed values.
+/// activations) each value is multiplied by its column's factor as it is read,
+/// before anything looks at it: the outlier test, the row scale and the
+/// rounding all see the smoothed values. The AVX-512 kernels multiply in
+/// registers (`kernel::Row`); the other paths first write the smoothed row
+/// into a float32 row of their own (`buf`, in L1, allocated at the first
+/// such row) and quantize that.
 #[derive(Clone, Copy)]
 struct RowQuantizer<'f> {
     rounding: InputRounding,
@@ -44,50 +46,56 @@ impl<'f> RowQuantizer<'f> {
         RowQuantizer { rounding: settings.rounding_for::<T>(), simd: settings.path.has_avx512(), factors }
     }
 
-    /// Whether a row goes to the AVX-512 kernels (which read values as they are).
+    /// The row for the AVX-512 kernels, when they take it (they read values
+    /// as they are).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn avx512(self) -> bool {
-        self.simd && self.rounding == InputRounding::Exact
+    fn avx512<'r, T: Element>(self, row: &'r [T]) -> Option<kernel::Row<'r, T>>
+    where
+        'f: 'r,
+    {
+        (self.simd && self.rounding == InputRounding::Exact).then(|| kernel::Row::new(row, self.factors))
     }
 
-    /// A row-sized buffer for the smoothed rows (empty without factors).
-    fn buffer(self, cols: usize) -> Vec<f32> {
-        vec![0.0; if self.factors.is_some() { cols } else { 0 }]
-    }
-
-    /// With factors: `row` smoothed into `buf`, and the quantizer of that
-    /// float32 row (read as it is, no factors).
+    /// The row as `quant`'s rules are to read it: with factors, the smoothed
+    /// row written into `buf` (float32, read as it is); else `row` itself.
     #[inline(always)]
-    fn smooth<'r, T: Element>(self, row: &[T], buf: &'r mut [f32]) -> Option<(RowQuantizer<'f>, &'r [f32])> {
-        let factors = self.factors?;
-        let buf = &mut buf[..row.len()];
-        for ((b, &v), &f) in buf.iter_mut().zip(row).zip(factors) {
-            *b = self.rounding.load(v) * f;
+    fn scalar<'r, T: Element>(self, row: &'r [T], buf: &'r mut Vec<f32>) -> ScalarRow<'r, T> {
+        let Some(factors) = self.factors else { return ScalarRow::Plain(row, self.rounding) };
+        if buf.len() < row.len() {
+            buf.resize(row.len(), 0.0); // once per part: its rows are as long
         }
-        Some((RowQuantizer { rounding: InputRounding::Exact, factors: None, ..self }, buf))
+        let buf = &mut buf[..row.len()];
+        // One loop per rounding, each vectorized (a `match` per value is not).
+        match self.rounding {
+            InputRounding::Exact => {
+                for ((b, &v), &f) in buf.iter_mut().zip(row).zip(factors) {
+                    *b = v.to_f32() * f;
+                }
+            }
+            InputRounding::Float16 => {
+                for ((b, &v), &f) in buf.iter_mut().zip(row).zip(factors) {
+                    *b = InputRounding::Float16.load(v) * f;
+                }
+            }
+        }
+        ScalarRow::Smoothed(buf)
     }
 
     /// [`quant::quantize_weight_row`] (of the smoothed row).
     #[inline(always)]
-    fn weight_row<T: Element>(self, row: &[T], buf: &mut [f32], q: &mut [i8]) -> std::result::Result<f32, usize> {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => plain.weight_row_read(row, q),
-            None => self.weight_row_read(row, q),
-        }
-    }
-
-    /// [`Self::weight_row`] of the row as read, no factors.
-    #[inline(always)]
-    fn weight_row_read<T: Element>(self, row: &[T], q: &mut [i8]) -> std::result::Result<f32, usize> {
+    fn weight_row<T: Element>(self, row: &[T], buf: &mut Vec<f32>, q: &mut [i8]) -> std::result::Result<f32, usize> {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512() {
-            // SAFETY: `avx512()` holds only when the processor has AVX-512 F/BW/VNNI.
-            if let Some(done) = unsafe { kernel::quantize_weight_row_avx512(row, q) } {
+        if let Some(r) = self.avx512(row) {
+            // SAFETY: `avx512` gives a row only when the processor has AVX-512 F/BW/VNNI.
+            if let Some(done) = unsafe { kernel::quantize_weight_row_avx512(r, &mut *q) } {
                 return done;
             }
         }
-        quant::quantize_weight_row(row, self.rounding, q)
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => quant::quantize_weight_row(row, rounding, q),
+            ScalarRow::Smoothed(row) => quant::quantize_weight_row(row, InputRounding::Exact, q),
+        }
     }
 
     /// [`quant::quantize_weight_row_columns`] (of the smoothed row). Not on
@@ -97,12 +105,12 @@ impl<'f> RowQuantizer<'f> {
         self,
         row: &[T],
         cols: Range<usize>,
-        buf: &mut [f32],
+        buf: &mut Vec<f32>,
         q: &mut [i8],
     ) -> std::result::Result<f32, usize> {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => quant::quantize_weight_row_columns(row, cols, plain.rounding, q),
-            None => quant::quantize_weight_row_columns(row, cols, self.rounding, q),
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => quant::quantize_weight_row_columns(row, cols, rounding, q),
+            ScalarRow::Smoothed(row) => quant::quantize_weight_row_columns(row, cols, InputRounding::Exact, q),
         }
     }
 
@@ -111,117 +119,110 @@ impl<'f> RowQuantizer<'f> {
     fn activation_row<T: Element>(
         self,
         row: &[T],
-        buf: &mut [f32],
+        buf: &mut Vec<f32>,
         threshold: f32,
         q: &mut [i8],
         mask: &mut [bool],
     ) -> f32 {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => plain.activation_row_read(row, threshold, q, mask),
-            None => self.activation_row_read(row, threshold, q, mask),
-        }
-    }
-
-    /// [`Self::activation_row`] of the row as read, no factors.
-    #[inline(always)]
-    fn activation_row_read<T: Element>(self, row: &[T], threshold: f32, q: &mut [i8], mask: &mut [bool]) -> f32 {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512() {
+        if let Some(r) = self.avx512(row) {
             // SAFETY: as in `weight_row`.
-            if let Some(absmax) = unsafe { kernel::quantize_activation_row_avx512(row, threshold, q, mask) } {
+            if let Some(absmax) = unsafe { kernel::quantize_activation_row_avx512(r, threshold, &mut *q, &mut *mask) } {
                 return absmax;
             }
         }
-        quant::quantize_activation_row(row, self.rounding, threshold, q, mask)
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => quant::quantize_activation_row(row, rounding, threshold, q, mask),
+            ScalarRow::Smoothed(row) => quant::quantize_activation_row(row, InputRounding::Exact, threshold, q, mask),
+        }
     }
 
     /// [`quant::mark_outlier_columns`].
     #[inline(always)]
-    fn mark_outliers<T: Element>(self, row: &[T], buf: &mut [f32], threshold: f32, mask: &mut [bool]) {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => plain.mark_outliers_read(row, threshold, mask),
-            None => self.mark_outliers_read(row, threshold, mask),
-        }
-    }
-
-    /// [`Self::mark_outliers`] of the row as read, no factors.
-    #[inline(always)]
-    fn mark_outliers_read<T: Element>(self, row: &[T], threshold: f32, mask: &mut [bool]) {
+    fn mark_outliers<T: Element>(self, row: &[T], buf: &mut Vec<f32>, threshold: f32, mask: &mut [bool]) {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512() {
+        if let Some(r) = self.avx512(row) {
             // SAFETY: as in `weight_row`.
-            unsafe { kernel::mark_outlier_columns_avx512(row, threshold, mask) };
+            unsafe { kernel::mark_outlier_columns_avx512(r, threshold, mask) };
             return;
         }
-        quant::mark_outlier_columns(row, self.rounding, threshold, mask)
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => quant::mark_outlier_columns(row, rounding, threshold, mask),
+            ScalarRow::Smoothed(row) => quant::mark_outlier_columns(row, InputRounding::Exact, threshold, mask),
+        }
     }
 
     /// [`quant::quantize_activation_row_int8_part`].
     #[inline(always)]
-    fn int8_part_row<T: Element>(self, row: &[T], buf: &mut [f32], outlier_columns: &[bool], q: &mut [i8]) -> f32 {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => plain.int8_part_row_read(row, outlier_columns, q),
-            None => self.int8_part_row_read(row, outlier_columns, q),
-        }
-    }
-
-    /// [`Self::int8_part_row`] of the row as read, no factors.
-    #[inline(always)]
-    fn int8_part_row_read<T: Element>(self, row: &[T], outlier_columns: &[bool], q: &mut [i8]) -> f32 {
+    fn int8_part_row<T: Element>(self, row: &[T], buf: &mut Vec<f32>, outlier_columns: &[bool], q: &mut [i8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512() {
+        if let Some(r) = self.avx512(row) {
             // SAFETY: as in `weight_row`.
-            if let Some(absmax) = unsafe { kernel::quantize_activation_row_int8_part_avx512(row, outlier_columns, q) } {
+            if let Some(absmax) =
+                unsafe { kernel::quantize_activation_row_int8_part_avx512(r, outlier_columns, &mut *q) }
+            {
                 return absmax;
             }
         }
-        quant::quantize_activation_row_int8_part(row, self.rounding, outlier_columns, q)
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => {
+                quant::quantize_activation_row_int8_part(row, rounding, outlier_columns, q)
+            }
+            ScalarRow::Smoothed(row) => {
+                quant::quantize_activation_row_int8_part(row, InputRounding::Exact, outlier_columns, q)
+            }
+        }
     }
 
     /// [`quant::int8_part_absmax`].
     #[inline(always)]
-    fn int8_part_absmax<T: Element>(self, row: &[T], buf: &mut [f32], outlier_columns: &[bool]) -> f32 {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => plain.int8_part_absmax_read(row, outlier_columns),
-            None => self.int8_part_absmax_read(row, outlier_columns),
-        }
-    }
-
-    /// [`Self::int8_part_absmax`] of the row as read, no factors.
-    #[inline(always)]
-    fn int8_part_absmax_read<T: Element>(self, row: &[T], outlier_columns: &[bool]) -> f32 {
+    fn int8_part_absmax<T: Element>(self, row: &[T], buf: &mut Vec<f32>, outlier_columns: &[bool]) -> f32 {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512() {
+        if let Some(r) = self.avx512(row) {
             // SAFETY: as in `weight_row`.
-            let bits = unsafe { kernel::int8_part_absmax_bits_avx512(row, outlier_columns) };
+            let bits = unsafe { kernel::int8_part_absmax_bits_avx512(r, outlier_columns) };
             return if bits >= quant::INF_BITS { f32::NAN } else { f32::from_bits(bits) };
         }
-        quant::int8_part_absmax(row, self.rounding, outlier_columns)
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => quant::int8_part_absmax(row, rounding, outlier_columns),
+            ScalarRow::Smoothed(row) => quant::int8_part_absmax(row, InputRounding::Exact, outlier_columns),
+        }
     }
 
     /// [`quant::quantize_activation_row_given_absmax`] of the int8 part.
     #[inline(always)]
-    fn with_absmax<T: Element>(self, row: &[T], buf: &mut [f32], absmax: f32, outlier_columns: &[bool], q: &mut [i8]) {
-        match self.smooth(row, buf) {
-            Some((plain, row)) => plain.with_absmax_read(row, absmax, outlier_columns, q),
-            None => self.with_absmax_read(row, absmax, outlier_columns, q),
-        }
-    }
-
-    /// [`Self::with_absmax`] of the row as read, no factors.
-    #[inline(always)]
-    fn with_absmax_read<T: Element>(self, row: &[T], absmax: f32, outlier_columns: &[bool], q: &mut [i8]) {
+    fn with_absmax<T: Element>(
+        self,
+        row: &[T],
+        buf: &mut Vec<f32>,
+        absmax: f32,
+        outlier_columns: &[bool],
+        q: &mut [i8],
+    ) {
         #[cfg(target_arch = "x86_64")]
-        if self.avx512() {
+        if let Some(r) = self.avx512(row) {
             // SAFETY: as in `weight_row`.
-            if unsafe { kernel::quantize_int8_part_with_bits_avx512(row, outlier_columns, absmax.to_bits(), q) }
+            if unsafe { kernel::quantize_int8_part_with_bits_avx512(r, outlier_columns, absmax.to_bits(), &mut *q) }
                 .is_some()
             {
                 return;
             }
         }
-        quant::quantize_activation_row_given_absmax(row, self.rounding, absmax, outlier_columns, q)
+        match self.scalar(row, buf) {
+            ScalarRow::Plain(row, rounding) => {
+                quant::quantize_activation_row_given_absmax(row, rounding, absmax, outlier_columns, q)
+            }
+            ScalarRow::Smoothed(row) => {
+                quant::quantize_activation_row_given_absmax(row, InputRounding::Exact, absmax, outlier_columns, q)
+            }
+        }
     }
+}
+
+/// A row as [`RowQuantizer::scalar`] hands it to `quant`'s rules.
+enum ScalarRow<'r, T> {
+    Plain(&'r [T], InputRounding),
+    Smoothed(&'r [f32]),
 }
 
 /// Quantizes the rows of a weight `[n, k]` into the packed int8 layout and the
@@ -280,7 +281,7 @@ pub(super) fn quantize_weight_columns<T: Element>(
     let rows_q = RowQuantizer::new::<T>(settings, smoothing);
     let mut cb = try_zeroed_vec::<i8>(n * kc, "the shard's CB")?;
     let mut scb = try_zeroed_vec::<f32>(n, "weight scales")?;
-    let mut buf = rows_q.buffer(k);
+    let mut buf = Vec::new();
     for (j, (row, (q, s))) in w.chunks_exact(k).zip(cb.chunks_exact_mut(kc).zip(&mut scb)).enumerate() {
         *s = rows_q
             .weight_row_columns(row, columns.clone(), &mut buf, q)
@@ -301,7 +302,7 @@ isa::multiversion! {
         row_q: &mut [i8],
         scb: &mut [f32]
     ) -> Option<(usize, usize)> {
-        let mut buf = rows_q.buffer(k);
+        let mut buf = Vec::new();
         for (r, (row, s)) in w.chunks_exact(k).zip(scb).enumerate() {
             match rows_q.weight_row(row, &mut buf, row_q) {
                 Ok(absmax) => *s = absmax,
@@ -324,7 +325,7 @@ isa::multiversion! {
         absmax: &mut [f32],
         mask: &mut [bool]
     ) -> () {
-        let mut buf = rows_q.buffer(cols);
+        let mut buf = Vec::new();
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
             *a = rows_q.activation_row(row, &mut buf, threshold, q, mask);
         }
@@ -340,7 +341,7 @@ isa::multiversion! {
         cols: usize,
         mask: &mut [bool]
     ) -> () {
-        let mut buf = rows_q.buffer(cols);
+        let mut buf = Vec::new();
         for row in x.chunks_exact(cols) {
             rows_q.mark_outliers(row, &mut buf, threshold, mask);
         }
@@ -358,7 +359,7 @@ isa::multiversion! {
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> () {
-        let mut buf = rows_q.buffer(cols);
+        let mut buf = Vec::new();
         for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
             *a = rows_q.int8_part_row(row, &mut buf, outlier_columns, q);
         }
@@ -380,7 +381,7 @@ isa::multiversion! {
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> Result<()> {
-        let mut buf = rows_q.buffer(cols);
+        let mut buf = Vec::new();
         for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
             let own = rows_q.int8_part_absmax(row, &mut buf, outlier_columns);
             *a = quant::given_row_absmax(first_row + r, given[r], own)?;
@@ -405,7 +406,7 @@ isa::multiversion! {
         q: &mut [i8],
         absmax: &mut [f32]
     ) -> Result<()> {
-        let mut buf = rows_q.buffer(cols);
+        let mut buf = Vec::new();
         for (r, ((row, q), a)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax).enumerate() {
             let m = quant::given_row_absmax(first_row + r, given[r], *a)?;
             if m.to_bits() != a.to_bits() {

@@ -265,6 +265,27 @@ struct Config {
     }
 };
 
+/// Rows in llama.cpp's Q8_0 form: blocks of 32 along K, each `q` int8 and
+/// one scale `d` = absmax / 127 stored as float16 (quantize_row_q8_0_ref).
+struct Q8_0 {
+    std::vector<int8_t> q;
+    std::vector<float> d;  // [rows, K / 32], float16 values
+
+    static Q8_0 of(const float* x, size_t rows, size_t k) {
+        Q8_0 r;
+        r.q.resize(rows * k);
+        r.d.resize(rows * k / 32);
+        for (size_t b = 0; b < r.d.size(); ++b) {
+            float amax = 0;
+            for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+            const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+            r.d[b] = float(_Float16(d));
+            for (size_t i = 0; i < 32; ++i) r.q[b * 32 + i] = int8_t(std::round(x[b * 32 + i] * id));
+        }
+        return r;
+    }
+};
+
 /// Which of a layer's smoothed weights a run uses (SmoothQuant's s folded into
 /// the weight, the activations divided by it inside llmint8).
 enum class Smoothing { None, Half, HalfAlone, Tuned, TunedAlone, TunedAloneKept };
@@ -279,6 +300,7 @@ struct Variant {
     bool record = false;  // calibration: note each layer's outlier columns (|x| >= threshold)
     bool int8_head = false;  // the output head through llmint8 too (Model::quantize_head)
     Smoothing smoothing = Smoothing::None;  // which smoothed weights (Model::smooth)
+    bool q8_0 = false;  // llama.cpp's Q8_0 emulated in float64 (Model::quantize_q8_0), the finer-grained reference
 };
 
 struct Linear {
@@ -297,6 +319,7 @@ struct Linear {
     std::vector<float> smoothing;          // the per-layer vector (smooth_tuned's), for --smoothing-out
     float alpha = -1;                      // the α chosen for it (-1: none)
     bool own_vector = false;               // --smooth gave int8 a vector its group does not share
+    Q8_0 q8_0;                             // the weight in llama.cpp's Q8_0 blocks (Model::quantize_q8_0)
     /// The llmint8 weight a variant multiplies by.
     const llmint8::Weight& weight(const Variant& v) const {
         switch (v.smoothing) {
@@ -356,6 +379,17 @@ public:
         if (!head8_) head8_ = ctx_.quantize(head.data(), cfg_.vocab, cfg_.hidden);
         const auto m = head8_->memory();
         return {4 * uint64_t(head.size()), m.host_bytes + m.device_bytes};
+    }
+
+    /// Every decoder layer's weight in Q8_0 blocks too (from the float32
+    /// weights), for the Q8_0 reference row; its K must be a multiple of 32.
+    void quantize_q8_0() {
+        for (auto& L : layers_)
+            for (int i = 0; i < 7; ++i) {
+                Linear& lin = L.all()[i];
+                if (lin.in % 32 != 0 || lin.w32.empty()) throw std::runtime_error(lin.prefix + ": no Q8_0 form");
+                lin.q8_0 = Q8_0::of(lin.w32.data(), lin.out, lin.in);
+            }
     }
 
     /// Bytes the decoder's linear layers hold in the float32 engine and as llmint8 weights.
@@ -702,7 +736,7 @@ private:
     void linears(std::initializer_list<Linear*> layers, const float* x, size_t rows,
                  std::initializer_list<float*> ys, const Variant& variant) {
         // Weights smoothed each by its own vector cannot share one activation pass.
-        if ((variant.int8 || variant.kept) && !variant.record && !alone(variant, layers)) {
+        if ((variant.int8 || variant.kept) && !variant.record && !variant.q8_0 && !alone(variant, layers)) {
             std::vector<const llmint8::Weight*> weights;
             for (Linear* lin : layers) weights.push_back(&lin->weight(variant));
             ctx_.matmul_shared_input(weights, x, rows, std::vector<float*>(ys), variant.threshold);
@@ -734,7 +768,24 @@ private:
             for (size_t r = 0; r < rows && lin.x_sample.size() < kSampleRows * lin.in; r += 8)
                 lin.x_sample.insert(lin.x_sample.end(), x + r * lin.in, x + (r + 1) * lin.in);
         }
-        if (variant.kept || variant.smoothing != Smoothing::None || variant.int8) {
+        if (variant.q8_0) {  // Σ over blocks of the exact int32 block sum · dx · dw, in float64
+            const Q8_0 xq = Q8_0::of(x, rows, lin.in);
+            const size_t blocks = lin.in / 32;
+            pool_.run(lin.out, [&](size_t j) {
+                const int8_t* wq = &lin.q8_0.q[j * lin.in];
+                const float* wd = &lin.q8_0.d[j * blocks];
+                for (size_t r = 0; r < rows; ++r) {
+                    const int8_t* q = &xq.q[r * lin.in];
+                    double sum = 0;
+                    for (size_t b = 0; b < blocks; ++b) {
+                        int32_t block = 0;
+                        for (size_t i = 0; i < 32; ++i) block += int32_t(q[b * 32 + i]) * int32_t(wq[b * 32 + i]);
+                        sum += double(block) * double(xq.d[r * blocks + b]) * double(wd[b]);
+                    }
+                    y[r * lin.out + j] = float(sum + (lin.bias32.empty() ? 0.0 : double(lin.bias32[j])));
+                }
+            });
+        } else if (variant.kept || variant.smoothing != Smoothing::None || variant.int8) {
             ctx_.matmul(lin.weight(variant), x, rows, y, variant.threshold);
         } else {
             matmul_f32(pool_, x, rows, lin.in, lin.w32.data(), lin.out, lin.bias32.empty() ? nullptr : lin.bias32.data(), y);
@@ -1117,6 +1168,10 @@ int main(int argc, char** argv) {
                     variants.push_back(v);
                 }
             }
+            model.quantize_q8_0();
+            Variant q8{"llama.cpp Q8_0 (blocks of 32 along K, weights and activations), float64 emulation"};
+            q8.q8_0 = true;
+            variants.push_back(q8);
             return evaluate(model, tok, eval_path, window, max_tokens, variants);
         }
         const auto [f32_bytes, int8_bytes] = model.linear_bytes();
