@@ -284,3 +284,68 @@ impl Owned {
         }
     }
 }
+
+/// The smoothing property, on the same bytes: a weight smoothed by a vector
+/// `s` (factors of any magnitude the bytes give, powers of two and not) is,
+/// bit for bit, the plain weight of `W·diag(s)` (float32) multiplied by
+/// `X·diag(1/s)` (float32) — its `CB`, `SCB`, outputs and outlier count, on
+/// any path, dtype, thread count and row rule (values read as they are) —
+/// and it is refused exactly when `W·diag(s)` holds a non-finite value.
+pub fn check_smoothed_input(data: &[u8]) {
+    use llmint8::{bf16, f16, Context, CpuPath, DType, Data, DataMut, RowScale, Status, WeightOptions};
+
+    let mut b = Bytes(data);
+    let rows = (b.byte() % 10) as usize;
+    let k = 1 + (b.byte() % 80) as usize;
+    let n = 1 + (b.byte() % 40) as usize;
+    let kinds = b.byte();
+    let dtype = |code: u8| [DType::F32, DType::F16, DType::BF16][(code % 3) as usize];
+    let (x_dtype, w_dtype) = (dtype(kinds), dtype(kinds / 3));
+    let mode = b.byte();
+    let ctx = Context::cpu();
+    ctx.set_num_threads(1 + (mode as usize >> 5) % 2);
+    if ctx.set_cpu_path(CpuPath::ALL[(mode & 0x0f) as usize % CpuPath::ALL.len()]).is_err() {
+        return;
+    }
+    ctx.set_row_scale(if mode & 0x40 != 0 { RowScale::Int8Part } else { RowScale::BitsAndBytes });
+    let threshold = [0.0, 6.0, 1.5, 0.25, f32::INFINITY, 3.0][(b.byte() % 6) as usize];
+    let store = |dt: DType, v: &[f32]| -> Owned {
+        match dt {
+            DType::F32 => Owned::F32(v.to_vec()),
+            DType::F16 => Owned::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::BF16 => Owned::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        }
+    };
+    let w = store(w_dtype, &(0..n * k).map(|_| b.value()).collect::<Vec<_>>());
+    let x = store(x_dtype, &(0..rows * k).map(|_| b.value()).collect::<Vec<_>>());
+    // Factors: 2^(e - 8) for e < 16, or 1.5^(e - 24) (not exact in binary) otherwise.
+    let s: Vec<f32> = (0..k)
+        .map(|_| {
+            let e = b.byte() % 48;
+            if e < 16 { 2f32.powi(e as i32 - 8) } else { 1.5f32.powi(e as i32 - 24) }
+        })
+        .collect();
+    let ws: Vec<f32> = w.to_f32().iter().enumerate().map(|(i, v)| v * s[i % k]).collect();
+    let xs: Vec<f32> = x.to_f32().iter().enumerate().map(|(i, v)| v * (1.0 / s[i % k])).collect();
+    let options = WeightOptions { smoothing: Some(&s), ..Default::default() };
+    let smoothed = ctx.quantize_weight_with(w.data(), n, k, None, &options);
+    let plain = ctx.quantize_weight(Data::F32(&ws), n, k, None);
+    let (smoothed, plain) = match (smoothed, plain) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), Err(_)) => {
+            assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+            assert!(ws.iter().any(|v| !v.is_finite()), "a smoothed weight with finite W·diag(s) was refused: {e}");
+            return;
+        }
+        (a, b) => panic!("smoothed {:?} and plain {:?} disagree on refusing", a.err(), b.err()),
+    };
+    assert_eq!(smoothed.cb().unwrap(), plain.cb().unwrap(), "CB of the smoothed weight");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(smoothed.scb()), bits(plain.scb()), "SCB of the smoothed weight");
+    let (mut y, mut want) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+    let a = ctx.matmul(&smoothed, x.data(), rows, threshold, DataMut::F32(&mut y)).unwrap();
+    let b = ctx.matmul(&plain, Data::F32(&xs), rows, threshold, DataMut::F32(&mut want)).unwrap();
+    assert_eq!(a.outlier_columns, b.outlier_columns, "outlier columns of the smoothed call");
+    assert_eq!(bits(&y), bits(&want), "a smoothed call differs from the plain call on the smoothed operands");
+}
+

@@ -376,6 +376,50 @@ fn weights_sharing_an_input_save_the_launches_before_the_gemm() {
     });
 }
 
+/// A smoothed weight costs no launch: the kernels that read X take its `1/s`
+/// as one more parameter. Decode (one-block prep) and prefill (separate
+/// launches), plain and shared-input calls: the same launches and GEMMs.
+#[test]
+fn a_smoothed_weight_adds_no_launch() {
+    if common::real_gpu() {
+        return; // the counters are the emulated driver's
+    }
+    on_cuda(|| {
+        let cuda = cuda_context(0);
+        let mut rng = Rng::new(16);
+        let k = 96;
+        let s: Vec<f32> = (0..k).map(|c| 0.5 + (c % 4) as f32 * 0.5).collect();
+        let make = |smoothing: Option<&[f32]>, rng: &mut Rng| -> Vec<llmint8::Weight> {
+            let options = llmint8::WeightOptions { smoothing, ..Default::default() };
+            [48usize, 16]
+                .iter()
+                .map(|&n| {
+                    cuda.quantize_weight_with(llmint8::Data::F32(&rng.normals(n * k, 0.05)), n, k, None, &options)
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (plain, smoothed) = (make(None, &mut rng), make(Some(&s), &mut rng));
+        for rows in [1usize, 40] {
+            let x = Owned::from_f32(DType::F32, &activations_with_outliers(&mut rng, rows, k, 2));
+            let mut counts = Vec::new();
+            for weights in [&plain, &smoothed] {
+                let before = emulated_counters();
+                let mut y = Owned::zeros(DType::F32, rows * 48);
+                cuda.matmul(&weights[0], x.data(), rows, 6.0, y.data_mut()).unwrap();
+                let refs: Vec<&llmint8::Weight> = weights.iter().collect();
+                let mut ys: Vec<Owned> =
+                    weights.iter().map(|w| Owned::zeros(DType::F32, rows * w.out_features())).collect();
+                let mut outs: Vec<llmint8::DataMut<'_>> = ys.iter_mut().map(Owned::data_mut).collect();
+                cuda.matmul_shared_input(&refs, x.data(), rows, 6.0, &mut outs).unwrap();
+                let after = emulated_counters();
+                counts.push((after[0] - before[0], after[1] - before[1]));
+            }
+            assert_eq!(counts[0], counts[1], "rows {rows}: (launches, GEMMs) plain against smoothed");
+        }
+    });
+}
+
 /// A symbol of the emulated driver (already loaded by a context: dlopen
 /// returns the same handle).
 fn emulated_symbol(name: &std::ffi::CStr) -> *mut libc::c_void {
