@@ -57,6 +57,10 @@ fn a_smoothed_weight_is_the_plain_product_of_the_smoothed_operands() {
                 assert_eq!(common::bits(smoothed.scb()), common::bits(plain.scb()));
                 assert_eq!(smoothed.kept_dtype(), plain.kept_dtype().filter(|_| !keep.is_empty()));
                 assert_eq!(smoothed.kept_values_bytes().unwrap(), plain.kept_values_bytes().unwrap());
+                // s and 1/s on the host; 1/s on a device too.
+                let (m, p) = (smoothed.memory(), plain.memory());
+                assert_eq!(m.host_bytes, p.host_bytes + 8 * k);
+                assert_eq!(m.device_bytes, p.device_bytes + if p.device_bytes > 0 { 4 * k } else { 0 });
                 for t in [0.0, 6.0, 1.5] {
                     let (mut got, mut want) = (vec![0f32; rows * n], vec![0f32; rows * n]);
                     let a = ctx.matmul(&smoothed, x.data(), rows, t, DataMut::F32(&mut got)).unwrap();

@@ -496,10 +496,12 @@ pub unsafe extern "C" fn llmint8_weight_shape(
 }
 
 /// Writes the bytes `w` holds to `*host_bytes` (host memory: a CPU weight's
-/// packed values, scales, bias and kept columns; a CUDA weight's host copy of
-/// its scales, bias and kept columns) and `*device_bytes` (device memory: a
-/// CUDA weight's values, scales, bias and kept columns; 0 on the CPU) — what an engine budgets for the layer. Buffers a
-/// matmul allocates while it runs are not counted.
+/// packed values, scales, bias, kept columns and smoothing vector — `s` and
+/// `1/s`, 8 bytes per input column; a CUDA weight's host copy of its scales,
+/// bias, kept columns and smoothing vector) and `*device_bytes` (device
+/// memory: a CUDA weight's values, scales, bias, kept columns and `1/s`; 0 on
+/// the CPU) — what an engine budgets for the layer. Buffers a matmul
+/// allocates while it runs are not counted.
 ///
 /// Returns LLMINT8_ERR_INVALID_ARGUMENT when a pointer is NULL (nothing written).
 /// Thread safety: may be called concurrently with any call that uses `w`.
