@@ -26,6 +26,25 @@ impl Bytes<'_> {
     }
 }
 
+/// The shape (rows 0–9, in 1–80, out 1–40) and the dtype code byte of a call.
+fn call_shape(b: &mut Bytes<'_>) -> (usize, usize, usize, u8) {
+    let rows = (b.byte() % 10) as usize;
+    let k = 1 + (b.byte() % 80) as usize;
+    let n = 1 + (b.byte() % 40) as usize;
+    (rows, k, n, b.byte())
+}
+
+/// A CPU context for the mode byte: path (low 4 bits), 1 or 2 threads, row
+/// rule (bit 6); `None` for a path this processor lacks.
+fn mode_context(mode: u8) -> Option<llmint8::Context> {
+    use llmint8::{Context, CpuPath, RowScale};
+    let ctx = Context::cpu();
+    ctx.set_num_threads(1 + (mode as usize >> 5) % 2);
+    ctx.set_cpu_path(CpuPath::ALL[(mode & 0x0f) as usize % CpuPath::ALL.len()]).ok()?;
+    ctx.set_row_scale(if mode & 0x40 != 0 { RowScale::Int8Part } else { RowScale::BitsAndBytes });
+    Some(ctx)
+}
+
 /// Quantize + matmul property: any shape (rows 0–9, in 1–80, out 1–40), dtypes,
 /// CPU path, input rounding, threshold and bit patterns. A weight is refused
 /// exactly when it holds a non-finite value; otherwise its `CB`/`SCB` equal the
@@ -34,14 +53,11 @@ impl Bytes<'_> {
 /// reference of LLM.int8() (tests/common/reference.rs) — or, where the exact
 /// result is not finite or beyond f32 range, not a finite value that contradicts it.
 pub fn check_matmul_input(data: &[u8]) {
-    use llmint8::{InputRounding, RowScale};
-    use llmint8::{bf16, f16, Context, CpuPath, DType, Data, Status};
+    use llmint8::InputRounding;
+    use llmint8::{bf16, f16, CpuPath, DType, Data, Status};
 
     let mut b = Bytes(data);
-    let rows = (b.byte() % 10) as usize;
-    let k = 1 + (b.byte() % 80) as usize;
-    let n = 1 + (b.byte() % 40) as usize;
-    let kinds = b.byte();
+    let (rows, k, n, kinds) = call_shape(&mut b);
     let dtype = |code: u8| [DType::F32, DType::F16, DType::BF16][(code % 3) as usize];
     let (x_dtype, w_dtype, y_dtype) = (dtype(kinds), dtype(kinds / 3), dtype(kinds / 9));
     let has_bias = kinds & 0x80 != 0;
@@ -60,13 +76,8 @@ pub fn check_matmul_input(data: &[u8]) {
         _ => b.value().abs(),
     };
 
-    let ctx = Context::cpu();
-    ctx.set_num_threads(1 + (mode as usize >> 5) % 2);
-    if ctx.set_cpu_path(path).is_err() {
-        return; // a path this processor lacks
-    }
+    let Some(ctx) = mode_context(mode) else { return }; // a path this processor lacks
     ctx.set_input_rounding(rounding);
-    ctx.set_row_scale(if int8_part { RowScale::Int8Part } else { RowScale::BitsAndBytes });
 
     // Values, stored in their dtype; the reference sees exactly the stored values.
     let store = |dt: DType, v: Vec<f32>| -> (Vec<f32>, Owned) {
@@ -292,22 +303,13 @@ impl Owned {
 /// any path, dtype, thread count and row rule (values read as they are) —
 /// and it is refused exactly when `W·diag(s)` holds a non-finite value.
 pub fn check_smoothed_input(data: &[u8]) {
-    use llmint8::{bf16, f16, Context, CpuPath, DType, Data, DataMut, RowScale, Status, WeightOptions};
+    use llmint8::{bf16, f16, DType, Data, DataMut, Status, WeightOptions};
 
     let mut b = Bytes(data);
-    let rows = (b.byte() % 10) as usize;
-    let k = 1 + (b.byte() % 80) as usize;
-    let n = 1 + (b.byte() % 40) as usize;
-    let kinds = b.byte();
+    let (rows, k, n, kinds) = call_shape(&mut b);
     let dtype = |code: u8| [DType::F32, DType::F16, DType::BF16][(code % 3) as usize];
     let (x_dtype, w_dtype) = (dtype(kinds), dtype(kinds / 3));
-    let mode = b.byte();
-    let ctx = Context::cpu();
-    ctx.set_num_threads(1 + (mode as usize >> 5) % 2);
-    if ctx.set_cpu_path(CpuPath::ALL[(mode & 0x0f) as usize % CpuPath::ALL.len()]).is_err() {
-        return;
-    }
-    ctx.set_row_scale(if mode & 0x40 != 0 { RowScale::Int8Part } else { RowScale::BitsAndBytes });
+    let Some(ctx) = mode_context(b.byte()) else { return };
     let threshold = [0.0, 6.0, 1.5, 0.25, f32::INFINITY, 3.0][(b.byte() % 6) as usize];
     let store = |dt: DType, v: &[f32]| -> Owned {
         match dt {

@@ -72,47 +72,41 @@ impl Default for ConvertOptions {
 /// from the JSON file `path`: an object mapping module names to arrays of
 /// column indices, `{"model.layers.0.mlp.down_proj": [12, 300]}`.
 pub fn read_keep_columns(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<u32>>> {
-    let path = path.as_ref();
-    let text = std::fs::read(path).map_err(|e| io_error(path, "cannot read", e))?;
-    let bad = |what: String| Error::format(format!("{}: {what}", path.display()));
-    let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(bad("expected an object {\"MODULE\": [COLUMN, ...]}".into()));
-    };
-    let mut out = BTreeMap::new();
-    for (module, columns) in map {
-        let list = columns.as_array().ok_or_else(|| bad(format!("{module:?}: expected an array of columns")))?;
-        let columns = list
-            .iter()
-            .map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()).filter(|&c| c <= i32::MAX as u32))
-            .collect::<Option<Vec<u32>>>()
-            .ok_or_else(|| bad(format!("{module:?}: columns must be integers from 0 to 2^31 - 1")))?;
-        out.insert(module, columns);
-    }
-    Ok(out)
+    read_module_lists(path.as_ref(), "COLUMN", "columns must be integers from 0 to 2^31 - 1", |c| {
+        c.as_u64().and_then(|c| u32::try_from(c).ok()).filter(|&c| c <= i32::MAX as u32)
+    })
 }
 
 /// Reads smoothing vectors ([`ConvertOptions::smooth`]) from the JSON file
 /// `path`: an object mapping module names to arrays of factors,
 /// `{"model.layers.0.self_attn.q_proj": [1.25, 0.5, ...]}` (what the reference
-/// engine's `--calibrate` writes). Each factor must be a finite number > 0.
+/// engine's `--smoothing-out` writes). Each factor must be a finite number > 0.
 pub fn read_smoothing(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<f32>>> {
-    let path = path.as_ref();
+    read_module_lists(path.as_ref(), "FACTOR", "every factor must be a finite number > 0", |v| {
+        v.as_f64().map(|v| v as f32).filter(|v| v.is_finite() && *v > 0.0 && (1.0 / v).is_finite())
+    })
+}
+
+/// A JSON object `{"MODULE": [ITEM, ...]}` from `path`, each item read by
+/// `item` (`None`: refused with `rule`).
+fn read_module_lists<T>(
+    path: &Path,
+    item_name: &str,
+    rule: &str,
+    item: impl Fn(&Value) -> Option<T>,
+) -> Result<BTreeMap<String, Vec<T>>> {
     let text = std::fs::read(path).map_err(|e| io_error(path, "cannot read", e))?;
     let bad = |what: String| Error::format(format!("{}: {what}", path.display()));
     let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let Value::Object(map) = value else {
-        return Err(bad("expected an object {\"MODULE\": [FACTOR, ...]}".into()));
+        return Err(bad(format!("expected an object {{\"MODULE\": [{item_name}, ...]}}")));
     };
     let mut out = BTreeMap::new();
-    for (module, factors) in map {
-        let list = factors.as_array().ok_or_else(|| bad(format!("{module:?}: expected an array of factors")))?;
-        let factors = list
-            .iter()
-            .map(|v| v.as_f64().map(|v| v as f32).filter(|v| v.is_finite() && *v > 0.0 && (1.0 / v).is_finite()))
-            .collect::<Option<Vec<f32>>>()
-            .ok_or_else(|| bad(format!("{module:?}: every factor must be a finite number > 0")))?;
-        out.insert(module, factors);
+    for (module, list) in map {
+        let list = list.as_array().ok_or_else(|| bad(format!("{module:?}: expected an array")))?;
+        let items =
+            list.iter().map(&item).collect::<Option<Vec<T>>>().ok_or_else(|| bad(format!("{module:?}: {rule}")))?;
+        out.insert(module, items);
     }
     Ok(out)
 }

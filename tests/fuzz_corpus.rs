@@ -47,7 +47,8 @@ fn the_matmul_corpus_holds_the_smoothing_property() {
     replay("corpus", "quantize_matmul", check_smoothed_input, 8);
     replay("regressions", "quantize_matmul", check_smoothed_input, 6);
     // The committed corpus was grown for the plain property: a few hundred
-    // seeded random inputs as well.
+    // seeded random inputs as well, without the escape byte 0x80 (an
+    // arbitrary bit pattern: most would hold a NaN and stop at the refusal).
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..400 {
         let len = 64 + (state % 2048) as usize;
@@ -56,7 +57,10 @@ fn the_matmul_corpus_holds_the_smoothing_property() {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                (state >> 24) as u8
+                match (state >> 24) as u8 {
+                    0x80 => 0x7f,
+                    byte => byte,
+                }
             })
             .collect();
         let outcome = std::panic::catch_unwind(|| check_smoothed_input(&data));
