@@ -1373,7 +1373,9 @@ int32_t llmint8_weight_quantize_smoothed(struct llmint8_context *ctx,
  * `out_features` elements of `bias_dtype`. Otherwise as `llmint8_weight_quantize`.
  *
  * Synchronous: waits for the quantization on the context's stream (it reports
- * a non-finite value by row). `w` is not kept.
+ * a non-finite value by row). `w` is not kept. No smoothing vector here: a
+ * smoothed weight is quantized from host memory
+ * (`llmint8_weight_quantize_smoothed`) or loaded from a checkpoint.
  * Returns LLMINT8_ERR_UNSUPPORTED on a CPU context, LLMINT8_ERR_INVALID_ARGUMENT
  * when `w` is not device memory of the context's device, and the errors of
  * `llmint8_weight_quantize` (LLMINT8_ERR_DEVICE when the device fails).
