@@ -159,33 +159,25 @@ impl Weight {
         let weight = match options.columns.clone() {
             None => {
                 let kept = if keep.is_empty() { None } else { Some(KeptColumns::gather(w, n, k, keep)?) };
-                let kept = kept.map(|kept| kept.smoothed(smoothing.as_ref().map(Smoothing::factors))).transpose()?;
                 let bias = convert_bias(bias, n)?;
-                let weight = with_data!(w, w => cpu::Weight::quantize(settings, w, n, k, bias, smoothing))?;
-                weight.with_kept(kept)
+                (with_data!(w, w => cpu::Weight::quantize(settings, w, n, k, bias, smoothing))?, kept)
             }
             Some(columns) => {
                 check_shard_columns(&columns, k)?;
                 // The whole list is checked as the unsharded weight checks it.
                 KeptColumns::check_columns(keep, k)?;
                 let (_, kept) = shard_kept_columns(keep, &columns);
-                let kept = if kept.is_empty() {
-                    None
-                } else {
-                    let shard_smoothing = smoothing.as_ref().map(|s| s.columns(&columns));
-                    Some(
-                        KeptColumns::gather_shard(w, n, k, &columns, &kept)?
-                            .smoothed(shard_smoothing.as_ref().map(Smoothing::factors))?,
-                    )
-                };
+                let kept =
+                    if kept.is_empty() { None } else { Some(KeptColumns::gather_shard(w, n, k, &columns, &kept)?) };
                 let bias = convert_bias(bias, n)?;
                 let smoothing = smoothing.as_ref();
-                let weight =
-                    with_data!(w, w => cpu::Weight::quantize_columns(settings, w, n, k, columns, bias, smoothing))?;
-                weight.with_kept(kept)
+                (with_data!(w, w => cpu::Weight::quantize_columns(settings, w, n, k, columns, bias, smoothing))?, kept)
             }
         };
-        Ok(Weight { storage: Storage::Cpu(weight) })
+        // Kept columns of W·diag(s), by the factors the weight (or shard) holds.
+        let (weight, kept) = weight;
+        let kept = kept.map(|kept| kept.smoothed(weight.smoothing().map(Smoothing::factors))).transpose()?;
+        Ok(Weight { storage: Storage::Cpu(weight.with_kept(kept)) })
     }
 
     /// The smoothing vector `s` the weight was made with (its int8 values are

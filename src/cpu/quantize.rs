@@ -16,6 +16,21 @@ use crate::quant::{self, InputRounding, RowScale};
 #[cfg(target_arch = "x86_64")]
 use super::kernel;
 
+/// `$rule` (an expression of `$row` and `$rounding`) on the row as
+/// [`RowQuantizer::scalar`] gives it: written once, compiled for the row as
+/// it is and for the smoothed float32 row (read as it is).
+macro_rules! on_scalar_row {
+    ($quantizer:expr, $values:expr, $buf:expr, |$row:ident, $rounding:ident| $rule:expr) => {
+        match $quantizer.scalar($values, $buf) {
+            ScalarRow::Plain($row, $rounding) => $rule,
+            ScalarRow::Smoothed($row) => {
+                let $rounding = InputRounding::Exact;
+                $rule
+            }
+        }
+    };
+}
+
 /// Quantizes one row at a time: on the AVX-512 kernels when the path has them
 /// and values are read as they are, else with `quant`'s functions, which the
 /// kernels match bit for bit (they decline a row they cannot take by
@@ -92,10 +107,7 @@ impl<'f> RowQuantizer<'f> {
                 return done;
             }
         }
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => quant::quantize_weight_row(row, rounding, q),
-            ScalarRow::Smoothed(row) => quant::quantize_weight_row(row, InputRounding::Exact, q),
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::quantize_weight_row(row, rounding, q))
     }
 
     /// [`quant::quantize_weight_row_columns`] (of the smoothed row). Not on
@@ -108,10 +120,7 @@ impl<'f> RowQuantizer<'f> {
         buf: &mut Vec<f32>,
         q: &mut [i8],
     ) -> std::result::Result<f32, usize> {
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => quant::quantize_weight_row_columns(row, cols, rounding, q),
-            ScalarRow::Smoothed(row) => quant::quantize_weight_row_columns(row, cols, InputRounding::Exact, q),
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::quantize_weight_row_columns(row, cols, rounding, q))
     }
 
     /// [`quant::quantize_activation_row`].
@@ -131,10 +140,9 @@ impl<'f> RowQuantizer<'f> {
                 return absmax;
             }
         }
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => quant::quantize_activation_row(row, rounding, threshold, q, mask),
-            ScalarRow::Smoothed(row) => quant::quantize_activation_row(row, InputRounding::Exact, threshold, q, mask),
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::quantize_activation_row(
+            row, rounding, threshold, q, mask
+        ))
     }
 
     /// [`quant::mark_outlier_columns`].
@@ -146,10 +154,7 @@ impl<'f> RowQuantizer<'f> {
             unsafe { kernel::mark_outlier_columns_avx512(r, threshold, mask) };
             return;
         }
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => quant::mark_outlier_columns(row, rounding, threshold, mask),
-            ScalarRow::Smoothed(row) => quant::mark_outlier_columns(row, InputRounding::Exact, threshold, mask),
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::mark_outlier_columns(row, rounding, threshold, mask))
     }
 
     /// [`quant::quantize_activation_row_int8_part`].
@@ -164,14 +169,12 @@ impl<'f> RowQuantizer<'f> {
                 return absmax;
             }
         }
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => {
-                quant::quantize_activation_row_int8_part(row, rounding, outlier_columns, q)
-            }
-            ScalarRow::Smoothed(row) => {
-                quant::quantize_activation_row_int8_part(row, InputRounding::Exact, outlier_columns, q)
-            }
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::quantize_activation_row_int8_part(
+            row,
+            rounding,
+            outlier_columns,
+            q
+        ))
     }
 
     /// [`quant::int8_part_absmax`].
@@ -183,10 +186,7 @@ impl<'f> RowQuantizer<'f> {
             let bits = unsafe { kernel::int8_part_absmax_bits_avx512(r, outlier_columns) };
             return if bits >= quant::INF_BITS { f32::NAN } else { f32::from_bits(bits) };
         }
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => quant::int8_part_absmax(row, rounding, outlier_columns),
-            ScalarRow::Smoothed(row) => quant::int8_part_absmax(row, InputRounding::Exact, outlier_columns),
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::int8_part_absmax(row, rounding, outlier_columns))
     }
 
     /// [`quant::quantize_activation_row_given_absmax`] of the int8 part.
@@ -208,14 +208,13 @@ impl<'f> RowQuantizer<'f> {
                 return;
             }
         }
-        match self.scalar(row, buf) {
-            ScalarRow::Plain(row, rounding) => {
-                quant::quantize_activation_row_given_absmax(row, rounding, absmax, outlier_columns, q)
-            }
-            ScalarRow::Smoothed(row) => {
-                quant::quantize_activation_row_given_absmax(row, InputRounding::Exact, absmax, outlier_columns, q)
-            }
-        }
+        on_scalar_row!(self, row, buf, |row, rounding| quant::quantize_activation_row_given_absmax(
+            row,
+            rounding,
+            absmax,
+            outlier_columns,
+            q
+        ))
     }
 }
 
