@@ -539,8 +539,10 @@ fn smoothing(ctx: &Context, reps: usize) {
         "smoothed against plain weights, threshold 6, 6 outlier columns ({:?} path), GOPS in 3 rounds",
         ctx.cpu_path()
     );
-    println!("| K × N | M | plain | smoothed | smoothed / plain time (median, worst) |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| K × N | M | plain | smoothed | smoothed / plain time (median, worst) | quantize stage alone: plain µs, smoothed / plain (median) |"
+    );
+    println!("|---|---|---|---|---|---|");
     let mut rng = Rng(12);
     for (k, n) in [(4096usize, 4096usize), (576, 1536)] {
         let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
@@ -559,7 +561,13 @@ fn smoothing(ctx: &Context, reps: usize) {
                 ctx.matmul(w, Data::F32(&x), m, 6.0, DataMut::F32(y)).unwrap().outlier_columns
             };
             assert_eq!(outliers(&plain, &mut y), outliers(&smoothed, &mut y), "the same outlier columns");
-            let (mut tp, mut ts) = (Vec::new(), Vec::new());
+            // The quantize stage alone (a row-parallel rank's statistics pass
+            // quantizes X and nothing else): the whole call's noise hides it.
+            let mut row_absmax = vec![0.0f32; m];
+            let mut stage = |w: &llmint8::Weight| {
+                time(reps, || ctx.row_parallel_statistics(w, Data::F32(&x), m, 6.0, &mut row_absmax).map(drop).unwrap())
+            };
+            let (mut tp, mut ts, mut qp, mut qs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..ROUNDS {
                 tp.push(time(reps, || {
                     ctx.matmul(&plain, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).map(drop).unwrap()
@@ -567,14 +575,27 @@ fn smoothing(ctx: &Context, reps: usize) {
                 ts.push(time(reps, || {
                     ctx.matmul(&smoothed, Data::F32(&x), m, 6.0, DataMut::F32(&mut y)).map(drop).unwrap()
                 }));
+                qp.push(stage(&plain));
+                qs.push(stage(&smoothed));
             }
             let gops = |t: &[f64]| {
                 t.iter().map(|s| format!("{:.0}", 2.0 * (m * k * n) as f64 / s / 1e9)).collect::<Vec<_>>().join(" / ")
             };
-            let mut ratios: Vec<f64> = ts.iter().zip(&tp).map(|(a, b)| a / b).collect();
-            ratios.sort_by(f64::total_cmp);
+            let sorted_ratios = |a: &[f64], b: &[f64]| {
+                let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+                r.sort_by(f64::total_cmp);
+                r
+            };
+            let ratios = sorted_ratios(&ts, &tp);
             let (median, worst) = (ratios[ROUNDS / 2], ratios[ROUNDS - 1]);
-            println!("| {k} × {n} | {m} | {} | {} | {median:.3}, {worst:.3} |", gops(&tp), gops(&ts));
+            qp.sort_by(f64::total_cmp);
+            let stage_ratio = sorted_ratios(&qs, &qp)[ROUNDS / 2];
+            println!(
+                "| {k} × {n} | {m} | {} | {} | {median:.3}, {worst:.3} | {:.1}, {stage_ratio:.3} |",
+                gops(&tp),
+                gops(&ts),
+                qp[ROUNDS / 2] * 1e6
+            );
             black_box(&y);
         }
     }
