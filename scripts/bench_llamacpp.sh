@@ -39,15 +39,52 @@ done
 
 echo "threads $threads, $rounds alternating rounds; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "CPU flags: $(grep -o 'amx_int8\|avx512_vnni' /proc/cpuinfo | sort -u | xargs)"
+# One line per measurement: "ENGINE<TAB>decode|prompt<TAB>tokens/s".
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+# The engine's tokens/s on its output line: decode (128 tokens after a short
+# prompt, as llama-bench's tg128 from an empty context) or the prompt's
+# (512 tokens of the evaluation text, as pp512).
+engine_run() {  # NAME ARGS...
+  local name=$1
+  shift
+  target/llama "$model" --threads "$threads" --tokens 128 "$@" |
+    sed -n 's/.*: \([0-9.]*\) tokens\/s, prompt.*/\1/p' | sed "s/^/$name\tdecode\t/" >> "$results"
+  target/llama "$model" --threads "$threads" --tokens 1 --prompt-file tests/data/rust-book-excerpt.txt \
+    --prompt-tokens 512 "$@" | sed -n 's/.*prompt 512 tokens at \([0-9.]*\) tokens\/s.*/\1/p' |
+    sed "s/^/$name\tprompt\t/" >> "$results"
+}
 for round in $(seq "$rounds"); do
   for type in Q8_0 F16; do
     # --repack 0: llama.cpp's AMX repacked kernels die with SIGILL on these VMs
-    # (issue 30); its AVX-512 VNNI path then.
+    # (issue 30); its AVX-512 VNNI path then. CSV: n_prompt, n_gen, ..., avg_ts.
     "$src/build/bin/llama-bench" -m "$dir/SmolLM2-135M-Instruct.$type.gguf" -t "$threads" -p 512 -n 128 \
-      --repack 0 2>/dev/null | grep -E 'pp512|tg128' | sed "s/^/round $round: llama.cpp $type /"
+      --repack 0 -o csv 2>/dev/null | python3 -c '
+import csv, sys
+for row in csv.DictReader(sys.stdin):
+    kind = "prompt" if row["n_prompt"] == "512" else "decode"
+    print(f"llama.cpp {sys.argv[1]}\t{kind}\t{float(row[\"avg_ts\"]):.1f}")' "$type" >> "$results"
   done
-  for head in "" --int8-head; do
-    target/llama "$model" --precision int8 --tokens 128 $head | grep "tokens/s" | sed "s/^/round $round: engine: /"
-  done
-  target/llama "$model" --precision float32 --tokens 128 | grep "tokens/s" | sed "s/^/round $round: engine: /"
+  engine_run "engine, LLM.int8()" --precision int8
+  engine_run "engine, LLM.int8(), int8 output head" --precision int8 --int8-head
+  engine_run "engine, float32" --precision float32
+  echo "round $round of $rounds done" >&2
 done
+python3 - "$results" <<'PY'
+import sys
+cells = {}
+for line in open(sys.argv[1]):
+    name, kind, value = line.rstrip("\n").split("\t")
+    cells.setdefault(name, {}).setdefault(kind, []).append(float(value))
+def cell(values):
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "—"
+q8 = cells.get("llama.cpp Q8_0", {})
+print("| engine | decode tokens/s | × Q8_0 (worst round) | prompt (512) tokens/s | × Q8_0 (worst round) |")
+print("|---|---|---|---|---|")
+for name, kinds in cells.items():
+    ratios = []
+    for kind in ("decode", "prompt"):
+        ours, theirs = kinds.get(kind, []), q8.get(kind, [])
+        ratios.append(f"{min(a / b for a, b in zip(ours, theirs)):.2f}" if ours and theirs else "—")
+    print(f"| {name} | {cell(kinds.get('decode', []))} | {ratios[0]} | {cell(kinds.get('prompt', []))} | {ratios[1]} |")
+PY

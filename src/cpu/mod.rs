@@ -36,8 +36,13 @@ use threads::{split_ranges, split_slice_mut};
 pub(crate) use weight::{HostParts, Weight};
 
 /// Work (in multiply-adds) below which a call stays on the calling thread:
-/// handing a part to a worker and waiting for it costs microseconds.
-const MIN_PARALLEL_WORK: usize = 1 << 20;
+/// handing a part to a worker and waiting for it costs about a microsecond
+/// while the worker spins between calls (pool.rs), tens when it sleeps. At
+/// 1 << 20 every decoder layer of a small model ran on one thread
+/// (SmolLM2-135M's are 110 K–885 K multiply-adds per token): 1 << 16 took its
+/// decode from 60–62 to 84–90 tokens/s and a 576 × 1536 product at M = 1 from
+/// ~70 to ~110 GOPS (Intel Xeon, AMX, 2 threads; docs/PERF.md).
+const MIN_PARALLEL_WORK: usize = 1 << 16;
 
 /// From this many activation rows on, threads split the rows (each streams all
 /// of W, reused across many rows); below it they split W, which dominates.

@@ -1430,9 +1430,10 @@ int main(int argc, char** argv) {
         for (const auto& [variant, bytes] : runs) {
             Generation g = generate(model, tok, prompt_text, ids, steps, variant, !logits_out.empty());
             if (!root) continue;
-            std::printf("%s: %.1f tokens/s, prompt %zu tokens at %.1f tokens/s, decoder weights %.1f MiB",
-                        variant.name.c_str(), double(g.decoded) / g.decode_seconds, g.prompt_tokens,
-                        double(g.prompt_tokens) / g.prompt_seconds, double(bytes) / 1048576.0);
+            char decode[48] = "no decode step";  // --tokens 1: the prompt alone
+            if (g.decoded) std::snprintf(decode, sizeof decode, "%.1f tokens/s", double(g.decoded) / g.decode_seconds);
+            std::printf("%s: %s, prompt %zu tokens at %.1f tokens/s, decoder weights %.1f MiB", variant.name.c_str(),
+                        decode, g.prompt_tokens, double(g.prompt_tokens) / g.prompt_seconds, double(bytes) / 1048576.0);
             if (variant.int8_head)
                 std::printf(", output head %.1f MiB (float32: %.1f MiB)", double(head_int8) / 1048576.0,
                             double(head_f32) / 1048576.0);
