@@ -63,7 +63,7 @@ for round in $(seq "$rounds"); do
 import csv, sys
 for row in csv.DictReader(sys.stdin):
     kind = "prompt" if row["n_prompt"] == "512" else "decode"
-    print(f"llama.cpp {sys.argv[1]}\t{kind}\t{float(row[\"avg_ts\"]):.1f}")' "$type" >> "$results"
+    print("llama.cpp %s\t%s\t%.1f" % (sys.argv[1], kind, float(row["avg_ts"])))' "$type" >> "$results"
   done
   engine_run "engine, LLM.int8()" --precision int8
   engine_run "engine, LLM.int8(), int8 output head" --precision int8 --int8-head
