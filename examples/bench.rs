@@ -8,6 +8,7 @@
 //!     cargo run --release --example bench -- tp [--reps N]
 //!     cargo run --release --example bench -- dtypes [--reps N]
 //!     cargo run --release --example bench -- smoothing [--reps N]
+//!     cargo run --release --features phase-timing --example bench -- phases [M] [--reps N]
 //!
 //! Prefill: throughput in GOPS (2·M·K·N per call) for the shapes of issue 3,
 //! activations with 6 outlier feature columns, thresholds 6 and 0, everything
@@ -601,6 +602,47 @@ fn smoothing(ctx: &Context, reps: usize) {
     }
 }
 
+/// Where an M × 4096 × 4096 call's time goes, phase by phase and thread by
+/// thread (issue 31's account): float16 in and out, 6 outlier columns,
+/// threshold 6, µs per call, averaged over `reps` calls after a warm-up.
+/// Needs `--features phase-timing`.
+#[cfg(feature = "phase-timing")]
+fn phases(ctx: &Context, reps: usize, args: &[String]) {
+    use llmint8::phases::Phase;
+    let m: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(512);
+    let (k, n) = (4096, 4096);
+    let mut rng = Rng(31);
+    let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+    let weight = ctx.quantize_weight(Data::F32(&w), n, k, None).unwrap();
+    let x: Vec<llmint8::f16> = activations(&mut rng, m, k).into_iter().map(llmint8::f16::from_f32).collect();
+    let mut y = vec![llmint8::f16::ZERO; m * n];
+    let mut call = || ctx.matmul(&weight, Data::F16(&x), m, 6.0, DataMut::F16(&mut y)).map(drop).unwrap();
+    call();
+    llmint8::phases::take();
+    let start = Instant::now();
+    for _ in 0..reps {
+        call();
+    }
+    let wall = start.elapsed().as_secs_f64() / reps as f64;
+    let totals = llmint8::phases::take();
+    println!(
+        "## {m} × {k} × {n}, float16 in and out, threshold 6, 6 outlier columns ({:?} path, {} threads): {:.0} µs per call, {:.0} GOPS",
+        ctx.cpu_path(),
+        ctx.num_threads(),
+        wall * 1e6,
+        2.0 * (m * k * n) as f64 / wall / 1e9
+    );
+    println!();
+    let names: Vec<String> = Phase::ALL.iter().map(|p| format!("{p:?}")).collect();
+    println!("| thread | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
+    for (thread, times) in &totals {
+        let cells: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1e6 / reps as f64)).collect();
+        println!("| {thread} | {} |", cells.join(" | "));
+    }
+    black_box(&y);
+}
+
 fn row_scale_name(rule: RowScale) -> &'static str {
     match rule {
         RowScale::BitsAndBytes => "bitsandbytes",
@@ -633,7 +675,7 @@ fn main() {
     match args
         .iter()
         .find(|a| {
-            ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp", "dtypes", "smoothing"]
+            ["prefill", "decode", "quantize", "sweep", "shape", "shared", "tp", "dtypes", "smoothing", "phases"]
                 .contains(&a.as_str())
         })
         .map(String::as_str)
@@ -646,6 +688,17 @@ fn main() {
         Some("tp") => tensor_parallel(&ctx, reps),
         Some("dtypes") => dtypes(&ctx, reps),
         Some("smoothing") => smoothing(&ctx, reps),
+        Some("phases") => {
+            let at = args.iter().position(|a| a == "phases").unwrap();
+            #[cfg(feature = "phase-timing")]
+            phases(&ctx, reps, &args[at + 1..]);
+            #[cfg(not(feature = "phase-timing"))]
+            {
+                let _ = at;
+                eprintln!("bench phases: build with --features phase-timing");
+                std::process::exit(2)
+            }
+        }
         Some("prefill") => prefill(&ctx, reps),
         Some("decode") => decode(&ctx, reps),
         Some("quantize") => quantize(&ctx, reps),

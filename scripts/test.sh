@@ -65,6 +65,8 @@ export LLMINT8_REQUIRE_NVRTC=1
 # Formatting and lints first: a warning fails the run.
 cargo fmt --check
 cargo clippy --release --locked --all-targets -- -D warnings
+# The benchmark's phase account (docs/PERF.md) builds and lints with its feature too.
+cargo clippy --release --locked --features phase-timing --lib --example bench -- -D warnings
 cargo build --release --locked
 cargo test --release --locked
 # The golden (bitsandbytes) and reference tests again, on the emulated GPU

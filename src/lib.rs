@@ -34,6 +34,9 @@ mod smoothing;
 mod weight;
 
 pub use context::{save_weight, Backend, Context, DeviceData, Input, MatmulStats, Operation, Output, Request};
+/// Where a CPU call's time goes (the benchmark's account; feature `phase-timing`).
+#[cfg(feature = "phase-timing")]
+pub use cpu::phases;
 pub use cpu::CpuPath;
 pub use cuda::report as cuda_report;
 pub use dtype::{DType, Data, DataMut, Element};

@@ -8,6 +8,7 @@ use std::ops::Range;
 #[cfg(target_arch = "x86_64")]
 use super::pack::GROUP;
 use super::pack::PANEL;
+use super::phases::{Phase, Timer};
 use super::pool::run_parts;
 use super::{aligned, amx, isa, kernel, scratch, Weight, PANELS_PER_BLOCK};
 use crate::dtype::Element;
@@ -123,7 +124,9 @@ impl Operands<'_> {
         w_outliers: &mut [f32],
     ) {
         for block in blocks(panels) {
+            let timer = Timer::start(Phase::OutlierWeights);
             self.dequantize_outlier_columns(block.clone(), w_outliers);
+            timer.stop();
             self.block_tiles(unit, x, rows.clone(), block, at, out, w_outliers);
         }
     }
@@ -194,19 +197,31 @@ impl Operands<'_> {
                 let t = amx::TILE_ROWS;
                 match (mr > t, np) {
                     (true, 2) => {
+                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
+                        timer.stop();
+                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
                     (true, _) => {
+                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
+                        timer.stop();
+                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
                     (false, 2) => {
+                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
+                        timer.stop();
+                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
                     }
                     (false, _) => {
+                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
+                        timer.stop();
+                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
                     }
                 }
@@ -247,9 +262,12 @@ impl Operands<'_> {
             RowTile::Vnni { x, sums } => {
                 let tile = &x[(at.i / kernel::VNNI_ROWS) * kp * kernel::VNNI_ROWS..];
                 let (tile, sums) = (&tile[(at.i % kernel::VNNI_ROWS) * GROUP..], &sums[at.i..]);
+                let timer = Timer::start(Phase::Products);
                 // SAFETY: `Vnni` is only built when the processor has AVX-512
                 // F/BW/VNNI (see `matmul`).
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
+                timer.stop();
+                let _timer = Timer::start(Phase::Epilogue);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
         }
@@ -300,6 +318,7 @@ pub(super) fn compute_parts<P: Send>(
     run_parts(parts, |part| -> Result<()> {
         let mut w_outliers =
             try_zeroed_vec::<f32>(PANELS_PER_BLOCK * outliers * PANEL, "dequantized outlier weight columns")?;
+        let _timer = Timer::start(Phase::Part);
         compute(part, &mut w_outliers);
         Ok(())
     })

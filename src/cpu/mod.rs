@@ -11,6 +11,7 @@ mod gemm;
 pub(crate) mod isa;
 mod kernel;
 pub(crate) mod pack;
+pub mod phases;
 mod pool;
 mod quantize;
 mod scratch;
@@ -29,6 +30,7 @@ use pack::PANEL;
 
 use gemm::{activation_tile, compute_block, compute_parts, Kernel, Operands};
 pub use isa::CpuPath;
+use phases::{Phase, Timer};
 pub(crate) use quantize::quantize_activations;
 use quantize::{quantize_weight_columns, quantize_weight_rows};
 pub(crate) use threads::default_num_threads;
@@ -169,8 +171,11 @@ fn matmul_in<X: Element, Y: Element>(
     let qx = scratch::zeroed(&mut scratch.qx, input.x.len(), "quantized activations")?;
     let sa = scratch::zeroed(&mut scratch.sa, input.rows, "activation scales")?;
     let mut outliers = std::mem::take(&mut scratch.outliers);
-    let result = quantize_activations(input, qx, sa, &mut scratch.masks, &mut outliers)
-        .and_then(|()| multiply(input, weights, &outliers, ys, scratch));
+    let quantized = {
+        let _timer = Timer::start(Phase::Quantize);
+        quantize_activations(input, qx, sa, &mut scratch.masks, &mut outliers)
+    };
+    let result = quantized.and_then(|()| multiply(input, weights, &outliers, ys, scratch));
     scratch.outliers = outliers;
     result
 }
@@ -213,9 +218,13 @@ fn multiply<X: Element, Y: Element>(
         CpuPath::Avx2 => Kernel::Avx2,
         CpuPath::Portable => Kernel::Portable,
     };
-    let x_tile = activation_tile(qx, k, kp, kernel, tile_i8, tile_i16, tile_sums)?;
+    let x_tile = {
+        let _timer = Timer::start(Phase::LayOut);
+        activation_tile(qx, k, kp, kernel, tile_i8, tile_i16, tile_sums)?
+    };
     for (w, y) in weights.iter().zip(ys.iter_mut()) {
         let ops = Operands { w, x: x_tile, kp, sa, outliers, x_outliers };
+        let _timer = Timer::start(Phase::Product);
         product(settings, &ops, kernel, rows, y, blocks)?;
     }
     Ok(no)
