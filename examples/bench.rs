@@ -29,7 +29,8 @@
 //! three alternating rounds; each 16-bit call's time against float32's, which
 //! an engine's float16 model should not pay for (issue 31: within 5%).
 //! Smoothing: a smoothed weight's call against the same weight unsmoothed,
-//! M = 1, 16, 128, 512, in five alternating rounds (issue 32: within 3%).
+//! M = 1, 16, 128, 512, in five alternating rounds (the target: within 3%), and
+//! the quantize stage alone, where smoothing's cost lies.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -603,7 +604,7 @@ fn smoothing(ctx: &Context, reps: usize) {
 }
 
 /// Where an M × 4096 × 4096 call's time goes, phase by phase and thread by
-/// thread (issue 31's account): float16 in and out, 6 outlier columns,
+/// thread (docs/PERF.md has the M = 512 account): float16 in and out, 6 outlier columns,
 /// threshold 6, µs per call, averaged over `reps` calls after a warm-up.
 /// Needs `--features phase-timing`.
 #[cfg(feature = "phase-timing")]

@@ -57,7 +57,7 @@ engine_run() {  # NAME ARGS...
 for round in $(seq "$rounds"); do
   for type in Q8_0 F16; do
     # --repack 0: llama.cpp's AMX repacked kernels die with SIGILL on these VMs
-    # (issue 30); its AVX-512 VNNI path then. CSV: n_prompt, n_gen, ..., avg_ts.
+    # (a tileloadd in tinygemm_kernel_amx); its AVX-512 VNNI path then. CSV: n_prompt, n_gen, ..., avg_ts.
     "$src/build/bin/llama-bench" -m "$dir/SmolLM2-135M-Instruct.$type.gguf" -t "$threads" -p 512 -n 128 \
       --repack 0 -o csv 2>/dev/null | python3 -c '
 import csv, sys

@@ -296,7 +296,7 @@ fn logits(path: &Path) -> Vec<f32> {
     std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
-/// Tensor parallelism across MPI processes (issue 30): each rank loads only its
+/// Tensor parallelism across MPI processes: each rank loads only its
 /// shards of the same folder, the row-parallel layers all-reduce their row
 /// statistics (MAX) and partials (SUM). A world of 1 is the one-process engine
 /// bit for bit (a whole-layer shard; one rank's row-parallel call is
