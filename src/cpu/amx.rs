@@ -15,6 +15,7 @@
 //! every machine and compared with the real tiles where they exist.
 
 use super::pack::{BLOCK, GROUP, PANEL};
+use super::phases::{Phase, Timer};
 
 /// Bytes of K one tile product covers (a tile row of activations).
 pub const TILE_K: usize = 64;
@@ -294,6 +295,7 @@ pub fn products<U: TileUnit, const MT: usize, const NP: usize>(
     panel_stride: usize,
     kp: usize,
 ) -> [[Sums; NP]; MT] {
+    let _timer = Timer::start(Phase::Products);
     let kblocks = kp.div_ceil(TILE_K);
     assert!((1..=2).contains(&MT) && (1..=2).contains(&NP) && kp.is_multiple_of(GROUP));
     assert!(x.len() >= MT * kblocks * A_TILE && w.len() >= (NP - 1) * panel_stride + PANEL * kp);

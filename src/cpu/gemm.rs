@@ -197,31 +197,19 @@ impl Operands<'_> {
                 let t = amx::TILE_ROWS;
                 match (mr > t, np) {
                     (true, 2) => {
-                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
-                        timer.stop();
-                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
                     (true, _) => {
-                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
-                        timer.stop();
-                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
                     (false, 2) => {
-                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
-                        timer.stop();
-                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
                     }
                     (false, _) => {
-                        let timer = Timer::start(Phase::Products);
                         let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
-                        timer.stop();
-                        let _timer = Timer::start(Phase::Epilogue);
                         self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
                     }
                 }

@@ -1,5 +1,5 @@
 //! Where a CPU call's time goes, phase by phase and thread by thread — for the
-//! benchmark's account of a call (issue 31: `cargo run --release --features
+//! benchmark's account of a call (`cargo run --release --features
 //! phase-timing --example bench -- phases`). Without the `phase-timing`
 //! feature a [`Timer`] is an empty value and nothing is recorded.
 
@@ -11,7 +11,8 @@ pub enum Phase {
     Quantize,
     /// The int8 rows laid out for the microkernels (AMX tiles, VNNI groups).
     LayOut,
-    /// Exact int8 products: tile loads, `tdpbssd` / VNNI dot products, tile stores.
+    /// Exact int8 products on the AMX and VNNI kernels: tile loads, `tdpbssd`
+    /// / VNNI dot products, tile stores (the portable and AVX2 ones untimed).
     Products,
     /// The outlier columns of a block of weight panels dequantized.
     OutlierWeights,
