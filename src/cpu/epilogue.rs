@@ -54,24 +54,46 @@ impl Operands<'_> {
         MR
     }
 
-    /// Dequantizes the outlier columns of the weight panels `panels` into
-    /// `w_outliers` as `[panel - panels.start][outlier][lane]` (a column the
-    /// weight keeps in its source dtype is copied from there): once per block
-    /// of panels instead of once per tile (at M = 512 that was 64 times over,
-    /// ~7% of a call with 6 outlier columns).
+    /// [`Self::dequantize_outlier_columns`] where `first`: in the first row of
+    /// tiles over `panels`, after their products.
     #[inline(always)]
-    pub(super) fn dequantize_outlier_columns(&self, panels: Range<usize>, w_outliers: &mut [f32]) {
+    pub(super) fn outlier_columns_after_products(
+        &self,
+        first: bool,
+        panels: Range<usize>,
+        p0: usize,
+        w_outliers: &mut [f32],
+    ) {
+        if first {
+            self.dequantize_outlier_columns(panels, p0, w_outliers);
+        }
+    }
+
+    /// Dequantizes the outlier columns of the weight panels `panels` into
+    /// `w_outliers` as `[panel - p0][outlier][lane]` (`p0`: the first panel of
+    /// the block; a column the weight keeps in its source dtype is copied from
+    /// there): once per block of panels, not once per tile (at M = 512 that was
+    /// 64 times over, ~7% of a call with 6 outlier columns), and right after
+    /// the first tile's products over those panels, which leave their bytes in
+    /// cache (before them, each column of each panel was a miss to memory:
+    /// 2–7% of a call).
+    #[inline(always)]
+    pub(super) fn dequantize_outlier_columns(&self, panels: Range<usize>, p0: usize, w_outliers: &mut [f32]) {
         let no = self.outliers.len();
         if no == 0 {
             return;
         }
+        let _timer = Timer::start(Phase::OutlierWeights);
         let (scb, packed, kept) = (self.w.scb(), self.w.packed(), self.w.kept());
         let n = self.w.out_features();
-        for (pi, p) in panels.enumerate() {
+        for p in panels {
             let j0 = p * PANEL;
-            let sb: [f32; PANEL] = std::array::from_fn(|l| scb.get(j0 + l).copied().unwrap_or(0.0)); // padding rows: 0
+            let mut sb = [0.0f32; PANEL]; // padding rows: 0
+            for (l, s) in sb.iter_mut().enumerate() {
+                *s = scb.get(j0 + l).copied().unwrap_or(0.0);
+            }
             for (ci, &c) in self.outliers.iter().enumerate() {
-                let dst = &mut w_outliers[(pi * no + ci) * PANEL..][..PANEL];
+                let dst = &mut w_outliers[((p - p0) * no + ci) * PANEL..][..PANEL];
                 // A kept column: its source values (the paper's 16-bit outlier weights).
                 if let Some((kept, slot)) = kept.and_then(|k| k.slot(c).map(|s| (k, s))) {
                     for (l, d) in dst.iter_mut().enumerate() {

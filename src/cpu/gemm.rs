@@ -10,7 +10,8 @@ use super::pack::GROUP;
 use super::pack::PANEL;
 use super::phases::{Phase, Timer};
 use super::pool::run_parts;
-use super::{aligned, amx, isa, kernel, scratch, Weight, PANELS_PER_BLOCK};
+use super::threads::{split_ranges, split_slice_mut};
+use super::{aligned, amx, isa, kernel, scratch, threads_for, Weight, PANELS_PER_BLOCK};
 use crate::dtype::Element;
 use crate::error::{try_zeroed_vec, Result};
 
@@ -93,7 +94,6 @@ impl Operands<'_> {
         match &self.x {
             ActivationTile::Rows(x) => {
                 for block in blocks(panels) {
-                    self.dequantize_outlier_columns(block.clone(), w_outliers);
                     self.block_rows(x, rows.clone(), block, at, out, w_outliers);
                 }
             }
@@ -124,15 +124,13 @@ impl Operands<'_> {
         w_outliers: &mut [f32],
     ) {
         for block in blocks(panels) {
-            let timer = Timer::start(Phase::OutlierWeights);
-            self.dequantize_outlier_columns(block.clone(), w_outliers);
-            timer.stop();
             self.block_tiles(unit, x, rows.clone(), block, at, out, w_outliers);
         }
     }
 
     /// One block of panels on the vector microkernels: tiles of the heights
-    /// the layout allows, each over at most two panels.
+    /// the layout allows, each over at most two panels; the first row of
+    /// tiles also dequantizes the block's outlier weight columns (`tile`).
     #[inline(always)]
     fn block_rows<Y: Element>(
         &self,
@@ -141,7 +139,7 @@ impl Operands<'_> {
         block: Range<usize>,
         at: Tile,
         out: &mut [Y],
-        w_outliers: &[f32],
+        w_outliers: &mut [f32],
     ) {
         let (heights, max_np) = x.tile_shape();
         let mut i = rows.start;
@@ -170,7 +168,9 @@ impl Operands<'_> {
     }
 
     /// One block of panels on AMX tiles: 32 rows × 2 panels (2 × 2
-    /// accumulator tiles) at a time, the exact sums then the shared epilogue.
+    /// accumulator tiles) at a time, the exact sums then the shared epilogue;
+    /// the first 32 rows also dequantize the block's outlier weight columns,
+    /// right after their products brought those panels into cache.
     #[allow(clippy::too_many_arguments)] // as `blocks_tiles`
     #[inline(always)]
     fn block_tiles<U: amx::TileUnit, Y: Element>(
@@ -181,7 +181,7 @@ impl Operands<'_> {
         block: Range<usize>,
         at: Tile,
         out: &mut [Y],
-        w_outliers: &[f32],
+        w_outliers: &mut [f32],
     ) {
         let (packed, kp) = (self.w.packed(), self.kp);
         let ps = packed.panel_stride();
@@ -195,21 +195,33 @@ impl Operands<'_> {
                 let w = &packed.data()[p * ps..];
                 let at = Tile { i, p, p0: block.start, ..at };
                 let t = amx::TILE_ROWS;
+                let first = i == rows.start;
+                // The tile's output rows, asked for before its products: written
+                // by the epilogue, each row was otherwise a store miss the
+                // store buffer waited on (the epilogue 15% slower at M = 512).
+                let cols = (p * PANEL - at.col0)..((p + np) * PANEL - at.col0).min(at.stride);
+                for r in i..i + mr {
+                    prefetch(&out[(r - at.row0) * at.stride..][cols.clone()]);
+                }
                 match (mr > t, np) {
                     (true, 2) => {
                         let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
+                        self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
                         self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
                     (true, _) => {
                         let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
+                        self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
                         self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
                     }
                     (false, 2) => {
                         let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
+                        self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
                         self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
                     }
                     (false, _) => {
                         let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
+                        self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
                         self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
                     }
                 }
@@ -226,14 +238,16 @@ impl Operands<'_> {
         x: &RowTile<'_>,
         at: Tile,
         out: &mut [Y],
-        w_outliers: &[f32],
+        w_outliers: &mut [f32],
     ) {
         let packed = self.w.packed();
         let (stride, kp) = (packed.panel_stride(), self.kp);
         let w = &packed.data()[at.p * stride..];
+        let (first, panels) = (at.i == at.row0, at.p..at.p + NP);
         match x {
             RowTile::Signed(x) => {
                 let acc = kernel::tile_portable::<MR, NP>(&x[at.i * kp..], kp, w, stride, kp);
+                self.outlier_columns_after_products(first, panels, at.p0, w_outliers);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
@@ -244,6 +258,7 @@ impl Operands<'_> {
                     // SAFETY: `Wide` is only built when the processor has AVX2 (see `matmul`).
                     unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, &w[p * stride..], kp) }
                 });
+                self.outlier_columns_after_products(first, panels, at.p0, w_outliers);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[p][r][0][l] as f64);
             }
             #[cfg(target_arch = "x86_64")]
@@ -255,6 +270,7 @@ impl Operands<'_> {
                 // F/BW/VNNI (see `matmul`).
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 timer.stop();
+                self.outlier_columns_after_products(first, panels, at.p0, w_outliers);
                 let _timer = Timer::start(Phase::Epilogue);
                 self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
             }
@@ -326,18 +342,26 @@ pub(super) enum Kernel {
     },
 }
 
+/// The scratch the activation layouts are written into (one per call).
+pub(super) struct LayOutScratch<'a> {
+    pub i8s: &'a mut Vec<i8>,
+    pub i16s: &'a mut Vec<i16>,
+    pub sums: &'a mut Vec<i32>,
+}
+
 /// Lays the quantized activations `q` `[rows, k]` out for the microkernel:
-/// rows padded to `kp` columns, packed in tiles of 8 rows for VNNI, widened for AVX2.
+/// rows padded to `kp` columns, packed in tiles of 8 rows for VNNI, in A tiles
+/// for AMX (on up to `threads` threads), widened for AVX2.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) fn activation_tile<'a>(
     q: &[i8],
     k: usize,
     kp: usize,
     kernel: Kernel,
-    i8s: &'a mut Vec<i8>,
-    i16s: &'a mut Vec<i16>,
-    sums: &'a mut Vec<i32>,
+    threads: usize,
+    scratch: LayOutScratch<'a>,
 ) -> Result<ActivationTile<'a>> {
+    let LayOutScratch { i8s, i16s, sums } = scratch;
     let rows = q.len() / k;
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx2 {
@@ -359,7 +383,15 @@ pub(super) fn activation_tile<'a>(
     }
     if let Kernel::Amx { model } = kernel {
         let x = aligned::zeroed_in(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
-        amx::pack_activations(q, k, x);
+        // Each 16 rows are one contiguous run of A tiles: threads pack their own
+        // runs (one thread packing 2 MiB at M = 512 was ~5% of a call).
+        let tile_rows = split_ranges(rows.div_ceil(amx::TILE_ROWS), threads_for(q.len(), threads));
+        let run = amx::TILE_ROWS * kp.div_ceil(amx::TILE_K) * amx::TILE_K;
+        let x_parts = split_slice_mut(x, &tile_rows, run);
+        run_parts(tile_rows.iter().zip(x_parts), |(t, x)| {
+            let q_rows = &q[t.start * amx::TILE_ROWS * k..(t.end * amx::TILE_ROWS).min(rows) * k];
+            amx::pack_activations(q_rows, k, x)
+        });
         return Ok(ActivationTile::Amx { x, model });
     }
     let x = scratch::zeroed(i8s, rows * kp, "padded activations")?;
@@ -367,4 +399,20 @@ pub(super) fn activation_tile<'a>(
         dst[..k].copy_from_slice(src);
     }
     Ok(ActivationTile::Rows(RowTile::Signed(x)))
+}
+
+/// Asks for the cache lines of `values` (first to last byte) before they are
+/// written or read: a hint, no effect on results.
+#[inline(always)]
+fn prefetch<T>(values: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let (start, bytes) = (values.as_ptr().cast::<i8>(), std::mem::size_of_val(values));
+        let first_line = start as usize % aligned::CACHE_LINE;
+        for at in (0..first_line + bytes).step_by(aligned::CACHE_LINE) {
+            // SAFETY: a prefetch reads nothing and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_sub(first_line).wrapping_add(at)) };
+        }
+    }
 }

@@ -28,7 +28,7 @@ use crate::smoothing::Smoothing;
 use crate::with_data;
 use pack::PANEL;
 
-use gemm::{activation_tile, compute_block, compute_parts, Kernel, Operands};
+use gemm::{activation_tile, compute_block, compute_parts, Kernel, LayOutScratch, Operands};
 pub use isa::CpuPath;
 use phases::{Phase, Timer};
 pub(crate) use quantize::quantize_activations;
@@ -220,7 +220,8 @@ fn multiply<X: Element, Y: Element>(
     };
     let x_tile = {
         let _timer = Timer::start(Phase::LayOut);
-        activation_tile(qx, k, kp, kernel, tile_i8, tile_i16, tile_sums)?
+        let scratch = LayOutScratch { i8s: tile_i8, i16s: tile_i16, sums: tile_sums };
+        activation_tile(qx, k, kp, kernel, settings.threads, scratch)?
     };
     for (w, y) in weights.iter().zip(ys.iter_mut()) {
         let ops = Operands { w, x: x_tile, kp, sa, outliers, x_outliers };
