@@ -350,7 +350,7 @@ pub fn quantize_activation_row_given_absmax<T: Element>(
 /// `1/127` and `1/127²` in f64: multiplying by them (not dividing) keeps the
 /// epilogue cheap, and their error (2⁻⁵³ relative) is far below f32's.
 const INV_127: f64 = 1.0 / 127.0;
-const INV_127_SQ: f64 = 1.0 / 16129.0;
+pub(crate) const INV_127_SQ: f64 = 1.0 / 16129.0;
 
 /// Dequantizes one int8 weight value: `cb · scb / 127`, computed in f64 and
 /// rounded once to f32 — no intermediate overflow for a

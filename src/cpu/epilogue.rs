@@ -121,6 +121,36 @@ impl Operands<'_> {
         acc: impl Fn(usize, usize, usize) -> f64,
     ) {
         let n = self.w.out_features();
+        #[cfg(target_arch = "x86_64")]
+        if matches!(Y::DTYPE, DType::F16 | DType::F32) && (at.p + NP) * PANEL <= n && kernel::has_avx512_epilogue() {
+            let (scb, bias, no) = (self.w.scb(), self.w.bias(), self.outliers.len());
+            for r in 0..MR {
+                let i = at.i + r;
+                let (sa, x_outliers) = (self.sa[i], &self.x_outliers[i * no..][..no]);
+                let out_row = &mut out[(i - at.row0) * at.stride..];
+                for p in 0..NP {
+                    let j0 = (at.p + p) * PANEL;
+                    let mut lanes = [0.0f64; PANEL];
+                    for (l, v) in lanes.iter_mut().enumerate() {
+                        *v = acc(r, p, l);
+                    }
+                    let w = &w_outliers[(at.p + p - at.p0) * no * PANEL..][..no * PANEL];
+                    let dst = &mut out_row[j0 - at.col0..][..PANEL];
+                    let lanes = kernel::EpilogueLanes {
+                        acc: &lanes,
+                        sa,
+                        sb: &scb[j0..][..PANEL],
+                        x_outliers,
+                        w_outliers: w,
+                        bias: bias.map(|b| &b[j0..][..PANEL]),
+                    };
+                    // SAFETY: the processor has AVX-512 F and F16C (checked above);
+                    // `dst` is 16 values of `Y`, float16 (a u16) or float32.
+                    unsafe { kernel::epilogue_lanes_avx512(lanes, dst.as_mut_ptr().cast(), Y::DTYPE == DType::F16) };
+                }
+            }
+            return;
+        }
         if Y::DTYPE == DType::F16 {
             // The float32 epilogue into a tile of its own, then F16C 8 values
             // at a time (`convert_from_f32`): `f16::from_f32` value by value
