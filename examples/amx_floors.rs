@@ -1,7 +1,9 @@
 //! The floors of the AMX int8 path, measured on this machine (docs/PERF.md):
 //! `tdpbssd` alone, and the 2 × 2 register block of `src/cpu/amx.rs` (4 tile
 //! loads per 4 products) with its operands in L1 or L2, from addresses on a
-//! cache line and 16 bytes past one (where the allocator puts large blocks).
+//! cache line and 16 bytes past one (where the allocator puts large blocks);
+//! then the library's nest for one thread at M = 512 with one block of the
+//! weight reused or the whole weight streamed from L3, as a call reads it.
 //! One thread; run one per core with `taskset` to see the cores together.
 //!
 //!     cargo run --release --example amx_floors
@@ -98,8 +100,89 @@ mod tiles {
                 println!("2 x 2 block, operands in {level}, rows {offset:2} bytes past a cache line: {t:.2} TOPS");
             }
         }
+        for (panels, streamed, prefetch_rows) in [(8, false, true), (8, true, true), (2, true, true), (2, true, false)]
+        {
+            let weight = if streamed { "the 16 MiB weight streamed" } else { "one 512 KiB block reused" };
+            let rows = if prefetch_rows { "all tiles prefetched" } else { "weight tiles prefetched" };
+            println!(
+                "nest of one thread at M = 512 (tiles only), blocks of {panels} panels, {weight}, {rows}: {:.2} TOPS",
+                nest(panels, streamed, prefetch_rows)
+            );
+        }
         // SAFETY: the tiles were configured on this thread.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// One step of the nest: the 2 × 2 block on four separate tiles (two
+    /// activation row groups, two weight panels), as `amx::products` loads them.
+    ///
+    /// # Safety
+    /// Tiles configured; each pointer readable for 1 KiB.
+    #[inline(always)]
+    unsafe fn nest_step(a0: *const i8, a1: *const i8, b0: *const i8, b1: *const i8) {
+        let s = 64usize;
+        asm!("tileloadd tmm6, [{b0} + {s}*1]", "tileloadd tmm4, [{a0} + {s}*1]", "tdpbssd tmm0, tmm4, tmm6",
+             "tileloadd tmm7, [{b1} + {s}*1]", "tdpbssd tmm1, tmm4, tmm7",
+             "tileloadd tmm5, [{a1} + {s}*1]", "tdpbssd tmm2, tmm5, tmm6", "tdpbssd tmm3, tmm5, tmm7",
+             a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1, s = in(reg) s,
+             options(nostack, readonly));
+    }
+
+    /// 16 rows of 64 bytes into L1 ahead of a tile load.
+    #[inline(always)]
+    fn prefetch_tile(p: *const i8) {
+        for r in 0..16 {
+            // SAFETY: a prefetch reads nothing and never faults.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(r * 64)) };
+        }
+    }
+
+    /// The tile loop of one thread's part of an M = 512, K = N = 4096 call
+    /// (256 rows, 1 MiB of activation tiles; the weight's 256 panels of 64 KiB),
+    /// tiles only: blocks of `panels` panels, each over all 8 row blocks of 32
+    /// rows, each row block over the block's pairs of panels, full K. `streamed`:
+    /// each block is the next part of the 16 MiB weight, as a call reads it;
+    /// otherwise one block is reused (operands from L2 alone). `prefetch_rows`:
+    /// the activation tiles are prefetched as well as the weight's.
+    fn nest(panels: usize, streamed: bool, prefetch_rows: bool) -> f64 {
+        const KIB64: usize = 64 << 10;
+        let buf = vec![1i8; 20 << 20];
+        let base = buf.as_ptr().wrapping_add(buf.as_ptr().align_offset(4096));
+        let (a, w) = (base, base.wrapping_add(2 << 20));
+        let blocks = 256 / panels;
+        let steps = blocks * 8 * (panels / 2) * 64;
+        tops(steps, || {
+            for block in 0..blocks {
+                let b = w.wrapping_add(if streamed { block * panels * KIB64 } else { 0 });
+                for rows in 0..8 {
+                    for pair in 0..panels / 2 {
+                        let (a0, b0) = (a.wrapping_add(2 * rows * KIB64), b.wrapping_add(2 * pair * KIB64));
+                        let (a1, b1) = (a0.wrapping_add(KIB64), b0.wrapping_add(KIB64));
+                        // SAFETY: the tiles are configured.
+                        unsafe {
+                            asm!(
+                                "tilezero tmm0",
+                                "tilezero tmm1",
+                                "tilezero tmm2",
+                                "tilezero tmm3",
+                                options(nostack, nomem)
+                            )
+                        };
+                        for k in 0..64 {
+                            let (at, ahead) = (k * 1024, (k + 2) * 1024);
+                            prefetch_tile(b0.wrapping_add(ahead));
+                            prefetch_tile(b1.wrapping_add(ahead));
+                            if prefetch_rows {
+                                prefetch_tile(a0.wrapping_add(ahead));
+                                prefetch_tile(a1.wrapping_add(ahead));
+                            }
+                            // SAFETY: every tile lies inside `buf` (2 MiB + 16 MiB + 1 KiB past `base`).
+                            unsafe { nest_step(a0.add(at), a1.add(at), b0.add(at), b1.add(at)) };
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -684,6 +684,65 @@ mod tests {
         rows
     }
 
+    /// The AVX-512 epilogue gives, bit for bit, `quant`'s scalar composition
+    /// (`dequantize_product`, `add_outlier_product` from 0, `output_value`,
+    /// `f16::from_f32`): sums from 0 to ±127²·65536, scales from subnormal to
+    /// large, 0 to 7 outlier columns with ±0 products, with and without bias.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_epilogue_is_quants_arithmetic_bit_for_bit() {
+        if !has_avx512_epilogue() {
+            eprintln!("no AVX-512 F / F16C: the epilogue's vector form does not run here");
+            return;
+        }
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..400 {
+            let big = 127.0 * 127.0 * 65536.0;
+            let acc: [f64; 16] = std::array::from_fn(|l| match (case + l) % 5 {
+                0 => 0.0,
+                1 => ((next() * 2.0 - 1.0) * big).round(),
+                _ => ((next() * 2.0 - 1.0) * 1e6).round(),
+            });
+            let sa = [1e-40f32, 0.5, 3.0, 1e4][case % 4] * (1.0 + next() as f32);
+            let sb: Vec<f32> = (0..16).map(|l| if l == 3 { 0.0 } else { (next() * 0.2) as f32 }).collect();
+            let no = case % 8;
+            let x_outliers: Vec<f32> =
+                (0..no).map(|c| if c == 1 { -0.0 } else { ((next() - 0.5) * 120.0) as f32 }).collect();
+            let w_outliers: Vec<f32> = (0..16 * no).map(|_| ((next() - 0.5) * 0.3) as f32).collect();
+            let bias: Option<Vec<f32>> = (case % 3 != 0).then(|| (0..16).map(|_| (next() - 0.5) as f32).collect());
+            let want: Vec<f32> = (0..16)
+                .map(|l| {
+                    let int8_part = quant::dequantize_product(acc[l], sa, sb[l]);
+                    let outlier_part = (0..no)
+                        .fold(0.0f32, |o, c| quant::add_outlier_product(o, x_outliers[c], w_outliers[16 * c + l]));
+                    quant::output_value(int8_part, outlier_part, bias.as_ref().map_or(0.0, |b| b[l]))
+                })
+                .collect();
+            let lanes = || EpilogueLanes {
+                acc: &acc,
+                sa,
+                sb: &sb,
+                x_outliers: &x_outliers,
+                w_outliers: &w_outliers,
+                bias: bias.as_deref(),
+            };
+            let (mut out32, mut out16) = ([0.0f32; 16], [f16::ZERO; 16]);
+            // SAFETY: AVX-512 F and F16C are present (checked); 16 outputs of each dtype.
+            unsafe {
+                epilogue_lanes_avx512(lanes(), out32.as_mut_ptr().cast(), false);
+                epilogue_lanes_avx512(lanes(), out16.as_mut_ptr().cast(), true);
+            }
+            for l in 0..16 {
+                assert_eq!(out32[l].to_bits(), want[l].to_bits(), "case {case} lane {l}: float32");
+                assert_eq!(out16[l].to_bits(), f16::from_f32(want[l]).to_bits(), "case {case} lane {l}: float16");
+            }
+        }
+    }
+
     /// `convert_from_f32` into float16 gives `f16::from_f32`'s bits (F16C 8 at
     /// a time, the tail one by one) for every float16 value, the midpoints
     /// between neighbours (ties to even) and the floats just either side,

@@ -50,8 +50,9 @@ const MIN_PARALLEL_WORK: usize = 1 << 16;
 /// of W, reused across many rows); below it they split W, which dominates.
 const ROWS_TO_SPLIT_ROWS: usize = 64;
 
-/// Weight panels per block of the GEMM: 8 panels (128 rows) of a 4096-wide
-/// weight, 512 KiB, stay in L2 while every tile of X passes over them.
+/// Weight panels per block of the vector kernels' GEMM: 8 panels (128 rows)
+/// of a 4096-wide weight, 512 KiB, stay in L2 while every tile of X passes
+/// over them (the AMX nest takes blocks of two, `gemm::Operands::blocks_tiles`).
 pub(super) const PANELS_PER_BLOCK: usize = 8;
 
 /// From this many activation rows on, the AMX path multiplies on the tiles;
