@@ -36,17 +36,18 @@ mod tiles {
         flags.contains(" amx_int8") && unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) == 0 }
     }
 
-    /// One step of the library's inner loop: B0, A0, C00, B1, C01, A1, C10, C11.
+    /// One step of the library's inner loop: B0, A0, C00, B1, C01, A1, C10, C11
+    /// (two activation row groups `a0`, `a1`, two weight panels `b0`, `b1`).
     ///
     /// # Safety
-    /// Tiles configured; `a` and `b` each readable for 2 KiB.
+    /// Tiles configured; each pointer readable for 1 KiB.
     #[inline(always)]
-    unsafe fn block_step(a: *const i8, b: *const i8) {
+    unsafe fn block_step(a0: *const i8, a1: *const i8, b0: *const i8, b1: *const i8) {
         let s = 64usize;
-        asm!("tileloadd tmm6, [{b} + {s}*1]", "tileloadd tmm4, [{a} + {s}*1]", "tdpbssd tmm0, tmm4, tmm6",
+        asm!("tileloadd tmm6, [{b0} + {s}*1]", "tileloadd tmm4, [{a0} + {s}*1]", "tdpbssd tmm0, tmm4, tmm6",
              "tileloadd tmm7, [{b1} + {s}*1]", "tdpbssd tmm1, tmm4, tmm7",
              "tileloadd tmm5, [{a1} + {s}*1]", "tdpbssd tmm2, tmm5, tmm6", "tdpbssd tmm3, tmm5, tmm7",
-             a = in(reg) a, b = in(reg) b, a1 = in(reg) a.add(1024), b1 = in(reg) b.add(1024), s = in(reg) s,
+             a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1, s = in(reg) s,
              options(nostack, readonly));
     }
 
@@ -94,7 +95,7 @@ mod tiles {
                     for i in 0..steps {
                         let at = (i * 2048) % span;
                         // SAFETY: at + 2 KiB + 16 <= span + 16 < 1 MiB: inside `buf` after `base`.
-                        unsafe { block_step(a0.add(at), b0.add(at)) };
+                        unsafe { block_step(a0.add(at), a0.add(at + 1024), b0.add(at), b0.add(at + 1024)) };
                     }
                 });
                 println!("2 x 2 block, operands in {level}, rows {offset:2} bytes past a cache line: {t:.2} TOPS");
@@ -111,21 +112,6 @@ mod tiles {
         }
         // SAFETY: the tiles were configured on this thread.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
-    }
-
-    /// One step of the nest: the 2 × 2 block on four separate tiles (two
-    /// activation row groups, two weight panels), as `amx::products` loads them.
-    ///
-    /// # Safety
-    /// Tiles configured; each pointer readable for 1 KiB.
-    #[inline(always)]
-    unsafe fn nest_step(a0: *const i8, a1: *const i8, b0: *const i8, b1: *const i8) {
-        let s = 64usize;
-        asm!("tileloadd tmm6, [{b0} + {s}*1]", "tileloadd tmm4, [{a0} + {s}*1]", "tdpbssd tmm0, tmm4, tmm6",
-             "tileloadd tmm7, [{b1} + {s}*1]", "tdpbssd tmm1, tmm4, tmm7",
-             "tileloadd tmm5, [{a1} + {s}*1]", "tdpbssd tmm2, tmm5, tmm6", "tdpbssd tmm3, tmm5, tmm7",
-             a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1, s = in(reg) s,
-             options(nostack, readonly));
     }
 
     /// 16 rows of 64 bytes into L1 ahead of a tile load.
@@ -177,7 +163,7 @@ mod tiles {
                                 prefetch_tile(a1.wrapping_add(ahead));
                             }
                             // SAFETY: every tile lies inside `buf` (2 MiB + 16 MiB + 1 KiB past `base`).
-                            unsafe { nest_step(a0.add(at), a1.add(at), b0.add(at), b1.add(at)) };
+                            unsafe { block_step(a0.add(at), a1.add(at), b0.add(at), b1.add(at)) };
                         }
                     }
                 }

@@ -93,7 +93,7 @@ impl Operands<'_> {
         // AMX path's epilogue ran on SSE2, ~30% of a call at M = 512).
         match &self.x {
             ActivationTile::Rows(x) => {
-                for block in blocks(panels) {
+                for block in blocks(panels, PANELS_PER_BLOCK) {
                     self.block_rows(x, rows.clone(), block, at, out, w_outliers);
                 }
             }
@@ -123,10 +123,7 @@ impl Operands<'_> {
         out: &mut [Y],
         w_outliers: &mut [f32],
     ) {
-        // Blocks of one register block's two panels: the pair (128 KiB at
-        // K = 4096) is reused across all of the part's rows from L2 while the
-        // next comes from L3 (blocks of 8 panels: the nest 10% slower).
-        for block in panels.clone().step_by(2).map(|p0| p0..(p0 + 2).min(panels.end)) {
+        for block in blocks(panels, AMX_PANELS_PER_BLOCK) {
             self.block_tiles(unit, x, rows.clone(), block, at, out, w_outliers);
         }
     }
@@ -281,11 +278,19 @@ impl Operands<'_> {
     }
 }
 
-/// `panels` in blocks of at most [`PANELS_PER_BLOCK`] panels, each computed
-/// with its outlier weight columns dequantized once.
+/// Weight panels per block of the AMX nest: one register block's two. The
+/// pair (128 KiB at K = 4096) is reused across all of a part's rows from L2
+/// while the next comes from L3 (blocks of [`PANELS_PER_BLOCK`]: the nest 10%
+/// slower, docs/PERF.md).
+const AMX_PANELS_PER_BLOCK: usize = 2;
+// The per-part scratch for a block's outlier weight columns holds `PANELS_PER_BLOCK` panels.
+const _: () = assert!(AMX_PANELS_PER_BLOCK <= PANELS_PER_BLOCK);
+
+/// `panels` in blocks of at most `per_block` panels, each computed with its
+/// outlier weight columns dequantized once.
 #[inline(always)]
-fn blocks(panels: Range<usize>) -> impl Iterator<Item = Range<usize>> {
-    panels.clone().step_by(PANELS_PER_BLOCK).map(move |p0| p0..(p0 + PANELS_PER_BLOCK).min(panels.end))
+fn blocks(panels: Range<usize>, per_block: usize) -> impl Iterator<Item = Range<usize>> {
+    panels.clone().step_by(per_block).map(move |p0| p0..(p0 + per_block).min(panels.end))
 }
 
 /// Where a tile sits: first activation row `i`, first panel `p`, and how the

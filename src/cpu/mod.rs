@@ -52,7 +52,7 @@ const ROWS_TO_SPLIT_ROWS: usize = 64;
 
 /// Weight panels per block of the vector kernels' GEMM: 8 panels (128 rows)
 /// of a 4096-wide weight, 512 KiB, stay in L2 while every tile of X passes
-/// over them (the AMX nest takes blocks of two, `gemm::Operands::blocks_tiles`).
+/// over them (the AMX nest takes blocks of two, `gemm::AMX_PANELS_PER_BLOCK`).
 pub(super) const PANELS_PER_BLOCK: usize = 8;
 
 /// From this many activation rows on, the AMX path multiplies on the tiles;
