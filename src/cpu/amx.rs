@@ -269,14 +269,23 @@ pub fn packed_activation_len(rows: usize, kp: usize) -> usize {
 
 /// Packs quantized activations `q` `[rows, k]` as A tiles: for each 16 rows,
 /// for each 64 columns, 16 × 64 bytes (row-major within the tile), columns
-/// past `k` and rows past `rows` zero (`x` arrives zeroed,
-/// [`packed_activation_len`] bytes).
+/// past `k` and rows past `rows` zero. Every byte of `x` (whole runs of 16
+/// rows) is written, whatever it held.
 pub fn pack_activations(q: &[i8], k: usize, x: &mut [i8]) {
     let kblocks = k.div_ceil(TILE_K);
-    for (r, row) in q.chunks_exact(k).enumerate() {
-        let tile = &mut x[(r / TILE_ROWS) * kblocks * A_TILE + (r % TILE_ROWS) * TILE_K..];
-        for (b, cols) in row.chunks(TILE_K).enumerate() {
-            tile[b * A_TILE..][..cols.len()].copy_from_slice(cols);
+    let run = kblocks * A_TILE;
+    assert!(x.len().is_multiple_of(run) && q.len() <= x.len() / run * TILE_ROWS * k);
+    // Every byte written, padding as zeros: `x` is scratch holding the last call's bytes.
+    let mut rows = q.chunks_exact(k);
+    for tiles in x.chunks_exact_mut(run) {
+        for r in 0..TILE_ROWS {
+            let row = rows.next().unwrap_or(&[]);
+            for b in 0..kblocks {
+                let dst = &mut tiles[b * A_TILE + r * TILE_K..][..TILE_K];
+                let cols = &row[(b * TILE_K).min(row.len())..((b + 1) * TILE_K).min(row.len())];
+                dst[..cols.len()].copy_from_slice(cols);
+                dst[cols.len()..].fill(0);
+            }
         }
     }
 }
@@ -392,6 +401,10 @@ mod tests {
             let kp = packed.k_padded();
             let mut xp = vec![0i8; packed_activation_len(rows, kp)];
             pack_activations(&x, k, &mut xp);
+            // Scratch holds the last call's bytes: the packing writes all of them.
+            let mut over_old = vec![0x55i8; xp.len()];
+            pack_activations(&x, k, &mut over_old);
+            assert!(over_old == xp, "rows {rows} k {k}: bytes left from before the packing");
             let want = naive(&x, &cb, rows, n, k);
             for p in (0..packed.panels()).step_by(2) {
                 let w = &packed.data()[p * packed.panel_stride()..];

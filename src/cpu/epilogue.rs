@@ -12,26 +12,63 @@ use super::phases::{Phase, Timer};
 use crate::dtype::{DType, Element};
 use crate::quant;
 
+/// A tile's exact int8 sums as a microkernel left them: panel `p`'s row `r`,
+/// lane `l` at `panels[p][r · row_stride + l]`.
+#[derive(Clone, Copy)]
+pub(super) struct TileSums<'a, const NP: usize> {
+    pub panels: [&'a [i32]; NP],
+    pub row_stride: usize,
+}
+
 impl Operands<'_> {
-    /// The epilogue of `mr` rows from `at.i` (any count up to 32), in pieces
-    /// of 16, 8, 4, 2 and 1 rows; `acc(r, …)` indexes rows from `at.i`.
+    /// The epilogue of `rows` rows from `at.i` over `NP` panels from `at.p`
+    /// (any number of rows up to the tile's): on AVX-512 for float16 and
+    /// float32 outputs of whole panels, the tile at once
+    /// ([`kernel::epilogue_tile_avx512`]), else in pieces of 16, 8, 4, 2 and
+    /// 1 rows ([`Self::epilogue`]) — the same bits.
     #[inline(always)]
-    pub(super) fn epilogue_rows<const NP: usize, Y: Element>(
+    pub(super) fn epilogue_sums<const NP: usize, Y: Element>(
         &self,
         at: Tile,
-        mr: usize,
+        rows: usize,
         out: &mut [Y],
         w_outliers: &[f32],
-        acc: impl Fn(usize, usize, usize) -> f64,
+        sums: TileSums<'_, NP>,
     ) {
-        // Timed around the pieces, not inside `epilogue`: a guard there
+        // Timed around the whole tile, not inside `epilogue`: a guard there
         // slowed the instrumented epilogue twofold.
         let _timer = Timer::start(Phase::Epilogue);
+        #[cfg(target_arch = "x86_64")]
+        if matches!(Y::DTYPE, DType::F16 | DType::F32)
+            && (at.p + NP) * PANEL <= self.w.out_features()
+            && kernel::has_avx512_epilogue()
+        {
+            let (no, j0) = (self.outliers.len(), at.p * PANEL);
+            let tile = kernel::EpilogueTile {
+                sums: &sums.panels,
+                row_stride: sums.row_stride,
+                rows,
+                sa: &self.sa[at.i..][..rows],
+                sb: &self.w.scb()[j0..][..NP * PANEL],
+                x_outliers: &self.x_outliers[at.i * no..][..rows * no],
+                w_outliers: &w_outliers[(at.p - at.p0) * no * PANEL..][..NP * no * PANEL],
+                bias: self.w.bias().map(|b| &b[j0..][..NP * PANEL]),
+            };
+            let dst = &mut out[(at.i - at.row0) * at.stride + j0 - at.col0..];
+            assert!(rows == 0 || (rows - 1) * at.stride + NP * PANEL <= dst.len());
+            // SAFETY: the processor has AVX-512 F and F16C (checked above);
+            // `dst` holds the tile's outputs (checked), of `Y`: float16 (a u16)
+            // or float32.
+            unsafe { kernel::epilogue_tile_avx512(tile, dst.as_mut_ptr().cast(), at.stride, Y::DTYPE == DType::F16) };
+            return;
+        }
+        let (panels, row_stride) = (sums.panels, sums.row_stride);
+        let acc = |r: usize, p: usize, l: usize| panels[p][r * row_stride + l] as f64;
         let mut r0 = 0;
-        while r0 < mr {
+        while r0 < rows {
             let piece = Tile { i: at.i + r0, ..at };
             let acc = |r, p, l| acc(r0 + r, p, l);
-            r0 += match mr - r0 {
+            r0 += match rows - r0 {
                 16.. => self.epilogue_n::<16, NP, Y>(piece, out, w_outliers, acc),
                 8.. => self.epilogue_n::<8, NP, Y>(piece, out, w_outliers, acc),
                 4.. => self.epilogue_n::<4, NP, Y>(piece, out, w_outliers, acc),
@@ -121,36 +158,6 @@ impl Operands<'_> {
         acc: impl Fn(usize, usize, usize) -> f64,
     ) {
         let n = self.w.out_features();
-        #[cfg(target_arch = "x86_64")]
-        if matches!(Y::DTYPE, DType::F16 | DType::F32) && (at.p + NP) * PANEL <= n && kernel::has_avx512_epilogue() {
-            let (scb, bias, no) = (self.w.scb(), self.w.bias(), self.outliers.len());
-            for r in 0..MR {
-                let i = at.i + r;
-                let (sa, x_outliers) = (self.sa[i], &self.x_outliers[i * no..][..no]);
-                let out_row = &mut out[(i - at.row0) * at.stride..];
-                for p in 0..NP {
-                    let j0 = (at.p + p) * PANEL;
-                    let mut lanes = [0.0f64; PANEL];
-                    for (l, v) in lanes.iter_mut().enumerate() {
-                        *v = acc(r, p, l);
-                    }
-                    let w = &w_outliers[(at.p + p - at.p0) * no * PANEL..][..no * PANEL];
-                    let dst = &mut out_row[j0 - at.col0..][..PANEL];
-                    let lanes = kernel::EpilogueLanes {
-                        acc: &lanes,
-                        sa,
-                        sb: &scb[j0..][..PANEL],
-                        x_outliers,
-                        w_outliers: w,
-                        bias: bias.map(|b| &b[j0..][..PANEL]),
-                    };
-                    // SAFETY: the processor has AVX-512 F and F16C (checked above);
-                    // `dst` is 16 values of `Y`, float16 (a u16) or float32.
-                    unsafe { kernel::epilogue_lanes_avx512(lanes, dst.as_mut_ptr().cast(), Y::DTYPE == DType::F16) };
-                }
-            }
-            return;
-        }
         if Y::DTYPE == DType::F16 {
             // The float32 epilogue into a tile of its own, then F16C 8 values
             // at a time (`convert_from_f32`): `f16::from_f32` value by value

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use super::epilogue::TileSums;
 #[cfg(target_arch = "x86_64")]
 use super::pack::GROUP;
 use super::pack::PANEL;
@@ -194,7 +195,6 @@ impl Operands<'_> {
                 let np = (block.end - p).min(2);
                 let w = &packed.data()[p * ps..];
                 let at = Tile { i, p, p0: block.start, ..at };
-                let t = amx::TILE_ROWS;
                 let first = i == rows.start;
                 // The tile's output rows, asked for before its products: written
                 // by the epilogue, each row was otherwise a store miss the
@@ -203,31 +203,53 @@ impl Operands<'_> {
                 for r in i..i + mr {
                     prefetch(&out[(r - at.row0) * at.stride..][cols.clone()]);
                 }
-                match (mr > t, np) {
+                match (mr > amx::TILE_ROWS, np) {
                     (true, 2) => {
                         let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
                         self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
-                        self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                        self.amx_epilogue(at, mr, out, w_outliers, &s)
                     }
                     (true, _) => {
                         let s = amx::products::<U, 2, 1>(unit, xs, w, ps, kp);
                         self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
-                        self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[r / t][p][r % t][l] as f64)
+                        self.amx_epilogue(at, mr, out, w_outliers, &s)
                     }
                     (false, 2) => {
                         let s = amx::products::<U, 1, 2>(unit, xs, w, ps, kp);
                         self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
-                        self.epilogue_rows::<2, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                        self.amx_epilogue(at, mr, out, w_outliers, &s)
                     }
                     (false, _) => {
                         let s = amx::products::<U, 1, 1>(unit, xs, w, ps, kp);
                         self.outlier_columns_after_products(first, p..p + np, block.start, w_outliers);
-                        self.epilogue_rows::<1, Y>(at, mr, out, w_outliers, |r, p, l| s[0][p][r][l] as f64)
+                        self.amx_epilogue(at, mr, out, w_outliers, &s)
                     }
                 }
                 p += np;
             }
             i += mr;
+        }
+    }
+
+    /// The epilogue of a register block's `mr` rows: each 16-row tile's sums
+    /// read where `tilestored` left them.
+    #[inline(always)]
+    fn amx_epilogue<const MT: usize, const NP: usize, Y: Element>(
+        &self,
+        at: Tile,
+        mr: usize,
+        out: &mut [Y],
+        w_outliers: &[f32],
+        sums: &[[amx::Sums; NP]; MT],
+    ) {
+        for (mt, tiles) in sums.iter().enumerate() {
+            let rows = mr.saturating_sub(mt * amx::TILE_ROWS).min(amx::TILE_ROWS);
+            let mut panels: [&[i32]; NP] = [&[]; NP];
+            for (panel, tile) in panels.iter_mut().zip(tiles) {
+                *panel = tile.0.as_flattened();
+            }
+            let at = Tile { i: at.i + mt * amx::TILE_ROWS, ..at };
+            self.epilogue_sums(at, rows, out, w_outliers, TileSums { panels, row_stride: PANEL });
         }
     }
 
@@ -259,7 +281,11 @@ impl Operands<'_> {
                     unsafe { kernel::tile_avx2::<MR>(&x[at.i * kp..], kp, &w[p * stride..], kp) }
                 });
                 self.outlier_columns_after_products(first, panels, at.p0, w_outliers);
-                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[p][r][0][l] as f64);
+                let mut panels: [&[i32]; NP] = [&[]; NP];
+                for (panel, acc) in panels.iter_mut().zip(&acc) {
+                    *panel = acc.as_flattened().as_flattened();
+                }
+                self.epilogue_sums(at, MR, out, w_outliers, TileSums { panels, row_stride: PANEL });
             }
             #[cfg(target_arch = "x86_64")]
             RowTile::Vnni { x, sums } => {
@@ -271,8 +297,12 @@ impl Operands<'_> {
                 let acc = unsafe { kernel::tile_vnni::<MR, NP>(tile, sums, w, stride, kp) };
                 timer.stop();
                 self.outlier_columns_after_products(first, panels, at.p0, w_outliers);
-                let _timer = Timer::start(Phase::Epilogue);
-                self.epilogue::<MR, NP, Y>(at, out, w_outliers, |r, p, l| acc[r][p][l] as f64);
+                let values = acc.as_flattened().as_flattened();
+                let mut panels: [&[i32]; NP] = [&[]; NP];
+                for (p, panel) in panels.iter_mut().enumerate() {
+                    *panel = &values[p * PANEL..];
+                }
+                self.epilogue_sums(at, MR, out, w_outliers, TileSums { panels, row_stride: NP * PANEL });
             }
         }
     }
@@ -390,11 +420,14 @@ pub(super) fn activation_tile<'a>(
         return Ok(ActivationTile::Rows(RowTile::Vnni { x, sums }));
     }
     if let Kernel::Amx { model } = kernel {
-        let x = aligned::zeroed_in(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
+        let x = aligned::reused_in(i8s, amx::packed_activation_len(rows, kp), "packed activations")?;
         // Each 16 rows are one contiguous run of A tiles: threads pack their own
-        // runs (one thread packing 2 MiB at M = 512 was ~5% of a call).
-        let tile_rows = split_ranges(rows.div_ceil(amx::TILE_ROWS), threads_for(q.len(), threads));
+        // runs (one thread packing 2 MiB at M = 512 was ~5% of a call), padding
+        // included; a run past the rows' (the room for a block of 32) is zeroed.
+        let groups = rows.div_ceil(amx::TILE_ROWS);
+        let tile_rows = split_ranges(groups, threads_for(q.len(), threads));
         let run = amx::TILE_ROWS * kp.div_ceil(amx::TILE_K) * amx::TILE_K;
+        x[groups * run..].fill(0);
         let x_parts = split_slice_mut(x, &tile_rows, run);
         run_parts(tile_rows.iter().zip(x_parts), |(t, x)| {
             let q_rows = &q[t.start * amx::TILE_ROWS * k..(t.end * amx::TILE_ROWS).min(rows) * k];

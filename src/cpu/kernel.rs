@@ -212,71 +212,86 @@ pub(super) fn convert_from_f32<Y: crate::dtype::Element>(src: &[f32], dst: &mut 
     }
 }
 
-/// Whether [`epilogue_lanes_avx512`] runs here (AVX-512 F and F16C).
+/// Whether [`epilogue_tile_avx512`] runs here (AVX-512 F and F16C).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) fn has_avx512_epilogue() -> bool {
     std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// The epilogue's inputs for 16 outputs of one row: the exact int8 sums, the
-/// row's scale, the 16 columns' scales, the row's outlier activations, the
-/// outlier weight columns (`[outlier][lane]`) and the bias.
+/// The epilogue's inputs for `rows` rows of one tile over its panels of 16
+/// output columns: each panel's exact int8 sums as the microkernel left them
+/// (row `r`, lane `l` at `[r · row_stride + l]`), the rows' scales and
+/// outlier activations (`[row][outlier]`), the columns' scales, the outlier
+/// weight columns (`[panel][outlier][lane]`) and the bias.
 #[cfg(target_arch = "x86_64")]
-pub(super) struct EpilogueLanes<'a> {
-    pub acc: &'a [f64; 16],
-    pub sa: f32,
+pub(super) struct EpilogueTile<'a> {
+    pub sums: &'a [&'a [i32]],
+    pub row_stride: usize,
+    pub rows: usize,
+    pub sa: &'a [f32],
     pub sb: &'a [f32],
     pub x_outliers: &'a [f32],
     pub w_outliers: &'a [f32],
     pub bias: Option<&'a [f32]>,
 }
 
-/// 16 outputs of the epilogue in AVX-512 registers, operation for operation
-/// `quant`'s: `quant::dequantize_product` (`((acc · sa) · sb) · 1/127²` in f64,
-/// rounded once to f32), `quant::add_outlier_product` from 0 in column order
-/// (a multiply then an add, never fused), `quant::output_value`
-/// (`(int8 part + outlier part) + bias`, the bias 0 where there is none), then
-/// stored as float16 (nearest-even, as `f16::from_f32`) or float32. The scalar
-/// loop it replaces kept ~1 ns per output at M = 512 in loops, bounds and the
-/// float16 tile's round trip.
+/// A tile's epilogue in AVX-512 registers, 16 outputs at a time, operation
+/// for operation `quant`'s: `quant::dequantize_product` (`((acc · sa) · sb) ·
+/// 1/127²` in f64, rounded once to f32), `quant::add_outlier_product` from 0
+/// in column order (a multiply then an add, never fused),
+/// `quant::output_value` (`(int8 part + outlier part) + bias`, the bias 0
+/// where there is none), then stored as float16 (nearest-even, as
+/// `f16::from_f32`) or float32. Panel by panel, the column scales and bias
+/// held in registers across the rows, the sums read where the tile stores
+/// left them. Output row `r`, panel `p`, lane `l` is written at element
+/// `r · dst_stride + 16 · p + l` of `dst`.
 ///
 /// # Safety
-/// AVX-512 F and F16C; `dst` holds 16 float16 (`float16`) or float32 values;
-/// `sb` and `bias` hold 16 values and `w_outliers` 16 per outlier activation.
+/// AVX-512 F and F16C; `dst` holds `(rows - 1) · dst_stride + 16 · panels`
+/// float16 (`float16`) or float32 values (the slices' lengths are checked).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
 #[inline]
-pub(super) unsafe fn epilogue_lanes_avx512(lanes: EpilogueLanes<'_>, dst: *mut u8, float16: bool) {
+pub(super) unsafe fn epilogue_tile_avx512(tile: EpilogueTile<'_>, dst: *mut u8, dst_stride: usize, float16: bool) {
     use std::arch::x86_64::*;
-    let EpilogueLanes { acc, sa, sb, x_outliers, w_outliers, bias } = lanes;
-    assert!(sb.len() == 16 && w_outliers.len() == 16 * x_outliers.len() && bias.is_none_or(|b| b.len() == 16));
-    let (sa, inv) = (_mm512_set1_pd(sa as f64), _mm512_set1_pd(crate::quant::INV_127_SQ));
-    // Lanes 0..8 and 8..16: the exact sums and the column scales widened to f64.
-    let lo = _mm512_cvtpd_ps(_mm512_mul_pd(
-        _mm512_mul_pd(_mm512_mul_pd(_mm512_loadu_pd(acc.as_ptr()), sa), _mm512_cvtps_pd(_mm256_loadu_ps(sb.as_ptr()))),
-        inv,
-    ));
-    let hi = _mm512_cvtpd_ps(_mm512_mul_pd(
-        _mm512_mul_pd(
-            _mm512_mul_pd(_mm512_loadu_pd(acc.as_ptr().add(8)), sa),
-            _mm512_cvtps_pd(_mm256_loadu_ps(sb.as_ptr().add(8))),
-        ),
-        inv,
-    ));
-    let int8_part =
-        _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi)));
-    let mut outlier_part = _mm512_setzero_ps();
-    for (c, &x) in x_outliers.iter().enumerate() {
-        let w = _mm512_loadu_ps(w_outliers.as_ptr().add(16 * c));
-        outlier_part = _mm512_add_ps(outlier_part, _mm512_mul_ps(_mm512_set1_ps(x), w));
-    }
-    let bias = bias.map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr()));
-    let y = _mm512_add_ps(_mm512_add_ps(int8_part, outlier_part), bias);
-    if float16 {
-        _mm256_storeu_si256(dst.cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y));
-    } else {
-        _mm512_storeu_ps(dst.cast(), y);
+    let EpilogueTile { sums, row_stride, rows, sa, sb, x_outliers, w_outliers, bias } = tile;
+    let panels = sums.len();
+    let no = w_outliers.len() / (PANEL * panels).max(1);
+    assert!(sa.len() == rows && x_outliers.len() == rows * no && w_outliers.len() == panels * no * PANEL);
+    assert!(sb.len() == panels * PANEL && bias.is_none_or(|b| b.len() == panels * PANEL));
+    assert!(rows == 0 || sums.iter().all(|s| s.len() >= (rows - 1) * row_stride + PANEL));
+    let inv = _mm512_set1_pd(crate::quant::INV_127_SQ);
+    for (p, s) in sums.iter().enumerate() {
+        // Lanes 0..8 and 8..16 of the column scales, widened to f64 once per panel.
+        let sb_lo = _mm512_cvtps_pd(_mm256_loadu_ps(sb.as_ptr().add(PANEL * p)));
+        let sb_hi = _mm512_cvtps_pd(_mm256_loadu_ps(sb.as_ptr().add(PANEL * p + 8)));
+        let bias = bias.map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr().add(PANEL * p)));
+        let w = w_outliers.as_ptr().add(p * no * PANEL);
+        for r in 0..rows {
+            let acc = _mm512_loadu_si512(s.as_ptr().add(r * row_stride).cast());
+            let sa = _mm512_set1_pd(sa[r] as f64);
+            let lo = _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc));
+            let hi = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc));
+            let lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(lo, sa), sb_lo), inv));
+            let hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(hi, sa), sb_hi), inv));
+            let int8_part = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ));
+            let mut outlier_part = _mm512_setzero_ps();
+            for c in 0..no {
+                let x = _mm512_set1_ps(x_outliers[r * no + c]);
+                outlier_part = _mm512_add_ps(outlier_part, _mm512_mul_ps(x, _mm512_loadu_ps(w.add(PANEL * c))));
+            }
+            let y = _mm512_add_ps(_mm512_add_ps(int8_part, outlier_part), bias);
+            let at = r * dst_stride + PANEL * p;
+            if float16 {
+                _mm256_storeu_si256(dst.add(2 * at).cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y));
+            } else {
+                _mm512_storeu_ps(dst.add(4 * at).cast(), y);
+            }
+        }
     }
 }
 
@@ -687,7 +702,9 @@ mod tests {
     /// The AVX-512 epilogue gives, bit for bit, `quant`'s scalar composition
     /// (`dequantize_product`, `add_outlier_product` from 0, `output_value`,
     /// `f16::from_f32`): sums from 0 to ±127²·65536, scales from subnormal to
-    /// large, 0 to 7 outlier columns with ±0 products, with and without bias.
+    /// large, 0 to 7 outlier columns with ±0 products, with and without bias,
+    /// tiles of 1 to 5 rows over 1 or 2 panels with gaps between the sums'
+    /// rows and the output's (which it leaves as they were).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx512_epilogue_is_quants_arithmetic_bit_for_bit() {
@@ -701,44 +718,61 @@ mod tests {
             (seed >> 11) as f64 / (1u64 << 53) as f64
         };
         for case in 0..400 {
+            let (rows, panels, no) = (1 + case % 5, 1 + case % 2, case % 8);
+            let (row_stride, dst_stride) = (16 * (1 + case % 3), 16 * panels + 8 * (case % 3));
             let big = 127.0 * 127.0 * 65536.0;
-            let acc: [f64; 16] = std::array::from_fn(|l| match (case + l) % 5 {
-                0 => 0.0,
-                1 => ((next() * 2.0 - 1.0) * big).round(),
-                _ => ((next() * 2.0 - 1.0) * 1e6).round(),
-            });
-            let sa = [1e-40f32, 0.5, 3.0, 1e4][case % 4] * (1.0 + next() as f32);
-            let sb: Vec<f32> = (0..16).map(|l| if l == 3 { 0.0 } else { (next() * 0.2) as f32 }).collect();
-            let no = case % 8;
-            let x_outliers: Vec<f32> =
-                (0..no).map(|c| if c == 1 { -0.0 } else { ((next() - 0.5) * 120.0) as f32 }).collect();
-            let w_outliers: Vec<f32> = (0..16 * no).map(|_| ((next() - 0.5) * 0.3) as f32).collect();
-            let bias: Option<Vec<f32>> = (case % 3 != 0).then(|| (0..16).map(|_| (next() - 0.5) as f32).collect());
-            let want: Vec<f32> = (0..16)
-                .map(|l| {
-                    let int8_part = quant::dequantize_product(acc[l], sa, sb[l]);
-                    let outlier_part = (0..no)
-                        .fold(0.0f32, |o, c| quant::add_outlier_product(o, x_outliers[c], w_outliers[16 * c + l]));
-                    quant::output_value(int8_part, outlier_part, bias.as_ref().map_or(0.0, |b| b[l]))
+            let sums: Vec<Vec<i32>> = (0..panels)
+                .map(|_| {
+                    (0..rows * row_stride)
+                        .map(|i| match (case + i) % 5 {
+                            0 => 0,
+                            1 => ((next() * 2.0 - 1.0) * big).round() as i32,
+                            _ => ((next() * 2.0 - 1.0) * 1e6).round() as i32,
+                        })
+                        .collect()
                 })
                 .collect();
-            let lanes = || EpilogueLanes {
-                acc: &acc,
-                sa,
+            let sa: Vec<f32> =
+                (0..rows).map(|r| [1e-40f32, 0.5, 3.0, 1e4][(case + r) % 4] * (1.0 + next() as f32)).collect();
+            let sb: Vec<f32> = (0..16 * panels).map(|l| if l == 3 { 0.0 } else { (next() * 0.2) as f32 }).collect();
+            let x_outliers: Vec<f32> = (0..rows * no)
+                .map(|c| if c % no.max(1) == 1 { -0.0 } else { ((next() - 0.5) * 120.0) as f32 })
+                .collect();
+            let w_outliers: Vec<f32> = (0..panels * no * 16).map(|_| ((next() - 0.5) * 0.3) as f32).collect();
+            let bias: Option<Vec<f32>> =
+                (case % 3 != 0).then(|| (0..16 * panels).map(|_| (next() - 0.5) as f32).collect());
+            let len = (rows - 1) * dst_stride + 16 * panels;
+            let (mut out32, mut out16) = (vec![f32::NAN; len + 8], vec![f16::NAN; len + 8]);
+            let panel_sums: Vec<&[i32]> = sums.iter().map(Vec::as_slice).collect();
+            let tile = || EpilogueTile {
+                sums: &panel_sums,
+                row_stride,
+                rows,
+                sa: &sa,
                 sb: &sb,
                 x_outliers: &x_outliers,
                 w_outliers: &w_outliers,
                 bias: bias.as_deref(),
             };
-            let (mut out32, mut out16) = ([0.0f32; 16], [f16::ZERO; 16]);
-            // SAFETY: AVX-512 F and F16C are present (checked); 16 outputs of each dtype.
+            // SAFETY: AVX-512 F and F16C are present (checked); `len` outputs of each dtype.
             unsafe {
-                epilogue_lanes_avx512(lanes(), out32.as_mut_ptr().cast(), false);
-                epilogue_lanes_avx512(lanes(), out16.as_mut_ptr().cast(), true);
+                epilogue_tile_avx512(tile(), out32.as_mut_ptr().cast(), dst_stride, false);
+                epilogue_tile_avx512(tile(), out16.as_mut_ptr().cast(), dst_stride, true);
             }
-            for l in 0..16 {
-                assert_eq!(out32[l].to_bits(), want[l].to_bits(), "case {case} lane {l}: float32");
-                assert_eq!(out16[l].to_bits(), f16::from_f32(want[l]).to_bits(), "case {case} lane {l}: float16");
+            for (i, (&o32, &o16)) in out32.iter().zip(&out16).enumerate() {
+                let (r, c) = (i / dst_stride, i % dst_stride);
+                if r >= rows || c >= 16 * panels {
+                    assert!(o32.is_nan() && o16.is_nan(), "case {case}: output {i} outside the tile written");
+                    continue;
+                }
+                let (p, l) = (c / 16, c % 16);
+                let int8_part = quant::dequantize_product(sums[p][r * row_stride + l] as f64, sa[r], sb[c]);
+                let outlier_part = (0..no).fold(0.0f32, |o, k| {
+                    quant::add_outlier_product(o, x_outliers[r * no + k], w_outliers[(p * no + k) * 16 + l])
+                });
+                let want = quant::output_value(int8_part, outlier_part, bias.as_ref().map_or(0.0, |b| b[c]));
+                assert_eq!(o32.to_bits(), want.to_bits(), "case {case} row {r} column {c}: float32");
+                assert_eq!(o16.to_bits(), f16::from_f32(want).to_bits(), "case {case} row {r} column {c}: float16");
             }
         }
     }

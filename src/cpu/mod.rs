@@ -153,7 +153,7 @@ fn products<X: Element>(input: Activations<'_, X>, weights: &[&Weight], mut ys: 
 /// Returns the slice's number of outlier columns.
 fn row_statistics<X: Element>(input: Activations<'_, X>, row_absmax: &mut [f32]) -> Result<usize> {
     scratch::with_scratch(|scratch| {
-        let qx = scratch::zeroed(&mut scratch.qx, input.x.len(), "quantized activations")?;
+        let qx = scratch::reused(&mut scratch.qx, input.x.len(), "quantized activations")?; // every value written
         quantize_activations(input, qx, row_absmax, &mut scratch.masks, &mut scratch.outliers)?;
         for a in row_absmax.iter_mut() {
             *a = quant::row_statistic(*a);
@@ -169,7 +169,8 @@ fn matmul_in<X: Element, Y: Element>(
     ys: &mut [&mut [Y]],
     scratch: &mut scratch::Scratch,
 ) -> Result<usize> {
-    let qx = scratch::zeroed(&mut scratch.qx, input.x.len(), "quantized activations")?;
+    // `quantize_activations` writes every value.
+    let qx = scratch::reused(&mut scratch.qx, input.x.len(), "quantized activations")?;
     let sa = scratch::zeroed(&mut scratch.sa, input.rows, "activation scales")?;
     let mut outliers = std::mem::take(&mut scratch.outliers);
     let quantized = {
