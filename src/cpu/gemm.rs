@@ -196,13 +196,6 @@ impl Operands<'_> {
                 let w = &packed.data()[p * ps..];
                 let at = Tile { i, p, p0: block.start, ..at };
                 let first = i == rows.start;
-                // The tile's output rows, asked for before its products: written
-                // by the epilogue, each row was otherwise a store miss the
-                // store buffer waited on (the epilogue 15% slower at M = 512).
-                let cols = (p * PANEL - at.col0)..((p + np) * PANEL - at.col0).min(at.stride);
-                for r in i..i + mr {
-                    prefetch(&out[(r - at.row0) * at.stride..][cols.clone()]);
-                }
                 match (mr > amx::TILE_ROWS, np) {
                     (true, 2) => {
                         let s = amx::products::<U, 2, 2>(unit, xs, w, ps, kp);
@@ -440,20 +433,4 @@ pub(super) fn activation_tile<'a>(
         dst[..k].copy_from_slice(src);
     }
     Ok(ActivationTile::Rows(RowTile::Signed(x)))
-}
-
-/// Asks for the cache lines of `values` (first to last byte) before they are
-/// written or read: a hint, no effect on results.
-#[inline(always)]
-fn prefetch<T>(values: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let (start, bytes) = (values.as_ptr().cast::<i8>(), std::mem::size_of_val(values));
-        let first_line = start as usize % aligned::CACHE_LINE;
-        for at in (0..first_line + bytes).step_by(aligned::CACHE_LINE) {
-            // SAFETY: a prefetch reads nothing and never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_sub(first_line).wrapping_add(at)) };
-        }
-    }
 }
