@@ -22,8 +22,8 @@ pub(super) struct TileSums<'a, const NP: usize> {
 
 impl Operands<'_> {
     /// The epilogue of `rows` rows from `at.i` over `NP` panels from `at.p`
-    /// (any number of rows up to the tile's): on AVX-512 for float16 and
-    /// float32 outputs of whole panels, the tile at once
+    /// (any number of rows up to the tile's): on AVX-512 for outputs of
+    /// whole panels, the tile at once
     /// ([`kernel::epilogue_tile_avx512`]), else in pieces of 16, 8, 4, 2 and
     /// 1 rows ([`Self::epilogue`]) — the same bits.
     #[inline(always)]
@@ -39,10 +39,7 @@ impl Operands<'_> {
         // slowed the instrumented epilogue twofold.
         let _timer = Timer::start(Phase::Epilogue);
         #[cfg(target_arch = "x86_64")]
-        if matches!(Y::DTYPE, DType::F16 | DType::F32)
-            && (at.p + NP) * PANEL <= self.w.out_features()
-            && kernel::has_avx512_epilogue()
-        {
+        if (at.p + NP) * PANEL <= self.w.out_features() && kernel::has_avx512_epilogue() {
             let (no, j0) = (self.outliers.len(), at.p * PANEL);
             let tile = kernel::EpilogueTile {
                 sums: &sums.panels,
@@ -57,9 +54,8 @@ impl Operands<'_> {
             let dst = &mut out[(at.i - at.row0) * at.stride + j0 - at.col0..];
             assert!(rows == 0 || (rows - 1) * at.stride + NP * PANEL <= dst.len());
             // SAFETY: the processor has AVX-512 F and F16C (checked above);
-            // `dst` holds the tile's outputs (checked), of `Y`: float16 (a u16)
-            // or float32.
-            unsafe { kernel::epilogue_tile_avx512(tile, dst.as_mut_ptr().cast(), at.stride, Y::DTYPE == DType::F16) };
+            // `dst` holds the tile's outputs (checked), of `Y`, whose dtype is given.
+            unsafe { kernel::epilogue_tile_avx512(tile, dst.as_mut_ptr().cast(), at.stride, Y::DTYPE) };
             return;
         }
         let (panels, row_stride) = (sums.panels, sums.row_stride);

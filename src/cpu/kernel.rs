@@ -242,18 +242,24 @@ pub(super) struct EpilogueTile<'a> {
 /// in column order (a multiply then an add, never fused),
 /// `quant::output_value` (`(int8 part + outlier part) + bias`, the bias 0
 /// where there is none), then stored as float16 (nearest-even, as
-/// `f16::from_f32`) or float32. Panel by panel, the column scales and bias
+/// `f16::from_f32`), bfloat16 (as `bf16::from_f32`) or float32. Panel by panel, the column scales and bias
 /// held in registers across the rows, the sums read where the tile stores
 /// left them. Output row `r`, panel `p`, lane `l` is written at element
 /// `r · dst_stride + 16 · p + l` of `dst`.
 ///
 /// # Safety
 /// AVX-512 F and F16C; `dst` holds `(rows - 1) · dst_stride + 16 · panels`
-/// float16 (`float16`) or float32 values (the slices' lengths are checked).
+/// values of `output` (the slices' lengths are checked).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
 #[inline]
-pub(super) unsafe fn epilogue_tile_avx512(tile: EpilogueTile<'_>, dst: *mut u8, dst_stride: usize, float16: bool) {
+pub(super) unsafe fn epilogue_tile_avx512(
+    tile: EpilogueTile<'_>,
+    dst: *mut u8,
+    dst_stride: usize,
+    output: crate::dtype::DType,
+) {
+    use crate::dtype::DType;
     use std::arch::x86_64::*;
     let EpilogueTile { sums, row_stride, rows, sa, sb, x_outliers, w_outliers, bias } = tile;
     let panels = sums.len();
@@ -286,13 +292,33 @@ pub(super) unsafe fn epilogue_tile_avx512(tile: EpilogueTile<'_>, dst: *mut u8, 
             }
             let y = _mm512_add_ps(_mm512_add_ps(int8_part, outlier_part), bias);
             let at = r * dst_stride + PANEL * p;
-            if float16 {
-                _mm256_storeu_si256(dst.add(2 * at).cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y));
-            } else {
-                _mm512_storeu_ps(dst.add(4 * at).cast(), y);
+            match output {
+                DType::F32 => _mm512_storeu_ps(dst.add(4 * at).cast(), y),
+                DType::F16 => {
+                    _mm256_storeu_si256(dst.add(2 * at).cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y))
+                }
+                DType::BF16 => _mm256_storeu_si256(dst.add(2 * at).cast(), bf16_nearest_even(y)),
             }
         }
     }
+}
+
+/// 16 floats rounded to bfloat16 as `bf16::from_f32` does: to nearest, ties
+/// to even, in integer arithmetic on the bits (overflow to ±Inf, subnormals
+/// kept); a NaN keeps its top bits with the quiet bit set. Not
+/// `vcvtneps2bf16`, which flushes subnormal inputs to zero.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn bf16_nearest_even(y: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let bits = _mm512_castps_si512(y);
+    let high = _mm512_srli_epi32::<16>(bits);
+    let lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+    let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb));
+    let quiet_nan = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(y, y);
+    _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet_nan))
 }
 
 /// A row as the AVX-512 quantizers read it: each value widened to float32
@@ -667,7 +693,7 @@ pub unsafe fn quantize_weight_row_avx512<T: crate::dtype::Element>(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::dtype::Element;
+    use crate::dtype::{DType, Element};
     use crate::quant::{self, InputRounding};
     use half::{bf16, f16};
 
@@ -742,7 +768,8 @@ mod tests {
             let bias: Option<Vec<f32>> =
                 (case % 3 != 0).then(|| (0..16 * panels).map(|_| (next() - 0.5) as f32).collect());
             let len = (rows - 1) * dst_stride + 16 * panels;
-            let (mut out32, mut out16) = (vec![f32::NAN; len + 8], vec![f16::NAN; len + 8]);
+            let (mut out32, mut out16, mut outb) =
+                (vec![f32::NAN; len + 8], vec![f16::NAN; len + 8], vec![bf16::NAN; len + 8]);
             let panel_sums: Vec<&[i32]> = sums.iter().map(Vec::as_slice).collect();
             let tile = || EpilogueTile {
                 sums: &panel_sums,
@@ -756,13 +783,17 @@ mod tests {
             };
             // SAFETY: AVX-512 F and F16C are present (checked); `len` outputs of each dtype.
             unsafe {
-                epilogue_tile_avx512(tile(), out32.as_mut_ptr().cast(), dst_stride, false);
-                epilogue_tile_avx512(tile(), out16.as_mut_ptr().cast(), dst_stride, true);
+                epilogue_tile_avx512(tile(), out32.as_mut_ptr().cast(), dst_stride, DType::F32);
+                epilogue_tile_avx512(tile(), out16.as_mut_ptr().cast(), dst_stride, DType::F16);
+                epilogue_tile_avx512(tile(), outb.as_mut_ptr().cast(), dst_stride, DType::BF16);
             }
-            for (i, (&o32, &o16)) in out32.iter().zip(&out16).enumerate() {
+            for (i, ((&o32, &o16), &ob)) in out32.iter().zip(&out16).zip(&outb).enumerate() {
                 let (r, c) = (i / dst_stride, i % dst_stride);
                 if r >= rows || c >= 16 * panels {
-                    assert!(o32.is_nan() && o16.is_nan(), "case {case}: output {i} outside the tile written");
+                    assert!(
+                        o32.is_nan() && o16.is_nan() && ob.is_nan(),
+                        "case {case}: output {i} outside the tile written"
+                    );
                     continue;
                 }
                 let (p, l) = (c / 16, c % 16);
@@ -773,6 +804,7 @@ mod tests {
                 let want = quant::output_value(int8_part, outlier_part, bias.as_ref().map_or(0.0, |b| b[c]));
                 assert_eq!(o32.to_bits(), want.to_bits(), "case {case} row {r} column {c}: float32");
                 assert_eq!(o16.to_bits(), f16::from_f32(want).to_bits(), "case {case} row {r} column {c}: float16");
+                assert_eq!(ob.to_bits(), bf16::from_f32(want).to_bits(), "case {case} row {r} column {c}: bfloat16");
             }
         }
     }
