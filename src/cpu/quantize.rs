@@ -356,24 +356,6 @@ isa::multiversion! {
 }
 
 isa::multiversion! {
-    /// Quantizes whole activation rows under the int8-part rule, the outlier
-    /// columns of the whole call marked in `outlier_columns`.
-    fn quantize_int8_part<T: Element>(
-        x: &[T],
-        rows_q: RowQuantizer,
-        outlier_columns: &[bool],
-        cols: usize,
-        q: &mut [i8],
-        absmax: &mut [f32]
-    ) -> () {
-        let mut buf = Vec::new();
-        for ((row, q), a) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).zip(absmax) {
-            *a = rows_q.int8_part_row(row, &mut buf, outlier_columns, q);
-        }
-    }
-}
-
-isa::multiversion! {
     /// Turns rows quantized under bitsandbytes' rule (each row's own outliers
     /// out of its absmax, `quantize_activation_part`) into the int8-part
     /// rule's: the two differ only in a row where a column of the `outliers`
@@ -509,27 +491,18 @@ pub(crate) fn quantize_activations<T: Element>(
             let x = row_slice(range);
             int8_part_from_own_outliers(path, x, rows_q, threshold, union, columns, cols, q, a)
         });
-    } else if int8_part {
+    } else if let (true, Some(given)) = (int8_part, row_absmax) {
+        // Row-parallel: each row's own absmax checked against the given one
+        // and quantized with the latter, in one pass.
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
-        match row_absmax {
-            // Row-parallel: each row's own absmax checked against the given
-            // one and quantized with the latter, in one pass.
-            Some(given) => {
-                let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-                    let given = &given[range.clone()];
-                    let x = row_slice(range);
-                    quantize_int8_part_given(path, x, rows_q, union, given, range.start, cols, q, a)
-                });
-                // Parts run in row order: the first error names the lowest row.
-                checked.into_iter().collect::<Result<Vec<()>>>()?;
-            }
-            None => {
-                run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
-                    quantize_int8_part(path, row_slice(range), rows_q, union, cols, q, a)
-                });
-            }
-        }
+        let checked = run_parts(parts.iter().zip(q_parts).zip(a_parts), |((range, q), a)| {
+            let given = &given[range.clone()];
+            let x = row_slice(range);
+            quantize_int8_part_given(path, x, rows_q, union, given, range.start, cols, q, a)
+        });
+        // Parts run in row order: the first error names the lowest row.
+        checked.into_iter().collect::<Result<Vec<()>>>()?;
     }
     if let (Some(given), false) = (row_absmax, int8_part) {
         // bitsandbytes' rule: each row's own absmax is this slice's share of
