@@ -456,13 +456,13 @@ pub(crate) fn quantize_activations<T: Element>(
     let Activations { x, k: cols, threshold, settings, row_absmax, smoothing, .. } = input;
     let Settings { path, threads, .. } = settings;
     let rows_q = RowQuantizer::new::<T>(settings, smoothing);
-    // The int8-part rule needs every row's outliers before any row's scale:
-    // a first pass over X marks them (at threshold 0 the rules agree).
+    // The int8-part rule needs every row's outliers before any row's scale (at
+    // threshold 0 the rules agree). Without a given absmax it takes one pass
+    // over X: the rows quantized under bitsandbytes' rule (which needs no
+    // other row), then the few rows where the two differ quantized again (one
+    // pass over X fewer: ~3% of an M = 512 call). With one, a first pass
+    // marks the outliers.
     let int8_part = settings.row_scale == RowScale::Int8Part && threshold > 0.0;
-    // Without a given absmax, the int8-part rule in one pass over X: the rows
-    // quantized under bitsandbytes' rule (which needs no other row), then the
-    // few rows where the two differ quantized again (one pass over X fewer:
-    // ~3% of an M = 512 call).
     let one_pass = int8_part && row_absmax.is_none();
     let rows = absmax.len();
     let parts = split_ranges(rows, threads_for(x.len(), threads));
@@ -482,8 +482,8 @@ pub(crate) fn quantize_activations<T: Element>(
         });
     }
     let union = merge_masks(masks, cols);
+    list_outliers(union, outliers)?;
     if one_pass {
-        list_outliers(union, outliers)?;
         let q_parts = split_slice_mut(&mut *q, &parts, cols);
         let a_parts = split_slice_mut(&mut *absmax, &parts, 1);
         let columns = &outliers[..];
@@ -515,7 +515,6 @@ pub(crate) fn quantize_activations<T: Element>(
         // Parts run in row order: the first error names the lowest row.
         checked.into_iter().collect::<Result<Vec<()>>>()?;
     }
-    list_outliers(union, outliers)?;
     // Outlier columns go through the floating-point product: 0 in the int8 one.
     if !outliers.is_empty() {
         for row in q.chunks_exact_mut(cols) {
